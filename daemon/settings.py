@@ -1,0 +1,205 @@
+"""The one settings object (supervisor; workers receive the fields they need in their start message).
+
+Precedence, lowest first: field defaults < TOML file (`--config`) < environment (`FRAMEPOOL_<FIELD>`, and
+`LIVEKIT_URL` / `LIVEKIT_API_KEY` / `LIVEKIT_API_SECRET`) < command-line flags. Every field carries its
+type, default, environment variable and description here and nowhere else: the CLI flags, `framepool
+config` and the settings reference in the README are generated from this module.
+
+Why not pydantic-settings: one more large dependency for what msgspec (already used for the control
+plane) does with `convert(strict=False)`; and why not configuration through `os.environ` for children:
+workers get an explicit typed message, so what a worker runs with is visible in one place.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from framepool.errors import ConfigError
+
+ENV_PREFIX = "FRAMEPOOL_"
+# The LiveKit tools' own variable names, so one environment serves livekit-cli, the SDK and framepool.
+ENV_ALIASES = {"livekit_url": "LIVEKIT_URL", "api_key": "LIVEKIT_API_KEY", "api_secret": "LIVEKIT_API_SECRET"}
+SECRET_FIELDS = frozenset({"api_secret"})
+
+JobType = Literal["room", "publisher", "participant"]
+
+
+def _doc(text: str, **constraints: Any) -> Any:
+    return Meta(description=text, **constraints)
+
+
+class AgentSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A declarative agent: registered with LiveKit and run without any Python (TOML `[[agents]]`)."""
+
+    agent_name: Annotated[str, _doc("Name for explicit dispatch; empty means automatic dispatch.")] = ""
+    job_type: Annotated[JobType, _doc("room, publisher or participant.")] = "room"
+    audio: Annotated[list[str], _doc("Processors for every subscribed audio track, e.g. 'audio-level(window_ms=100)'.")] = []
+    video: Annotated[list[str], _doc("Processors for every subscribed video track.")] = []
+    topic: Annotated[str, _doc("Data topic the results are published on; empty: each result's own topic.")] = ""
+    reliable: Annotated[bool, _doc("Publish results reliably (ordered, retransmitted) rather than lossy.")] = True
+    publish_video: Annotated[bool, _doc("Publish processed video frames as a track.")] = False
+    publish_audio: Annotated[bool, _doc("Publish processed audio frames as a track.")] = False
+    participant_identity: Annotated[str, _doc("Only process tracks of this participant; empty: everyone.")] = ""
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Everything framepool can be told. Field order is the order of `framepool config`."""
+
+    # LiveKit
+    livekit_url: Annotated[str, _doc("LiveKit server URL, ws:// or wss://.")] = ""
+    api_key: Annotated[str, _doc("LiveKit API key.")] = ""
+    api_secret: Annotated[str, _doc("LiveKit API secret (masked in output).")] = ""
+
+    # Worker pool
+    workers: Annotated[int, _doc("Processor worker processes; 0 means one per CPU left after the supervisor's, at least 1.", ge=0, le=1024)] = 0
+    cpus: Annotated[list[Annotated[int, Meta(ge=0)]], _doc("CPUs the workers are pinned to (round robin), e.g. '1,2,3'; empty: all CPUs this process may use.")] = []
+    start_method: Annotated[Literal["forkserver", "spawn"], _doc("How worker processes start; both are safe in a supervisor that has threads.")] = "forkserver"
+    prewarm: Annotated[str, _doc("'module:function' run once in every worker before it takes streams (load models here).")] = ""
+    prewarm_timeout: Annotated[float, _doc("Seconds a worker's start-up (including prewarm) may take.", gt=0)] = 30.0
+    ping_interval: Annotated[float, _doc("Seconds between pings to each worker.", gt=0)] = 1.0
+    ping_timeout: Annotated[float, _doc("Seconds without a pong before an unresponsive worker is killed.", gt=0)] = 5.0
+    worker_memory_warn_mb: Annotated[int, _doc("Log a warning when a worker's PSS exceeds this many MiB; 0 disables.", ge=0)] = 0
+    worker_memory_limit_mb: Annotated[int, _doc("Restart a worker whose PSS exceeds this many MiB; 0 disables.", ge=0)] = 0
+    restart_backoff: Annotated[float, _doc("First delay before restarting a crashed worker, doubled per consecutive crash.", ge=0)] = 0.2
+    restart_backoff_max: Annotated[float, _doc("Longest delay between restarts of a crashing worker.", gt=0)] = 10.0
+    crash_loop_limit: Annotated[int, _doc("Workers dying this many times in a row before becoming ready halt the pool.", ge=1)] = 5
+    worker_shutdown_timeout: Annotated[float, _doc("Seconds each rung of a worker's shutdown ladder (ack, exit) may take before the next.", gt=0)] = 3.0
+    processor_failure_limit: Annotated[int, _doc("Consecutive exceptions after which a processor is disabled for that stream.", ge=1)] = 5
+    audio_ring_slots: Annotated[int, _doc("Frames an audio stream's ring holds (realtime drops beyond it).", ge=2, le=65536)] = 64
+    video_ring_slots: Annotated[int, _doc("Frames a video stream's ring holds.", ge=2, le=1024)] = 4
+    result_ring_slots: Annotated[int, _doc("Results a worker's result ring holds.", ge=2, le=65536)] = 1024
+    result_max_bytes: Annotated[int, _doc("Largest encoded result a processor may emit, in bytes.", ge=256, le=16 << 20)] = 64 << 10
+
+    # Agent server
+    load_threshold: Annotated[float, _doc("Load at which the daemon reports itself full to LiveKit.", gt=0, le=1)] = 0.75
+    max_jobs: Annotated[int, _doc("Most concurrent jobs; 0 means limited by load only.", ge=0)] = 0
+    drain_timeout: Annotated[float, _doc("Seconds running jobs may take to finish after SIGTERM (systemd TimeoutStopSec must exceed drain + shutdown).", ge=0)] = 60.0
+    shutdown_timeout: Annotated[float, _doc("Seconds a job's shutdown (callbacks, flush, disconnect) may take.", gt=0)] = 10.0
+    assignment_timeout: Annotated[float, _doc("Seconds to wait for a job assignment after accepting a request.", gt=0)] = 7.5
+    status_interval: Annotated[float, _doc("Seconds between load reports to LiveKit.", gt=0)] = 2.5
+    max_retry: Annotated[int, _doc("Consecutive failed connections to LiveKit before the daemon exits.", ge=1)] = 16
+    agents: Annotated[list[AgentSpec], _doc("Declarative agents (TOML [[agents]] tables only).")] = []
+
+    # Operations
+    log_level: Annotated[Literal["debug", "info", "warning", "error"], _doc("Log verbosity.")] = "info"
+    log_format: Annotated[Literal["auto", "text", "json"], _doc("Log format; auto is json when stderr is not a terminal.")] = "auto"
+
+
+def field_docs() -> list[tuple[str, str, str, Any]]:
+    """(field, environment variable, description, default) for every setting, in declaration order."""
+    info = msgspec.inspect.type_info(Settings)
+    assert isinstance(info, msgspec.inspect.StructType)
+    rows = []
+    for field in info.fields:
+        description = ""
+        field_type = field.type
+        if isinstance(field_type, msgspec.inspect.Metadata):
+            description = (field_type.extra_json_schema or {}).get("description", "")
+        default = field.default if field.default is not msgspec.NODEFAULT else field.default_factory()
+        rows.append((field.name, env_name(field.name), description, default))
+    return rows
+
+
+def env_name(field: str) -> str:
+    return ENV_ALIASES.get(field, ENV_PREFIX + field.upper())
+
+
+def _env_layer(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    layer: dict[str, tuple[Any, str]] = {}
+    for field in Settings.__struct_fields__:
+        if field == "agents":
+            continue  # structured: TOML only
+        name = env_name(field)
+        if name in environ:
+            raw = environ[name]
+            value: Any = [item for item in re.split(r"[,\s]+", raw) if item] if field == "cpus" else raw
+            layer[field] = (value, name)
+    return layer
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def load(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Merge the layers and validate; a bad value raises ConfigError naming key, value, source and expectation."""
+    merged: dict[str, tuple[Any, str]] = {}
+    if config_file is not None:
+        for key, value in load_toml(config_file).items():
+            merged[key] = (value, str(config_file))
+    merged.update(_env_layer(os.environ if environ is None else environ))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            merged[key] = (value, "--" + key.replace("_", "-"))
+    return _validate(merged)
+
+
+def _validate(merged: dict[str, tuple[Any, str]]) -> Settings:
+    unknown = sorted(set(merged) - set(Settings.__struct_fields__))
+    if unknown:
+        key = unknown[0]
+        raise ConfigError(f"unknown setting {key!r} (from {merged[key][1]}); see `framepool config --reference`")
+    values = {key: value for key, (value, _source) in merged.items()}
+    try:
+        return msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(exc, merged)) from None
+
+
+def _explain(exc: msgspec.ValidationError, merged: dict[str, tuple[Any, str]]) -> str:
+    message = str(exc)
+    match = re.search(r" - at `\$\.([A-Za-z_]+)(.*)`$", message)
+    if match is None:
+        return f"bad settings: {message}"
+    key, subpath = match.group(1), match.group(2)
+    expected = message[: match.start()]
+    value, source = merged.get(key, ("?", "?"))
+    shown = "***" if key in SECRET_FIELDS else repr(value)
+    return f"bad setting {key}{subpath} = {shown} (from {source}): {expected[0].lower() + expected[1:]}"
+
+
+def effective_workers(settings: Settings, available_cpus: Sequence[int]) -> int:
+    """Workers to start: as configured, else one per CPU beyond the supervisor's, at least one."""
+    if settings.workers:
+        return settings.workers
+    return max(1, len(available_cpus) - 1)
+
+
+def worker_cpus(settings: Settings) -> list[int]:
+    """CPUs available for pinning workers, validated against what this process may run on."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if not settings.cpus:
+        return allowed
+    missing = [cpu for cpu in settings.cpus if cpu not in allowed]
+    if missing:
+        raise ConfigError(f"bad setting cpus = {settings.cpus!r}: CPU {missing[0]} is not available (allowed: {allowed})")
+    return list(settings.cpus)
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data with secrets masked, for `framepool config` and logs."""
+    data: dict[str, Any] = msgspec.to_builtins(settings)
+    for key in SECRET_FIELDS:
+        if data.get(key):
+            data[key] = "***"
+    return data

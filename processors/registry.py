@@ -1,0 +1,129 @@
+"""Processor names, specs and loading (supervisor and worker).
+
+A spec is written `name` or `name(key=value, key=value)`; `name` is a built-in processor's name or a
+user processor as `package.module:Class`. Values are parsed as JSON when they parse (numbers, booleans,
+quoted strings, lists), else taken as plain strings, then validated against the processor's `Params`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from typing import Any
+
+import msgspec
+
+from framepool.errors import ProcessorError
+from framepool.processors.api import Processor
+
+BUILTIN: dict[str, str] = {
+    "audio-level": "framepool.processors.audio_level:AudioLevel",
+    "video-motion": "framepool.processors.video_motion:VideoMotion",
+}
+
+_SPEC = re.compile(r"^\s*(?P<name>[A-Za-z0-9_.:\-]+)\s*(?:\((?P<args>.*)\))?\s*$", re.S)
+
+
+class ProcessorSpec(msgspec.Struct, frozen=True):
+    """A processor to run and its raw parameters; crosses the control channel as is."""
+
+    name: str
+    params: dict[str, Any] = {}
+
+    def __str__(self) -> str:
+        if not self.params:
+            return self.name
+        args = ", ".join(f"{key}={json.dumps(value)}" for key, value in self.params.items())
+        return f"{self.name}({args})"
+
+
+def parse_spec(text: str) -> ProcessorSpec:
+    """Parse `name(key=value, ...)`; a malformed spec raises ProcessorError."""
+    match = _SPEC.match(text)
+    if match is None:
+        raise ProcessorError(f"bad processor spec {text!r}: expected NAME or NAME(key=value, ...)")
+    params: dict[str, Any] = {}
+    args = (match.group("args") or "").strip()
+    for item in _split_args(args) if args else []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ProcessorError(f"bad processor spec {text!r}: parameter {item.strip()!r} is not key=value")
+        params[key.strip()] = _parse_value(raw.strip())
+    return ProcessorSpec(match.group("name"), params)
+
+
+def parse_specs(text: str) -> list[ProcessorSpec]:
+    """A comma-separated list of specs (commas inside parentheses belong to the parameters)."""
+    return [parse_spec(part) for part in _split_args(text) if part.strip()]
+
+
+def _split_args(text: str) -> list[str]:
+    """Split on top-level commas: not inside brackets or quoted strings."""
+    parts, depth, quote, current = [], 0, "", []
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def load_class(name: str) -> type[Processor]:
+    """The Processor subclass for a built-in name or `module:Class`."""
+    target = BUILTIN.get(name, name)
+    module_name, sep, attr = target.partition(":")
+    if not sep:
+        known = ", ".join(sorted(BUILTIN))
+        raise ProcessorError(f"unknown processor {name!r}: built-ins are {known}; user processors are module:Class")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ProcessorError(f"processor {name!r}: cannot import {module_name!r}: {exc}") from None
+    cls = getattr(module, attr, None)
+    if not (isinstance(cls, type) and issubclass(cls, Processor)):
+        raise ProcessorError(f"processor {name!r}: {target} is not a framepool Processor subclass")
+    return cls
+
+
+def validate_params(cls: type[Processor], spec: ProcessorSpec) -> Any:
+    """The processor's typed parameters; a bad one raises ProcessorError naming it and the expectation."""
+    try:
+        return msgspec.convert(spec.params, cls.Params, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ProcessorError(f"processor {spec.name!r}: bad parameter: {_param_message(exc)}") from None
+
+
+def _param_message(exc: msgspec.ValidationError) -> str:
+    message = str(exc)
+    match = re.search(r" - at `\$\.(.+)`$", message)
+    if match is None:
+        return message.replace("Object contains unknown field", "unknown parameter")
+    return f"{match.group(1)}: {message[: match.start()]}"
+
+
+def instantiate(spec: ProcessorSpec) -> Processor:
+    """Load, validate and construct; any error a user can cause is a ProcessorError."""
+    cls = load_class(spec.name)
+    params = validate_params(cls, spec)
+    try:
+        return cls(params)
+    except (ValueError, TypeError) as exc:
+        raise ProcessorError(f"processor {spec.name!r}: {exc}") from None
