@@ -1,0 +1,126 @@
+"""The loopback LiveKit dev server: HTTP/websocket front door and lifecycle (runs in the dev server process).
+
+For tests, the demo and local development only, in the spirit of `livekit-server --dev`; never a
+production SFU (it re-encodes media per subscriber, see rtc.py). The HTTP port binds loopback by
+default; WebRTC media uses host ICE candidates on this machine's non-loopback IPv4 interfaces, because
+libwebrtc gathers no candidates on loopback (rtc.ice_host_addresses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from types import TracebackType
+
+from aiohttp import web
+
+from framepool.devserver import agents, twirp
+from framepool.devserver.rooms import RoomRegistry
+from framepool.devserver.rtc import AiortcIncompatible, ice_host_addresses, install_workarounds
+from framepool.devserver.signal import handle_rtc, handle_validate
+
+log = logging.getLogger("framepool.devserver")
+
+DEFAULT_KEYS = {"devkey": "secret"}
+
+
+class DevServer:
+    """One dev server: its rooms, its aiohttp application and its listening socket."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 7880, keys: dict[str, str] | None = None,
+                 departure_timeout: float = 20.0, empty_timeout: float = 300.0, verbose: bool = False) -> None:
+        self.host = host
+        self.port = port
+        self.keys = dict(keys) if keys else dict(DEFAULT_KEYS)
+        self.verbose = verbose
+        self.rooms = RoomRegistry(departure_timeout=departure_timeout, empty_timeout=empty_timeout)
+        self.app = web.Application()
+        self.app.router.add_get("/rtc/v1", self._rtc_v1)
+        self.app.router.add_get("/rtc", self._rtc_classic)
+        self.app.router.add_get("/rtc/validate", self._validate)
+        self.app.router.add_get("/rtc/v1/validate", self._validate)
+        twirp.setup(self.app, self)
+        agents.setup(self.app, self)
+        self._runner: web.AppRunner | None = None
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def _rtc_v1(self, request: web.Request) -> web.StreamResponse:
+        return await handle_rtc(request, self.rooms, self.keys, single_pc=True, verbose=self.verbose)
+
+    async def _rtc_classic(self, request: web.Request) -> web.StreamResponse:
+        return await handle_rtc(request, self.rooms, self.keys, single_pc=False, verbose=self.verbose)
+
+    async def _validate(self, request: web.Request) -> web.Response:
+        return await handle_validate(request, self.keys)
+
+    async def start(self) -> None:
+        """Check aiortc, bind (port 0 picks a free port, then `port`/`url` name it) and serve."""
+        install_workarounds()
+        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = site._server
+        if server is not None and getattr(server, "sockets", None):
+            self.port = server.sockets[0].getsockname()[1]
+        log.info("dev server listening on %s (ICE host candidates: %s)", self.url, ", ".join(ice_host_addresses()))
+
+    async def aclose(self) -> None:
+        """Disconnect every participant, close every room and stop listening; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.rooms.aclose()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> DevServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+
+async def _serve(server: DevServer) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await server.start()
+        key, secret = next(iter(server.keys.items()))
+        print(f"framepool dev server (loopback, for development only)\n"
+              f"  url:        {server.url}\n  api key:    {key}\n  api secret: {secret}", flush=True)
+        await stop.wait()
+        log.info("stopping dev server")
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await server.aclose()
+
+
+def run_devserver(host: str = "127.0.0.1", port: int = 7880, keys: dict[str, str] | None = None,
+                  verbose: bool = False, departure_timeout: float = 20.0) -> int:
+    """CLI entry: serve until SIGINT/SIGTERM; 0 on a clean stop, 2 when it cannot start."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = DevServer(host=host, port=port, keys=keys, departure_timeout=departure_timeout, verbose=verbose)
+    try:
+        asyncio.run(_serve(server))
+    except AiortcIncompatible as exc:
+        print(f"framepool devserver: {exc}", flush=True)
+        return 2
+    except OSError as exc:
+        print(f"framepool devserver: cannot listen on {host}:{port}: {exc.strerror or exc}", flush=True)
+        return 2
+    return 0

@@ -1,0 +1,343 @@
+"""The signal endpoints /rtc/v1, /rtc and /rtc/validate of the loopback dev server (runs in the dev server process).
+
+One `SignalSession` per connected participant: it owns the websocket and the participant's media
+(`MediaSession`, media.py) and is the room's `ParticipantLink` to that client. Requests are protobuf
+`SignalRequest`s; anything else (text frames, undecodable or oversized frames) closes the connection
+with a websocket close code and a one-line reason, and the participant leaves the room.
+
+`/rtc/v1` is the SDK's default single peer connection: the join request (a base64url
+`WrappedJoinRequest`, gzipped or not) carries the client's first offer. `/rtc` is the classic mode
+with a server-offered subscriber connection; the SDK falls back to it when /rtc/v1 answers 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import gzip
+import logging
+import time
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+from google.protobuf.message import DecodeError
+from livekit.protocol import models
+from livekit.protocol import rtc as rtc_pb
+
+from framepool.devserver.auth import AuthError, Claims, verify_request
+from framepool.devserver.media import MediaSession
+from framepool.devserver.rooms import Participant, PublishedTrack, Room, RoomRegistry, new_sid
+
+log = logging.getLogger("framepool.devserver")
+
+MAX_SIGNAL_BYTES = 1 << 20
+PING_INTERVAL_S = 5
+PING_TIMEOUT_S = 15
+PROTOCOL_VERSION = 16
+SERVER_VERSION = "1.9.0-framepool-dev"
+_KIND_NAMES = {"standard": models.ParticipantInfo.Kind.STANDARD, "agent": models.ParticipantInfo.Kind.AGENT,
+               "ingress": models.ParticipantInfo.Kind.INGRESS, "egress": models.ParticipantInfo.Kind.EGRESS,
+               "sip": models.ParticipantInfo.Kind.SIP}
+
+
+class BadJoin(Exception):
+    """A join request that cannot be honoured, with the HTTP status livekit-server answers."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def decode_join_request(encoded: str) -> rtc_pb.JoinRequest:
+    """Decode /rtc/v1's `join_request` parameter; BadJoin(400) when it is not a valid WrappedJoinRequest."""
+    try:
+        raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        wrapped = rtc_pb.WrappedJoinRequest.FromString(raw)
+        body = wrapped.join_request
+        if wrapped.compression == rtc_pb.WrappedJoinRequest.Compression.GZIP:
+            body = gzip.decompress(body)
+        return rtc_pb.JoinRequest.FromString(body)
+    except (binascii.Error, ValueError, DecodeError, OSError, EOFError) as exc:
+        raise BadJoin(400, f"invalid join request: {exc}") from exc
+
+
+def participant_from_claims(claims: Claims, metadata: str, attributes: dict[str, str]) -> Participant:
+    video = claims.video
+    assert video is not None
+    permission = models.ParticipantPermission(
+        can_subscribe=video.can_subscribe, can_publish=video.can_publish,
+        can_publish_data=video.can_publish_data, hidden=bool(video.hidden),
+        can_update_metadata=bool(video.can_update_own_metadata), agent=bool(video.agent),
+        can_subscribe_metrics=bool(video.can_subscribe_metrics))
+    for source in video.can_publish_sources or []:
+        permission.can_publish_sources.append(models.TrackSource.Value(source.upper()))
+    merged = dict(claims.attributes or {})
+    merged.update(attributes)
+    return Participant(claims.identity, name=claims.name, kind=_KIND_NAMES.get(claims.kind or "standard", 0),
+                       metadata=claims.metadata or metadata, attributes=merged, permission=permission)
+
+
+def authorise(request: web.Request, keys: dict[str, str]) -> Claims:
+    """Claims of a request allowed to join the room it names; AuthError otherwise."""
+    claims = verify_request(request, keys)
+    video = claims.video
+    if video is None or not video.room_join:
+        raise AuthError(403, "permissions denied: token has no roomJoin grant")
+    if not video.room:
+        raise AuthError(403, "permissions denied: token names no room")
+    if not claims.identity:
+        raise AuthError(401, "permissions denied: token has no identity")
+    return claims
+
+
+class SignalSession:
+    """The server side of one participant's signal websocket; the room's ParticipantLink to that client."""
+
+    def __init__(self, registry: RoomRegistry, ws: web.WebSocketResponse, participant: Participant,
+                 single_pc: bool, verbose: bool) -> None:
+        self.registry = registry
+        self.ws = ws
+        self.participant = participant
+        participant.link = self
+        self.verbose = verbose
+        self.room: Room | None = None
+        self.media = MediaSession(self, single_pc)
+        self.left = asyncio.Event()
+        self._reason = models.DisconnectReason.CLIENT_INITIATED
+
+    async def send(self, response: rtc_pb.SignalResponse) -> None:
+        if self.ws.closed:
+            return
+        if self.verbose:
+            log.info("signal > %s %s", self.participant.identity, _summary(response))
+        try:
+            await self.ws.send_bytes(response.SerializeToString())
+        except (ConnectionError, RuntimeError):
+            self.left.set()
+
+    async def disconnect(self, reason: models.DisconnectReason) -> None:
+        """Tell the client to leave (no reconnect), then close its connection."""
+        self._reason = reason
+        await self.send(rtc_pb.SignalResponse(leave=rtc_pb.LeaveRequest(
+            can_reconnect=False, reason=reason, action=rtc_pb.LeaveRequest.Action.DISCONNECT)))
+        self.left.set()
+        await self.ws.close(code=WSCloseCode.OK, message=models.DisconnectReason.Name(reason).encode())
+
+    async def subscribe(self, track: PublishedTrack) -> None:
+        await self.media.subscribe(track)
+
+    async def unsubscribe(self, track_sid: str) -> None:
+        await self.media.unsubscribe(track_sid)
+
+    def send_data(self, payload: bytes, reliable: bool) -> None:
+        self.media.send_data(payload, reliable)
+
+    async def run(self, room: Room, join: rtc_pb.JoinRequest) -> None:
+        """Join, then serve requests until the client leaves or the connection drops."""
+        self.room = room
+        settings = join.connection_settings
+        self.participant.auto_subscribe = settings.auto_subscribe if join.HasField("connection_settings") else True
+        try:
+            await room.join(self.participant)
+            await self.send(self._join_response(room))
+            existing = [t for p in room.participants.values() if p is not self.participant for t in p.tracks.values()]
+            if self.participant.auto_subscribe and self.participant.permission.can_subscribe:
+                for track in existing:
+                    await self.media.subscribe(track, renegotiate=False)
+            if join.HasField("publisher_offer"):
+                await self.media.handle_offer(join.publisher_offer)
+            await self.media.start()
+            await self._serve()
+        finally:
+            await room.leave(self.participant, self._reason)
+            await self.media.close()
+            if not self.ws.closed:
+                await self.ws.close()
+
+    def _join_response(self, room: Room) -> rtc_pb.SignalResponse:
+        return rtc_pb.SignalResponse(join=rtc_pb.JoinResponse(
+            room=room.to_proto(), participant=self.participant.to_proto(),
+            other_participants=[p.to_proto() for p in room.visible(exclude=self.participant)],
+            server_version=SERVER_VERSION, subscriber_primary=not self.media.single_pc,
+            ping_interval=PING_INTERVAL_S, ping_timeout=PING_TIMEOUT_S,
+            server_info=models.ServerInfo(edition=models.ServerInfo.Edition.Standard, version=SERVER_VERSION,
+                                          protocol=PROTOCOL_VERSION, node_id="framepool-dev")))
+
+    async def _serve(self) -> None:
+        receiving = asyncio.ensure_future(self._receive_loop())
+        left = asyncio.ensure_future(self.left.wait())
+        try:
+            await asyncio.wait({receiving, left}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (receiving, left):
+                task.cancel()
+            await asyncio.gather(receiving, left, return_exceptions=True)
+
+    async def _receive_loop(self) -> None:
+        async for message in self.ws:
+            if message.type == WSMsgType.BINARY:
+                try:
+                    request = rtc_pb.SignalRequest.FromString(message.data)
+                except DecodeError:
+                    await self._refuse(WSCloseCode.UNSUPPORTED_DATA, "undecodable SignalRequest")
+                    return
+                if self.verbose:
+                    log.info("signal < %s %s", self.participant.identity, _summary(request))
+                await self._handle(request)
+                if self.left.is_set():
+                    return
+            elif message.type == WSMsgType.TEXT:
+                await self._refuse(WSCloseCode.UNSUPPORTED_DATA, "text frames are not SignalRequests")
+                return
+            elif message.type == WSMsgType.ERROR:
+                log.warning("signal connection error identity=%s: %s", self.participant.identity,
+                            self.ws.exception())
+                self._reason = models.DisconnectReason.SIGNAL_CLOSE
+                return
+        self._reason = models.DisconnectReason.SIGNAL_CLOSE
+
+    async def _refuse(self, code: int, reason: str) -> None:
+        log.warning("signal refused identity=%s: %s", self.participant.identity, reason)
+        self._reason = models.DisconnectReason.JOIN_FAILURE
+        await self.ws.close(code=code, message=reason.encode())
+
+    async def _handle(self, request: rtc_pb.SignalRequest) -> None:
+        kind = request.WhichOneof("message")
+        room = self.room
+        assert room is not None
+        if kind == "offer":
+            await self.media.handle_offer(request.offer)
+        elif kind == "answer":
+            await self.media.handle_answer(request.answer)
+        elif kind == "trickle":
+            await self.media.add_candidate(request.trickle)
+        elif kind == "add_track":
+            await self._add_track(request.add_track)
+        elif kind == "mute":
+            await room.set_muted(self.participant, request.mute.sid, request.mute.muted)
+        elif kind == "subscription":
+            await self._update_subscription(room, request.subscription)
+        elif kind == "leave":
+            self._reason = models.DisconnectReason.CLIENT_INITIATED
+            self.left.set()
+        elif kind == "ping":
+            await self.send(rtc_pb.SignalResponse(pong=request.ping))
+        elif kind == "ping_req":
+            await self.send(rtc_pb.SignalResponse(pong_resp=rtc_pb.Pong(
+                last_ping_timestamp=request.ping_req.timestamp, timestamp=int(time.time() * 1000))))
+        elif kind == "update_metadata":
+            await self._update_metadata(room, request.update_metadata)
+
+    async def _add_track(self, add: rtc_pb.AddTrackRequest) -> None:
+        permission = self.participant.permission
+        allowed = permission.can_publish and (
+            not permission.can_publish_sources or add.source in permission.can_publish_sources)
+        if not allowed:
+            log.info("publish refused room=%s identity=%s: no permission", self.room.name if self.room else "",
+                     self.participant.identity)
+            await self.send(rtc_pb.SignalResponse(request_response=rtc_pb.RequestResponse(
+                reason=rtc_pb.RequestResponse.Reason.NOT_ALLOWED, message="does not have permission to publish",
+                add_track=add)))
+            return
+        info = models.TrackInfo(
+            sid=new_sid("TR_"), type=add.type, name=add.name, muted=add.muted, width=add.width,
+            height=add.height, simulcast=len(add.layers) > 1, disable_dtx=add.disable_dtx, source=add.source,
+            layers=add.layers, stereo=add.stereo, disable_red=add.disable_red, stream=add.stream,
+            mime_type="audio/opus" if add.type == models.TrackType.AUDIO else "video/VP8")
+        self.media.expect_track(add.cid, PublishedTrack(self.participant, info))
+        await self.send(rtc_pb.SignalResponse(track_published=rtc_pb.TrackPublishedResponse(cid=add.cid, track=info)))
+
+    async def _update_subscription(self, room: Room, update: rtc_pb.UpdateSubscription) -> None:
+        sids = list(update.track_sids) + [sid for pt in update.participant_tracks for sid in pt.track_sids]
+        for sid in sids:
+            track = room.find_track(sid)
+            if track is None or track.owner is self.participant:
+                continue
+            if update.subscribe and self.participant.permission.can_subscribe:
+                await self.media.subscribe(track)
+            elif not update.subscribe:
+                await self.media.unsubscribe(sid)
+
+    async def _update_metadata(self, room: Room, update: rtc_pb.UpdateParticipantMetadata) -> None:
+        if not self.participant.permission.can_update_metadata:
+            await self.send(rtc_pb.SignalResponse(request_response=rtc_pb.RequestResponse(
+                request_id=update.request_id, reason=rtc_pb.RequestResponse.Reason.NOT_ALLOWED,
+                message="does not have permission to update own metadata", update_metadata=update)))
+            return
+        await room.update_participant(self.participant.identity, metadata=update.metadata or None,
+                                      name=update.name or None, attributes=dict(update.attributes) or None)
+        if update.request_id:
+            await self.send(rtc_pb.SignalResponse(request_response=rtc_pb.RequestResponse(
+                request_id=update.request_id, reason=rtc_pb.RequestResponse.Reason.OK, update_metadata=update)))
+
+    def on_published(self, track: PublishedTrack) -> None:
+        """The media of an announced track is arriving: make it visible to the room."""
+        if self.room is not None:
+            self.registry.spawn(self.room.publish(self.participant, track))
+
+    async def on_data(self, payload: bytes, reliable: bool) -> None:
+        """A DataPacket from the client: stamp the sender and forward it with destination filtering."""
+        if self.room is None or not self.participant.permission.can_publish_data:
+            return
+        try:
+            packet = models.DataPacket.FromString(payload)
+        except DecodeError:
+            log.warning("undecodable data packet from %s dropped", self.participant.identity)
+            return
+        packet.participant_identity = self.participant.identity
+        packet.participant_sid = self.participant.sid
+        packet.kind = models.DataPacket.Kind.RELIABLE if reliable else models.DataPacket.Kind.LOSSY
+        if packet.HasField("user"):
+            packet.user.participant_identity = self.participant.identity
+            packet.user.participant_sid = self.participant.sid
+        destinations = list(packet.destination_identities)
+        if packet.HasField("user") and not destinations:
+            destinations = list(packet.user.destination_identities)
+        await self.room.send_data(packet, destinations, self.participant)
+
+
+def _summary(message: Any) -> str:
+    kind = message.WhichOneof("message")
+    body = getattr(message, kind) if kind else None
+    text = str(body).replace("\n", " ")[:120] if body is not None else ""
+    return f"{kind} {text}"
+
+
+async def handle_rtc(request: web.Request, registry: RoomRegistry, keys: dict[str, str], single_pc: bool,
+                     verbose: bool) -> web.StreamResponse:
+    """Authorise, decode the join request and run the participant's signal session."""
+    try:
+        claims = authorise(request, keys)
+        join = decode_join_request(request.query.get("join_request", "")) if single_pc else _classic_join(request)
+    except (AuthError, BadJoin) as exc:
+        log.info("join refused %s: %s %s", request.path, exc.status, exc.message)
+        return web.Response(status=exc.status, text=exc.message)
+    participant = participant_from_claims(claims, join.metadata, dict(join.participant_attributes))
+    video = claims.video
+    assert video is not None
+    room = registry.get(video.room)
+    if room is None:
+        room_config = claims.room_config
+        room = await registry.create(video.room, agents=list(room_config.agents) if room_config else None)
+    ws = web.WebSocketResponse(max_msg_size=MAX_SIGNAL_BYTES, autoping=True)
+    await ws.prepare(request)
+    await SignalSession(registry, ws, participant, single_pc, verbose).run(room, join)
+    return ws
+
+
+def _classic_join(request: web.Request) -> rtc_pb.JoinRequest:
+    """The classic /rtc query (auto_subscribe, metadata) as a JoinRequest without an offer."""
+    join = rtc_pb.JoinRequest(metadata=request.query.get("metadata", ""))
+    auto = request.query.get("auto_subscribe", "1")
+    join.connection_settings.auto_subscribe = auto not in ("0", "false")
+    return join
+
+
+async def handle_validate(request: web.Request, keys: dict[str, str]) -> web.Response:
+    try:
+        authorise(request, keys)
+    except AuthError as exc:
+        return web.Response(status=exc.status, text=exc.message)
+    return web.Response(text="success")

@@ -1,0 +1,43 @@
+"""Shared pytest fixtures: the loopback dev server and access tokens for it."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from livekit import api
+
+from framepool.devserver.server import DevServer
+
+API_KEY = "devkey"
+API_SECRET = "secret"
+
+
+def make_token(identity: str, room: str, *, secret: str = API_SECRET, ttl: float = 600.0,
+               kind: str = "", **grants: Any) -> str:
+    """A join token for `room` (grants override VideoGrants fields, e.g. can_publish=False)."""
+    token = (api.AccessToken(API_KEY, secret).with_identity(identity).with_name(identity)
+             .with_ttl(datetime.timedelta(seconds=ttl))
+             .with_grants(api.VideoGrants(room_join=True, room=room, **grants)))
+    if kind:
+        token = token.with_kind(kind)  # type: ignore[arg-type]
+    return token.to_jwt()
+
+
+@pytest.fixture
+def room_name() -> str:
+    """A fresh room per test so tests sharing one server stay isolated."""
+    return f"room-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def devserver() -> AsyncIterator[DevServer]:
+    server = DevServer(port=0, keys={API_KEY: API_SECRET}, departure_timeout=0.5)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.aclose()
