@@ -1,0 +1,397 @@
+"""Unit tests of the frame ring, run against the C extension and the pure-Python reference, and crossed."""
+
+from __future__ import annotations
+
+import asyncio
+import mmap
+import os
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+from framepool import pyring
+from framepool.ring import implementation
+
+IMPLEMENTATIONS = ["c", "python"]
+PAGE = mmap.PAGESIZE
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def impl(request: pytest.FixtureRequest) -> ModuleType:
+    return implementation(request.param)
+
+
+@pytest.fixture
+def closing() -> Iterator[Callable[[Any], Any]]:
+    """Registers rings and doorbells to close at teardown, so a failing test leaks no fd."""
+    objects: list[Any] = []
+
+    def register(obj: Any) -> Any:
+        objects.append(obj)
+        return obj
+
+    yield register
+    for obj in reversed(objects):
+        obj.close()
+
+
+def payload(seq: int, length: int) -> bytes:
+    return bytes((seq * 7 + i) & 0xFF for i in range(length))
+
+
+def write(ring: Any, seq: int, length: int = 32, flags: int = 0) -> bool:
+    ok: bool = ring.write(payload(seq, length), seq, 1000 + seq, 2, 2, flags, 640, 480, seq % 5)
+    return ok
+
+
+def read_one(ring: Any) -> tuple[Any, bytes]:
+    got = ring.peek()
+    assert got is not None
+    header, view = got
+    data = bytes(view)
+    view.release()
+    ring.release()
+    return header, data
+
+
+def patch_fd(fd: int, offset: int, data: bytes) -> None:
+    """Scribbles over a ring's shared memory through a separate mapping, as a buggy or hostile peer would."""
+    size = os.fstat(fd).st_size
+    with mmap.mmap(fd, size) as m:
+        m[offset : offset + len(data)] = data
+
+
+def test_wrap_around_keeps_headers_and_payloads(impl: ModuleType, closing: Callable[[Any], Any]) -> None:
+    ring = closing(impl.FrameRing.create(4, 100, impl.POLICY_BLOCK))
+    for seq in range(3 * 4 + 5):
+        length = 1 + seq * 5 % 100
+        assert ring.write(payload(seq, length), seq, -seq, impl.KIND_AUDIO, impl.FMT_S16, 0, 48000, 2, seq)
+        header, data = read_one(ring)
+        assert data == payload(seq, length)
+        assert (header.seq, header.ts_us, header.kind, header.fmt, header.flags) == (
+            seq,
+            -seq,
+            impl.KIND_AUDIO,
+            impl.FMT_S16,
+            0,
+        )
+        assert (header.sample_rate, header.channels, header.samples, header.length) == (48000, 2, seq, length)
+        assert (header.width, header.height) == (48000, 2)
+    assert ring.stats() == {"written": 17, "dropped": 0, "skipped": 0, "read": 17}
+
+
+def test_interleaved_fill_and_drain_across_the_wrap(impl: ModuleType, closing: Callable[[Any], Any]) -> None:
+    ring = closing(impl.FrameRing.create(3, 64, impl.POLICY_BLOCK))
+    next_write = next_read = 0
+    for burst in [3, 1, 2, 3, 2, 1, 3]:
+        for _ in range(burst):
+            if write(ring, next_write, 1 + next_write % 64):
+                next_write += 1
+        while ring.pending() > 1:
+            header, data = read_one(ring)
+            assert header.seq == next_read and data == payload(next_read, 1 + next_read % 64)
+            next_read += 1
+    assert next_write - next_read == ring.pending() == 1
+
+
+def test_empty_and_full(impl: ModuleType, closing: Callable[[Any], Any]) -> None:
+    ring = closing(impl.FrameRing.create(2, 16, impl.POLICY_BLOCK))
+    assert (ring.slot_count, ring.slot_size, ring.policy) == (2, 16, impl.POLICY_BLOCK)
+    assert ring.peek() is None
+    assert (ring.pending(), ring.free_slots()) == (0, 2)
+    assert write(ring, 0, 16) and write(ring, 1, 0)
+    assert (ring.pending(), ring.free_slots()) == (2, 0)
+    assert not write(ring, 2, 16)
+    header, data = read_one(ring)
+    assert header.seq == 0
+    header, data = read_one(ring)
+    assert (header.seq, header.length, data) == (1, 0, b"")
+    assert ring.peek() is None
+
+
+def test_oversize_frame_is_refused_with_a_clear_message(
+    impl: ModuleType, closing: Callable[[Any], Any]
+) -> None:
+    ring = closing(impl.FrameRing.create(2, 16, impl.POLICY_BLOCK))
+    with pytest.raises(impl.RingError, match=r"^frame of 17 bytes exceeds the ring's slot size 16$"):
+        ring.write(b"x" * 17, 0, 0, 1, 1, 0, 0, 0, 0)
+    assert ring.pending() == 0 and ring.stats()["written"] == 0
+
+
+def test_write_accepts_numpy_frames(impl: ModuleType, closing: Callable[[Any], Any]) -> None:
+    ring = closing(impl.FrameRing.create(2, 4 * 6 * 3, impl.POLICY_BLOCK))
+    frame = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(6, 4, 3)
+    assert ring.write(frame, 9, 0, impl.KIND_VIDEO, impl.FMT_RGB24, 0, 4, 6, 0)
+    header, view = ring.peek()
+    image = np.frombuffer(view, dtype=np.uint8).reshape(header.height, header.width, 3)
+    assert np.array_equal(image, frame)
+    del image
+    view.release()
+    ring.release()
+
+
+@pytest.mark.parametrize(
+    ("offset", "value"),
+    [(0, b"\x00"), (8, b"\x07"), (12, b"\x09"), (16, b"\xff"), (24, b"\x02"), (28, b"\x00\x00")],
+    ids=["magic", "version", "slot_count", "slot_size", "policy", "checksum"],
+)
+def test_corrupt_header_is_refused_on_attach(
+    impl: ModuleType, closing: Callable[[Any], Any], offset: int, value: bytes
+) -> None:
+    ring = closing(impl.FrameRing.create(4, 4096, impl.POLICY_BLOCK))
+    patch_fd(ring.fd, offset, value)
+    fd = os.dup(ring.fd)
+    try:
+        with pytest.raises(impl.RingError, match=r"^corrupt ring header: "):
+            impl.FrameRing.attach(fd)
+    finally:
+        os.close(fd)
+
+
+def test_attach_refuses_bad_fds(impl: ModuleType) -> None:
+    with pytest.raises(impl.RingError):
+        impl.FrameRing.attach(-1)
+    fd = os.memfd_create("not-a-ring")
+    try:
+        with pytest.raises(impl.RingError, match=r"^corrupt ring header"):
+            impl.FrameRing.attach(fd)
+        os.ftruncate(fd, 3 * PAGE)
+        with pytest.raises(impl.RingError, match=r"^corrupt ring header: bad magic"):
+            impl.FrameRing.attach(fd)
+    finally:
+        os.close(fd)
+
+
+def test_create_refuses_bad_geometry(impl: ModuleType) -> None:
+    for args in [(0, 16, 0), (4, 0, 0), (4, 16, 7)]:
+        with pytest.raises(impl.RingError):
+            impl.FrameRing.create(*args)
+
+
+def test_corrupt_descriptor_is_detected_on_peek(impl: ModuleType, closing: Callable[[Any], Any]) -> None:
+    ring = closing(impl.FrameRing.create(4, 64, impl.POLICY_BLOCK))
+    assert write(ring, 0)
+    patch_fd(ring.fd, PAGE + 40, struct.pack("<Q", 65))
+    with pytest.raises(impl.RingError, match=r"^corrupt ring: slot 0 descriptor claims 65 bytes"):
+        ring.peek()
+
+
+def test_inconsistent_indices_are_detected_on_peek(impl: ModuleType, closing: Callable[[Any], Any]) -> None:
+    ring = closing(impl.FrameRing.create(4, 64, impl.POLICY_BLOCK))
+    patch_fd(ring.fd, 64, struct.pack("<Q", 9))  # head 9 slots ahead of tail 0 in a 4-slot ring
+    with pytest.raises(impl.RingError, match=r"^corrupt ring: head 9 and tail 0"):
+        ring.peek()
+
+
+def test_block_policy_refuses_and_loses_nothing(impl: ModuleType, closing: Callable[[Any], Any]) -> None:
+    ring = closing(impl.FrameRing.create(3, 64, impl.POLICY_BLOCK))
+    seqs_written = [seq for seq in range(10) if write(ring, seq)]
+    assert seqs_written == [0, 1, 2]
+    assert ring.stats()["dropped"] == 0
+    received = [read_one(ring)[0].seq for _ in range(2)]
+    assert write(ring, 3) and write(ring, 4) and not write(ring, 5)
+    while ring.pending():
+        received.append(read_one(ring)[0].seq)
+    assert received == [0, 1, 2, 3, 4]
+    assert ring.stats() == {"written": 5, "dropped": 0, "skipped": 0, "read": 5}
+
+
+def test_drop_newest_counts_drops_and_flags_the_gap(impl: ModuleType, closing: Callable[[Any], Any]) -> None:
+    ring = closing(impl.FrameRing.create(2, 64, impl.POLICY_DROP_NEWEST))
+    results = [write(ring, seq) for seq in range(5)]
+    assert results == [True, True, False, False, False]
+    assert ring.stats()["dropped"] == 3
+    first, _ = read_one(ring)
+    assert (first.seq, first.flags) == (0, 0)
+    assert write(ring, 5, flags=impl.FLAG_EOS)
+    assert write(ring, 6) is False  # full again: dropped, and the gap stays pending
+    headers = [read_one(ring)[0] for _ in range(2)]
+    assert [(h.seq, h.flags) for h in headers] == [(1, 0), (5, impl.FLAG_GAP | impl.FLAG_EOS)]
+    assert write(ring, 7) and write(ring, 8)
+    headers = [read_one(ring)[0] for _ in range(2)]
+    assert [(h.seq, h.flags) for h in headers] == [(7, impl.FLAG_GAP), (8, 0)]
+    assert ring.stats() == {"written": 5, "dropped": 4, "skipped": 0, "read": 5}
+
+
+def test_latest_skips_to_the_newest_frame(impl: ModuleType, closing: Callable[[Any], Any]) -> None:
+    ring = closing(impl.FrameRing.create(4, 64, impl.POLICY_LATEST))
+    assert [write(ring, seq) for seq in range(5)] == [True] * 4 + [False]
+    header, data = read_one(ring)
+    assert (header.seq, data) == (3, payload(3, 32))
+    assert ring.stats() == {"written": 4, "dropped": 1, "skipped": 3, "read": 1}
+    assert ring.peek() is None
+    assert write(ring, 10)
+    assert read_one(ring)[0].seq == 10
+    assert ring.stats()["skipped"] == 3
+
+
+def test_peek_twice_returns_the_same_frame(impl: ModuleType, closing: Callable[[Any], Any]) -> None:
+    ring = closing(impl.FrameRing.create(4, 64, impl.POLICY_LATEST))
+    assert write(ring, 0)
+    first = ring.peek()
+    assert write(ring, 1)
+    second = ring.peek()
+    assert first is not None and second is not None
+    assert first[0].seq == second[0].seq == 0
+    del first, second
+    ring.release()
+    assert read_one(ring)[0].seq == 1
+    with pytest.raises(impl.RingError, match="without a peeked frame"):
+        ring.release()
+
+
+@pytest.mark.parametrize(("producer", "consumer"), [("c", "python"), ("python", "c")])
+def test_cross_implementation_interop(producer: str, consumer: str, closing: Callable[[Any], Any]) -> None:
+    prod, cons = implementation(producer), implementation(consumer)
+    out_ring = closing(prod.FrameRing.create(3, 300, prod.POLICY_DROP_NEWEST))
+    in_ring = closing(cons.FrameRing.attach(os.dup(out_ring.fd)))
+    assert (in_ring.slot_count, in_ring.slot_size, in_ring.policy) == (3, 300, cons.POLICY_DROP_NEWEST)
+    bell_out = closing(prod.Doorbell.create())
+    bell_in = closing(cons.Doorbell.attach(os.dup(bell_out.event_fd), os.dup(bell_out.page_fd)))
+    out_ring.bind(bell_out, None)
+    expected = []
+    for seq in range(11):
+        if write(out_ring, seq, 1 + seq * 29 % 300):
+            expected.append(seq)
+        if seq % 4 == 3:
+            bell_in.prepare_sleep()
+            while in_ring.pending():
+                header, data = read_one(in_ring)
+                assert header.seq == expected.pop(0) and data == payload(header.seq, header.length)
+    assert in_ring.stats() == out_ring.stats()
+    assert in_ring.stats()["dropped"] > 0
+
+
+def test_doorbell_rings_only_a_sleeper(impl: ModuleType, closing: Callable[[Any], Any]) -> None:
+    bell = closing(impl.Doorbell.create())
+    assert bell.fileno() == bell.event_fd
+    assert bell.ring() is False
+    assert bell.wait(0.01) is False  # nothing rung: times out
+    bell.prepare_sleep()
+    assert bell.ring() is True
+    assert bell.ring() is False  # the first ring consumed the sleeping flag
+    assert bell.wait(5) is True
+    assert bell.wait(0) is False  # wait() cleared the eventfd counter
+    bell.prepare_sleep()
+    bell.cancel_sleep()
+    assert bell.ring() is False
+
+
+def test_doorbell_attach_refuses_a_foreign_page(impl: ModuleType) -> None:
+    page_fd = os.memfd_create("not-a-doorbell")
+    event_fd = os.eventfd(0)
+    try:
+        os.ftruncate(page_fd, PAGE)
+        with pytest.raises(impl.RingError, match=r"^corrupt doorbell"):
+            impl.Doorbell.attach(event_fd, page_fd)
+        with pytest.raises(impl.RingError):
+            impl.Doorbell.attach(-1, page_fd)
+    finally:
+        os.close(page_fd)
+        os.close(event_fd)
+
+
+def test_no_lost_wakeup_in_a_tight_loop(impl: ModuleType, closing: Callable[[Any], Any]) -> None:
+    frames = 2000 if impl is pyring else 20000
+    ring = closing(impl.FrameRing.create(8, 16, impl.POLICY_BLOCK))
+    data_bell, space_bell = closing(impl.Doorbell.create()), closing(impl.Doorbell.create())
+    ring.bind(data_bell, space_bell)
+    timeouts: list[str] = []
+
+    def produce() -> None:
+        seq = 0
+        while seq < frames:
+            if ring.write(seq.to_bytes(8, "little"), seq, 0, 3, 5, 0, 0, 0, 0):
+                seq += 1
+                continue
+            space_bell.prepare_sleep()
+            if ring.free_slots() == 0 and not space_bell.wait(30):
+                timeouts.append(f"producer at {seq}")
+                return
+            space_bell.cancel_sleep()
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    received = 0
+    while received < frames and not timeouts:
+        got = ring.peek()
+        if got is not None:
+            assert got[0].seq == received and bytes(got[1]) == received.to_bytes(8, "little")
+            ring.release()
+            received += 1
+            continue
+        data_bell.prepare_sleep()
+        if ring.pending() == 0 and not data_bell.wait(30):
+            timeouts.append(f"consumer at {received}")
+        data_bell.cancel_sleep()
+    producer.join()
+    assert timeouts == []
+    assert ring.stats()["read"] == frames
+
+
+async def test_doorbell_wakes_an_asyncio_reader(impl: ModuleType, closing: Callable[[Any], Any]) -> None:
+    ring = closing(impl.FrameRing.create(2, 64, impl.POLICY_DROP_NEWEST))
+    bell = closing(impl.Doorbell.create())
+    ring.bind(bell, None)
+    rung = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(bell.fileno(), rung.set)
+    try:
+        bell.prepare_sleep()
+        await loop.run_in_executor(None, write, ring, 1)
+        await asyncio.wait_for(rung.wait(), 10)
+        bell.clear()
+        assert bell.ring() is False and bell.wait(0) is False
+        assert read_one(ring)[0].seq == 1
+    finally:
+        loop.remove_reader(bell.fileno())
+
+
+def test_use_after_close_raises(impl: ModuleType) -> None:
+    ring = impl.FrameRing.create(2, 16, impl.POLICY_BLOCK)
+    bell = impl.Doorbell.create()
+    ring.close()
+    ring.close()  # idempotent
+    bell.close()
+    calls: list[Callable[[], object]] = [
+        lambda: write(ring, 0),
+        ring.peek,
+        ring.release,
+        ring.pending,
+        ring.free_slots,
+        ring.stats,
+        lambda: ring.bind(None, None),
+    ]
+    for call in calls:
+        with pytest.raises(impl.RingError, match=r"^ring is closed$"):
+            call()
+    for bell_call in [bell.ring, bell.prepare_sleep, bell.cancel_sleep, bell.clear, lambda: bell.wait(0)]:
+        with pytest.raises(impl.RingError, match=r"^doorbell is closed$"):
+            bell_call()
+
+
+def test_close_refuses_while_a_frame_view_is_exported(impl: ModuleType) -> None:
+    ring = impl.FrameRing.create(2, 16, impl.POLICY_BLOCK)
+    assert write(ring, 0, 16)
+    _, view = ring.peek()
+    with pytest.raises(impl.RingError, match="views are exported"):
+        ring.close()
+    assert bytes(view) == payload(0, 16)  # still mapped and readable
+    ring.release()
+    del view
+    ring.close()
+    with pytest.raises(impl.RingError, match=r"^ring is closed$"):
+        ring.peek()
+
+
+def test_frame_header_is_read_only(impl: ModuleType, closing: Callable[[Any], Any]) -> None:
+    ring = closing(impl.FrameRing.create(2, 64, impl.POLICY_BLOCK))
+    assert write(ring, 0)
+    header, _ = read_one(ring)
+    with pytest.raises(AttributeError):
+        header.seq = 5
