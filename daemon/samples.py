@@ -78,7 +78,7 @@ def square_position(
     """Top-left corner of the square in frame `index`: it advances only while inside a `moving` interval."""
     moved_frames = 0
     for begin, end in moving:
-        first, last = int(round(begin * fps)), int(round(end * fps))
+        first, last = round(begin * fps), round(end * fps)
         moved_frames += max(0, min(index, last) - first)
     size = square_size(width, height)
     span_x, span_y = max(1, width - size), max(1, height - size)
@@ -149,7 +149,7 @@ def write_test_sample(
     samples = int(seconds * sample_rate) if audio else 0
     with av.open(str(path), "w") as container:
         vstream = _video_stream(container, codecs[0], width, height, fps) if video else None
-        astream = container.add_stream(codecs[1], rate=sample_rate, layout="mono") if audio else None
+        astream = _audio_stream(container, codecs[1], sample_rate) if audio else None
         # Interleave by time so the file streams like a real recording.
         audio_chunk = sample_rate // fps
         for index in range(max(frames, -(-samples // audio_chunk))):
@@ -172,10 +172,17 @@ def _video_stream(
     container: av.container.OutputContainer, codec: str, width: int, height: int, fps: int
 ) -> av.VideoStream:
     stream = container.add_stream(codec, rate=fps)
+    assert isinstance(stream, av.VideoStream)
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     stream.time_base = fractions.Fraction(1, fps)
     stream.codec_context.bit_rate = 1_000_000
     stream.codec_context.thread_count = 1  # deterministic output
+    return stream
+
+
+def _audio_stream(container: av.container.OutputContainer, codec: str, rate: int) -> av.AudioStream:
+    stream = container.add_stream(codec, rate=rate, layout="mono")
+    assert isinstance(stream, av.AudioStream)
     return stream
 
 
