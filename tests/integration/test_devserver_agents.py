@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from livekit import api
+from livekit import api, rtc
 from livekit.protocol import agent as agent_pb
 from livekit.protocol import models
 
@@ -19,6 +19,7 @@ from framepool.devserver.agents import AGENT_DISPATCHER, MAX_MESSAGE_BYTES
 from framepool.devserver.server import DevServer
 from tests.conftest import API_KEY, API_SECRET
 from tests.integration.agentworker import TestWorker, agent_token
+from tests.integration.sdk import TIMEOUT, joined, publish_tone, stop
 
 pytestmark = pytest.mark.integration
 
@@ -267,3 +268,63 @@ async def test_agent_endpoint_checks_the_token(devserver: DevServer, token: str,
         with pytest.raises(aiohttp.WSServerHandshakeError) as err:
             await raw_agent_socket(devserver, session, token)
         assert err.value.status == status
+
+
+# -- with real SDK participants -------------------------------------------------------------------
+
+
+async def test_participant_job_when_a_participant_joins(devserver: DevServer, room_name: str) -> None:
+    async with worker(devserver, job_type=agent_pb.JT_PARTICIPANT) as w, joined(devserver, "alice", room_name):
+        job = (await w.expect("assignment")).assignment.job
+        assert job.type == agent_pb.JT_PARTICIPANT
+        assert (job.room.name, job.participant.identity) == (room_name, "alice")
+
+
+async def test_publisher_job_when_a_participant_first_publishes(devserver: DevServer, room_name: str) -> None:
+    async with worker(devserver, job_type=agent_pb.JT_PUBLISHER) as w, \
+            joined(devserver, "alice", room_name) as alice:
+        await w.ping()
+        assert w.inbox["availability"].empty()  # joining is not publishing
+        _, feeding = await publish_tone(alice)
+        try:
+            offered = (await w.expect("availability")).availability.job
+            job = (await w.expect("assignment")).assignment.job
+            assert job.id == offered.id
+            assert (job.type, job.participant.identity) == (agent_pb.JT_PUBLISHER, "alice")
+            _, feeding_2 = await publish_tone(alice, "second")
+            await stop(feeding_2)
+            await w.ping()
+            assert w.inbox["availability"].empty()  # one PUBLISHER job per participant, not per track
+        finally:
+            await stop(feeding)
+
+
+async def test_agent_participant_leaving_terminates_its_job(devserver: DevServer, lkapi: api.LiveKitAPI,
+                                                            room_name: str) -> None:
+    async with worker(devserver, identity="agent-1") as w:
+        await lkapi.room.create_room(api.CreateRoomRequest(name=room_name))
+        assignment = (await w.expect("assignment")).assignment
+        agent_room = rtc.Room()
+        await asyncio.wait_for(agent_room.connect(assignment.url, assignment.token), TIMEOUT)
+        try:
+            info = await lkapi.room.get_participant(api.RoomParticipantIdentity(room=room_name, identity="agent-1"))
+            assert info.kind == models.ParticipantInfo.Kind.AGENT
+        finally:
+            await agent_room.disconnect()
+        assert (await w.expect("termination")).termination.job_id == assignment.job.id
+
+
+async def test_token_room_config_suppresses_automatic_dispatch(devserver: DevServer, room_name: str) -> None:
+    config = api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name="from-token", metadata="tk")])
+    token = (api.AccessToken(API_KEY, API_SECRET).with_identity("alice").with_room_config(config)
+             .with_grants(api.VideoGrants(room_join=True, room=room_name)).to_jwt())
+    async with worker(devserver) as automatic, worker(devserver, agent_name="from-token") as named:
+        sdk_room = rtc.Room()
+        await asyncio.wait_for(sdk_room.connect(devserver.url, token), TIMEOUT)
+        try:
+            job = (await named.expect("assignment")).assignment.job
+            assert (job.type, job.metadata, job.room.name) == (agent_pb.JT_ROOM, "tk", room_name)
+            await automatic.ping()
+            assert automatic.inbox["availability"].empty()
+        finally:
+            await sdk_room.disconnect()

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from livekit import api
+from livekit import api, rtc
 from livekit.protocol import models
 from livekit.protocol import room as room_pb
 
 from framepool.devserver.server import DevServer
 from tests.conftest import API_KEY, API_SECRET
+from tests.integration.sdk import TIMEOUT, joined, next_event
 
 pytestmark = pytest.mark.integration
 
@@ -168,3 +170,56 @@ async def test_room_proto_roundtrip_through_protobuf(devserver: DevServer, room_
                               "application/protobuf")
     assert status == 200
     assert models.Room.FromString(body).metadata == "proto"
+
+
+# -- with real SDK participants -------------------------------------------------------------------
+
+
+async def test_list_get_update_participants(devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str) -> None:
+    async with joined(devserver, "alice", room_name) as alice:
+        listed = await lkapi.room.list_participants(api.ListParticipantsRequest(room=room_name))
+        assert [p.identity for p in listed.participants] == ["alice"]
+        info = await lkapi.room.get_participant(api.RoomParticipantIdentity(room=room_name, identity="alice"))
+        assert info.sid == alice.local_participant.sid
+
+        metadata_changed = next_event(alice, "participant_metadata_changed")
+        attributes_changed = next_event(alice, "participant_attributes_changed")
+        updated = await lkapi.room.update_participant(api.UpdateParticipantRequest(
+            room=room_name, identity="alice", metadata="new-meta", attributes={"team": "blue"}, name="Alice"))
+        assert (updated.metadata, dict(updated.attributes), updated.name) == ("new-meta", {"team": "blue"}, "Alice")
+        participant, _, new = await asyncio.wait_for(metadata_changed, TIMEOUT)
+        assert (participant.identity, new) == ("alice", "new-meta")
+        await asyncio.wait_for(attributes_changed, TIMEOUT)
+        assert alice.local_participant.attributes == {"team": "blue"}
+
+
+async def test_remove_participant_disconnects_it(devserver: DevServer, lkapi: api.LiveKitAPI,
+                                                 room_name: str) -> None:
+    async with joined(devserver, "alice", room_name) as alice:
+        disconnected = next_event(alice, "disconnected")
+        await lkapi.room.remove_participant(api.RoomParticipantIdentity(room=room_name, identity="alice"))
+        assert await asyncio.wait_for(disconnected, TIMEOUT) == rtc.DisconnectReason.PARTICIPANT_REMOVED
+        listed = await lkapi.room.list_participants(api.ListParticipantsRequest(room=room_name))
+        assert list(listed.participants) == []
+
+
+async def test_delete_room_disconnects_everyone(devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str) -> None:
+    async with joined(devserver, "alice", room_name) as alice:
+        disconnected = next_event(alice, "disconnected")
+        await lkapi.room.delete_room(api.DeleteRoomRequest(room=room_name))
+        assert await asyncio.wait_for(disconnected, TIMEOUT) == rtc.DisconnectReason.ROOM_DELETED
+
+
+async def test_send_data_reaches_participants(devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str) -> None:
+    async with joined(devserver, "alice", room_name) as alice, joined(devserver, "bob", room_name) as bob:
+        to_alice = next_event(alice, "data_received")
+        to_bob = next_event(bob, "data_received")
+        await lkapi.room.send_data(api.SendDataRequest(
+            room=room_name, data=b"hello", kind=models.DataPacket.Kind.RELIABLE, topic="news",
+            destination_identities=["alice"]))
+        packet = await asyncio.wait_for(to_alice, TIMEOUT)
+        assert (packet.data, packet.topic, packet.participant) == (b"hello", "news", None)
+        # Sent to everyone: bob's first packet is this one, so the targeted one did not reach him.
+        await lkapi.room.send_data(api.SendDataRequest(room=room_name, data=b"all",
+                                                       kind=models.DataPacket.Kind.RELIABLE))
+        assert (await asyncio.wait_for(to_bob, TIMEOUT)).data == b"all"
