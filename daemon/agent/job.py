@@ -1,0 +1,296 @@
+"""Jobs: the request a user function answers, the context an entrypoint gets, and the lifecycle (supervisor process).
+
+A job ends in exactly one of these ways: JobTermination from the server, the room closing or the agent
+being removed from it, `ctx.shutdown()`, the entrypoint raising, or the daemon's shutdown. Every way runs
+the same ordered cleanup, each rung bounded by `shutdown_timeout`: detach the streams (processors' close()
+runs and their last results arrive), flush the pending results to the room, unpublish the output tracks,
+disconnect, then the shutdown callbacks. The status reported is JS_FAILED with the error text when the
+entrypoint raised (livekit-agents reports SUCCESS there, which hides broken agents) or a rung failed,
+JS_SUCCESS otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from livekit import rtc
+from livekit.protocol import agent as agent_pb
+from livekit.protocol import models
+
+from framepool.agent.session import Output, RoomSession, Rule, make_rule
+from framepool.logs import log_context
+from framepool.processors.registry import ProcessorSpec
+
+if TYPE_CHECKING:
+    from framepool.pool import WorkerPool
+
+log = logging.getLogger("framepool.agent.job")
+
+Entrypoint = Callable[["JobContext"], Awaitable[None]]
+ParticipantEntrypoint = Callable[["JobContext", rtc.RemoteParticipant], Awaitable[None]]
+ShutdownCallback = Callable[[str], Awaitable[None]] | Callable[[], Awaitable[None]]
+
+
+@dataclass
+class JobAnswer:
+    available: bool
+    terminate: bool = False
+    name: str = ""
+    identity: str = ""
+    metadata: str = ""
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+class JobRequest:
+    """A job offered to this daemon; the request function answers with `accept` or `reject`."""
+
+    def __init__(self, job: agent_pb.Job, agent_name: str) -> None:
+        self.job = job
+        self.agent_name = agent_name
+        self.answer: JobAnswer | None = None
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    @property
+    def room(self) -> models.Room:
+        return self.job.room
+
+    @property
+    def publisher(self) -> models.ParticipantInfo | None:
+        return self.job.participant if self.job.HasField("participant") else None
+
+    async def accept(self, name: str = "", identity: str = "", metadata: str = "",
+                     attributes: dict[str, str] | None = None) -> None:
+        """Take the job, joining as `identity` (default agent-<job id>)."""
+        self._answer(JobAnswer(True, False, name, identity, metadata, dict(attributes or {})))
+
+    async def reject(self, terminate: bool = False) -> None:
+        """Decline; `terminate=True` asks the server not to offer the job to any other worker."""
+        self._answer(JobAnswer(False, terminate))
+
+    def _answer(self, answer: JobAnswer) -> None:
+        if self.answer is not None:
+            raise RuntimeError(f"job {self.id} was already answered")
+        self.answer = answer
+
+
+class AgentProcess:
+    """What a per-agent prewarm hook prepares once and every job of that agent shares (`ctx.proc.userdata`)."""
+
+    def __init__(self, agent_name: str) -> None:
+        self.agent_name = agent_name
+        self.userdata: dict[str, Any] = {}
+
+
+class JobContext:
+    """What an entrypoint works with: the room, the job, and framepool's `attach`."""
+
+    def __init__(self, job: agent_pb.Job, url: str, token: str, pool: WorkerPool, proc: AgentProcess) -> None:
+        self.job = job
+        self.url = url
+        self.token = token
+        self.proc = proc
+        self.room = rtc.Room()
+        self.log_context_fields: dict[str, Any] = {"job_id": job.id, "room": job.room.name,
+                                                   "agent": job.agent_name or "(automatic)"}
+        self.session = RoomSession(self.room, pool, job.id, job.room.name)
+        self._shutdown_callbacks: list[ShutdownCallback] = []
+        self._participant_entrypoints: list[ParticipantEntrypoint] = []
+        self._participant_tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self.shutdown_requested = asyncio.Event()
+        self.shutdown_reason = ""
+        self.connected = False
+
+    @property
+    def agent(self) -> rtc.LocalParticipant:
+        return self.room.local_participant
+
+    async def connect(self, auto_subscribe: bool = True) -> None:
+        """Join the room with the assignment's token; `auto_subscribe=False` leaves subscription to `attach`."""
+        if self.connected:
+            return
+        await self.room.connect(self.url, self.token, rtc.RoomOptions(auto_subscribe=auto_subscribe))
+        self.connected = True
+        self.room.on("participant_connected", self._on_participant)
+        for participant in self.room.remote_participants.values():
+            self._on_participant(participant)
+
+    async def wait_for_participant(self, identity: str | None = None,
+                                   kind: int | Sequence[int] | None = None) -> rtc.RemoteParticipant:
+        """The first remote participant matching `identity`/`kind` (default: any non-agent), waiting if needed."""
+        kinds = None if kind is None else {kind} if isinstance(kind, int) else set(kind)
+
+        def matches(p: rtc.RemoteParticipant) -> bool:
+            if identity is not None and p.identity != identity:
+                return False
+            if kinds is None:
+                return p.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+            return p.kind in kinds
+
+        for participant in self.room.remote_participants.values():
+            if matches(participant):
+                return participant
+        found: asyncio.Future[rtc.RemoteParticipant] = asyncio.get_running_loop().create_future()
+
+        def on_join(p: rtc.RemoteParticipant) -> None:
+            if matches(p) and not found.done():
+                found.set_result(p)
+
+        self.room.on("participant_connected", on_join)
+        try:
+            return await found
+        finally:
+            self.room.off("participant_connected", on_join)
+
+    def add_participant_entrypoint(self, entrypoint: ParticipantEntrypoint) -> None:
+        """Run `entrypoint(ctx, participant)` for every non-agent participant, present and future."""
+        self._participant_entrypoints.append(entrypoint)
+        if self.connected:
+            for participant in self.room.remote_participants.values():
+                self._on_participant(participant)
+
+    def _on_participant(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            return
+        for entrypoint in self._participant_entrypoints:
+            key = (participant.identity, id(entrypoint))
+            if key not in self._participant_tasks:
+                task = asyncio.create_task(entrypoint(self, participant))
+                self._participant_tasks[key] = task
+                task.add_done_callback(self._participant_done)
+
+    def _participant_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("participant entrypoint failed", exc_info=task.exception())
+
+    def add_shutdown_callback(self, callback: ShutdownCallback) -> None:
+        """Awaited at the end of the job (after disconnect), with the shutdown reason if it takes an argument."""
+        self._shutdown_callbacks.append(callback)
+
+    def shutdown(self, reason: str = "") -> None:
+        """End the job: the ordered cleanup runs and the job reports success."""
+        if not self.shutdown_requested.is_set():
+            self.shutdown_reason = reason
+            self.shutdown_requested.set()
+
+    def attach(self, processors: str | ProcessorSpec | Sequence[str | ProcessorSpec], *,
+               participants: Iterable[str] | None = None, sources: Iterable[str] | None = None,
+               output: Output | Sequence[Output] | None = None) -> Rule:
+        """Feed matching tracks (present and future) to `processors` in the workers; route results to `output`.
+
+        `participants`: identities (default everyone); `sources`: camera, microphone, screen_share, ...
+        (default all of the processors' kind). `output`: DataOutput (results as data messages), TrackOutput
+        (output frames as a published track), or both; default DataOutput().
+        """
+        from framepool.agent.session import DataOutput
+
+        rule = make_rule(processors, participants, sources, DataOutput() if output is None else output)
+        return self.session.attach(rule)
+
+    async def run_shutdown_callbacks(self, limit: float) -> None:
+        for callback in self._shutdown_callbacks:
+            params = inspect.signature(callback).parameters
+            coro = callback(self.shutdown_reason) if params else callback()  # type: ignore[call-arg]
+            try:
+                await asyncio.wait_for(coro, limit)
+            except TimeoutError:
+                log.warning("shutdown callback %s exceeded %.1f s", getattr(callback, "__name__", callback), limit)
+            except Exception:
+                log.exception("shutdown callback failed")
+
+    async def cancel_participant_tasks(self) -> None:
+        for task in self._participant_tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._participant_tasks.values(), return_exceptions=True)
+
+
+StatusReporter = Callable[[agent_pb.JobStatus.ValueType, str], Awaitable[None]]
+
+
+class RunningJob:
+    """One job from assignment to its final status report."""
+
+    def __init__(self, ctx: JobContext, entrypoint: Entrypoint, report: StatusReporter, shutdown_timeout: float) -> None:
+        self.ctx = ctx
+        self.entrypoint = entrypoint
+        self.report = report
+        self.shutdown_timeout = shutdown_timeout
+        self.error = ""
+        self.done = asyncio.Event()
+        self.status: agent_pb.JobStatus.ValueType = agent_pb.JS_PENDING
+        self._end = asyncio.Event()
+
+    @property
+    def id(self) -> str:
+        return self.ctx.job.id
+
+    def terminate(self, reason: str) -> None:
+        """End the job from outside (JobTermination, daemon shutdown)."""
+        self.ctx.shutdown(reason)
+
+    async def run(self) -> None:
+        with log_context(**self.ctx.log_context_fields):
+            log.info("job started")
+            await self._report(agent_pb.JS_RUNNING)
+            self.ctx.room.on("disconnected", self._on_disconnected)
+            entry = asyncio.create_task(self._run_entrypoint())
+            shutdown = asyncio.create_task(self.ctx.shutdown_requested.wait())
+            await asyncio.wait([shutdown], return_when=asyncio.FIRST_COMPLETED)
+            if not entry.done():
+                entry.cancel()
+            await asyncio.gather(entry, return_exceptions=True)
+            await self._cleanup()
+            self.status = agent_pb.JS_FAILED if self.error else agent_pb.JS_SUCCESS
+            await self._report(self.status, self.error)
+            log.info("job ended: %s%s", agent_pb.JobStatus.Name(self.status), f" ({self.error})" if self.error else "")
+            self.done.set()
+
+    async def _run_entrypoint(self) -> None:
+        try:
+            await self.entrypoint(self.ctx)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("entrypoint failed")
+            self.ctx.shutdown("entrypoint failed")
+            return
+        if not self.ctx.connected:
+            # Nothing to wait for: an entrypoint that never joined the room is done when it returns.
+            self.ctx.shutdown("entrypoint returned")
+
+    def _on_disconnected(self, reason: int) -> None:
+        self.ctx.shutdown(f"disconnected ({rtc.DisconnectReason.Name(reason) if isinstance(reason, int) else reason})")
+
+    async def _cleanup(self) -> None:
+        """The shutdown ladder: every rung bounded, logged, and run even when an earlier one failed."""
+        ctx, timeout = self.ctx, self.shutdown_timeout
+        log.info("job shutting down: %s", ctx.shutdown_reason or "requested")
+        rungs: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("participant tasks", ctx.cancel_participant_tasks),
+            ("detach streams", ctx.session.detach_streams),
+            ("flush results", ctx.session.flush_results),
+            ("unpublish", ctx.session.unpublish),
+            ("disconnect", ctx.room.disconnect),
+            ("shutdown callbacks", lambda: ctx.run_shutdown_callbacks(timeout)),
+        ]
+        for name, rung in rungs:
+            try:
+                await asyncio.wait_for(rung(), timeout)
+            except TimeoutError:
+                log.warning("shutdown rung %r exceeded %.1f s", name, timeout)
+                self.error = self.error or f"shutdown rung {name!r} timed out"
+            except Exception as exc:
+                log.exception("shutdown rung %r failed", name)
+                self.error = self.error or f"shutdown rung {name!r} failed: {exc}"
+
+    async def _report(self, status: agent_pb.JobStatus.ValueType, error: str = "") -> None:
+        self.status = status
+        await self.report(status, error)

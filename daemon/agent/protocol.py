@@ -1,0 +1,375 @@
+"""The worker side of LiveKit's agent protocol, one connection per registered agent (supervisor process).
+
+A `Dispatcher` holds the `<url>/agent` websocket of one agent: it registers (job type, agent name,
+permissions, version), answers AvailabilityRequest through its `JobHost`, waits for the JobAssignment of
+every job it accepted (`assignment_timeout`), forwards JobTermination, reports the daemon's load with
+UpdateWorkerStatus every `status_interval` and at once when the status changes, keeps the connection
+alive with WorkerPing, and relays each job's UpdateJobStatus.
+
+When the connection drops it reconnects with a capped exponential backoff and, once registered again,
+reports the jobs it still runs with MigrateJobRequest so the server keeps them assigned here. Job status
+updates made while disconnected are kept and sent after re-registering rather than lost. After
+`max_retry` consecutive failed attempts, or at once when the server refuses the credentials (retrying
+cannot fix a bad key), `run` raises ServerUnavailableError with one line saying why.
+
+Why not livekit-agents' Worker: it allows one agent per process and runs each job in its own process
+with its own WebRTC stack, which is exactly what framepool exists to avoid. The wire format is the
+protobuf of `livekit.protocol.agent`; nothing here is hand-encoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aiohttp
+from google.protobuf.message import DecodeError
+from livekit import api
+from livekit.protocol import agent as agent_pb
+from livekit.protocol import models
+
+from framepool.errors import ServerUnavailableError
+
+log = logging.getLogger("framepool.agent.protocol")
+
+REGISTER_TIMEOUT = 10.0
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 10.0
+PING_INTERVAL = 5.0
+# Three missed pongs in a row: the TCP connection may look open while the server is gone.
+PONG_TIMEOUT = 3 * PING_INTERVAL
+
+
+class JobHost(Protocol):
+    """What the dispatcher asks of the agent server (shared by every agent's dispatcher)."""
+
+    async def on_availability(self, dispatcher: Dispatcher, request: agent_pb.AvailabilityRequest) -> agent_pb.AvailabilityResponse:
+        """Decide on a job offer; an available answer must reserve a slot (released on assignment timeout)."""
+        ...
+
+    def on_assignment_timeout(self, dispatcher: Dispatcher, job_id: str) -> None: ...
+
+    async def on_assignment(self, dispatcher: Dispatcher, assignment: agent_pb.JobAssignment) -> None: ...
+
+    def on_termination(self, dispatcher: Dispatcher, job_id: str) -> None: ...
+
+    def live_jobs(self, dispatcher: Dispatcher) -> list[agent_pb.Job]:
+        """The jobs of this dispatcher still running, reported after a reconnect."""
+        ...
+
+    def worker_status(self) -> tuple[bool, float, int]:
+        """(full, load 0..1, job count) of the whole daemon."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class Registration:
+    """What one agent registers as."""
+
+    job_type: agent_pb.JobType.ValueType = agent_pb.JT_ROOM
+    agent_name: str = ""
+    permissions: models.ParticipantPermission = field(
+        default_factory=lambda: models.ParticipantPermission(can_subscribe=True, can_publish=True, can_publish_data=True, agent=True)
+    )
+    version: str = ""
+    namespace: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectionOptions:
+    url: str
+    api_key: str
+    api_secret: str
+    status_interval: float = 2.5
+    assignment_timeout: float = 7.5
+    max_retry: int = 16
+    ping_interval: float = PING_INTERVAL
+
+
+class _Rejected(Exception):
+    """The server refused the credentials or the registration: not worth retrying."""
+
+
+class Dispatcher:
+    """One agent's registration with LiveKit; `run` until `stop`."""
+
+    def __init__(self, registration: Registration, options: ConnectionOptions, host: JobHost) -> None:
+        self.registration = registration
+        self.options = options
+        self.host = host
+        self.worker_id = ""
+        self.registered = asyncio.Event()
+        self.status_changed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._pending_assignments: dict[str, asyncio.Future[agent_pb.JobAssignment]] = {}
+        self._outbox: list[agent_pb.WorkerMessage] = []  # job status updates made while disconnected
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_pong = 0.0
+        self._status_seq = 0
+        self.connections = 0  # successful registrations, for tests and logs
+
+    @property
+    def label(self) -> str:
+        kind = agent_pb.JobType.Name(self.registration.job_type)
+        return f"{self.registration.agent_name or '(automatic)'}/{kind}"
+
+    # -- connection loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Stay registered until `stop`; ServerUnavailableError after max_retry failures or a refusal."""
+        failures = 0
+        async with aiohttp.ClientSession() as http:
+            while not self._stopping.is_set():
+                try:
+                    await self._connect_and_serve(http)
+                    failures = 0
+                except _Rejected as exc:
+                    raise ServerUnavailableError(f"LiveKit at {self.options.url} refused agent {self.label}: {exc}") from None
+                except (TimeoutError, aiohttp.ClientError, OSError, ConnectionError) as exc:
+                    failures += 1
+                    reason = _describe(exc)
+                    if failures >= self.options.max_retry:
+                        raise ServerUnavailableError(
+                            f"cannot reach LiveKit at {self.options.url} after {failures} attempts: {reason}"
+                        ) from None
+                    delay = min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MAX)
+                    log.warning("agent %s: connection failed (%s); retry %d/%d in %.1f s",
+                                self.label, reason, failures, self.options.max_retry, delay)
+                    await self._sleep_unless_stopping(delay)
+        self.registered.clear()
+
+    async def _sleep_unless_stopping(self, delay: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), delay)
+        except TimeoutError:
+            pass
+
+    async def _connect_and_serve(self, http: aiohttp.ClientSession) -> None:
+        url = self.options.url.rstrip("/") + "/agent"
+        token = (
+            api.AccessToken(self.options.api_key, self.options.api_secret)
+            .with_grants(api.VideoGrants(agent=True))
+            .to_jwt()
+        )
+        try:
+            ws = await http.ws_connect(url, headers={"Authorization": f"Bearer {token}"}, timeout=aiohttp.ClientWSTimeout(ws_close=2.0))
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in (401, 403):
+                raise _Rejected(f"HTTP {exc.status} (check LIVEKIT_API_KEY / LIVEKIT_API_SECRET)") from None
+            raise
+        self._ws = ws
+        try:
+            await self._register(ws)
+            await self._serve(ws)
+        finally:
+            self._ws = None
+            self.registered.clear()
+            await ws.close()
+
+    async def _register(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        reg = self.registration
+        await self._send_now(ws, agent_pb.WorkerMessage(register=agent_pb.RegisterWorkerRequest(
+            type=reg.job_type, agent_name=reg.agent_name, version=reg.version, namespace=reg.namespace,
+            allowed_permissions=reg.permissions, ping_interval=int(self.options.ping_interval),
+        )))
+        message = await asyncio.wait_for(self._receive(ws), REGISTER_TIMEOUT)
+        if message is None:
+            raise ConnectionError("connection closed before registration")
+        if message.WhichOneof("message") != "register":
+            raise _Rejected(f"expected a registration response, got {message.WhichOneof('message')}")
+        self.worker_id = message.register.worker_id
+        self.connections += 1
+        log.info("agent %s: registered as worker %s (server %s)", self.label, self.worker_id,
+                 message.register.server_info.version or "unknown version")
+        live = self.host.live_jobs(self)
+        if self.connections > 1 and live:
+            await self._send_now(ws, agent_pb.WorkerMessage(migrate_job=agent_pb.MigrateJobRequest(
+                job_ids=[job.id for job in live], jobs=live)))
+            log.info("agent %s: reported %d live jobs after reconnecting", self.label, len(live))
+        outbox, self._outbox = self._outbox, []
+        for queued in outbox:
+            await self._send_now(ws, queued)
+        self.registered.set()
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Receive until the connection ends, with the status and ping loops alongside."""
+        self._last_pong = time.monotonic()
+        background = [asyncio.create_task(self._status_loop(ws)), asyncio.create_task(self._ping_loop(ws))]
+        stop = asyncio.create_task(self._stopping.wait())
+        try:
+            while True:
+                receive = asyncio.create_task(self._receive(ws))
+                done, _ = await asyncio.wait([receive, stop, *background], return_when=asyncio.FIRST_COMPLETED)
+                if receive not in done:
+                    receive.cancel()
+                    for task in background:
+                        if task in done and task.exception() is not None:
+                            raise task.exception()  # type: ignore[misc]
+                    return  # stopping
+                message = receive.result()
+                if message is None:
+                    raise ConnectionError("the server closed the agent connection")
+                self._handle(message)
+        finally:
+            for task in [*background, stop]:
+                task.cancel()
+            await asyncio.gather(*background, stop, return_exceptions=True)
+
+    async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> agent_pb.ServerMessage | None:
+        """The next well-formed server message; garbage is logged and skipped; None when closed."""
+        while True:
+            frame = await ws.receive()
+            if frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
+                              aiohttp.WSMsgType.ERROR):
+                return None
+            if frame.type != aiohttp.WSMsgType.BINARY:
+                log.warning("agent %s: ignoring a non-binary %s frame from the server", self.label, frame.type.name)
+                continue
+            message = agent_pb.ServerMessage()
+            try:
+                message.ParseFromString(frame.data)
+            except DecodeError as exc:
+                log.warning("agent %s: ignoring an undecodable server message (%d bytes): %s", self.label, len(frame.data), exc)
+                continue
+            return message
+
+    # -- incoming messages --------------------------------------------------------------------
+
+    def _handle(self, message: agent_pb.ServerMessage) -> None:
+        kind = message.WhichOneof("message")
+        if kind == "availability":
+            self._spawn(self._answer_availability(message.availability))
+        elif kind == "assignment":
+            self._on_assignment(message.assignment)
+        elif kind == "termination":
+            self.host.on_termination(self, message.termination.job_id)
+        elif kind == "pong":
+            self._last_pong = time.monotonic()
+        elif kind == "register":
+            log.warning("agent %s: ignoring a second registration response", self.label)
+        elif kind == "go_away":
+            log.info("agent %s: the server asked us to go away; reconnecting", self.label)
+            self._spawn(self._close_ws())
+        else:
+            log.warning("agent %s: ignoring an unknown server message (%s)", self.label, kind or "empty")
+
+    async def _answer_availability(self, request: agent_pb.AvailabilityRequest) -> None:
+        job_id = request.job.id
+        waiter: asyncio.Future[agent_pb.JobAssignment] = asyncio.get_running_loop().create_future()
+        self._pending_assignments[job_id] = waiter
+        try:
+            answer = await self.host.on_availability(self, request)
+            await self.send(agent_pb.WorkerMessage(availability=answer))
+            if not answer.available:
+                return
+            try:
+                assignment = await asyncio.wait_for(waiter, self.options.assignment_timeout)
+            except TimeoutError:
+                log.warning("agent %s: job %s accepted but not assigned within %.1f s", self.label, job_id,
+                            self.options.assignment_timeout)
+                self.host.on_assignment_timeout(self, job_id)
+                return
+            await self.host.on_assignment(self, assignment)
+        finally:
+            self._pending_assignments.pop(job_id, None)
+
+    def _on_assignment(self, assignment: agent_pb.JobAssignment) -> None:
+        waiter = self._pending_assignments.get(assignment.job.id)
+        if waiter is None or waiter.done():
+            log.warning("agent %s: ignoring an assignment for job %s, which we did not accept", self.label,
+                        assignment.job.id)
+            return
+        waiter.set_result(assignment)
+
+    # -- outgoing messages --------------------------------------------------------------------
+
+    async def send(self, message: agent_pb.WorkerMessage) -> None:
+        """Send now if connected; job status updates are kept for the next connection otherwise."""
+        ws = self._ws
+        if ws is None or ws.closed or not self.registered.is_set():
+            if message.WhichOneof("message") == "update_job":
+                self._outbox.append(message)
+            return
+        try:
+            await self._send_now(ws, message)
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            log.warning("agent %s: send failed: %s", self.label, _describe(exc))
+            if message.WhichOneof("message") == "update_job":
+                self._outbox.append(message)
+
+    async def _send_now(self, ws: aiohttp.ClientWebSocketResponse, message: agent_pb.WorkerMessage) -> None:
+        await ws.send_bytes(message.SerializeToString())
+
+    async def update_job(self, job_id: str, status: agent_pb.JobStatus.ValueType, error: str = "") -> None:
+        await self.send(agent_pb.WorkerMessage(update_job=agent_pb.UpdateJobStatus(job_id=job_id, status=status, error=error)))
+
+    async def _status_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """UpdateWorkerStatus every status_interval, and at once when `status_changed` is set."""
+        while True:
+            full, load, jobs = self.host.worker_status()
+            self._status_seq += 1
+            await self._send_now(ws, agent_pb.WorkerMessage(update_worker=agent_pb.UpdateWorkerStatus(
+                status=agent_pb.WS_FULL if full else agent_pb.WS_AVAILABLE, load=load, job_count=jobs,
+                draining=self._stopping.is_set(), seq=self._status_seq)))
+            self.status_changed.clear()
+            try:
+                await asyncio.wait_for(self.status_changed.wait(), self.options.status_interval)
+            except TimeoutError:
+                pass
+
+    async def _ping_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            if time.monotonic() - self._last_pong > max(PONG_TIMEOUT, 3 * self.options.ping_interval):
+                raise ConnectionError("no pong from the server")
+            await self._send_now(ws, agent_pb.WorkerMessage(ping=agent_pb.WorkerPing(timestamp=int(time.time() * 1000))))
+            await asyncio.sleep(self.options.ping_interval)
+
+    async def _close_ws(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+
+    # -- lifetime -------------------------------------------------------------------------------
+
+    async def flush(self, grace: float) -> None:
+        """Give job status updates queued while disconnected a chance to go out before stopping."""
+        if self._outbox and not self.registered.is_set():
+            try:
+                await asyncio.wait_for(self.registered.wait(), grace)
+            except TimeoutError:
+                log.warning("agent %s: %d job status update(s) not delivered", self.label, len(self._outbox))
+
+    def stop(self) -> None:
+        """Leave the connection loop (the caller waits for `run` to return)."""
+        self._stopping.set()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("agent %s: message handler failed", self.label, exc_info=task.exception())
+
+    async def aclose(self) -> None:
+        self.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return f"HTTP {exc.status} {exc.message}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return str(exc.os_error) if exc.os_error else str(exc)
+    return str(exc) or type(exc).__name__
+

@@ -1,0 +1,306 @@
+"""AgentServer: the agents one daemon registers, their jobs, the shared worker pool, load and drain (supervisor process).
+
+Unlike livekit-agents, one daemon registers several agents: each (agent name, job type) has its own
+`Dispatcher` connection, and all of them share one `WorkerPool`, one load figure and one job table, so
+LiveKit sees every connection of this daemon go FULL together.
+
+Lifetime: `run()` starts the pool, runs every agent's prewarm hook, connects every dispatcher and then
+waits for `drain()` (SIGTERM) or `aclose()`. Draining reports FULL on every connection, accepts nothing,
+waits up to `drain_timeout` for the running jobs, then ends the rest through their shutdown ladder; a
+second request takes the quick path at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from livekit.protocol import agent as agent_pb
+from livekit.protocol import models
+
+from framepool.agent.job import AgentProcess, Entrypoint, JobContext, JobRequest, RunningJob
+from framepool.agent.load import CpuMeter, LoadTracker
+from framepool.agent.protocol import ConnectionOptions, Dispatcher, Registration
+from framepool.errors import ConfigError, CrashLoopError
+from framepool.logs import log_context
+from framepool.pool import WorkerPool
+from framepool.settings import Settings
+
+log = logging.getLogger("framepool.agent.server")
+
+JobTypeName = Literal["room", "publisher", "participant"]
+_JOB_TYPES: dict[str, agent_pb.JobType.ValueType] = {
+    "room": agent_pb.JT_ROOM, "publisher": agent_pb.JT_PUBLISHER, "participant": agent_pb.JT_PARTICIPANT,
+}
+RequestFunction = Callable[[JobRequest], Awaitable[None]]
+PrewarmFunction = Callable[[AgentProcess], Awaitable[None] | None]
+LoadFunction = Callable[["AgentServer"], float]
+
+
+async def accept_all(request: JobRequest) -> None:
+    """The default request function."""
+    await request.accept()
+
+
+@dataclass
+class Agent:
+    """One registered agent: what it registers as and the user functions it runs."""
+
+    entrypoint: Entrypoint
+    agent_name: str = ""
+    job_type: JobTypeName = "room"
+    on_request: RequestFunction = accept_all
+    prewarm: PrewarmFunction | None = None
+    permissions: models.ParticipantPermission = field(default_factory=lambda: models.ParticipantPermission(
+        can_subscribe=True, can_publish=True, can_publish_data=True, agent=True))
+    proc: AgentProcess = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.job_type not in _JOB_TYPES:
+            raise ConfigError(f"bad job type {self.job_type!r}: expected room, publisher or participant")
+        self.proc = AgentProcess(self.agent_name)
+
+
+class AgentServer:
+    """Register agents with `@server.rtc_session(...)`, then `await server.run()`."""
+
+    def __init__(self, settings: Settings | None = None, *, load_fnc: LoadFunction | None = None,
+                 version: str = "") -> None:
+        self.settings = settings or Settings()
+        self.agents: list[Agent] = []
+        self.version = version
+        self.pool: WorkerPool | None = None
+        self.jobs: dict[str, RunningJob] = {}
+        self.dispatchers: list[Dispatcher] = []
+        self.registered = asyncio.Event()  # every agent registered at least once
+        self.draining = False
+        self.drained = asyncio.Event()
+        self._load_fnc = load_fnc
+        self._cpu = CpuMeter()
+        self.load = LoadTracker(self._measure_load, self.settings.load_threshold, self.settings.max_jobs)
+        self._stop = asyncio.Event()
+        self._job_tasks: set[asyncio.Task[None]] = set()
+        self._owners: dict[str, Dispatcher] = {}
+
+    # -- registration -------------------------------------------------------------------------------------
+
+    def rtc_session(self, *, agent_name: str = "", type: JobTypeName = "room",
+                    on_request: RequestFunction | None = None, prewarm: PrewarmFunction | None = None,
+                    permissions: models.ParticipantPermission | None = None) -> Callable[[Entrypoint], Entrypoint]:
+        """Decorator registering `entrypoint(ctx)` as an agent; several per daemon."""
+
+        def register(entrypoint: Entrypoint) -> Entrypoint:
+            self.add_agent(Agent(entrypoint, agent_name, type, on_request or accept_all, prewarm,
+                                 **({"permissions": permissions} if permissions is not None else {})))
+            return entrypoint
+
+        return register
+
+    def add_agent(self, agent: Agent) -> None:
+        for other in self.agents:
+            if (other.agent_name, other.job_type) == (agent.agent_name, agent.job_type):
+                raise ConfigError(f"agent {agent.agent_name or '(automatic)'} ({agent.job_type}) is registered twice")
+        self.agents.append(agent)
+
+    # -- load -----------------------------------------------------------------------------------------------
+
+    def _measure_load(self) -> float:
+        if self._load_fnc is not None:
+            return self._load_fnc(self)
+        pool_load = self.pool.load() if self.pool is not None else 0.0
+        return max(self._cpu.sample(), pool_load)
+
+    def worker_status(self) -> tuple[bool, float, int]:
+        self.load.refresh()
+        return self.load.full(self.draining), self.load.measured, len(self.jobs)
+
+    def _status_changed(self) -> None:
+        for dispatcher in self.dispatchers:
+            dispatcher.status_changed.set()
+
+    # -- JobHost (called by the dispatchers) ------------------------------------------------------------------
+
+    def _agent_of(self, dispatcher: Dispatcher) -> Agent:
+        return self.agents[self.dispatchers.index(dispatcher)]
+
+    async def on_availability(self, dispatcher: Dispatcher, request: agent_pb.AvailabilityRequest) -> agent_pb.AvailabilityResponse:
+        job = request.job
+        agent = self._agent_of(dispatcher)
+        refused = agent_pb.AvailabilityResponse(job_id=job.id, available=False)
+        if self.draining or not self.load.try_reserve(job.id):
+            log.info("job %s declined: %s", job.id, "draining" if self.draining else "full")
+            return refused
+        job_request = JobRequest(job, agent.agent_name)
+        try:
+            await asyncio.wait_for(agent.on_request(job_request), self.settings.assignment_timeout)
+        except TimeoutError:
+            log.warning("job %s: the request function did not answer in %.1f s", job.id, self.settings.assignment_timeout)
+        except Exception:
+            log.exception("job %s: the request function raised", job.id)
+        answer = job_request.answer
+        if answer is None or not answer.available:
+            self.load.release(job.id)
+            return agent_pb.AvailabilityResponse(job_id=job.id, available=False, terminate=bool(answer and answer.terminate))
+        self._status_changed()
+        return agent_pb.AvailabilityResponse(
+            job_id=job.id, available=True, participant_name=answer.name,
+            participant_identity=answer.identity or f"agent-{job.id}", participant_metadata=answer.metadata,
+            participant_attributes=answer.attributes)
+
+    def on_assignment_timeout(self, dispatcher: Dispatcher, job_id: str) -> None:
+        self.load.release(job_id)
+        self._status_changed()
+
+    async def on_assignment(self, dispatcher: Dispatcher, assignment: agent_pb.JobAssignment) -> None:
+        url = assignment.url or self.settings.livekit_url
+        self.launch(dispatcher, assignment.job, url, assignment.token)
+
+    def on_termination(self, dispatcher: Dispatcher, job_id: str) -> None:
+        job = self.jobs.get(job_id)
+        if job is None:
+            log.info("termination for job %s, which is not running here", job_id)
+            return
+        job.terminate("terminated by the server")
+
+    def live_jobs(self, dispatcher: Dispatcher) -> list[agent_pb.Job]:
+        return [job.ctx.job for job_id, job in self.jobs.items() if self._owners.get(job_id) is dispatcher]
+
+    # -- jobs -------------------------------------------------------------------------------------------------
+
+    def launch(self, dispatcher: Dispatcher, job: agent_pb.Job, url: str, token: str) -> RunningJob:
+        """Run a job for an assignment (or `connect`): its entrypoint, lifecycle and status reports."""
+        if self.pool is None:
+            raise RuntimeError("the agent server is not running")
+        agent = self._agent_of(dispatcher)
+        ctx = JobContext(job, url, token, self.pool, agent.proc)
+
+        async def report(status: agent_pb.JobStatus.ValueType, error: str) -> None:
+            await dispatcher.update_job(job.id, status, error)
+
+        running = RunningJob(ctx, agent.entrypoint, report, self.settings.shutdown_timeout)
+        self.jobs[job.id] = running
+        self._owners[job.id] = dispatcher
+        self.load.started(job.id)
+        with log_context(**ctx.log_context_fields):
+            task = asyncio.create_task(running.run())
+        self._job_tasks.add(task)
+        task.add_done_callback(lambda t: self._job_finished(job.id, t))
+        self._status_changed()
+        return running
+
+    def _job_finished(self, job_id: str, task: asyncio.Task[None]) -> None:
+        self._job_tasks.discard(task)
+        self.jobs.pop(job_id, None)
+        self._owners.pop(job_id, None)
+        self.load.ended(job_id)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("job %s failed outside its entrypoint", job_id, exc_info=task.exception())
+        if self.draining and not self.jobs:
+            self.drained.set()
+        self._status_changed()
+
+    # -- lifetime -----------------------------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if not self.agents:
+            raise ConfigError("no agents to run: register one with @server.rtc_session or add [[agents]] to the config")
+        missing = [name for name, value in (("LIVEKIT_URL", self.settings.livekit_url), ("LIVEKIT_API_KEY", self.settings.api_key),
+                                            ("LIVEKIT_API_SECRET", self.settings.api_secret)) if not value]
+        if missing:
+            raise ConfigError(f"missing LiveKit credentials: set {', '.join(missing)} (or livekit_url/api_key/api_secret in the config)")
+        if not self.settings.livekit_url.startswith(("ws://", "wss://", "http://", "https://")):
+            raise ConfigError(f"bad setting livekit_url = {self.settings.livekit_url!r}: expected a ws:// or wss:// URL")
+
+    async def start(self, pool: WorkerPool | None = None) -> None:
+        """Start the pool (unless given one), prewarm each agent and create its dispatcher."""
+        self._check()
+        if pool is None:
+            pool = WorkerPool(self.settings)
+            await pool.start()
+        self.pool = pool
+        options = ConnectionOptions(url=_ws_url(self.settings.livekit_url), api_key=self.settings.api_key,
+                                    api_secret=self.settings.api_secret, status_interval=self.settings.status_interval,
+                                    assignment_timeout=self.settings.assignment_timeout, max_retry=self.settings.max_retry)
+        for agent in self.agents:
+            if agent.prewarm is not None:
+                result = agent.prewarm(agent.proc)
+                if inspect.isawaitable(result):
+                    await result
+            registration = Registration(job_type=_JOB_TYPES[agent.job_type], agent_name=agent.agent_name,
+                                        permissions=agent.permissions, version=self.version)
+            self.dispatchers.append(Dispatcher(registration, options, self))
+
+    async def run(self, pool: WorkerPool | None = None) -> None:
+        """Serve until `aclose()`/drain; ServerUnavailableError if LiveKit stays unreachable, PoolError if the pool halts."""
+        if self.pool is None:
+            await self.start(pool)
+        assert self.pool is not None
+        tasks = [asyncio.create_task(d.run(), name=f"dispatcher {d.label}") for d in self.dispatchers]
+        watch = asyncio.create_task(self._watch_registration())
+        halted = asyncio.create_task(self.pool.halted.wait())
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            done, _ = await asyncio.wait([*tasks, halted, stop], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task in tasks and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            if halted in done:
+                raise CrashLoopError(f"worker pool halted: {getattr(self.pool, 'halt_reason', 'unknown reason')}")
+        finally:
+            for task in [watch, halted, stop]:
+                task.cancel()
+            await self._shutdown(tasks)
+
+    async def _watch_registration(self) -> None:
+        await asyncio.gather(*(d.registered.wait() for d in self.dispatchers))
+        log.info("registered %d agent(s): %s", len(self.dispatchers), ", ".join(d.label for d in self.dispatchers))
+        self.registered.set()
+
+    async def drain(self, grace: float | None = None) -> bool:
+        """Report FULL, accept nothing, wait for running jobs up to `grace` (default drain_timeout); True if all ended."""
+        timeout = self.settings.drain_timeout if grace is None else grace
+        self.draining = True
+        self._status_changed()
+        if not self.jobs:
+            self.drained.set()
+        log.info("draining: %d job(s) running, waiting up to %.1f s", len(self.jobs), timeout)
+        try:
+            await asyncio.wait_for(self.drained.wait(), timeout)
+            return True
+        except TimeoutError:
+            log.warning("drain timed out with %d job(s) still running", len(self.jobs))
+            return False
+
+    def stop(self) -> None:
+        """Make `run` return (it then ends remaining jobs and closes everything)."""
+        self._stop.set()
+
+    async def _shutdown(self, dispatcher_tasks: list[asyncio.Task[None]]) -> None:
+        """End jobs (their ladders), then the dispatchers, then the pool: reverse dependency order."""
+        self.draining = True
+        for job in list(self.jobs.values()):
+            job.terminate("daemon shutting down")
+        if self._job_tasks:
+            await asyncio.wait(list(self._job_tasks), timeout=self.settings.shutdown_timeout * 7)
+        for dispatcher in self.dispatchers:
+            await dispatcher.flush(grace=1.0)
+            dispatcher.stop()
+        await asyncio.gather(*dispatcher_tasks, return_exceptions=True)
+        for dispatcher in self.dispatchers:
+            await dispatcher.aclose()
+        if self.pool is not None:
+            await self.pool.aclose()
+        log.info("agent server stopped")
+
+
+def _ws_url(url: str) -> str:
+    if url.startswith("http://"):
+        return "ws://" + url[len("http://"):]
+    if url.startswith("https://"):
+        return "wss://" + url[len("https://"):]
+    return url
+

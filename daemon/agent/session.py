@@ -1,0 +1,402 @@
+"""A job's room: which tracks feed which processors, and where their results go (supervisor process).
+
+`RoomSession.attach` adds a *rule*: processors, a participant/source filter and outputs. Every remote track
+that matches a rule, present or future, gets a `TrackFeed`: the SDK's AudioStream/VideoStream opened in the
+processors' input format (for audio with the largest frame they accept, since the supervisor pays per SDK
+event), and a pool `StreamAttachment` whose ring every frame is pushed into without blocking (a full ring
+drops and counts). Results come back through the feed's sink on this event loop: a `DataOutput` queues
+them for `publish_data` (one sender task per session, so a slow data channel never blocks the loop), a
+`TrackOutput` turns output frames into a published audio or video track.
+
+Video streams are attached to the pool on their first frame, because the ring's slot size depends on the
+resolution; a later, larger frame re-attaches with bigger slots (simulcast layers switch resolution).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from livekit import rtc
+
+from framepool.pool import Result, StreamAttachment, StreamSpec, WorkerPool, input_format_of
+from framepool.processors.api import AudioFormat, VideoFormat, frame_bytes
+from framepool.processors.registry import ProcessorSpec, parse_spec
+from framepool.ring import FMT_I420, FMT_RGB24, FMT_RGBA, FMT_S16, FrameHeader
+
+log = logging.getLogger("framepool.agent.session")
+
+# Slots are never smaller than one 720p frame, so the common resolution changes need no re-attach.
+MIN_VIDEO_SLOT = frame_bytes(1280, 720, "RGBA")
+_PIXEL = {"I420": (rtc.VideoBufferType.I420, FMT_I420), "RGB24": (rtc.VideoBufferType.RGB24, FMT_RGB24),
+          "RGBA": (rtc.VideoBufferType.RGBA, FMT_RGBA)}
+_FMT_TO_BUFFER = {FMT_I420: rtc.VideoBufferType.I420, FMT_RGB24: rtc.VideoBufferType.RGB24, FMT_RGBA: rtc.VideoBufferType.RGBA}
+_SOURCES = {
+    "camera": rtc.TrackSource.SOURCE_CAMERA, "microphone": rtc.TrackSource.SOURCE_MICROPHONE,
+    "screen_share": rtc.TrackSource.SOURCE_SCREENSHARE, "screen_share_audio": rtc.TrackSource.SOURCE_SCREENSHARE_AUDIO,
+    "unknown": rtc.TrackSource.SOURCE_UNKNOWN,
+}
+
+
+@dataclass(frozen=True)
+class DataOutput:
+    """Results as data messages: on `topic` (empty: each result's own topic), to `destinations` (empty: everyone)."""
+
+    topic: str = ""
+    reliable: bool = True
+    destinations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrackOutput:
+    """Output frames (ctx.publish_audio/publish_video) as a published track named `name:<source track sid>`."""
+
+    name: str = "framepool"
+
+
+Output = DataOutput | TrackOutput
+
+
+class ResultMessage(msgspec.Struct, kw_only=True):
+    """What a data message carries: the processor's payload and where it came from."""
+
+    participant: str
+    track: str
+    processor: str
+    topic: str
+    ts_us: int
+    seq: int
+    data: msgspec.Raw
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass
+class Rule:
+    """One ctx.attach: processors, which tracks, and where results go."""
+
+    processors: list[ProcessorSpec]
+    kind: str
+    fmt: AudioFormat | VideoFormat
+    participants: frozenset[str] | None
+    sources: frozenset[int] | None
+    data: DataOutput | None
+    track: TrackOutput | None
+    feeds: dict[str, TrackFeed] = field(default_factory=dict)
+
+    def matches(self, participant: rtc.RemoteParticipant, publication: rtc.RemoteTrackPublication) -> bool:
+        kind = "audio" if publication.kind == rtc.TrackKind.KIND_AUDIO else "video"
+        if kind != self.kind:
+            return False
+        if self.participants is not None and participant.identity not in self.participants:
+            return False
+        return self.sources is None or publication.source in self.sources
+
+
+def make_rule(processors: str | ProcessorSpec | Sequence[str | ProcessorSpec], participants: Iterable[str] | None,
+              sources: Iterable[str] | None, output: Output | Sequence[Output] | None) -> Rule:
+    """Validate an attach request (ProcessorError / ValueError with one line on bad input)."""
+    items = [processors] if isinstance(processors, (str, ProcessorSpec)) else list(processors)
+    specs = [parse_spec(p) if isinstance(p, str) else p for p in items]
+    if not specs:
+        raise ValueError("attach needs at least one processor")
+    fmt = input_format_of(specs)
+    outputs: list[Output] = [] if output is None else [output] if isinstance(output, (DataOutput, TrackOutput)) else list(output)
+    source_ids = None
+    if sources is not None:
+        unknown = [s for s in sources if s not in _SOURCES]
+        if unknown:
+            raise ValueError(f"unknown track source {unknown[0]!r}: expected one of {', '.join(_SOURCES)}")
+        source_ids = frozenset(_SOURCES[s] for s in sources)
+    return Rule(
+        processors=specs, kind="audio" if isinstance(fmt, AudioFormat) else "video", fmt=fmt,
+        participants=None if participants is None else frozenset(participants), sources=source_ids,
+        data=next((o for o in outputs if isinstance(o, DataOutput)), None),
+        track=next((o for o in outputs if isinstance(o, TrackOutput)), None),
+    )
+
+
+class RoomSession:
+    """The rules of one job and the feeds they opened in its room."""
+
+    def __init__(self, room: rtc.Room, pool: WorkerPool, job_id: str, room_name: str) -> None:
+        self.room = room
+        self.pool = pool
+        self.job_id = job_id
+        self.room_name = room_name
+        self.rules: list[Rule] = []
+        self.published: list[str] = []  # sids of tracks this session published
+        self._outbox: asyncio.Queue[tuple[bytes, DataOutput, str]] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sender = asyncio.create_task(self._send_results())
+        self.results_sent = 0
+        room.on("track_subscribed", self._on_track_subscribed)
+        room.on("track_published", self._on_track_published)
+        room.on("track_unsubscribed", self._on_track_gone)
+
+    def attach(self, rule: Rule) -> Rule:
+        """Add a rule and open feeds for every matching track already in the room."""
+        self.rules.append(rule)
+        for participant in self.room.remote_participants.values():
+            for publication in participant.track_publications.values():
+                if not rule.matches(participant, publication):
+                    continue
+                if publication.track is not None and publication.subscribed:
+                    self._open(rule, participant, publication, publication.track)
+                elif not publication.subscribed:
+                    publication.set_subscribed(True)
+        return rule
+
+    def _on_track_published(self, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
+        if not publication.subscribed and any(rule.matches(participant, publication) for rule in self.rules):
+            publication.set_subscribed(True)
+
+    def _on_track_subscribed(self, track: rtc.Track, publication: rtc.RemoteTrackPublication,
+                             participant: rtc.RemoteParticipant) -> None:
+        for rule in self.rules:
+            if rule.matches(participant, publication):
+                self._open(rule, participant, publication, track)
+
+    def _on_track_gone(self, track: rtc.Track, publication: rtc.RemoteTrackPublication,
+                       participant: rtc.RemoteParticipant) -> None:
+        del track, participant
+        for rule in self.rules:
+            feed = rule.feeds.pop(publication.sid, None)
+            if feed is not None:
+                self._spawn(feed.aclose())
+
+    def _open(self, rule: Rule, participant: rtc.RemoteParticipant, publication: rtc.RemoteTrackPublication,
+              track: rtc.Track) -> None:
+        if publication.sid in rule.feeds:
+            return
+        index = self.rules.index(rule)
+        labels = {"room": self.room_name, "participant": participant.identity, "track": publication.sid,
+                  "source": rtc.TrackSource.Name(publication.source), "job_id": self.job_id}
+        feed = TrackFeed(self, rule, f"{self.job_id}/{publication.sid}/{index}", track, labels)
+        rule.feeds[publication.sid] = feed
+        feed.start()
+        log.info("feeding %s track %s of %s to %s", rule.kind, publication.sid, participant.identity,
+                 ", ".join(str(p) for p in rule.processors))
+
+    def queue_result(self, result: Result, feed: TrackFeed) -> None:
+        output = feed.rule.data
+        if output is None:
+            return
+        message = ResultMessage(participant=feed.labels["participant"], track=feed.labels["track"],
+                                processor=result.processor, topic=result.topic, ts_us=result.ts_us, seq=result.seq,
+                                data=result.payload)
+        self._outbox.put_nowait((_encode(message), output, output.topic or result.topic))
+
+    async def _send_results(self) -> None:
+        while True:
+            payload, output, topic = await self._outbox.get()
+            try:
+                await self.room.local_participant.publish_data(
+                    payload, reliable=output.reliable, destination_identities=list(output.destinations), topic=topic)
+                self.results_sent += 1
+            except Exception as exc:  # a closed room must not kill the sender; the count shows losses
+                log.warning("result not published: %s", exc)
+            finally:
+                self._outbox.task_done()
+
+    async def publish_track(self, track: rtc.LocalAudioTrack | rtc.LocalVideoTrack, source: int) -> None:
+        publication = await self.room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=source))
+        self.published.append(publication.sid)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("room session task failed", exc_info=task.exception())
+
+    # -- ordered cleanup (JobContext's shutdown ladder calls these in this order) ------------------------
+
+    async def detach_streams(self) -> None:
+        """Stop reading tracks and detach from the pool: processors' close() runs, final results arrive."""
+        feeds = [feed for rule in self.rules for feed in rule.feeds.values()]
+        for rule in self.rules:
+            rule.feeds.clear()
+        await asyncio.gather(*(feed.aclose() for feed in feeds), *list(self._tasks), return_exceptions=True)
+
+    async def flush_results(self) -> None:
+        """Wait until every queued result went out, then stop the sender."""
+        await self._outbox.join()
+        self._sender.cancel()
+        await asyncio.gather(self._sender, return_exceptions=True)
+
+    async def unpublish(self) -> None:
+        for sid in self.published:
+            try:
+                await self.room.local_participant.unpublish_track(sid)
+            except Exception as exc:  # the room may already be gone; cleanup goes on
+                log.debug("unpublish %s: %s", sid, exc)
+        self.published.clear()
+
+    def stats(self) -> dict[str, Any]:
+        feeds = [feed for rule in self.rules for feed in rule.feeds.values()]
+        return {"feeds": len(feeds), "results_sent": self.results_sent, "frames": sum(f.frames for f in feeds),
+                "dropped": sum(f.dropped for f in feeds)}
+
+
+class TrackFeed:
+    """One remote track feeding one rule's processors: SDK stream → ring; its sink routes the results."""
+
+    def __init__(self, session: RoomSession, rule: Rule, stream_id: str, track: rtc.Track, labels: dict[str, str]) -> None:
+        self.session = session
+        self.rule = rule
+        self.stream_id = stream_id
+        self.track = track
+        self.labels = labels
+        self.attachment: StreamAttachment | None = None
+        self.frames = 0
+        self.dropped = 0
+        self._slot = 0
+        self._reader: asyncio.Task[None] | None = None
+        self._output = _TrackPublisher(session, rule.track, labels["track"]) if rule.track else None
+
+    def start(self) -> None:
+        self._reader = asyncio.create_task(self._read())
+        self._reader.add_done_callback(self._reader_done)
+
+    def _reader_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("feed %s failed", self.stream_id, exc_info=task.exception())
+
+    def _spec(self, max_frame_bytes: int, output_bytes: int) -> StreamSpec:
+        return StreamSpec(stream_id=self.stream_id, kind="audio" if self.rule.kind == "audio" else "video",
+                          processors=self.rule.processors, max_frame_bytes=max_frame_bytes,
+                          output_max_frame_bytes=output_bytes if self._output else 0, labels=self.labels)
+
+    async def _read(self) -> None:
+        fmt = self.rule.fmt
+        if isinstance(fmt, AudioFormat):
+            await self._read_audio(fmt)
+        else:
+            await self._read_video(fmt)
+
+    async def _read_audio(self, fmt: AudioFormat) -> None:
+        frame_size = fmt.sample_rate * fmt.frame_ms // 1000 * fmt.channels * 2
+        self.attachment = await self.session.pool.attach(self._spec(frame_size, frame_size), self)
+        stream = rtc.AudioStream.from_track(track=self.track, sample_rate=fmt.sample_rate, num_channels=fmt.channels,
+                                            frame_size_ms=fmt.frame_ms)
+        push = self.attachment.push
+        try:
+            async for event in stream:
+                frame = event.frame
+                ok = push(frame.data.cast("B"), time.time_ns() // 1000, FMT_S16, frame.sample_rate,
+                          frame.num_channels, frame.samples_per_channel)
+                self.frames += 1
+                self.dropped += not ok
+        finally:
+            await stream.aclose()
+
+    async def _read_video(self, fmt: VideoFormat) -> None:
+        buffer_type, ring_fmt = _PIXEL[fmt.pixel_format]
+        stream = rtc.VideoStream(self.track, format=buffer_type)
+        try:
+            async for event in stream:
+                frame = event.frame
+                if frame.type != buffer_type:
+                    frame = frame.convert(buffer_type)
+                data = frame.data
+                if len(data) > self._slot:
+                    await self._reattach(len(data))
+                assert self.attachment is not None
+                ts_us = event.timestamp_us or time.time_ns() // 1000
+                ok = self.attachment.push(data, ts_us, ring_fmt, frame.width, frame.height, 0)
+                self.frames += 1
+                self.dropped += not ok
+        finally:
+            await stream.aclose()
+
+    async def _reattach(self, size: int) -> None:
+        if self.attachment is not None:
+            await self.attachment.detach()
+        self._slot = max(size, MIN_VIDEO_SLOT)
+        self.attachment = await self.session.pool.attach(self._spec(self._slot, self._slot), self)
+
+    async def aclose(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        if self.attachment is not None:
+            stats = await self.attachment.detach()
+            log.info("feed %s detached: %s", self.stream_id, stats)
+        if self._output is not None:
+            await self._output.aclose()
+
+    # -- StreamSink (called on the event loop by the pool; must not block) --------------------------------
+
+    def on_result(self, result: Result) -> None:
+        self.session.queue_result(result, self)
+
+    def on_output_frame(self, stream_id: str, header: FrameHeader, data: memoryview) -> None:
+        if self._output is not None:
+            self._output.frame(header, data)
+
+    def on_stream_event(self, stream_id: str, event: str, detail: str) -> None:
+        level = logging.INFO if event in ("detached", "worker_restarted") else logging.WARNING
+        log.log(level, "stream %s: %s %s", stream_id, event, detail)
+
+
+class _TrackPublisher:
+    """Output frames of one feed → a LocalVideoTrack/LocalAudioTrack, published on the first frame."""
+
+    def __init__(self, session: RoomSession, output: TrackOutput, source_sid: str) -> None:
+        self.session = session
+        self.name = f"{output.name}:{source_sid}"
+        self.video: rtc.VideoSource | None = None
+        self.audio: rtc.AudioSource | None = None
+        self._buffer = bytearray()
+        self._audio_frames: asyncio.Queue[rtc.AudioFrame] = asyncio.Queue(maxsize=50)
+        self._pump: asyncio.Task[None] | None = None
+
+    def frame(self, header: FrameHeader, data: memoryview) -> None:
+        if header.fmt == FMT_S16:
+            self._audio(header, data)
+            return
+        if self.video is None:
+            self.video = rtc.VideoSource(header.width, header.height)
+            track = rtc.LocalVideoTrack.create_video_track(self.name, self.video)
+            self.session._spawn(self.session.publish_track(track, rtc.TrackSource.SOURCE_CAMERA))
+        # The ring view is read-only and valid during this call only; the SDK needs a writable buffer.
+        if len(self._buffer) != len(data):
+            self._buffer = bytearray(len(data))
+        self._buffer[:] = data
+        frame = rtc.VideoFrame(header.width, header.height, _FMT_TO_BUFFER.get(header.fmt, rtc.VideoBufferType.I420),
+                               self._buffer)
+        self.video.capture_frame(frame, timestamp_us=header.ts_us)
+
+    def _audio(self, header: FrameHeader, data: memoryview) -> None:
+        if self.audio is None:
+            self.audio = rtc.AudioSource(header.sample_rate, header.channels)
+            track = rtc.LocalAudioTrack.create_audio_track(self.name, self.audio)
+            self.session._spawn(self.session.publish_track(track, rtc.TrackSource.SOURCE_MICROPHONE))
+            self._pump = asyncio.create_task(self._pump_audio())
+        if self._audio_frames.full():
+            self._audio_frames.get_nowait()  # realtime: the newest audio matters more than a late one
+        self._audio_frames.put_nowait(rtc.AudioFrame(bytes(data), header.sample_rate, header.channels, header.samples))
+
+    async def _pump_audio(self) -> None:
+        assert self.audio is not None
+        while True:
+            await self.audio.capture_frame(await self._audio_frames.get())
+
+    async def aclose(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+        if self.audio is not None:
+            await self.audio.aclose()
+        if self.video is not None:
+            await self.video.aclose()
