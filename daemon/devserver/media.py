@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from typing import TYPE_CHECKING
 
 from aiortc import RTCDataChannel, RTCSessionDescription
@@ -26,7 +27,7 @@ from livekit.protocol import models
 from livekit.protocol import rtc as rtc_pb
 
 from framepool.devserver.rooms import PublishedTrack
-from framepool.devserver.rtc import ProxyTrack, copy_rid_extensions, media_sections, new_peer_connection
+from framepool.devserver.rtc import ProxyTrack, media_sections, munge_answer, new_peer_connection
 
 if TYPE_CHECKING:
     from framepool.devserver.signal import SignalSession
@@ -41,7 +42,8 @@ class Downstream:
         self.track = track
         self.kind = track.relay.kind
         self.proxy = ProxyTrack(self.kind, track.relay)
-        self.proxy._id = track.sid
+        # Unique per subscription: a track subscribed again on a new m-line must not repeat an msid.
+        self.proxy._id = f"{track.sid}.{secrets.token_hex(3)}"
         self.mid: str | None = None
 
 
@@ -54,7 +56,7 @@ class MediaSession:
         self.publisher: RTCPeerConnection = new_peer_connection()
         self.subscriber: RTCPeerConnection = self.publisher if single_pc else new_peer_connection()
         self.expected: dict[str, PublishedTrack] = {}
-        self.bound_mids: set[str] = set()
+        self.bound: dict[str, PublishedTrack] = {}
         self.free_mids: dict[str, list[str]] = {"audio": [], "video": []}
         self.downstream: dict[str, Downstream] = {}
         self.pending: list[Downstream] = []
@@ -98,7 +100,7 @@ class MediaSession:
                 self._place_downstream(sections)
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
-            sdp = copy_rid_extensions(offer.sdp, pc.localDescription.sdp)
+            sdp = munge_answer(offer.sdp, pc.localDescription.sdp)
             mapping = {d.mid: d.track.sid for d in self.downstream.values() if d.mid is not None}
             await self.session.send(rtc_pb.SignalResponse(answer=rtc_pb.SessionDescription(
                 type="answer", sdp=sdp, id=offer.id, mid_to_track_id=mapping if self.single_pc else {})))
@@ -108,16 +110,25 @@ class MediaSession:
     def _bind_published(self, sections: list[tuple[str, str, str, str | None]]) -> None:
         transceivers = {t.mid: t for t in self.publisher.getTransceivers()}
         for kind, mid, direction, track_id in sections:
-            if direction not in ("sendonly", "sendrecv") or mid in self.bound_mids or mid not in transceivers:
+            if direction not in ("sendonly", "sendrecv"):
+                self._unbind(mid)
+                continue
+            if mid in self.bound or mid not in transceivers:
                 continue
             cid = track_id if track_id in self.expected else self._first_expected(kind)
             if cid is None:
                 continue
             track = self.expected.pop(cid)
-            self.bound_mids.add(mid)
+            self.bound[mid] = track
             track.info.mid = mid
             track.relay.start(transceivers[mid].receiver.track)
             self.session.on_published(track)
+
+    def _unbind(self, mid: str) -> None:
+        """The client stopped sending on an m-line: its track was unpublished."""
+        track = self.bound.pop(mid, None)
+        if track is not None:
+            self.session.on_unpublished(track)
 
     def _first_expected(self, kind: str) -> str | None:
         wanted = models.TrackType.AUDIO if kind == "audio" else models.TrackType.VIDEO
@@ -169,6 +180,12 @@ class MediaSession:
         down.proxy.stop()
         if down in self.pending:
             self.pending.remove(down)
+        if down.mid is not None:
+            # Answered inactive from the next negotiation on; the m-line is not reused (module docstring).
+            for transceiver in self.subscriber.getTransceivers():
+                if transceiver.mid == down.mid:
+                    transceiver.direction = "inactive"
+                    transceiver.sender.replaceTrack(None)
 
     async def _offer_subscriber(self) -> None:
         """Classic mode: (re)offer the subscriber connection; one offer in flight at a time."""

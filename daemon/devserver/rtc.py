@@ -96,14 +96,33 @@ def new_peer_connection() -> RTCPeerConnection:
     return RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
 
 
-def copy_rid_extensions(offer_sdp: str, answer_sdp: str) -> str:
-    """Copy the offer's RID header-extension lines into every video m-line of the answer."""
+def _simulcast_rids(offer_sdp: str) -> dict[str, list[str]]:
+    """The send RIDs of every simulcast m-line of an offer, by mid."""
+    rids: dict[str, list[str]] = {}
+    mid = ""
+    for line in offer_sdp.splitlines():
+        if line.startswith("m="):
+            mid = ""
+        elif line.startswith("a=mid:"):
+            mid = line[6:].strip()
+        elif line.startswith("a=rid:") and line.rstrip().endswith(" send"):
+            rids.setdefault(mid, []).append(line[6:].split()[0])
+    return rids
+
+
+def munge_answer(offer_sdp: str, answer_sdp: str) -> str:
+    """Make aiortc's answer acceptable to a libwebrtc simulcast publisher, receiving only the top layer.
+
+    Every video m-line gets the offer's RID header-extension lines; an m-line the client offered as
+    simulcast is answered `a=simulcast:recv <top>` so libwebrtc sends exactly one (full-size) layer.
+    """
     rid_lines: list[str] = []
     for line in offer_sdp.splitlines():
         if RID_EXTENSION_RE.match(line) and line not in rid_lines:
             rid_lines.append(line)
     if not rid_lines:
         return answer_sdp
+    simulcast = _simulcast_rids(offer_sdp)
     out: list[str] = []
     in_video = False
     for line in answer_sdp.splitlines():
@@ -112,6 +131,10 @@ def copy_rid_extensions(offer_sdp: str, answer_sdp: str) -> str:
         out.append(line)
         if in_video and line.startswith("a=mid:"):
             out.extend(rid_lines)
+            rids = simulcast.get(line[6:].strip())
+            if rids:
+                top = "f" if "f" in rids else rids[-1]
+                out.extend([f"a=rid:{top} recv", f"a=simulcast:recv {top}"])
     return "\r\n".join(out) + "\r\n"
 
 

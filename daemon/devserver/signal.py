@@ -277,6 +277,10 @@ class SignalSession:
         if self.room is not None:
             self.registry.spawn(self.room.publish(self.participant, track))
 
+    def on_unpublished(self, track: PublishedTrack) -> None:
+        if self.room is not None:
+            self.registry.spawn(self.room.unpublish(self.participant, track.sid))
+
     async def on_data(self, payload: bytes, reliable: bool) -> None:
         """A DataPacket from the client: stamp the sender and forward it with destination filtering."""
         if self.room is None or not self.participant.permission.can_publish_data:
