@@ -22,7 +22,7 @@ from livekit.api import AccessToken, VideoGrants
 from livekit.protocol import agent as agent_pb
 from livekit.protocol import models
 
-from .auth import AuthError, require_agent, verify_request
+from .auth import AuthError, quiet_short_secrets, require_agent, verify_request
 from .dispatch import AgentDispatcher, JobRecord, new_id
 
 log = logging.getLogger("framepool.devserver.agents")
@@ -263,7 +263,8 @@ def mint_agent_token(
         token.with_metadata(metadata)
     if attributes:
         token.with_attributes(attributes)
-    return token.to_jwt()
+    with quiet_short_secrets():
+        return token.to_jwt()
 
 
 def dispatcher_for(app: web.Application, server: ServerView) -> AgentDispatcher:

@@ -10,14 +10,20 @@ operation needs is 403 (:func:`require_room_create` and friends).
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import jwt
 from aiohttp import web
+from jwt.warnings import InsecureKeyLengthWarning
 from livekit.api import TokenVerifier
 from livekit.api.access_token import Claims, VideoGrants
 
 __all__ = [
     "AuthError",
     "Claims",
+    "quiet_short_secrets",
     "require_agent",
     "require_room_admin",
     "require_room_create",
@@ -35,6 +41,18 @@ class AuthError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+@contextmanager
+def quiet_short_secrets() -> Iterator[None]:
+    """Silence PyJWT's short-HMAC-key warning for one sign/verify.
+
+    The dev server's default secret ("secret", as livekit-server --dev uses) is short on purpose;
+    the warning would otherwise repeat on every request and job.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsecureKeyLengthWarning)
+        yield
 
 
 def token_from_request(request: web.Request) -> str | None:
@@ -58,7 +76,8 @@ def verify_token(token: str, keys: dict[str, str]) -> Claims:
     if secret is None:
         raise AuthError(401, "invalid API key")
     try:
-        return TokenVerifier(issuer, secret).verify(token)
+        with quiet_short_secrets():
+            return TokenVerifier(issuer, secret).verify(token)
     except jwt.ExpiredSignatureError as exc:
         raise AuthError(401, "token is expired") from exc
     except (jwt.PyJWTError, ValueError, TypeError) as exc:

@@ -49,6 +49,10 @@ TWIRP_STATUS = {
 }
 MAX_BODY_BYTES = 4 << 20
 ROOM_NOT_FOUND = "requested room does not exist"
+# Real RoomService methods the dev server does not serve: say so (unimplemented) instead of bad_route.
+UNSERVED_ROOM_METHODS = frozenset({
+    "UpdateRoomMetadata", "MutePublishedTrack", "UpdateSubscriptions", "ForwardParticipant", "MoveParticipant",
+})
 PARTICIPANT_NOT_FOUND = "participant does not exist"
 
 
@@ -304,6 +308,8 @@ class TwirpRouter:
             raise TwirpError("bad_route", f"unsupported method {request.method!r} (only POST is allowed)")
         service, _, name = request.match_info["route"].partition("/")
         method = self.services.get(service, {}).get(name)
+        if method is None and service == "livekit.RoomService" and name in UNSERVED_ROOM_METHODS:
+            raise TwirpError("unimplemented", f"{name} is not supported by the framepool dev server")
         if method is None:
             raise TwirpError("bad_route", f"no handler for path {request.path!r}")
         return method

@@ -7,6 +7,7 @@ dispatches are made through the real livekit-api client.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -212,6 +213,16 @@ async def test_delete_room_terminates_its_jobs(devserver: DevServer, lkapi: api.
         job = (await w.expect("assignment")).assignment.job
         await lkapi.room.delete_room(api.DeleteRoomRequest(room=room_name))
         assert (await w.expect("termination")).termination.job_id == job.id
+
+
+async def test_verbose_traces_every_agent_message(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="framepool.devserver.agents")
+    async with DevServer(port=0, keys={API_KEY: API_SECRET}, verbose=True) as server, worker(server) as w:
+        await w.ping()
+    lines = [r.getMessage() for r in caplog.records if r.name == "framepool.devserver.agents"]
+    assert any(line.startswith("worker ? -> register {") for line in lines)
+    assert any(line.startswith(f"worker {w.worker_id} <- pong {{") for line in lines)
+    assert sum(line.startswith(f"agent worker {w.worker_id} registered") for line in lines) == 1
 
 
 # -- malformed input ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 from collections.abc import AsyncIterator
 
@@ -98,16 +99,21 @@ async def test_missing_grants_are_permission_denied(devserver: DevServer, room_n
 
 
 async def test_bad_tokens_are_unauthenticated(devserver: DevServer, room_name: str) -> None:
-    wrong_secret = api.LiveKitAPI(devserver.http_url, API_KEY, "not-the-secret")
-    unknown_key = api.LiveKitAPI(devserver.http_url, "nokey", API_SECRET)
+    expired_token = (api.AccessToken(API_KEY, API_SECRET).with_ttl(datetime.timedelta(minutes=-5))
+                     .with_grants(api.VideoGrants(room_create=True)).to_jwt())
+    clients = [
+        api.LiveKitAPI(devserver.http_url, API_KEY, "not-the-secret"),
+        api.LiveKitAPI(devserver.http_url, "nokey", API_SECRET),
+        api.LiveKitAPI.with_token(expired_token, devserver.http_url),
+    ]
     try:
-        for client in (wrong_secret, unknown_key):
+        for client in clients:
             with pytest.raises(api.TwirpError) as err:
                 await client.room.create_room(api.CreateRoomRequest(name=room_name))
             assert (err.value.code, err.value.status) == ("unauthenticated", 401)
     finally:
-        await wrong_secret.aclose()
-        await unknown_key.aclose()
+        for client in clients:
+            await client.aclose()
 
 
 async def post(devserver: DevServer, path: str, body: bytes, content_type: str,
@@ -136,6 +142,7 @@ async def test_json_bodies_and_answers(devserver: DevServer, room_name: str) -> 
     ("/twirp/livekit.RoomService/NoSuchMethod", b"", "application/protobuf", "POST", "bad_route", 404),
     ("/twirp/livekit.NoSuchService/CreateRoom", b"", "application/protobuf", "POST", "bad_route", 404),
     ("/twirp/livekit.RoomService/ListRooms", b"", "application/protobuf", "GET", "bad_route", 404),
+    ("/twirp/livekit.RoomService/MutePublishedTrack", b"", "application/protobuf", "POST", "unimplemented", 501),
     ("/twirp/livekit.RoomService/ListRooms", b"hello", "text/plain", "POST", "bad_route", 404),
     ("/twirp/livekit.RoomService/CreateRoom", b"\xff\xff\xff\xff", "application/protobuf", "POST", "malformed", 400),
     ("/twirp/livekit.RoomService/CreateRoom", b"{not json", "application/json", "POST", "malformed", 400),
