@@ -47,7 +47,8 @@ TWIRP_STATUS = {
     "unauthenticated": 401, "resource_exhausted": 429, "failed_precondition": 412, "aborted": 409,
     "out_of_range": 400, "unimplemented": 501, "internal": 500, "unavailable": 503, "dataloss": 500,
 }
-MAX_BODY_BYTES = 4 << 20
+# aiohttp's default request size limit; checked here too so an oversized body gets a Twirp error.
+MAX_BODY_BYTES = 1 << 20
 ROOM_NOT_FOUND = "requested room does not exist"
 # Real RoomService methods the dev server does not serve: say so (unimplemented) instead of bad_route.
 UNSERVED_ROOM_METHODS = frozenset({
@@ -317,7 +318,10 @@ class TwirpRouter:
     async def _decode(self, request: web.Request, request_type: type[Message], encoding: str) -> Message:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             raise TwirpError("malformed", f"request body exceeds {MAX_BODY_BYTES} bytes")
-        body = await request.read()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise TwirpError("malformed", f"request body exceeds {MAX_BODY_BYTES} bytes") from exc
         message = request_type()
         try:
             if encoding == "json":

@@ -148,6 +148,8 @@ async def test_json_bodies_and_answers(devserver: DevServer, room_name: str) -> 
     ("/twirp/livekit.RoomService/CreateRoom", b"{not json", "application/json", "POST", "malformed", 400),
     ("/twirp/livekit.RoomService/CreateRoom", b'{"name": 5}', "application/json", "POST", "malformed", 400),
     ("/twirp/livekit.RoomService/CreateRoom", b"{}", "application/json", "POST", "invalid_argument", 400),
+    ("/twirp/livekit.RoomService/SendData", b"\n\x01r" + b"\x12\x80\x80\x80\x01" + b"x" * (2 << 20),
+     "application/protobuf", "POST", "malformed", 400),
 ])
 async def test_malformed_requests_get_twirp_errors(devserver: DevServer, path: str, body: bytes,
                                                    content_type: str, method: str, code: str, status: int) -> None:
