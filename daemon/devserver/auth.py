@@ -110,9 +110,9 @@ def require_room_list(claims: Claims) -> None:
 
 
 def require_room_admin(claims: Claims, room: str) -> None:
-    """Participant operations and SendData need ``roomAdmin`` for ``room`` (an empty grant room is any room)."""
+    """Participant operations, SendData and dispatch need ``roomAdmin`` with the grant naming exactly ``room``."""
     video = _video(claims)
-    if not video.room_admin or (video.room and video.room != room):
+    if not video.room_admin or video.room != room:
         raise AuthError(403, "permissions denied")
 
 

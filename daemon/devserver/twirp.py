@@ -162,7 +162,7 @@ class RoomService:
     async def delete_room(self, req: room_pb.DeleteRoomRequest, claims: Claims) -> room_pb.DeleteRoomResponse:
         require_room_create(claims)
         if not await self.rooms.delete(req.room):
-            raise TwirpError("not_found", ROOM_NOT_FOUND)
+            raise TwirpError("not_found", "room not found")
         return room_pb.DeleteRoomResponse()
 
     async def list_participants(
@@ -181,9 +181,8 @@ class RoomService:
     ) -> room_pb.RemoveParticipantResponse:
         require_room_admin(claims, req.room)
         room = _room(self.rooms, req.room)
-        _participant(room, req.identity)
         if not await room.remove_participant(req.identity):
-            raise TwirpError("not_found", PARTICIPANT_NOT_FOUND)
+            raise TwirpError("not_found", "participant not found")
         return room_pb.RemoveParticipantResponse()
 
     async def update_participant(
