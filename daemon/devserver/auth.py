@@ -5,7 +5,7 @@ livekit-server does: an HS256 JWT signed with one of the configured API secrets,
 (``iss``) the matching API key, sent as ``Authorization: Bearer <jwt>`` or, for browsers and
 websockets that cannot set headers, as the ``access_token`` query parameter. A missing,
 malformed, badly signed or expired token is 401; a valid token that lacks the grant an
-operation needs is 403 (:func:`require_room_create` and friends).
+operation needs is also 401 ("permissions denied"), as livekit-server answers both (:func:`require_room_create` and friends).
 """
 
 from __future__ import annotations
@@ -100,23 +100,23 @@ def _video(claims: Claims) -> VideoGrants:
 def require_room_create(claims: Claims) -> None:
     """CreateRoom and DeleteRoom need ``roomCreate``."""
     if not _video(claims).room_create:
-        raise AuthError(403, "permissions denied")
+        raise AuthError(401, "permissions denied")
 
 
 def require_room_list(claims: Claims) -> None:
     """ListRooms needs ``roomList``."""
     if not _video(claims).room_list:
-        raise AuthError(403, "permissions denied")
+        raise AuthError(401, "permissions denied")
 
 
 def require_room_admin(claims: Claims, room: str) -> None:
     """Participant operations, SendData and dispatch need ``roomAdmin`` with the grant naming exactly ``room``."""
     video = _video(claims)
     if not video.room_admin or video.room != room:
-        raise AuthError(403, "permissions denied")
+        raise AuthError(401, "permissions denied")
 
 
 def require_agent(claims: Claims) -> None:
     """Registering as an agent worker needs the ``agent`` video grant."""
     if not _video(claims).agent:
-        raise AuthError(403, "permissions denied")
+        raise AuthError(401, "permissions denied")

@@ -270,7 +270,7 @@ async def test_json_worker_gets_json_answers(devserver: DevServer) -> None:
 
 
 @pytest.mark.parametrize(("token", "status"), [
-    (agent_token(API_KEY, API_SECRET, agent=False), 403),
+    (agent_token(API_KEY, API_SECRET, agent=False), 401),
     (agent_token(API_KEY, "wrong-secret"), 401),
     ("garbage", 401),
 ])

@@ -72,20 +72,21 @@ async def test_participant_operations_on_missing_room_are_not_found(lkapi: api.L
     assert err.value.code == "not_found"
 
 
-async def test_missing_grants_are_permission_denied(devserver: DevServer, room_name: str) -> None:
+async def test_missing_grants_are_unauthenticated_like_livekit_server(devserver: DevServer, room_name: str) -> None:
     no_create = api.LiveKitAPI.with_token(signed(room_list=True), devserver.http_url)
     try:
         with pytest.raises(api.TwirpError) as err:
             await no_create.room.create_room(api.CreateRoomRequest(name=room_name))
-        assert (err.value.code, err.value.status) == ("permission_denied", 403)
+        # livekit-server wraps grant failures as Twirp unauthenticated: "permissions denied", 401.
+        assert (err.value.code, err.value.status, err.value.message) == ("unauthenticated", 401, "permissions denied")
         listed = await no_create.room.list_rooms(api.ListRoomsRequest())  # roomList suffices for ListRooms
         assert room_name not in {r.name for r in listed.rooms}
         with pytest.raises(api.TwirpError) as err:
             await no_create.room.delete_room(api.DeleteRoomRequest(room=room_name))
-        assert err.value.status == 403
+        assert err.value.status == 401
         with pytest.raises(api.TwirpError) as err:
             await no_create.room.list_participants(api.ListParticipantsRequest(room=room_name))
-        assert err.value.status == 403
+        assert err.value.status == 401
     finally:
         await no_create.aclose()
 
@@ -93,7 +94,7 @@ async def test_missing_grants_are_permission_denied(devserver: DevServer, room_n
     try:
         with pytest.raises(api.TwirpError) as err:
             await other_room_admin.room.send_data(api.SendDataRequest(room=room_name, data=b"x"))
-        assert err.value.status == 403
+        assert err.value.status == 401
     finally:
         await other_room_admin.aclose()
 
