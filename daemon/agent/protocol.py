@@ -110,8 +110,10 @@ class Dispatcher:
         self._outbox: list[agent_pb.WorkerMessage] = []  # job status updates made while disconnected
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_pong = 0.0
+        self._pong_waiters: list[asyncio.Future[int]] = []
         self._status_seq = 0
         self.connections = 0  # successful registrations, for tests and logs
+        self._registration = asyncio.Condition()
 
     @property
     def label(self) -> str:
@@ -195,6 +197,13 @@ class Dispatcher:
         for queued in outbox:
             await self._send_now(ws, queued)
         self.registered.set()
+        async with self._registration:
+            self._registration.notify_all()
+
+    async def wait_registered(self, count: int = 1) -> None:
+        """Until this dispatcher has registered `count` times in all (reconnects count) and is registered now."""
+        async with self._registration:
+            await self._registration.wait_for(lambda: self.connections >= count and self.registered.is_set())
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """Receive until the connection ends, with the status and ping loops alongside."""
@@ -250,6 +259,10 @@ class Dispatcher:
             self.host.on_termination(self, message.termination.job_id)
         elif kind == "pong":
             self._last_pong = time.monotonic()
+            for waiter in self._pong_waiters:
+                if not waiter.done():
+                    waiter.set_result(message.pong.last_timestamp)
+            self._pong_waiters.clear()
         elif kind == "register":
             log.warning("agent %s: ignoring a second registration response", self.label)
         elif kind == "go_away":
@@ -307,6 +320,18 @@ class Dispatcher:
 
     async def update_job(self, job_id: str, status: agent_pb.JobStatus.ValueType, error: str = "") -> None:
         await self.send(agent_pb.WorkerMessage(update_job=agent_pb.UpdateJobStatus(job_id=job_id, status=status, error=error)))
+
+    async def round_trip(self) -> float:
+        """Ping and await the pong: the server has then handled everything sent before; returns seconds."""
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pong_waiters.append(waiter)
+        started = time.monotonic()
+        ws = self._ws
+        if ws is None:
+            raise ConnectionError("not connected")
+        await self._send_now(ws, agent_pb.WorkerMessage(ping=agent_pb.WorkerPing(timestamp=int(time.time() * 1000))))
+        await waiter
+        return time.monotonic() - started
 
     async def _status_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """UpdateWorkerStatus every status_interval, and at once when `status_changed` is set."""

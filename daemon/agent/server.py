@@ -22,7 +22,7 @@ from typing import Literal
 from livekit.protocol import agent as agent_pb
 from livekit.protocol import models
 
-from framepool.agent.job import AgentProcess, Entrypoint, JobContext, JobRequest, RunningJob
+from framepool.agent.job import AgentProcess, Entrypoint, JobContext, JobRequest, RunningJob, StatusReporter
 from framepool.agent.load import CpuMeter, LoadTracker
 from framepool.agent.protocol import ConnectionOptions, Dispatcher, Registration
 from framepool.errors import ConfigError, CrashLoopError
@@ -85,6 +85,15 @@ class AgentServer:
         self._stop = asyncio.Event()
         self._job_tasks: set[asyncio.Task[None]] = set()
         self._owners: dict[str, Dispatcher] = {}
+        # Observers of finished jobs (metrics, tests): called with the RunningJob after its final status report.
+        self.job_ended: list[Callable[[RunningJob], None]] = []
+
+    def configure(self, settings: Settings) -> None:
+        """Replace the settings (the CLI's flags, environment and TOML win over what the module passed)."""
+        if self.pool is not None:
+            raise RuntimeError("configure() must come before start()")
+        self.settings = settings
+        self.load = LoadTracker(self._measure_load, settings.load_threshold, settings.max_jobs)
 
     # -- registration -------------------------------------------------------------------------------------
 
@@ -156,8 +165,13 @@ class AgentServer:
         self._status_changed()
 
     async def on_assignment(self, dispatcher: Dispatcher, assignment: agent_pb.JobAssignment) -> None:
-        url = assignment.url or self.settings.livekit_url
-        self.launch(dispatcher, assignment.job, url, assignment.token)
+        url = assignment.url or _ws_url(self.settings.livekit_url)
+
+        async def report(status: agent_pb.JobStatus.ValueType, error: str) -> None:
+            await dispatcher.update_job(assignment.job.id, status, error)
+
+        self._owners[assignment.job.id] = dispatcher
+        self.launch(self._agent_of(dispatcher), assignment.job, url, assignment.token, report)
 
     def on_termination(self, dispatcher: Dispatcher, job_id: str) -> None:
         job = self.jobs.get(job_id)
@@ -171,19 +185,13 @@ class AgentServer:
 
     # -- jobs -------------------------------------------------------------------------------------------------
 
-    def launch(self, dispatcher: Dispatcher, job: agent_pb.Job, url: str, token: str) -> RunningJob:
-        """Run a job for an assignment (or `connect`): its entrypoint, lifecycle and status reports."""
+    def launch(self, agent: Agent, job: agent_pb.Job, url: str, token: str, report: StatusReporter) -> RunningJob:
+        """Run a job (from an assignment, or `connect`): its entrypoint, lifecycle and status reports."""
         if self.pool is None:
             raise RuntimeError("the agent server is not running")
-        agent = self._agent_of(dispatcher)
         ctx = JobContext(job, url, token, self.pool, agent.proc)
-
-        async def report(status: agent_pb.JobStatus.ValueType, error: str) -> None:
-            await dispatcher.update_job(job.id, status, error)
-
         running = RunningJob(ctx, agent.entrypoint, report, self.settings.shutdown_timeout)
         self.jobs[job.id] = running
-        self._owners[job.id] = dispatcher
         self.load.started(job.id)
         with log_context(**ctx.log_context_fields):
             task = asyncio.create_task(running.run())
@@ -194,7 +202,7 @@ class AgentServer:
 
     def _job_finished(self, job_id: str, task: asyncio.Task[None]) -> None:
         self._job_tasks.discard(task)
-        self.jobs.pop(job_id, None)
+        running = self.jobs.pop(job_id, None)
         self._owners.pop(job_id, None)
         self.load.ended(job_id)
         if not task.cancelled() and task.exception() is not None:
@@ -202,6 +210,9 @@ class AgentServer:
         if self.draining and not self.jobs:
             self.drained.set()
         self._status_changed()
+        for observer in self.job_ended:
+            if running is not None:
+                observer(running)
 
     # -- lifetime -----------------------------------------------------------------------------------------------
 
@@ -215,8 +226,8 @@ class AgentServer:
         if not self.settings.livekit_url.startswith(("ws://", "wss://", "http://", "https://")):
             raise ConfigError(f"bad setting livekit_url = {self.settings.livekit_url!r}: expected a ws:// or wss:// URL")
 
-    async def start(self, pool: WorkerPool | None = None) -> None:
-        """Start the pool (unless given one), prewarm each agent and create its dispatcher."""
+    async def start(self, pool: WorkerPool | None = None, *, register: bool = True) -> None:
+        """Start the pool (unless given one), prewarm each agent and create its dispatcher (unless `register=False`)."""
         self._check()
         if pool is None:
             pool = WorkerPool(self.settings)
@@ -230,6 +241,8 @@ class AgentServer:
                 result = agent.prewarm(agent.proc)
                 if inspect.isawaitable(result):
                     await result
+            if not register:
+                continue
             registration = Registration(job_type=_JOB_TYPES[agent.job_type], agent_name=agent.agent_name,
                                         permissions=agent.permissions, version=self.version)
             self.dispatchers.append(Dispatcher(registration, options, self))
@@ -278,6 +291,10 @@ class AgentServer:
     def stop(self) -> None:
         """Make `run` return (it then ends remaining jobs and closes everything)."""
         self._stop.set()
+
+    async def aclose(self) -> None:
+        """Shut down without `run` (after `start(register=False)`, as `connect` does)."""
+        await self._shutdown([])
 
     async def _shutdown(self, dispatcher_tasks: list[asyncio.Task[None]]) -> None:
         """End jobs (their ladders), then the dispatchers, then the pool: reverse dependency order."""

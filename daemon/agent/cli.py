@@ -1,0 +1,201 @@
+"""The agent server's subcommands: `start`, `dev`, `connect` (supervisor process; `framepool.cli` calls `register`).
+
+- `framepool start [module:server]`: production. JSON logs unless told otherwise. Without `module:server` it
+  runs the declarative agents of the config (`[[agents]]`).
+- `framepool dev [module:server]`: development. Human-readable logs; without LIVEKIT_URL it starts the
+  loopback dev server in this process (devkey/secret) and prints how to join it.
+- `framepool connect --room NAME [--participant IDENTITY] [module:server]`: one job in a named room, now,
+  without registering for dispatch (the room is created through RoomService; the job's token is minted here).
+
+The settings given to the CLI (flags over environment over TOML) replace whatever settings the user's module
+gave its AgentServer: what runs is what `framepool config` shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+import uuid
+from typing import Any
+
+import aiohttp
+from livekit import api
+from livekit.protocol import agent as agent_pb
+
+from framepool.errors import EXIT_FAILURE, EXIT_OK, ConfigError, ServerUnavailableError
+from framepool.logs import setup_logging
+from framepool.settings import Settings
+
+log = logging.getLogger("framepool.agent.cli")
+
+DEV_KEYS = {"devkey": "secret"}
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    """Add start, dev and connect to the `framepool` command line."""
+    target_help = "An AgentServer to run, as module:attribute (default: the [[agents]] of the config)."
+    start = subparsers.add_parser("start", parents=[common], help="Run the agent server (production, JSON logs).",
+                                  usage="framepool start [--config FILE] [module:server] [SETTINGS FLAGS]")
+    start.add_argument("target", nargs="?", metavar="module:server", help=target_help)
+    start.set_defaults(handler=_run_start, needs_settings=True)
+
+    dev = subparsers.add_parser("dev", parents=[common], help="Run the agent server for development (dev server if no LIVEKIT_URL).",
+                                usage="framepool dev [module:server] [SETTINGS FLAGS]")
+    dev.add_argument("target", nargs="?", metavar="module:server", help=target_help)
+    dev.add_argument("--dev-port", type=int, default=7880, help="Port of the in-process dev server (0: any free port).")
+    dev.set_defaults(handler=_run_dev, needs_settings=True)
+
+    connect = subparsers.add_parser("connect", parents=[common], help="Run one job in a named room without dispatch.",
+                                    usage="framepool connect --room NAME [--participant IDENTITY] [module:server]")
+    connect.add_argument("target", nargs="?", metavar="module:server", help=target_help)
+    connect.add_argument("--room", required=True, help="Room to join (created if it does not exist).")
+    connect.add_argument("--participant", default="", metavar="IDENTITY",
+                         help="The participant a participant/publisher job is about.")
+    connect.add_argument("--agent", default=None, metavar="NAME", help="Which registered agent to run (default: the first).")
+    connect.set_defaults(handler=_run_connect, needs_settings=True)
+
+
+def load_server(target: str | None, settings: Settings) -> Any:
+    """The AgentServer named by `module:attribute`, or one running the config's declarative agents."""
+    from framepool.agent.declarative import build_agents
+    from framepool.agent.server import AgentServer
+
+    if not target:
+        server = AgentServer(settings)
+        for agent in build_agents(settings.agents):
+            server.add_agent(agent)
+        return server
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigError(f"bad server {target!r}: expected module:attribute, e.g. myagents:server")
+    sys.path.insert(0, ".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"bad server {target!r}: cannot import {module_name!r}: {exc}") from None
+    server = getattr(module, attribute, None)
+    if not isinstance(server, AgentServer):
+        raise ConfigError(f"bad server {target!r}: {attribute!r} is not an AgentServer (got {type(server).__name__})")
+    server.configure(settings)
+    return server
+
+
+def _run_start(args: argparse.Namespace, settings: Settings | None) -> int:
+    from framepool.agent.drain import serve
+
+    assert settings is not None
+    setup_logging(settings.log_level, "json" if settings.log_format == "auto" else settings.log_format)
+    server = load_server(args.target, settings)
+    return asyncio.run(serve(server))
+
+
+def _run_dev(args: argparse.Namespace, settings: Settings | None) -> int:
+    assert settings is not None
+    setup_logging(settings.log_level, "text" if settings.log_format == "auto" else settings.log_format)
+    return asyncio.run(_dev(args, settings))
+
+
+async def _dev(args: argparse.Namespace, settings: Settings) -> int:
+    from framepool.agent.drain import serve
+    from framepool.devserver.server import DevServer
+
+    devserver = None
+    if not settings.livekit_url:
+        devserver = DevServer(port=args.dev_port, keys=dict(DEV_KEYS), departure_timeout=2.0)
+        await devserver.start()
+        key, secret = next(iter(DEV_KEYS.items()))
+        settings = _with(settings, livekit_url=devserver.url, api_key=key, api_secret=secret)
+        print(f"dev server at {devserver.url} (LIVEKIT_API_KEY={key} LIVEKIT_API_SECRET={secret})", file=sys.stderr)
+    try:
+        return await serve(load_server(args.target, settings))
+    finally:
+        if devserver is not None:
+            await devserver.aclose()
+
+
+def _with(settings: Settings, **changes: Any) -> Settings:
+    import msgspec
+
+    return msgspec.structs.replace(settings, **changes)
+
+
+def _run_connect(args: argparse.Namespace, settings: Settings | None) -> int:
+    assert settings is not None
+    setup_logging(settings.log_level, "text" if settings.log_format == "auto" else settings.log_format)
+    server = load_server(args.target, settings)
+    return asyncio.run(connect(server, args.room, args.participant, args.agent))
+
+
+async def connect(server: Any, room: str, participant: str = "", agent_name: str | None = None) -> int:
+    """Run one job of `agent_name` in `room` now; 0 if it ends cleanly (Ctrl-C ends it cleanly too)."""
+    from framepool.agent.drain import SignalEvents
+
+    agent = _pick_agent(server, agent_name)
+    settings: Settings = server.settings
+    job = await _simulated_job(settings, room, participant, agent)
+    token = (api.AccessToken(settings.api_key, settings.api_secret).with_identity(f"agent-{job.id}")
+             .with_kind("agent").with_grants(api.VideoGrants(room_join=True, room=room, agent=True, can_publish=True,
+                                                             can_subscribe=True, can_publish_data=True)).to_jwt())
+    statuses: list[tuple[int, str]] = []
+
+    async def report(status: agent_pb.JobStatus.ValueType, error: str) -> None:
+        statuses.append((status, error))
+
+    await server.start(register=False)
+    signals = SignalEvents()
+    signals.install()
+    try:
+        running = server.launch(agent, job, _ws(settings.livekit_url), token, report)
+        interrupted = asyncio.create_task(signals.first.wait())
+        finished = asyncio.create_task(running.done.wait())
+        await asyncio.wait([interrupted, finished], return_when=asyncio.FIRST_COMPLETED)
+        interrupted.cancel()
+        if not finished.done():
+            running.terminate("interrupted")
+        await finished
+    finally:
+        signals.remove()
+        await server.aclose()
+    status, error = statuses[-1] if statuses else (agent_pb.JS_FAILED, "no status")
+    if status != agent_pb.JS_SUCCESS:
+        print(f"framepool: job failed: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _pick_agent(server: Any, agent_name: str | None) -> Any:
+    if not server.agents:
+        raise ConfigError("no agents to run: register one with @server.rtc_session or add [[agents]] to the config")
+    if agent_name is None:
+        return server.agents[0]
+    for agent in server.agents:
+        if agent.agent_name == agent_name:
+            return agent
+    names = ", ".join(repr(a.agent_name) for a in server.agents)
+    raise ConfigError(f"no agent named {agent_name!r}; registered: {names}")
+
+
+async def _simulated_job(settings: Settings, room: str, participant: str, agent: Any) -> agent_pb.Job:
+    """A Job like the server would send, for a room created (or found) through RoomService."""
+    if not (settings.livekit_url and settings.api_key and settings.api_secret):
+        raise ConfigError("missing LiveKit credentials: set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET")
+    http_url = _ws(settings.livekit_url).replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+    try:
+        async with api.LiveKitAPI(http_url, settings.api_key, settings.api_secret) as lk:
+            info = await lk.room.create_room(api.CreateRoomRequest(name=room))
+    except api.TwirpError as exc:
+        raise ServerUnavailableError(f"LiveKit at {settings.livekit_url} refused to create room {room!r}: {exc.message}") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise ServerUnavailableError(f"cannot reach LiveKit at {settings.livekit_url}: {exc}") from None
+    job_type = {"room": agent_pb.JT_ROOM, "publisher": agent_pb.JT_PUBLISHER, "participant": agent_pb.JT_PARTICIPANT}[agent.job_type]
+    job = agent_pb.Job(id=f"AJ_local_{uuid.uuid4().hex[:10]}", type=job_type, room=info, agent_name=agent.agent_name)
+    if participant:
+        job.participant.identity = participant
+    return job
+
+
+def _ws(url: str) -> str:
+    return url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)

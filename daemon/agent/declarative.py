@@ -1,0 +1,64 @@
+"""Agents from the TOML config (`[[agents]]`, `Settings.agents`): no Python needed (supervisor process).
+
+Each `AgentSpec` becomes an `Agent` whose entrypoint joins the room without auto-subscription (only the
+tracks its processors need are subscribed), attaches its audio and video processors with its outputs, and
+then lives as long as the room. For participant and publisher jobs only the job's participant is processed.
+Processor specs are validated when the agents are built, so a typo fails `framepool start` at once.
+"""
+
+from __future__ import annotations
+
+from livekit.protocol import agent as agent_pb
+
+from framepool.agent.job import JobContext
+from framepool.agent.server import Agent
+from framepool.agent.session import DataOutput, Output, TrackOutput
+from framepool.errors import ConfigError, ProcessorError
+from framepool.pool import input_format_of
+from framepool.processors.registry import ProcessorSpec, parse_spec
+from framepool.settings import AgentSpec
+
+
+def build_agents(specs: list[AgentSpec]) -> list[Agent]:
+    """One Agent per spec; ConfigError naming the agent when a processor spec is bad."""
+    if not specs:
+        raise ConfigError("no agents configured: add [[agents]] tables to the config file, or pass module:server")
+    return [_build(index, spec) for index, spec in enumerate(specs)]
+
+
+def _validated(index: int, spec: AgentSpec, kind: str, texts: list[str]) -> list[ProcessorSpec]:
+    try:
+        processors = [parse_spec(text) for text in texts]
+        if processors:
+            input_format_of(processors)
+    except ProcessorError as exc:
+        raise ConfigError(f"agents[{index}] ({spec.agent_name or 'automatic'}) {kind}: {exc}") from None
+    return processors
+
+
+def _build(index: int, spec: AgentSpec) -> Agent:
+    audio = _validated(index, spec, "audio", spec.audio)
+    video = _validated(index, spec, "video", spec.video)
+    if not audio and not video:
+        raise ConfigError(f"agents[{index}] ({spec.agent_name or 'automatic'}): no audio or video processors")
+
+    def outputs(publish: bool) -> list[Output]:
+        chosen: list[Output] = [DataOutput(topic=spec.topic, reliable=spec.reliable)]
+        if publish:
+            chosen.append(TrackOutput(name=spec.agent_name or "framepool"))
+        return chosen
+
+    async def entrypoint(ctx: JobContext) -> None:
+        await ctx.connect(auto_subscribe=False)
+        participants = None
+        if spec.participant_identity:
+            participants = [spec.participant_identity]
+        elif ctx.job.type != agent_pb.JT_ROOM and ctx.job.HasField("participant"):
+            participants = [ctx.job.participant.identity]
+        if audio:
+            ctx.attach(audio, participants=participants, output=outputs(spec.publish_audio))
+        if video:
+            ctx.attach(video, participants=participants, output=outputs(spec.publish_video))
+
+    entrypoint.__name__ = f"declarative_{spec.agent_name or 'automatic'}_{spec.job_type}"
+    return Agent(entrypoint, spec.agent_name, spec.job_type)

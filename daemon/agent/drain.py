@@ -1,0 +1,86 @@
+"""Running an AgentServer as a daemon: signals, drain, the shutdown ladder and the exit status (supervisor process).
+
+The ladder, each rung logged once:
+1. first SIGTERM/SIGINT: drain — every connection reports FULL, nothing new is accepted, running jobs get
+   up to `drain_timeout` to finish on their own;
+2. then (or at once on a second signal, the quick path) every remaining job runs its shutdown ladder
+   (`shutdown_timeout` per rung), the dispatchers disconnect, the worker pool stops.
+Exit status: 0 after a clean drain, 1 when jobs had to be cut short, 130 on the quick path, the error's own
+code when LiveKit stayed unreachable (3) or the pool halted (4).
+
+Signal handlers only set events (`loop.add_signal_handler`): the ladder itself runs as ordinary code on the
+loop, where it can await and log. The handlers are removed again afterwards, so a caller that embeds this
+(the tests, `framepool dev`) gets its default signal behaviour back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from framepool.agent.server import AgentServer
+from framepool.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
+
+log = logging.getLogger("framepool.agent.drain")
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class SignalEvents:
+    """Counts SIGTERM/SIGINT: `first` and `second` are set by the handlers and nothing else happens there."""
+
+    def __init__(self) -> None:
+        self.first = asyncio.Event()
+        self.second = asyncio.Event()
+
+    def _on_signal(self) -> None:
+        (self.second if self.first.is_set() else self.first).set()
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in SIGNALS:
+            loop.add_signal_handler(sig, self._on_signal)
+
+    def remove(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+async def serve(server: AgentServer, signals: SignalEvents | None = None) -> int:
+    """Run `server` until a signal, then drain; returns the exit status (raises FramepoolError on failures)."""
+    own = signals is None
+    signals = signals or SignalEvents()
+    if own:
+        signals.install()
+    try:
+        running = asyncio.create_task(server.run())
+        first = asyncio.create_task(signals.first.wait())
+        await asyncio.wait([running, first], return_when=asyncio.FIRST_COMPLETED)
+        if running.done():
+            first.cancel()
+            running.result()  # raises the server's error
+            return EXIT_OK
+        return await _drain_then_stop(server, signals, running)
+    finally:
+        if own:
+            signals.remove()
+
+
+async def _drain_then_stop(server: AgentServer, signals: SignalEvents, running: asyncio.Task[None]) -> int:
+    log.info("shutdown requested: draining (a second signal stops at once)")
+    drain = asyncio.create_task(server.drain())
+    second = asyncio.create_task(signals.second.wait())
+    await asyncio.wait([drain, second, running], return_when=asyncio.FIRST_COMPLETED)
+    quick = second.done() and not drain.done()
+    if quick:
+        log.warning("second signal: ending %d job(s) now", len(server.jobs))
+    clean = drain.done() and not drain.cancelled() and drain.result()
+    drain.cancel()
+    second.cancel()
+    server.stop()
+    await running
+    if quick:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if clean else EXIT_FAILURE

@@ -1,0 +1,70 @@
+"""Helpers for the agent server's integration tests: a running AgentServer against the loopback dev server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from livekit import api
+from livekit.protocol import agent as agent_pb
+
+from framepool.agent.server import AgentServer
+from framepool.devserver.server import DevServer
+from framepool.settings import Settings
+from tests.conftest import API_KEY, API_SECRET
+
+TIMEOUT = 30.0
+
+
+def agent_settings(devserver: DevServer, **overrides: Any) -> Settings:
+    """Small, fast settings: one worker, short status interval, few retries."""
+    values: dict[str, Any] = {"livekit_url": devserver.url, "api_key": API_KEY, "api_secret": API_SECRET, "workers": 1,
+                              "status_interval": 0.5, "max_retry": 3, "shutdown_timeout": 5.0,
+                              "assignment_timeout": 5.0, "drain_timeout": 10.0}
+    values.update(overrides)
+    return Settings(**values)
+
+
+def quiet_load(server: AgentServer) -> float:
+    """The dev server runs in the test process, so this process's CPU is not the daemon's load: report none."""
+    del server
+    return 0.0
+
+
+@asynccontextmanager
+async def serving(server: AgentServer) -> AsyncIterator[AgentServer]:
+    """Run `server` until the block ends; every agent registered on entry."""
+    task = asyncio.create_task(server.run())
+    registered = asyncio.create_task(server.registered.wait())
+    done, _ = await asyncio.wait([task, registered], timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+    assert registered in done, "agents did not register"
+    try:
+        yield server
+    finally:
+        server.stop()
+        await asyncio.wait_for(task, TIMEOUT)
+
+
+async def job_states(lkapi: api.LiveKitAPI, room: str) -> list[agent_pb.JobState]:
+    return [job.state for dispatch in await lkapi.agent_dispatch.list_dispatch(room) for job in dispatch.state.jobs]
+
+
+class Signal:
+    """An awaitable value set once by an entrypoint or callback."""
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def set(self, value: Any = None) -> None:
+        if not self._future.done():
+            self._future.set_result(value)
+
+    async def wait(self, limit: float = TIMEOUT) -> Any:
+        return await asyncio.wait_for(asyncio.shield(self._future), limit)
+
+    def is_set(self) -> bool:
+        return self._future.done()
