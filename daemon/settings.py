@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -175,7 +176,17 @@ def _explain(exc: msgspec.ValidationError, merged: dict[str, tuple[Any, str]]) -
     expected = message[: match.start()]
     value, source = merged.get(key, ("?", "?"))
     shown = "***" if key in SECRET_FIELDS else repr(value)
+    choices = _choices(key) if not subpath and expected.startswith("Invalid enum value") else None
+    if choices:
+        expected = "expected one of " + ", ".join(choices)
     return f"bad setting {key}{subpath} = {shown} (from {source}): {expected[0].lower() + expected[1:]}"
+
+
+def _choices(key: str) -> list[str]:
+    """The allowed values of a Literal field, for messages ('invalid enum value' alone does not help)."""
+    hint = typing.get_type_hints(Settings, include_extras=True).get(key)
+    inner = typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint
+    return [str(choice) for choice in typing.get_args(inner)] if typing.get_origin(inner) is Literal else []
 
 
 def effective_workers(settings: Settings, available_cpus: Sequence[int]) -> int:

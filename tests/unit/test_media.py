@@ -1,0 +1,141 @@
+"""Decode/convert for the offline runner and the processed-media writer, on generated samples."""
+
+from __future__ import annotations
+
+import fractions
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from framepool import ring
+from framepool.errors import ConfigError, InputError
+from framepool.media import (
+    AudioConverter,
+    MediaOutput,
+    VideoConverter,
+    decoded_frames,
+    fit_within,
+    open_input,
+)
+from framepool.processors.api import AudioFormat, VideoFormat, frame_bytes
+from framepool.samples import square_position, tone_samples, write_test_sample
+from framepool.samples import test_pattern_frame as pattern_frame
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("media") / "sample.mkv"
+    write_test_sample(path, 1.0, width=160, height=120, fps=10)
+    return path
+
+
+def test_sample_generator_is_deterministic_and_has_a_loud_passage() -> None:
+    quiet = tone_samples(0, 4800)
+    loud = tone_samples(4 * 48000, 4800)
+    assert np.array_equal(quiet, tone_samples(0, 4800))
+    assert 3000 < np.abs(quiet).max() < 3400 and np.abs(loud).max() > 22000
+    assert square_position(0, 30, 320, 240, [(2, 5)]) == square_position(60, 30, 320, 240, [(2, 5)])
+    assert square_position(61, 30, 320, 240, [(2, 5)]) != square_position(60, 30, 320, 240, [(2, 5)])
+    assert np.array_equal(pattern_frame(70), pattern_frame(70))
+    assert pattern_frame(0, 64, 48).shape == (48, 64, 3)
+
+
+def test_audio_is_converted_to_declared_frames(sample: Path) -> None:
+    converter = AudioConverter(AudioFormat(sample_rate=16000, channels=1, frame_ms=20))
+    container = open_input(sample)
+    frames = []
+    for _index, frame in decoded_frames(container):
+        if isinstance(frame, av.AudioFrame):
+            frames.extend(converter.convert(frame))
+    frames.extend(converter.convert(None))
+    container.close()
+    assert all(f.data.dtype == np.int16 and f.data.shape[1] == 1 for f in frames)
+    assert all(f.data.shape[0] == 320 for f in frames[:-1]) and 0 < frames[-1].data.shape[0] <= 320
+    assert (frames[0].a, frames[0].b, frames[0].fmt) == (16000, 1, ring.FMT_S16)
+    assert sum(f.data.shape[0] for f in frames) == pytest.approx(
+        16000, abs=400
+    )  # encoder priming may add a little
+    assert [f.ts_us for f in frames[:3]] == [frames[0].ts_us + i * 20_000 for i in range(3)]
+
+
+@pytest.mark.parametrize(("pixel_format", "depth"), [("I420", 1.5), ("RGB24", 3), ("RGBA", 4)])
+def test_video_is_converted_and_scaled_down(sample: Path, pixel_format: str, depth: float) -> None:
+    fmt = VideoFormat(pixel_format=pixel_format, max_width=81, max_height=0)  # type: ignore[arg-type]
+    converter = VideoConverter(fmt, 160, 120, fractions.Fraction(10))
+    container = open_input(sample)
+    frames = [
+        c for _i, f in decoded_frames(container) if isinstance(f, av.VideoFrame) for c in converter.convert(f)
+    ]
+    container.close()
+    assert len(frames) == 10
+    width = 80 if pixel_format == "I420" else 81
+    assert (frames[0].a, frames[0].b) == (width, 60)
+    assert frames[0].data.nbytes == frame_bytes(width, 60, pixel_format) == int(width * 60 * depth)  # type: ignore[arg-type]
+    assert [f.ts_us for f in frames[:2]] == [0, 100_000]
+
+
+def test_fit_within_keeps_aspect_and_even_sizes() -> None:
+    assert fit_within(1920, 1080, 1280, 0, True) == (1280, 720)
+    assert fit_within(1920, 1080, 0, 0, True) == (1920, 1080)
+    assert fit_within(101, 51, 0, 0, True) == (100, 50)
+    assert fit_within(640, 480, 320, 120, False) == (160, 120)
+
+
+def test_unreadable_inputs_are_input_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        open_input(tmp_path / "missing.mp4")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"this is not media" * 100)
+    with pytest.raises(InputError, match="cannot be read as media"):
+        open_input(junk)
+
+
+def ring_frames(frames: list[tuple[bytes, int, int, int, int]]) -> list[tuple[object, bytes]]:
+    """Real FrameHeaders, as the pool delivers them, by passing the frames through a real ring."""
+    frame_ring = ring.FrameRing.create(len(frames) + 1, max(len(f[0]) for f in frames), ring.POLICY_BLOCK)
+    out = []
+    try:
+        for seq, (data, fmt, a, b, c) in enumerate(frames):
+            kind = ring.KIND_AUDIO if fmt == ring.FMT_S16 else ring.KIND_VIDEO
+            assert frame_ring.write(data, seq, seq * 1000, kind, fmt, 0, a, b, c)
+        for _ in frames:
+            peeked = frame_ring.peek()
+            assert peeked is not None
+            header, view = peeked
+            out.append((header, bytes(view)))
+            view.release()
+            frame_ring.release()
+    finally:
+        frame_ring.close()
+    return out
+
+
+def test_media_output_holds_frames_until_every_track_appears(tmp_path: Path) -> None:
+    path = tmp_path / "out.mp4"
+    output = MediaOutput(path, {"video1": fractions.Fraction(10), "audio0": None})
+    gray = np.full(frame_bytes(64, 48, "I420"), 90, np.uint8).tobytes()
+    rgb = np.full(64 * 48 * 3, 200, np.uint8).tobytes()
+    pcm = tone_samples(0, 4800).tobytes()
+    video = ring_frames([(gray, ring.FMT_I420, 64, 48, 0)] * 4 + [(rgb, ring.FMT_RGB24, 64, 48, 0)])
+    audio = ring_frames([(pcm, ring.FMT_S16, 48000, 1, 4800)] * 5)
+    for header, data in video:
+        output.write("video1", header, memoryview(data))  # type: ignore[arg-type]
+    assert not path.exists()  # the audio track has not published yet
+    for header, data in audio:
+        output.write("audio0", header, memoryview(data))  # type: ignore[arg-type]
+    output.close()
+    assert output.frames_written() == {"video1": 5, "audio0": 5} and output.lost_frames == 0
+    with av.open(str(path)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 5
+    with av.open(str(path)) as container:
+        assert sum(f.samples for f in container.decode(audio=0)) >= 24000
+
+
+def test_media_output_rejects_unknown_extensions_and_writes_nothing_without_frames(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot write media as .xyz"):
+        MediaOutput(tmp_path / "out.xyz", {})
+    output = MediaOutput(tmp_path / "none.webm", {"video0": None})
+    output.close()
+    assert not (tmp_path / "none.webm").exists()
