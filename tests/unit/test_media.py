@@ -134,7 +134,7 @@ def test_media_output_holds_frames_until_every_track_appears(tmp_path: Path) -> 
 
 
 def test_media_output_rejects_unknown_extensions_and_writes_nothing_without_frames(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot write media as .xyz"):
+    with pytest.raises(ConfigError, match=r"cannot write media as \.xyz"):
         MediaOutput(tmp_path / "out.xyz", {})
     output = MediaOutput(tmp_path / "none.webm", {"video0": None})
     output.close()
