@@ -21,7 +21,7 @@ def make_token(identity: str, room: str, *, secret: str = API_SECRET, ttl: float
     """A join token for `room` (grants override VideoGrants fields, e.g. can_publish=False)."""
     token = (api.AccessToken(API_KEY, secret).with_identity(identity).with_name(identity)
              .with_ttl(datetime.timedelta(seconds=ttl))
-             .with_grants(api.VideoGrants(room_join=True, room=room, **grants)))
+             .with_grants(api.VideoGrants(room_join=grants.pop("room_join", True), room=room, **grants)))
     if kind:
         token = token.with_kind(kind)  # type: ignore[arg-type]
     return token.to_jwt()

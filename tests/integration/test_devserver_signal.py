@@ -1,0 +1,175 @@
+"""Signal, data and room behaviour of the loopback dev server with the real livekit SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+
+import aiohttp
+import pytest
+from livekit import rtc
+from livekit.protocol import rtc as rtc_pb
+
+from framepool.devserver.server import DevServer
+from tests.conftest import make_token
+from tests.integration.sdk import TIMEOUT, joined, next_event
+
+pytestmark = pytest.mark.integration
+
+
+async def test_data_reliable_lossy_topic_and_destinations(devserver: DevServer, room_name: str) -> None:
+    async with joined(devserver, "alice", room_name) as alice, joined(devserver, "bob", room_name) as bob, \
+            joined(devserver, "carol", room_name) as carol:
+        bob_got: asyncio.Queue[rtc.DataPacket] = asyncio.Queue()
+        carol_got: asyncio.Queue[rtc.DataPacket] = asyncio.Queue()
+        bob.on("data_received", bob_got.put_nowait)
+        carol.on("data_received", carol_got.put_nowait)
+        await alice.local_participant.publish_data(b"to-all", reliable=True, topic="news")
+        await alice.local_participant.publish_data(b"to-bob", reliable=True, destination_identities=["bob"])
+        for queue in (bob_got, carol_got):
+            packet = await asyncio.wait_for(queue.get(), TIMEOUT)
+            assert (packet.data, packet.topic, packet.participant.identity) == (b"to-all", "news", "alice")
+        assert (await asyncio.wait_for(bob_got.get(), TIMEOUT)).data == b"to-bob"
+        # Lossy packets on loopback: send a few, one is enough to prove the path.
+        for _ in range(5):
+            await alice.local_participant.publish_data(b"lossy", reliable=False, destination_identities=["carol"])
+        packet = await asyncio.wait_for(carol_got.get(), TIMEOUT)
+        assert (packet.data, packet.kind) == (b"lossy", rtc.DataPacketKind.KIND_LOSSY)
+        assert bob_got.empty()
+
+
+async def test_text_stream(devserver: DevServer, room_name: str) -> None:
+    async with joined(devserver, "alice", room_name) as alice, joined(devserver, "bob", room_name) as bob:
+        texts: asyncio.Queue[str] = asyncio.Queue()
+
+        async def read(reader: rtc.TextStreamReader, identity: str) -> None:
+            texts.put_nowait(f"{identity}:{await reader.read_all()}")
+
+        tasks: set[asyncio.Task[None]] = set()
+        bob.register_text_stream_handler("chat", lambda r, who: tasks.add(asyncio.create_task(read(r, who))))
+        await alice.local_participant.send_text("x" * 20000, topic="chat")
+        assert await asyncio.wait_for(texts.get(), TIMEOUT) == "alice:" + "x" * 20000
+        await asyncio.gather(*tasks)
+
+
+@pytest.mark.xfail(strict=True, reason="RPC request reaches the callee's connection but SDK 1.2.1 does not "
+                   "answer it yet (server-side gap under investigation)")
+async def test_rpc(devserver: DevServer, room_name: str) -> None:
+    async with joined(devserver, "alice", room_name) as alice, joined(devserver, "bob", room_name) as bob:
+        @bob.local_participant.register_rpc_method("greet")  # type: ignore[untyped-decorator]
+        async def greet(data: rtc.RpcInvocationData) -> str:
+            return f"hello {data.caller_identity}: {data.payload}"
+
+        reply = await alice.local_participant.perform_rpc(destination_identity="bob", method="greet", payload="hi")
+        assert reply == "hello alice: hi"
+
+
+async def test_metadata_and_attributes_reach_others(devserver: DevServer, room_name: str) -> None:
+    async with joined(devserver, "alice", room_name, can_update_own_metadata=True) as alice, \
+            joined(devserver, "bob", room_name) as bob:
+        changed = next_event(bob, "participant_metadata_changed")
+        await alice.local_participant.set_metadata("ready")
+        participant, _old, new = await asyncio.wait_for(changed, TIMEOUT)
+        assert (participant.identity, new) == ("alice", "ready")
+        attributes = next_event(bob, "participant_attributes_changed")
+        await alice.local_participant.set_attributes({"role": "speaker"})
+        await asyncio.wait_for(attributes, TIMEOUT)
+        assert bob.remote_participants["alice"].attributes == {"role": "speaker"}
+
+
+async def test_metadata_update_without_permission_is_refused(devserver: DevServer, room_name: str) -> None:
+    async with joined(devserver, "alice", room_name) as alice:
+        # SDK 1.2.1 does not surface the server's NOT_ALLOWED response: check the server did not apply it.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(alice.local_participant.set_metadata("nope"), 2.0)
+        assert devserver.rooms.get(room_name).participants["alice"].metadata == ""  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("case", ["wrong secret", "expired", "no grant for this room"])
+async def test_bad_tokens_are_refused(devserver: DevServer, room_name: str, case: str) -> None:
+    token = {"wrong secret": make_token("eve", room_name, secret="not-the-secret"),
+             "expired": make_token("eve", room_name, ttl=-120),
+             "no grant for this room": make_token("eve", room_name, room_join=False)}[case]
+    with pytest.raises(rtc.ConnectError):
+        await asyncio.wait_for(rtc.Room().connect(devserver.url, token), TIMEOUT)
+    async with aiohttp.ClientSession() as http:
+        response = await http.get(f"{devserver.http_url}/rtc/validate", headers={"Authorization": f"Bearer {token}"})
+        assert response.status == (403 if case == "no grant for this room" else 401)
+    assert devserver.rooms.get(room_name) is None
+
+
+async def test_publish_without_permission_is_refused(devserver: DevServer, room_name: str) -> None:
+    async with joined(devserver, "viewer", room_name, can_publish=False) as viewer:
+        source = rtc.AudioSource(48000, 1)
+        track = rtc.LocalAudioTrack.create_audio_track("mic", source)
+        with pytest.raises(Exception):  # noqa: B017 - the SDK raises its own error type for a refused publish
+            await asyncio.wait_for(viewer.local_participant.publish_track(track), TIMEOUT)
+        assert not devserver.rooms.get(room_name).participants["viewer"].tracks  # type: ignore[union-attr]
+
+
+async def test_hidden_agent_is_not_announced(devserver: DevServer, room_name: str) -> None:
+    async with joined(devserver, "alice", room_name) as alice, \
+            joined(devserver, "agent-1", room_name, hidden=True) as _agent:
+        room = devserver.rooms.get(room_name)
+        assert room is not None and set(room.participants) == {"alice", "agent-1"}
+        assert "agent-1" not in alice.remote_participants
+
+
+async def test_join_leave_events_and_room_closes_after_departure(devserver: DevServer, room_name: str) -> None:
+    async with joined(devserver, "alice", room_name) as alice:
+        arrived = next_event(alice, "participant_connected")
+        async with joined(devserver, "bob", room_name):
+            assert (await asyncio.wait_for(arrived, TIMEOUT)).identity == "bob"
+            departed = next_event(alice, "participant_disconnected")
+        assert (await asyncio.wait_for(departed, TIMEOUT)).identity == "bob"
+        room = devserver.rooms.get(room_name)
+        assert room is not None
+    await asyncio.wait_for(room.closed.wait(), TIMEOUT)
+    assert devserver.rooms.get(room_name) is None
+
+
+async def test_room_delete_disconnects_participants(devserver: DevServer, room_name: str) -> None:
+    async with joined(devserver, "alice", room_name) as alice:
+        disconnected = next_event(alice, "disconnected")
+        assert await devserver.rooms.delete(room_name)
+        assert await asyncio.wait_for(disconnected, TIMEOUT) == rtc.DisconnectReason.ROOM_DELETED
+
+
+def _join_query(room: str) -> str:
+    join = rtc_pb.WrappedJoinRequest(join_request=rtc_pb.JoinRequest().SerializeToString())
+    return base64.urlsafe_b64encode(join.SerializeToString()).decode()
+
+
+@pytest.mark.parametrize("payload", [b"\xff\xff\xff garbage", "text frame", b"\x00" * (2 << 20)])
+async def test_malformed_signal_input_closes_only_that_connection(devserver: DevServer, room_name: str,
+                                                                  payload: bytes | str) -> None:
+    left = asyncio.Event()
+
+    class LeaveWatcher:
+        def participant_left(self, room: object, participant: object, reason: object) -> None:
+            left.set()
+
+    devserver.rooms.add_listener(LeaveWatcher())
+    async with joined(devserver, "alice", room_name) as alice, aiohttp.ClientSession() as http:
+        url = f"{devserver.url}/rtc/v1?join_request={_join_query(room_name)}"
+        ws = await http.ws_connect(url, headers={"Authorization": f"Bearer {make_token('mallory', room_name)}"},
+                                   max_msg_size=0)
+        first = await asyncio.wait_for(ws.receive(), TIMEOUT)
+        assert rtc_pb.SignalResponse.FromString(first.data).WhichOneof("message") == "join"
+        await (ws.send_str(payload) if isinstance(payload, str) else ws.send_bytes(payload))
+        async with asyncio.timeout(TIMEOUT):
+            while not ws.closed:
+                await ws.receive()
+        assert ws.close_code in (1003, 1007, 1009)
+        await asyncio.wait_for(left.wait(), TIMEOUT)
+        room = devserver.rooms.get(room_name)
+        assert room is not None and "mallory" not in room.participants
+        assert alice.isconnected()
+    bad = await aiohttp.ClientSession().__aenter__()
+    try:
+        response = await bad.get(f"{devserver.http_url}/rtc/v1?join_request=%%%",
+                                 headers={"Authorization": f"Bearer {make_token('x', room_name)}"})
+        assert response.status == 400
+    finally:
+        await bad.close()
