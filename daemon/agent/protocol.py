@@ -179,11 +179,7 @@ class Dispatcher:
             type=reg.job_type, agent_name=reg.agent_name, version=reg.version, namespace=reg.namespace,
             allowed_permissions=reg.permissions, ping_interval=int(self.options.ping_interval),
         )))
-        message = await asyncio.wait_for(self._receive(ws), REGISTER_TIMEOUT)
-        if message is None:
-            raise ConnectionError("connection closed before registration")
-        if message.WhichOneof("message") != "register":
-            raise _Rejected(f"expected a registration response, got {message.WhichOneof('message')}")
+        message = await asyncio.wait_for(self._registration_response(ws), REGISTER_TIMEOUT)
         self.worker_id = message.register.worker_id
         self.connections += 1
         log.info("agent %s: registered as worker %s (server %s)", self.label, self.worker_id,
@@ -204,6 +200,16 @@ class Dispatcher:
         """Until this dispatcher has registered `count` times in all (reconnects count) and is registered now."""
         async with self._registration:
             await self._registration.wait_for(lambda: self.connections >= count and self.registered.is_set())
+
+    async def _registration_response(self, ws: aiohttp.ClientWebSocketResponse) -> agent_pb.ServerMessage:
+        while True:
+            message = await self._receive(ws)
+            if message is None:
+                raise ConnectionError("the server closed the connection before answering the registration")
+            kind = message.WhichOneof("message")
+            if kind == "register":
+                return message
+            log.warning("agent %s: ignoring %s message before the registration response", self.label, kind or "an empty")
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """Receive until the connection ends, with the status and ping loops alongside."""
