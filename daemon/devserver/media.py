@@ -61,6 +61,8 @@ class MediaSession:
         self.downstream: dict[str, Downstream] = {}
         self.pending: list[Downstream] = []
         self.channels: dict[str, RTCDataChannel] = {}
+        # Reliable packets for a client whose channel is not open yet: delivered once it opens.
+        self.unsent: list[bytes] = []
         self._negotiating = asyncio.Lock()
         self._offer_outstanding = False
         self._offer_again = False
@@ -71,6 +73,9 @@ class MediaSession:
         reliable = channel.label != "_lossy"
         if self.single_pc:
             self.channels[channel.label] = channel
+            if channel.readyState == "open":
+                self._flush()
+            channel.on("open", self._flush)
 
         @channel.on("message")  # type: ignore[untyped-decorator]
         def on_message(message: bytes | str) -> None:
@@ -87,6 +92,7 @@ class MediaSession:
             return
         self.channels["_reliable"] = self.subscriber.createDataChannel("_reliable", ordered=True)
         self.channels["_lossy"] = self.subscriber.createDataChannel("_lossy", ordered=False, maxRetransmits=0)
+        self.channels["_reliable"].on("open", self._flush)
         await self._offer_subscriber()
 
     async def handle_offer(self, offer: rtc_pb.SessionDescription) -> None:
@@ -232,6 +238,15 @@ class MediaSession:
         channel = self.channels.get("_reliable" if reliable else "_lossy")
         if channel is not None and channel.readyState == "open":
             channel.send(payload)
+        elif reliable:
+            self.unsent.append(payload)
+
+    def _flush(self) -> None:
+        channel = self.channels.get("_reliable")
+        if channel is not None and channel.readyState == "open":
+            for payload in self.unsent:
+                channel.send(payload)
+            self.unsent.clear()
 
     async def close(self) -> None:
         for down in self.downstream.values():
