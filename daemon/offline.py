@@ -1,0 +1,316 @@
+"""The offline runner, `framepool process` (supervisor process): a media file through the real worker pool.
+
+The file takes the same path as a live track: the supervisor converts frames to the processors' declared
+format, pushes them into shared-memory rings, pinned workers run the processors, and results and output
+frames come back through the pool's sinks. The only difference is the stream policy: `realtime=False`
+makes the ring apply back-pressure (`push_wait`), so nothing is dropped, and the run checks it: every
+converted frame must be counted as processed by its worker, else the exit status is non-zero.
+
+Decoding runs on the supervisor's loop between pushes. That is acceptable here and only here: this
+process serves no room, and back-pressure already paces decoding to the workers' speed.
+"""
+
+from __future__ import annotations
+
+import fractions
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import av
+import msgspec
+
+from framepool.errors import EXIT_FAILURE, EXIT_OK, ProcessorError
+from framepool.logs import log_context
+from framepool.media import AudioConverter, MediaOutput, VideoConverter, decoded_frames, open_input
+from framepool.pool import Result, StreamAttachment, StreamSpec, WorkerPool, input_format_of
+from framepool.processors.api import AudioFormat, Kind, VideoFormat
+from framepool.processors.registry import ProcessorSpec, load_class, parse_specs
+from framepool.ring import FrameHeader
+from framepool.settings import Settings
+
+log = logging.getLogger(__name__)
+PROGRESS_INTERVAL = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineJob:
+    input: Path
+    processors: str  # comma-separated specs, e.g. "audio-level(window_ms=100),video-motion"
+    output: Path | None = None  # results as JSON lines
+    output_media: Path | None = None  # processed tracks
+    summary: bool = True
+
+
+@dataclass(slots=True)
+class StreamRun:
+    """One input stream: its converter, its attachment and what happened to its frames."""
+
+    stream_id: str
+    kind: Kind
+    index: int
+    specs: list[ProcessorSpec]
+    converter: AudioConverter | VideoConverter
+    attachment: StreamAttachment | None = None
+    decoded: int = 0
+    final: Any = None  # the StreamStats returned by detach
+    events: list[str] = field(default_factory=list)
+
+
+class _ResultLine(msgspec.Struct):
+    stream: str
+    processor: str
+    topic: str
+    ts_us: int
+    seq: int
+    payload: msgspec.Raw
+
+
+class OfflineSink:
+    """The pool's callbacks for one stream: results to JSON lines, output frames to the media file."""
+
+    _encoder = msgspec.json.Encoder()
+
+    def __init__(
+        self, run: StreamRun, results: IO[bytes] | None, media: MediaOutput | None, counters: dict[str, int]
+    ) -> None:
+        self._run, self._results, self._media, self._counters = run, results, media, counters
+
+    def on_result(self, result: Result) -> None:
+        self._counters["results"] += 1
+        if self._results is not None:
+            line = _ResultLine(
+                result.stream_id, result.processor, result.topic, result.ts_us, result.seq, result.payload
+            )
+            self._results.write(self._encoder.encode(line) + b"\n")
+
+    def on_output_frame(self, stream_id: str, header: FrameHeader, data: memoryview) -> None:
+        self._counters["output_frames"] += 1
+        if self._media is not None:
+            self._media.write(stream_id, header, data)
+
+    def on_stream_event(self, stream_id: str, event: str, detail: str) -> None:
+        self._run.events.append(f"{event}: {detail}" if detail else event)
+        log.warning("stream %s: %s %s", stream_id, event, detail)
+
+
+def plan_streams(
+    container: av.container.InputContainer, specs: list[ProcessorSpec], path: Path
+) -> list[StreamRun]:
+    """Attach audio processors to every audio stream and video processors to every video stream."""
+    by_kind: dict[Kind, list[ProcessorSpec]] = {"audio": [], "video": []}
+    for spec in specs:
+        by_kind[load_class(spec.name).kind].append(spec)
+    runs: list[StreamRun] = []
+    for kind, kind_specs in by_kind.items():
+        if not kind_specs:
+            continue
+        streams = container.streams.audio if kind == "audio" else container.streams.video
+        if not streams:
+            names = ", ".join(spec.name for spec in kind_specs)
+            raise ProcessorError(f"{names} needs {kind}, but {path} has no {kind} stream")
+        fmt = input_format_of(kind_specs)
+        for stream in streams:
+            runs.append(
+                StreamRun(f"{kind}{stream.index}", kind, stream.index, kind_specs, _converter(fmt, stream))
+            )
+    return runs
+
+
+def _converter(fmt: AudioFormat | VideoFormat, stream: Any) -> AudioConverter | VideoConverter:
+    if isinstance(fmt, AudioFormat):
+        return AudioConverter(fmt)
+    rate = stream.average_rate or stream.guessed_rate
+    return VideoConverter(
+        fmt,
+        stream.codec_context.width,
+        stream.codec_context.height,
+        fractions.Fraction(rate) if rate else None,
+    )
+
+
+def stream_spec(run: StreamRun, with_output: bool, labels: dict[str, str]) -> StreamSpec:
+    frame_max = run.converter.max_frame_bytes
+    # Output frames: a processor may publish the input geometry in any pixel format (RGBA is the largest), or
+    # up to a second of stereo audio.
+    output_max = 0
+    if with_output:
+        output_max = (
+            run.converter.width * run.converter.height * 4
+            if isinstance(run.converter, VideoConverter)
+            else max(4 * frame_max, 192_000)
+        )
+    return StreamSpec(
+        stream_id=run.stream_id,
+        kind=run.kind,
+        processors=run.specs,
+        realtime=False,
+        max_frame_bytes=frame_max,
+        output_max_frame_bytes=output_max,
+        labels={**labels, "track": run.stream_id},
+    )
+
+
+class Progress:
+    """One line every few seconds on a terminal; nothing when stderr is a pipe or a file."""
+
+    def __init__(self, duration_s: float | None) -> None:
+        self._enabled = sys.stderr.isatty()
+        self._duration = duration_s
+        self._next = time.monotonic() + PROGRESS_INTERVAL
+
+    def update(self, media_s: float) -> None:
+        if not self._enabled or time.monotonic() < self._next:
+            return
+        self._next = time.monotonic() + PROGRESS_INTERVAL
+        total = (
+            f" of {self._duration:.1f} s ({100 * media_s / self._duration:.0f} %)" if self._duration else ""
+        )
+        print(f"framepool: {media_s:.1f} s{total} processed", file=sys.stderr, flush=True)
+
+
+@dataclass(slots=True)
+class OfflineReport:
+    runs: list[StreamRun]
+    results: int
+    output_frames: int
+    media_frames: dict[str, int]
+    wall_s: float
+
+    def lost(self) -> dict[str, int]:
+        """Frames pushed but not processed, per stream (empty when nothing was lost)."""
+        return {
+            run.stream_id: run.decoded - run.final.processed
+            for run in self.runs
+            if run.decoded != run.final.processed
+        }
+
+    def failed(self) -> bool:
+        return any(run.events for run in self.runs)
+
+
+async def run_offline(settings: Settings, job: OfflineJob) -> int:
+    """`framepool process`: returns the exit status (non-zero when frames were lost or processors failed)."""
+    report = await process_file(settings, job)
+    if job.summary:
+        print(summary(job, report))
+    lost = report.lost()
+    if lost:
+        detail = ", ".join(f"{stream_id}: {count} frames" for stream_id, count in lost.items())
+        print(f"framepool: frames lost between decoding and processing ({detail})", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_FAILURE if report.failed() else EXIT_OK
+
+
+async def process_file(settings: Settings, job: OfflineJob) -> OfflineReport:
+    """Decode `job.input`, run it through a worker pool, write the outputs; FramepoolError for bad input."""
+    started = time.monotonic()
+    specs = parse_specs(job.processors)
+    if not specs:
+        raise ProcessorError("no processor given: --processor NAME[,NAME...]")
+    container = open_input(job.input)
+    counters = {"results": 0, "output_frames": 0}
+    media = None
+    try:
+        runs = plan_streams(container, specs, job.input)
+        media = MediaOutput(job.output_media, _candidates(runs)) if job.output_media else None
+        results = job.output.open("wb") if job.output else None
+        try:
+            with log_context(input=str(job.input)):
+                await _run_pool(settings, job, container, runs, media, results, counters)
+        finally:
+            if results is not None:
+                results.close()
+            if media is not None:
+                media.close()
+    finally:
+        container.close()
+    media_frames = media.frames_written() if media is not None else {}
+    return OfflineReport(
+        runs, counters["results"], counters["output_frames"], media_frames, time.monotonic() - started
+    )
+
+
+def _candidates(runs: list[StreamRun]) -> dict[str, fractions.Fraction | None]:
+    return {
+        run.stream_id: run.converter.rate if isinstance(run.converter, VideoConverter) else None
+        for run in runs
+    }
+
+
+async def _run_pool(
+    settings: Settings,
+    job: OfflineJob,
+    container: av.container.InputContainer,
+    runs: list[StreamRun],
+    media: MediaOutput | None,
+    results: IO[bytes] | None,
+    counters: dict[str, int],
+) -> None:
+    pool = WorkerPool(settings)
+    try:
+        await pool.start()
+        labels = {"source": job.input.name}
+        for run in runs:
+            sink = OfflineSink(run, results, media, counters)
+            run.attachment = await pool.attach(stream_spec(run, media is not None, labels), sink)
+        await _feed(container, runs)
+        for run in runs:
+            assert run.attachment is not None
+            await run.attachment.drain()
+            run.final = await run.attachment.detach()
+    finally:
+        await pool.aclose()
+
+
+async def _feed(container: av.container.InputContainer, runs: list[StreamRun]) -> None:
+    """Decode, convert and push every frame with back-pressure; then flush the converters."""
+    by_index = {run.index: run for run in runs}
+    duration = container.duration / 1_000_000 if container.duration else None
+    progress = Progress(duration)
+    for index, frame in decoded_frames(container):
+        run = by_index.get(index)
+        if run is None:
+            continue
+        assert isinstance(frame, av.AudioFrame | av.VideoFrame)
+        await _push(run, run.converter.convert(frame))  # type: ignore[arg-type]
+        if frame.time is not None:
+            progress.update(frame.time)
+    for run in runs:
+        await _push(run, run.converter.convert(None))
+
+
+async def _push(run: StreamRun, frames: list[Any]) -> None:
+    assert run.attachment is not None
+    for converted in frames:
+        await run.attachment.push_wait(
+            converted.data, converted.ts_us, converted.fmt, converted.a, converted.b, converted.c
+        )
+        run.decoded += 1
+
+
+def summary(job: OfflineJob, report: OfflineReport) -> str:
+    lines = [f"{job.input}: {len(report.runs)} streams, wall time {report.wall_s:.2f} s"]
+    for run in report.runs:
+        stats = run.final
+        lines.append(
+            f"  {run.stream_id} ({', '.join(str(spec) for spec in run.specs)}): decoded {run.decoded}, "
+            f"processed {stats.processed}, dropped {stats.dropped}, errors {stats.errors}"
+        )
+        for name, seconds in _busy(stats).items():
+            lines.append(f"    {name}: {seconds * 1000:.1f} ms processing")
+        lines.extend(f"    event {event}" for event in run.events)
+    written = f" written to {job.output}" if job.output else " (not written: no --output)"
+    lines.append(f"  results: {report.results}{written}")
+    if job.output_media is not None:
+        frames = ", ".join(f"{key}: {count} frames" for key, count in report.media_frames.items())
+        lines.append(f"  processed media: {job.output_media} ({frames or 'nothing published'})")
+    return "\n".join(lines)
+
+
+def _busy(stats: Any) -> dict[str, float]:
+    busy: dict[str, float] = getattr(stats, "busy_s", {})
+    return busy

@@ -1,0 +1,137 @@
+"""The offline runner through the real worker pool: counts, outputs, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import pytest
+
+from framepool.offline import OfflineJob, process_file
+from framepool.samples import write_test_sample
+from framepool.settings import Settings
+
+pytestmark = pytest.mark.process
+
+SECONDS = 2.0
+FPS = 10
+
+
+def shm_entries() -> set[str]:
+    return set(os.listdir("/dev/shm"))
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("offline") / "sample.mp4"
+    write_test_sample(path, SECONDS, width=160, height=120, fps=FPS)
+    return path
+
+
+def expected_counts(path: Path, frame_samples: int) -> tuple[int, int]:
+    """Video frames and audio frames of `frame_samples` the file decodes to, counted independently with PyAV."""
+    with av.open(str(path)) as container:
+        video = sum(1 for _ in container.decode(video=0))
+    with av.open(str(path)) as container:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
+        samples = sum(out.samples for frame in container.decode(audio=0) for out in resampler.resample(frame))
+        samples += sum(out.samples for out in resampler.resample(None))
+    return video, -(-samples // frame_samples)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    environ = {
+        key: value for key, value in os.environ.items() if not key.startswith(("FRAMEPOOL_", "LIVEKIT_"))
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "framepool.cli", "--workers", "1", *args],
+        capture_output=True, text=True, env=environ, timeout=90,
+    )  # fmt: skip
+
+
+async def test_every_decoded_frame_is_processed(sample: Path, tmp_path: Path) -> None:
+    before = shm_entries()
+    job = OfflineJob(
+        sample,
+        "audio-level(window_ms=100, frame_ms=20),video-motion(visualize=true, downscale=2)",
+        output=tmp_path / "results.jsonl",
+        output_media=tmp_path / "processed.mkv",
+        summary=False,
+    )
+    report = await process_file(Settings(workers=1), job)
+    video_frames, audio_frames = expected_counts(sample, 960)
+    counts = {run.kind: (run.decoded, run.final.processed) for run in report.runs}
+    assert counts == {"video": (video_frames, video_frames), "audio": (audio_frames, audio_frames)}
+    assert report.lost() == {} and not report.failed()
+    assert video_frames == SECONDS * FPS
+
+    lines = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert len(lines) == report.results
+    assert set(lines[0]) == {"stream", "processor", "topic", "ts_us", "seq", "payload"}
+    levels = [line for line in lines if line["topic"] == "audio-level"]
+    scores = [line for line in lines if line["topic"] == "video-motion" and "event" not in line["payload"]]
+    assert len(levels) == SECONDS * 10  # one per 100 ms window (the AAC tail may add one partial window)
+    assert all(line["payload"]["rms_dbfs"] == pytest.approx(-23.01, abs=0.2) for line in levels[1:-1])
+    assert len(scores) == video_frames
+
+    with av.open(str(tmp_path / "processed.mkv")) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.width, stream.codec_context.height) == (80, 60)
+        assert sum(1 for _ in container.decode(video=0)) == video_frames
+    assert report.media_frames == {"video1": video_frames} or report.media_frames == {"video0": video_frames}
+    assert shm_entries() == before
+
+
+def test_cli_writes_results_and_prints_the_summary(sample: Path, tmp_path: Path) -> None:
+    result = run_cli("process", str(sample), "-p", "audio-level", "--output", str(tmp_path / "r.jsonl"))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    audio_line = next(
+        line for line in result.stdout.splitlines() if "audio-level" in line and "decoded" in line
+    )
+    decoded = int(audio_line.split("decoded ")[1].split(",")[0])
+    processed = int(audio_line.split("processed ")[1].split(",")[0])
+    assert decoded == processed == expected_counts(sample, 480)[1]
+    assert (tmp_path / "r.jsonl").read_text().count("\n") >= SECONDS * 10
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-p", "no-such-thing"], "framepool: unknown processor 'no-such-thing'"),
+        (
+            ["-p", "audio-level(window_ms=abc)"],
+            "framepool: processor 'audio-level': bad parameter: window_ms",
+        ),
+        (["-p", "audio-level", "--output-media", "out.xyz"], "framepool: cannot write media as .xyz"),
+    ],
+)
+def test_bad_processors_fail_with_one_line(sample: Path, args: list[str], message: str) -> None:
+    result = run_cli("process", str(sample), *args)
+    assert result.returncode == 2
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreadable_input_and_missing_stream_kind_fail_with_one_line(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00garbage" * 1000)
+    audio_only = tmp_path / "audio.mp4"
+    write_test_sample(audio_only, 0.5, video=False)
+    for path, processors, message in [
+        (junk, "audio-level", f"framepool: input {junk} cannot be read as media"),
+        (tmp_path / "missing.mp4", "audio-level", "framepool: input"),
+        (
+            audio_only,
+            "video-motion",
+            f"framepool: video-motion needs video, but {audio_only} has no video stream",
+        ),
+    ]:
+        result = run_cli("process", str(path), "-p", processors)
+        assert result.returncode != 0
+        assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
+        assert "Traceback" not in result.stderr
