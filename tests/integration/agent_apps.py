@@ -1,0 +1,29 @@
+"""Agent servers that the subprocess tests run with `framepool start tests.integration.agent_apps:NAME`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from livekit import rtc
+
+from framepool.agent.job import JobContext
+from framepool.agent.server import AgentServer
+
+drain_server = AgentServer()
+
+
+@drain_server.rtc_session()
+async def finish_when_asked(ctx: JobContext) -> None:
+    """Keeps the job running until a participant sends b"finish", then says so and ends cleanly."""
+    await ctx.connect()
+    asked = asyncio.Event()
+
+    def on_data(packet: rtc.DataPacket) -> None:
+        if packet.data == b"finish":
+            asked.set()
+
+    ctx.room.on("data_received", on_data)
+    await ctx.room.local_participant.publish_data(b"running", topic="status")
+    await asked.wait()
+    await ctx.room.local_participant.publish_data(b"finished", topic="status")
+    ctx.shutdown("asked to finish")
