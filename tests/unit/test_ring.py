@@ -383,7 +383,13 @@ def test_close_refuses_while_a_frame_view_is_exported(impl: ModuleType) -> None:
         ring.close()
     assert bytes(view) == payload(0, 16)  # still mapped and readable
     ring.release()
+    with pytest.raises(impl.RingError, match="views are exported"):
+        ring.close()  # a view that outlives release() still pins the mapping
+    image = np.frombuffer(view, dtype=np.uint8)
     del view
+    with pytest.raises(impl.RingError, match="views are exported"):
+        ring.close()  # so does an array built on it
+    del image
     ring.close()
     with pytest.raises(impl.RingError, match=r"^ring is closed$"):
         ring.peek()
@@ -395,3 +401,12 @@ def test_frame_header_is_read_only(impl: ModuleType, closing: Callable[[Any], An
     header, _ = read_one(ring)
     with pytest.raises(AttributeError):
         header.seq = 5
+
+
+def test_write_checks_its_arguments(impl: ModuleType, closing: Callable[[Any], Any]) -> None:
+    ring = closing(impl.FrameRing.create(2, 16, impl.POLICY_BLOCK))
+    with pytest.raises(TypeError):
+        ring.write(b"x", 0, 0, 1, 1, 0, 0, 0)  # one argument short
+    with pytest.raises(TypeError):
+        ring.write("not bytes", 0, 0, 1, 1, 0, 0, 0, 0)
+    assert ring.pending() == 0
