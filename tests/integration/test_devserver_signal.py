@@ -53,8 +53,6 @@ async def test_text_stream(devserver: DevServer, room_name: str) -> None:
         await asyncio.gather(*tasks)
 
 
-@pytest.mark.xfail(strict=True, reason="RPC request reaches the callee's connection but SDK 1.2.1 does not "
-                   "answer it yet (server-side gap under investigation)")
 async def test_rpc(devserver: DevServer, room_name: str) -> None:
     async with joined(devserver, "alice", room_name) as alice, joined(devserver, "bob", room_name) as bob:
         @bob.local_participant.register_rpc_method("greet")  # type: ignore[untyped-decorator]
