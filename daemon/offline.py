@@ -26,7 +26,7 @@ import msgspec
 from framepool.errors import EXIT_FAILURE, EXIT_OK, ProcessorError
 from framepool.logs import log_context
 from framepool.media import AudioConverter, MediaOutput, VideoConverter, decoded_frames, open_input
-from framepool.pool import Result, StreamAttachment, StreamSpec, WorkerPool, input_format_of
+from framepool.pool import Result, StreamAttachment, StreamSpec, StreamStats, WorkerPool, input_format_of
 from framepool.processors.api import AudioFormat, Kind, VideoFormat
 from framepool.processors.registry import ProcessorSpec, load_class, parse_specs
 from framepool.ring import FrameHeader
@@ -56,8 +56,12 @@ class StreamRun:
     converter: AudioConverter | VideoConverter
     attachment: StreamAttachment | None = None
     decoded: int = 0
-    final: Any = None  # the StreamStats returned by detach
+    final: StreamStats | None = None  # returned by detach
     events: list[str] = field(default_factory=list)
+
+    @property
+    def processed(self) -> int:
+        return self.final.processed if self.final is not None else 0
 
 
 class _ResultLine(msgspec.Struct):
@@ -132,17 +136,15 @@ def _converter(fmt: AudioFormat | VideoFormat, stream: Any) -> AudioConverter | 
     )
 
 
-def stream_spec(run: StreamRun, with_output: bool, labels: dict[str, str]) -> StreamSpec:
+def stream_spec(run: StreamRun, labels: dict[str, str]) -> StreamSpec:
     frame_max = run.converter.max_frame_bytes
-    # Output frames: a processor may publish the input geometry in any pixel format (RGBA is the largest), or
-    # up to a second of stereo audio.
-    output_max = 0
-    if with_output:
-        output_max = (
-            run.converter.width * run.converter.height * 4
-            if isinstance(run.converter, VideoConverter)
-            else max(4 * frame_max, 192_000)
-        )
+    # Every stream gets an output ring, written to the media file or discarded, because a processor that
+    # publishes (video-motion with visualize) must work without --output-media too. It may publish the input
+    # geometry in any pixel format (RGBA is the largest), or up to a second of stereo audio.
+    if isinstance(run.converter, VideoConverter):
+        output_max = run.converter.width * run.converter.height * 4
+    else:
+        output_max = max(4 * frame_max, 192_000)
     return StreamSpec(
         stream_id=run.stream_id,
         kind=run.kind,
@@ -181,12 +183,8 @@ class OfflineReport:
     wall_s: float
 
     def lost(self) -> dict[str, int]:
-        """Frames pushed but not processed, per stream (empty when nothing was lost)."""
-        return {
-            run.stream_id: run.decoded - run.final.processed
-            for run in self.runs
-            if run.decoded != run.final.processed
-        }
+        """Frames decoded but not processed, per stream (empty when nothing was lost)."""
+        return {run.stream_id: run.decoded - run.processed for run in self.runs if run.decoded != run.processed}
 
     def failed(self) -> bool:
         return any(run.events for run in self.runs)
@@ -256,7 +254,7 @@ async def _run_pool(
         labels = {"source": job.input.name}
         for run in runs:
             sink = OfflineSink(run, results, media, counters)
-            run.attachment = await pool.attach(stream_spec(run, media is not None, labels), sink)
+            run.attachment = await pool.attach(stream_spec(run, labels), sink)
         await _feed(container, runs)
         for run in runs:
             assert run.attachment is not None
@@ -296,12 +294,14 @@ def summary(job: OfflineJob, report: OfflineReport) -> str:
     lines = [f"{job.input}: {len(report.runs)} streams, wall time {report.wall_s:.2f} s"]
     for run in report.runs:
         stats = run.final
+        assert stats is not None
         lines.append(
             f"  {run.stream_id} ({', '.join(str(spec) for spec in run.specs)}): decoded {run.decoded}, "
-            f"processed {stats.processed}, dropped {stats.dropped}, errors {stats.errors}"
+            f"processed {stats.processed}, dropped {stats.dropped}, lost {stats.lost}, errors {stats.errors}"
         )
-        for name, seconds in _busy(stats).items():
-            lines.append(f"    {name}: {seconds * 1000:.1f} ms processing")
+        lines.extend(
+            f"    {name}: {seconds * 1000:.1f} ms processing" for name, seconds in stats.busy.items()
+        )
         lines.extend(f"    event {event}" for event in run.events)
     written = f" written to {job.output}" if job.output else " (not written: no --output)"
     lines.append(f"  results: {report.results}{written}")
@@ -309,8 +309,3 @@ def summary(job: OfflineJob, report: OfflineReport) -> str:
         frames = ", ".join(f"{key}: {count} frames" for key, count in report.media_frames.items())
         lines.append(f"  processed media: {job.output_media} ({frames or 'nothing published'})")
     return "\n".join(lines)
-
-
-def _busy(stats: Any) -> dict[str, float]:
-    busy: dict[str, float] = getattr(stats, "busy_s", {})
-    return busy

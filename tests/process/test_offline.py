@@ -64,7 +64,7 @@ async def test_every_decoded_frame_is_processed(sample: Path, tmp_path: Path) ->
     )
     report = await process_file(Settings(workers=1), job)
     video_frames, audio_frames = expected_counts(sample, 960)
-    counts = {run.kind: (run.decoded, run.final.processed) for run in report.runs}
+    counts = {run.kind: (run.decoded, run.processed) for run in report.runs}
     assert counts == {"video": (video_frames, video_frames), "audio": (audio_frames, audio_frames)}
     assert report.lost() == {} and not report.failed()
     assert video_frames == SECONDS * FPS
