@@ -77,7 +77,7 @@ class MediaSession:
                 self._flush()
             channel.on("open", self._flush)
 
-        @channel.on("message")  # type: ignore[untyped-decorator]
+        @channel.on("message")
         def on_message(message: bytes | str) -> None:
             if isinstance(message, bytes):
                 self.session.registry.spawn(self.session.on_data(message, reliable))

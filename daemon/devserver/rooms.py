@@ -9,6 +9,7 @@ rooms never touch websockets or peer connections directly.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import inspect
 import logging
 import secrets
@@ -156,7 +157,7 @@ class Room:
         self._cancel_close()
         self.participants[participant.identity] = participant
         log.info("join room=%s identity=%s sid=%s kind=%s", self.name, participant.identity, participant.sid,
-                 models.ParticipantInfo.Kind.Name(participant.kind))  # type: ignore[arg-type]
+                 models.ParticipantInfo.Kind.Name(participant.kind))
         await self.announce(participant)
         await self.registry.emit("participant_joined", self, participant)
 
@@ -286,7 +287,7 @@ class RoomRegistry:
         self.departure_timeout = departure_timeout
         self.empty_timeout = empty_timeout
         self.rooms: dict[str, Room] = {}
-        self._listeners: list[object] = []
+        self._listeners: builtins.list[object] = []
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def add_listener(self, listener: object) -> None:
@@ -295,7 +296,7 @@ class RoomRegistry:
     def get(self, name: str) -> Room | None:
         return self.rooms.get(name)
 
-    def list(self) -> list[Room]:
+    def list(self) -> builtins.list[Room]:
         return list(self.rooms.values())
 
     def spawn(self, coroutine: Any) -> asyncio.Task[Any]:
@@ -324,7 +325,7 @@ class RoomRegistry:
 
     async def create(self, name: str, *, empty_timeout: int = 0, departure_timeout: int = 0,
                      max_participants: int = 0, metadata: str = "",
-                     agents: list[agent_dispatch.RoomAgentDispatch] | None = None) -> Room:
+                     agents: builtins.list[agent_dispatch.RoomAgentDispatch] | None = None) -> Room:
         """The room of that name, created (and announced to listeners) when it does not exist yet."""
         room = self.rooms.get(name)
         if room is not None:

@@ -72,7 +72,7 @@ def participant_from_claims(claims: Claims, metadata: str, attributes: dict[str,
         can_update_metadata=bool(video.can_update_own_metadata), agent=bool(video.agent),
         can_subscribe_metrics=bool(video.can_subscribe_metrics))
     for source in video.can_publish_sources or []:
-        permission.can_publish_sources.append(models.TrackSource.Value(source.upper()))
+        permission.can_publish_sources.append(models.TrackSource.Value(source.upper()))  # type: ignore[arg-type]
     merged = dict(claims.attributes or {})
     merged.update(attributes)
     return Participant(claims.identity, name=claims.name, kind=_KIND_NAMES.get(claims.kind or "standard", 0),
