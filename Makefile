@@ -41,17 +41,23 @@ process: native
 integration: native
 	$(PY) -m pytest -q tests/integration
 
-test: lint typecheck native
+test: lint typecheck sanitize native
 	$(PY) -m pytest -q tests
 
+# ASan/UBSan build of the ring in a separate tree, so a concurrent test run never loads it by accident.
 sanitize: $(STAMP)
-	FRAMEPOOL_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --force
-	LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0 $(PY) -m pytest -q tests/unit/test_ring.py
-	$(PY) setup.py -q build_ext --inplace --force
+	rm -rf .sanitize && mkdir -p .sanitize
+	cp -rs "$(CURDIR)/daemon" .sanitize/framepool && rm -f .sanitize/framepool/_ring*.so
+	cp -rs "$(CURDIR)/processors" .sanitize/framepool/processors
+	FRAMEPOOL_SANITIZE=1 $(PY) setup.py -q build_ext --force --build-lib .sanitize --build-temp .sanitize/tmp
+	PYTHONPATH=.sanitize LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0 \
+		$(PY) -c "import framepool._ring as r; assert r.__file__.startswith('$(CURDIR)/.sanitize'), r.__file__"
+	PYTHONPATH=.sanitize LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0 \
+		$(PY) -m pytest -q -p no:cacheprovider tests/unit/test_ring.py
 
 bench: native
 	$(PY) benchmarks/ring.py
 	$(PY) benchmarks/pipeline.py
 
 clean:
-	rm -rf $(VENV) build .typecheck daemon/*.so daemon/.ring-built *.egg-info
+	rm -rf $(VENV) build .typecheck .sanitize daemon/*.so daemon/.ring-built *.egg-info
