@@ -1,0 +1,135 @@
+"""Frames from a room through the worker pool and back: data results, a processed video track, worker crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+from livekit import rtc
+
+from framepool.agent.job import JobContext
+from framepool.agent.server import AgentServer
+from framepool.agent.session import DataOutput, TrackOutput
+from framepool.devserver.server import DevServer
+from tests.integration.agentkit import TIMEOUT, Signal, agent_settings, quiet_load, serving
+from tests.integration.sdk import joined, publish_tone, stop
+
+pytestmark = pytest.mark.integration
+
+
+def data_messages(room: rtc.Room, topic: str) -> asyncio.Queue[dict[str, object]]:
+    queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+
+    def on_data(packet: rtc.DataPacket) -> None:
+        if packet.topic == topic:
+            queue.put_nowait(json.loads(packet.data))
+
+    room.on("data_received", on_data)
+    return queue
+
+
+def levels_server(devserver: DevServer, attached: Signal) -> AgentServer:
+    server = AgentServer(agent_settings(devserver), load_fnc=quiet_load)
+
+    @server.rtc_session()
+    async def levels(ctx: JobContext) -> None:
+        await ctx.connect(auto_subscribe=False)
+        ctx.attach("audio-level(window_ms=100)", participants=["alice"], output=DataOutput(topic="levels"))
+        attached.set(ctx)
+
+    return server
+
+
+async def test_results_reach_another_participant_on_the_topic(devserver: DevServer, room_name: str) -> None:
+    attached = Signal()
+    async with serving(levels_server(devserver, attached)), joined(devserver, "bob", room_name) as bob:
+        results = data_messages(bob, "levels")
+        async with joined(devserver, "alice", room_name) as alice:
+            await attached.wait()
+            _, feeding = await publish_tone(alice)
+            try:
+                message = await asyncio.wait_for(results.get(), TIMEOUT)
+            finally:
+                await stop(feeding)
+    assert message["participant"] == "alice"
+    assert message["processor"] == "audio-level"
+    assert str(message["track"]).startswith("TR_")
+    assert isinstance(message["data"], dict)
+
+
+async def test_a_killed_worker_costs_a_gap_not_the_job(devserver: DevServer, room_name: str) -> None:
+    attached = Signal()
+    server = levels_server(devserver, attached)
+    async with serving(server), joined(devserver, "bob", room_name) as bob:
+        results = data_messages(bob, "levels")
+        async with joined(devserver, "alice", room_name) as alice:
+            ctx: JobContext = await attached.wait()
+            _, feeding = await publish_tone(alice)
+            try:
+                await asyncio.wait_for(results.get(), TIMEOUT)
+                assert server.pool is not None
+                [victim] = server.pool.worker_pids()
+                os.kill(victim, signal.SIGKILL)
+                while True:  # results produced after the restart, by another process
+                    await asyncio.wait_for(results.get(), TIMEOUT)
+                    pids = server.pool.worker_pids()
+                    if pids and victim not in pids:
+                        break
+                await asyncio.wait_for(results.get(), TIMEOUT)
+                assert ctx.job.id in server.jobs
+                assert server.pool.stats().restarts >= 1
+            finally:
+                await stop(feeding)
+
+
+async def publish_gray(room: rtc.Room, luma: int, width: int = 320, height: int = 240) -> asyncio.Task[None]:
+    source = rtc.VideoSource(width, height)
+    track = rtc.LocalVideoTrack.create_video_track("camera", source)
+    await room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA))
+    frame = np.full(width * height * 3 // 2, 128, np.uint8)
+    frame[: width * height] = luma
+
+    async def feed() -> None:
+        while True:
+            source.capture_frame(rtc.VideoFrame(width, height, rtc.VideoBufferType.I420, frame.tobytes()))
+            await asyncio.sleep(1 / 15)
+
+    return asyncio.create_task(feed())
+
+
+async def test_a_processed_video_track_reaches_another_participant(devserver: DevServer, room_name: str) -> None:
+    server = AgentServer(agent_settings(devserver), load_fnc=quiet_load)
+
+    @server.rtc_session()
+    async def negative(ctx: JobContext) -> None:
+        await ctx.connect()
+        ctx.attach("framepool.agent.demo_processors:Negative", sources=["camera"], output=TrackOutput("negative"))
+
+    async with serving(server), joined(devserver, "bob", room_name) as bob:
+        subscribed: asyncio.Future[tuple[rtc.Track, str]] = asyncio.get_running_loop().create_future()
+
+        def on_track(track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
+            if publication.name.startswith("negative:") and not subscribed.done():
+                subscribed.set_result((track, participant.identity))
+
+        bob.on("track_subscribed", on_track)
+        async with joined(devserver, "alice", room_name) as alice:
+            feeding = await publish_gray(alice, luma=40)
+            try:
+                track, publisher = await asyncio.wait_for(subscribed, TIMEOUT)
+                assert publisher.startswith("agent-")
+                stream = rtc.VideoStream(track, format=rtc.VideoBufferType.I420)
+                try:
+                    event = await asyncio.wait_for(anext(aiter(stream)), TIMEOUT)
+                finally:
+                    await stream.aclose()
+            finally:
+                await stop(feeding)
+    frame = event.frame
+    luma = np.frombuffer(frame.data, np.uint8)[: frame.width * frame.height]
+    assert (frame.width, frame.height) == (320, 240)
+    assert abs(float(luma.mean()) - 215) < 20  # 255 - 40, through two lossy encodings
