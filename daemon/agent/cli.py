@@ -64,10 +64,10 @@ def load_server(target: str | None, settings: Settings) -> Any:
     from framepool.agent.server import AgentServer
 
     if not target:
-        server = AgentServer(settings)
+        declarative = AgentServer(settings)
         for agent in build_agents(settings.agents):
-            server.add_agent(agent)
-        return server
+            declarative.add_agent(agent)
+        return declarative
     module_name, sep, attribute = target.partition(":")
     if not sep or not module_name or not attribute:
         raise ConfigError(f"bad server {target!r}: expected module:attribute, e.g. myagents:server")
@@ -141,7 +141,7 @@ async def connect(server: Any, room: str, participant: str = "", agent_name: str
                                                              can_subscribe=True, can_publish_data=True)).to_jwt())
     statuses: list[tuple[int, str]] = []
 
-    async def report(status: agent_pb.JobStatus.ValueType, error: str) -> None:
+    async def report(status: agent_pb.JobStatus, error: str) -> None:
         statuses.append((status, error))
 
     await server.start(register=False)

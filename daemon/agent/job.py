@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("framepool.agent.job")
 
 Entrypoint = Callable[["JobContext"], Awaitable[None]]
-ParticipantEntrypoint = Callable[["JobContext", rtc.RemoteParticipant], Awaitable[None]]
+ParticipantEntrypoint = Callable[["JobContext", rtc.RemoteParticipant], Coroutine[Any, Any, None]]
 ShutdownCallback = Callable[[str], Awaitable[None]] | Callable[[], Awaitable[None]]
 
 
@@ -211,7 +211,7 @@ class JobContext:
         await asyncio.gather(*self._participant_tasks.values(), return_exceptions=True)
 
 
-StatusReporter = Callable[[agent_pb.JobStatus.ValueType, str], Awaitable[None]]
+StatusReporter = Callable[[agent_pb.JobStatus, str], Awaitable[None]]
 
 
 class RunningJob:
@@ -224,7 +224,7 @@ class RunningJob:
         self.shutdown_timeout = shutdown_timeout
         self.error = ""
         self.done = asyncio.Event()
-        self.status: agent_pb.JobStatus.ValueType = agent_pb.JS_PENDING
+        self.status: agent_pb.JobStatus = agent_pb.JS_PENDING
         self._end = asyncio.Event()
 
     @property
@@ -266,8 +266,9 @@ class RunningJob:
             # Nothing to wait for: an entrypoint that never joined the room is done when it returns.
             self.ctx.shutdown("entrypoint returned")
 
-    def _on_disconnected(self, reason: int) -> None:
-        self.ctx.shutdown(f"disconnected ({rtc.DisconnectReason.Name(reason) if isinstance(reason, int) else reason})")
+    def _on_disconnected(self, reason: Any) -> None:
+        name = rtc.DisconnectReason.Name(reason) if isinstance(reason, int) else str(reason)  # type: ignore[arg-type]
+        self.ctx.shutdown(f"disconnected ({name})")
 
     async def _cleanup(self) -> None:
         """The shutdown ladder: every rung bounded, logged, and run even when an earlier one failed."""
@@ -291,6 +292,6 @@ class RunningJob:
                 log.exception("shutdown rung %r failed", name)
                 self.error = self.error or f"shutdown rung {name!r} failed: {exc}"
 
-    async def _report(self, status: agent_pb.JobStatus.ValueType, error: str = "") -> None:
+    async def _report(self, status: agent_pb.JobStatus, error: str = "") -> None:
         self.status = status
         await self.report(status, error)

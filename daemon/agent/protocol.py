@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 from google.protobuf.message import DecodeError
@@ -70,7 +70,7 @@ class JobHost(Protocol):
 class Registration:
     """What one agent registers as."""
 
-    job_type: agent_pb.JobType.ValueType = agent_pb.JT_ROOM
+    job_type: agent_pb.JobType = agent_pb.JT_ROOM
     agent_name: str = ""
     permissions: models.ParticipantPermission = field(
         default_factory=lambda: models.ParticipantPermission(can_subscribe=True, can_publish=True, can_publish_data=True, agent=True)
@@ -215,7 +215,7 @@ class Dispatcher:
         """Receive until the connection ends, with the status and ping loops alongside."""
         self._last_pong = time.monotonic()
         background = [asyncio.create_task(self._status_loop(ws)), asyncio.create_task(self._ping_loop(ws))]
-        stop = asyncio.create_task(self._stopping.wait())
+        stop: asyncio.Task[Any] = asyncio.create_task(self._stopping.wait())
         try:
             while True:
                 receive = asyncio.create_task(self._receive(ws))
@@ -324,7 +324,7 @@ class Dispatcher:
     async def _send_now(self, ws: aiohttp.ClientWebSocketResponse, message: agent_pb.WorkerMessage) -> None:
         await ws.send_bytes(message.SerializeToString())
 
-    async def update_job(self, job_id: str, status: agent_pb.JobStatus.ValueType, error: str = "") -> None:
+    async def update_job(self, job_id: str, status: agent_pb.JobStatus, error: str = "") -> None:
         await self.send(agent_pb.WorkerMessage(update_job=agent_pb.UpdateJobStatus(job_id=job_id, status=status, error=error)))
 
     async def round_trip(self) -> float:

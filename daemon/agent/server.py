@@ -33,7 +33,7 @@ from framepool.settings import Settings
 log = logging.getLogger("framepool.agent.server")
 
 JobTypeName = Literal["room", "publisher", "participant"]
-_JOB_TYPES: dict[str, agent_pb.JobType.ValueType] = {
+_JOB_TYPES: dict[str, agent_pb.JobType] = {
     "room": agent_pb.JT_ROOM, "publisher": agent_pb.JT_PUBLISHER, "participant": agent_pb.JT_PARTICIPANT,
 }
 RequestFunction = Callable[[JobRequest], Awaitable[None]]
@@ -167,7 +167,7 @@ class AgentServer:
     async def on_assignment(self, dispatcher: Dispatcher, assignment: agent_pb.JobAssignment) -> None:
         url = assignment.url or _ws_url(self.settings.livekit_url)
 
-        async def report(status: agent_pb.JobStatus.ValueType, error: str) -> None:
+        async def report(status: agent_pb.JobStatus, error: str) -> None:
             await dispatcher.update_job(assignment.job.id, status, error)
 
         self._owners[assignment.job.id] = dispatcher

@@ -205,7 +205,7 @@ class RoomSession:
             finally:
                 self._outbox.task_done()
 
-    async def publish_track(self, track: rtc.LocalAudioTrack | rtc.LocalVideoTrack, source: int) -> None:
+    async def publish_track(self, track: rtc.LocalAudioTrack | rtc.LocalVideoTrack, source: rtc.TrackSource.ValueType) -> None:
         publication = await self.room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=source))
         self.published.append(publication.sid)
 
