@@ -110,7 +110,12 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
         settings = _with(settings, livekit_url=devserver.url, api_key=key, api_secret=secret)
         print(f"dev server at {devserver.url} (LIVEKIT_API_KEY={key} LIVEKIT_API_SECRET={secret})", file=sys.stderr)
     try:
-        return await serve(load_server(args.target, settings))
+        server = load_server(args.target, settings)
+        if devserver is not None and server.load_fnc is None:
+            from framepool.agent.server import pool_load
+
+            server.load_fnc = pool_load
+        return await serve(server)
     finally:
         if devserver is not None:
             await devserver.aclose()

@@ -17,12 +17,13 @@ import json
 import sys
 import time
 import uuid
+import warnings
 from typing import Any
 
 from livekit import api, rtc
 
 from framepool.agent.job import JobContext, RunningJob
-from framepool.agent.server import AgentServer
+from framepool.agent.server import AgentServer, pool_load
 from framepool.agent.session import DataOutput, TrackOutput
 from framepool.devserver.server import DevServer
 from framepool.logs import setup_logging
@@ -34,7 +35,7 @@ WIDTH, HEIGHT, FPS = 320, 240, 15
 
 
 def build_server(settings: Settings) -> AgentServer:
-    server = AgentServer(settings)
+    server = AgentServer(settings, load_fnc=pool_load)  # the dev server's media work shares this process
 
     @server.rtc_session()
     async def demo_agent(ctx: JobContext) -> None:
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
     setup_logging(args.log_level, "text")
+    warnings.filterwarnings("ignore", message="The HMAC key is")  # the dev server's well-known short secret
     try:
         return asyncio.run(run_demo(args.seconds))
     except KeyboardInterrupt:

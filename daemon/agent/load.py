@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import psutil
 
 LOAD_WINDOW = 5.0
+MIN_SPAN = 1.0
 # The smallest cost one job is assumed to add: keeps reservations meaningful while nothing runs yet.
 MIN_JOB_COST = 0.02
 
@@ -34,20 +35,23 @@ class CpuMeter:
         self._window = window
         self._clock = clock
         self._samples: collections.deque[tuple[float, float]] = collections.deque()
+        self._last = 0.0
 
     def _cpu_seconds(self) -> float:
         times = self._process.cpu_times()
         return float(times.user + times.system)
 
     def sample(self) -> float:
+        """The CPU fraction over the window; until a minimum span is covered, the last figure (0 at first)."""
         now, cpu = self._clock(), self._cpu_seconds()
         self._samples.append((now, cpu))
         while len(self._samples) > 2 and now - self._samples[1][0] >= self._window:
             self._samples.popleft()
         first_t, first_cpu = self._samples[0]
-        if now - first_t <= 0:
-            return 0.0
-        return min(1.0, max(0.0, (cpu - first_cpu) / (now - first_t)))
+        # Two samples a few milliseconds apart say nothing about load (a burst of one callback reads as 100 %).
+        if now - first_t >= MIN_SPAN:
+            self._last = min(1.0, max(0.0, (cpu - first_cpu) / (now - first_t)))
+        return self._last
 
 
 @dataclass

@@ -41,6 +41,12 @@ PrewarmFunction = Callable[[AgentProcess], Awaitable[None] | None]
 LoadFunction = Callable[["AgentServer"], float]
 
 
+def pool_load(server: AgentServer) -> float:
+    """Load from the workers only: for a supervisor that shares its process with something else (the in-process
+    dev server of `framepool dev` and the demo), whose CPU would otherwise read as the daemon's."""
+    return server.pool.load() if server.pool is not None else 0.0
+
+
 async def accept_all(request: JobRequest) -> None:
     """The default request function."""
     await request.accept()
@@ -79,7 +85,7 @@ class AgentServer:
         self.registered = asyncio.Event()  # every agent registered at least once
         self.draining = False
         self.drained = asyncio.Event()
-        self._load_fnc = load_fnc
+        self.load_fnc = load_fnc
         self._cpu = CpuMeter()
         self.load = LoadTracker(self._measure_load, self.settings.load_threshold, self.settings.max_jobs)
         self._stop = asyncio.Event()
@@ -118,8 +124,8 @@ class AgentServer:
     # -- load -----------------------------------------------------------------------------------------------
 
     def _measure_load(self) -> float:
-        if self._load_fnc is not None:
-            return self._load_fnc(self)
+        if self.load_fnc is not None:
+            return self.load_fnc(self)
         pool_load = self.pool.load() if self.pool is not None else 0.0
         return max(self._cpu.sample(), pool_load)
 
