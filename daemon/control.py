@@ -37,7 +37,7 @@ MAX_FDS = 8  # fds one message may carry (an attach carries at most four)
 _PREFIX = struct.Struct("<I")
 
 
-class _Message(msgspec.Struct, tag=True, frozen=True, kw_only=True):
+class _Message(msgspec.Struct, tag=True, kw_only=True):
     """Base of every control message; the tag is the class name."""
 
 
@@ -52,10 +52,10 @@ class WorkerStart(_Message):
     supervisor_pid: int
     cpu: int | None
     prewarm: str
-    ring_implementation: str
     processor_failure_limit: int
     result_max_bytes: int
     log_level: str
+    log_format: str
 
 
 class AttachStream(_Message):
@@ -118,6 +118,7 @@ class StreamEvent(_Message):
     event: str  # "processor_error" | "processor_disabled"
     processor: str
     detail: str
+    errors: int  # the stream's processor exceptions so far (events are sent per failure streak, not per failure)
 
 
 class StreamDetached(_Message):
@@ -131,6 +132,7 @@ class StreamDetached(_Message):
 class StreamDrained(_Message):
     index: int
     token: int
+    errors: int
     busy: dict[str, float]
 
 

@@ -1,0 +1,371 @@
+"""The worker pool: N CPU-pinned processor workers, stream placement, restarts, the shutdown ladder (supervisor process).
+
+`WorkerPool` is the supervisor's only door to the workers. It starts `settings.effective_workers`
+processes (forkserver or spawn: both safe in a supervisor that already runs threads), each pinned to
+one CPU and prewarmed, and places each new stream on the least-loaded worker. It watches every worker:
+the process sentinel on the event loop (death), a ping every `ping_interval` (a worker silent for
+`ping_timeout` is killed), PSS memory against the warn/limit settings. A dead worker is replaced after a
+backoff that doubles per consecutive crash, and its streams are re-attached to the replacement with
+fresh processor instances (the gap is counted and reported). Workers that die `crash_loop_limit` times
+in a row before becoming ready halt the pool (`CrashLoopError` at start, `halted` afterwards) instead of
+respawning forever.
+
+Shutdown (`aclose`): detach every stream (processors' close() runs, final results delivered), then per
+worker the ladder Shutdown → ShutdownAck → exit → SIGKILL, each rung bounded by
+`worker_shutdown_timeout` on the monotonic clock and logged once when taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import msgspec
+import psutil
+
+from framepool import control
+from framepool.errors import ChannelError, CrashLoopError, PoolError, ProcessorError
+from framepool.pool_stream import Result, StreamAttachment, StreamSink, StreamSpec, StreamStats
+from framepool.pool_worker import WorkerProcess, WorkerState, describe_exit
+from framepool.processors.api import AudioFormat, VideoFormat
+from framepool.processors.registry import ProcessorSpec, instantiate
+from framepool.scheduler import least_loaded
+from framepool.settings import Settings, effective_workers, worker_cpus
+
+__all__ = [
+    "PoolStats",
+    "Result",
+    "StreamAttachment",
+    "StreamSink",
+    "StreamSpec",
+    "StreamStats",
+    "WorkerPool",
+    "WorkerStats",
+    "input_format_of",
+]
+
+log = logging.getLogger("framepool.pool")
+
+
+class WorkerStats(msgspec.Struct, frozen=True, kw_only=True):
+    slot: int
+    pid: int
+    cpu: int | None
+    state: str
+    streams: int
+    load: float
+    restarts: int
+    pss_bytes: int
+
+
+class PoolStats(msgspec.Struct, frozen=True, kw_only=True):
+    workers: list[WorkerStats]
+    streams: int
+    restarts: int
+    load: float  # the busiest worker's
+    halted: bool
+
+
+def input_format_of(specs: list[ProcessorSpec]) -> AudioFormat | VideoFormat:
+    """The one input format all `specs` share; ProcessorError for bad params or disagreeing processors.
+
+    Each processor is constructed here once to ask it: keep heavy set-up (models) in the prewarm hook,
+    not in `__init__`.
+    """
+    if not specs:
+        raise ProcessorError("a stream needs at least one processor")
+    first = instantiate(specs[0]).input_format()
+    for spec in specs[1:]:
+        other = instantiate(spec).input_format()
+        if type(other) is not type(first):
+            raise ProcessorError(f"processors {specs[0].name!r} and {spec.name!r} mix audio and video on one stream")
+        if other != first:
+            raise ProcessorError(
+                f"processors {specs[0].name!r} and {spec.name!r} want different input formats: {first} vs {other}"
+            )
+    return first
+
+
+class _Slot:
+    """A worker position (one CPU) across the incarnations that fill it."""
+
+    def __init__(self, index: int, cpu: int | None) -> None:
+        self.index = index
+        self.cpu = cpu
+        self.worker: WorkerProcess | None = None
+        self.restarts = 0
+        self.crash_streak = 0
+        self.ready_at = 0.0
+
+
+class WorkerPool:
+    """See the module docstring. Create, `await start()`, `attach` streams, `await aclose()`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.halted = asyncio.Event()
+        self.halt_reason = ""
+        self._slots: list[_Slot] = []
+        self._streams: set[StreamAttachment] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._any_ready = asyncio.Event()
+        self._closing = False
+        self._closed = asyncio.Event()
+        self._pings = 0
+
+    # -- start ----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Spawn, pin, prewarm and handshake every worker; PoolError / CrashLoopError if they cannot start."""
+        cpus = worker_cpus(self.settings)
+        count = effective_workers(self.settings, cpus)
+        # Workers take CPUs round robin; with no explicit list the first CPU is left to the supervisor.
+        offset = 0 if self.settings.cpus or len(cpus) < 2 else 1
+        self._slots = [_Slot(i, cpus[(i + offset) % len(cpus)]) for i in range(count)]
+        if self.settings.start_method == "forkserver":
+            # Workers then fork from a server that already imported numpy and the runtime.
+            multiprocessing.get_context("forkserver").set_forkserver_preload(["framepool.worker"])
+        outcomes = await asyncio.gather(*(self._boot(slot) for slot in self._slots), return_exceptions=True)
+        errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if errors:
+            await self._stop_workers()
+            raise next((e for e in errors if isinstance(e, CrashLoopError)), errors[0])
+        self._spawn(self._heartbeat())
+        log.info("worker pool ready", extra={"workers": count, "cpus": [s.cpu for s in self._slots]})
+
+    async def _boot(self, slot: _Slot, delay: float = 0.0) -> WorkerProcess:
+        """Start a worker in `slot` until one is ready; raises PoolError / CrashLoopError."""
+        failures = 0
+        while True:
+            if delay:
+                await asyncio.sleep(delay)
+            worker = WorkerProcess(slot.index, slot.cpu, self.settings, self._worker_exited)
+            slot.worker = worker
+            await worker.spawn()
+            if await self._await_ready(worker):
+                slot.ready_at = time.monotonic()
+                self._any_ready.set()
+                return worker
+            worker.close()
+            failures += 1
+            if worker.failure:  # the worker said why (a prewarm hook that raises): a restart will not help
+                raise PoolError(f"worker {slot.index} failed to start: {worker.failure}")
+            if failures >= self.settings.crash_loop_limit:
+                raise CrashLoopError(
+                    f"worker {slot.index} died {failures} times in a row before becoming ready "
+                    f"(last: {describe_exit(worker.exitcode)}); halting instead of respawning"
+                )
+            delay = self._backoff(failures)
+            log.warning("worker %d died at start with %s; retrying in %.2f s", slot.index, describe_exit(worker.exitcode), delay)
+
+    async def _await_ready(self, worker: WorkerProcess) -> bool:
+        timeout = self.settings.prewarm_timeout
+        try:
+            await asyncio.wait_for(asyncio.shield(worker.ready), timeout)
+            return True
+        except TimeoutError:
+            worker.kill()
+            await worker.exited.wait()
+            worker.close()
+            what = f"the prewarm hook {self.settings.prewarm!r}" if self.settings.prewarm else "start-up"
+            raise PoolError(
+                f"worker {worker.slot}: {what} did not finish within prewarm_timeout = {timeout:g} s; the worker was killed"
+            ) from None
+        except ChannelError:
+            await worker.exited.wait()
+            return False
+
+    def _backoff(self, streak: int) -> float:
+        return float(min(self.settings.restart_backoff * 2 ** max(0, streak - 1), self.settings.restart_backoff_max))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("pool task failed", exc_info=task.exception())
+
+    # -- streams --------------------------------------------------------------------------------------
+
+    async def attach(self, spec: StreamSpec, sink: StreamSink) -> StreamAttachment:
+        """Host a stream on the least-loaded ready worker."""
+        if self._closing:
+            raise PoolError("the worker pool is closed")
+        fmt = input_format_of(spec.processors)
+        if (spec.kind == "audio") != isinstance(fmt, AudioFormat):
+            raise ProcessorError(f"stream {spec.stream_id!r} is {spec.kind} but its processors take {fmt}")
+        if spec.max_frame_bytes <= 0:
+            raise ProcessorError(f"stream {spec.stream_id!r}: max_frame_bytes must be positive")
+        worker = await self._ready_worker()
+        slots = self.settings.audio_ring_slots if spec.kind == "audio" else self.settings.video_ring_slots
+        attachment = StreamAttachment(spec, sink, slots, self._streams.discard)
+        self._streams.add(attachment)
+        try:
+            await attachment.open(worker, gap=False)
+        except BaseException:
+            self._streams.discard(attachment)
+            raise
+        return attachment
+
+    async def _ready_worker(self) -> WorkerProcess:
+        while True:
+            if self.halted.is_set():
+                raise PoolError(f"the worker pool halted: {self.halt_reason}")
+            ready = [s.worker for s in self._slots if s.worker is not None and s.worker.state is WorkerState.READY]
+            choice = least_loaded(ready)
+            if choice is not None:
+                return choice
+            # Every worker is being replaced: wait for one (bounded by its own start-up timeout).
+            self._any_ready.clear()
+            waiters = [asyncio.ensure_future(self._any_ready.wait()), asyncio.ensure_future(self.halted.wait())]
+            _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in pending:
+                waiter.cancel()
+
+    # -- failures ---------------------------------------------------------------------------------------
+
+    def _worker_exited(self, worker: WorkerProcess) -> None:
+        """Sentinel callback for every incarnation; replaces workers that died while serving."""
+        slot = self._slots[worker.slot]
+        if self._closing or not worker.became_ready or worker.stopping_requested:
+            return  # start-up failures are handled by _boot, shutdown by aclose
+        reason = f"worker {worker.slot} (pid {worker.pid}) exited with {describe_exit(worker.exitcode)}"
+        log.error("%s; restarting it", reason)
+        orphans = list(worker.attachments.values())
+        for attachment in orphans:
+            attachment.worker_lost(worker)
+        worker.attachments.clear()
+        worker.close()
+        uptime = time.monotonic() - slot.ready_at
+        slot.crash_streak = 1 if uptime > self.settings.restart_backoff_max else slot.crash_streak + 1
+        slot.restarts += 1
+        self._spawn(self._replace(slot, orphans, reason))
+
+    async def _replace(self, slot: _Slot, orphans: list[StreamAttachment], reason: str) -> None:
+        try:
+            worker = await self._boot(slot, delay=self._backoff(slot.crash_streak))
+        except PoolError as exc:
+            self._halt(str(exc))
+            for attachment in orphans:
+                attachment.fail(self.halt_reason)
+            return
+        for attachment in orphans:
+            if attachment.detaching:
+                continue
+            lost = attachment.stats().lost
+            try:
+                await attachment.open(worker, gap=True)
+            except ProcessorError as exc:
+                attachment.fail(str(exc))
+                continue
+            attachment.restarted(f"{reason}; re-attached to pid {worker.pid}; {lost} frames lost so far; processor state reset")
+
+    def _halt(self, reason: str) -> None:
+        if not self.halted.is_set():
+            self.halt_reason = reason
+            log.critical("worker pool halted: %s", reason)
+            self.halted.set()
+
+    # -- health -----------------------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        """Ping every ready worker each ping_interval; kill the silent ones; watch memory."""
+        while True:
+            await asyncio.sleep(self.settings.ping_interval)
+            now = time.monotonic()
+            self._pings += 1
+            for slot in self._slots:
+                worker = slot.worker
+                if worker is None or worker.state is not WorkerState.READY:
+                    continue
+                silent = now - worker.last_pong
+                if silent > self.settings.ping_timeout:
+                    log.error("worker %d (pid %d) silent for %.1f s (ping_timeout); killing it", slot.index, worker.pid, silent)
+                    worker.kill()
+                    continue
+                worker.send(control.Ping(seq=self._pings))
+            await self._check_memory()
+
+    async def _check_memory(self) -> None:
+        workers = [s.worker for s in self._slots if s.worker is not None and s.worker.state is WorkerState.READY]
+        sizes = await asyncio.to_thread(_pss_of, [w.pid for w in workers])
+        warn, limit = self.settings.worker_memory_warn_mb << 20, self.settings.worker_memory_limit_mb << 20
+        for worker, pss in zip(workers, sizes, strict=True):
+            crossed_warn = warn and pss > warn >= worker.pss
+            worker.pss = pss
+            if limit and pss > limit and worker.state is WorkerState.READY:
+                log.error("worker %d (pid %d) uses %d MiB (limit %d MiB); restarting it", worker.slot, worker.pid, pss >> 20, limit >> 20)
+                worker.kill()
+            elif crossed_warn:
+                log.warning("worker %d (pid %d) uses %d MiB (warning at %d MiB)", worker.slot, worker.pid, pss >> 20, warn >> 20)
+
+    def load(self) -> float:
+        """The busiest worker's CPU fraction (EWMA), 0..1."""
+        return max((s.worker.load for s in self._slots if s.worker is not None), default=0.0)
+
+    def stats(self) -> PoolStats:
+        workers = [
+            WorkerStats(
+                slot=s.index, pid=s.worker.pid if s.worker else 0, cpu=s.cpu,
+                state=s.worker.state.value if s.worker else "none", streams=s.worker.stream_count if s.worker else 0,
+                load=s.worker.load if s.worker else 0.0, restarts=s.restarts, pss_bytes=s.worker.pss if s.worker else 0,
+            )
+            for s in self._slots
+        ]
+        return PoolStats(
+            workers=workers, streams=len(self._streams), restarts=sum(s.restarts for s in self._slots),
+            load=self.load(), halted=self.halted.is_set(),
+        )
+
+    def worker_pids(self) -> list[int]:
+        """Pids of the current incarnations (for operators and tests)."""
+        return [s.worker.pid for s in self._slots if s.worker is not None and s.worker.pid]
+
+    # -- shutdown ---------------------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Detach every stream, then take each worker down the shutdown ladder. Idempotent."""
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
+        try:
+            for task in list(self._tasks):
+                task.cancel()
+            streams = list(self._streams)
+            if streams:
+                log.info("pool shutdown: detaching %d streams", len(streams))
+                detaching = asyncio.gather(*(s.detach() for s in streams), return_exceptions=True)
+                try:
+                    await asyncio.wait_for(detaching, self.settings.worker_shutdown_timeout)
+                except TimeoutError:
+                    log.warning("pool shutdown: streams did not detach within %.1f s", self.settings.worker_shutdown_timeout)
+            await self._stop_workers()
+        finally:
+            self._closed.set()
+
+    async def _stop_workers(self) -> None:
+        workers = [s.worker for s in self._slots if s.worker is not None]
+        log.info("pool shutdown: stopping %d workers", len(workers))
+        await asyncio.gather(*(w.stop(self.settings.worker_shutdown_timeout) for w in workers))
+        for worker in workers:
+            worker.close()
+
+
+def _pss_of(pids: list[int]) -> list[int]:
+    """Proportional set size of each process (0 if it is gone); blocking /proc reads, run in a thread."""
+    sizes = []
+    for pid in pids:
+        size = 0
+        with contextlib.suppress(psutil.Error):
+            size = int(psutil.Process(pid).memory_full_info().pss)
+        sizes.append(size)
+    return sizes

@@ -1,0 +1,295 @@
+"""Streams hosted by a worker: processor instances, the ProcessContext they get, result and output writing (worker process).
+
+Per stream, one processor instance per spec, created in the worker so it may keep state between frames.
+A frame reaches `process` as zero-copy numpy views of the input ring slot, released right after the last
+processor returns. A processor that raises is counted and logged with the stream's labels; after
+`processor_failure_limit` consecutive failures it is disabled for that stream and the supervisor is told
+(`processor_disabled`). The worker never dies of a processor exception.
+
+Results travel through the worker's one result ring as FMT_BYTES slots: the descriptor carries the stream
+index (a), the processor index (b) and the topic length (c); the payload is the UTF-8 topic followed by the
+msgspec.json encoding of what the processor emitted. A full result ring drops the result for realtime
+streams (counted) and makes offline streams wait for space (the supervisor always drains).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from framepool import control
+from framepool.control import WorkerChannel
+from framepool.logs import log_context
+from framepool.processors.api import AudioFrame, PixelFormat, Processor, VideoFrame, frame_bytes
+from framepool.processors.registry import instantiate
+from framepool.ring import (
+    FLAG_GAP,
+    FMT_BYTES,
+    FMT_I420,
+    FMT_RGB24,
+    FMT_RGBA,
+    FMT_S16,
+    KIND_AUDIO,
+    KIND_RESULT,
+    KIND_VIDEO,
+    Doorbell,
+    FrameHeader,
+    FrameRing,
+)
+
+MAX_TOPIC_BYTES = 255
+BATCH = 256  # frames one stream may process per pass before the others get their turn
+PIXEL_FORMATS: dict[int, PixelFormat] = {FMT_I420: "I420", FMT_RGB24: "RGB24", FMT_RGBA: "RGBA"}
+FORMAT_CODES: dict[str, int] = {name: code for code, name in PIXEL_FORMATS.items()}
+log = logging.getLogger("framepool.worker")
+
+
+class ResultWriter:
+    """The producer side of the worker's result ring (and the space-wait shared with output rings)."""
+
+    def __init__(self, ring: FrameRing, result_bell: Doorbell, space_bell: Doorbell, max_bytes: int) -> None:
+        self.ring = ring
+        self.result_bell = result_bell
+        self.space_bell = space_bell
+        self.max_bytes = max_bytes
+        self.dropped = 0
+
+    def emit(self, index: int, processor: int, seq: int, ts_us: int, topic: str, payload: Any, realtime: bool) -> bool:
+        topic_bytes = topic.encode()
+        if len(topic_bytes) > MAX_TOPIC_BYTES:
+            raise ValueError(f"result topic of {len(topic_bytes)} bytes exceeds {MAX_TOPIC_BYTES}")
+        body = msgspec.json.encode(payload)
+        if len(body) > self.max_bytes:
+            raise ValueError(f"result of {len(body)} bytes exceeds result_max_bytes = {self.max_bytes}")
+        data = topic_bytes + body
+        if self.write(self.ring, realtime, data, seq, ts_us, KIND_RESULT, FMT_BYTES, 0, index, processor, len(topic_bytes)):
+            return True
+        self.dropped += 1
+        return False
+
+    def write(
+        self, ring: FrameRing, realtime: bool, data: Any, seq: int, ts_us: int,
+        kind: int, fmt: int, flags: int, a: int, b: int, c: int,
+    ) -> bool:
+        """Write a slot; realtime: False when full; offline: wait for the supervisor to make space."""
+        if ring.write(data, seq, ts_us, kind, fmt, flags, a, b, c):
+            return True
+        if realtime:
+            return False
+        while True:
+            self.space_bell.prepare_sleep()
+            if ring.write(data, seq, ts_us, kind, fmt, flags, a, b, c):
+                self.space_bell.cancel_sleep()
+                return True
+            # A finite wait only as a safety net: the supervisor rings after every release while we wait.
+            self.space_bell.wait(1.0)
+
+    def close(self) -> None:
+        self.ring.close()
+        self.result_bell.close()
+        self.space_bell.close()
+
+
+class StreamContext:
+    """The ProcessContext of one processor on one stream."""
+
+    def __init__(self, stream: HostedStream, processor_index: int, name: str) -> None:
+        self._stream = stream
+        self._index = processor_index
+        self._seq = 0
+        self._log = logging.LoggerAdapter(logging.getLogger(f"framepool.processor.{name}"), dict(stream.labels))
+
+    @property
+    def stream_id(self) -> str:
+        return self._stream.stream_id
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return self._stream.labels
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        return self._log
+
+    def emit(self, topic: str, payload: Any) -> None:
+        stream = self._stream
+        self._seq += 1
+        if not stream.writer.emit(stream.index, self._index, self._seq, stream.frame_ts_us, topic, payload, stream.realtime):
+            stream.results_dropped += 1
+
+    def publish_audio(self, samples: npt.NDArray[np.int16], sample_rate: int) -> None:
+        if samples.ndim != 2 or samples.dtype != np.int16:
+            raise ValueError(f"publish_audio needs int16 samples shaped (samples, channels), got {samples.dtype} {samples.shape}")
+        channels = samples.shape[1]
+        self._stream.publish(np.ascontiguousarray(samples), KIND_AUDIO, FMT_S16, sample_rate, channels, samples.shape[0])
+
+    def publish_video(self, data: npt.NDArray[np.uint8], width: int, height: int, pixel_format: PixelFormat = "I420") -> None:
+        code = FORMAT_CODES.get(pixel_format)
+        if code is None:
+            raise ValueError(f"unknown pixel format {pixel_format!r}: expected one of {sorted(FORMAT_CODES)}")
+        expected = frame_bytes(width, height, pixel_format)
+        if data.nbytes != expected:
+            raise ValueError(f"a {width}x{height} {pixel_format} frame has {expected} bytes, got {data.nbytes}")
+        self._stream.publish(np.ascontiguousarray(data), KIND_VIDEO, code, width, height, 0)
+
+
+class HostedProcessor:
+    __slots__ = ("busy", "context", "disabled", "failures", "instance", "name")
+
+    def __init__(self, name: str, instance: Processor, context: StreamContext) -> None:
+        self.name = name
+        self.instance = instance
+        self.context = context
+        self.failures = 0
+        self.disabled = False
+        self.busy = 0.0
+
+
+class HostedStream:
+    """One stream in a worker: its rings and processors."""
+
+    def __init__(self, message: control.AttachStream, writer: ResultWriter, channel: WorkerChannel, failure_limit: int) -> None:
+        self.index = message.index
+        self.stream_id = message.stream_id
+        self.labels: Mapping[str, str] = dict(message.labels)
+        self.realtime = message.realtime
+        self.writer = writer
+        self.channel = channel
+        self.failure_limit = failure_limit
+        self.gap_next = message.gap
+        self.frame_ts_us = 0
+        self.out_seq = 0
+        self.processed = 0
+        self.errors = 0
+        self.results_dropped = 0
+        self.input: FrameRing | None = None
+        self.output: FrameRing | None = None
+        self.space_bell: Doorbell | None = None
+        self.processors: list[HostedProcessor] = []
+
+    @classmethod
+    def open(
+        cls, message: control.AttachStream, fds: list[int], data_bell: Doorbell, writer: ResultWriter,
+        channel: WorkerChannel, config: control.WorkerStart,
+    ) -> HostedStream:
+        stream = cls(message, writer, channel, config.processor_failure_limit)
+        try:
+            expected = 1 + message.has_output + 2 * message.has_space_bell
+            if len(fds) != expected:
+                raise ValueError(f"attach of stream {message.stream_id!r} carried {len(fds)} fds, expected {expected}")
+            stream.input = FrameRing.attach(fds.pop(0))
+            if message.has_output:
+                stream.output = FrameRing.attach(fds.pop(0))
+                stream.output.bind(writer.result_bell, None)
+            if message.has_space_bell:
+                stream.space_bell = Doorbell.attach(fds.pop(0), fds.pop(0))
+            stream.input.bind(None, stream.space_bell)
+            for i, spec in enumerate(message.processors):
+                context = StreamContext(stream, i, spec.name)
+                stream.processors.append(HostedProcessor(spec.name, instantiate(spec), context))
+        except BaseException:
+            control.close_fds(fds)
+            stream.close()
+            raise
+        return stream
+
+    def pending(self) -> int:
+        return self.input.pending() if self.input is not None else 0
+
+    def process_pending(self, limit: int | None = BATCH) -> bool:
+        """Process what the input ring holds (up to `limit` frames); True if there was anything."""
+        ring = self.input
+        if ring is None:
+            return False
+        count = 0
+        while limit is None or count < limit:
+            item = ring.peek()
+            if item is None:
+                break
+            header, view = item
+            try:
+                self._process_frame(header, view)
+            finally:
+                del view, item
+                ring.release()
+            count += 1
+        self.processed += count
+        return count > 0
+
+    def _process_frame(self, header: FrameHeader, view: memoryview) -> None:
+        gap = self.gap_next or bool(header.flags & FLAG_GAP)
+        self.gap_next = False
+        self.frame_ts_us = header.ts_us
+        frame: AudioFrame | VideoFrame
+        if header.kind == KIND_AUDIO:
+            samples = np.frombuffer(view, np.int16).reshape(header.samples, header.channels)
+            frame = AudioFrame(samples, header.sample_rate, header.channels, header.ts_us, header.seq, gap)
+        else:
+            pixels = np.frombuffer(view, np.uint8)
+            frame = VideoFrame(pixels, header.width, header.height, PIXEL_FORMATS.get(header.fmt, "I420"), header.ts_us, header.seq, gap)
+        for processor in self.processors:
+            if processor.disabled:
+                continue
+            started = time.perf_counter()
+            try:
+                processor.instance.process(frame, processor.context)
+                processor.failures = 0
+            except Exception as exc:
+                self._failed(processor, exc, "process")
+            processor.busy += time.perf_counter() - started
+
+    def _failed(self, processor: HostedProcessor, exc: Exception, where: str) -> None:
+        self.errors += 1
+        processor.failures += 1
+        detail = f"{where}() raised {type(exc).__name__}: {exc}"
+        with log_context(stream=self.stream_id, processor=processor.name, **self.labels):
+            if processor.failures == 1:
+                log.warning("processor %s %s", processor.name, detail, exc_info=exc)
+                self._event("processor_error", processor.name, detail)
+            if processor.failures >= self.failure_limit and not processor.disabled:
+                processor.disabled = True
+                log.error("processor %s disabled after %d consecutive failures", processor.name, processor.failures)
+                self._event("processor_disabled", processor.name, f"{processor.failures} consecutive failures; last: {detail}")
+
+    def _event(self, event: str, processor: str, detail: str) -> None:
+        self.channel.send(
+            control.StreamEvent(index=self.index, event=event, processor=processor, detail=detail, errors=self.errors)
+        )
+
+    def publish(self, data: npt.NDArray[Any], kind: int, fmt: int, a: int, b: int, c: int) -> None:
+        if self.output is None:
+            raise ValueError(f"stream {self.stream_id!r} has no output track (attach it with output_max_frame_bytes > 0)")
+        self.out_seq += 1
+        self.writer.write(self.output, self.realtime, data, self.out_seq, self.frame_ts_us, kind, fmt, 0, a, b, c)
+
+    def finish(self) -> None:
+        """The stream ended: each processor's close() may emit its last results."""
+        for processor in self.processors:
+            if processor.disabled:
+                continue
+            started = time.perf_counter()
+            try:
+                processor.instance.close(processor.context)
+            except Exception as exc:
+                self._failed(processor, exc, "close")
+            processor.busy += time.perf_counter() - started
+
+    def busy(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for processor in self.processors:
+            totals[processor.name] = totals.get(processor.name, 0.0) + processor.busy
+        return totals
+
+    def close(self) -> None:
+        for ring in (self.input, self.output):
+            if ring is not None:
+                ring.close()
+        if self.space_bell is not None:
+            self.space_bell.close()
+        self.input = self.output = self.space_bell = None

@@ -1,0 +1,351 @@
+"""A stream attached to the worker pool: its rings, push paths, results and statistics (supervisor process).
+
+`StreamAttachment` is what the offline runner and the agent server hold for each stream. `push` is the
+realtime hot path: one ring write, never blocking (a full ring drops per the stream's policy and the
+ring counts it). `push_wait` is the offline path: when the ring is full it sleeps on the stream's space
+doorbell (its eventfd on the event loop) until the worker has released a slot, so nothing is lost.
+
+When the hosting worker dies the stream loses its rings (frames still in them are counted as lost) and
+the pool re-attaches it to the replacement worker with fresh rings and fresh processor instances; the
+first frame there carries the gap flag and the sink hears "worker_restarted". Fresh rings rather than the
+old ones: the frame the worker died on may be what killed it, and replaying it would crash the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import msgspec
+from typing_extensions import Buffer
+
+from framepool import control
+from framepool.errors import PoolError, ProcessorError
+from framepool.processors.registry import ProcessorSpec
+from framepool.ring import (
+    KIND_AUDIO,
+    KIND_VIDEO,
+    POLICY_BLOCK,
+    POLICY_DROP_NEWEST,
+    POLICY_LATEST,
+    Doorbell,
+    FrameHeader,
+    FrameRing,
+)
+
+if TYPE_CHECKING:
+    from framepool.pool_worker import WorkerProcess
+
+log = logging.getLogger("framepool.pool")
+
+
+class Result(msgspec.Struct, frozen=True):
+    """One `ctx.emit()`; `payload` is the JSON encoding of what the processor emitted."""
+
+    stream_id: str
+    processor: str
+    topic: str
+    ts_us: int
+    seq: int
+    payload: msgspec.Raw
+
+
+class StreamSink(Protocol):
+    """Where a stream's output goes; called on the supervisor's event loop, must not block."""
+
+    def on_result(self, result: Result) -> None: ...
+
+    def on_output_frame(self, stream_id: str, header: FrameHeader, data: memoryview) -> None:
+        """A frame of the output track; `data` is valid during the call only."""
+        ...
+
+    def on_stream_event(self, stream_id: str, event: str, detail: str) -> None:
+        """"processor_error", "processor_disabled", "worker_restarted" (a gap), "detached"."""
+        ...
+
+
+class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
+    stream_id: str
+    kind: Literal["audio", "video"]
+    processors: list[ProcessorSpec]  # all share one input format (see framepool.pool.input_format_of)
+    realtime: bool = True  # False: offline back-pressure (POLICY_BLOCK), nothing lost
+    max_frame_bytes: int  # ring slot size
+    output_max_frame_bytes: int = 0  # >0: an output ring for ctx.publish_audio / publish_video
+    labels: dict[str, str] = {}  # room, participant, track, source: log context in both processes
+
+
+class StreamStats(msgspec.Struct, frozen=True, kw_only=True):
+    stream_id: str
+    worker: int  # slot of the hosting worker, -1 while it is being replaced or after detach
+    pushed: int  # frames offered to push / push_wait
+    dropped: int  # refused by a full realtime ring
+    skipped: int  # video: older frames the worker jumped over to reach the newest
+    processed: int  # frames the worker handed to the processors
+    lost: int  # frames that died with a worker (in its ring, or pushed while it was replaced)
+    gaps: int  # worker restarts this stream went through
+    errors: int  # processor exceptions
+    results: int  # results delivered to the sink
+    results_dropped: int  # results a full result ring refused (realtime only)
+    busy: dict[str, float]  # seconds spent in each processor (as of the last drain or detach)
+
+
+class StreamAttachment:
+    """A stream hosted by one worker of the pool (see module docstring)."""
+
+    def __init__(self, spec: StreamSpec, sink: StreamSink, slots: int, on_detached: Callable[[StreamAttachment], None]) -> None:
+        self.stream_id = spec.stream_id
+        self.spec = spec
+        self.sink = sink
+        self.worker: WorkerProcess | None = None
+        self.index = 0
+        self._kind = KIND_AUDIO if spec.kind == "audio" else KIND_VIDEO
+        self._slots = slots
+        self._on_detached = on_detached
+        self._names = [p.name for p in spec.processors]
+        self._ring: FrameRing | None = None
+        self._output: FrameRing | None = None
+        self._space_bell: Doorbell | None = None
+        self._space = asyncio.Event()
+        self._live = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._final: asyncio.Future[StreamStats] | None = None
+        self.failure = ""  # set when the pool halted and this stream cannot continue
+        self.pushed = 0
+        self.gaps = 0
+        self._refused = self._lost = self._errors = self._results = self._results_dropped = 0
+        self._retired = {"dropped": 0, "skipped": 0, "read": 0}  # counters of rings of dead workers
+        self._busy: dict[str, float] = {}
+
+    @property
+    def detaching(self) -> bool:
+        return self._final is not None
+
+    # -- placement (called by the pool) ---------------------------------------------------------------
+
+    async def open(self, worker: WorkerProcess, gap: bool) -> None:
+        """Create fresh rings, hand them to `worker` and wait until it hosts the stream."""
+        spec = self.spec
+        realtime_policy = POLICY_DROP_NEWEST if spec.kind == "audio" else POLICY_LATEST
+        ring = FrameRing.create(self._slots, spec.max_frame_bytes, realtime_policy if spec.realtime else POLICY_BLOCK)
+        ring.bind(worker.data_bell, None)
+        fds = [ring.fd]
+        self._ring, self.worker, self.index = ring, worker, worker.next_index()
+        if spec.output_max_frame_bytes > 0:
+            output_policy = POLICY_DROP_NEWEST if spec.realtime else POLICY_BLOCK
+            self._output = FrameRing.create(self._slots, spec.output_max_frame_bytes, output_policy)
+            self._output.bind(None, worker.space_bell)
+            fds.append(self._output.fd)
+        if not spec.realtime:
+            self._space_bell = bell = Doorbell.create()
+            self._loop.add_reader(bell.fileno(), self._on_space)
+            fds += [bell.event_fd, bell.page_fd]
+        worker.attachments[self.index] = self
+        message = control.AttachStream(
+            index=self.index, stream_id=spec.stream_id, kind=spec.kind, processors=spec.processors,
+            realtime=spec.realtime, labels=spec.labels, has_output=self._output is not None,
+            has_space_bell=self._space_bell is not None, gap=gap,
+        )
+        reply = await worker.request(message, "attach", self.index, fds)
+        if isinstance(reply, control.StreamAttachFailed):
+            worker.attachments.pop(self.index, None)
+            self._close_rings()
+            raise ProcessorError(f"stream {spec.stream_id!r}: a processor failed to start: {reply.reason}")
+        if reply is not None:
+            self._live.set()
+        # reply None: the worker died meanwhile; the pool re-attaches this stream to its replacement.
+
+    def worker_lost(self, worker: WorkerProcess) -> None:
+        """The hosting worker died: retire the rings, count what they still held."""
+        if self.worker is not worker:
+            return
+        if self._ring is not None:
+            self._lost += self._ring.pending()
+            for key, value in self._ring.stats().items():
+                if key in self._retired:
+                    self._retired[key] += value
+        self._close_rings()
+        self.worker = None
+        self.gaps += 1
+        self._live.clear()
+        self._space.set()  # a push_wait sleeping on the old ring must notice
+
+    def fail(self, reason: str) -> None:
+        """The pool halted: this stream will not come back; wake everything that waits for it."""
+        self.failure = reason
+        self._live.set()
+        self._space.set()
+
+    def _close_rings(self) -> None:
+        if self._space_bell is not None:
+            self._loop.remove_reader(self._space_bell.fileno())
+            self._space_bell.close()
+        for ring in (self._ring, self._output):
+            if ring is not None:
+                ring.close()
+        self._ring = self._output = None
+        self._space_bell = None
+
+    def _on_space(self) -> None:
+        if self._space_bell is not None:
+            self._space_bell.clear()
+        self._space.set()
+
+    # -- producer -------------------------------------------------------------------------------------
+
+    def push(self, data: Buffer, ts_us: int, fmt: int, a: int, b: int, c: int, flags: int = 0) -> bool:
+        """Realtime: write the frame or drop it (counted); never blocks. False if dropped."""
+        self.pushed += 1
+        ring = self._ring
+        if ring is None:
+            self._lost += 1
+            return False
+        if ring.write(data, self.pushed, ts_us, self._kind, fmt, flags, a, b, c):
+            return True
+        if not self.spec.realtime:
+            self._refused += 1  # an offline stream pushed without waiting: the ring does not count it
+        return False
+
+    async def push_wait(self, data: Buffer, ts_us: int, fmt: int, a: int, b: int, c: int, flags: int = 0) -> None:
+        """Offline: wait for space in the ring and write; nothing is lost unless the worker dies."""
+        self.pushed += 1
+        seq = self.pushed
+        while True:
+            ring, bell = self._ring, self._space_bell
+            if self.failure:
+                raise PoolError(f"stream {self.stream_id!r} stopped: {self.failure}")
+            if self.detaching:
+                raise PoolError(f"stream {self.stream_id!r} is detached")
+            if ring is None:
+                await self._live.wait()
+                continue
+            if ring.write(data, seq, ts_us, self._kind, fmt, flags, a, b, c):
+                return
+            if bell is None:  # realtime stream: the ring dropped and counted the frame
+                return
+            self._space.clear()
+            bell.prepare_sleep()
+            if ring.write(data, seq, ts_us, self._kind, fmt, flags, a, b, c):
+                bell.cancel_sleep()
+                return
+            await self._space.wait()
+
+    async def drain(self) -> None:
+        """Return once everything pushed so far is processed and its results are delivered to the sink."""
+        while True:
+            if self.failure:
+                raise PoolError(f"stream {self.stream_id!r} stopped: {self.failure}")
+            worker = self.worker
+            if self.detaching:
+                return
+            if worker is None or not self._live.is_set():
+                await self._live.wait()
+                continue
+            token = worker.next_token()
+            reply = await worker.request(control.DrainStream(index=self.index, token=token), "drain", token)
+            if isinstance(reply, control.StreamDrained):
+                self._busy = reply.busy
+                self._errors = max(self._errors, reply.errors)
+                return
+            # The worker died: what it held is counted as lost; drain what the replacement gets.
+
+    async def detach(self) -> StreamStats:
+        """Stop the stream: processors' close() runs, final results reach the sink, rings are freed."""
+        if self._final is not None:
+            return await asyncio.shield(self._final)
+        self._final = self._loop.create_future()
+        worker = self.worker
+        if worker is not None and self._live.is_set():
+            reply = await worker.request(control.DetachStream(index=self.index), "detach", self.index)
+            if isinstance(reply, control.StreamDetached):
+                self._busy = reply.busy
+                self._errors = max(self._errors, reply.errors)
+                self._results_dropped += reply.results_dropped
+        if self.worker is not None:
+            self.worker.drain_results()
+            self.worker.attachments.pop(self.index, None)
+            if self._ring is not None:
+                for key, value in self._ring.stats().items():
+                    if key in self._retired:
+                        self._retired[key] += value
+        self._close_rings()
+        self.worker = None
+        stats = self.stats()
+        self._final.set_result(stats)
+        self._space.set()
+        self._on_detached(self)
+        self._notify("detached", "")
+        return stats
+
+    # -- consumer side (called by the hosting WorkerProcess on the event loop) --------------------------
+
+    def deliver_result(self, header: FrameHeader, view: memoryview) -> None:
+        data = bytes(view)
+        topic_length = header.samples
+        processor = header.height
+        result = Result(
+            stream_id=self.stream_id,
+            processor=self._names[processor] if processor < len(self._names) else str(processor),
+            topic=data[:topic_length].decode(errors="replace"),
+            ts_us=header.ts_us,
+            seq=header.seq,
+            payload=msgspec.Raw(data[topic_length:]),
+        )
+        self._results += 1
+        try:
+            self.sink.on_result(result)
+        except Exception:
+            log.exception("stream sink on_result failed", extra={"stream": self.stream_id})
+
+    def drain_output(self) -> int:
+        ring = self._output
+        if ring is None:
+            return 0
+        count = 0
+        while (item := ring.peek()) is not None:
+            header, view = item
+            try:
+                self.sink.on_output_frame(self.stream_id, header, view)
+            except Exception:
+                log.exception("stream sink on_output_frame failed", extra={"stream": self.stream_id})
+            del view, item
+            ring.release()
+            count += 1
+        return count
+
+    def output_pending(self) -> bool:
+        return self._output is not None and self._output.pending() > 0
+
+    def processor_event(self, event: control.StreamEvent) -> None:
+        self._errors = max(self._errors, event.errors)
+        self._notify(event.event, f"{event.processor}: {event.detail}")
+
+    def restarted(self, detail: str) -> None:
+        self._notify("worker_restarted", detail)
+
+    def _notify(self, event: str, detail: str) -> None:
+        try:
+            self.sink.on_stream_event(self.stream_id, event, detail)
+        except Exception:
+            log.exception("stream sink on_stream_event failed", extra={"stream": self.stream_id})
+
+    # -- statistics -----------------------------------------------------------------------------------
+
+    def stats(self) -> StreamStats:
+        live = self._ring.stats() if self._ring is not None else {}
+        retired = self._retired
+        return StreamStats(
+            stream_id=self.stream_id,
+            worker=self.worker.slot if self.worker is not None else -1,
+            pushed=self.pushed,
+            dropped=retired["dropped"] + live.get("dropped", 0) + self._refused,
+            skipped=retired["skipped"] + live.get("skipped", 0),
+            processed=retired["read"] + live.get("read", 0),
+            lost=self._lost,
+            gaps=self.gaps,
+            errors=self._errors,
+            results=self._results,
+            results_dropped=self._results_dropped,
+            busy=dict(self._busy),
+        )

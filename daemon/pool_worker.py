@@ -1,0 +1,316 @@
+"""One worker process as the supervisor sees it: process, control channel, rings, state (supervisor process).
+
+A `WorkerProcess` is one incarnation: spawned, handshaken, serving, then stopped or dead. The pool
+replaces a dead incarnation with a new one in the same `slot` (same CPU). States, each with its own
+timer: starting (spawn + prewarm, bounded by prewarm_timeout) → ready (ping/pong, bounded by
+ping_timeout) → stopping (Shutdown → ShutdownAck → exit → SIGKILL, each rung bounded by
+worker_shutdown_timeout) → exited. Exit is observed through the process sentinel on the event loop,
+never by polling.
+
+The supervisor owns every memfd: it creates the worker's doorbells and result ring here and passes their
+fds in the start message. Results are drained from the result ring when the result doorbell's eventfd
+becomes readable (loop.add_reader), everything at once, and then the doorbell is re-armed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import logging
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import time
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING
+
+from framepool import control, worker
+from framepool.control import ControlChannel
+from framepool.errors import ChannelError, PoolError
+from framepool.ring import POLICY_BLOCK, Doorbell, FrameRing
+from framepool.scheduler import LoadEstimate
+from framepool.settings import Settings
+
+if TYPE_CHECKING:
+    from framepool.pool import StreamAttachment
+
+log = logging.getLogger("framepool.pool")
+TOPIC_ROOM = 256  # result slot bytes beyond result_max_bytes: the topic travels in the slot too
+
+
+class WorkerState(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+    EXITED = "exited"
+
+
+class WorkerProcess:
+    """One incarnation of the worker in `slot`; created by the pool, driven by its callbacks."""
+
+    def __init__(self, slot: int, cpu: int | None, settings: Settings, on_exit: Callable[[WorkerProcess], None]) -> None:
+        self.slot = slot
+        self.cpu = cpu
+        self.settings = settings
+        self.state = WorkerState.STARTING
+        self.pid = 0
+        self.exitcode: int | None = None
+        self.failure = ""  # WorkerFailed reason, if the worker reported one
+        self.became_ready = False
+        self.stopping_requested = False  # its exit is expected: no restart
+        self.load_estimate = LoadEstimate()
+        self.pss = 0
+        self.ready = asyncio.get_running_loop().create_future()  # resolves at WorkerReady
+        self.acked = asyncio.Event()
+        self.exited = asyncio.Event()
+        self.last_pong = time.monotonic()
+        self.results_dropped = 0
+        self.attachments: dict[int, StreamAttachment] = {}
+        self._on_exit = on_exit
+        self._loop = asyncio.get_running_loop()
+        self._indexes = itertools.count(1)
+        self._tokens = itertools.count(1)
+        self._pings = itertools.count(1)
+        self._replies: dict[tuple[str, int], asyncio.Future[control.Message]] = {}
+        self._process: BaseProcess | None = None
+        self._channel: ControlChannel | None = None
+        self.data_bell = Doorbell.create()
+        self.result_bell = Doorbell.create()
+        self.space_bell = Doorbell.create()
+        slot_size = settings.result_max_bytes + TOPIC_ROOM
+        self.results = FrameRing.create(settings.result_ring_slots, slot_size, POLICY_BLOCK)
+        self.results.bind(None, self.space_bell)
+        self._rings_closed = False
+
+    @property
+    def load(self) -> float:
+        return self.load_estimate.value
+
+    @property
+    def stream_count(self) -> int:
+        return len(self.attachments)
+
+    # -- start ------------------------------------------------------------------------------------------
+
+    async def spawn(self) -> None:
+        """Start the process and send its configuration; WorkerReady resolves `self.ready`."""
+        ctx = multiprocessing.get_context(self.settings.start_method)
+        supervisor_end, worker_end = control.channel_pair()
+        try:
+            process, self.pid = await asyncio.to_thread(_start_process, ctx, self.settings.start_method, worker_end, self.slot)
+        finally:
+            worker_end.close()
+        self._process = process
+        self._channel = ControlChannel(supervisor_end, self._on_message, self._on_channel_error)
+        self._loop.add_reader(process.sentinel, self._on_sentinel)
+        self.result_bell.prepare_sleep()
+        self._loop.add_reader(self.result_bell.fileno(), self._on_result_bell)
+        start = control.WorkerStart(
+            index=self.slot, supervisor_pid=os.getpid(), cpu=self.cpu, prewarm=self.settings.prewarm,
+            processor_failure_limit=self.settings.processor_failure_limit,
+            result_max_bytes=self.settings.result_max_bytes, log_level=self.settings.log_level,
+            log_format=self.settings.log_format,
+        )
+        fds = [fd for bell in (self.data_bell, self.result_bell, self.space_bell) for fd in (bell.event_fd, bell.page_fd)]
+        self.send(start, [*fds, self.results.fd])
+
+    def send(self, message: control.Message, fds: list[int] | None = None) -> None:
+        if self._channel is None or self._channel.closed:
+            return  # the worker is gone; its exit handler takes care of what was pending
+        try:
+            self._channel.send(message, fds or [])
+        except ChannelError as exc:
+            self._on_channel_error(exc)
+
+    async def request(self, message: control.Message, kind: str, key: int, fds: list[int] | None = None) -> control.Message | None:
+        """Send and wait for the reply identified by (kind, key); None if the worker exits first."""
+        future: asyncio.Future[control.Message] = self._loop.create_future()
+        self._replies[(kind, key)] = future
+        self.send(message, fds)
+        if self.state is WorkerState.EXITED:
+            future.cancel()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.cancelled() and self.state is WorkerState.EXITED:
+                return None
+            raise
+        finally:
+            self._replies.pop((kind, key), None)
+
+    def next_index(self) -> int:
+        return next(self._indexes)
+
+    def next_token(self) -> int:
+        return next(self._tokens)
+
+    # -- events from the loop ----------------------------------------------------------------------------
+
+    def _on_message(self, message: control.Message, fds: list[int]) -> None:
+        control.close_fds(fds)  # workers never send fds; do not leak any that arrive
+        match message:
+            case control.WorkerReady(pid=pid):
+                self.state = WorkerState.READY
+                self.became_ready = True
+                self.last_pong = time.monotonic()
+                if not self.ready.done():
+                    self.ready.set_result(pid)
+            case control.WorkerFailed(reason=reason):
+                self.failure = reason
+            case control.Pong(cpu_seconds=cpu_seconds, results_dropped=dropped):
+                self.last_pong = now = time.monotonic()
+                self.load_estimate.update(now, cpu_seconds)
+                self.results_dropped = dropped
+            case control.StreamEvent(index=index):
+                attachment = self.attachments.get(index)
+                if attachment is not None:
+                    attachment.processor_event(message)
+            case control.ShutdownAck():
+                self.acked.set()
+            case control.StreamAttached(index=key) | control.StreamAttachFailed(index=key):
+                self._reply("attach", key, message)
+            case control.StreamDetached(index=key):
+                self.drain_results()
+                self._reply("detach", key, message)
+            case control.StreamDrained(token=key):
+                self.drain_results()
+                self._reply("drain", key, message)
+            case _:
+                log.warning("worker %d sent an unexpected %s", self.slot, type(message).__name__)
+
+    def _reply(self, kind: str, key: int, message: control.Message) -> None:
+        future = self._replies.get((kind, key))
+        if future is not None and not future.done():
+            future.set_result(message)
+
+    def _on_channel_error(self, error: ChannelError) -> None:
+        if self.state is not WorkerState.EXITED:
+            if self.state is not WorkerState.STOPPING:
+                log.warning("worker %d (pid %d): %s; killing it", self.slot, self.pid, error)
+            self.kill()
+
+    def _on_sentinel(self) -> None:
+        assert self._process is not None
+        self._loop.remove_reader(self._process.sentinel)
+        # The sentinel fires as the process closes its fds, a moment before it can be reaped.
+        self._process.join(5)
+        self.exitcode = self._process.exitcode
+        self.drain_results()
+        self.state = WorkerState.EXITED
+        if not self.ready.done():
+            self.ready.set_exception(ChannelError(f"worker exited with {describe_exit(self.exitcode)} before it was ready"))
+            self.ready.exception()  # retrieved here: the pool reads exitcode, not the future
+        for future in self._replies.values():
+            future.cancel()
+        self.exited.set()
+        self._on_exit(self)
+
+    def _on_result_bell(self) -> None:
+        self.result_bell.clear()
+        budget = self.settings.result_ring_slots
+        while True:
+            budget -= self.drain_results(budget)
+            self.result_bell.prepare_sleep()
+            pending = self.results.pending() or any(a.output_pending() for a in self.attachments.values())
+            if not pending:
+                return
+            self.result_bell.cancel_sleep()
+            if budget <= 0:
+                # Let the rest of the loop run; finish on the next turn (the bell is not re-armed meanwhile).
+                self._loop.call_soon(self._on_result_bell)
+                return
+
+    def drain_results(self, budget: int | None = None) -> int:
+        """Hand every result and output frame waiting in this worker's rings to the sinks."""
+        count = 0
+        ring = self.results
+        while budget is None or count < budget:
+            item = ring.peek()
+            if item is None:
+                break
+            header, view = item
+            attachment = self.attachments.get(header.width)
+            if attachment is not None:
+                attachment.deliver_result(header, view)
+            del view, item
+            ring.release()
+            count += 1
+        for attachment in list(self.attachments.values()):
+            count += attachment.drain_output()
+        return count
+
+    # -- stop ----------------------------------------------------------------------------------------
+
+    def kill(self) -> None:
+        if self._process is not None and self.state is not WorkerState.EXITED:
+            self._process.kill()
+
+    async def stop(self, grace: float) -> None:
+        """The shutdown ladder: Shutdown → ShutdownAck → exit → SIGKILL, one log line per rung taken."""
+        if self.state is WorkerState.EXITED:
+            return
+        self.state = WorkerState.STOPPING
+        self.stopping_requested = True
+        self.send(control.Shutdown())
+        if not await _within(self.acked, self.exited, grace):
+            log.warning("worker %d (pid %d) did not acknowledge shutdown within %.1f s", self.slot, self.pid, grace)
+        elif not await _within(self.exited, self.exited, grace):
+            log.warning("worker %d (pid %d) acknowledged shutdown but did not exit within %.1f s", self.slot, self.pid, grace)
+        if not self.exited.is_set():
+            log.warning("worker %d (pid %d): killing it (last shutdown rung)", self.slot, self.pid)
+            self.kill()
+            await self.exited.wait()
+
+    def close(self) -> None:
+        """Release the supervisor's side of everything (after exit)."""
+        if self._channel is not None:
+            self._channel.close()
+        if not self._rings_closed:
+            self._loop.remove_reader(self.result_bell.fileno())
+            for bell in (self.data_bell, self.result_bell, self.space_bell):
+                bell.close()
+            self.results.close()
+            self._rings_closed = True
+
+
+async def _within(event: asyncio.Event, abort: asyncio.Event, seconds: float) -> bool:
+    """Wait for `event` (or `abort`) at most `seconds`; True if either is set."""
+    waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(abort.wait())}
+    done, pending = await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    return bool(done)
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "an unknown status"
+    if code < 0:
+        return f"signal {-code}"
+    names = {v: k for k, v in vars(worker).items() if k.startswith("EXIT_") and isinstance(v, int)}
+    return f"exit code {code}" + (f" ({names[code]})" if code in names else "")
+
+
+def _start_process(ctx: multiprocessing.context.BaseContext, method: str, sock: object, slot: int) -> tuple[BaseProcess, int]:
+    """Blocking part of a spawn (runs in a thread): start the process, return it and its pid."""
+    expected_parent = _expected_parent(method)
+    process = ctx.Process(target=worker.main, args=(sock, expected_parent), name=f"framepool-worker-{slot}", daemon=True)  # type: ignore[attr-defined]
+    process.start()
+    assert process.pid is not None
+    return process, process.pid
+
+
+def _expected_parent(method: str) -> int:
+    """The pid a new worker's parent has: the forkserver's under forkserver, ours under spawn."""
+    if method != "forkserver":
+        return os.getpid()
+    # The forkserver's pid is private to multiprocessing; without it the check below cannot be made exact.
+    server = multiprocessing.forkserver._forkserver
+    server.ensure_running()
+    pid = getattr(server, "_forkserver_pid", None)
+    if not isinstance(pid, int):
+        raise PoolError("cannot find the forkserver's pid (multiprocessing changed); use start_method = spawn")
+    return pid
+

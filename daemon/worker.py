@@ -1,0 +1,244 @@
+"""The processor worker process: start-up, the main loop, and the control messages it answers (worker process).
+
+A worker is started by `framepool.pool` (multiprocessing, forkserver or spawn) with one argument that
+matters, its end of the control channel. Everything else arrives in the typed `WorkerStart` message,
+never through the environment. Start-up order: die with the supervisor (PR_SET_PDEATHSIG, then check
+that the parent did not die before that took effect), read WorkerStart, pin to the CPU, map the rings,
+run the prewarm hook, announce WorkerReady.
+
+The main loop drains every input ring that has frames (a batch per wake-up), answers control messages
+between batches, and sleeps on its one data doorbell plus the control socket with `poll`: prepare_sleep,
+re-check every ring, then block. Nothing spins: this machine has two cores and one belongs to the
+supervisor.
+
+Exit codes are a contract with the supervisor (`framepool.pool` reads them; the constants below):
+0 clean shutdown, 1 a bug in the runtime, 2 unusable start message, 3 prewarm hook failed, 5 orphaned
+before the parent-death signal was armed, 6 control channel lost, -9 (SIGKILL) killed by the supervisor.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+
+from framepool import control
+from framepool.control import WorkerChannel
+from framepool.errors import ChannelError
+from framepool.logs import log_context, setup_logging
+from framepool.pool_hosting import HostedStream, ResultWriter
+from framepool.ring import Doorbell, FrameRing, RingError
+
+EXIT_CLEAN = 0  # Shutdown answered with ShutdownAck, everything closed
+EXIT_FAILURE = 1  # an unexpected exception in the runtime itself (a bug; logged)
+EXIT_BAD_START = 2  # the start message or its fds were unusable
+EXIT_PREWARM_FAILED = 3  # the prewarm hook raised or could not be imported (WorkerFailed says why)
+EXIT_ORPHANED = 5  # the supervisor died before the parent-death signal was armed
+EXIT_CHANNEL_LOST = 6  # the control channel broke: the supervisor is gone or misbehaved
+# A worker killed by the supervisor (ping timeout, memory limit, last shutdown rung) exits by SIGKILL (-9).
+
+PR_SET_PDEATHSIG = 1
+log = logging.getLogger("framepool.worker")
+
+
+def main(sock: socket.socket, expected_parent: int) -> None:
+    """multiprocessing target: run the worker and exit with its status code."""
+    arm_parent_death_signal(expected_parent)
+    # The supervisor decides when a worker stops; a Ctrl-C reaching the whole process group must not.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    sys.exit(run(WorkerChannel(sock)))
+
+
+def arm_parent_death_signal(expected_parent: int) -> None:
+    """SIGKILL this process when its parent dies; exit at once if the parent already died."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    # The parent may have died between fork and prctl: then we were re-parented and no signal will come.
+    if os.getppid() != expected_parent:
+        os._exit(EXIT_ORPHANED)
+
+
+def run(channel: WorkerChannel) -> int:
+    try:
+        message, fds = channel.receive()
+    except ChannelError:
+        return EXIT_CHANNEL_LOST
+    if not isinstance(message, control.WorkerStart) or len(fds) != 7:
+        control.close_fds(fds)
+        return EXIT_BAD_START
+    setup_logging(message.log_level, message.log_format)  # type: ignore[arg-type]
+    with log_context(worker=message.index):
+        try:
+            runtime = WorkerRuntime.start(channel, message, fds)
+        except (RingError, OSError) as exc:
+            log.error("worker start failed: %s", exc)
+            return EXIT_BAD_START
+        try:
+            return runtime.serve()
+        except ChannelError as exc:
+            log.warning("control channel lost: %s", exc)
+            return EXIT_CHANNEL_LOST
+        except Exception:
+            log.exception("worker runtime failed")
+            return EXIT_FAILURE
+        finally:
+            runtime.close()
+
+
+def run_prewarm(hook: str) -> None:
+    """Import and call the user's `module:function`; any failure is a RuntimeError with a one-line reason."""
+    module_name, sep, attr = hook.partition(":")
+    if not sep or not module_name or not attr:
+        raise RuntimeError(f"prewarm hook {hook!r} is not module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RuntimeError(f"prewarm hook {hook!r}: cannot import {module_name!r}: {exc}") from None
+    function: Callable[[], object] | None = getattr(module, attr, None)
+    if not callable(function):
+        raise RuntimeError(f"prewarm hook {hook!r}: {attr!r} is not a callable in {module_name!r}")
+    try:
+        function()
+    except Exception as exc:
+        raise RuntimeError(f"prewarm hook {hook!r} raised {type(exc).__name__}: {exc}") from None
+
+
+class WorkerRuntime:
+    """One worker's rings, hosted streams and main loop."""
+
+    def __init__(self, channel: WorkerChannel, start: control.WorkerStart, bells: list[Doorbell], results: FrameRing) -> None:
+        self.channel = channel
+        self.config = start
+        self.data_bell, result_bell, self.space_bell = bells
+        results.bind(result_bell, None)
+        self.writer = ResultWriter(results, result_bell, self.space_bell, start.result_max_bytes)
+        self.streams: dict[int, HostedStream] = {}
+        self.stopping = False
+        self._control_poll = select.poll()
+        self._control_poll.register(channel.fileno(), select.POLLIN)
+        self._sleep_poll = select.poll()
+        self._sleep_poll.register(channel.fileno(), select.POLLIN)
+        self._sleep_poll.register(self.data_bell.fileno(), select.POLLIN)
+
+    @classmethod
+    def start(cls, channel: WorkerChannel, start: control.WorkerStart, fds: list[int]) -> WorkerRuntime:
+        if start.cpu is not None:
+            os.sched_setaffinity(0, {start.cpu})
+        bells: list[Doorbell] = []
+        try:
+            for i in range(3):
+                bells.append(Doorbell.attach(fds[2 * i], fds[2 * i + 1]))
+            results = FrameRing.attach(fds[6])
+        except BaseException:
+            for bell in bells:
+                bell.close()
+            control.close_fds(fds[2 * len(bells) :])
+            raise
+        runtime = cls(channel, start, bells, results)
+        if start.prewarm:
+            try:
+                run_prewarm(start.prewarm)
+            except RuntimeError as exc:
+                log.error("%s", exc)
+                channel.send(control.WorkerFailed(reason=str(exc)))
+                runtime.close()
+                sys.exit(EXIT_PREWARM_FAILED)
+        channel.send(control.WorkerReady(pid=os.getpid(), cpu=start.cpu))
+        log.info("worker ready", extra={"pid": os.getpid(), "cpu": start.cpu})
+        return runtime
+
+    # -- main loop ------------------------------------------------------------------------------------
+
+    def serve(self) -> int:
+        while not self.stopping:
+            worked = self._process_ready()
+            if self._control_poll.poll(0):
+                self._handle_control()
+                continue
+            if worked:
+                continue
+            self.data_bell.prepare_sleep()
+            if any(stream.pending() for stream in self.streams.values()):
+                self.data_bell.cancel_sleep()
+                continue
+            self._sleep_poll.poll()
+            self.data_bell.clear()
+        return EXIT_CLEAN
+
+    def _process_ready(self) -> bool:
+        worked = False
+        for stream in list(self.streams.values()):
+            if stream.process_pending():
+                worked = True
+        return worked
+
+    def _handle_control(self) -> None:
+        message, fds = self.channel.receive()
+        match message:
+            case control.AttachStream():
+                self._attach(message, fds)
+            case control.DetachStream(index=index):
+                self._detach(index)
+            case control.DrainStream(index=index, token=token):
+                stream = self.streams.get(index)
+                busy: dict[str, float] = {}
+                errors = 0
+                if stream is not None:
+                    stream.process_pending(limit=None)
+                    busy, errors = stream.busy(), stream.errors
+                self.channel.send(control.StreamDrained(index=index, token=token, errors=errors, busy=busy))
+            case control.Ping(seq=seq):
+                self.channel.send(
+                    control.Pong(seq=seq, cpu_seconds=time.process_time(), results_dropped=self.writer.dropped)
+                )
+            case control.Shutdown():
+                for index in list(self.streams):
+                    self._detach(index, reply=False)
+                self.channel.send(control.ShutdownAck())
+                self.stopping = True
+            case _:
+                control.close_fds(fds)
+                raise ChannelError(f"unexpected control message {type(message).__name__} in a worker")
+
+    def _attach(self, message: control.AttachStream, fds: list[int]) -> None:
+        try:
+            stream = HostedStream.open(message, fds, self.data_bell, self.writer, self.channel, self.config)
+        except Exception as exc:  # a processor's constructor may raise anything: report, do not die
+            self.channel.send(control.StreamAttachFailed(index=message.index, reason=f"{type(exc).__name__}: {exc}"))
+            return
+        self.streams[message.index] = stream
+        self.channel.send(control.StreamAttached(index=message.index))
+
+    def _detach(self, index: int, reply: bool = True) -> None:
+        stream = self.streams.pop(index, None)
+        if stream is None:
+            if reply:
+                self.channel.send(control.StreamDetached(index=index, processed=0, errors=0, busy={}, results_dropped=0))
+            return
+        stream.process_pending(limit=None)
+        stream.finish()
+        if reply:
+            self.channel.send(
+                control.StreamDetached(
+                    index=index, processed=stream.processed, errors=stream.errors, busy=stream.busy(),
+                    results_dropped=stream.results_dropped,
+                )
+            )
+        stream.close()
+
+    def close(self) -> None:
+        for stream in self.streams.values():
+            stream.close()
+        self.streams.clear()
+        self.writer.close()
+        self.data_bell.close()
+        self.channel.close()

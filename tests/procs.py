@@ -1,0 +1,136 @@
+"""Tiny processors and prewarm hooks for the pool's process tests (loaded in workers as `tests.procs:Name`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import msgspec
+
+from framepool.processors.api import AudioFrame, ProcessContext, Processor, VideoFrame
+
+
+class Noop(Processor):
+    """Does nothing: measures the pipeline's own cost."""
+
+    name = "noop"
+    kind = "audio"
+
+    def process(self, frame: Any, ctx: ProcessContext) -> None:
+        pass
+
+
+class CountParams(msgspec.Struct, forbid_unknown_fields=True):
+    every: int = 1
+
+
+class Count(Processor):
+    """Emits the frame's seq, first sample and gap flag every `every` frames; a summary at close."""
+
+    name = "count"
+    kind = "audio"
+    Params = CountParams
+
+    def __init__(self, params: CountParams) -> None:
+        super().__init__(params)
+        self.params: CountParams = params
+        self.frames = 0
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        self.frames += 1
+        if self.frames % self.params.every == 0:
+            ctx.emit("count", {"seq": frame.seq, "first": int(frame.samples[0, 0]), "gap": frame.gap, "pid": os.getpid()})
+
+    def close(self, ctx: ProcessContext) -> None:
+        ctx.emit("summary", {"frames": self.frames})
+
+
+class EchoVideo(Processor):
+    """Publishes every frame back unchanged (copied: the input view dies with the call)."""
+
+    name = "echo-video"
+    kind = "video"
+
+    def process(self, frame: VideoFrame, ctx: ProcessContext) -> None:
+        ctx.publish_video(frame.data.copy(), frame.width, frame.height, frame.pixel_format)
+
+
+class FailParams(msgspec.Struct, forbid_unknown_fields=True):
+    fail_from: int = 0  # frames before this seq succeed
+
+
+class Fail(Processor):
+    """Raises for every frame from `fail_from` on."""
+
+    name = "fail"
+    kind = "audio"
+    Params = FailParams
+
+    def __init__(self, params: FailParams) -> None:
+        super().__init__(params)
+        self.params: FailParams = params
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        if frame.seq >= self.params.fail_from:
+            raise ValueError(f"bad frame {frame.seq}")
+
+
+class Hang(Processor):
+    """Never returns from the first frame: an unresponsive worker."""
+
+    name = "hang"
+    kind = "audio"
+
+    def process(self, frame: Any, ctx: ProcessContext) -> None:
+        while True:
+            time.sleep(3600)
+
+
+class CrashParams(msgspec.Struct, forbid_unknown_fields=True):
+    at_seq: int = 1
+    pid_file: str = ""  # crash only in the first worker that gets here (the file records it)
+
+
+class Crash(Processor):
+    """Kills its own process with SIGKILL at frame `at_seq` (once per pid_file, if given)."""
+
+    name = "crash"
+    kind = "audio"
+    Params = CrashParams
+
+    def __init__(self, params: CrashParams) -> None:
+        super().__init__(params)
+        self.params: CrashParams = params
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        params = self.params
+        if frame.seq < params.at_seq:
+            return
+        if params.pid_file:
+            try:
+                fd = os.open(params.pid_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def prewarm_ok() -> None:
+    """A prewarm hook that succeeds."""
+
+
+def prewarm_exit() -> None:
+    """A prewarm hook that kills the worker: a crash loop at boot."""
+    os._exit(1)
+
+
+def prewarm_slow() -> None:
+    """A prewarm hook that outlasts any test's prewarm_timeout."""
+    time.sleep(3600)
+
+
+def prewarm_raise() -> None:
+    raise RuntimeError("model file missing")
