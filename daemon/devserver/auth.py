@@ -35,7 +35,7 @@ __all__ = [
 
 
 class AuthError(Exception):
-    """An authentication (401) or authorisation (403) failure, with livekit-server's status."""
+    """An authentication or authorisation failure with the HTTP status livekit-server answers (401 for both)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)

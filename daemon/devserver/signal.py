@@ -83,10 +83,11 @@ def authorise(request: web.Request, keys: dict[str, str]) -> Claims:
     """Claims of a request allowed to join the room it names; AuthError otherwise."""
     claims = verify_request(request, keys)
     video = claims.video
+    # livekit-server answers every grant failure of a join with 401 "permissions denied" (not 403).
     if video is None or not video.room_join:
-        raise AuthError(403, "permissions denied: token has no roomJoin grant")
+        raise AuthError(401, "permissions denied: token has no roomJoin grant")
     if not video.room:
-        raise AuthError(403, "permissions denied: token names no room")
+        raise AuthError(401, "permissions denied: token names no room")
     if not claims.identity:
         raise AuthError(401, "permissions denied: token has no identity")
     return claims
