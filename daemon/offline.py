@@ -97,6 +97,8 @@ class OfflineSink:
             self._media.write(stream_id, header, data)
 
     def on_stream_event(self, stream_id: str, event: str, detail: str) -> None:
+        if event == "detached":  # the normal end of the stream
+            return
         self._run.events.append(f"{event}: {detail}" if detail else event)
         log.warning("stream %s: %s %s", stream_id, event, detail)
 
