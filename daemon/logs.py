@@ -27,10 +27,16 @@ import msgspec
 LogFormat = Literal["auto", "text", "json"]
 
 _NO_CONTEXT: Mapping[str, Any] = MappingProxyType({})
-_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar("framepool_log_context", default=_NO_CONTEXT)
+_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "framepool_log_context", default=_NO_CONTEXT
+)
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is a context field.
-_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 

@@ -27,14 +27,18 @@ TOPIC = "video-motion"
 
 class VideoMotionParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     threshold: Annotated[float, Meta(gt=0, le=255, description="Score at which motion starts.")] = 6.0
-    hysteresis: Annotated[float, Meta(gt=0, le=1, description="Motion ends below threshold * hysteresis.")] = 0.5
+    hysteresis: Annotated[
+        float, Meta(gt=0, le=1, description="Motion ends below threshold * hysteresis.")
+    ] = 0.5
     downscale: Annotated[int, Meta(ge=1, le=64, description="Use every Nth pixel in each direction.")] = 4
     emit_every: Annotated[int, Meta(ge=1, description="Emit the score every N frames (events always).")] = 1
     visualize: Annotated[bool, Meta(description="Publish the difference image as a video track.")] = False
     gain: Annotated[float, Meta(gt=0, le=64, description="Amplification of the visualised difference.")] = 4.0
 
 
-def motion_score(previous: npt.NDArray[np.uint8], current: npt.NDArray[np.uint8]) -> tuple[float, npt.NDArray[np.int16]]:
+def motion_score(
+    previous: npt.NDArray[np.uint8], current: npt.NDArray[np.uint8]
+) -> tuple[float, npt.NDArray[np.int16]]:
     """Mean absolute luma difference and the absolute difference image."""
     difference = np.abs(current.astype(np.int16) - previous.astype(np.int16))
     return float(difference.mean()), difference
@@ -91,5 +95,7 @@ class VideoMotion(Processor):
 
     def close(self, ctx: ProcessContext) -> None:
         if self._in_motion:
-            ctx.emit(TOPIC, {"event": "motion_end", "score": None, "frame_ts_us": None, "reason": "stream ended"})
+            ctx.emit(
+                TOPIC, {"event": "motion_end", "score": None, "frame_ts_us": None, "reason": "stream ended"}
+            )
             self._in_motion = False
