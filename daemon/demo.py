@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from framepool import settings as settings_module
 from framepool.errors import EXIT_INTERRUPTED, FramepoolError
 from framepool.logs import setup_logging
@@ -33,20 +35,18 @@ def describe(results_path: Path) -> list[str]:
     for raw in results_path.read_text().splitlines():
         result: dict[str, Any] = json.loads(raw)
         payload = result["payload"]
-        if result["topic"] == "audio-level":
+        if result["topic"] == "audio-level" and not payload.get("partial"):
             levels.append((payload["start_us"] / 1e6, payload["rms_dbfs"]))
         elif result["topic"] == "video-motion" and "event" in payload and payload["frame_ts_us"] is not None:
-            lines.append(
-                f"  {payload['frame_ts_us'] / 1e6:5.2f} s  {payload['event']} (score {payload['score']})"
-            )
-    loud = [start for start, rms in levels if rms > -10]
-    if loud:
-        lines.insert(0, f"  audio louder than -10 dBFS from {min(loud):.1f} s to {max(loud) + 0.5:.1f} s")
+            at = payload["frame_ts_us"] / 1e6
+            lines.append(f"  {at:5.2f} s  {payload['event']} (score {payload['score']})")
     if levels:
-        quiet = min(rms for _, rms in levels)
-        lines.insert(
-            1 if loud else 0, f"  quietest window {quiet} dBFS RMS (tone at 0.1 of full scale: -23.01)"
-        )
+        typical = sorted(rms for _, rms in levels)[len(levels) // 2]
+        loud = [start for start, rms in levels if rms > typical + 6]
+        summary = f"  typical level {typical} dBFS RMS (a sine at 0.1 of full scale is -23.01)"
+        if loud:
+            summary += f"; louder from {min(loud):.1f} s to {max(loud) + 0.5:.1f} s"
+        lines.insert(0, summary)
     return lines
 
 
@@ -60,6 +60,8 @@ def run_demo(out_dir: Path, seconds: float) -> int:
     )
     print(f"  built with loud audio at {DEFAULT_LOUD[0]:g}-{DEFAULT_LOUD[1]:g} s and motion at {moving}")
     settings = settings_module.load()
+    if settings.log_format == "auto":  # a person watches the demo: human log lines, in the workers too
+        settings = msgspec.structs.replace(settings, log_format="text")
     setup_logging(settings.log_level, settings.log_format)
     job = OfflineJob(sample, PROCESSORS, out_dir / "results.jsonl", out_dir / "processed.mp4")
     report = asyncio.run(process_file(settings, job))
