@@ -61,6 +61,7 @@ class WorkerStats(msgspec.Struct, frozen=True, kw_only=True):
     load: float
     restarts: int
     pss_bytes: int
+    exitcode: int | None  # of the current incarnation, once it exited (see framepool.worker EXIT_*)
 
 
 class PoolStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -317,6 +318,7 @@ class WorkerPool:
                 slot=s.index, pid=s.worker.pid if s.worker else 0, cpu=s.cpu,
                 state=s.worker.state.value if s.worker else "none", streams=s.worker.stream_count if s.worker else 0,
                 load=s.worker.load if s.worker else 0.0, restarts=s.restarts, pss_bytes=s.worker.pss if s.worker else 0,
+                exitcode=s.worker.exitcode if s.worker else None,
             )
             for s in self._slots
         ]

@@ -186,9 +186,9 @@ class WorkerProcess:
             future.set_result(message)
 
     def _on_channel_error(self, error: ChannelError) -> None:
-        if self.state is not WorkerState.EXITED:
-            if self.state is not WorkerState.STOPPING:
-                log.warning("worker %d (pid %d): %s; killing it", self.slot, self.pid, error)
+        # While stopping, the channel closing is the worker exiting: the shutdown ladder takes it from there.
+        if self.state in (WorkerState.STARTING, WorkerState.READY):
+            log.warning("worker %d (pid %d): %s; killing it", self.slot, self.pid, error)
             self.kill()
 
     def _on_sentinel(self) -> None:

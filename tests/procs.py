@@ -134,3 +134,13 @@ def prewarm_slow() -> None:
 
 def prewarm_raise() -> None:
     raise RuntimeError("model file missing")
+
+
+class Slow(Processor):
+    """Takes 2 ms per frame: a worker that falls behind a realtime producer."""
+
+    name = "slow"
+    kind = "audio"
+
+    def process(self, frame: Any, ctx: ProcessContext) -> None:
+        time.sleep(0.002)

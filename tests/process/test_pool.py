@@ -1,0 +1,243 @@
+"""The worker pool with real worker processes, real rings and real signals (issue 2, items 4-8)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+
+import numpy as np
+import psutil
+import pytest
+
+from framepool import worker
+from framepool.errors import CrashLoopError, PoolError, ProcessorError
+from framepool.pool import PoolStats, StreamSpec, WorkerPool
+from framepool.processors.registry import parse_spec
+from framepool.ring import FMT_I420, FMT_S16
+from tests.process.pool_support import (
+    RecordingSink,
+    audio_frame,
+    audio_spec,
+    settings,
+    shm_entries,
+    wait_exited,
+)
+
+pytestmark = pytest.mark.process
+
+
+@pytest.fixture
+async def shm_unchanged() -> AsyncIterator[None]:
+    before = shm_entries()
+    yield
+    assert shm_entries() == before
+
+
+async def started(**overrides: object) -> WorkerPool:
+    pool = WorkerPool(settings(**overrides))
+    await pool.start()
+    return pool
+
+
+async def test_offline_back_pressure_loses_nothing_and_shutdown_ladder(shm_unchanged: None) -> None:
+    pool = await started(workers=2, audio_ring_slots=4)
+    try:
+        pids = pool.worker_pids()
+        assert len(pids) == 2
+        for info in pool.stats().workers:  # each worker pinned to its own CPU
+            assert os.sched_getaffinity(info.pid) == {info.cpu}
+        sinks = [RecordingSink(), RecordingSink()]
+        streams = [await pool.attach(audio_spec(f"s{i}", "tests.procs:Count"), sinks[i]) for i in range(2)]
+        assert {s.worker.slot for s in streams if s.worker} == {0, 1}  # least loaded: one per worker
+        for seq in range(1, 301):
+            for stream in streams:
+                await stream.push_wait(audio_frame(seq), seq * 10_000, FMT_S16, 48000, 1, 480)
+        for stream, sink in zip(streams, sinks, strict=True):
+            await stream.drain()
+            assert [p["seq"] for p in sink.payloads("count")] == list(range(1, 301))
+            stats = await stream.detach()
+            assert (stats.pushed, stats.processed, stats.dropped, stats.lost) == (300, 300, 0, 0)
+            assert sink.payloads("summary") == [{"frames": 300}]  # close() ran, its result delivered
+            assert sink.event_names() == ["detached"]
+    finally:
+        codes = [info.exitcode for info in (await _closed(pool)).workers]
+    assert codes == [worker.EXIT_CLEAN, worker.EXIT_CLEAN]
+    assert wait_exited(pids, 5) == []
+
+
+async def _closed(pool: WorkerPool) -> PoolStats:
+    await pool.aclose()
+    await pool.aclose()  # idempotent
+    return pool.stats()
+
+
+async def test_realtime_overload_drops_are_counted_and_flagged(shm_unchanged: None) -> None:
+    pool = await started(audio_ring_slots=4)
+    try:
+        sink = RecordingSink()
+        stream = await pool.attach(audio_spec("rt", "tests.procs:Count;tests.procs:Slow", realtime=True), sink)
+        accepted = [stream.push(audio_frame(seq), seq, FMT_S16, 48000, 1, 480) for seq in range(1, 201)]
+        await stream.drain()
+        stats = stream.stats()
+        refused = accepted.count(False)
+        assert refused > 0 and stats.dropped == refused
+        assert stats.pushed == 200 and stats.processed == accepted.count(True)
+        # The next frame written after the drops carries the gap flag.
+        assert stream.push(audio_frame(201), 201, FMT_S16, 48000, 1, 480)
+        await stream.drain()
+        assert sink.payloads("count")[-1] == {"seq": 201, "first": 201, "gap": True, "pid": pool.worker_pids()[0]}
+        await stream.detach()
+    finally:
+        await pool.aclose()
+
+
+async def test_processor_exceptions_counted_then_disabled_worker_survives(shm_unchanged: None) -> None:
+    pool = await started(processor_failure_limit=3)
+    try:
+        pid = pool.worker_pids()[0]
+        sink = RecordingSink()
+        stream = await pool.attach(audio_spec("bad", "tests.procs:Fail(fail_from=3);tests.procs:Count"), sink)
+        for seq in range(1, 11):
+            await stream.push_wait(audio_frame(seq), seq, FMT_S16, 48000, 1, 480)
+        await stream.drain()
+        assert sink.event_names() == ["processor_error", "processor_disabled"]
+        assert "ValueError: bad frame 3" in sink.events[0][1]
+        stats = await stream.detach()
+        assert stats.errors == 3 and stats.processed == 10
+        assert len(sink.payloads("count")) == 10  # the healthy processor on the stream kept going
+        assert pool.worker_pids() == [pid] and pool.stats().restarts == 0
+    finally:
+        await pool.aclose()
+
+
+async def test_bad_processor_is_a_clear_error(shm_unchanged: None) -> None:
+    pool = await started()
+    try:
+        with pytest.raises(ProcessorError, match="cannot import 'no_such_module'"):
+            await pool.attach(audio_spec("x", "no_such_module:Thing"), RecordingSink())
+        with pytest.raises(ProcessorError, match="mix audio and video"):
+            await pool.attach(audio_spec("x", "tests.procs:Count;tests.procs:EchoVideo"), RecordingSink())
+    finally:
+        await pool.aclose()
+
+
+async def test_worker_kill_9_mid_stream_is_replaced_and_stream_continues(shm_unchanged: None) -> None:
+    pool = await started()
+    try:
+        sink = RecordingSink()
+        stream = await pool.attach(audio_spec("k", "tests.procs:Count"), sink)
+        for seq in range(1, 51):
+            await stream.push_wait(audio_frame(seq), seq, FMT_S16, 48000, 1, 480)
+        await stream.drain()
+        old_pid = pool.worker_pids()[0]
+        os.kill(old_pid, signal.SIGKILL)
+        await sink.wait_for(lambda: "worker_restarted" in sink.event_names(), "the stream to be re-attached")
+        assert f"pid {old_pid}" in sink.events[-1][1] and "signal 9" in sink.events[-1][1]
+        for seq in range(51, 101):
+            await stream.push_wait(audio_frame(seq), seq, FMT_S16, 48000, 1, 480)
+        await stream.drain()
+        after = [p for p in sink.payloads("count") if p["pid"] != old_pid]
+        assert [p["seq"] for p in after] == list(range(51, 101))  # results resume on the new worker
+        assert after[0]["gap"] is True and not any(p["gap"] for p in after[1:])
+        stats = stream.stats()
+        assert stats.gaps == 1 and stats.processed == 100 and stats.lost == 0
+        assert pool.stats().restarts == 1 and pool.worker_pids()[0] != old_pid
+        assert wait_exited([old_pid], 5) == []
+    finally:
+        await pool.aclose()
+
+
+async def test_unresponsive_worker_is_killed_after_ping_timeout_and_replaced(shm_unchanged: None) -> None:
+    pool = await started(ping_interval=0.1, ping_timeout=1.0)
+    try:
+        sink = RecordingSink()
+        stream = await pool.attach(audio_spec("h", "tests.procs:Hang"), sink)
+        old_pid = pool.worker_pids()[0]
+        stream.push(audio_frame(1), 1, FMT_S16, 48000, 1, 480)
+        await sink.wait_for(lambda: "worker_restarted" in sink.event_names(), "the hung worker to be replaced")
+        assert "signal 9" in sink.events[-1][1]
+        assert pool.worker_pids()[0] != old_pid and pool.stats().restarts == 1
+        assert wait_exited([old_pid], 5) == []
+    finally:
+        await pool.aclose()
+
+
+async def test_output_frames_reach_the_sink(shm_unchanged: None) -> None:
+    pool = await started()
+    try:
+        sink = RecordingSink()
+        size = 64 * 48 * 3 // 2
+        spec = StreamSpec(
+            stream_id="v", kind="video", processors=[parse_spec("tests.procs:EchoVideo")], realtime=False,
+            max_frame_bytes=size, output_max_frame_bytes=size,
+        )
+        stream = await pool.attach(spec, sink)
+        frames = [np.full(size, i, dtype=np.uint8) for i in range(5)]
+        for i, frame in enumerate(frames):
+            await stream.push_wait(frame, i, FMT_I420, 64, 48, 0)
+        await stream.drain()
+        assert [data for _, data in sink.frames] == [f.tobytes() for f in frames]
+        header = sink.frames[0][0]
+        assert (header.width, header.height, header.fmt, header.length) == (64, 48, FMT_I420, size)
+        await stream.detach()
+    finally:
+        await pool.aclose()
+
+
+async def test_prewarm_timeout_is_a_clear_error(shm_unchanged: None) -> None:
+    pool = WorkerPool(settings(prewarm="tests.procs:prewarm_slow", prewarm_timeout=1.0))
+    with pytest.raises(PoolError, match=r"prewarm hook 'tests.procs:prewarm_slow' did not finish within prewarm_timeout = 1 s"):
+        await pool.start()
+    assert wait_exited(pool.worker_pids(), 5) == []
+    assert pool.stats().workers[0].exitcode == -signal.SIGKILL
+
+
+async def test_prewarm_exception_is_a_clear_error(shm_unchanged: None) -> None:
+    pool = WorkerPool(settings(prewarm="tests.procs:prewarm_raise"))
+    with pytest.raises(PoolError, match="raised RuntimeError: model file missing"):
+        await pool.start()
+    assert pool.stats().workers[0].exitcode == worker.EXIT_PREWARM_FAILED
+
+
+async def test_crash_loop_at_boot_halts(shm_unchanged: None) -> None:
+    pool = WorkerPool(settings(prewarm="tests.procs:prewarm_exit", crash_loop_limit=3, restart_backoff=0.01))
+    with pytest.raises(CrashLoopError, match=r"died 3 times in a row before becoming ready \(last: exit code 1 \(EXIT_FAILURE\)\)"):
+        await pool.start()
+    assert wait_exited(pool.worker_pids(), 5) == []
+
+
+async def test_memory_limit_restarts_the_worker(shm_unchanged: None, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="framepool.pool")
+    pool = await started(worker_memory_limit_mb=1, ping_interval=0.1, crash_loop_limit=100)
+    try:
+        old_pid = pool.worker_pids()[0]
+        assert psutil.pid_exists(old_pid)
+        # Any Python process is above 1 MiB of PSS: the heartbeat kills it (wait off the loop, which must run).
+        assert await asyncio.to_thread(wait_exited, [old_pid], 20) == []
+        assert f"pid {old_pid}) uses" in caplog.text and "(limit 1 MiB); restarting it" in caplog.text
+    finally:
+        await pool.aclose()
+
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+async def test_workers_die_with_a_killed_supervisor(shm_unchanged: None, start_method: str) -> None:
+    supervisor = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.process.pool_orphan_script", start_method,
+        stdout=asyncio.subprocess.PIPE, cwd=os.getcwd(),
+    )
+    try:
+        assert supervisor.stdout is not None
+        line = await asyncio.wait_for(supervisor.stdout.readline(), 60)
+        pids = json.loads(line)["workers"]
+        assert len(pids) == 2 and all(psutil.pid_exists(pid) for pid in pids)
+    finally:
+        supervisor.kill()
+        await supervisor.wait()
+    assert supervisor.returncode == -signal.SIGKILL
+    assert await asyncio.to_thread(wait_exited, pids, 2.0) == []
