@@ -135,3 +135,12 @@ def test_unreadable_input_and_missing_stream_kind_fail_with_one_line(tmp_path: P
         assert result.returncode != 0
         assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_failing_processor_is_reported_and_fails_the_run(sample: Path) -> None:
+    result = run_cli("--log-level", "error", "process", str(sample), "-p", "tests.procs:Fail(fail_from=3)")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "event processor_disabled" in result.stdout
+    line = next(line for line in result.stdout.splitlines() if "decoded" in line)
+    assert "errors 5" in line  # processor_failure_limit consecutive failures, then disabled
