@@ -16,9 +16,10 @@ import fractions
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 import av
 import msgspec
@@ -161,19 +162,26 @@ def stream_spec(run: StreamRun, labels: dict[str, str]) -> StreamSpec:
 class Progress:
     """One line every few seconds on a terminal; nothing when stderr is a pipe or a file."""
 
-    def __init__(self, duration_s: float | None) -> None:
-        self._enabled = sys.stderr.isatty()
+    def __init__(
+        self,
+        duration_s: float | None,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._stream = sys.stderr if stream is None else stream
+        self._enabled = self._stream.isatty()
         self._duration = duration_s
-        self._next = time.monotonic() + PROGRESS_INTERVAL
+        self._clock = clock
+        self._next = clock() + PROGRESS_INTERVAL
 
     def update(self, media_s: float) -> None:
-        if not self._enabled or time.monotonic() < self._next:
+        if not self._enabled or self._clock() < self._next:
             return
-        self._next = time.monotonic() + PROGRESS_INTERVAL
+        self._next = self._clock() + PROGRESS_INTERVAL
         total = (
             f" of {self._duration:.1f} s ({100 * media_s / self._duration:.0f} %)" if self._duration else ""
         )
-        print(f"framepool: {media_s:.1f} s{total} processed", file=sys.stderr, flush=True)
+        print(f"framepool: {media_s:.1f} s{total} processed", file=self._stream, flush=True)
 
 
 @dataclass(slots=True)
@@ -186,7 +194,9 @@ class OfflineReport:
 
     def lost(self) -> dict[str, int]:
         """Frames decoded but not processed, per stream (empty when nothing was lost)."""
-        return {run.stream_id: run.decoded - run.processed for run in self.runs if run.decoded != run.processed}
+        return {
+            run.stream_id: run.decoded - run.processed for run in self.runs if run.decoded != run.processed
+        }
 
     def failed(self) -> bool:
         return any(run.events for run in self.runs)

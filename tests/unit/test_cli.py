@@ -150,3 +150,37 @@ def test_text_log_lines_end_with_key_values() -> None:
         setup_logging("info", "text")
     line = stream.getvalue().strip()
     assert " DEBUG   framepool.x ready room='my room'" in line
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_prints_one_line_per_interval_on_a_terminal_only() -> None:
+    from framepool.offline import PROGRESS_INTERVAL, Progress
+
+    now = [0.0]
+    terminal = Terminal()
+    progress = Progress(60.0, stream=terminal, clock=lambda: now[0])
+    for step in range(100):  # 100 frames over 2.5 intervals
+        now[0] = step * PROGRESS_INTERVAL / 40
+        progress.update(step * 0.1)
+    assert terminal.getvalue().splitlines() == [
+        "framepool: 4.0 s of 60.0 s (7 %) processed",
+        "framepool: 8.0 s of 60.0 s (13 %) processed",
+    ]
+    piped = io.StringIO()
+    silent = Progress(None, stream=piped, clock=lambda: now[0])
+    now[0] += 100
+    silent.update(1.0)
+    assert piped.getvalue() == ""
+
+
+def test_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted(args: object, settings: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_run_config", interrupted)
+    assert cli.main(["config"]) == 130
+    assert "Traceback" not in capsys.readouterr().err
