@@ -31,7 +31,7 @@ import psutil
 from framepool import control
 from framepool.errors import ChannelError, CrashLoopError, PoolError, ProcessorError
 from framepool.pool_stream import Result, StreamAttachment, StreamSink, StreamSpec, StreamStats
-from framepool.pool_worker import WorkerProcess, WorkerState, describe_exit
+from framepool.pool_worker import WorkerProcess, WorkerState, describe_exit, raise_fd_limit
 from framepool.processors.api import AudioFormat, VideoFormat
 from framepool.processors.registry import ProcessorSpec, instantiate
 from framepool.scheduler import least_loaded
@@ -123,6 +123,7 @@ class WorkerPool:
 
     async def start(self) -> None:
         """Spawn, pin, prewarm and handshake every worker; PoolError / CrashLoopError if they cannot start."""
+        raise_fd_limit()
         cpus = worker_cpus(self.settings)
         count = effective_workers(self.settings, cpus)
         # Workers take CPUs round robin; with no explicit list the first CPU is left to the supervisor.

@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import resource
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
@@ -282,6 +283,13 @@ async def _within(event: asyncio.Event, abort: asyncio.Event, seconds: float) ->
     for task in pending:
         task.cancel()
     return bool(done)
+
+
+def raise_fd_limit() -> None:
+    """Lift the soft open-file limit to the hard one: every stream holds ring fds on both sides."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def describe_exit(code: int | None) -> str:

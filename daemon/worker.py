@@ -22,6 +22,7 @@ import ctypes
 import importlib
 import logging
 import os
+import resource
 import select
 import signal
 import socket
@@ -133,6 +134,8 @@ class WorkerRuntime:
     def start(cls, channel: WorkerChannel, start: control.WorkerStart, fds: list[int]) -> WorkerRuntime:
         if start.cpu is not None:
             os.sched_setaffinity(0, {start.cpu})
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # each hosted stream holds ring fds
         bells: list[Doorbell] = []
         try:
             for i in range(3):
