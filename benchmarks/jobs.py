@@ -1,302 +1,355 @@
-"""Agent server density: job start latency, marginal memory and CPU per job, vs process-per-job.
+"""Agent server density: framepool's agent server against process-per-job, in the same run (harness process).
 
-    python benchmarks/jobs.py [--jobs 1,4,8] [--seconds 5] [--quick] [--json]
+    .venv/bin/python benchmarks/jobs.py            # table, < 5 min
+    .venv/bin/python benchmarks/jobs.py --json     # one JSON object: env, config, systems, ratios, targets
+    .venv/bin/python benchmarks/jobs.py --quick    # smoke run, < 90 s, noisier
 
-The loopback dev server and the publishers (one SDK room per job, each sending a 48 kHz mono tone) run in
-this process; what is measured runs in other processes, so its CPU and memory are its own:
+The job is the issue's audio job: a publisher sends a 48 kHz mono tone in 10 ms frames into its own room,
+the job subscribes to it, computes audio-level (RMS/peak per 100 ms window) on 10 ms frames and publishes
+each window as a data message (10 per second) that the room's publisher counts. Per system, in turn, on a
+fresh dev server (`python -m framepool.devserver`) and a fresh load generator (`_jobs_load.py`):
 
-- `framepool`: one `framepool start` daemon (one worker) with a declarative audio agent
-  (`audio-level(window_ms=100)`, 10 ms frames), dispatched automatically into every room.
-- `baseline`: process-per-job, as LiveKit Agents runs jobs: each job is a separate Python process with
-  its own SDK room connection that subscribes to the tone and computes the same RMS level in process,
-  publishing the same data messages.
+1. jobs are added one at a time up to each K of the schedule; each start's latency is measured
+   (`_jobs_systems` says exactly what it spans for each system);
+2. at each K, after a settle time, one measurement window: CPU of the measured processes (user + system
+   seconds over the window, as % of one core), their summed PSS (and USS) at the end, the result rate of
+   every job (results per second from the publisher's counts, timed by the arrival of the last result, so
+   window edges do not quantise it), and the system's own drop counters;
+3. after the schedule, K keeps growing in steps until a window shows drops (mean result rate per job
+   below 99 % of 10/s, or framepool's ring/result drops), a job fails to start, K reaches --max-k, or
+   the system's time budget is spent.
 
-For each level of concurrent jobs it waits until every room delivers results, then measures over
-`--seconds`: CPU of the whole process tree (supervisor + workers, or all baseline processes) as % of one
-core, PSS of the tree, and the fraction of the expected results (10 per second per job) that arrived. The
-marginal cost per extra job is the slope between the smallest and the largest level. Job start latency
-(framepool only) is the time from the publisher joining a new room to the first result of its job:
-dispatch, availability, assignment, room join, subscription, first frames through the ring.
+Marginal memory and CPU per extra job are the least-squares slopes over the drop-free windows; the ratios
+are framepool / baseline. The dev server and the load generator run on the same 2 cores: their CPU is
+reported per window, because when they saturate the machine the "drops" say more about them than about
+the system under test.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import json
 import os
-import statistics
+import platform
 import sys
 import tempfile
 import time
-import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
-from livekit import api, rtc
 
-ROOT = Path(__file__).resolve().parents[1]
-KEY, SECRET = "devkey", "secret"
-RESULTS_PER_SECOND = 10  # audio-level(window_ms=100)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _jobs_procs import Helper, HelperError, ProcessSet, free_port, python_argv, shm_entries
+from _jobs_systems import JOB_TIMEOUT, START_TIMEOUT, TOPIC, BaselineSystem, FramepoolSystem, System, token
 
-def token(identity: str, room: str, kind: str = "") -> str:
-    built = api.AccessToken(KEY, SECRET).with_identity(identity).with_grants(api.VideoGrants(room_join=True, room=room))
-    return (built.with_kind(kind) if kind else built).to_jwt()  # type: ignore[arg-type]
-
-
-# -- the process-per-job baseline: one job per process ------------------------------------------------------
+RESULTS_PER_SECOND = 10.0  # audio-level, 100 ms windows
+RATE_FLOOR = 0.99
+TARGET_PSS_MB = 2.0
+TARGET_CPU_PCT = 1.2
+MB = 1 << 20
 
 
-async def baseline_job(url: str, room_name: str) -> None:
-    """One job the way a process-per-job framework runs it: own room, own AudioStream, own numpy work."""
-    room = rtc.Room()
-    done = asyncio.Event()
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def level(track: rtc.Track) -> None:
-        stream = rtc.AudioStream.from_track(track=track, sample_rate=48000, num_channels=1, frame_size_ms=10)
-        squares, count = 0.0, 0
-        async for event in stream:
-            samples = np.frombuffer(event.frame.data, np.int16).astype(np.float32)
-            squares += float(np.dot(samples, samples))
-            count += samples.size
-            if count >= 4800:
-                rms = 20 * np.log10(max(np.sqrt(squares / count) / 32768, 1e-9))
-                await room.local_participant.publish_data(json.dumps({"rms_dbfs": round(float(rms), 2)}), topic="levels")
-                squares, count = 0.0, 0
-
-    def on_track(track: rtc.Track, *_: Any) -> None:
-        if track.kind == rtc.TrackKind.KIND_AUDIO:
-            tasks.add(asyncio.create_task(level(track)))
-
-    room.on("track_subscribed", on_track)
-    room.on("disconnected", lambda *_: done.set())
-    await room.connect(url, token(f"baseline-{room_name}", room_name, kind="agent"))
-    await done.wait()
+@dataclass
+class Config:
+    schedule: list[int]
+    window: float
+    settle: float
+    ramp_step: int
+    ramp_concurrency: int
+    max_k: int
+    budget: float  # seconds per system, start-up included
+    workers: int
+    load_threshold: float
 
 
-# -- publishers (in this process) ---------------------------------------------------------------------------
+FULL = Config(schedule=[1, 4, 8, 12, 16], window=10.0, settle=3.0, ramp_step=8, ramp_concurrency=4, max_k=64,
+              budget=140.0, workers=0, load_threshold=0.75)
+QUICK = Config(schedule=[1, 3, 6], window=5.0, settle=2.0, ramp_step=4, ramp_concurrency=4, max_k=14,
+               budget=40.0, workers=0, load_threshold=0.75)
 
 
-class Publisher:
-    """Joins a room, publishes a tone, counts the 'levels' results it receives."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.room = rtc.Room()
-        self.results = 0
-        self.first_result: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self.joined_at = 0.0
-        self._task: asyncio.Task[None] | None = None
-        self.room.on("data_received", self._on_data)
-
-    def _on_data(self, packet: rtc.DataPacket) -> None:
-        if packet.topic == "levels":
-            self.results += 1
-            if not self.first_result.done():
-                self.first_result.set_result(time.monotonic())
-
-    async def start(self, url: str) -> None:
-        self.joined_at = time.monotonic()
-        await self.room.connect(url, token(f"pub-{self.name}", self.name))
-        source = rtc.AudioSource(48000, 1)
-        await self.room.local_participant.publish_track(rtc.LocalAudioTrack.create_audio_track("tone", source),
-                                                        rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
-        self._task = asyncio.create_task(self._tone(source))
-
-    async def _tone(self, source: rtc.AudioSource) -> None:
-        t = np.arange(480)
-        n = 0
-        while True:
-            samples = (3000 * np.sin(2 * np.pi * 440 * (t + n) / 48000)).astype(np.int16)
-            await source.capture_frame(rtc.AudioFrame(samples.tobytes(), 48000, 1, 480))
-            n += 480
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self.room.disconnect()
+@dataclass
+class Point:
+    k: int
+    cpu_pct: float  # of one core, the measured processes
+    pss_mb: float
+    uss_mb: float
+    processes: int
+    rate_mean: float  # results per second per job / expected
+    rate_min: float
+    drops: dict[str, int]  # framepool's own counters, deltas over the window
+    devserver_cpu_pct: float
+    loadgen_cpu_pct: float
+    ok: bool
 
 
-# -- measurement -------------------------------------------------------------------------------------------
+@dataclass
+class SystemRun:
+    name: str
+    points: list[Point] = field(default_factory=list)
+    latencies_s: list[float] = field(default_factory=list)  # one start at a time, k-1 jobs running
+    ramp_latencies_s: list[float] = field(default_factory=list)  # starts in concurrent batches
+    max_k_without_drops: int = 0
+    limit: str = ""
+    marginal_pss_mb: float | None = None
+    marginal_uss_mb: float | None = None
+    marginal_cpu_pct: float | None = None
+    base_pss_mb: float | None = None
+    base_cpu_pct: float | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def fit(self) -> None:
+        good = [p for p in self.points if p.ok]
+        if len({p.k for p in good}) < 2:
+            return
+        ks = np.array([p.k for p in good], dtype=float)
+        self.marginal_pss_mb, self.base_pss_mb = (float(v) for v in np.polyfit(ks, [p.pss_mb for p in good], 1))
+        self.marginal_uss_mb = float(np.polyfit(ks, [p.uss_mb for p in good], 1)[0])
+        self.marginal_cpu_pct, self.base_cpu_pct = (float(v) for v in np.polyfit(ks, [p.cpu_pct for p in good], 1))
 
 
-def tree(pids: list[int]) -> list[psutil.Process]:
-    processes: list[psutil.Process] = []
-    for pid in pids:
+class Ramp:
+    """Grows one system's job count and measures it (see the module docstring)."""
+
+    def __init__(self, system: System, loadgen: Helper, devserver: Helper, cfg: Config, deadline: float) -> None:
+        self.system = system
+        self.loadgen = loadgen
+        self.devserver = devserver
+        self.cfg = cfg
+        self.deadline = deadline
+        self.rooms: list[str] = []
+        self.run = SystemRun(system.name)
+
+    async def start_one(self, latencies: list[float]) -> None:
+        room = f"{self.system.name}-{len(self.rooms):03d}"
+        self.rooms.append(room)
+        await self.loadgen.request({"op": "join", "url": self.system.url, "token": token(f"pub-{room}", room),
+                                    "room": room, "topic": TOPIC}, JOB_TIMEOUT)
+        first = self.loadgen.expect("first_result", room)
+        requested = await self.system.start_job(room)
         try:
-            root = psutil.Process(pid)
-            processes.extend([root, *root.children(recursive=True)])
-        except psutil.NoSuchProcess:
-            continue
-    return processes
+            result = await asyncio.wait_for(first, JOB_TIMEOUT)
+        except TimeoutError:
+            raise HelperError(f"job in {room} produced no result within {JOB_TIMEOUT:.0f} s") from None
+        latencies.append(result["t"] - requested)
+        await self.system.job_running()
 
+    async def grow_to(self, k: int, concurrency: int, latencies: list[float]) -> None:
+        gate = asyncio.Semaphore(concurrency)
 
-def cpu_seconds(processes: list[psutil.Process]) -> float:
-    total = 0.0
-    for process in processes:
+        async def one() -> None:
+            async with gate:
+                await self.start_one(latencies)
+
+        await asyncio.gather(*(one() for _ in range(k - len(self.rooms))))
+
+    async def measure(self) -> Point:
+        await asyncio.sleep(self.cfg.settle)  # the new jobs' start-up is not their steady state
+        measured = self.system.measured()
+        devserver, loadgen = ProcessSet.tree(self.devserver.pid), ProcessSet.tree(self.loadgen.pid)
+        counts0, counters0 = (await self.loadgen.request({"op": "counts"}))["counts"], await self.system.counters()
+        cpu0, dev0, load0, t0 = measured.cpu_seconds(), devserver.cpu_seconds(), loadgen.cpu_seconds(), time.monotonic()
+        await asyncio.sleep(self.cfg.window)  # the measurement window itself
+        cpu1, dev1, load1, t1 = measured.cpu_seconds(), devserver.cpu_seconds(), loadgen.cpu_seconds(), time.monotonic()
+        counts1, counters1 = (await self.loadgen.request({"op": "counts"}))["counts"], await self.system.counters()
+        memory = measured.sample()
+        rates = [rate(counts0.get(room), counts1.get(room)) for room in self.rooms]
+        drops = {key: int(counters1[key] - counters0.get(key, 0))
+                 for key in ("dropped", "lost", "results_dropped", "restarts") if key in counters1}
+        mean = float(np.mean(rates)) / RESULTS_PER_SECOND
+        worst = float(np.min(rates)) / RESULTS_PER_SECOND
+        span = t1 - t0
+        return Point(k=len(self.rooms), cpu_pct=100 * (cpu1 - cpu0) / span, pss_mb=memory.pss_bytes / MB,
+                     uss_mb=memory.uss_bytes / MB, processes=memory.processes, rate_mean=mean, rate_min=worst,
+                     drops=drops, devserver_cpu_pct=100 * (dev1 - dev0) / span, loadgen_cpu_pct=100 * (load1 - load0) / span,
+                     ok=mean >= RATE_FLOOR and not any(drops.values()))
+
+    def step_cost(self, k: int) -> float:
+        """A pessimistic guess of one step's duration, to stay inside the budget."""
+        return (k - len(self.rooms)) * 1.5 + self.cfg.settle + self.cfg.window + 2.0
+
+    async def step(self, k: int, concurrency: int, latencies: list[float]) -> bool:
+        """Grow to k and measure; False when the ramp must stop (the reason is in run.limit)."""
+        if time.monotonic() + self.step_cost(k) > self.deadline:
+            self.run.limit = f"time budget (no drops up to K={self.run.max_k_without_drops})"
+            return False
         try:
-            times = process.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            continue
-    return total
+            await self.grow_to(k, concurrency, latencies)
+        except HelperError as exc:
+            self.run.limit = f"a job failed to start at K={len(self.rooms)}: {exc}"
+            return False
+        point = await self.measure()
+        self.run.points.append(point)
+        if not point.ok:
+            self.run.limit = f"drops at K={point.k}: result rate {point.rate_mean:.1%} (worst job {point.rate_min:.1%}), counters {point.drops}"
+            return False
+        self.run.max_k_without_drops = point.k
+        return True
+
+    async def execute(self) -> SystemRun:
+        for k in self.cfg.schedule:
+            if not await self.step(k, 1, self.run.latencies_s):
+                break
+        else:
+            k = self.cfg.schedule[-1]
+            while k < self.cfg.max_k:
+                k = min(self.cfg.max_k, k + self.cfg.ramp_step)
+                if not await self.step(k, self.cfg.ramp_concurrency, self.run.ramp_latencies_s):
+                    break
+            else:
+                self.run.limit = f"--max-k reached without drops (K={self.run.max_k_without_drops})"
+        self.run.fit()
+        return self.run
 
 
-def pss_bytes(processes: list[psutil.Process]) -> int:
-    total = 0
-    for process in processes:
-        try:
-            total += int(process.memory_full_info().pss)
-        except psutil.NoSuchProcess:
-            continue
-    return total
+def rate(before: list[float] | None, after: list[float] | None) -> float:
+    """Results per second between two readings of [count, arrival time of the last result]."""
+    if not before or not after or after[1] <= before[1]:
+        return 0.0
+    return (after[0] - before[0]) / (after[1] - before[1])
 
 
-async def measure(pids: list[int], publishers: list[Publisher], seconds: float) -> dict[str, float]:
-    processes = tree(pids)
-    counts = [p.results for p in publishers]
-    cpu0, t0 = cpu_seconds(processes), time.monotonic()
-    await asyncio.sleep(seconds)  # the measurement window itself, not synchronisation
-    elapsed = time.monotonic() - t0
-    processes = tree(pids)
-    delivered = sum(p.results - c for p, c in zip(publishers, counts, strict=True))
-    expected = RESULTS_PER_SECOND * elapsed * len(publishers)
-    return {"jobs": len(publishers), "cpu_pct": 100 * (cpu_seconds(processes) - cpu0) / elapsed,
-            "pss_mb": pss_bytes(processes) / 2**20, "delivered": delivered / expected if expected else 0.0,
-            "processes": len(processes)}
-
-
-# -- the two systems ---------------------------------------------------------------------------------------
-
-
-async def run_framepool(url: str, levels: list[int], seconds: float) -> dict[str, Any]:
-    config = Path(tempfile.mkdtemp()) / "bench.toml"
-    config.write_text(f'livekit_url = "{url}"\napi_key = "{KEY}"\napi_secret = "{SECRET}"\nworkers = 1\n'
-                      'load_threshold = 1.0\n[[agents]]\naudio = ["audio-level(window_ms=100)"]\ntopic = "levels"\n')
-    env = {**os.environ, "FRAMEPOOL_LOG_FORMAT": "json", "FRAMEPOOL_LOG_LEVEL": "info"}
-    daemon = await asyncio.create_subprocess_exec(sys.executable, "-m", "framepool.cli", "start", "--config", str(config),
-                                                  cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE)
-    assert daemon.stderr is not None
-    while b"registered 1 agent" not in (line := await asyncio.wait_for(daemon.stderr.readline(), 60)):
-        if not line:
-            raise RuntimeError("framepool start exited before registering")
-    drain = asyncio.create_task(_discard(daemon.stderr))
-    publishers: list[Publisher] = []
-    rows, latencies = [], []
+async def run_system(make: Callable[[str], System], name: str, cfg: Config, log_dir: Path) -> SystemRun:
+    """One system on its own dev server and load generator; every process it started is gone on return."""
+    deadline = time.monotonic() + cfg.budget
+    port = free_port()
+    devserver = Helper(f"devserver-{name}", [sys.executable, "-m", "framepool.devserver", "--port", str(port),
+                                             "--departure-timeout", "1"], log_dir)
+    loadgen = Helper(f"loadgen-{name}", python_argv("_jobs_load.py"), log_dir)
+    system: System | None = None
     try:
-        for level in levels:
-            while len(publishers) < level:
-                publisher = Publisher(f"fp-{len(publishers)}")
-                await publisher.start(url)
-                publishers.append(publisher)
-                latencies.append(await asyncio.wait_for(publisher.first_result, 60) - publisher.joined_at)
-            rows.append(await measure([daemon.pid], publishers, seconds))
+        await devserver.start()
+        await devserver.event("line", START_TIMEOUT, contains="url:")
+        await loadgen.start()
+        system = make(f"ws://127.0.0.1:{port}")
+        await system.start()
+        run = await Ramp(system, loadgen, devserver, cfg, deadline).execute()
+        if isinstance(system, FramepoolSystem):
+            run.detail["workers"] = len(system.workers)
+        return run
     finally:
-        for publisher in publishers:
-            await publisher.stop()
-        daemon.terminate()
-        await daemon.wait()
-        drain.cancel()
-    return {"levels": rows, "start_latency_ms": {"median": 1000 * statistics.median(latencies),
-                                                 "max": 1000 * max(latencies), "samples": len(latencies)}}
+        if system is not None:
+            await system.stop()
+        loadgen.send_close()
+        await loadgen.stop(grace=10.0)
+        await devserver.stop(grace=5.0)
 
 
-async def _discard(stream: asyncio.StreamReader) -> None:
-    while await stream.read(65536):
-        pass
+def environment() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "cpu": cpu,
+            "cpus": os.cpu_count(), "python": platform.python_version(), "livekit": version("livekit"),
+            "loadavg_at_start": os.getloadavg(), "machine": "shared (other test runs may be active)"}
 
 
-async def run_baseline(url: str, levels: list[int], seconds: float) -> dict[str, Any]:
-    publishers: list[Publisher] = []
-    workers: list[asyncio.subprocess.Process] = []
-    rows = []
-    try:
-        for level in levels:
-            while len(publishers) < level:
-                publisher = Publisher(f"bl-{len(publishers)}")
-                workers.append(await asyncio.create_subprocess_exec(
-                    sys.executable, str(Path(__file__)), "--baseline-job", url, publisher.name, cwd=ROOT))
-                await publisher.start(url)
-                publishers.append(publisher)
-                await asyncio.wait_for(publisher.first_result, 60)
-            rows.append(await measure([w.pid for w in workers], publishers, seconds))
-    finally:
-        for publisher in publishers:
-            await publisher.stop()
-        for worker in workers:
-            worker.terminate()
-        await asyncio.gather(*(w.wait() for w in workers))
-    return {"levels": rows}
+def ratios(framepool: SystemRun, baseline: SystemRun) -> dict[str, float | None]:
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None or b <= 0 else a / b
+
+    fp_latency = float(np.median(framepool.latencies_s)) if framepool.latencies_s else None
+    bl_latency = float(np.median(baseline.latencies_s)) if baseline.latencies_s else None
+    return {"marginal_pss": ratio(framepool.marginal_pss_mb, baseline.marginal_pss_mb),
+            "marginal_cpu": ratio(framepool.marginal_cpu_pct, baseline.marginal_cpu_pct),
+            "start_latency_median": ratio(fp_latency, bl_latency),
+            "max_jobs_without_drops": ratio(float(framepool.max_k_without_drops), float(baseline.max_k_without_drops))}
 
 
-def marginal(rows: list[dict[str, float]]) -> dict[str, float]:
-    low, high = rows[0], rows[-1]
-    extra = high["jobs"] - low["jobs"]
-    if extra <= 0:
-        return {"cpu_pct_per_job": high["cpu_pct"] / high["jobs"], "pss_mb_per_job": high["pss_mb"] / high["jobs"]}
-    return {"cpu_pct_per_job": (high["cpu_pct"] - low["cpu_pct"]) / extra,
-            "pss_mb_per_job": (high["pss_mb"] - low["pss_mb"]) / extra}
+def targets(framepool: SystemRun) -> dict[str, bool | None]:
+    pss, cpu = framepool.marginal_pss_mb, framepool.marginal_cpu_pct
+    return {f"marginal_pss_le_{TARGET_PSS_MB}_mb": None if pss is None else pss <= TARGET_PSS_MB,
+            f"marginal_cpu_le_{TARGET_CPU_PCT}_pct": None if cpu is None else cpu <= TARGET_CPU_PCT}
 
 
-async def bench(levels: list[int], seconds: float) -> dict[str, Any]:
-    from framepool.devserver.server import DevServer
+async def bench(cfg: Config, systems: list[str]) -> dict[str, Any]:
+    shm_before = shm_entries()
+    env = environment()
+    runs: dict[str, SystemRun] = {}
+    with tempfile.TemporaryDirectory(prefix="framepool-jobs-") as tmp:
+        log_dir = Path(tmp)
+        makers: dict[str, Callable[[str], System]] = {
+            "framepool": lambda url: FramepoolSystem(url, log_dir, cfg.workers, cfg.load_threshold),
+            "baseline": lambda url: BaselineSystem(url, log_dir),
+        }
+        for name in systems:
+            try:
+                runs[name] = await run_system(makers[name], name, cfg, log_dir)
+            except HelperError as exc:
+                runs[name] = SystemRun(name, limit=f"failed: {exc}")
+    result: dict[str, Any] = {"env": env, "config": asdict(cfg), "systems": {n: asdict(r) for n, r in runs.items()}}
+    if "framepool" in runs and "baseline" in runs:
+        result["ratios"] = ratios(runs["framepool"], runs["baseline"])
+    if "framepool" in runs:
+        result["targets_met"] = targets(runs["framepool"])
+    result["left_in_dev_shm"] = sorted(shm_entries() - shm_before)
+    return result
 
-    devserver = DevServer(port=0, keys={KEY: SECRET}, departure_timeout=0.5)
-    await devserver.start()
-    try:
-        framepool = await run_framepool(devserver.url, levels, seconds)
-        baseline = await run_baseline(devserver.url, levels, seconds)
-    finally:
-        await devserver.aclose()
-    fp, bl = marginal(framepool["levels"]), marginal(baseline["levels"])
-    return {
-        "env": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "levels": levels, "seconds": seconds},
-        "framepool": {**framepool, "marginal": fp}, "baseline": {**baseline, "marginal": bl},
-        "ratios": {"baseline_over_framepool_pss_per_job": bl["pss_mb_per_job"] / max(fp["pss_mb_per_job"], 1e-3),
-                   "baseline_over_framepool_cpu_per_job": bl["cpu_pct_per_job"] / max(fp["cpu_pct_per_job"], 1e-3)},
-        "targets": {"pss_mb_per_job <= 2": fp["pss_mb_per_job"] <= 2.0, "cpu_pct_per_job <= 1.2": fp["cpu_pct_per_job"] <= 1.2},
-    }
+
+def fmt(value: float | None, spec: str = ".2f", unit: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{unit}"
 
 
 def print_table(result: dict[str, Any]) -> None:
-    for system in ("framepool", "baseline"):
-        print(f"{system}:")
-        print("  jobs  cpu % of a core   PSS MiB   results delivered   processes")
-        for row in result[system]["levels"]:
-            print(f"  {row['jobs']:4d}  {row['cpu_pct']:15.1f}  {row['pss_mb']:8.1f}  {row['delivered']:18.0%}  {row['processes']:10d}")
-        m = result[system]["marginal"]
-        print(f"  marginal per extra job: {m['cpu_pct_per_job']:.2f} % CPU, {m['pss_mb_per_job']:.2f} MiB PSS")
-    lat = result["framepool"]["start_latency_ms"]
-    print(f"framepool job start latency: median {lat['median']:.0f} ms, max {lat['max']:.0f} ms ({lat['samples']} jobs)")
-    print("ratios:", {k: round(v, 1) for k, v in result["ratios"].items()})
-    print("targets met:", result["targets"])
+    env = result["env"]
+    print(f"jobs benchmark, {env['date']}, {env['cpus']} x {env['cpu']}, Python {env['python']}, livekit {env['livekit']}, "
+          f"load average at start {env['loadavg_at_start'][0]:.2f} ({env['machine']})")
+    for name, run in result["systems"].items():
+        print(f"\n{name}: {run['limit']}")
+        print(f"  {'K':>3} {'CPU %':>7} {'PSS MB':>8} {'USS MB':>8} {'procs':>5} {'rate':>7} {'worst':>7} "
+              f"{'devsrv %':>8} {'loadgen %':>9}  drops")
+        for p in run["points"]:
+            print(f"  {p['k']:>3} {p['cpu_pct']:>7.1f} {p['pss_mb']:>8.1f} {p['uss_mb']:>8.1f} {p['processes']:>5} "
+                  f"{p['rate_mean']:>7.1%} {p['rate_min']:>7.1%} {p['devserver_cpu_pct']:>8.1f} {p['loadgen_cpu_pct']:>9.1f}  "
+                  f"{p['drops'] or ''}{'' if p['ok'] else '  <- drops'}")
+        lat = run["latencies_s"]
+        if lat:
+            print(f"  start latency (one at a time, n={len(lat)}): median {np.median(lat) * 1000:.0f} ms, "
+                  f"max {max(lat) * 1000:.0f} ms")
+        print(f"  marginal per extra job: PSS {fmt(run['marginal_pss_mb'])} MB (USS {fmt(run['marginal_uss_mb'])} MB), "
+              f"CPU {fmt(run['marginal_cpu_pct'])} % of a core; max K without drops {run['max_k_without_drops']}")
+    if "ratios" in result:
+        print("\nratios framepool / baseline: " + ", ".join(f"{k} {fmt(v, '.3f')}" for k, v in result["ratios"].items()))
+    if "targets_met" in result:
+        print("targets (framepool): " + ", ".join(f"{k}: {v}" for k, v in result["targets_met"].items()))
+    if result["left_in_dev_shm"]:
+        print(f"LEFT IN /dev/shm: {result['left_in_dev_shm']}")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", default="1,4,8", help="Levels of concurrent jobs, comma-separated.")
-    parser.add_argument("--seconds", type=float, default=5.0, help="Measurement window per level.")
-    parser.add_argument("--quick", action="store_true", help="Levels 1,3 and 2 s windows (smoke run).")
-    parser.add_argument("--json", action="store_true", help="Print one JSON object.")
-    parser.add_argument("--baseline-job", nargs=2, metavar=("URL", "ROOM"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore", message="The HMAC key is")
-    if args.baseline_job:
-        asyncio.run(baseline_job(*args.baseline_job))
-        return 0
-    levels = [1, 3] if args.quick else [int(x) for x in args.jobs.split(",")]
-    seconds = 2.0 if args.quick else args.seconds
-    result = asyncio.run(bench(levels, seconds))
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="benchmarks/jobs.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run (< 90 s), fewer and shorter windows")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--only", choices=["framepool", "baseline"], help="run one system only (no ratios)")
+    parser.add_argument("--max-k", type=int, help="stop the ramp at this many jobs")
+    parser.add_argument("--workers", type=int, help="framepool worker processes (default: the daemon's default)")
+    args = parser.parse_args(argv)
+    cfg = QUICK if args.quick else FULL
+    if args.max_k is not None:
+        if args.max_k < 1:
+            parser.error("--max-k must be at least 1")
+        cfg.max_k = args.max_k
+        cfg.schedule = [k for k in cfg.schedule if k <= args.max_k] or [args.max_k]
+    if args.workers is not None:
+        cfg.workers = args.workers
+    systems = [args.only] if args.only else ["framepool", "baseline"]
+    try:
+        result = asyncio.run(bench(cfg, systems))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print_table(result)
-    return 0
+    return 0 if all(not r["limit"].startswith("failed") for r in result["systems"].values()) else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,102 @@
+"""framepool side of the jobs benchmark (its own process tree): an AgentServer as `framepool start` runs it.
+
+One explicitly dispatched agent (`--agent-name`) whose entrypoint joins without auto-subscription and
+attaches `audio-level(window_ms=100)` (10 ms frames from the SDK, the processor's default) to every audio
+track, results as reliable data on the benchmark's topic: the same job as `[[agents]] audio =
+["audio-level(window_ms=100)"]` in a TOML config, written in Python so this process can also answer the
+harness's `stats` request with the pool's and the feeds' drop counters, which a `framepool start` process
+does not expose. It runs under `framepool.agent.drain.serve`, as `framepool start` does (SIGTERM drains).
+
+Requests: stats -> {jobs, feeds, frames, dropped, lost, results_dropped, results_sent, restarts, workers}.
+Events: registered (every agent registered with the server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from _jobs_child import emit, serve_requests
+
+from framepool.agent.drain import serve
+from framepool.agent.job import JobContext
+from framepool.agent.server import AgentServer
+from framepool.agent.session import DataOutput
+from framepool.logs import setup_logging
+from framepool.settings import Settings
+
+
+def build_server(args: argparse.Namespace) -> AgentServer:
+    settings = Settings(livekit_url=args.url, api_key=args.key, api_secret=args.secret, workers=args.workers,
+                        load_threshold=args.load_threshold, drain_timeout=2.0, shutdown_timeout=5.0,
+                        log_level="warning", log_format="text")
+    server = AgentServer(settings)
+
+    @server.rtc_session(agent_name=args.agent_name)
+    async def levels(ctx: JobContext) -> None:
+        await ctx.connect(auto_subscribe=False)
+        ctx.attach(args.processor, output=DataOutput(topic=args.topic))
+
+    return server
+
+
+def stats(server: AgentServer) -> dict[str, Any]:
+    totals = {"jobs": len(server.jobs), "feeds": 0, "frames": 0, "dropped": 0, "lost": 0, "results_dropped": 0,
+              "results_sent": 0}
+    for job in server.jobs.values():
+        session = job.ctx.session
+        totals["results_sent"] += session.results_sent
+        for rule in session.rules:
+            for feed in rule.feeds.values():
+                totals["feeds"] += 1
+                totals["frames"] += feed.frames
+                totals["dropped"] += feed.dropped
+                if feed.attachment is not None:
+                    stream = feed.attachment.stats()
+                    totals["lost"] += stream.lost
+                    totals["results_dropped"] += stream.results_dropped
+                    # Ring drops are counted by the ring; feed.dropped counts only the pushes it refused.
+                    totals["dropped"] += max(0, stream.dropped - feed.dropped)
+    pool = server.pool.stats() if server.pool is not None else None
+    totals["restarts"] = pool.restarts if pool else 0
+    totals["workers"] = len(pool.workers) if pool else 0
+    totals["load"] = server.load.measured
+    return totals
+
+
+async def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--secret", required=True)
+    parser.add_argument("--agent-name", default="jobbench")
+    parser.add_argument("--topic", default="levels")
+    parser.add_argument("--processor", default="audio-level(window_ms=100)")
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--load-threshold", type=float, default=0.75)
+    args = parser.parse_args(argv)
+    setup_logging("warning", "text")
+    server = build_server(args)
+
+    async def report(request: dict[str, Any]) -> dict[str, Any]:
+        return stats(server)
+
+    async def announce() -> None:
+        await server.registered.wait()
+        emit({"event": "registered", "workers": server.pool.worker_pids() if server.pool else []})
+
+    serving = asyncio.create_task(serve(server))
+    announcing = asyncio.create_task(announce())
+    requests = asyncio.create_task(serve_requests({"stats": report}))
+    await asyncio.wait([serving, requests], return_when=asyncio.FIRST_COMPLETED)
+    announcing.cancel()
+    requests.cancel()
+    if not serving.done():  # stdin closed: the harness is gone, stop like `framepool start` on SIGTERM
+        server.stop()
+    return await serving
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(sys.argv[1:])))

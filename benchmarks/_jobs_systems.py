@@ -1,0 +1,150 @@
+"""The two systems the jobs benchmark compares, behind one interface (harness process).
+
+- `FramepoolSystem`: one agent server process tree (supervisor + forkserver + pinned workers); a job is
+  started with CreateDispatch (livekit-api) for the room, so its start latency spans dispatch request →
+  availability request → accept → assignment → room join → subscription → first 100 ms window processed
+  in a worker → result published as data → received by the room's publisher.
+- `BaselineSystem`: process-per-job; one prewarmed process per job (a fresh idle one is started after each
+  job is handed out, as LiveKit Agents keeps idle processes), so its latency spans job handed to the idle
+  process → room join → subscription → first window → data received. No dispatch round trip: that
+  favours the baseline by the dev server's dispatch time.
+
+Both measure "the whole tree" the same way (`ProcessSet`): framepool's whole process tree, or the set of
+busy baseline job processes (the idle spare is not a job and is left out).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+from _jobs_procs import Helper, HelperError, ProcessSet, python_argv
+from livekit import api
+
+KEY, SECRET = "devkey", "secret"
+TOPIC = "levels"
+AGENT_NAME = "jobbench"
+START_TIMEOUT = 60.0
+JOB_TIMEOUT = 30.0
+
+# The dev server's well-known secret is short on purpose; PyJWT's warning about it is noise here.
+warnings.filterwarnings("ignore", message="The HMAC key is")
+
+
+def token(identity: str, room: str) -> str:
+    grants = api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True)
+    return api.AccessToken(KEY, SECRET).with_identity(identity).with_name(identity).with_grants(grants).to_jwt()
+
+
+class System(ABC):
+    """What the ramp needs from a system under test."""
+
+    name = ""
+
+    def __init__(self, url: str, log_dir: Path) -> None:
+        self.url = url
+        self.log_dir = log_dir
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def start_job(self, room: str) -> float:
+        """Start the job for `room`; the monotonic time the job was requested (the latency's start)."""
+
+    async def job_running(self) -> None:
+        """Called once the job's first result arrived (the baseline prewarms its next process here)."""
+        return None
+
+    @abstractmethod
+    def measured(self) -> ProcessSet: ...
+
+    async def counters(self) -> dict[str, Any]:
+        """Drop counters the system itself reports (empty when it reports none)."""
+        return {}
+
+    @abstractmethod
+    async def stop(self) -> None: ...
+
+
+class FramepoolSystem(System):
+    name = "framepool"
+
+    def __init__(self, url: str, log_dir: Path, workers: int, load_threshold: float) -> None:
+        super().__init__(url, log_dir)
+        self.agent = Helper("framepool-agent", python_argv(
+            "_jobs_agent.py", "--url", url, "--key", KEY, "--secret", SECRET, "--agent-name", AGENT_NAME,
+            "--topic", TOPIC, "--workers", str(workers), "--load-threshold", str(load_threshold)), log_dir)
+        self.lkapi: api.LiveKitAPI | None = None
+        self.workers: list[int] = []
+
+    async def start(self) -> None:
+        await self.agent.start()
+        registered = await self.agent.event("registered", START_TIMEOUT)
+        self.workers = registered.get("workers", [])
+        self.lkapi = api.LiveKitAPI(self.url.replace("ws://", "http://", 1), KEY, SECRET)
+
+    async def start_job(self, room: str) -> float:
+        assert self.lkapi is not None
+        requested = time.monotonic()
+        await self.lkapi.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name=AGENT_NAME, room=room))
+        return requested
+
+    def measured(self) -> ProcessSet:
+        return ProcessSet.tree(self.agent.pid)
+
+    async def counters(self) -> dict[str, Any]:
+        return await self.agent.request({"op": "stats"})
+
+    async def stop(self) -> None:
+        if self.lkapi is not None:
+            await self.lkapi.aclose()
+        await self.agent.stop()
+
+
+class BaselineSystem(System):
+    name = "baseline"
+
+    def __init__(self, url: str, log_dir: Path) -> None:
+        super().__init__(url, log_dir)
+        self.busy: list[Helper] = []
+        self.idle: Helper | None = None
+        self._spawned = 0
+
+    async def _prewarm(self) -> Helper:
+        self._spawned += 1
+        helper = Helper(f"baseline-{self._spawned}", python_argv("_jobs_baseline.py"), self.log_dir)
+        await helper.start()
+        await helper.event("ready", START_TIMEOUT)
+        return helper
+
+    async def start(self) -> None:
+        self.idle = await self._prewarm()
+
+    async def start_job(self, room: str) -> float:
+        if self.idle is None:
+            raise HelperError("no idle baseline process")
+        job, self.idle = self.idle, None
+        self.busy.append(job)
+        requested = time.monotonic()
+        await job.request({"op": "run", "url": self.url, "token": token(f"job-{room}", room), "topic": TOPIC},
+                          JOB_TIMEOUT)
+        return requested
+
+    async def job_running(self) -> None:
+        # After the first result, so the spare's interpreter start does not compete with the job's start.
+        if self.idle is None:
+            self.idle = await self._prewarm()
+
+    def measured(self) -> ProcessSet:
+        return ProcessSet.of([helper.pid for helper in self.busy])
+
+    async def stop(self) -> None:
+        helpers = [*self.busy, *([self.idle] if self.idle else [])]
+        for helper in helpers:
+            helper.send_close()
+        for helper in helpers:
+            await helper.stop(grace=5.0)
