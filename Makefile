@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit process integration bench native sanitize clean
+.PHONY: demo test lint typecheck unit process integration bench native sanitize docs clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ sanitize: $(STAMP)
 bench: native
 	$(PY) benchmarks/ring.py
 	$(PY) benchmarks/pipeline.py
+
+docs: $(STAMP)
+	{ printf '# Settings reference\n\nGenerated from `framepool.settings.Settings` by `make docs` (`framepool config --reference --markdown`); a test fails when it is stale.\nPrecedence: defaults < TOML file (`--config`) < environment < command-line flags. `agents` is TOML-only (`[[agents]]` tables).\n\n'; \
+	  $(VENV)/bin/framepool config --reference --markdown; } > docs/settings.md
 
 clean:
 	rm -rf $(VENV) build .typecheck .sanitize daemon/*.so daemon/.ring-built *.egg-info

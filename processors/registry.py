@@ -60,7 +60,9 @@ def parse_specs(text: str) -> list[ProcessorSpec]:
 
 def _split_args(text: str) -> list[str]:
     """Split on top-level commas: not inside brackets or quoted strings."""
-    parts, depth, quote, current = [], 0, "", []
+    parts: list[str] = []
+    current: list[str] = []
+    depth, quote = 0, ""
     for char in text:
         if quote:
             quote = "" if char == quote else quote

@@ -21,6 +21,7 @@ import signal
 
 from framepool.agent.server import AgentServer
 from framepool.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
+from framepool.sdnotify import Notifier
 
 log = logging.getLogger("framepool.agent.drain")
 
@@ -54,6 +55,8 @@ async def serve(server: AgentServer, signals: SignalEvents | None = None) -> int
     signals = signals or SignalEvents()
     if own:
         signals.install()
+    notifier = Notifier()
+    ready = asyncio.create_task(_notify_ready(server, notifier))
     try:
         running = asyncio.create_task(server.run())
         first = asyncio.create_task(signals.first.wait())
@@ -62,10 +65,18 @@ async def serve(server: AgentServer, signals: SignalEvents | None = None) -> int
             first.cancel()
             running.result()  # raises the server's error
             return EXIT_OK
+        notifier.stopping(f"draining {len(server.jobs)} job(s)")
         return await _drain_then_stop(server, signals, running)
     finally:
+        ready.cancel()
         if own:
             signals.remove()
+
+
+async def _notify_ready(server: AgentServer, notifier: Notifier) -> None:
+    """systemd (Type=notify) counts the daemon as started once the pool is up and every agent is registered."""
+    await server.registered.wait()
+    notifier.ready(f"{len(server.dispatchers)} agent(s) registered")
 
 
 async def _drain_then_stop(server: AgentServer, signals: SignalEvents, running: asyncio.Task[None]) -> int:
