@@ -240,7 +240,7 @@ def reference_text() -> str:
     blocks = []
     for field, env, description, default in settings_module.field_docs():
         flag = "(TOML only)" if field in _SKIPPED_FIELDS else flag_name(field)
-        blocks.append(f"{field}\n    flag {flag}  env {env}  default {_show(default)}\n    {description}")
+        blocks.append(f"{field}\n    flag {flag}  env {env or '(TOML only)'}  default {_show(default)}\n    {description}")
     return "\n".join(blocks)
 
 
@@ -249,7 +249,8 @@ def reference_markdown() -> str:
     for field, env, description, default in settings_module.field_docs():
         flag = "—" if field in _SKIPPED_FIELDS else f"`{flag_name(field)}`"
         text = description.replace("|", r"\|")
-        rows.append(f"| `{field}` | {flag} | `{env}` | `{_show(default)}` | {text} |")
+        shown_env = f"`{env}`" if env else "—"
+        rows.append(f"| `{field}` | {flag} | {shown_env} | `{_show(default)}` | {text} |")
     return "\n".join(rows)
 
 

@@ -29,6 +29,7 @@ ENV_PREFIX = "FRAMEPOOL_"
 # The LiveKit tools' own variable names, so one environment serves livekit-cli, the SDK and framepool.
 ENV_ALIASES = {"livekit_url": "LIVEKIT_URL", "api_key": "LIVEKIT_API_KEY", "api_secret": "LIVEKIT_API_SECRET"}
 SECRET_FIELDS = frozenset({"api_secret"})
+TOML_ONLY_FIELDS = frozenset({"agents"})  # structured: no environment variable, no flag
 
 JobType = Literal["room", "publisher", "participant"]
 
@@ -110,16 +111,17 @@ def field_docs() -> list[tuple[str, str, str, Any]]:
 
 
 def env_name(field: str) -> str:
+    """The environment variable of a field; empty for TOML-only fields."""
+    if field in TOML_ONLY_FIELDS:
+        return ""
     return ENV_ALIASES.get(field, ENV_PREFIX + field.upper())
 
 
 def _env_layer(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
     layer: dict[str, tuple[Any, str]] = {}
     for field in Settings.__struct_fields__:
-        if field == "agents":
-            continue  # structured: TOML only
         name = env_name(field)
-        if name in environ:
+        if name and name in environ:
             raw = environ[name]
             value: Any = [item for item in re.split(r"[,\s]+", raw) if item] if field == "cpus" else raw
             layer[field] = (value, name)
