@@ -33,7 +33,7 @@ from framepool.logs import setup_logging
 from framepool.settings import Settings
 
 PROG = "framepool"
-_SKIPPED_FIELDS = frozenset({"agents"})  # structured: TOML only
+_SKIPPED_FIELDS = settings_module.TOML_ONLY_FIELDS
 
 
 def flag_name(field: str) -> str:
