@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import aiohttp
 from google.protobuf.message import DecodeError
@@ -61,9 +61,18 @@ class JobHost(Protocol):
         """The jobs of this dispatcher still running, reported after a reconnect."""
         ...
 
-    def worker_status(self) -> tuple[bool, float, int]:
-        """(full, load 0..1, job count) of the whole daemon."""
+    def worker_status(self) -> DaemonStatus:
+        """The whole daemon's status, the same on every agent's connection."""
         ...
+
+
+class DaemonStatus(NamedTuple):
+    """What UpdateWorkerStatus reports: FULL or not, load 0..1, running jobs, draining (SIGTERM received)."""
+
+    full: bool
+    load: float
+    jobs: int
+    draining: bool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -342,11 +351,11 @@ class Dispatcher:
     async def _status_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """UpdateWorkerStatus every status_interval, and at once when `status_changed` is set."""
         while True:
-            full, load, jobs = self.host.worker_status()
+            status = self.host.worker_status()
             self._status_seq += 1
             await self._send_now(ws, agent_pb.WorkerMessage(update_worker=agent_pb.UpdateWorkerStatus(
-                status=agent_pb.WS_FULL if full else agent_pb.WS_AVAILABLE, load=load, job_count=jobs,
-                draining=self._stopping.is_set(), seq=self._status_seq)))
+                status=agent_pb.WS_FULL if status.full else agent_pb.WS_AVAILABLE, load=status.load,
+                job_count=status.jobs, draining=status.draining, seq=self._status_seq)))
             self.status_changed.clear()
             try:
                 await asyncio.wait_for(self.status_changed.wait(), self.options.status_interval)

@@ -24,7 +24,7 @@ from livekit.protocol import models
 
 from framepool.agent.job import AgentProcess, Entrypoint, JobContext, JobRequest, RunningJob, StatusReporter
 from framepool.agent.load import CpuMeter, LoadTracker
-from framepool.agent.protocol import ConnectionOptions, Dispatcher, Registration
+from framepool.agent.protocol import ConnectionOptions, DaemonStatus, Dispatcher, Registration
 from framepool.errors import ConfigError, CrashLoopError
 from framepool.logs import log_context
 from framepool.pool import WorkerPool
@@ -129,9 +129,9 @@ class AgentServer:
         pool_load = self.pool.load() if self.pool is not None else 0.0
         return max(self._cpu.sample(), pool_load)
 
-    def worker_status(self) -> tuple[bool, float, int]:
+    def worker_status(self) -> DaemonStatus:
         self.load.refresh()
-        return self.load.full(self.draining), self.load.measured, len(self.jobs)
+        return DaemonStatus(self.load.full(self.draining), self.load.measured, len(self.jobs), self.draining)
 
     def _status_changed(self) -> None:
         for dispatcher in self.dispatchers:

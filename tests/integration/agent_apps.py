@@ -27,3 +27,14 @@ async def finish_when_asked(ctx: JobContext) -> None:
     await asked.wait()
     await ctx.room.local_participant.publish_data(b"finished", topic="status")
     ctx.shutdown("asked to finish")
+
+
+endless_server = AgentServer()
+
+
+@endless_server.rtc_session()
+async def run_until_terminated(ctx: JobContext) -> None:
+    """A job that never finishes on its own: only the daemon's shutdown (or the server) ends it."""
+    await ctx.connect()
+    await ctx.room.local_participant.publish_data(b"running", topic="status")
+    await asyncio.Event().wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -68,3 +69,47 @@ class Signal:
 
     def is_set(self) -> bool:
         return self._future.done()
+
+
+class LogWatch(logging.Handler):
+    """Futures resolved by log records of an in-process logger (the dev server's view of the workers).
+
+    The dev server keeps no event for a worker's status change, but it logs each one: awaiting the record
+    is waiting on the change itself, not polling its state.
+    """
+
+    def __init__(self, logger: str) -> None:
+        super().__init__(logging.DEBUG)
+        self._logger = logging.getLogger(logger)
+        self._loop = asyncio.get_running_loop()
+        self._waiters: list[tuple[str, asyncio.Future[str]]] = []
+        self.messages: list[str] = []
+
+    def __enter__(self) -> LogWatch:
+        self._level = self._logger.level
+        self._logger.setLevel(logging.DEBUG)
+        self._logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._level)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        self._loop.call_soon_threadsafe(self._offer, message)
+
+    def _offer(self, message: str) -> None:
+        self.messages.append(message)
+        for fragment, future in self._waiters:
+            if fragment in message and not future.done():
+                future.set_result(message)
+
+    async def wait(self, fragment: str, limit: float = TIMEOUT) -> str:
+        """The first record containing `fragment`, logged before or after this call."""
+        for message in self.messages:
+            if fragment in message:
+                return message
+        future: asyncio.Future[str] = self._loop.create_future()
+        self._waiters.append((fragment, future))
+        return await asyncio.wait_for(future, limit)

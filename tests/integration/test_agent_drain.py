@@ -1,4 +1,10 @@
-"""SIGTERM drain of a real `framepool start` process: a running job finishes, then the daemon exits 0."""
+"""SIGTERM drain of a real `framepool start` process.
+
+A running job finishes after SIGTERM and the daemon exits 0; the dev server sees the daemon go FULL and
+offers it nothing new; a second SIGTERM takes the quick path (exit 130); a drain that times out ends the job
+through its shutdown ladder (exit 1). Every case checks that the worker processes are gone and that nothing
+is left in /dev/shm.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,15 @@ import signal
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
-from livekit import rtc
+from livekit import api, rtc
+from livekit.protocol import agent as agent_pb
 
+from framepool.devserver.agents import dispatcher_for
 from framepool.devserver.server import DevServer
 from tests.conftest import API_KEY, API_SECRET
+from tests.integration.agentkit import LogWatch, job_states
 from tests.integration.sdk import joined
 
 pytestmark = pytest.mark.integration
@@ -22,9 +32,11 @@ TIMEOUT = 60.0
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def start_daemon(devserver: DevServer, target: str, *extra: str) -> asyncio.subprocess.Process:
+async def start_daemon(devserver: DevServer, target: str, *extra: str, **settings: str) -> asyncio.subprocess.Process:
+    """`framepool start target`; `settings` become FRAMEPOOL_<NAME> environment variables."""
     env = {**os.environ, "LIVEKIT_URL": devserver.url, "LIVEKIT_API_KEY": API_KEY, "LIVEKIT_API_SECRET": API_SECRET,
            "FRAMEPOOL_WORKERS": "1", "FRAMEPOOL_STATUS_INTERVAL": "0.5", "FRAMEPOOL_LOG_FORMAT": "json"}
+    env.update({f"FRAMEPOOL_{name.upper()}": value for name, value in settings.items()})
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "framepool.cli", "start", target, *extra, cwd=ROOT, env=env,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
@@ -77,6 +89,101 @@ async def test_sigterm_lets_a_running_job_finish_then_exits_zero(devserver: DevS
             await process.wait()
 
 
+def worker_pids(process: asyncio.subprocess.Process) -> list[int]:
+    """The daemon's child processes (its processor workers), read once it has registered."""
+    pids = [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
+    assert pids, "the daemon has no worker processes"
+    return pids
+
+
+def assert_gone(pids: list[int]) -> None:
+    alive = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"worker processes outlived the daemon: {alive}"
+
+
+async def exit_status(process: asyncio.subprocess.Process, seen: list[str]) -> tuple[int, str]:
+    """Wait for the daemon to exit; its status and everything it logged."""
+    assert process.stderr is not None
+    rest = await asyncio.wait_for(process.stderr.read(), TIMEOUT)
+    status = await asyncio.wait_for(process.wait(), TIMEOUT)
+    return status, "".join(seen) + rest.decode(errors="replace")
+
+
+async def running_job(alice: rtc.Room) -> None:
+    """Until the endless agent's job in alice's room says it runs."""
+    statuses: asyncio.Queue[bytes] = asyncio.Queue()
+    alice.on("data_received", lambda packet: statuses.put_nowait(packet.data))
+    assert await asyncio.wait_for(statuses.get(), TIMEOUT) == b"running"
+
+
+async def test_second_sigterm_takes_the_quick_path(devserver: DevServer, room_name: str) -> None:
+    shm_before = shm_entries()
+    # A drain this long cannot end inside the test: only the quick path explains the exit. The threshold
+    # keeps a busy test machine from making the daemon FULL before the drain does.
+    process = await start_daemon(devserver, "tests.integration.agent_apps:endless_server", drain_timeout="600",
+                                 load_threshold="1")
+    seen: list[str] = []
+    try:
+        with LogWatch("framepool.devserver.agents") as devserver_log:
+            await asyncio.wait_for(log_line(process, "registered 1 agent", seen), TIMEOUT)
+            pids = worker_pids(process)
+            async with joined(devserver, "alice", room_name) as alice:
+                await running_job(alice)
+                process.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(log_line(process, "draining", seen), TIMEOUT)
+                await devserver_log.wait(": WS_FULL")
+                [worker] = dispatcher_for(devserver.app, devserver).workers.values()
+                assert (worker.status, worker.draining) == (agent_pb.WS_FULL, True)
+                await assert_new_job_refused(devserver, f"{room_name}-late")
+                assert process.returncode is None  # the endless job holds the daemon
+                process.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(log_line(process, "second signal", seen), TIMEOUT)
+            status, logged = await exit_status(process, seen)
+        assert status == 130, logged
+        assert "job ended" in logged
+        assert_gone(pids)
+        assert shm_entries() <= shm_before
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def assert_new_job_refused(devserver: DevServer, room: str) -> None:
+    """A room created while the only worker is FULL gets no agent: its job fails with "no worker available"."""
+    async with api.LiveKitAPI(devserver.http_url, API_KEY, API_SECRET) as lkapi:
+        await lkapi.room.create_room(api.CreateRoomRequest(name=room))
+        [state] = await job_states(lkapi, room)
+    assert (state.status, state.error) == (agent_pb.JS_FAILED, "no worker available")
+
+
+async def test_drain_timeout_ends_the_running_job_and_exits_1(devserver: DevServer, room_name: str) -> None:
+    shm_before = shm_entries()
+    process = await start_daemon(devserver, "tests.integration.agent_apps:endless_server", drain_timeout="1")
+    seen: list[str] = []
+    try:
+        await asyncio.wait_for(log_line(process, "registered 1 agent", seen), TIMEOUT)
+        pids = worker_pids(process)
+        async with joined(devserver, "alice", room_name) as alice:
+            await running_job(alice)
+            agent_left = asyncio.get_running_loop().create_future()
+            alice.on("participant_disconnected", lambda p: agent_left.done() or agent_left.set_result(p.identity))
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(log_line(process, "drain timed out with 1 job", seen), TIMEOUT)
+            record = await asyncio.wait_for(log_line(process, "job ended", seen), TIMEOUT)
+            assert str(await asyncio.wait_for(agent_left, TIMEOUT)).startswith("agent-")
+        status, logged = await exit_status(process, seen)
+        assert status == 1, logged
+        assert "job shutting down: daemon shutting down" in logged
+        assert record["msg"] == "job ended: JS_SUCCESS"
+        assert_gone(pids)
+        assert shm_entries() <= shm_before
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
 async def test_start_without_credentials_is_one_line_exit_2(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "FRAMEPOOL_"))}
     config = tmp_path / "agents.toml"
@@ -112,5 +219,3 @@ async def test_start_against_an_unreachable_server_exits_3(tmp_path: Path) -> No
     assert process.returncode == 3, err.decode()
     assert "framepool: cannot reach LiveKit at ws://127.0.0.1:9" in err.decode()
 
-
-del rtc
