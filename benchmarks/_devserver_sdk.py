@@ -15,6 +15,7 @@ import socket
 import statistics
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ API_KEY = "devkey"
 API_SECRET = "benchmark-secret-at-least-32-bytes-long"
 SAMPLE_RATE = 48000
 START_TIMEOUT = 30.0
+TIMEOUT = 20.0  # any single SDK operation (connect, publish, first track)
 STOP_TIMEOUT = 10.0
 
 
@@ -36,6 +38,23 @@ def token(identity: str, room: str) -> str:
     grants = api.VideoGrants(room_join=True, room=room)
     return (api.AccessToken(API_KEY, API_SECRET).with_identity(identity).with_name(identity)
             .with_ttl(datetime.timedelta(hours=1)).with_grants(grants).to_jwt())
+
+
+def room_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+async def connect(server: DevServerProcess, identity: str, room: str, subscribe: bool = True) -> rtc.Room:
+    """An SDK participant with default RoomOptions, except that `subscribe=False` turns auto-subscribe off."""
+    sdk_room = rtc.Room()
+    options = rtc.RoomOptions(auto_subscribe=subscribe)
+    await asyncio.wait_for(sdk_room.connect(server.url, token(identity, room), options), TIMEOUT)
+    return sdk_room
+
+
+async def publish_audio(sdk_room: rtc.Room, source: rtc.AudioSource, name: str) -> None:
+    track = rtc.LocalAudioTrack.create_audio_track(name, source)
+    await asyncio.wait_for(sdk_room.local_participant.publish_track(track), TIMEOUT)
 
 
 def free_port() -> int:

@@ -32,8 +32,7 @@ import os
 import platform
 import sys
 import time
-import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 import aiohttp
@@ -43,58 +42,31 @@ from livekit import rtc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # The helper module sits beside this script (benchmarks/ is not a package).
-from _lk import (
+from _devserver_capacity import DELIVERY_TARGET, Plan, inbound_audio, measure_capacity
+from _devserver_sdk import (
     SAMPLE_RATE,
+    TIMEOUT,
     BenchmarkError,
     CpuMeter,
-    CpuShare,
     DevServerProcess,
-    read_index,
+    connect,
+    publish_audio,
+    room_name,
     summary_ms,
     token,
     tone,
-    video_feed,
 )
 
-TIMEOUT = 20.0
-DELIVERY_TARGET = 0.99
 BURST_PERIOD_FRAMES = 50  # 0.5 s between bursts: longer than any plausible latency, so matching is unambiguous
 BURST_FRAMES = 2
 ONSET_THRESHOLD = 3000
 LATENCY_QUEUE_MS = 20
 
 
-@dataclass
-class Plan:
-    joins: int
-    bursts: int
-    window: float
-    settle: float
-    audio_steps: list[int]
-    video_steps: list[int]
-    fps: float
-    budget: float
-
-
 FULL = Plan(joins=20, bursts=24, window=5.0, settle=1.5, audio_steps=[1, 2, 4, 8, 12, 16, 24, 32, 48],
             video_steps=[1, 2, 3, 4, 6], fps=15.0, budget=220.0)
 QUICK = Plan(joins=6, bursts=8, window=2.0, settle=1.0, audio_steps=[1, 4, 8], video_steps=[1, 2], fps=15.0,
              budget=55.0)
-
-
-def room_name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-async def connect(server: DevServerProcess, identity: str, room: str) -> rtc.Room:
-    sdk_room = rtc.Room()
-    await asyncio.wait_for(sdk_room.connect(server.url, token(identity, room)), TIMEOUT)
-    return sdk_room
-
-
-async def publish_audio(sdk_room: rtc.Room, source: rtc.AudioSource, name: str) -> None:
-    track = rtc.LocalAudioTrack.create_audio_track(name, source)
-    await asyncio.wait_for(sdk_room.local_participant.publish_track(track), TIMEOUT)
 
 
 # --- baseline ---------------------------------------------------------------------------------------------
@@ -219,6 +191,8 @@ async def measure_latency(server: DevServerProcess, bursts: int) -> dict[str, An
     listening = asyncio.create_task(find_onsets(stream, onsets))
     try:
         await asyncio.wait_for(burst_feed(source, sends, bursts), TIMEOUT + bursts)
+        jitter_ms = [1e3 * s.jitter_buffer_delay / s.jitter_buffer_emitted_count
+                     for s in (await inbound_audio(listener)).values() if s.jitter_buffer_emitted_count]
     finally:
         listening.cancel()
         await asyncio.gather(listening, return_exceptions=True)
@@ -226,212 +200,9 @@ async def measure_latency(server: DevServerProcess, bursts: int) -> dict[str, An
         await speaker.disconnect()
         await listener.disconnect()
     latencies = match_latencies(sends, onsets)
+    # The subscriber's jitter buffer is the part of the latency the SDK itself reports (mean over the stream).
     return {"bursts_sent": len(sends), "bursts_detected": len(latencies), "audio_source_queue_ms": LATENCY_QUEUE_MS,
-            **summary_ms(latencies)}
-
-
-# --- capacity ---------------------------------------------------------------------------------------------
-
-@dataclass
-class TrackCount:
-    """What the subscriber saw of one track: frame arrivals and, per frame, whether it carried the content."""
-
-    frames: int = 0
-    good: int = 0
-    indices: list[tuple[float, int]] = field(default_factory=list)
-    sizes: set[tuple[int, int]] = field(default_factory=set)
-
-
-async def count_audio(track: rtc.Track, count: TrackCount, expected_rms: float) -> None:
-    stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=20)
-    try:
-        async for event in stream:
-            data = np.frombuffer(event.frame.data, dtype=np.int16).astype(np.float32)
-            count.frames += 1
-            count.good += bool(np.sqrt(np.mean(data * data)) > 0.5 * expected_rms)
-    finally:
-        await stream.aclose()
-
-
-async def count_video(track: rtc.Track, count: TrackCount) -> None:
-    stream = rtc.VideoStream(track, format=rtc.VideoBufferType.I420)
-    try:
-        async for event in stream:
-            frame = event.frame
-            luma = np.frombuffer(frame.data, dtype=np.uint8, count=frame.width * frame.height)
-            count.frames += 1
-            count.sizes.add((frame.width, frame.height))
-            count.indices.append((time.monotonic(), read_index(luma.reshape(frame.height, frame.width))))
-    finally:
-        await stream.aclose()
-
-
-AUDIO_AMPLITUDE = 8000
-
-
-class Ramp:
-    """One subscriber counting every track of a room while publishers of one kind join it one by one."""
-
-    def __init__(self, server: DevServerProcess, kind: str, fps: float) -> None:
-        self.server, self.kind, self.fps = server, kind, fps
-        self.room = room_name(f"ramp-{kind}")
-        self.counts: dict[str, TrackCount] = {}
-        self.publishers: list[rtc.Room] = []
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.arrived = asyncio.Event()
-        self.wanted = 0
-        self.sink: rtc.Room | None = None
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    def _on_track(self, track: rtc.Track, publication: rtc.RemoteTrackPublication, _: Any) -> None:
-        count = self.counts.setdefault(publication.sid, TrackCount())
-        if self.kind == "audio":
-            self._spawn(count_audio(track, count, AUDIO_AMPLITUDE / np.sqrt(2)))
-        else:
-            self._spawn(count_video(track, count))
-        if len(self.counts) >= self.wanted:
-            self.arrived.set()
-
-    async def open(self) -> None:
-        self.sink = rtc.Room()
-        self.sink.on("track_subscribed", self._on_track)
-        await asyncio.wait_for(self.sink.connect(self.server.url, token("sink", self.room)), TIMEOUT)
-
-    async def _add_publisher(self) -> None:
-        index = len(self.publishers)
-        publisher = await connect(self.server, f"{self.kind}-{index}", self.room)
-        self.publishers.append(publisher)
-        if self.kind == "audio":
-            source = rtc.AudioSource(SAMPLE_RATE, 1)
-            await publish_audio(publisher, source, "mic")
-            self._spawn(tone(source, 300.0 + 37.0 * index, AUDIO_AMPLITUDE))
-        else:
-            video = rtc.VideoSource(1280, 720)
-            track = rtc.LocalVideoTrack.create_video_track("camera", video)
-            options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA)
-            await asyncio.wait_for(publisher.local_participant.publish_track(track, options), TIMEOUT)
-            self._spawn(video_feed(video, 1280, 720, self.fps))
-
-    async def grow(self, n: int) -> None:
-        """Add publishers up to `n` and wait until the subscriber has every track."""
-        while len(self.publishers) < n:
-            await self._add_publisher()
-        self.wanted = n
-        if len(self.counts) < n:
-            self.arrived.clear()
-            await asyncio.wait_for(self.arrived.wait(), TIMEOUT)
-
-    async def close(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        for sdk_room in [*self.publishers, *([self.sink] if self.sink else [])]:
-            await sdk_room.disconnect()
-
-
-async def playout_samples(sink: rtc.Room) -> dict[str, tuple[int, int]]:
-    """Per track sid: (concealed, received) samples from the subscriber's inbound-rtp audio stats."""
-    stats = await sink.get_rtc_stats()
-    found: dict[str, tuple[int, int]] = {}
-    for entry in [*stats.publisher_stats, *stats.subscriber_stats]:
-        if entry.WhichOneof("stats") != "inbound_rtp" or entry.inbound_rtp.stream.kind != "audio":
-            continue
-        inbound = entry.inbound_rtp.inbound
-        # The dev server names each downstream track "<track sid>.<suffix>" (its msid).
-        sid = inbound.track_identifier.split(".")[0]
-        found[sid] = (inbound.concealed_samples, inbound.total_samples_received)
-    return found
-
-
-def audio_delivery(ramp: Ramp, before: dict[str, Any], after: dict[str, Any], seconds: float) -> dict[str, Any]:
-    frame_ratios, content_ratios, playout_ratios = [], [], []
-    for sid, count in ramp.counts.items():
-        frames = count.frames - before["frames"].get(sid, (0, 0))[0]
-        good = count.good - before["frames"].get(sid, (0, 0))[1]
-        frame_ratios.append(frames / (seconds / 0.02))
-        content_ratios.append(good / frames if frames else 0.0)
-        if sid in after["playout"] and sid in before["playout"]:
-            concealed = after["playout"][sid][0] - before["playout"][sid][0]
-            received = after["playout"][sid][1] - before["playout"][sid][1]
-            playout_ratios.append(1.0 - concealed / received if received else 0.0)
-    worst = {"frames_vs_expected": min(frame_ratios), "frames_with_tone": min(content_ratios),
-             "not_concealed": min(playout_ratios) if playout_ratios else None}
-    delivered = min(worst["frames_with_tone"], worst["not_concealed"] if playout_ratios else 1.0)
-    return {"worst_track": {k: (round(v, 4) if v is not None else None) for k, v in worst.items()},
-            "delivered": round(delivered, 4)}
-
-
-def video_delivery(ramp: Ramp, start: float, end: float) -> dict[str, Any]:
-    ratios, rates = [], []
-    sizes: set[tuple[int, int]] = set()
-    for count in ramp.counts.values():
-        seen = {index for at, index in count.indices if start <= at < end}
-        span = (max(seen) - min(seen) + 1) if seen else 1
-        ratios.append(len(seen) / span if seen else 0.0)
-        rates.append(len(seen) / (end - start))
-        sizes |= count.sizes
-    return {"delivered": round(min(ratios), 4), "worst_track_fps": round(min(rates), 2),
-            "received_sizes": sorted(f"{w}x{h}" for w, h in sizes)}
-
-
-async def ramp_snapshot(ramp: Ramp) -> dict[str, Any]:
-    assert ramp.sink is not None
-    frames = {sid: (c.frames, c.good) for sid, c in ramp.counts.items()}
-    return {"frames": frames, "playout": await playout_samples(ramp.sink) if ramp.kind == "audio" else {}}
-
-
-async def measure_step(ramp: Ramp, n: int, plan: Plan, meter: CpuMeter) -> dict[str, Any]:
-    await ramp.grow(n)
-    await asyncio.sleep(plan.settle)  # let jitter buffers and bandwidth estimates settle after the join
-    before = await ramp_snapshot(ramp)
-    meter.mark()
-    start = time.monotonic()
-    await asyncio.sleep(plan.window)
-    end = time.monotonic()
-    cpu = meter.since()
-    if ramp.kind == "audio":
-        delivery = audio_delivery(ramp, before, await ramp_snapshot(ramp), end - start)
-    else:
-        delivery = video_delivery(ramp, start, end)
-    return {"publishers": n, **delivery, "ok": delivery["delivered"] >= DELIVERY_TARGET, "cpu_cores": asdict(cpu),
-            "busiest": busiest(cpu)}
-
-
-def busiest(cpu: CpuShare) -> str:
-    """Which process used the most CPU, and whether the machine was saturated."""
-    name, cores = max([("server", cpu.server), ("benchmark", cpu.bench), ("others", cpu.others)], key=lambda p: p[1])
-    saturated = cpu.machine_busy >= 0.9 * (psutil.cpu_count() or 1)
-    return f"{name} ({cores:.2f} cores){', machine saturated' if saturated else ''}"
-
-
-async def measure_capacity(server: DevServerProcess, kind: str, plan: Plan, meter: CpuMeter,
-                           deadline: float) -> dict[str, Any]:
-    ramp = Ramp(server, kind, plan.fps)
-    steps: list[dict[str, Any]] = []
-    stopped = "ramp finished"
-    try:
-        await ramp.open()
-        for n in plan.audio_steps if kind == "audio" else plan.video_steps:
-            if time.monotonic() + plan.settle + plan.window + 2 * (n - len(ramp.publishers)) > deadline:
-                stopped = "time budget reached"
-                break
-            try:
-                steps.append(await measure_step(ramp, n, plan, meter))
-            except TimeoutError:
-                steps.append({"publishers": n, "ok": False, "error": "tracks did not all reach the subscriber"})
-            if not steps[-1]["ok"]:
-                stopped = "failed"
-                break
-    finally:
-        await ramp.close()
-    # The ramp stops at the first failing step, so every earlier step passed.
-    passing = [step["publishers"] for step in steps if step["ok"]]
-    return {"capacity": passing[-1] if passing else 0, "capacity_is_lower_bound": stopped != "failed",
-            "stopped": stopped, "steps": steps}
+            "subscriber_jitter_buffer_ms": round(jitter_ms[0], 1) if jitter_ms else None, **summary_ms(latencies)}
 
 
 # --- run and report ---------------------------------------------------------------------------------------
@@ -452,7 +223,10 @@ async def timed_phase(meter: CpuMeter, phase: Any) -> dict[str, Any]:
     return {**result, "cpu_cores": asdict(meter.since())}
 
 
-async def run(plan: Plan) -> dict[str, Any]:
+PHASES = ("join", "latency", "audio", "video")
+
+
+async def run(plan: Plan, phases: set[str]) -> dict[str, Any]:
     started = time.monotonic()
     idle = await idle_cpu(1.0)
     server = DevServerProcess()
@@ -462,11 +236,15 @@ async def run(plan: Plan) -> dict[str, Any]:
         results: dict[str, Any] = {"server_idle": await timed_phase(meter, asyncio.sleep(1.0, {}))}
         results["baseline"] = {"http_round_trip": summary_ms(await http_round_trips(server, plan.joins)),
                                "signal_join": summary_ms(await signal_joins(server, plan.joins))}
-        results["join"] = await timed_phase(meter, measure_joins(server, plan.joins))
-        results["latency"] = await timed_phase(meter, measure_latency(server, plan.bursts))
-        audio_deadline = started + plan.budget * 0.6
-        results["audio_capacity"] = await measure_capacity(server, "audio", plan, meter, audio_deadline)
-        results["video_capacity"] = await measure_capacity(server, "video", plan, meter, started + plan.budget)
+        if "join" in phases:
+            results["join"] = await timed_phase(meter, measure_joins(server, plan.joins))
+        if "latency" in phases:
+            results["latency"] = await timed_phase(meter, measure_latency(server, plan.bursts))
+        if "audio" in phases:
+            audio_deadline = started + plan.budget * (0.6 if "video" in phases else 1.0)
+            results["audio_capacity"] = await measure_capacity(server, "audio", plan, meter, audio_deadline)
+        if "video" in phases:
+            results["video_capacity"] = await measure_capacity(server, "video", plan, meter, started + plan.budget)
     finally:
         await server.stop()
     results["ratios"] = ratios(results)
@@ -482,12 +260,16 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
         if "median_ms" not in a or not b.get("median_ms"):
             return None
         return round(a["median_ms"] / b["median_ms"], 2)
-    base = results["baseline"]
-    return {"join_connect_vs_signal_join": ratio(results["join"]["connect"], base["signal_join"]),
-            "join_connect_vs_http_round_trip": ratio(results["join"]["connect"], base["http_round_trip"]),
-            "first_track_vs_signal_join": ratio(results["join"]["first_track_subscribed"], base["signal_join"]),
-            "audio_latency_vs_10ms_frame": round(results["latency"]["median_ms"] / 10.0, 2)
-            if "median_ms" in results["latency"] else None}
+    base, join, latency = results["baseline"], results.get("join"), results.get("latency", {})
+    found: dict[str, float | None] = {}
+    if join:
+        found["join_connect_vs_signal_join"] = ratio(join["connect"], base["signal_join"])
+        found["join_connect_vs_http_round_trip"] = ratio(join["connect"], base["http_round_trip"])
+        found["first_track_vs_signal_join"] = ratio(join["first_track_subscribed"], base["signal_join"])
+    if latency.get("median_ms") and latency.get("subscriber_jitter_buffer_ms"):
+        found["audio_latency_vs_subscriber_jitter_buffer"] = round(
+            latency["median_ms"] / latency["subscriber_jitter_buffer_ms"], 2)
+    return found
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -496,13 +278,17 @@ def print_table(report: dict[str, Any]) -> None:
           f"machine busy before start: {env['idle_machine_busy_cores']:.2f} cores")
     for name in ("http_round_trip", "signal_join"):
         print(f"  baseline {name:<22} {fmt(results['baseline'][name])}")
-    print(f"  join connect()               {fmt(results['join']['connect'])}")
-    print(f"  join to first track          {fmt(results['join']['first_track_subscribed'])}")
-    latency = results["latency"]
-    print(f"  audio latency                {fmt(latency)}  ({latency['bursts_detected']}/{latency['bursts_sent']} "
-          "bursts detected)")
+    if "join" in results:
+        print(f"  join connect()               {fmt(results['join']['connect'])}")
+        print(f"  join to first track          {fmt(results['join']['first_track_subscribed'])}")
+    if "latency" in results:
+        latency = results["latency"]
+        print(f"  audio latency                {fmt(latency)}  ({latency['bursts_detected']}/"
+              f"{latency['bursts_sent']} bursts; subscriber jitter buffer {latency['subscriber_jitter_buffer_ms']} ms)")
     for kind in ("audio", "video"):
-        capacity = results[f"{kind}_capacity"]
+        capacity = results.get(f"{kind}_capacity")
+        if capacity is None:
+            continue
         bound = "≥ " if capacity["capacity_is_lower_bound"] else ""
         print(f"  {kind} publishers carried     {bound}{capacity['capacity']}  ({capacity['stopped']})")
         for step in capacity["steps"]:
@@ -524,13 +310,17 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a shorter run (< 60 s), noisier")
     parser.add_argument("--json", action="store_true", help="print one JSON object {env, results}")
     parser.add_argument("--fps", type=float, default=15.0, help="video frame rate of each 720p publisher")
+    parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
     args = parser.parse_args()
+    phases = set(args.phases.split(",")) if args.phases else set()
+    if not phases or not phases <= set(PHASES):
+        parser.error(f"--phases takes a comma-separated subset of {','.join(PHASES)}, got {args.phases!r}")
     if not 1 <= args.fps <= 60:
         parser.error("--fps must be between 1 and 60")
     plan = QUICK if args.quick else FULL
     plan.fps = args.fps
     try:
-        report = asyncio.run(run(plan))
+        report = asyncio.run(run(plan, phases))
     except (BenchmarkError, TimeoutError, rtc.ConnectError) as exc:
         print(f"benchmarks/devserver.py: {type(exc).__name__}: {getattr(exc, 'message', exc) or 'timed out'}",
               file=sys.stderr)
