@@ -7,7 +7,8 @@ track, results as reliable data on the benchmark's topic: the same job as `[[age
 harness's `stats` request with the pool's and the feeds' drop counters, which a `framepool start` process
 does not expose. It runs under `framepool.agent.drain.serve`, as `framepool start` does (SIGTERM drains).
 
-Requests: stats -> {jobs, feeds, frames, dropped, lost, results_dropped, results_sent, restarts, workers}.
+Requests: stats -> {jobs, feeds, frames, dropped, lost, results_dropped, results_sent, restarts, workers, load};
+assigned {room} -> {t}: when the room's job assignment reached the daemon (CLOCK_MONOTONIC).
 Events: registered (every agent registered with the server).
 """
 
@@ -16,23 +17,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from typing import Any
 
 from _jobs_child import emit, serve_requests
+from livekit.protocol import agent as agent_pb
 
 from framepool.agent.drain import serve
-from framepool.agent.job import JobContext
-from framepool.agent.server import AgentServer
+from framepool.agent.job import JobContext, RunningJob, StatusReporter
+from framepool.agent.server import Agent, AgentServer
 from framepool.agent.session import DataOutput
 from framepool.logs import setup_logging
 from framepool.settings import Settings
 
 
-def build_server(args: argparse.Namespace) -> AgentServer:
+class TimedAgentServer(AgentServer):
+    """Records when each job's assignment reached this daemon, to split the start latency in two."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.assigned: dict[str, float] = {}  # room -> CLOCK_MONOTONIC (system-wide, like the harness's clock)
+
+    def launch(self, agent: Agent, job: agent_pb.Job, url: str, token: str, report: StatusReporter) -> RunningJob:
+        self.assigned[job.room.name] = time.monotonic()
+        return super().launch(agent, job, url, token, report)
+
+
+def build_server(args: argparse.Namespace) -> TimedAgentServer:
     settings = Settings(livekit_url=args.url, api_key=args.key, api_secret=args.secret, workers=args.workers,
                         load_threshold=args.load_threshold, drain_timeout=2.0, shutdown_timeout=5.0,
                         log_level="warning", log_format="text")
-    server = AgentServer(settings)
+    server = TimedAgentServer(settings)
 
     @server.rtc_session(agent_name=args.agent_name)
     async def levels(ctx: JobContext) -> None:
@@ -83,13 +98,16 @@ async def main(argv: list[str]) -> int:
     async def report(request: dict[str, Any]) -> dict[str, Any]:
         return stats(server)
 
+    async def assigned(request: dict[str, Any]) -> dict[str, Any]:
+        return {"t": server.assigned.get(request["room"])}
+
     async def announce() -> None:
         await server.registered.wait()
         emit({"event": "registered", "workers": server.pool.worker_pids() if server.pool else []})
 
     serving = asyncio.create_task(serve(server))
     announcing = asyncio.create_task(announce())
-    requests = asyncio.create_task(serve_requests({"stats": report}))
+    requests = asyncio.create_task(serve_requests({"stats": report, "assigned": assigned}))
     await asyncio.wait([serving, requests], return_when=asyncio.FIRST_COMPLETED)
     announcing.cancel()
     requests.cancel()

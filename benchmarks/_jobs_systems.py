@@ -4,10 +4,10 @@
   started with CreateDispatch (livekit-api) for the room, so its start latency spans dispatch request →
   availability request → accept → assignment → room join → subscription → first 100 ms window processed
   in a worker → result published as data → received by the room's publisher.
-- `BaselineSystem`: process-per-job; one prewarmed process per job (a fresh idle one is started after each
-  job is handed out, as LiveKit Agents keeps idle processes), so its latency spans job handed to the idle
-  process → room join → subscription → first window → data received. No dispatch round trip: that
-  favours the baseline by the dev server's dispatch time.
+- `BaselineSystem`: process-per-job; one prewarmed process per job (started before the jobs of a step, as
+  LiveKit Agents keeps idle processes), so its latency spans job handed to the idle process → room join →
+  subscription → first window → data received. No dispatch round trip: compare it with framepool's
+  "assignment → first result" part, which `assigned_at` separates from the dispatch part.
 
 Both measure "the whole tree" the same way (`ProcessSet`): framepool's whole process tree, or the set of
 busy baseline job processes (the idle spare is not a job and is left out).
@@ -55,8 +55,12 @@ class System(ABC):
     async def start_job(self, room: str) -> float:
         """Start the job for `room`; the monotonic time the job was requested (the latency's start)."""
 
-    async def job_running(self) -> None:
-        """Called once the job's first result arrived (the baseline prewarms its next process here)."""
+    async def prepare(self, jobs: int) -> None:
+        """Get ready to start `jobs` more jobs (outside the latency's span; the baseline prewarms processes)."""
+        return None
+
+    async def assigned_at(self, room: str) -> float | None:
+        """When the job of `room` reached the system, if it can tell (splits dispatch from job start)."""
         return None
 
     @abstractmethod
@@ -99,6 +103,10 @@ class FramepoolSystem(System):
     async def counters(self) -> dict[str, Any]:
         return await self.agent.request({"op": "stats"})
 
+    async def assigned_at(self, room: str) -> float | None:
+        value = (await self.agent.request({"op": "assigned", "room": room}))["t"]
+        return None if value is None else float(value)
+
     async def stop(self) -> None:
         if self.lkapi is not None:
             await self.lkapi.aclose()
@@ -111,7 +119,7 @@ class BaselineSystem(System):
     def __init__(self, url: str, log_dir: Path) -> None:
         super().__init__(url, log_dir)
         self.busy: list[Helper] = []
-        self.idle: Helper | None = None
+        self.idle: list[Helper] = []
         self._spawned = 0
 
     async def _prewarm(self) -> Helper:
@@ -122,28 +130,28 @@ class BaselineSystem(System):
         return helper
 
     async def start(self) -> None:
-        self.idle = await self._prewarm()
+        await self.prepare(1)
+
+    async def prepare(self, jobs: int) -> None:
+        # As LiveKit Agents' idle process pool: a job never waits for an interpreter to start.
+        while len(self.idle) < jobs:
+            self.idle.append(await self._prewarm())
 
     async def start_job(self, room: str) -> float:
-        if self.idle is None:
+        if not self.idle:
             raise HelperError("no idle baseline process")
-        job, self.idle = self.idle, None
+        job = self.idle.pop()
         self.busy.append(job)
         requested = time.monotonic()
         await job.request({"op": "run", "url": self.url, "token": token(f"job-{room}", room), "topic": TOPIC},
                           JOB_TIMEOUT)
         return requested
 
-    async def job_running(self) -> None:
-        # After the first result, so the spare's interpreter start does not compete with the job's start.
-        if self.idle is None:
-            self.idle = await self._prewarm()
-
     def measured(self) -> ProcessSet:
         return ProcessSet.of([helper.pid for helper in self.busy])
 
     async def stop(self) -> None:
-        helpers = [*self.busy, *([self.idle] if self.idle else [])]
+        helpers = [*self.busy, *self.idle]
         for helper in helpers:
             helper.send_close()
         for helper in helpers:

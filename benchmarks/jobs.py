@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -86,6 +87,7 @@ class Point:
     drops: dict[str, int]  # framepool's own counters, deltas over the window
     devserver_cpu_pct: float
     loadgen_cpu_pct: float
+    machine_busy_pct: float  # every process on the machine, % of one core (the machine has cpus * 100)
     ok: bool
 
 
@@ -93,8 +95,9 @@ class Point:
 class SystemRun:
     name: str
     points: list[Point] = field(default_factory=list)
-    latencies_s: list[float] = field(default_factory=list)  # one start at a time, k-1 jobs running
-    ramp_latencies_s: list[float] = field(default_factory=list)  # starts in concurrent batches
+    latencies_s: list[float] = field(default_factory=list)  # job requested -> first result; one start at a time
+    job_start_s: list[float] = field(default_factory=list)  # job reached the system -> first result; same starts
+    ramp_latencies_s: list[float] = field(default_factory=list)  # job requested -> first result; concurrent batches
     max_k_without_drops: int = 0
     limit: str = ""
     marginal_pss_mb: float | None = None
@@ -126,7 +129,7 @@ class Ramp:
         self.rooms: list[str] = []
         self.run = SystemRun(system.name)
 
-    async def start_one(self, latencies: list[float]) -> None:
+    async def start_one(self, latencies: list[float], job_starts: list[float] | None) -> None:
         room = f"{self.system.name}-{len(self.rooms):03d}"
         self.rooms.append(room)
         await self.loadgen.request({"op": "join", "url": self.system.url, "token": token(f"pub-{room}", room),
@@ -138,14 +141,17 @@ class Ramp:
         except TimeoutError:
             raise HelperError(f"job in {room} produced no result within {JOB_TIMEOUT:.0f} s") from None
         latencies.append(result["t"] - requested)
-        await self.system.job_running()
+        if job_starts is not None:
+            assigned = await self.system.assigned_at(room)
+            job_starts.append(result["t"] - (requested if assigned is None else assigned))
 
-    async def grow_to(self, k: int, concurrency: int, latencies: list[float]) -> None:
+    async def grow_to(self, k: int, concurrency: int, latencies: list[float], job_starts: list[float] | None) -> None:
+        await self.system.prepare(k - len(self.rooms))
         gate = asyncio.Semaphore(concurrency)
 
         async def one() -> None:
             async with gate:
-                await self.start_one(latencies)
+                await self.start_one(latencies, job_starts)
 
         await asyncio.gather(*(one() for _ in range(k - len(self.rooms))))
 
@@ -155,8 +161,10 @@ class Ramp:
         devserver, loadgen = ProcessSet.tree(self.devserver.pid), ProcessSet.tree(self.loadgen.pid)
         counts0, counters0 = (await self.loadgen.request({"op": "counts"}))["counts"], await self.system.counters()
         cpu0, dev0, load0, t0 = measured.cpu_seconds(), devserver.cpu_seconds(), loadgen.cpu_seconds(), time.monotonic()
+        busy0 = machine_busy_seconds()
         await asyncio.sleep(self.cfg.window)  # the measurement window itself
         cpu1, dev1, load1, t1 = measured.cpu_seconds(), devserver.cpu_seconds(), loadgen.cpu_seconds(), time.monotonic()
+        busy1 = machine_busy_seconds()
         counts1, counters1 = (await self.loadgen.request({"op": "counts"}))["counts"], await self.system.counters()
         memory = measured.sample()
         rates = [rate(counts0.get(room), counts1.get(room)) for room in self.rooms]
@@ -168,44 +176,51 @@ class Ramp:
         return Point(k=len(self.rooms), cpu_pct=100 * (cpu1 - cpu0) / span, pss_mb=memory.pss_bytes / MB,
                      uss_mb=memory.uss_bytes / MB, processes=memory.processes, rate_mean=mean, rate_min=worst,
                      drops=drops, devserver_cpu_pct=100 * (dev1 - dev0) / span, loadgen_cpu_pct=100 * (load1 - load0) / span,
-                     ok=mean >= RATE_FLOOR and not any(drops.values()))
+                     machine_busy_pct=100 * (busy1 - busy0) / span, ok=mean >= RATE_FLOOR and not any(drops.values()))
 
     def step_cost(self, k: int) -> float:
         """A pessimistic guess of one step's duration, to stay inside the budget."""
         return (k - len(self.rooms)) * 1.5 + self.cfg.settle + self.cfg.window + 2.0
 
-    async def step(self, k: int, concurrency: int, latencies: list[float]) -> bool:
+    async def step(self, k: int, concurrency: int, latencies: list[float], job_starts: list[float] | None) -> bool:
         """Grow to k and measure; False when the ramp must stop (the reason is in run.limit)."""
         if time.monotonic() + self.step_cost(k) > self.deadline:
             self.run.limit = f"time budget (no drops up to K={self.run.max_k_without_drops})"
             return False
         try:
-            await self.grow_to(k, concurrency, latencies)
+            await self.grow_to(k, concurrency, latencies, job_starts)
         except HelperError as exc:
             self.run.limit = f"a job failed to start at K={len(self.rooms)}: {exc}"
             return False
         point = await self.measure()
         self.run.points.append(point)
         if not point.ok:
-            self.run.limit = f"drops at K={point.k}: result rate {point.rate_mean:.1%} (worst job {point.rate_min:.1%}), counters {point.drops}"
+            self.run.limit = (f"drops at K={point.k}: result rate {point.rate_mean:.1%} (worst job {point.rate_min:.1%}), "
+                              f"counters {point.drops}, machine busy {point.machine_busy_pct:.0f} % of {os.cpu_count()}00 %")
             return False
         self.run.max_k_without_drops = point.k
         return True
 
     async def execute(self) -> SystemRun:
         for k in self.cfg.schedule:
-            if not await self.step(k, 1, self.run.latencies_s):
+            if not await self.step(k, 1, self.run.latencies_s, self.run.job_start_s):
                 break
         else:
             k = self.cfg.schedule[-1]
             while k < self.cfg.max_k:
                 k = min(self.cfg.max_k, k + self.cfg.ramp_step)
-                if not await self.step(k, self.cfg.ramp_concurrency, self.run.ramp_latencies_s):
+                if not await self.step(k, self.cfg.ramp_concurrency, self.run.ramp_latencies_s, None):
                     break
             else:
                 self.run.limit = f"--max-k reached without drops (K={self.run.max_k_without_drops})"
         self.run.fit()
         return self.run
+
+
+def machine_busy_seconds() -> float:
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0) - getattr(times, "guest", 0.0)
+                 - getattr(times, "guest_nice", 0.0))
 
 
 def rate(before: list[float] | None, after: list[float] | None) -> float:
@@ -255,11 +270,13 @@ def ratios(framepool: SystemRun, baseline: SystemRun) -> dict[str, float | None]
     def ratio(a: float | None, b: float | None) -> float | None:
         return None if a is None or b is None or b <= 0 else a / b
 
-    fp_latency = float(np.median(framepool.latencies_s)) if framepool.latencies_s else None
-    bl_latency = float(np.median(baseline.latencies_s)) if baseline.latencies_s else None
+    def median(values: list[float]) -> float | None:
+        return float(np.median(values)) if values else None
+
     return {"marginal_pss": ratio(framepool.marginal_pss_mb, baseline.marginal_pss_mb),
             "marginal_cpu": ratio(framepool.marginal_cpu_pct, baseline.marginal_cpu_pct),
-            "start_latency_median": ratio(fp_latency, bl_latency),
+            "start_latency_median": ratio(median(framepool.latencies_s), median(baseline.latencies_s)),
+            "job_start_median": ratio(median(framepool.job_start_s), median(baseline.job_start_s)),
             "max_jobs_without_drops": ratio(float(framepool.max_k_without_drops), float(baseline.max_k_without_drops))}
 
 
@@ -304,15 +321,19 @@ def print_table(result: dict[str, Any]) -> None:
     for name, run in result["systems"].items():
         print(f"\n{name}: {run['limit']}")
         print(f"  {'K':>3} {'CPU %':>7} {'PSS MB':>8} {'USS MB':>8} {'procs':>5} {'rate':>7} {'worst':>7} "
-              f"{'devsrv %':>8} {'loadgen %':>9}  drops")
+              f"{'devsrv %':>8} {'loadgen %':>9} {'machine %':>9}  drops")
         for p in run["points"]:
             print(f"  {p['k']:>3} {p['cpu_pct']:>7.1f} {p['pss_mb']:>8.1f} {p['uss_mb']:>8.1f} {p['processes']:>5} "
-                  f"{p['rate_mean']:>7.1%} {p['rate_min']:>7.1%} {p['devserver_cpu_pct']:>8.1f} {p['loadgen_cpu_pct']:>9.1f}  "
+                  f"{p['rate_mean']:>7.1%} {p['rate_min']:>7.1%} {p['devserver_cpu_pct']:>8.1f} {p['loadgen_cpu_pct']:>9.1f} {p['machine_busy_pct']:>9.1f}  "
                   f"{p['drops'] or ''}{'' if p['ok'] else '  <- drops'}")
-        lat = run["latencies_s"]
+        lat, job = run["latencies_s"], run["job_start_s"]
         if lat:
-            print(f"  start latency (one at a time, n={len(lat)}): median {np.median(lat) * 1000:.0f} ms, "
-                  f"max {max(lat) * 1000:.0f} ms")
+            print(f"  start latency (one at a time, n={len(lat)}): requested -> first result median "
+                  f"{np.median(lat) * 1000:.0f} ms (max {max(lat) * 1000:.0f}); reached the system -> first result "
+                  f"median {np.median(job) * 1000:.0f} ms (max {max(job) * 1000:.0f})")
+        if run["ramp_latencies_s"]:
+            print(f"  start latency in the ramp ({len(run['ramp_latencies_s'])} starts, {result['config']['ramp_concurrency']} "
+                  f"at a time): median {np.median(run['ramp_latencies_s']) * 1000:.0f} ms")
         print(f"  marginal per extra job: PSS {fmt(run['marginal_pss_mb'])} MB (USS {fmt(run['marginal_uss_mb'])} MB), "
               f"CPU {fmt(run['marginal_cpu_pct'])} % of a core; max K without drops {run['max_k_without_drops']}")
     if "ratios" in result:
