@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -25,7 +26,7 @@ from livekit.protocol import models
 from framepool.agent.job import AgentProcess, Entrypoint, JobContext, JobRequest, RunningJob, StatusReporter
 from framepool.agent.load import CpuMeter, LoadTracker
 from framepool.agent.protocol import ConnectionOptions, DaemonStatus, Dispatcher, Registration
-from framepool.errors import ConfigError, CrashLoopError
+from framepool.errors import ConfigError, CrashLoopError, FramepoolError
 from framepool.logs import log_context
 from framepool.pool import WorkerPool
 from framepool.settings import Settings
@@ -233,22 +234,56 @@ class AgentServer:
             raise ConfigError(f"bad setting livekit_url = {self.settings.livekit_url!r}: expected a ws:// or wss:// URL")
 
     async def start(self, pool: WorkerPool | None = None, *, register: bool = True) -> None:
-        """Start the pool (unless given one), prewarm each agent and create its dispatcher (unless `register=False`)."""
+        """Start the pool (unless given one), prewarm each agent and create its dispatcher (unless `register=False`).
+
+        A prewarm that fails or overruns `prewarm_timeout` raises FramepoolError naming the agent, after
+        stopping a pool started here: nothing registers with LiveKit before every agent is ready.
+        """
         self._check()
+        own_pool = pool is None
         if pool is None:
             pool = WorkerPool(self.settings)
             await pool.start()
         self.pool = pool
+        try:
+            for agent in self.agents:
+                await self._prewarm(agent)
+        except BaseException:
+            self.pool = None
+            if own_pool:
+                await pool.aclose()
+            raise
+        if register:
+            self._create_dispatchers()
+
+    async def _prewarm(self, agent: Agent) -> None:
+        """Run the agent's prewarm hook once, here in the supervisor, before any of its jobs can arrive.
+
+        A coroutine hook is bounded by `prewarm_timeout`; a plain function runs to completion on the loop
+        (it cannot be interrupted, so it should only do quick set-up or hand heavy work to the workers).
+        """
+        if agent.prewarm is None:
+            return
+        label = agent.agent_name or "(automatic)"
+        timeout = self.settings.prewarm_timeout
+        started = time.monotonic()
+        try:
+            result = agent.prewarm(agent.proc)
+            if inspect.isawaitable(result):
+                await asyncio.wait_for(result, timeout)
+        except TimeoutError:
+            raise FramepoolError(f"agent {label}: prewarm did not finish within {timeout:g} s (prewarm_timeout)") from None
+        except Exception as exc:
+            # The operator gets one line; whoever debugs the hook finds the traceback at log level debug.
+            log.debug("agent %s: prewarm failed", label, exc_info=True)
+            raise FramepoolError(f"agent {label}: prewarm failed: {type(exc).__name__}: {exc}") from None
+        log.info("agent %s: prewarmed in %.2f s", label, time.monotonic() - started)
+
+    def _create_dispatchers(self) -> None:
         options = ConnectionOptions(url=_ws_url(self.settings.livekit_url), api_key=self.settings.api_key,
                                     api_secret=self.settings.api_secret, status_interval=self.settings.status_interval,
                                     assignment_timeout=self.settings.assignment_timeout, max_retry=self.settings.max_retry)
         for agent in self.agents:
-            if agent.prewarm is not None:
-                result = agent.prewarm(agent.proc)
-                if inspect.isawaitable(result):
-                    await result
-            if not register:
-                continue
             registration = Registration(job_type=_JOB_TYPES[agent.job_type], agent_name=agent.agent_name,
                                         permissions=agent.permissions, version=self.version)
             self.dispatchers.append(Dispatcher(registration, options, self))

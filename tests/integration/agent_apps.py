@@ -6,7 +6,7 @@ import asyncio
 
 from livekit import rtc
 
-from framepool.agent.job import JobContext
+from framepool.agent.job import AgentProcess, JobContext
 from framepool.agent.server import AgentServer
 
 drain_server = AgentServer()
@@ -38,3 +38,11 @@ async def run_until_terminated(ctx: JobContext) -> None:
     await ctx.connect()
     await ctx.room.local_participant.publish_data(b"running", topic="status")
     await asyncio.Event().wait()
+
+
+def missing_model(proc: AgentProcess) -> None:
+    raise FileNotFoundError("model.onnx")
+
+
+broken_prewarm_server = AgentServer()
+broken_prewarm_server.rtc_session(agent_name="detector", prewarm=missing_model)(run_until_terminated)
