@@ -156,8 +156,8 @@ class Ramp:
             await sdk_room.disconnect()
 
 
-async def inbound_audio(sdk_room: rtc.Room) -> dict[str, Any]:
-    """Per inbound audio stream of `sdk_room` (keyed by its stats id): its inbound-rtp counters.
+async def inbound_streams(sdk_room: rtc.Room, kind: str = "audio") -> dict[str, Any]:
+    """Per inbound `kind` stream of `sdk_room` (keyed by its stats id): its inbound-rtp counters.
 
     The streams cannot be named by track sid (the SDK reports its own track ids), which is fine: only the
     worst stream matters.
@@ -165,7 +165,7 @@ async def inbound_audio(sdk_room: rtc.Room) -> dict[str, Any]:
     stats = await sdk_room.get_rtc_stats()
     found: dict[str, Any] = {}
     for entry in [*stats.publisher_stats, *stats.subscriber_stats]:
-        if entry.WhichOneof("stats") == "inbound_rtp" and entry.inbound_rtp.stream.kind == "audio":
+        if entry.WhichOneof("stats") == "inbound_rtp" and entry.inbound_rtp.stream.kind == kind:
             found[entry.inbound_rtp.rtc.id] = entry.inbound_rtp.inbound
     return found
 
@@ -189,36 +189,45 @@ def audio_delivery(ramp: Ramp, before: dict[str, Any], after: dict[str, Any], se
     return {"worst_track": {k: round(v, 4) for k, v in worst.items()}, "delivered": round(delivered, 4)}
 
 
-def video_delivery(ramp: Ramp, start: float, end: float) -> dict[str, Any]:
-    ratios, rates = [], []
+def video_delivery(ramp: Ramp, before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Index-based delivery end to end, plus the subscriber's decoder frame rate (from inbound-rtp stats).
+
+    When the index count misses frames the decoder did output, the subscriber SDK's own frame queue dropped
+    them (it logs "native video stream queue overflow"): a benchmark-side loss under CPU starvation.
+    """
+    ratios, rates, decoded = [], [], []
     sizes: set[tuple[int, int]] = set()
+    start, end = before["at"], after["at"]
     for count in ramp.counts.values():
         seen = {index for at, index in count.indices if start <= at < end}
         span = (max(seen) - min(seen) + 1) if seen else 1
         ratios.append(len(seen) / span if seen else 0.0)
         rates.append(len(seen) / (end - start))
         sizes |= count.sizes
+    for stream_id, inbound in after["inbound"].items():
+        if stream_id in before["inbound"]:
+            decoded.append((inbound.frames_decoded - before["inbound"][stream_id].frames_decoded) / (end - start))
     return {"delivered": round(min(ratios), 4), "worst_track_fps": round(min(rates), 2),
+            "worst_track_decoded_fps": round(min(decoded), 2) if decoded else None,
             "received_sizes": sorted(f"{w}x{h}" for w, h in sizes)}
 
 
 async def ramp_snapshot(ramp: Ramp) -> dict[str, Any]:
     assert ramp.sink is not None
     frames = {sid: (c.frames, c.good) for sid, c in ramp.counts.items()}
-    return {"frames": frames, "inbound": await inbound_audio(ramp.sink) if ramp.kind == "audio" else {}}
+    return {"frames": frames, "inbound": await inbound_streams(ramp.sink, ramp.kind), "at": time.monotonic()}
 
 
 async def measure_window(ramp: Ramp, seconds: float, meter: CpuMeter) -> dict[str, Any]:
     before = await ramp_snapshot(ramp)
     meter.mark()
-    start = time.monotonic()
     await asyncio.sleep(seconds)
-    end = time.monotonic()
     cpu = meter.since()
+    after = await ramp_snapshot(ramp)
     if ramp.kind == "audio":
-        delivery = audio_delivery(ramp, before, await ramp_snapshot(ramp), end - start)
+        delivery = audio_delivery(ramp, before, after, after["at"] - before["at"])
     else:
-        delivery = video_delivery(ramp, start, end)
+        delivery = video_delivery(ramp, before, after)
     publishers = len(ramp.publishers)
     return {"publishers": publishers, **delivery, "ok": delivery["delivered"] >= DELIVERY_TARGET,
             "cpu_cores": asdict(cpu), "server_cores_per_publisher": round(cpu.server / publishers, 4),

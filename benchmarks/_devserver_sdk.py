@@ -139,7 +139,9 @@ class CpuMeter:
 
     def _snapshot(self) -> tuple[float, float, float, float]:
         machine = psutil.cpu_times()
-        busy = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
+        # Linux already counts guest time inside user/nice; iowait is idle time.
+        not_busy = ("idle", "iowait", "guest", "guest_nice")
+        busy = sum(getattr(machine, name) for name in machine._fields if name not in not_busy)
         mine = self.me.cpu_times()
         server = self.server.cpu_seconds() if self.server else 0.0
         return time.monotonic(), busy, mine.user + mine.system, server

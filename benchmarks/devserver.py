@@ -42,7 +42,7 @@ from livekit import rtc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # The helper module sits beside this script (benchmarks/ is not a package).
-from _devserver_capacity import DELIVERY_TARGET, Plan, inbound_audio, measure_capacity
+from _devserver_capacity import DELIVERY_TARGET, Plan, inbound_streams, measure_capacity
 from _devserver_sdk import (
     SAMPLE_RATE,
     TIMEOUT,
@@ -192,7 +192,7 @@ async def measure_latency(server: DevServerProcess, bursts: int) -> dict[str, An
     try:
         await asyncio.wait_for(burst_feed(source, sends, bursts), TIMEOUT + bursts)
         jitter_ms = [1e3 * s.jitter_buffer_delay / s.jitter_buffer_emitted_count
-                     for s in (await inbound_audio(listener)).values() if s.jitter_buffer_emitted_count]
+                     for s in (await inbound_streams(listener)).values() if s.jitter_buffer_emitted_count]
     finally:
         listening.cancel()
         await asyncio.gather(listening, return_exceptions=True)
