@@ -69,6 +69,18 @@ QUICK = Plan(joins=6, bursts=8, window=2.0, settle=1.0, audio_steps=[1, 4, 8], v
              budget=55.0)
 
 
+def first_track(sdk_room: rtc.Room) -> asyncio.Future[rtc.Track]:
+    """A future resolved with the first track `sdk_room` subscribes to (register before connecting)."""
+    future: asyncio.Future[rtc.Track] = asyncio.get_running_loop().create_future()
+
+    def on_subscribed(track: rtc.Track, *_: Any) -> None:
+        if not future.done():
+            future.set_result(track)
+
+    sdk_room.on("track_subscribed", on_subscribed)
+    return future
+
+
 # --- baseline ---------------------------------------------------------------------------------------------
 
 async def idle_cpu(seconds: float) -> float:
@@ -120,8 +132,7 @@ async def measure_joins(server: DevServerProcess, n: int) -> dict[str, Any]:
     try:
         for i in range(n + 1):  # the first join warms the SDK and the server; not counted
             joiner = rtc.Room()
-            subscribed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            joiner.on("track_subscribed", lambda *_, f=subscribed: f.done() or f.set_result(None))
+            subscribed = first_track(joiner)
             start = time.perf_counter()
             await asyncio.wait_for(joiner.connect(server.url, token(f"joiner-{i}", room)), TIMEOUT)
             connected = time.perf_counter()
@@ -181,8 +192,7 @@ def match_latencies(sends: list[float], onsets: list[float]) -> list[float]:
 async def measure_latency(server: DevServerProcess, bursts: int) -> dict[str, Any]:
     room = room_name("latency")
     speaker, listener = await connect(server, "speaker", room), await connect(server, "listener", room)
-    subscribed: asyncio.Future[rtc.Track] = asyncio.get_running_loop().create_future()
-    listener.on("track_subscribed", lambda track, *_: subscribed.done() or subscribed.set_result(track))
+    subscribed = first_track(listener)
     source = rtc.AudioSource(SAMPLE_RATE, 1, queue_size_ms=LATENCY_QUEUE_MS)
     await publish_audio(speaker, source, "clicks")
     stream = rtc.AudioStream(await asyncio.wait_for(subscribed, TIMEOUT), sample_rate=SAMPLE_RATE, num_channels=1)
@@ -259,7 +269,7 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
     def ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
         if "median_ms" not in a or not b.get("median_ms"):
             return None
-        return round(a["median_ms"] / b["median_ms"], 2)
+        return round(float(a["median_ms"]) / float(b["median_ms"]), 2)
     base, join, latency = results["baseline"], results.get("join"), results.get("latency", {})
     found: dict[str, float | None] = {}
     if join:
