@@ -44,6 +44,9 @@ PING_INTERVAL = 5.0
 PONG_TIMEOUT = 3 * PING_INTERVAL
 
 
+FINAL_STATUSES = frozenset({agent_pb.JS_SUCCESS, agent_pb.JS_FAILED, agent_pb.JS_CANCELLED})
+
+
 class JobHost(Protocol):
     """What the dispatcher asks of the agent server (shared by every agent's dispatcher)."""
 
@@ -117,6 +120,7 @@ class Dispatcher:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._pending_assignments: dict[str, asyncio.Future[agent_pb.JobAssignment]] = {}
         self._outbox: list[agent_pb.WorkerMessage] = []  # job status updates made while disconnected
+        self._assigned: dict[str, agent_pb.Job] = {}  # jobs assigned here whose final status is not yet sent
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_pong = 0.0
         self._pong_waiters: list[asyncio.Future[int]] = []
@@ -193,17 +197,35 @@ class Dispatcher:
         self.connections += 1
         log.info("agent %s: registered as worker %s (server %s)", self.label, self.worker_id,
                  message.register.server_info.version or "unknown version")
-        live = self.host.live_jobs(self)
-        if self.connections > 1 and live:
-            await self._send_now(ws, agent_pb.WorkerMessage(migrate_job=agent_pb.MigrateJobRequest(
-                job_ids=[job.id for job in live], jobs=live)))
-            log.info("agent %s: reported %d live jobs after reconnecting", self.label, len(live))
-        outbox, self._outbox = self._outbox, []
-        for queued in outbox:
-            await self._send_now(ws, queued)
+        if self.connections > 1:
+            await self._report_jobs_held(ws)
+        while self._outbox:  # one at a time: a connection lost mid-way keeps the rest queued, in order
+            await self._send_now(ws, self._outbox[0])
+            self._forget_if_final(self._outbox.pop(0).update_job)
         self.registered.set()
         async with self._registration:
             self._registration.notify_all()
+
+    async def _report_jobs_held(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """MigrateJobRequest for the jobs still running here and those whose final status is still queued.
+
+        The server attributes status updates to the worker holding the job, and a reconnect makes this a
+        new worker: without the migration, the queued final status of a job that ended while disconnected
+        would be dropped as coming from a stranger.
+        """
+        held = {job.id: job for job in self.host.live_jobs(self)}
+        for queued in self._outbox:
+            job = self._assigned.get(queued.update_job.job_id)
+            if job is not None:
+                held.setdefault(job.id, job)
+        if held:
+            await self._send_now(ws, agent_pb.WorkerMessage(migrate_job=agent_pb.MigrateJobRequest(
+                job_ids=list(held), jobs=list(held.values()))))
+            log.info("agent %s: reported %d job(s) held after reconnecting", self.label, len(held))
+
+    def _forget_if_final(self, update: agent_pb.UpdateJobStatus) -> None:
+        if update.status in FINAL_STATUSES:
+            self._assigned.pop(update.job_id, None)
 
     async def wait_registered(self, count: int = 1) -> None:
         """Until this dispatcher has registered `count` times in all (reconnects count) and is registered now."""
@@ -302,6 +324,7 @@ class Dispatcher:
                             self.options.assignment_timeout)
                 self.host.on_assignment_timeout(self, job_id)
                 return
+            self._assigned[job_id] = assignment.job
             await self.host.on_assignment(self, assignment)
         finally:
             self._pending_assignments.pop(job_id, None)
@@ -316,25 +339,29 @@ class Dispatcher:
 
     # -- outgoing messages --------------------------------------------------------------------
 
-    async def send(self, message: agent_pb.WorkerMessage) -> None:
-        """Send now if connected; job status updates are kept for the next connection otherwise."""
+    async def send(self, message: agent_pb.WorkerMessage) -> bool:
+        """Send now if connected (True); job status updates are kept for the next connection otherwise."""
         ws = self._ws
         if ws is None or ws.closed or not self.registered.is_set():
             if message.WhichOneof("message") == "update_job":
                 self._outbox.append(message)
-            return
+            return False
         try:
             await self._send_now(ws, message)
         except (aiohttp.ClientError, ConnectionError) as exc:
             log.warning("agent %s: send failed: %s", self.label, _describe(exc))
             if message.WhichOneof("message") == "update_job":
                 self._outbox.append(message)
+            return False
+        return True
 
     async def _send_now(self, ws: aiohttp.ClientWebSocketResponse, message: agent_pb.WorkerMessage) -> None:
         await ws.send_bytes(message.SerializeToString())
 
     async def update_job(self, job_id: str, status: agent_pb.JobStatus, error: str = "") -> None:
-        await self.send(agent_pb.WorkerMessage(update_job=agent_pb.UpdateJobStatus(job_id=job_id, status=status, error=error)))
+        update = agent_pb.UpdateJobStatus(job_id=job_id, status=status, error=error)
+        if await self.send(agent_pb.WorkerMessage(update_job=update)):
+            self._forget_if_final(update)
 
     async def round_trip(self) -> float:
         """Ping and await the pong: the server has then handled everything sent before; returns seconds."""
