@@ -58,7 +58,7 @@ def build_server(args: argparse.Namespace) -> TimedAgentServer:
 
 
 def stats(server: AgentServer) -> dict[str, Any]:
-    totals = {"jobs": len(server.jobs), "feeds": 0, "frames": 0, "dropped": 0, "lost": 0, "results_dropped": 0,
+    totals: dict[str, float] = {"jobs": len(server.jobs), "feeds": 0, "frames": 0, "dropped": 0, "lost": 0, "results_dropped": 0,
               "results_sent": 0}
     for job in server.jobs.values():
         session = job.ctx.session

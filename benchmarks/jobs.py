@@ -15,9 +15,9 @@ fresh dev server (`python -m framepool.devserver`) and a fresh load generator (`
    seconds over the window, as % of one core), their summed PSS (and USS) at the end, the result rate of
    every job (results per second from the publisher's counts, timed by the arrival of the last result, so
    window edges do not quantise it), and the system's own drop counters;
-3. after the schedule, K keeps growing in steps until a window shows drops (mean result rate per job
-   below 99 % of 10/s, or framepool's ring/result drops), a job fails to start, K reaches --max-k, or
-   the system's time budget is spent.
+3. after the schedule, K keeps growing in steps until drops (mean result rate per job below 99 % of
+   10/s, or framepool's ring/result drops) in two consecutive windows, a job fails to start, K reaches
+   --max-k, or the system's time budget is spent.
 
 Marginal memory and CPU per extra job are the least-squares slopes over the drop-free windows; the ratios
 are framepool / baseline. The dev server and the load generator run on the same 2 cores: their CPU is
@@ -155,8 +155,9 @@ class Ramp:
 
         await asyncio.gather(*(one() for _ in range(k - len(self.rooms))))
 
-    async def measure(self) -> Point:
-        await asyncio.sleep(self.cfg.settle)  # the new jobs' start-up is not their steady state
+    async def measure(self, settle: bool = True) -> Point:
+        if settle:
+            await asyncio.sleep(self.cfg.settle)  # the new jobs' start-up is not their steady state
         measured = self.system.measured()
         devserver, loadgen = ProcessSet.tree(self.devserver.pid), ProcessSet.tree(self.loadgen.pid)
         counts0, counters0 = (await self.loadgen.request({"op": "counts"}))["counts"], await self.system.counters()
@@ -168,7 +169,7 @@ class Ramp:
         counts1, counters1 = (await self.loadgen.request({"op": "counts"}))["counts"], await self.system.counters()
         memory = measured.sample()
         rates = [rate(counts0.get(room), counts1.get(room)) for room in self.rooms]
-        drops = {key: int(counters1[key] - counters0.get(key, 0))
+        drops: dict[str, int] = {key: int(counters1[key] - counters0.get(key, 0))
                  for key in ("dropped", "lost", "results_dropped", "restarts") if key in counters1}
         mean = float(np.mean(rates)) / RESULTS_PER_SECOND
         worst = float(np.min(rates)) / RESULTS_PER_SECOND
@@ -193,10 +194,16 @@ class Ramp:
             self.run.limit = f"a job failed to start at K={len(self.rooms)}: {exc}"
             return False
         point = await self.measure()
+        if not point.ok:  # one noisy window on a shared machine is not a limit: look again, once
+            point = await self.measure(settle=False)
         self.run.points.append(point)
         if not point.ok:
-            self.run.limit = (f"drops at K={point.k}: result rate {point.rate_mean:.1%} (worst job {point.rate_min:.1%}), "
-                              f"counters {point.drops}, machine busy {point.machine_busy_pct:.0f} % of {os.cpu_count()}00 %")
+            capacity = 100 * (os.cpu_count() or 1)
+            saturated = point.machine_busy_pct >= 0.95 * capacity
+            self.run.limit = (f"drops at K={point.k} in two windows: result rate {point.rate_mean:.1%} (worst job "
+                              f"{point.rate_min:.1%}), counters {point.drops}, machine busy {point.machine_busy_pct:.0f} % "
+                              f"of {capacity} %" + (" (saturated: load generator, dev server and other users share "
+                                                    "the machine, so this is a lower bound)" if saturated else ""))
             return False
         self.run.max_k_without_drops = point.k
         return True
@@ -286,12 +293,12 @@ def targets(framepool: SystemRun) -> dict[str, bool | None]:
             f"marginal_cpu_le_{TARGET_CPU_PCT}_pct": None if cpu is None else cpu <= TARGET_CPU_PCT}
 
 
-async def bench(cfg: Config, systems: list[str]) -> dict[str, Any]:
+async def bench(cfg: Config, systems: list[str], keep_logs: Path | None = None) -> dict[str, Any]:
     shm_before = shm_entries()
     env = environment()
     runs: dict[str, SystemRun] = {}
     with tempfile.TemporaryDirectory(prefix="framepool-jobs-") as tmp:
-        log_dir = Path(tmp)
+        log_dir = keep_logs or Path(tmp)
         makers: dict[str, Callable[[str], System]] = {
             "framepool": lambda url: FramepoolSystem(url, log_dir, cfg.workers, cfg.load_threshold),
             "baseline": lambda url: BaselineSystem(url, log_dir),
@@ -351,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=["framepool", "baseline"], help="run one system only (no ratios)")
     parser.add_argument("--max-k", type=int, help="stop the ramp at this many jobs")
     parser.add_argument("--workers", type=int, help="framepool worker processes (default: the daemon's default)")
+    parser.add_argument("--keep-logs", type=Path, metavar="DIR", help="write the helpers' logs to DIR (default: discarded)")
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     if args.max_k is not None:
@@ -358,11 +366,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--max-k must be at least 1")
         cfg.max_k = args.max_k
         cfg.schedule = [k for k in cfg.schedule if k <= args.max_k] or [args.max_k]
+    if args.keep_logs is not None and not args.keep_logs.is_dir():
+        parser.error(f"--keep-logs: {args.keep_logs} is not a directory")
     if args.workers is not None:
         cfg.workers = args.workers
     systems = [args.only] if args.only else ["framepool", "baseline"]
     try:
-        result = asyncio.run(bench(cfg, systems))
+        result = asyncio.run(bench(cfg, systems, args.keep_logs))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
