@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from livekit import api
+from livekit import api, rtc
 
 from framepool.devserver.server import DevServer
 
@@ -39,5 +40,28 @@ async def devserver() -> AsyncIterator[DevServer]:
     await server.start()
     try:
         yield server
+    finally:
+        await server.aclose()
+
+
+@dataclass
+class SignalMode:
+    """A dev server and the RoomOptions that make the SDK use one of its signal paths."""
+
+    name: str
+    server: DevServer
+    options: rtc.RoomOptions
+
+
+@pytest.fixture(params=["single_pc", "classic", "fallback"])
+async def signal_mode(request: pytest.FixtureRequest) -> AsyncIterator[SignalMode]:
+    """single_pc: /rtc/v1 (the SDK default); classic: /rtc with two peer connections, chosen by the client;
+    fallback: default options against a server without /rtc/v1, so the SDK falls back to /rtc on 404."""
+    name: str = request.param
+    server = DevServer(port=0, keys={API_KEY: API_SECRET}, departure_timeout=0.5, signal_v1=name != "fallback")
+    options = rtc.RoomOptions(single_peer_connection=False) if name == "classic" else rtc.RoomOptions()
+    await server.start()
+    try:
+        yield SignalMode(name, server, options)
     finally:
         await server.aclose()

@@ -8,8 +8,10 @@ has more tracks to send than spare m-lines it sends `media_sections_requirement`
 m-lines and offers again. An m-line whose track went away is not reused (its msid would not change, so
 the client would not see a new track on it).
 
-Classic (/rtc): the client offers on its publisher connection and the server offers on a subscriber
-connection that also carries the server's `_reliable`/`_lossy` data channels.
+Classic (/rtc, or the SDK's fallback when /rtc/v1 answers 404): the client offers on its publisher
+connection and the server offers on a subscriber connection that also carries the server's
+`_reliable`/`_lossy` data channels. Every subscription gets a fresh sendonly m-line and every
+unsubscription a re-offer with that m-line inactive, for the same reason as above.
 """
 
 from __future__ import annotations
@@ -170,8 +172,9 @@ class MediaSession:
         down = Downstream(track)
         self.downstream[track.sid] = down
         if not self.single_pc:
-            sender = self.subscriber.addTrack(down.proxy)
-            sender._stream_id = f"{track.owner.sid}|{track.sid}"
+            # A fresh m-line per subscription (addTrack would reuse an inactive one), as in single-PC mode.
+            transceiver = self.subscriber.addTransceiver(down.proxy, direction="sendonly")
+            transceiver.sender._stream_id = f"{track.owner.sid}|{track.sid}"
             if renegotiate:
                 await self._offer_subscriber()
             return
@@ -186,12 +189,13 @@ class MediaSession:
         down.proxy.stop()
         if down in self.pending:
             self.pending.remove(down)
-        if down.mid is not None:
-            # Answered inactive from the next negotiation on; the m-line is not reused (module docstring).
-            for transceiver in self.subscriber.getTransceivers():
-                if transceiver.mid == down.mid:
-                    transceiver.direction = "inactive"
-                    transceiver.sender.replaceTrack(None)
+        # Inactive from the next negotiation on; the m-line is not reused (module docstring).
+        for transceiver in self.subscriber.getTransceivers():
+            if transceiver.sender.track is down.proxy:
+                transceiver.direction = "inactive"
+                transceiver.sender.replaceTrack(None)
+        if not self.single_pc:
+            await self._offer_subscriber()
 
     async def _offer_subscriber(self) -> None:
         """Classic mode: (re)offer the subscriber connection; one offer in flight at a time."""

@@ -14,6 +14,18 @@ aiortc needs three changes to talk to libwebrtc the way the LiveKit SDK uses it 
   aiortc answers without `a=simulcast`, so libwebrtc then sends one layer.
 - Peer connections use bundlePolicy MAX_BUNDLE (aiortc's default strands extra m-lines silently).
 
+Resolution (probed on this machine, 720p published with and without simulcast): with aiortc's answer as
+it is, libwebrtc sends 640x360 and climbs to 960x540 only after ~14 s; the server already receives the
+smaller size, so it is not CPU adaptation here nor the re-encoding. Two things combine: libwebrtc starts
+at 300 kbps, below its initial-frame-drop threshold for 720p, so the encoder downscales before the first
+frame; and aiortc's receiver answers REMB (goog-remb + abs-send-time, no transport-cc) with an estimate
+bound to ~1.5x the incoming rate, which for camera-like content starts in the tens of kbps and grows
+~8 %/s, so libwebrtc never sees the bandwidth to upscale. The answer for video the server receives
+therefore drops goog-remb and abs-send-time (libwebrtc falls back to its loss-based estimate, which on
+one machine sees no loss) and carries `x-google-start-bitrate` for every video codec, which libwebrtc
+honours from the remote description: the subscriber receives 1280x720 from the first frames. Downstream
+m-lines keep REMB, so aiortc's encoders still follow the subscriber's estimate.
+
 The first change patches aiortc internals, so `check_aiortc()` verifies them at start-up and refuses to
 run with a clear message when they moved. ICE: libwebrtc gathers no candidates on a loopback-only
 interface, so aiortc offers host candidates on the machine's non-loopback IPv4 interfaces
@@ -36,6 +48,11 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 SUPPORTED_AIORTC = "1.16."
 FRAME_QUEUE_DEPTH = 4
 RID_EXTENSION_RE = re.compile(r"^a=extmap:\d+(/\w+)? urn:ietf:params:rtp-hdrext:sdes:(repaired-)?rtp-stream-id$")
+REMB_LINE_RE = re.compile(r"^a=(rtcp-fb:\d+ goog-remb|extmap:\d+(/\w+)? \S*abs-send-time)$")
+RTPMAP_RE = re.compile(r"^a=rtpmap:(\d+) ([\w-]+)/")
+START_BITRATE_CODECS = frozenset({"VP8", "VP9", "H264", "AV1"})
+# Enough for libwebrtc to start a 1080p layer at full size; its loss-based estimate takes over from there.
+START_BITRATE_KBPS = 3000
 
 
 class AiortcIncompatible(RuntimeError):
@@ -111,31 +128,59 @@ def _simulcast_rids(offer_sdp: str) -> dict[str, list[str]]:
 
 
 def munge_answer(offer_sdp: str, answer_sdp: str) -> str:
-    """Make aiortc's answer acceptable to a libwebrtc simulcast publisher, receiving only the top layer.
+    """Make aiortc's answer acceptable to a libwebrtc publisher and let it send full resolution at once.
 
     Every video m-line gets the offer's RID header-extension lines; an m-line the client offered as
     simulcast is answered `a=simulcast:recv <top>` so libwebrtc sends exactly one (full-size) layer.
+    Video is answered without REMB feedback and with a start bitrate (see the module docstring).
     """
     rid_lines: list[str] = []
     for line in offer_sdp.splitlines():
         if RID_EXTENSION_RE.match(line) and line not in rid_lines:
             rid_lines.append(line)
-    if not rid_lines:
-        return answer_sdp
     simulcast = _simulcast_rids(offer_sdp)
     out: list[str] = []
-    in_video = False
-    for line in answer_sdp.splitlines():
-        if line.startswith("m="):
-            in_video = line.startswith("m=video")
-        out.append(line)
-        if in_video and line.startswith("a=mid:"):
-            out.extend(rid_lines)
-            rids = simulcast.get(line[6:].strip())
-            if rids:
-                top = "f" if "f" in rids else rids[-1]
-                out.extend([f"a=rid:{top} recv", f"a=simulcast:recv {top}"])
+    for section in _sections(answer_sdp):
+        video = bool(section) and section[0].startswith("m=video")
+        receiving_video = video and "a=recvonly" in section
+        lines: list[str] = []
+        for line in section:
+            if receiving_video and REMB_LINE_RE.match(line):
+                continue
+            lines.append(line)
+            if video and line.startswith("a=mid:"):
+                lines.extend(rid_lines)
+                rids = simulcast.get(line[6:].strip())
+                if rids:
+                    top = "f" if "f" in rids else rids[-1]
+                    lines.extend([f"a=rid:{top} recv", f"a=simulcast:recv {top}"])
+        out.extend(_with_start_bitrate(lines) if video else lines)
     return "\r\n".join(out) + "\r\n"
+
+
+def _sections(sdp: str) -> list[list[str]]:
+    """The session part and every m-section of an SDP, as lists of lines."""
+    sections: list[list[str]] = [[]]
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            sections.append([])
+        sections[-1].append(line)
+    return sections
+
+
+def _with_start_bitrate(section: list[str]) -> list[str]:
+    """Add x-google-start-bitrate to the fmtp of every video codec (not rtx/red/ulpfec) of one m-section."""
+    codecs = {m.group(1) for m in map(RTPMAP_RE.match, section) if m and m.group(2).upper() in START_BITRATE_CODECS}
+    with_fmtp = {line[7:].split(" ", 1)[0] for line in section if line.startswith("a=fmtp:")}
+    parameter = f"x-google-start-bitrate={START_BITRATE_KBPS}"
+    out: list[str] = []
+    for line in section:
+        payload_type = line[7:].split(" ", 1)[0] if line.startswith("a=fmtp:") else None
+        out.append(f"{line};{parameter}" if payload_type in codecs else line)
+        match = RTPMAP_RE.match(line)
+        if match and match.group(1) in codecs and match.group(1) not in with_fmtp:
+            out.append(f"a=fmtp:{match.group(1)} {parameter}")
+    return out
 
 
 def media_sections(sdp: str) -> list[tuple[str, str, str, str | None]]:

@@ -29,17 +29,21 @@ class DevServer:
     """One dev server: its rooms, its aiohttp application and its listening socket."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 7880, keys: dict[str, str] | None = None,
-                 departure_timeout: float = 20.0, empty_timeout: float = 300.0, verbose: bool = False) -> None:
+                 departure_timeout: float = 20.0, empty_timeout: float = 300.0, verbose: bool = False,
+                 signal_v1: bool = True) -> None:
+        """`signal_v1=False` serves only the classic /rtc path, like a livekit-server older than /rtc/v1:
+        the SDK's /rtc/v1 request then gets 404 and the SDK falls back to /rtc."""
         self.host = host
         self.port = port
         self.keys = dict(keys) if keys else dict(DEFAULT_KEYS)
         self.verbose = verbose
         self.rooms = RoomRegistry(departure_timeout=departure_timeout, empty_timeout=empty_timeout)
         self.app = web.Application()
-        self.app.router.add_get("/rtc/v1", self._rtc_v1)
+        if signal_v1:
+            self.app.router.add_get("/rtc/v1", self._rtc_v1)
+            self.app.router.add_get("/rtc/v1/validate", self._validate)
         self.app.router.add_get("/rtc", self._rtc_classic)
         self.app.router.add_get("/rtc/validate", self._validate)
-        self.app.router.add_get("/rtc/v1/validate", self._validate)
         twirp.setup(self.app, self)
         agents.setup(self.app, self)
         self._runner: web.AppRunner | None = None

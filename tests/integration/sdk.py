@@ -18,10 +18,12 @@ SAMPLE_RATE = 48000
 
 
 @asynccontextmanager
-async def joined(server: DevServer, identity: str, room: str, **grants: Any) -> AsyncIterator[rtc.Room]:
-    """An SDK room connected as `identity` (default RoomOptions), disconnected on exit."""
+async def joined(server: DevServer, identity: str, room: str, options: rtc.RoomOptions | None = None,
+                 **grants: Any) -> AsyncIterator[rtc.Room]:
+    """An SDK room connected as `identity` (default RoomOptions unless given), disconnected on exit."""
     sdk_room = rtc.Room()
-    await asyncio.wait_for(sdk_room.connect(server.url, make_token(identity, room, **grants)), TIMEOUT)
+    await asyncio.wait_for(sdk_room.connect(server.url, make_token(identity, room, **grants),
+                                            options or rtc.RoomOptions()), TIMEOUT)
     try:
         yield sdk_room
     finally:
@@ -76,11 +78,12 @@ async def publish_tone(sdk_room: rtc.Room, name: str = "mic") -> tuple[rtc.Local
     return publication, asyncio.create_task(tone(source))
 
 
-async def publish_video(sdk_room: rtc.Room, width: int = 1280, height: int = 720,
-                        name: str = "camera") -> tuple[rtc.LocalTrackPublication, asyncio.Task[None]]:
+async def publish_video(sdk_room: rtc.Room, width: int = 1280, height: int = 720, name: str = "camera",
+                        options: rtc.TrackPublishOptions | None = None,
+                        ) -> tuple[rtc.LocalTrackPublication, asyncio.Task[None]]:
     source = rtc.VideoSource(width, height)
     track = rtc.LocalVideoTrack.create_video_track(name, source)
-    options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA)
+    options = options or rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA)
     publication = await asyncio.wait_for(sdk_room.local_participant.publish_track(track, options), TIMEOUT)
     return publication, asyncio.create_task(video_pattern(source, width, height))
 

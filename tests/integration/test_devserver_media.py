@@ -1,4 +1,4 @@
-"""Media through the loopback dev server with the real livekit SDK (default RoomOptions)."""
+"""Media through the loopback dev server with the real livekit SDK, over each signal path (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from livekit import rtc
 
-from framepool.devserver.server import DevServer
+from tests.conftest import SignalMode
 from tests.integration.sdk import (
     TIMEOUT,
     joined,
@@ -39,29 +39,54 @@ async def tone_energy(track: rtc.RemoteTrack, frames: int = 50) -> float:
     return float(np.median(levels))
 
 
-async def test_audio_reaches_subscriber(devserver: DevServer, room_name: str) -> None:
-    async with joined(devserver, "alice", room_name) as alice, joined(devserver, "bob", room_name) as bob:
-        _, feeding = await publish_tone(alice)
+async def test_audio_and_data_both_ways(signal_mode: SignalMode, room_name: str) -> None:
+    server, options = signal_mode.server, signal_mode.options
+    async with joined(server, "alice", room_name, options) as alice, joined(server, "bob", room_name, options) as bob:
+        room = server.rooms.get(room_name)
+        assert room is not None
+        # The path the SDK took: one peer connection per participant only on /rtc/v1.
+        assert {p.link.media.single_pc for p in room.participants.values()} == {  # type: ignore[union-attr]
+            signal_mode.name == "single_pc"}
+        _, alice_feed = await publish_tone(alice)
+        _, bob_feed = await publish_tone(bob, "bob-mic")
         try:
-            track = await subscribed_track(bob, "alice", rtc.TrackKind.KIND_AUDIO)
+            from_alice = await subscribed_track(bob, "alice", rtc.TrackKind.KIND_AUDIO)
+            from_bob = await subscribed_track(alice, "bob", rtc.TrackKind.KIND_AUDIO)
             # A 10000-amplitude sine has a mean absolute value of 10000 * 2 / pi.
-            assert await tone_energy(track) == pytest.approx(6366, rel=0.15)
+            assert await tone_energy(from_alice) == pytest.approx(6366, rel=0.15)
+            assert await tone_energy(from_bob, frames=10) == pytest.approx(6366, rel=0.15)
+            for sender, receiver in ((alice, bob), (bob, alice)):
+                for reliable in (True, False):
+                    received = next_event(receiver, "data_received")
+                    # Lossy packets on loopback: a few, one is enough to prove the path.
+                    for _ in range(1 if reliable else 5):
+                        await sender.local_participant.publish_data(b"ping", reliable=reliable, topic="t")
+                    packet = await asyncio.wait_for(received, TIMEOUT)
+                    assert (packet.data, packet.topic, packet.participant.identity) == (
+                        b"ping", "t", sender.local_participant.identity)
         finally:
-            await stop(feeding)
+            await stop(alice_feed)
+            await stop(bob_feed)
 
 
-async def test_720p_video_with_default_simulcast(devserver: DevServer, room_name: str) -> None:
-    """Default options publish 720p as simulcast; the server receives one layer and relays it.
+async def test_720p_video_with_default_simulcast(signal_mode: SignalMode, room_name: str) -> None:
+    """Default simulcast publishes 720p in three layers; the server receives the top one at full size.
 
-    libwebrtc picks the layer's resolution from its bandwidth estimate (360p or 720p here), so the test
-    checks that frames keep the published geometry's aspect ratio and at least the middle layer's size.
+    Without the answer's start bitrate and with aiortc's REMB (rtc.py docstring) libwebrtc sends 640x360.
+    The publisher asks to keep its resolution because libwebrtc's CPU adaptation also lowers it (to
+    960x540 or 640x360) when this 2-core machine is overloaded by other test runs; that is the
+    client's choice, not the server's doing, and would make the assertion flaky.
     """
-    async with joined(devserver, "alice", room_name) as alice, joined(devserver, "bob", room_name) as bob:
-        publication, feeding = await publish_video(alice, 1280, 720)
+    server, options = signal_mode.server, signal_mode.options
+    async with joined(server, "alice", room_name, options) as alice, \
+            joined(server, "bob", room_name, options) as bob:
+        publish = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA,
+                                          degradation_preference=rtc.DegradationPreference.MAINTAIN_RESOLUTION)
+        publication, feeding = await publish_video(alice, 1280, 720, options=publish)
         try:
             track = await subscribed_track(bob, "alice", rtc.TrackKind.KIND_VIDEO)
             remote = bob.remote_participants["alice"].track_publications[publication.sid]
-            assert (remote.width, remote.height) == (1280, 720)
+            assert (remote.width, remote.height, remote.simulcasted) == (1280, 720, True)
             stream = rtc.VideoStream(track)
             sizes = []
             async with asyncio.timeout(TIMEOUT):
@@ -70,18 +95,18 @@ async def test_720p_video_with_default_simulcast(devserver: DevServer, room_name
                     if len(sizes) >= 30:
                         break
             await stream.aclose()
-            width, height = sizes[-1]
-            assert width >= 640 and width * 9 == height * 16
+            assert set(sizes[-10:]) == {(1280, 720)}, sizes
         finally:
             await stop(feeding)
 
 
-async def test_late_joiner_receives_existing_tracks(devserver: DevServer, room_name: str) -> None:
-    async with joined(devserver, "alice", room_name) as alice:
+async def test_late_joiner_receives_existing_tracks(signal_mode: SignalMode, room_name: str) -> None:
+    server, options = signal_mode.server, signal_mode.options
+    async with joined(server, "alice", room_name, options) as alice:
         _, audio = await publish_tone(alice)
         _, video = await publish_video(alice, 640, 360)
         try:
-            async with joined(devserver, "late", room_name) as late:
+            async with joined(server, "late", room_name, options) as late:
                 audio_track = await subscribed_track(late, "alice", rtc.TrackKind.KIND_AUDIO)
                 await subscribed_track(late, "alice", rtc.TrackKind.KIND_VIDEO)
                 assert await tone_energy(audio_track, frames=10) > 3000
@@ -90,8 +115,9 @@ async def test_late_joiner_receives_existing_tracks(devserver: DevServer, room_n
             await stop(video)
 
 
-async def test_mute_unpublish_and_manual_subscription(devserver: DevServer, room_name: str) -> None:
-    async with joined(devserver, "alice", room_name) as alice, joined(devserver, "bob", room_name) as bob:
+async def test_mute_unpublish_and_manual_subscription(signal_mode: SignalMode, room_name: str) -> None:
+    server, options = signal_mode.server, signal_mode.options
+    async with joined(server, "alice", room_name, options) as alice, joined(server, "bob", room_name, options) as bob:
         publication, feeding = await publish_tone(alice)
         try:
             await subscribed_track(bob, "alice", rtc.TrackKind.KIND_AUDIO)
