@@ -19,6 +19,7 @@ import importlib
 import logging
 import sys
 import uuid
+import warnings
 from typing import Any
 
 import aiohttp
@@ -83,10 +84,20 @@ def load_server(target: str | None, settings: Settings) -> Any:
     return server
 
 
+def quiet_short_secret_warning() -> None:
+    """Drop PyJWT's short-HMAC-key warning (every token framepool and livekit-api sign would print it).
+
+    The LiveKit server is what decides whether a key is acceptable (the dev server's "secret" is short
+    on purpose); on the command line the warning only buried the one-line errors.
+    """
+    warnings.filterwarnings("ignore", message="The HMAC key is")
+
+
 def _run_start(args: argparse.Namespace, settings: Settings | None) -> int:
     from framepool.agent.drain import serve
 
     assert settings is not None
+    quiet_short_secret_warning()
     setup_logging(settings.log_level, "json" if settings.log_format == "auto" else settings.log_format)
     server = load_server(args.target, settings)
     return asyncio.run(serve(server))
@@ -94,6 +105,7 @@ def _run_start(args: argparse.Namespace, settings: Settings | None) -> int:
 
 def _run_dev(args: argparse.Namespace, settings: Settings | None) -> int:
     assert settings is not None
+    quiet_short_secret_warning()
     setup_logging(settings.log_level, "text" if settings.log_format == "auto" else settings.log_format)
     return asyncio.run(_dev(args, settings))
 
@@ -129,6 +141,7 @@ def _with(settings: Settings, **changes: Any) -> Settings:
 
 def _run_connect(args: argparse.Namespace, settings: Settings | None) -> int:
     assert settings is not None
+    quiet_short_secret_warning()
     setup_logging(settings.log_level, "text" if settings.log_format == "auto" else settings.log_format)
     server = load_server(args.target, settings)
     return asyncio.run(connect(server, args.room, args.participant, args.agent))

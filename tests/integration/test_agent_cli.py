@@ -1,9 +1,14 @@
-"""`framepool connect` (one job in a named room, no dispatch) and the declarative [[agents]] of the config."""
+"""`framepool connect` (one job in a named room, no dispatch), `framepool dev` (its own dev server) and the
+declarative [[agents]] of the config; the commands in-process and as real subprocesses."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import signal
+import sys
 
 import pytest
 from livekit import rtc
@@ -14,8 +19,10 @@ from framepool.agent.server import AgentServer
 from framepool.devserver.server import DevServer
 from framepool.errors import ConfigError
 from framepool.settings import AgentSpec
+from tests.conftest import API_KEY, API_SECRET, make_token
 from tests.integration.agentkit import TIMEOUT, agent_settings, quiet_load, serving
-from tests.integration.sdk import joined, publish_tone, stop
+from tests.integration.sdk import joined, next_event, publish_tone, stop
+from tests.integration.test_agent_drain import ROOT, assert_gone, shm_entries, worker_pids
 
 pytestmark = pytest.mark.integration
 
@@ -79,4 +86,104 @@ def test_bad_server_target_is_one_line(devserver: DevServer) -> None:
         load_server("json:dumps", agent_settings(devserver))
 
 
-del rtc
+
+# -- the commands as subprocesses -------------------------------------------------------------------------------
+
+
+def cli_env(**values: str) -> dict[str, str]:
+    """The environment without any LiveKit or framepool settings of the caller, plus `values`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "FRAMEPOOL_"))}
+    return {**env, "FRAMEPOOL_WORKERS": "1", **values}
+
+
+async def framepool(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "framepool.cli", *args, cwd=ROOT, env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+
+async def stderr_line(process: asyncio.subprocess.Process, pattern: str, seen: list[str]) -> re.Match[str]:
+    """The match of `pattern` in the next stderr line of `process` that has one."""
+    assert process.stderr is not None
+    while True:
+        raw = await asyncio.wait_for(process.stderr.readline(), TIMEOUT)
+        if not raw:
+            raise AssertionError(f"exited before printing {pattern!r}:\n" + "".join(seen[-30:]))
+        seen.append(raw.decode(errors="replace"))
+        if match := re.search(pattern, seen[-1]):
+            return match
+
+
+async def finished(process: asyncio.subprocess.Process, seen: list[str]) -> tuple[int, str]:
+    assert process.stderr is not None
+    rest = await asyncio.wait_for(process.stderr.read(), TIMEOUT)
+    return await asyncio.wait_for(process.wait(), TIMEOUT), "".join(seen) + rest.decode(errors="replace")
+
+
+async def statuses_of(room: rtc.Room) -> asyncio.Queue[bytes]:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    room.on("data_received", lambda packet: packet.topic == "status" and queue.put_nowait(packet.data))
+    return queue
+
+
+async def test_dev_starts_its_own_server_takes_a_job_and_exits_0_on_sigterm(room_name: str) -> None:
+    shm_before = shm_entries()
+    process = await framepool("dev", "--dev-port", "0", "tests.integration.agent_apps:drain_server", env=cli_env())
+    seen: list[str] = []
+    try:
+        url = (await stderr_line(process, r"dev server at (ws://\S+) \(LIVEKIT_API_KEY=devkey", seen)).group(1)
+        await stderr_line(process, r"registered 1 agent", seen)
+        pids = worker_pids(process)
+        alice = rtc.Room()
+        await asyncio.wait_for(alice.connect(url, make_token("alice", room_name)), TIMEOUT)
+        try:
+            statuses = await statuses_of(alice)
+            assert await asyncio.wait_for(statuses.get(), TIMEOUT) == b"running"
+            await alice.local_participant.publish_data(b"finish", reliable=True)
+            assert await asyncio.wait_for(statuses.get(), TIMEOUT) == b"finished"
+            await stderr_line(process, r"job ended: JS_SUCCESS", seen)
+        finally:
+            await alice.disconnect()
+        process.send_signal(signal.SIGTERM)
+        status, logged = await finished(process, seen)
+        assert status == 0, logged
+        assert "Traceback" not in logged
+        assert_gone(pids)
+        assert shm_entries() <= shm_before
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_connect_joins_the_named_room_and_exits_0_on_sigterm(devserver: DevServer, room_name: str) -> None:
+    shm_before = shm_entries()
+    env = cli_env(LIVEKIT_URL=devserver.url, LIVEKIT_API_KEY=API_KEY, LIVEKIT_API_SECRET=API_SECRET)
+    async with joined(devserver, "alice", room_name) as alice:
+        statuses = await statuses_of(alice)
+        agent_left = next_event(alice, "participant_disconnected")
+        process = await framepool("connect", "--room", room_name, "tests.integration.agent_apps:endless_server", env=env)
+        seen: list[str] = []
+        try:
+            assert await asyncio.wait_for(statuses.get(), TIMEOUT) == b"running"
+            pids = worker_pids(process)
+            process.send_signal(signal.SIGTERM)
+            assert (await asyncio.wait_for(agent_left, TIMEOUT)).identity.startswith("agent-AJ_local_")
+            status, logged = await finished(process, seen)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert status == 0, logged
+    assert "job shutting down: interrupted" in logged
+    assert_gone(pids)
+    assert shm_entries() <= shm_before
+
+
+async def test_connect_with_bad_credentials_is_one_line(devserver: DevServer, room_name: str) -> None:
+    env = cli_env(LIVEKIT_URL=devserver.url, LIVEKIT_API_KEY=API_KEY, LIVEKIT_API_SECRET="not-the-secret")
+    process = await framepool("connect", "--room", room_name, "tests.integration.agent_apps:endless_server", env=env)
+    _, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
+    lines = err.decode().strip().splitlines()
+    assert process.returncode == 3, err.decode()
+    assert len(lines) == 1 and lines[0].startswith(f"framepool: LiveKit at {devserver.url} refused to create room"), lines
