@@ -114,6 +114,8 @@ class FramepoolSystem(System):
 
 
 class BaselineSystem(System):
+    """Process-per-job with every job process a fresh interpreter (no pages shared but the libraries')."""
+
     name = "baseline"
 
     def __init__(self, url: str, log_dir: Path) -> None:
@@ -156,3 +158,36 @@ class BaselineSystem(System):
             helper.send_close()
         for helper in helpers:
             await helper.stop(grace=5.0)
+
+
+class ForkedBaselineSystem(System):
+    """Process-per-job with the job processes forked from a forkserver (`_jobs_forked.py`), as LiveKit Agents."""
+
+    name = "baseline"
+
+    def __init__(self, url: str, log_dir: Path) -> None:
+        super().__init__(url, log_dir)
+        self.supervisor = Helper("baseline-supervisor", python_argv("_jobs_forked.py"), log_dir)
+        self.busy: list[int] = []
+        self.prepared = 0
+
+    async def start(self) -> None:
+        await self.supervisor.start()
+        await self.prepare(1)
+
+    async def prepare(self, jobs: int) -> None:
+        await self.supervisor.request({"op": "prepare", "n": jobs}, START_TIMEOUT)
+
+    async def start_job(self, room: str) -> float:
+        requested = time.monotonic()
+        reply = await self.supervisor.request(
+            {"op": "run", "url": self.url, "token": token(f"job-{room}", room), "topic": TOPIC}, JOB_TIMEOUT)
+        self.busy.append(int(reply["pid"]))
+        return requested
+
+    def measured(self) -> ProcessSet:
+        return ProcessSet.of(self.busy)
+
+    async def stop(self) -> None:
+        self.supervisor.send_close()
+        await self.supervisor.stop(grace=15.0)

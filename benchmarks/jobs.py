@@ -47,7 +47,16 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _jobs_procs import Helper, HelperError, ProcessSet, free_port, python_argv, shm_entries
-from _jobs_systems import JOB_TIMEOUT, START_TIMEOUT, TOPIC, BaselineSystem, FramepoolSystem, System, token
+from _jobs_systems import (
+    JOB_TIMEOUT,
+    START_TIMEOUT,
+    TOPIC,
+    BaselineSystem,
+    ForkedBaselineSystem,
+    FramepoolSystem,
+    System,
+    token,
+)
 
 RESULTS_PER_SECOND = 10.0  # audio-level, 100 ms windows
 RATE_FLOOR = 0.99
@@ -67,6 +76,7 @@ class Config:
     budget: float  # seconds per system, start-up included
     workers: int
     load_threshold: float
+    baseline_start: str = "forkserver"  # how baseline job processes start: forkserver (LiveKit Agents) or spawn
 
 
 FULL = Config(schedule=[1, 4, 8, 12, 16], window=10.0, settle=3.0, ramp_step=8, ramp_concurrency=4, max_k=64,
@@ -301,7 +311,8 @@ async def bench(cfg: Config, systems: list[str], keep_logs: Path | None = None) 
         log_dir = keep_logs or Path(tmp)
         makers: dict[str, Callable[[str], System]] = {
             "framepool": lambda url: FramepoolSystem(url, log_dir, cfg.workers, cfg.load_threshold),
-            "baseline": lambda url: BaselineSystem(url, log_dir),
+            "baseline": (lambda url: ForkedBaselineSystem(url, log_dir)) if cfg.baseline_start == "forkserver"
+            else (lambda url: BaselineSystem(url, log_dir)),
         }
         for name in systems:
             try:
@@ -358,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=["framepool", "baseline"], help="run one system only (no ratios)")
     parser.add_argument("--max-k", type=int, help="stop the ramp at this many jobs")
     parser.add_argument("--workers", type=int, help="framepool worker processes (default: the daemon's default)")
+    parser.add_argument("--baseline-start", choices=["forkserver", "spawn"], default="forkserver",
+                        help="baseline job processes forked from a forkserver with livekit/numpy preloaded, as LiveKit "
+                             "Agents does on Linux (default), or each a fresh interpreter")
     parser.add_argument("--keep-logs", type=Path, metavar="DIR", help="write the helpers' logs to DIR (default: discarded)")
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else FULL
@@ -370,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--keep-logs: {args.keep_logs} is not a directory")
     if args.workers is not None:
         cfg.workers = args.workers
+    cfg.baseline_start = args.baseline_start
     systems = [args.only] if args.only else ["framepool", "baseline"]
     try:
         result = asyncio.run(bench(cfg, systems, args.keep_logs))
