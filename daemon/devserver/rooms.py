@@ -93,6 +93,11 @@ class Participant:
     def is_agent(self) -> bool:
         return self.kind == models.ParticipantInfo.Kind.AGENT
 
+    @property
+    def is_dependent(self) -> bool:
+        """Agents and egress exist for the others: livekit-server neither counts nor limits them."""
+        return self.kind in (models.ParticipantInfo.Kind.AGENT, models.ParticipantInfo.Kind.EGRESS)
+
     def to_proto(self) -> models.ParticipantInfo:
         return models.ParticipantInfo(
             sid=self.sid, identity=self.identity, name=self.name, state=self.state, kind=self.kind,  # type: ignore[arg-type]
@@ -121,6 +126,8 @@ class Room:
         self.metadata = metadata
         self.agents = agents
         self.participants: dict[str, Participant] = {}
+        # Admitted but not joined yet (the websocket is being set up): they count against max_participants.
+        self.admitted: set[str] = set()
         self.closed = asyncio.Event()
         self._close_timer: asyncio.TimerHandle | None = None
 
@@ -148,7 +155,27 @@ class Room:
         update = rtc_pb.SignalResponse(update=rtc_pb.ParticipantUpdate(participants=[participant.to_proto()]))
         await self.broadcast(update, exclude=participant)
 
+    def admit(self, participant: Participant) -> bool:
+        """Reserve a place for a joining participant; False when the room is full (max_participants).
+
+        A participant replacing one of the same identity takes that one's place.
+        """
+        if self.max_participants > 0 and not participant.is_dependent:
+            others = {identity for identity, p in self.participants.items() if not p.is_dependent}
+            others |= self.admitted
+            others.discard(participant.identity)
+            if len(others) >= self.max_participants:
+                return False
+        if not participant.is_dependent:
+            self.admitted.add(participant.identity)
+        return True
+
+    def release(self, participant: Participant) -> None:
+        """An admitted participant joined or gave up: its reservation ends."""
+        self.admitted.discard(participant.identity)
+
     async def join(self, participant: Participant) -> None:
+        self.release(participant)
         previous = self.participants.get(participant.identity)
         if previous is not None:
             await self.leave(previous, models.DisconnectReason.DUPLICATE_IDENTITY)

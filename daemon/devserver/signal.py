@@ -322,14 +322,30 @@ async def handle_rtc(request: web.Request, registry: RoomRegistry, keys: dict[st
     participant = participant_from_claims(claims, join.metadata, dict(join.participant_attributes))
     video = claims.video
     assert video is not None
-    room = registry.get(video.room)
-    if room is None:
-        room_config = claims.room_config
-        room = await registry.create(video.room, agents=list(room_config.agents) if room_config else None)
+    room = registry.get(video.room) or await _create_room(registry, video.room, claims)
+    if not room.admit(participant):
+        # livekit-server fails the join before upgrading the websocket (ErrMaxParticipantsExceeded, HTTP 500).
+        log.info("join refused room=%s identity=%s: room is full (%d)", room.name, participant.identity,
+                 room.max_participants)
+        return web.Response(status=500, text="room has exceeded its max participants")
     ws = web.WebSocketResponse(max_msg_size=MAX_SIGNAL_BYTES, autoping=True)
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        room.release(participant)
+        raise
     await SignalSession(registry, ws, participant, single_pc, verbose).run(room, join)
     return ws
+
+
+async def _create_room(registry: RoomRegistry, name: str, claims: Claims) -> Room:
+    """The room a join creates, configured by the token's roomConfig when it has one."""
+    config = claims.room_config
+    if config is None:
+        return await registry.create(name)
+    return await registry.create(name, empty_timeout=config.empty_timeout, departure_timeout=config.departure_timeout,
+                                 max_participants=config.max_participants, metadata=config.metadata,
+                                 agents=list(config.agents))
 
 
 def _classic_join(request: web.Request) -> rtc_pb.JoinRequest:

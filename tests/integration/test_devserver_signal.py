@@ -10,7 +10,8 @@ import time
 import aiohttp
 import jwt
 import pytest
-from livekit import rtc
+from livekit import api, rtc
+from livekit.protocol import room as room_pb
 from livekit.protocol import rtc as rtc_pb
 
 from framepool.devserver.server import DevServer
@@ -181,3 +182,38 @@ async def test_malformed_signal_input_closes_only_that_connection(devserver: Dev
         assert response.status == 400
     finally:
         await bad.close()
+
+
+async def test_full_room_refuses_joins_but_not_agents(devserver: DevServer, room_name: str) -> None:
+    """As livekit-server: a join beyond max_participants fails with HTTP 500 before the websocket upgrade;
+    agents neither count nor are refused; a participant rejoining under its identity takes its own place."""
+    await devserver.rooms.create(room_name, max_participants=2)
+    async with joined(devserver, "alice", room_name), joined(devserver, "bob", room_name):
+        with pytest.raises(rtc.ConnectError):
+            await asyncio.wait_for(rtc.Room().connect(devserver.url, make_token("carol", room_name)), TIMEOUT)
+        async with aiohttp.ClientSession() as http:
+            response = await http.get(f"{devserver.url}/rtc/v1?join_request={_join_query(room_name)}",
+                                      headers={"Authorization": f"Bearer {make_token('carol', room_name)}"})
+            assert (response.status, await response.text()) == (500, "room has exceeded its max participants")
+        async with joined(devserver, "agent-1", room_name, kind="agent"), joined(devserver, "bob", room_name):
+            room = devserver.rooms.get(room_name)
+            assert room is not None and set(room.participants) == {"alice", "bob", "agent-1"}
+    async with joined(devserver, "carol", room_name), joined(devserver, "dave", room_name):
+        room = devserver.rooms.get(room_name)
+        assert room is not None and set(room.participants) == {"carol", "dave"}
+
+
+async def test_token_room_config_configures_the_room_it_creates(devserver: DevServer, room_name: str) -> None:
+    token = (api.AccessToken(API_KEY, API_SECRET).with_identity("alice")
+             .with_grants(api.VideoGrants(room_join=True, room=room_name))
+             .with_room_config(room_pb.RoomConfiguration(max_participants=1, metadata="from-token")).to_jwt())
+    sdk_room = rtc.Room()
+    await asyncio.wait_for(sdk_room.connect(devserver.url, token), TIMEOUT)
+    try:
+        room = devserver.rooms.get(room_name)
+        assert room is not None and (room.max_participants, room.metadata) == (1, "from-token")
+        assert sdk_room.metadata == "from-token"
+        with pytest.raises(rtc.ConnectError):
+            await asyncio.wait_for(rtc.Room().connect(devserver.url, make_token("bob", room_name)), TIMEOUT)
+    finally:
+        await sdk_room.disconnect()
