@@ -40,6 +40,7 @@ from livekit import rtc
 DELIVERY_TARGET = 0.99
 AUDIO_AMPLITUDE = 8000
 SUBSCRIBER_FRAME_MS = 20
+LOOP_SATURATED = 0.7  # a main thread this busy on average already has stalls of several frames
 
 
 @dataclass
@@ -247,10 +248,15 @@ async def measure_step(ramp: Ramp, n: int, plan: Plan, meter: CpuMeter) -> dict[
 
 
 def busiest(cpu: CpuShare) -> str:
-    """Which process used the most CPU, and whether the machine was saturated."""
+    """Which process used the most CPU, whether an asyncio loop or the machine was saturated."""
     name, cores = max([("server", cpu.server), ("benchmark", cpu.bench), ("others", cpu.others)], key=lambda p: p[1])
-    saturated = cpu.machine_busy >= 0.9 * (psutil.cpu_count() or 1)
-    return f"{name} ({cores:.2f} cores){', machine saturated' if saturated else ''}"
+    notes = [f"{name} {cores:.2f} cores"]
+    for loop, share in (("server", cpu.server_loop), ("benchmark", cpu.bench_loop)):
+        if share >= LOOP_SATURATED:
+            notes.append(f"{loop} loop {share:.2f}")
+    if cpu.machine_busy >= 0.9 * (psutil.cpu_count() or 1):
+        notes.append("machine saturated")
+    return ", ".join(notes)
 
 
 async def measure_capacity(server: DevServerProcess, kind: str, plan: Plan, meter: CpuMeter,

@@ -127,6 +127,10 @@ class CpuShare:
     others: float
     machine_busy: float
     seconds: float
+    # The main thread runs each process's asyncio loop: near 1.0 means that loop is saturated, whatever
+    # the machine has left (the SDK's Rust/WebRTC threads and codec threads are not in it).
+    server_loop: float = 0.0
+    bench_loop: float = 0.0
 
 
 class CpuMeter:
@@ -137,14 +141,16 @@ class CpuMeter:
         self.me = psutil.Process(os.getpid())
         self.mark()
 
-    def _snapshot(self) -> tuple[float, float, float, float]:
+    def _snapshot(self) -> tuple[float, float, float, float, float, float]:
         machine = psutil.cpu_times()
         # Linux already counts guest time inside user/nice; iowait is idle time.
         not_busy = ("idle", "iowait", "guest", "guest_nice")
         busy = sum(getattr(machine, name) for name in machine._fields if name not in not_busy)
         mine = self.me.cpu_times()
         server = self.server.cpu_seconds() if self.server else 0.0
-        return time.monotonic(), busy, mine.user + mine.system, server
+        server_loop = main_thread_seconds(self.server.ps) if self.server and self.server.ps else 0.0
+        return (time.monotonic(), busy, mine.user + mine.system, server, server_loop,
+                main_thread_seconds(self.me))
 
     def mark(self) -> None:
         self._start = self._snapshot()
@@ -152,10 +158,22 @@ class CpuMeter:
     def since(self) -> CpuShare:
         now = self._snapshot()
         wall = max(now[0] - self._start[0], 1e-9)
-        busy, bench, server = ((now[i] - self._start[i]) / wall for i in (1, 2, 3))
+        busy, bench, server, server_loop, bench_loop = ((now[i] - self._start[i]) / wall for i in range(1, 6))
         return CpuShare(server=round(server, 3), bench=round(bench, 3),
                         others=round(max(busy - bench - server, 0.0), 3),
-                        machine_busy=round(busy, 3), seconds=round(wall, 2))
+                        machine_busy=round(busy, 3), seconds=round(wall, 2),
+                        server_loop=round(server_loop, 3), bench_loop=round(bench_loop, 3))
+
+
+def main_thread_seconds(process: psutil.Process) -> float:
+    """CPU seconds of `process`'s main thread (its thread id is its pid), 0 once it is gone."""
+    try:
+        for thread in process.threads():
+            if thread.id == process.pid:
+                return float(thread.user_time + thread.system_time)
+    except psutil.NoSuchProcess:
+        pass
+    return 0.0
 
 
 def summary_ms(samples: list[float]) -> dict[str, float]:

@@ -304,8 +304,9 @@ def print_table(report: dict[str, Any]) -> None:
         for step in capacity["steps"]:
             cpu = step.get("cpu_cores", {})
             print(f"    n={step['publishers']:<3} delivered {step.get('delivered', '-')!s:<7} "
-                  f"server {cpu.get('server', '-')} bench {cpu.get('bench', '-')} others {cpu.get('others', '-')} "
-                  f"cores  {step.get('busiest', step.get('error', ''))}")
+                  f"cores: server {cpu.get('server', '-')} (loop {cpu.get('server_loop', '-')}) "
+                  f"bench {cpu.get('bench', '-')} (loop {cpu.get('bench_loop', '-')}) others {cpu.get('others', '-')}"
+                  f"  [{step.get('busiest', step.get('error', ''))}]")
     print("  ratios: " + ", ".join(f"{k} {v}" for k, v in results["ratios"].items()))
 
 
