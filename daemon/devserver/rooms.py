@@ -181,7 +181,9 @@ class Room:
             await self.leave(previous, models.DisconnectReason.DUPLICATE_IDENTITY)
             if previous.link is not None:
                 await previous.link.disconnect(models.DisconnectReason.DUPLICATE_IDENTITY)
-        self._cancel_close()
+        if not participant.is_dependent:
+            # An agent alone does not keep a room open: the pending empty/departure close stays armed.
+            self._cancel_close()
         self.participants[participant.identity] = participant
         log.info("join room=%s identity=%s sid=%s kind=%s", self.name, participant.identity, participant.sid,
                  models.ParticipantInfo.Kind.Name(participant.kind))
@@ -201,7 +203,8 @@ class Room:
                  models.DisconnectReason.Name(reason))
         await self.announce(participant)
         await self.registry.emit("participant_left", self, participant, reason)
-        if not any(not p.is_agent for p in self.participants.values()):
+        # departure_timeout counts from the last non-agent leaving; an agent leaving does not restart it.
+        if not participant.is_dependent and not any(not p.is_dependent for p in self.participants.values()):
             self._schedule_close(self.departure_timeout)
 
     def _schedule_close(self, delay: float) -> None:
@@ -215,7 +218,7 @@ class Room:
             self._close_timer = None
 
     async def _close_if_unused(self) -> None:
-        if not any(not p.is_agent for p in self.participants.values()):
+        if not any(not p.is_dependent for p in self.participants.values()):
             await self.registry.close_room(self, models.DisconnectReason.ROOM_CLOSED)
 
     async def publish(self, participant: Participant, track: PublishedTrack) -> None:

@@ -217,3 +217,27 @@ async def test_token_room_config_configures_the_room_it_creates(devserver: DevSe
             await asyncio.wait_for(rtc.Room().connect(devserver.url, make_token("bob", room_name)), TIMEOUT)
     finally:
         await sdk_room.disconnect()
+
+
+async def test_agent_does_not_keep_the_room_open_and_is_announced_as_agent(devserver: DevServer,
+                                                                           room_name: str) -> None:
+    async with joined(devserver, "alice", room_name) as alice:
+        arrived = next_event(alice, "participant_connected", lambda p: p.identity == "agent-1")
+        async with joined(devserver, "agent-1", room_name, kind="agent", agent=True) as agent:
+            assert (await asyncio.wait_for(arrived, TIMEOUT)).kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+            assert agent.remote_participants["alice"].kind == rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
+            disconnected = next_event(agent, "disconnected")
+            room = devserver.rooms.get(room_name)
+            assert room is not None
+            await alice.disconnect()
+            # The server's departure_timeout (0.5 s in the fixture) after the last non-agent left.
+            assert await asyncio.wait_for(disconnected, TIMEOUT) == rtc.DisconnectReason.ROOM_CLOSED
+            assert room.closed.is_set() and devserver.rooms.get(room_name) is None
+
+
+async def test_agent_alone_does_not_hold_a_room_past_its_empty_timeout(devserver: DevServer, room_name: str) -> None:
+    room = await devserver.rooms.create(room_name, empty_timeout=1)
+    async with joined(devserver, "agent-1", room_name, kind="agent") as agent:
+        disconnected = next_event(agent, "disconnected")
+        assert await asyncio.wait_for(disconnected, TIMEOUT) == rtc.DisconnectReason.ROOM_CLOSED
+    assert room.closed.is_set()
