@@ -20,7 +20,7 @@ import logging
 import sys
 import uuid
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 from livekit import api
@@ -98,7 +98,7 @@ def _run_start(args: argparse.Namespace, settings: Settings | None) -> int:
 
     assert settings is not None
     quiet_short_secret_warning()
-    setup_logging(settings.log_level, "json" if settings.log_format == "auto" else settings.log_format)
+    settings = with_log_format(settings, "json")
     server = load_server(args.target, settings)
     return asyncio.run(serve(server))
 
@@ -106,7 +106,7 @@ def _run_start(args: argparse.Namespace, settings: Settings | None) -> int:
 def _run_dev(args: argparse.Namespace, settings: Settings | None) -> int:
     assert settings is not None
     quiet_short_secret_warning()
-    setup_logging(settings.log_level, "text" if settings.log_format == "auto" else settings.log_format)
+    settings = with_log_format(settings, "text")
     return asyncio.run(_dev(args, settings))
 
 
@@ -133,6 +133,17 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
             await devserver.aclose()
 
 
+def with_log_format(settings: Settings, auto: Literal["text", "json"]) -> Settings:
+    """Settings whose log format is decided (`auto` stands for what this command defaults to), logging set up.
+
+    The workers set up their own logging from the settings the pool hands them: left at "auto" they would
+    decide by their own stderr and could print JSON among the supervisor's text lines.
+    """
+    settings = _with(settings, log_format=auto if settings.log_format == "auto" else settings.log_format)
+    setup_logging(settings.log_level, settings.log_format)
+    return settings
+
+
 def _with(settings: Settings, **changes: Any) -> Settings:
     import msgspec
 
@@ -142,7 +153,7 @@ def _with(settings: Settings, **changes: Any) -> Settings:
 def _run_connect(args: argparse.Namespace, settings: Settings | None) -> int:
     assert settings is not None
     quiet_short_secret_warning()
-    setup_logging(settings.log_level, "text" if settings.log_format == "auto" else settings.log_format)
+    settings = with_log_format(settings, "text")
     server = load_server(args.target, settings)
     return asyncio.run(connect(server, args.room, args.participant, args.agent))
 

@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 from livekit import api, rtc
 
@@ -124,10 +124,15 @@ class Listener:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-async def run_demo(seconds: float) -> int:
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+async def run_demo(seconds: float, log_level: LogLevel = "warning") -> int:
     devserver = DevServer(port=0, keys={KEY: SECRET}, departure_timeout=0.5)
     await devserver.start()
-    settings = Settings(livekit_url=devserver.url, api_key=KEY, api_secret=SECRET, status_interval=1.0)
+    # The workers log as the supervisor does (they set up their own logging from these settings).
+    settings = Settings(livekit_url=devserver.url, api_key=KEY, api_secret=SECRET, status_interval=1.0,
+                        log_level=log_level, log_format="text")
     server = build_server(settings)
     ended: list[RunningJob] = []
     server.job_ended.append(ended.append)
@@ -174,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level, "text")
     warnings.filterwarnings("ignore", message="The HMAC key is")  # the dev server's well-known short secret
     try:
-        return asyncio.run(run_demo(args.seconds))
+        return asyncio.run(run_demo(args.seconds, args.log_level))
     except KeyboardInterrupt:
         return 130
 

@@ -120,6 +120,13 @@ async def finished(process: asyncio.subprocess.Process, seen: list[str]) -> tupl
     return await asyncio.wait_for(process.wait(), TIMEOUT), "".join(seen) + rest.decode(errors="replace")
 
 
+def assert_text_logs(logged: str) -> None:
+    """dev and connect log text; their workers too, though stderr is a pipe (where "auto" means JSON)."""
+    assert "worker ready" in logged
+    json_lines = [line for line in logged.splitlines() if line.startswith("{")]
+    assert not json_lines, json_lines
+
+
 async def statuses_of(room: rtc.Room) -> asyncio.Queue[bytes]:
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     room.on("data_received", lambda packet: packet.topic == "status" and queue.put_nowait(packet.data))
@@ -148,6 +155,7 @@ async def test_dev_starts_its_own_server_takes_a_job_and_exits_0_on_sigterm(room
         status, logged = await finished(process, seen)
         assert status == 0, logged
         assert "Traceback" not in logged
+        assert_text_logs(logged)
         assert_gone(pids)
         assert shm_entries() <= shm_before
     finally:
@@ -176,6 +184,7 @@ async def test_connect_joins_the_named_room_and_exits_0_on_sigterm(devserver: De
                 await process.wait()
     assert status == 0, logged
     assert "job shutting down: interrupted" in logged
+    assert_text_logs(logged)
     assert_gone(pids)
     assert shm_entries() <= shm_before
 
