@@ -41,7 +41,7 @@ from framepool.settings import Settings
 
 TICK = 0.010
 FRAME = (np.sin(np.arange(480) / 7.0) * 8000).astype(np.int16)  # deterministic 10 ms of 48 kHz mono
-RAMP = [100, 250, 500, 1000, 1500, 2000, 3000]
+RAMP = [100, 250, 500, 1000, 2000, 3000, 4000, 6000]
 QUICK_RAMP = [100, 500, 1000]
 
 
@@ -77,6 +77,18 @@ def ring_baseline(frames: int = 200_000) -> float:
         ring.close()
 
 
+def runqueue_wait(pids: list[int]) -> float:
+    """Seconds the workers spent runnable but waiting for a CPU (/proc/PID/schedstat): contention, not work."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/schedstat") as f:
+                total += int(f.read().split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def worker_cpu(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
@@ -108,7 +120,7 @@ async def run_step(pool: WorkerPool, streams: int, seconds: float, processor: st
     before = [a.stats() for a in attachments]
     pids = pool.worker_pids()
     ticks_wanted = int(seconds / TICK)
-    sup0, work0, wall0 = time.process_time(), worker_cpu(pids), time.monotonic()
+    sup0, work0, wall0, wait0 = time.process_time(), worker_cpu(pids), time.monotonic(), runqueue_wait(pids)
     start = loop.time()
     ticks = 0
     late_max = 0.0
@@ -129,6 +141,7 @@ async def run_step(pool: WorkerPool, streams: int, seconds: float, processor: st
         await a.drain()
     wall = time.monotonic() - wall0
     sup, work = time.process_time() - sup0, worker_cpu(pids) - work0
+    waited = runqueue_wait(pids) - wait0
     after = [a.stats() for a in attachments]
     for a in attachments:
         await a.detach()
@@ -146,6 +159,7 @@ async def run_step(pool: WorkerPool, streams: int, seconds: float, processor: st
         "wall_s": wall,
         "supervisor_cpu": sup / wall,
         "workers_cpu": work / wall,
+        "workers_runqueue_wait": waited / wall,  # > 0: other processes took the workers' CPU
         "supervisor_us_per_frame": sup / pushed * 1e6 if pushed else 0.0,
         "workers_us_per_frame": work / pushed * 1e6 if pushed else 0.0,
     }
@@ -200,7 +214,7 @@ def print_step(step: dict[str, Any]) -> None:
         f"{step['streams']:>6} streams  drops {step['drop_fraction'] * 100:7.3f} %  ticks {step['tick_ratio'] * 100:6.1f} %  "
         f"supervisor {step['supervisor_cpu'] * 100:5.1f} % ({step['supervisor_us_per_frame']:.2f} µs/frame)  "
         f"workers {step['workers_cpu'] * 100:5.1f} % ({step['workers_us_per_frame']:.2f} µs/frame)  "
-        f"late≤{step['max_tick_late_ms']:.0f} ms  {'ok' if step['ok'] else 'FAIL'}",
+        f"late≤{step['max_tick_late_ms']:.0f} ms  starved {step['workers_runqueue_wait'] * 100:.0f} %  {'ok' if step['ok'] else 'FAIL'}",
         flush=True,
     )
 

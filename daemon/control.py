@@ -37,6 +37,10 @@ MAX_FDS = 8  # fds one message may carry (an attach carries at most four)
 _PREFIX = struct.Struct("<I")
 
 
+class ChannelClosed(ChannelError):
+    """The peer closed its end: normally because its process is exiting."""
+
+
 class _Message(msgspec.Struct, tag=True, kw_only=True):
     """Base of every control message; the tag is the class name."""
 
@@ -207,7 +211,7 @@ def _receive(sock: socket.socket) -> tuple[Message, list[int]]:
     fds = _fds_of(ancdata)
     try:
         if not data:
-            raise ChannelError("control channel closed by the peer")
+            raise ChannelClosed("control channel closed by the peer")
         if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
             raise ChannelError("oversize control message: the datagram or its fds were truncated")
         if len(data) > MAX_MESSAGE + _PREFIX.size:

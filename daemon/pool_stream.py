@@ -62,7 +62,8 @@ class StreamSink(Protocol):
         ...
 
     def on_stream_event(self, stream_id: str, event: str, detail: str) -> None:
-        """"processor_error", "processor_disabled", "worker_restarted" (a gap), "detached"."""
+        """"processor_error", "processor_disabled", "worker_restarted" (a gap), "detached", and
+        "stream_failed" (the pool halted or the stream's processors cannot start again: no more frames)."""
         ...
 
 
@@ -172,10 +173,11 @@ class StreamAttachment:
         self._space.set()  # a push_wait sleeping on the old ring must notice
 
     def fail(self, reason: str) -> None:
-        """The pool halted: this stream will not come back; wake everything that waits for it."""
+        """The stream cannot come back (the pool halted): wake everything that waits for it, tell the sink."""
         self.failure = reason
         self._live.set()
         self._space.set()
+        self._notify("stream_failed", reason)
 
     def _close_rings(self) -> None:
         if self._space_bell is not None:

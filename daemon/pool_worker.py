@@ -187,7 +187,10 @@ class WorkerProcess:
             future.set_result(message)
 
     def _on_channel_error(self, error: ChannelError) -> None:
-        # While stopping, the channel closing is the worker exiting: the shutdown ladder takes it from there.
+        # A closed channel is the worker exiting: its sentinel follows (and a worker that closed it but lives
+        # on stops answering pings). While stopping, the shutdown ladder takes it from there.
+        if isinstance(error, control.ChannelClosed):
+            return
         if self.state in (WorkerState.STARTING, WorkerState.READY):
             log.warning("worker %d (pid %d): %s; killing it", self.slot, self.pid, error)
             self.kill()

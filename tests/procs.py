@@ -132,6 +132,26 @@ def prewarm_slow() -> None:
     time.sleep(3600)
 
 
+def prewarm_first_only() -> None:
+    """Succeeds in the pool's first worker, kills every later one: a crash loop after a restart.
+
+    The marker file is named after the supervisor; the test that uses this hook removes it.
+    """
+    try:
+        os.close(os.open(prewarm_marker(), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        os._exit(1)
+
+
+def prewarm_marker(supervisor_pid: int | None = None) -> str:
+    import multiprocessing
+
+    if supervisor_pid is None:
+        parent = multiprocessing.parent_process()
+        supervisor_pid = parent.pid if parent is not None and parent.pid is not None else 0
+    return f"/tmp/framepool-test-prewarm-{supervisor_pid}"
+
+
 def prewarm_raise() -> None:
     raise RuntimeError("model file missing")
 
@@ -144,3 +164,14 @@ class Slow(Processor):
 
     def process(self, frame: Any, ctx: ProcessContext) -> None:
         time.sleep(0.002)
+
+
+class SlowVideo(Processor):
+    """Takes 2 ms per video frame and emits the seq it saw."""
+
+    name = "slow-video"
+    kind = "video"
+
+    def process(self, frame: VideoFrame, ctx: ProcessContext) -> None:
+        time.sleep(0.002)
+        ctx.emit("seen", frame.seq)

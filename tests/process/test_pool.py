@@ -27,6 +27,7 @@ from tests.process.pool_support import (
     shm_entries,
     wait_exited,
 )
+from tests.procs import prewarm_marker
 
 pytestmark = pytest.mark.process
 
@@ -241,3 +242,47 @@ async def test_workers_die_with_a_killed_supervisor(shm_unchanged: None, start_m
         await supervisor.wait()
     assert supervisor.returncode == -signal.SIGKILL
     assert await asyncio.to_thread(wait_exited, pids, 2.0) == []
+
+
+async def test_crash_loop_after_a_restart_halts_the_pool(shm_unchanged: None) -> None:
+    marker = prewarm_marker(os.getpid())
+    pool = await started(prewarm="tests.procs:prewarm_first_only", crash_loop_limit=2, restart_backoff=0.01)
+    try:
+        sink = RecordingSink()
+        stream = await pool.attach(audio_spec("doomed", "tests.procs:Count"), sink)
+        os.kill(pool.worker_pids()[0], signal.SIGKILL)
+        await asyncio.wait_for(pool.halted.wait(), 30)
+        assert "died 2 times in a row before becoming ready" in pool.halt_reason
+        await sink.wait_for(lambda: "stream_failed" in sink.event_names(), "the stream to fail")
+        with pytest.raises(PoolError, match="stopped: worker 0 died 2 times"):
+            await stream.push_wait(audio_frame(1), 1, FMT_S16, 48000, 1, 480)
+        with pytest.raises(PoolError, match="halted"):
+            await pool.attach(audio_spec("late", "tests.procs:Count"), RecordingSink())
+        assert pool.stats().halted
+    finally:
+        await pool.aclose()
+        os.unlink(marker)
+    assert wait_exited(pool.worker_pids(), 5) == []
+
+
+async def test_realtime_video_skips_to_the_newest_frame(shm_unchanged: None) -> None:
+    pool = await started(video_ring_slots=4)
+    try:
+        sink = RecordingSink()
+        size = 32 * 16 * 3 // 2
+        spec = StreamSpec(
+            stream_id="rv", kind="video", processors=[parse_spec("tests.procs:SlowVideo")], max_frame_bytes=size,
+        )
+        stream = await pool.attach(spec, sink)
+        frame = np.zeros(size, dtype=np.uint8)
+        accepted = [stream.push(frame, seq, FMT_I420, 32, 16, 0) for seq in range(1, 51)]
+        await stream.drain()
+        stats = stream.stats()
+        assert stats.pushed == 50 and stats.dropped == accepted.count(False)
+        assert stats.processed + stats.skipped + stats.dropped == 50  # every frame accounted for
+        assert stats.processed < 50
+        seen = sink.payloads("seen")
+        assert seen == sorted(seen) and seen[-1] == max(seq for seq, ok in enumerate(accepted, 1) if ok)
+        await stream.detach()
+    finally:
+        await pool.aclose()
