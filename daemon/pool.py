@@ -206,6 +206,8 @@ class WorkerPool:
             raise ProcessorError(f"stream {spec.stream_id!r} is {spec.kind} but its processors take {fmt}")
         if spec.max_frame_bytes <= 0:
             raise ProcessorError(f"stream {spec.stream_id!r}: max_frame_bytes must be positive")
+        if not self._slots:
+            raise PoolError("the worker pool is not started: await pool.start() first")
         worker = await self._ready_worker()
         slots = self.settings.audio_ring_slots if spec.kind == "audio" else self.settings.video_ring_slots
         attachment = StreamAttachment(spec, sink, slots, self._streams.discard)

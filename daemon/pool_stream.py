@@ -115,7 +115,7 @@ class StreamAttachment:
         self.failure = ""  # set when the pool halted and this stream cannot continue
         self.pushed = 0
         self.gaps = 0
-        self._refused = self._lost = self._errors = self._results = self._results_dropped = 0
+        self._refused = self._lost = self._errors = self._errors_retired = self._results = self._results_dropped = 0
         self._retired = {"dropped": 0, "skipped": 0, "read": 0}  # counters of rings of dead workers
         self._busy: dict[str, float] = {}
 
@@ -169,6 +169,7 @@ class StreamAttachment:
         self._close_rings()
         self.worker = None
         self.gaps += 1
+        self._errors_retired, self._errors = self._errors_retired + self._errors, 0  # the new worker counts from 0
         self._live.clear()
         self._space.set()  # a push_wait sleeping on the old ring must notice
 
@@ -346,7 +347,7 @@ class StreamAttachment:
             processed=retired["read"] + live.get("read", 0),
             lost=self._lost,
             gaps=self.gaps,
-            errors=self._errors,
+            errors=self._errors_retired + self._errors,
             results=self._results,
             results_dropped=self._results_dropped,
             busy=dict(self._busy),

@@ -15,6 +15,7 @@ becomes readable (loop.add_reader), everything at once, and then the doorbell is
 from __future__ import annotations
 
 import asyncio
+import atexit
 import enum
 import itertools
 import logging
@@ -23,6 +24,7 @@ import multiprocessing.forkserver
 import os
 import resource
 import time
+import weakref
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING
@@ -39,6 +41,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("framepool.pool")
 TOPIC_ROOM = 256  # result slot bytes beyond result_max_bytes: the topic travels in the slot too
+
+
+# Workers ignore SIGTERM (the supervisor's ladder stops them), so multiprocessing's exit hook, which
+# terminates daemonic children and joins them, would wait forever for workers of a pool nobody closed.
+# This hook, registered after multiprocessing's and so run before it, kills them first.
+_running: weakref.WeakSet[BaseProcess] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_unclosed_workers() -> None:
+    for process in list(_running):
+        if process.is_alive():
+            process.kill()
 
 
 class WorkerState(enum.Enum):
@@ -309,6 +324,7 @@ def _start_process(ctx: multiprocessing.context.BaseContext, method: str, sock: 
     expected_parent = _expected_parent(method)
     process = ctx.Process(target=worker.main, args=(sock, expected_parent), name=f"framepool-worker-{slot}", daemon=True)  # type: ignore[attr-defined]
     process.start()
+    _running.add(process)
     assert process.pid is not None
     return process, process.pid
 

@@ -52,9 +52,11 @@ log = logging.getLogger("framepool.worker")
 def main(sock: socket.socket, expected_parent: int) -> None:
     """multiprocessing target: run the worker and exit with its status code."""
     arm_parent_death_signal(expected_parent)
-    # The supervisor decides when a worker stops; a Ctrl-C reaching the whole process group must not.
+    # The supervisor decides when a worker stops (its shutdown ladder), not a Ctrl-C or a service manager's
+    # SIGTERM reaching the whole process group: streams are detached first so final results are delivered.
+    # A supervisor that dies anyway takes its workers along through the parent-death signal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.exit(run(WorkerChannel(sock)))
 
 
