@@ -7,7 +7,8 @@ track, results as reliable data on the benchmark's topic: the same job as `[[age
 harness's `stats` request with the pool's and the feeds' drop counters, which a `framepool start` process
 does not expose. It runs under `framepool.agent.drain.serve`, as `framepool start` does (SIGTERM drains).
 
-Requests: stats -> {jobs, feeds, frames, dropped, lost, results_dropped, results_sent, restarts, workers, load};
+Requests: stats -> {jobs, feeds, frames, dropped, lost, results_dropped, results_sent, restarts, workers, load,
+rooms: {room: [frames, results_sent]}};
 assigned {room} -> {t}: when the room's job assignment reached the daemon (CLOCK_MONOTONIC).
 Events: registered (every agent registered with the server).
 """
@@ -60,9 +61,12 @@ def build_server(args: argparse.Namespace) -> TimedAgentServer:
 def stats(server: AgentServer) -> dict[str, Any]:
     totals: dict[str, float] = {"jobs": len(server.jobs), "feeds": 0, "frames": 0, "dropped": 0, "lost": 0, "results_dropped": 0,
               "results_sent": 0}
+    rooms: dict[str, list[int]] = {}  # room -> [frames read from the SDK, results published]
     for job in server.jobs.values():
         session = job.ctx.session
         totals["results_sent"] += session.results_sent
+        rooms[session.room_name] = [sum(f.frames for rule in session.rules for f in rule.feeds.values()),
+                                    session.results_sent]
         for rule in session.rules:
             for feed in rule.feeds.values():
                 totals["feeds"] += 1
@@ -78,7 +82,7 @@ def stats(server: AgentServer) -> dict[str, Any]:
     totals["restarts"] = pool.restarts if pool else 0
     totals["workers"] = len(pool.workers) if pool else 0
     totals["load"] = server.load.measured
-    return totals
+    return {**totals, "rooms": rooms}
 
 
 async def main(argv: list[str]) -> int:

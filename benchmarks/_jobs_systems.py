@@ -66,6 +66,10 @@ class System(ABC):
     @abstractmethod
     def measured(self) -> ProcessSet: ...
 
+    def supervisor(self) -> ProcessSet | None:
+        """The process holding the room connections, when it is one process (framepool's supervisor)."""
+        return None
+
     async def counters(self) -> dict[str, Any]:
         """Drop counters the system itself reports (empty when it reports none)."""
         return {}
@@ -99,6 +103,9 @@ class FramepoolSystem(System):
 
     def measured(self) -> ProcessSet:
         return ProcessSet.tree(self.agent.pid)
+
+    def supervisor(self) -> ProcessSet | None:
+        return ProcessSet.of([self.agent.pid])
 
     async def counters(self) -> dict[str, Any]:
         return await self.agent.request({"op": "stats"})
@@ -167,20 +174,20 @@ class ForkedBaselineSystem(System):
 
     def __init__(self, url: str, log_dir: Path) -> None:
         super().__init__(url, log_dir)
-        self.supervisor = Helper("baseline-supervisor", python_argv("_jobs_forked.py"), log_dir)
+        self.parent = Helper("baseline-supervisor", python_argv("_jobs_forked.py"), log_dir)
         self.busy: list[int] = []
         self.prepared = 0
 
     async def start(self) -> None:
-        await self.supervisor.start()
+        await self.parent.start()
         await self.prepare(1)
 
     async def prepare(self, jobs: int) -> None:
-        await self.supervisor.request({"op": "prepare", "n": jobs}, START_TIMEOUT)
+        await self.parent.request({"op": "prepare", "n": jobs}, START_TIMEOUT)
 
     async def start_job(self, room: str) -> float:
         requested = time.monotonic()
-        reply = await self.supervisor.request(
+        reply = await self.parent.request(
             {"op": "run", "url": self.url, "token": token(f"job-{room}", room), "topic": TOPIC}, JOB_TIMEOUT)
         self.busy.append(int(reply["pid"]))
         return requested
@@ -189,5 +196,5 @@ class ForkedBaselineSystem(System):
         return ProcessSet.of(self.busy)
 
     async def stop(self) -> None:
-        self.supervisor.send_close()
-        await self.supervisor.stop(grace=15.0)
+        self.parent.send_close()
+        await self.parent.stop(grace=15.0)

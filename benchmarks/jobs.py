@@ -95,9 +95,11 @@ class Point:
     rate_mean: float  # results per second per job / expected
     rate_min: float
     drops: dict[str, int]  # framepool's own counters, deltas over the window
+    worst_job_inside: dict[str, int]  # framepool: what the slowest job's supervisor side saw over the window
     devserver_cpu_pct: float
     loadgen_cpu_pct: float
     machine_busy_pct: float  # every process on the machine, % of one core (the machine has cpus * 100)
+    supervisor_cpu_pct: float | None  # framepool: the supervisor alone (the rest of cpu_pct is its workers)
     ok: bool
 
 
@@ -113,6 +115,7 @@ class SystemRun:
     marginal_pss_mb: float | None = None
     marginal_uss_mb: float | None = None
     marginal_cpu_pct: float | None = None
+    marginal_supervisor_cpu_pct: float | None = None
     base_pss_mb: float | None = None
     base_cpu_pct: float | None = None
     detail: dict[str, Any] = field(default_factory=dict)
@@ -125,6 +128,9 @@ class SystemRun:
         self.marginal_pss_mb, self.base_pss_mb = (float(v) for v in np.polyfit(ks, [p.pss_mb for p in good], 1))
         self.marginal_uss_mb = float(np.polyfit(ks, [p.uss_mb for p in good], 1)[0])
         self.marginal_cpu_pct, self.base_cpu_pct = (float(v) for v in np.polyfit(ks, [p.cpu_pct for p in good], 1))
+        supervisor = [p.supervisor_cpu_pct for p in good if p.supervisor_cpu_pct is not None]
+        if len(supervisor) == len(good):
+            self.marginal_supervisor_cpu_pct = float(np.polyfit(ks, supervisor, 1)[0])
 
 
 class Ramp:
@@ -168,26 +174,29 @@ class Ramp:
     async def measure(self, settle: bool = True) -> Point:
         if settle:
             await asyncio.sleep(self.cfg.settle)  # the new jobs' start-up is not their steady state
-        measured = self.system.measured()
+        measured, supervisor = self.system.measured(), self.system.supervisor()
         devserver, loadgen = ProcessSet.tree(self.devserver.pid), ProcessSet.tree(self.loadgen.pid)
         counts0, counters0 = (await self.loadgen.request({"op": "counts"}))["counts"], await self.system.counters()
         cpu0, dev0, load0, t0 = measured.cpu_seconds(), devserver.cpu_seconds(), loadgen.cpu_seconds(), time.monotonic()
-        busy0 = machine_busy_seconds()
+        busy0, sup0 = machine_busy_seconds(), supervisor.cpu_seconds() if supervisor else 0.0
         await asyncio.sleep(self.cfg.window)  # the measurement window itself
         cpu1, dev1, load1, t1 = measured.cpu_seconds(), devserver.cpu_seconds(), loadgen.cpu_seconds(), time.monotonic()
-        busy1 = machine_busy_seconds()
+        busy1, sup1 = machine_busy_seconds(), supervisor.cpu_seconds() if supervisor else 0.0
         counts1, counters1 = (await self.loadgen.request({"op": "counts"}))["counts"], await self.system.counters()
         memory = measured.sample()
         rates = [rate(counts0.get(room), counts1.get(room)) for room in self.rooms]
         drops: dict[str, int] = {key: int(counters1[key] - counters0.get(key, 0))
                  for key in ("dropped", "lost", "results_dropped", "restarts") if key in counters1}
+        worst_room = self.rooms[int(np.argmin(rates))]
+        inside = per_room_delta(counters0.get("rooms", {}), counters1.get("rooms", {}), worst_room)
         mean = float(np.mean(rates)) / RESULTS_PER_SECOND
         worst = float(np.min(rates)) / RESULTS_PER_SECOND
         span = t1 - t0
         return Point(k=len(self.rooms), cpu_pct=100 * (cpu1 - cpu0) / span, pss_mb=memory.pss_bytes / MB,
                      uss_mb=memory.uss_bytes / MB, processes=memory.processes, rate_mean=mean, rate_min=worst,
-                     drops=drops, devserver_cpu_pct=100 * (dev1 - dev0) / span, loadgen_cpu_pct=100 * (load1 - load0) / span,
-                     machine_busy_pct=100 * (busy1 - busy0) / span, ok=mean >= RATE_FLOOR and not any(drops.values()))
+                     drops=drops, worst_job_inside=inside, devserver_cpu_pct=100 * (dev1 - dev0) / span, loadgen_cpu_pct=100 * (load1 - load0) / span,
+                     machine_busy_pct=100 * (busy1 - busy0) / span,
+                     supervisor_cpu_pct=100 * (sup1 - sup0) / span if supervisor else None, ok=mean >= RATE_FLOOR and not any(drops.values()))
 
     def step_cost(self, k: int) -> float:
         """A pessimistic guess of one step's duration, to stay inside the budget."""
@@ -211,7 +220,8 @@ class Ramp:
             capacity = 100 * (os.cpu_count() or 1)
             saturated = point.machine_busy_pct >= 0.95 * capacity
             self.run.limit = (f"drops at K={point.k} in two windows: result rate {point.rate_mean:.1%} (worst job "
-                              f"{point.rate_min:.1%}), counters {point.drops}, machine busy {point.machine_busy_pct:.0f} % "
+                              f"{point.rate_min:.1%}{', inside it: ' + str(point.worst_job_inside) if point.worst_job_inside else ''}), "
+                              f"counters {point.drops}, machine busy {point.machine_busy_pct:.0f} % "
                               f"of {capacity} %" + (" (saturated: load generator, dev server and other users share "
                                                     "the machine, so this is a lower bound)" if saturated else ""))
             return False
@@ -232,6 +242,14 @@ class Ramp:
                 self.run.limit = f"--max-k reached without drops (K={self.run.max_k_without_drops})"
         self.run.fit()
         return self.run
+
+
+def per_room_delta(before: dict[str, list[int]], after: dict[str, list[int]], room: str) -> dict[str, int]:
+    """Frames the supervisor read and results it published for `room` over the window (tells media from data)."""
+    if room not in after:
+        return {}
+    first = before.get(room, [0, 0])
+    return {"frames_read": after[room][0] - first[0], "results_published": after[room][1] - first[1]}
 
 
 def machine_busy_seconds() -> float:
@@ -353,7 +371,9 @@ def print_table(result: dict[str, Any]) -> None:
             print(f"  start latency in the ramp ({len(run['ramp_latencies_s'])} starts, {result['config']['ramp_concurrency']} "
                   f"at a time): median {np.median(run['ramp_latencies_s']) * 1000:.0f} ms")
         print(f"  marginal per extra job: PSS {fmt(run['marginal_pss_mb'])} MB (USS {fmt(run['marginal_uss_mb'])} MB), "
-              f"CPU {fmt(run['marginal_cpu_pct'])} % of a core; max K without drops {run['max_k_without_drops']}")
+              f"CPU {fmt(run['marginal_cpu_pct'])} % of a core"
+              + (f" (supervisor {fmt(run['marginal_supervisor_cpu_pct'])} %)" if run["marginal_supervisor_cpu_pct"] is not None else "")
+              + f"; max K without drops {run['max_k_without_drops']}")
     if "ratios" in result:
         print("\nratios framepool / baseline: " + ", ".join(f"{k} {fmt(v, '.3f')}" for k, v in result["ratios"].items()))
     if "targets_met" in result:
