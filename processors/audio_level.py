@@ -27,8 +27,10 @@ FULL_SCALE = 32768.0
 class AudioLevelParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     window_ms: Annotated[int, Meta(ge=1, le=60_000, description="Length of each measurement window.")] = 100
     frame_ms: Annotated[
-        int, Meta(ge=10, le=1000, multiple_of=10, description="Frame size asked of the source.")
-    ] = 10
+        int,
+        Meta(ge=0, le=1000, multiple_of=10,
+             description="Frame size asked of the source; 0: the window, 10 to 100 ms (results come once per window anyway)."),
+    ] = 0
     sample_rate: Annotated[int, Meta(ge=8000, le=192_000, description="Sample rate to measure at.")] = 48000
     floor_db: Annotated[float, Meta(le=0, description="Level reported for digital silence.")] = -120.0
 
@@ -56,7 +58,14 @@ class AudioLevel(Processor):
         self._start_us = 0
 
     def input_format(self) -> AudioFormat:
-        return AudioFormat(sample_rate=self.params.sample_rate, channels=1, frame_ms=self.params.frame_ms)
+        return AudioFormat(sample_rate=self.params.sample_rate, channels=1, frame_ms=self.frame_ms())
+
+    def frame_ms(self) -> int:
+        """The frame size to ask for. Each frame costs the supervisor an SDK event (~80 µs), whatever its
+        length, so by default ask for frames as long as the window (at most 100 ms, at least 10 ms)."""
+        if self.params.frame_ms:
+            return self.params.frame_ms
+        return max(10, min(100, self.params.window_ms // 10 * 10))
 
     def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
         samples = frame.samples

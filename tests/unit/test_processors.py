@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from framepool.errors import ProcessorError
-from framepool.processors import AudioFrame, VideoFrame, frame_bytes, instantiate, parse_spec
+from framepool.processors import AudioFormat, AudioFrame, VideoFrame, frame_bytes, instantiate, parse_spec
 from framepool.processors.audio_level import AudioLevel
 from framepool.processors.video_motion import VideoMotion
 
@@ -100,6 +100,20 @@ def test_windows_do_not_depend_on_frame_size_and_close_flushes_the_partial_windo
     assert outputs[0][-1]["partial"] is True and outputs[0][-1]["duration_ms"] == 50.0
     expected = round(20 * math.log10(np.sqrt(np.mean(signal[:4800].astype(float) ** 2)) / 32768), 2)
     assert outputs[0][0]["rms_dbfs"] == expected
+
+
+@pytest.mark.parametrize(("spec", "frame_ms"), [
+    ("audio-level", 100),
+    ("audio-level(window_ms=20)", 20),
+    ("audio-level(window_ms=15)", 10),
+    ("audio-level(window_ms=500)", 100),
+    ("audio-level(window_ms=500, frame_ms=10)", 10),
+])
+def test_audio_level_asks_for_frames_as_long_as_its_window(spec: str, frame_ms: int) -> None:
+    """Fewer, longer frames cost the supervisor fewer SDK events; the window bounds the latency anyway."""
+    fmt = instantiate(parse_spec(spec)).input_format()
+    assert isinstance(fmt, AudioFormat)
+    assert fmt.frame_ms == frame_ms
 
 
 def test_audio_level_declares_its_format() -> None:
