@@ -20,7 +20,7 @@ import logging
 import sys
 import uuid
 import warnings
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 from livekit import api
@@ -29,6 +29,9 @@ from livekit.protocol import agent as agent_pb
 from framepool.errors import EXIT_FAILURE, EXIT_OK, ConfigError, ServerUnavailableError
 from framepool.logs import setup_logging
 from framepool.settings import Settings
+
+if TYPE_CHECKING:  # imported lazily at run time: every `framepool` command loads this module, few need the rtc SDK
+    from framepool.agent.server import Agent, AgentServer
 
 log = logging.getLogger("framepool.agent.cli")
 
@@ -59,7 +62,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     connect.set_defaults(handler=_run_connect, needs_settings=True)
 
 
-def load_server(target: str | None, settings: Settings) -> Any:
+def load_server(target: str | None, settings: Settings) -> AgentServer:
     """The AgentServer named by `module:attribute`, or one running the config's declarative agents."""
     from framepool.agent.declarative import build_agents
     from framepool.agent.server import AgentServer
@@ -119,7 +122,7 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
         devserver = DevServer(port=args.dev_port, keys=dict(DEV_KEYS), departure_timeout=2.0)
         await devserver.start()
         key, secret = next(iter(DEV_KEYS.items()))
-        settings = _with(settings, livekit_url=devserver.url, api_key=key, api_secret=secret)
+        settings = replace_settings(settings, livekit_url=devserver.url, api_key=key, api_secret=secret)
         print(f"dev server at {devserver.url} (LIVEKIT_API_KEY={key} LIVEKIT_API_SECRET={secret})", file=sys.stderr)
     try:
         server = load_server(args.target, settings)
@@ -139,12 +142,12 @@ def with_log_format(settings: Settings, auto: Literal["text", "json"]) -> Settin
     The workers set up their own logging from the settings the pool hands them: left at "auto" they would
     decide by their own stderr and could print JSON among the supervisor's text lines.
     """
-    settings = _with(settings, log_format=auto if settings.log_format == "auto" else settings.log_format)
+    settings = replace_settings(settings, log_format=auto if settings.log_format == "auto" else settings.log_format)
     setup_logging(settings.log_level, settings.log_format)
     return settings
 
 
-def _with(settings: Settings, **changes: Any) -> Settings:
+def replace_settings(settings: Settings, **changes: Any) -> Settings:
     import msgspec
 
     return msgspec.structs.replace(settings, **changes)
@@ -158,9 +161,10 @@ def _run_connect(args: argparse.Namespace, settings: Settings | None) -> int:
     return asyncio.run(connect(server, args.room, args.participant, args.agent))
 
 
-async def connect(server: Any, room: str, participant: str = "", agent_name: str | None = None) -> int:
+async def connect(server: AgentServer, room: str, participant: str = "", agent_name: str | None = None) -> int:
     """Run one job of `agent_name` in `room` now; 0 if it ends cleanly (Ctrl-C ends it cleanly too)."""
     from framepool.agent.drain import SignalEvents
+    from framepool.agent.server import ws_url
 
     agent = _pick_agent(server, agent_name)
     settings: Settings = server.settings
@@ -177,7 +181,7 @@ async def connect(server: Any, room: str, participant: str = "", agent_name: str
     signals = SignalEvents()
     signals.install()
     try:
-        running = server.launch(agent, job, _ws(settings.livekit_url), token, report)
+        running = server.launch(agent, job, ws_url(settings.livekit_url), token, report)
         interrupted = asyncio.create_task(signals.first.wait())
         finished = asyncio.create_task(running.done.wait())
         await asyncio.wait([interrupted, finished], return_when=asyncio.FIRST_COMPLETED)
@@ -195,7 +199,7 @@ async def connect(server: Any, room: str, participant: str = "", agent_name: str
     return EXIT_OK
 
 
-def _pick_agent(server: Any, agent_name: str | None) -> Any:
+def _pick_agent(server: AgentServer, agent_name: str | None) -> Agent:
     if not server.agents:
         raise ConfigError("no agents to run: register one with @server.rtc_session or add [[agents]] to the config")
     if agent_name is None:
@@ -207,24 +211,21 @@ def _pick_agent(server: Any, agent_name: str | None) -> Any:
     raise ConfigError(f"no agent named {agent_name!r}; registered: {names}")
 
 
-async def _simulated_job(settings: Settings, room: str, participant: str, agent: Any) -> agent_pb.Job:
+async def _simulated_job(settings: Settings, room: str, participant: str, agent: Agent) -> agent_pb.Job:
     """A Job like the server would send, for a room created (or found) through RoomService."""
+    from framepool.agent.server import JOB_TYPES, http_url
+
     if not (settings.livekit_url and settings.api_key and settings.api_secret):
         raise ConfigError("missing LiveKit credentials: set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET")
-    http_url = _ws(settings.livekit_url).replace("ws://", "http://", 1).replace("wss://", "https://", 1)
     try:
-        async with api.LiveKitAPI(http_url, settings.api_key, settings.api_secret) as lk:
+        async with api.LiveKitAPI(http_url(settings.livekit_url), settings.api_key, settings.api_secret) as lk:
             info = await lk.room.create_room(api.CreateRoomRequest(name=room))
     except api.TwirpError as exc:
         raise ServerUnavailableError(f"LiveKit at {settings.livekit_url} refused to create room {room!r}: {exc.message}") from None
     except (aiohttp.ClientError, OSError) as exc:
         raise ServerUnavailableError(f"cannot reach LiveKit at {settings.livekit_url}: {exc}") from None
-    job_type = {"room": agent_pb.JT_ROOM, "publisher": agent_pb.JT_PUBLISHER, "participant": agent_pb.JT_PARTICIPANT}[agent.job_type]
-    job = agent_pb.Job(id=f"AJ_local_{uuid.uuid4().hex[:10]}", type=job_type, room=info, agent_name=agent.agent_name)
+    job = agent_pb.Job(id=f"AJ_local_{uuid.uuid4().hex[:10]}", type=JOB_TYPES[agent.job_type], room=info, agent_name=agent.agent_name)
     if participant:
         job.participant.identity = participant
     return job
 
-
-def _ws(url: str) -> str:
-    return url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)

@@ -4,7 +4,7 @@ The ladder, each rung logged once:
 1. first SIGTERM/SIGINT: drain — every connection reports FULL, nothing new is accepted, running jobs get
    up to `drain_timeout` to finish on their own;
 2. then (or at once on a second signal, the quick path) every remaining job runs its shutdown ladder
-   (`shutdown_timeout` per rung), the dispatchers disconnect, the worker pool stops.
+   (all of its rungs within `shutdown_timeout`), the dispatchers disconnect, the worker pool stops.
 Exit status: 0 after a clean drain, 1 when jobs had to be cut short, 130 on the quick path, the error's own
 code when LiveKit stayed unreachable (3) or the pool halted (4).
 

@@ -2,7 +2,7 @@
 
 A job ends in exactly one of these ways: JobTermination from the server, the room closing or the agent
 being removed from it, `ctx.shutdown()`, the entrypoint raising, or the daemon's shutdown. Every way runs
-the same ordered cleanup, each rung bounded by `shutdown_timeout`: detach the streams (processors' close()
+the same ordered cleanup, all of it bounded by one `shutdown_timeout` deadline: detach the streams (processors' close()
 runs and their last results arrive), flush the pending results to the room, unpublish the output tracks,
 disconnect, then the shutdown callbacks. The status reported is JS_FAILED with the error text when the
 entrypoint raised (livekit-agents reports SUCCESS there, which hides broken agents) or a rung failed,
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -194,14 +195,15 @@ class JobContext:
         rule = make_rule(processors, participants, sources, DataOutput() if output is None else output)
         return self.session.attach(rule)
 
-    async def run_shutdown_callbacks(self, limit: float) -> None:
+    async def run_shutdown_callbacks(self, deadline: float) -> None:
+        """Await each callback in turn until the monotonic `deadline`; one that overruns it is cut short."""
         for callback in self._shutdown_callbacks:
             params = inspect.signature(callback).parameters
             coro = callback(self.shutdown_reason) if params else callback()  # type: ignore[call-arg]
             try:
-                await asyncio.wait_for(coro, limit)
+                await asyncio.wait_for(coro, max(0.0, deadline - time.monotonic()))
             except TimeoutError:
-                log.warning("shutdown callback %s exceeded %.1f s", getattr(callback, "__name__", callback), limit)
+                log.warning("shutdown callback %s overran the job's shutdown_timeout", getattr(callback, "__name__", callback))
             except Exception:
                 log.exception("shutdown callback failed")
 
@@ -225,7 +227,6 @@ class RunningJob:
         self.error = ""
         self.done = asyncio.Event()
         self.status: agent_pb.JobStatus = agent_pb.JS_PENDING
-        self._end = asyncio.Event()
 
     @property
     def id(self) -> str:
@@ -241,10 +242,9 @@ class RunningJob:
             await self._report(agent_pb.JS_RUNNING)
             self.ctx.room.on("disconnected", self._on_disconnected)
             entry = asyncio.create_task(self._run_entrypoint())
-            shutdown = asyncio.create_task(self.ctx.shutdown_requested.wait())
-            await asyncio.wait([shutdown], return_when=asyncio.FIRST_COMPLETED)
-            if not entry.done():
-                entry.cancel()
+            # Every way a job ends goes through shutdown_requested (the entrypoint returning or raising too).
+            await self.ctx.shutdown_requested.wait()
+            entry.cancel()
             await asyncio.gather(entry, return_exceptions=True)
             await self._cleanup()
             self.status = agent_pb.JS_FAILED if self.error else agent_pb.JS_SUCCESS
@@ -271,8 +271,15 @@ class RunningJob:
         self.ctx.shutdown(f"disconnected ({name})")
 
     async def _cleanup(self) -> None:
-        """The shutdown ladder: every rung bounded, logged, and run even when an earlier one failed."""
-        ctx, timeout = self.ctx, self.shutdown_timeout
+        """The shutdown ladder: one `shutdown_timeout` deadline for all rungs, each run even when an earlier one failed.
+
+        One deadline, not one timeout per rung: the daemon's stop budget (drain + shutdown_timeout + the
+        worker ladder) is what systemd's TimeoutStopSec and Docker's grace period are checked against, so
+        the whole ladder must fit in `shutdown_timeout`. A rung that finds the time used up is reported as
+        timed out, which fails the job.
+        """
+        ctx = self.ctx
+        deadline = time.monotonic() + self.shutdown_timeout
         log.info("job shutting down: %s", ctx.shutdown_reason or "requested")
         rungs: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("participant tasks", ctx.cancel_participant_tasks),
@@ -280,13 +287,17 @@ class RunningJob:
             ("flush results", ctx.session.flush_results),
             ("unpublish", ctx.session.unpublish),
             ("disconnect", ctx.room.disconnect),
-            ("shutdown callbacks", lambda: ctx.run_shutdown_callbacks(timeout)),
+            ("shutdown callbacks", lambda: ctx.run_shutdown_callbacks(deadline)),
         ]
         for name, rung in rungs:
+            remaining = deadline - time.monotonic()
             try:
-                await asyncio.wait_for(rung(), timeout)
+                if remaining <= 0:
+                    raise TimeoutError
+                log.debug("shutdown rung %r (%.1f s left)", name, remaining)
+                await asyncio.wait_for(rung(), remaining)
             except TimeoutError:
-                log.warning("shutdown rung %r exceeded %.1f s", name, timeout)
+                log.warning("shutdown rung %r: shutdown_timeout (%.1f s) used up", name, self.shutdown_timeout)
                 self.error = self.error or f"shutdown rung {name!r} timed out"
             except Exception as exc:
                 log.exception("shutdown rung %r failed", name)

@@ -33,8 +33,11 @@ from framepool.settings import Settings
 
 log = logging.getLogger("framepool.agent.server")
 
+# Beyond a job's shutdown ladder (bounded by shutdown_timeout): cancelling its entrypoint and reporting the status.
+REPORT_GRACE = 1.0
+
 JobTypeName = Literal["room", "publisher", "participant"]
-_JOB_TYPES: dict[str, agent_pb.JobType] = {
+JOB_TYPES: dict[str, agent_pb.JobType] = {
     "room": agent_pb.JT_ROOM, "publisher": agent_pb.JT_PUBLISHER, "participant": agent_pb.JT_PARTICIPANT,
 }
 RequestFunction = Callable[[JobRequest], Awaitable[None]]
@@ -67,7 +70,7 @@ class Agent:
     proc: AgentProcess = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.job_type not in _JOB_TYPES:
+        if self.job_type not in JOB_TYPES:
             raise ConfigError(f"bad job type {self.job_type!r}: expected room, publisher or participant")
         self.proc = AgentProcess(self.agent_name)
 
@@ -172,7 +175,7 @@ class AgentServer:
         self._status_changed()
 
     async def on_assignment(self, dispatcher: Dispatcher, assignment: agent_pb.JobAssignment) -> None:
-        url = assignment.url or _ws_url(self.settings.livekit_url)
+        url = assignment.url or ws_url(self.settings.livekit_url)
 
         async def report(status: agent_pb.JobStatus, error: str) -> None:
             await dispatcher.update_job(assignment.job.id, status, error)
@@ -280,11 +283,11 @@ class AgentServer:
         log.info("agent %s: prewarmed in %.2f s", label, time.monotonic() - started)
 
     def _create_dispatchers(self) -> None:
-        options = ConnectionOptions(url=_ws_url(self.settings.livekit_url), api_key=self.settings.api_key,
+        options = ConnectionOptions(url=ws_url(self.settings.livekit_url), api_key=self.settings.api_key,
                                     api_secret=self.settings.api_secret, status_interval=self.settings.status_interval,
                                     assignment_timeout=self.settings.assignment_timeout, max_retry=self.settings.max_retry)
         for agent in self.agents:
-            registration = Registration(job_type=_JOB_TYPES[agent.job_type], agent_name=agent.agent_name,
+            registration = Registration(job_type=JOB_TYPES[agent.job_type], agent_name=agent.agent_name,
                                         permissions=agent.permissions, version=self.version)
             self.dispatchers.append(Dispatcher(registration, options, self))
 
@@ -307,6 +310,7 @@ class AgentServer:
         finally:
             for task in [watch, halted, stop]:
                 task.cancel()
+            await asyncio.gather(watch, halted, stop, return_exceptions=True)
             await self._shutdown(tasks)
 
     async def _watch_registration(self) -> None:
@@ -343,7 +347,9 @@ class AgentServer:
         for job in list(self.jobs.values()):
             job.terminate("daemon shutting down")
         if self._job_tasks:
-            await asyncio.wait(list(self._job_tasks), timeout=self.settings.shutdown_timeout * 7)
+            _, late = await asyncio.wait(list(self._job_tasks), timeout=self.settings.shutdown_timeout + REPORT_GRACE)
+            if late:
+                log.error("%d job(s) did not finish their shutdown; closing the pool under them", len(late))
         for dispatcher in self.dispatchers:
             await dispatcher.flush(grace=1.0)
             dispatcher.stop()
@@ -355,10 +361,19 @@ class AgentServer:
         log.info("agent server stopped")
 
 
-def _ws_url(url: str) -> str:
+def ws_url(url: str) -> str:
+    """The websocket form of a LiveKit URL (the settings accept http(s):// as LiveKit's own tools do)."""
     if url.startswith("http://"):
         return "ws://" + url[len("http://"):]
     if url.startswith("https://"):
         return "wss://" + url[len("https://"):]
     return url
 
+
+
+def http_url(url: str) -> str:
+    """The HTTP form of a LiveKit URL, for the server APIs (RoomService, AgentDispatchService)."""
+    url = ws_url(url)
+    if url.startswith("ws://"):
+        return "http://" + url[len("ws://"):]
+    return "https://" + url[len("wss://"):] if url.startswith("wss://") else url
