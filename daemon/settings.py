@@ -77,8 +77,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     processor_failure_limit: Annotated[int, _doc("Consecutive exceptions after which a processor is disabled for that stream.", ge=1)] = 5
     audio_ring_slots: Annotated[int, _doc("Frames an audio stream's ring holds (realtime drops beyond it).", ge=2, le=65536)] = 64
     video_ring_slots: Annotated[int, _doc("Frames a video stream's ring holds.", ge=2, le=1024)] = 4
-    result_ring_slots: Annotated[int, _doc("Results a worker's result ring holds.", ge=2, le=65536)] = 1024
-    result_max_bytes: Annotated[int, _doc("Largest encoded result a processor may emit, in bytes.", ge=256, le=16 << 20)] = 64 << 10
+    # Result slots are pre-faulted like frame slots, so slots x size is resident memory per worker: keep results small.
+    result_ring_slots: Annotated[int, _doc("Results a worker's result ring holds (the supervisor drains it on every wake-up).", ge=2, le=65536)] = 256
+    result_max_bytes: Annotated[int, _doc("Largest encoded result a processor may emit, in bytes.", ge=256, le=16 << 20)] = 16 << 10
 
     # Agent server
     load_threshold: Annotated[float, _doc("Load at which the daemon reports itself full to LiveKit.", gt=0, le=1)] = 0.75
