@@ -156,7 +156,7 @@ async def test_dev_starts_its_own_server_takes_a_job_and_exits_0_on_sigterm(room
         assert status == 0, logged
         assert "Traceback" not in logged
         assert_text_logs(logged)
-        assert_gone(pids)
+        await assert_gone(pids)
         assert shm_entries() <= shm_before
     finally:
         if process.returncode is None:
@@ -185,7 +185,7 @@ async def test_connect_joins_the_named_room_and_exits_0_on_sigterm(devserver: De
     assert status == 0, logged
     assert "job shutting down: interrupted" in logged
     assert_text_logs(logged)
-    assert_gone(pids)
+    await assert_gone(pids)
     assert shm_entries() <= shm_before
 
 
