@@ -354,6 +354,8 @@ class WorkerPool:
                 except TimeoutError:
                     log.warning("pool shutdown: streams did not detach within %.1f s", self.settings.worker_shutdown_timeout)
             await self._stop_workers()
+            for stream in list(self._streams):  # those whose worker never answered the detach
+                stream.abandon("the pool closed before the stream's worker detached it")
         finally:
             self._closed.set()
 

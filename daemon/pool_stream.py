@@ -281,6 +281,25 @@ class StreamAttachment:
         self._notify("detached", "")
         return stats
 
+    def abandon(self, reason: str) -> None:
+        """The pool closed without this stream detaching in time: free its rings, finish its detach."""
+        if self._final is not None and self._final.done():
+            return
+        if self.worker is not None:
+            self.worker.attachments.pop(self.index, None)
+        if self._ring is not None:
+            for key, value in self._ring.stats().items():
+                if key in self._retired:
+                    self._retired[key] += value
+        self._close_rings()
+        self.worker = None
+        if self._final is None:
+            self._final = self._loop.create_future()
+        self._final.set_result(self.stats())
+        self._space.set()
+        self._on_detached(self)
+        self._notify("detached", reason)
+
     # -- consumer side (called by the hosting WorkerProcess on the event loop) --------------------------
 
     def deliver_result(self, header: FrameHeader, view: memoryview) -> None:

@@ -267,20 +267,30 @@ class WorkerProcess:
             self._process.kill()
 
     async def stop(self, grace: float) -> None:
-        """The shutdown ladder: Shutdown → ShutdownAck → exit → SIGKILL, one log line per rung taken."""
+        """The shutdown ladder: Shutdown → ShutdownAck → exit → SIGKILL; each rung has its own deadline
+        on the loop's monotonic clock and logs one line when taken."""
         if self.state is WorkerState.EXITED:
             return
         self.state = WorkerState.STOPPING
         self.stopping_requested = True
+        who = f"worker {self.slot} (pid {self.pid})"
+        log.info("%s: shutdown requested", who)
         self.send(control.Shutdown())
-        if not await _within(self.acked, self.exited, grace):
-            log.warning("worker %d (pid %d) did not acknowledge shutdown within %.1f s", self.slot, self.pid, grace)
-        elif not await _within(self.exited, self.exited, grace):
-            log.warning("worker %d (pid %d) acknowledged shutdown but did not exit within %.1f s", self.slot, self.pid, grace)
-        if not self.exited.is_set():
-            log.warning("worker %d (pid %d): killing it (last shutdown rung)", self.slot, self.pid)
-            self.kill()
-            await self.exited.wait()
+        await _until(self.acked, self.exited, self._loop.time() + grace)
+        if self.acked.is_set():
+            log.info("%s: shutdown acknowledged", who)
+            if await _until(self.exited, self.exited, self._loop.time() + grace):
+                log.info("%s: exited with %s", who, describe_exit(self.exitcode))
+                return
+            log.warning("%s: acknowledged shutdown but did not exit within %.1f s; killing it", who, grace)
+        elif self.exited.is_set():
+            log.warning("%s: exited with %s before acknowledging shutdown", who, describe_exit(self.exitcode))
+            return
+        else:
+            log.warning("%s: did not acknowledge shutdown within %.1f s; killing it", who, grace)
+        self.kill()
+        await self.exited.wait()
+        log.info("%s: killed (%s)", who, describe_exit(self.exitcode))
 
     def close(self) -> None:
         """Release the supervisor's side of everything (after exit)."""
@@ -294,10 +304,11 @@ class WorkerProcess:
             self._rings_closed = True
 
 
-async def _within(event: asyncio.Event, abort: asyncio.Event, seconds: float) -> bool:
-    """Wait for `event` (or `abort`) at most `seconds`; True if either is set."""
+async def _until(event: asyncio.Event, abort: asyncio.Event, deadline: float) -> bool:
+    """Wait for `event` or `abort` until the loop clock reaches `deadline`; True if either is set."""
     waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(abort.wait())}
-    done, pending = await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+    done, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
     return bool(done)

@@ -84,6 +84,7 @@ class Hang(Processor):
     kind = "audio"
 
     def process(self, frame: Any, ctx: ProcessContext) -> None:
+        ctx.emit("hanging", frame.seq)  # tests wait for this result, then know the worker is stuck
         while True:
             time.sleep(3600)
 

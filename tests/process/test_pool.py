@@ -286,3 +286,26 @@ async def test_realtime_video_skips_to_the_newest_frame(shm_unchanged: None) -> 
         await stream.detach()
     finally:
         await pool.aclose()
+
+
+async def test_shutdown_ladder_kills_a_worker_that_does_not_acknowledge(
+    shm_unchanged: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="framepool.pool")
+    pool = await started(worker_shutdown_timeout=0.5, ping_timeout=60.0)
+    sink = RecordingSink()
+    stream = await pool.attach(audio_spec("stuck", "tests.procs:Hang"), sink)
+    pid = pool.worker_pids()[0]
+    await stream.push_wait(audio_frame(1), 1, FMT_S16, 48000, 1, 480)
+    await sink.wait_for(lambda: bool(sink.payloads("hanging")), "the processor to hang")
+    await pool.aclose()
+    assert pool.stats().workers[0].exitcode == -signal.SIGKILL
+    stats = await stream.detach()  # finished by aclose: rings freed, nothing waits forever
+    assert stats.pushed == 1 and sink.events[-1][0] == "detached" and pool.stats().streams == 0
+    rungs = [r.getMessage() for r in caplog.records if f"pid {pid}" in r.getMessage()]
+    assert rungs == [
+        f"worker 0 (pid {pid}): shutdown requested",
+        f"worker 0 (pid {pid}): did not acknowledge shutdown within 0.5 s; killing it",
+        f"worker 0 (pid {pid}): killed (signal 9)",
+    ]
+    assert wait_exited([pid], 5) == []
