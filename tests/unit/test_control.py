@@ -25,8 +25,8 @@ from framepool.errors import ChannelError
 from framepool.processors.registry import ProcessorSpec
 
 START = WorkerStart(
-    index=2, supervisor_pid=1, cpu=1, prewarm="m:f", ring_implementation="c",
-    processor_failure_limit=5, result_max_bytes=65536, log_level="info",
+    index=2, supervisor_pid=1, cpu=1, prewarm="m:f",
+    processor_failure_limit=5, result_max_bytes=65536, log_level="info", log_format="json",
 )
 
 
