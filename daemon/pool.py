@@ -123,6 +123,8 @@ class WorkerPool:
 
     async def start(self) -> None:
         """Spawn, pin, prewarm and handshake every worker; PoolError / CrashLoopError if they cannot start."""
+        if self._slots:
+            raise PoolError("the worker pool is already started")
         raise_fd_limit()
         cpus = worker_cpus(self.settings)
         count = effective_workers(self.settings, cpus)
