@@ -65,7 +65,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     cpus: Annotated[list[Annotated[int, Meta(ge=0)]], _doc("CPUs the workers are pinned to (round robin), e.g. '1,2,3'; empty: all CPUs this process may use.")] = []
     start_method: Annotated[Literal["forkserver", "spawn"], _doc("How worker processes start; both are safe in a supervisor that has threads.")] = "forkserver"
     prewarm: Annotated[str, _doc("'module:function' run once in every worker before it takes streams (load models here).")] = ""
-    prewarm_timeout: Annotated[float, _doc("Seconds a worker's start-up (including prewarm) may take.", gt=0)] = 30.0
+    prewarm_timeout: Annotated[float, _doc("Seconds a worker's start-up (including prewarm) may take; also bounds each agent's prewarm hook in the supervisor.", gt=0)] = 30.0
     ping_interval: Annotated[float, _doc("Seconds between pings to each worker.", gt=0)] = 1.0
     ping_timeout: Annotated[float, _doc("Seconds without a pong before an unresponsive worker is killed.", gt=0)] = 5.0
     worker_memory_warn_mb: Annotated[int, _doc("Log a warning when a worker's PSS exceeds this many MiB; 0 disables.", ge=0)] = 0

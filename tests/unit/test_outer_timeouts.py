@@ -3,14 +3,16 @@
 import re
 from pathlib import Path
 
+from framepool.agent.server import REPORT_GRACE
 from framepool.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def inner_stop_budget(settings: Settings) -> float:
-    """What a clean SIGTERM may take: drain, then job shutdown, then the worker ladder (ack + exit rungs)."""
-    return settings.drain_timeout + settings.shutdown_timeout + 2 * settings.worker_shutdown_timeout
+    """The longest a SIGTERM may take: drain, then the jobs' shutdown ladder (one shared deadline) and the final
+    status reports, then the pool: detaching streams and the worker ladder (ack, exit), one rung each."""
+    return settings.drain_timeout + settings.shutdown_timeout + REPORT_GRACE + 3 * settings.worker_shutdown_timeout
 
 
 def test_systemd_stop_timeout_exceeds_drain_ladder() -> None:
