@@ -3,17 +3,34 @@
 Compares, in one run and with the same deterministic frames, framepool's shared-memory ring (producer and
 consumer in two pinned processes, doorbell wake-ups) with multiprocessing.Queue, a length-prefixed
 socketpair and, as the baseline, a plain copy of the frame into a reused buffer. Frames: 1080p and 720p
-I420, 10 ms of 48 kHz mono int16 audio. Modes: `single` (one frame in flight: the producer waits for the
-consumer's ack) and `batched` (the producer writes as fast as the transport takes; the consumer drains
-everything per wake-up). Reported per row: CPU µs per frame on each side (process CPU clock, so helper
+I420, 10 ms of 48 kHz mono int16 audio. Three modes, each answering its own question:
+
+- `paced` is the hand-off measurement: the producer writes one frame every PERIOD_S (5 ms), as the
+  supervisor writes frames when the SDK delivers them, and nobody acknowledges a frame; the consumer is
+  asleep when each frame arrives and pays exactly one wake-up (checked: framepool's producer counts the
+  eventfd writes its doorbell made, one per frame). CPU is exact per side: the producer's thread CPU
+  inside the hand-off call(s) plus its helper threads (not the pacing sleep, which the supervisor does
+  not pay), the consumer's whole process CPU (wake-up, peek, numpy view, release). The hand-off targets
+  are computed from this mode (see `benchmarks/_ring_paced.py`).
+- `single` is the latency measurement: one frame in flight, the producer waits for the consumer's ack
+  before the next, so every frame costs two wake-ups (the frame's and the ack's, the ack being the
+  benchmark's own synchronisation) and the latency is that of an idle transport.
+- `batched`: the producer writes as fast as the transport takes, the consumer drains everything per
+  wake-up: the throughput measurement, and the cost per frame when wake-ups are amortised.
+
+Reported per row: CPU µs per frame on each side (`single`/`batched`: the process CPU clock, so helper
 threads such as mp.Queue's feeder count), one-way latency p50/p99 (a CLOCK_MONOTONIC stamp travels with
-the frame) and frames/s. The cost of one cross-process wake-up (eventfd ping-pong) is measured in the same
-run, so the ratios compare like with like on whatever machine runs this.
+the frame) and frames/s. Baselines measured in the same run: the copy (back to back, cache warm; and at
+the paced rhythm), one cross-process wake-up (eventfd ping-pong, the partner still awake) and one paced
+wake-up (an eventfd write every PERIOD_S to a process asleep in read), so the ratios compare like with
+like on whatever machine runs this.
 
     python benchmarks/ring.py [--quick] [--json]
 
 With --json: {"env": {...}, "results": [{transport, frame, mode, cpu_us_producer, cpu_us_consumer, p50_us,
-p99_us, frames_per_s}, ...], "ratios": {...}, "targets_met": {...}}; every figure is a median over REPEATS runs.
+p99_us, frames_per_s, doorbell_writes_per_frame, stalls}, ...], "ratios": {...}, "ratio_spread": {name:
+[min, max] over the repeats}, "targets_met": {...}, "checks": {...}}; every figure is a median over
+REPEATS runs.
 """
 
 from __future__ import annotations
@@ -23,43 +40,40 @@ import json
 import multiprocessing
 import os
 import platform
-import random
 import socket
 import statistics
-import struct
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import recv_handle, send_handle
 from typing import Any
 
+import _ring_paced as paced
+from _ring_common import (
+    FRAMES,
+    SOCK_HEADER,
+    Meter,
+    Run,
+    attach_rings,
+    frame_bytes,
+    pin,
+    recv_exactly,
+    wait_until,
+)
+
 from framepool import ring as fp
 
 TRANSPORTS = ["framepool", "mp.Queue", "socketpair", "copy"]
-MODES = ["single", "batched"]
-# name: (bytes, kind, fmt, a, b, c)
-FRAMES = {
-    "1080p": (1920 * 1080 * 3 // 2, fp.KIND_VIDEO, fp.FMT_I420, 1920, 1080, 0),
-    "720p": (1280 * 720 * 3 // 2, fp.KIND_VIDEO, fp.FMT_I420, 1280, 720, 0),
-    "audio10ms": (480 * 2, fp.KIND_AUDIO, fp.FMT_S16, 48000, 1, 480),
-}
+MODES = ["single", "batched", "paced"]
 # Frames per run (full mode); mp.Queue is slow enough that fewer frames give stable figures.
 COUNTS = {"1080p": 400, "720p": 600, "audio10ms": 20000}
 SLOW_TRANSPORT_SHARE = {"mp.Queue": 4, "socketpair": 2}
+PACED_COUNT = 160  # paced runs last PACED_COUNT x PERIOD_S whatever the transport
 BATCH_SLOTS = {"1080p": 8, "720p": 8, "audio10ms": 64}
 WAKEUP_ROUNDS = 5000
 REPEATS = 3  # each configuration runs this often (full mode); the table shows medians
-_SOCK_HEADER = struct.Struct("<QQI")  # seq, monotonic ns, length
-
-
-@dataclass
-class Run:
-    transport: str
-    frame: str
-    mode: str
-    count: int
-    warmup: int
 
 
 @dataclass
@@ -72,56 +86,11 @@ class Result:
     p50_us: float
     p99_us: float
     frames_per_s: float
-
-
-def frame_bytes(name: str) -> bytes:
-    """Deterministic frame contents: the same bytes on every run and in every process."""
-    return random.Random(name).randbytes(FRAMES[name][0])
-
-
-def pin(cpu: int) -> None:
-    if (os.cpu_count() or 1) >= 2:  # producer and consumer on different cores, as in production
-        os.sched_setaffinity(0, {cpu})
-
-
-class Meter:
-    """CPU and wall time of this process from the end of the warm-up to the last frame."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup = warmup
-        self.cpu = self.wall = 0.0
-
-    def tick(self, done: int) -> None:
-        if done == self.warmup:
-            self.cpu, self.wall = time.process_time(), time.perf_counter()
-
-    def report(self, run: Run, **extra: Any) -> dict[str, Any]:
-        measured = run.count - run.warmup
-        return {
-            "cpu_us": (time.process_time() - self.cpu) * 1e6 / measured,
-            "wall_s": time.perf_counter() - self.wall,
-            **extra,
-        }
+    doorbell_writes_per_frame: float | None = None  # framepool paced: eventfd writes the producer made
+    stalls: int | None = None  # framepool paced: writes that found the ring full (the consumer fell behind)
 
 
 # -- framepool ---------------------------------------------------------------------------------------
-
-
-def attach_rings(conn: Connection) -> tuple[Any, Any, Any, Any, Any]:
-    fds = [recv_handle(conn) for _ in range(8)]
-    ring, ack = fp.FrameRing.attach(fds[0]), fp.FrameRing.attach(fds[1])
-    bells = [fp.Doorbell.attach(fds[i], fds[i + 1]) for i in (2, 4, 6)]
-    return ring, ack, *bells
-
-
-def wait_until(bell: Any, ready: Any) -> None:
-    """Sleep on `bell` until `ready()`; prepare, re-check, then wait: no wake-up can be lost."""
-    while not ready():
-        bell.prepare_sleep()
-        if ready():
-            bell.cancel_sleep()
-            return
-        bell.wait(None)
 
 
 def framepool_producer(run: Run, conn: Connection) -> dict[str, Any]:
@@ -164,7 +133,7 @@ def framepool_consumer(run: Run, conn: Connection) -> dict[str, Any]:
 
 
 def framepool_fds(run: Run) -> tuple[list[int], list[Any]]:
-    slots = 1 if run.mode == "single" else BATCH_SLOTS[run.frame]  # single: one frame in flight
+    slots = {"single": 1, "batched": BATCH_SLOTS[run.frame], "paced": paced.SLOTS[run.frame]}[run.mode]
     ring = fp.FrameRing.create(slots, FRAMES[run.frame][0], fp.POLICY_BLOCK)
     ack = fp.FrameRing.create(2, 64, fp.POLICY_BLOCK)
     bells = [fp.Doorbell.create() for _ in range(3)]
@@ -206,7 +175,7 @@ def socket_producer(run: Run, conn: Connection) -> dict[str, Any]:
     conn.recv()
     for seq in range(run.count):
         meter.tick(seq)
-        sock.sendall(_SOCK_HEADER.pack(seq, time.monotonic_ns(), len(data)))
+        sock.sendall(SOCK_HEADER.pack(seq, time.monotonic_ns(), len(data)))
         sock.sendall(data)
         if run.mode == "single":
             sock.recv(1)
@@ -215,12 +184,12 @@ def socket_producer(run: Run, conn: Connection) -> dict[str, Any]:
 
 def socket_consumer(run: Run, conn: Connection) -> dict[str, Any]:
     sock = socket.socket(fileno=recv_handle(conn))
-    buffer = memoryview(bytearray(FRAMES[run.frame][0] + _SOCK_HEADER.size))  # reused, like a ring slot
+    buffer = memoryview(bytearray(FRAMES[run.frame][0] + SOCK_HEADER.size))  # reused, like a ring slot
     meter, latencies = Meter(run.warmup), []
     conn.send("ready")
     for done in range(run.count):
         meter.tick(done)
-        _, stamp, length = _SOCK_HEADER.unpack(recv_exactly(sock, buffer[: _SOCK_HEADER.size]))
+        _, stamp, length = SOCK_HEADER.unpack(recv_exactly(sock, buffer[: SOCK_HEADER.size]))
         recv_exactly(sock, buffer[:length])
         latencies.append((time.monotonic_ns() - stamp) / 1000)
         if run.mode == "single":
@@ -228,29 +197,25 @@ def socket_consumer(run: Run, conn: Connection) -> dict[str, Any]:
     return meter.report(run, latencies_us=latencies[run.warmup :])
 
 
-def recv_exactly(sock: socket.socket, into: memoryview) -> memoryview:
-    got = 0
-    while got < len(into):
-        n = sock.recv_into(into[got:])
-        if n == 0:
-            raise ConnectionError("producer closed the socket mid-frame")
-        got += n
-    return into
-
-
 # -- process orchestration ----------------------------------------------------------------------------
+
+
+Side = Callable[..., dict[str, Any]]
+SIDES: dict[tuple[str, str], tuple[Side, Side]] = {
+    ("framepool", "ack"): (framepool_producer, framepool_consumer),
+    ("mp.Queue", "ack"): (queue_producer, queue_consumer),
+    ("socketpair", "ack"): (socket_producer, socket_consumer),
+    ("framepool", "paced"): (paced.framepool_producer, paced.framepool_consumer),
+    ("mp.Queue", "paced"): (paced.queue_producer, paced.queue_consumer),
+    ("socketpair", "paced"): (paced.socket_producer, paced.socket_consumer),
+}
 
 
 def side_main(role: str, run: Run, conn: Connection, queues: tuple[Any, Any] | None) -> None:
     """Entry point of a benchmark child process (spawned): one side of one transport."""
     pin(0 if role == "producer" else 1)
-    if run.transport == "framepool":
-        report = (framepool_producer if role == "producer" else framepool_consumer)(run, conn)
-    elif run.transport == "socketpair":
-        report = (socket_producer if role == "producer" else socket_consumer)(run, conn)
-    else:
-        assert queues is not None
-        report = (queue_producer if role == "producer" else queue_consumer)(run, conn, *queues)
+    producer, consumer = SIDES[run.transport, "paced" if run.mode == "paced" else "ack"]
+    report = (producer if role == "producer" else consumer)(run, conn, *(queues or ()))
     conn.send(report)
 
 
@@ -270,7 +235,12 @@ def run_pair(run: Run) -> Result:
         for parent_end, _ in links:
             parent_end.recv()  # "ready"
         links[0][0].send("go")
-        producer, consumer = (parent_end.recv() for parent_end, _ in links)
+        if run.mode == "paced":  # the producer counts its helper threads' CPU once the consumer has all
+            consumer = links[1][0].recv()
+            links[0][0].send("drained")
+            producer = links[0][0].recv()
+        else:
+            producer, consumer = (parent_end.recv() for parent_end, _ in links)
         for proc in procs:
             proc.join()
     finally:
@@ -280,9 +250,13 @@ def run_pair(run: Run) -> Result:
                 proc.join()
         for obj in owned:
             obj.close()
-    return summarise(
+    result = summarise(
         run, producer["cpu_us"], consumer["cpu_us"], consumer["latencies_us"], consumer["wall_s"]
     )
+    if run.transport == "framepool" and run.mode == "paced":
+        result.doorbell_writes_per_frame = round(producer["doorbell_writes_per_frame"], 3)
+        result.stalls = producer["stalls"]
+    return result
 
 
 def send_transport(run: Run, procs: list[Any], ends: list[Connection]) -> list[Any]:
@@ -320,6 +294,9 @@ def summarise(
 
 def run_copy(run: Run) -> Result:
     """The baseline: one copy of the frame into a reused buffer, in one process (cache as warm as it gets)."""
+    if run.mode == "paced":
+        report = paced.copy_baseline(run)
+        return summarise(run, report["cpu_us"], 0.0, report["latencies_us"], report["wall_s"])
     data = frame_bytes(run.frame)
     target = memoryview(bytearray(len(data)))
     meter, per_copy = Meter(run.warmup), []
@@ -347,13 +324,18 @@ def wakeup_side(role: str, conn: Connection, rounds: int) -> None:
     conn.send(time.process_time() - start)
 
 
-def measure_wakeup(rounds: int) -> float:
-    """CPU µs (both sides together) of one cross-process wake-up: an eventfd ping-pong between pinned processes."""
+def measure_wakeup(rounds: int, pace: bool = False) -> float:
+    """CPU µs (both sides together) of one cross-process wake-up between pinned processes.
+
+    An eventfd ping-pong, or with `pace` one eventfd write per PERIOD_S to a process asleep in read (how the
+    paced hand-off wakes its consumer)."""
     ctx = multiprocessing.get_context("spawn")
-    fds = [os.eventfd(0), os.eventfd(0)]
+    side = paced.wakeup_side if pace else wakeup_side
+    flags = os.EFD_SEMAPHORE if pace else 0  # paced: a late reader still reads once per write
+    fds = [os.eventfd(0, flags), os.eventfd(0, flags)]
     links = [ctx.Pipe() for _ in range(2)]
     procs = [
-        ctx.Process(target=wakeup_side, args=(r, link[1], rounds), daemon=True)
+        ctx.Process(target=side, args=(r, link[1], rounds), daemon=True)
         for r, link in zip("ab", links, strict=True)
     ]
     try:
@@ -363,7 +345,7 @@ def measure_wakeup(rounds: int) -> float:
             send_handle(end, fds[1 - index], proc.pid)
         for end, _ in links:
             end.recv()
-        cpu = sum(end.recv() for end, _ in links)
+        cpu = float(sum(end.recv() for end, _ in links))
     finally:
         for proc in procs:
             proc.join(10)
@@ -371,7 +353,7 @@ def measure_wakeup(rounds: int) -> float:
                 proc.kill()
         for fd in fds:
             os.close(fd)
-    return cpu * 1e6 / (2 * rounds)
+    return cpu if pace else cpu * 1e6 / (2 * rounds)
 
 
 def plan(quick: bool) -> list[Run]:
@@ -379,61 +361,99 @@ def plan(quick: bool) -> list[Run]:
     for frame, count in COUNTS.items():
         for mode in MODES:
             for transport in TRANSPORTS:
-                n = count // SLOW_TRANSPORT_SHARE.get(transport, 1) // (5 if quick else 1)
+                if mode == "paced":
+                    n = PACED_COUNT // (3 if quick else 1)
+                else:
+                    n = count // SLOW_TRANSPORT_SHARE.get(transport, 1) // (5 if quick else 1)
                 runs.append(Run(transport, frame, mode, max(n, 40), max(n, 40) // 10))
     return runs
 
 
-def ratios(results: list[Result], wakeup_us: float) -> dict[str, float]:
-    def row(transport: str, frame: str, mode: str) -> Result:
-        return next(r for r in results if (r.transport, r.frame, r.mode) == (transport, frame, mode))
+Rows = dict[tuple[str, str, str], Result]
+TARGET_RATIOS = (
+    "framepool_1080p_paced_cpu_vs_copy_plus_wakeup",
+    "mpqueue_vs_framepool_1080p_paced_cpu",
+    "framepool_1080p_paced_cpu_vs_paced_copy_plus_paced_wakeup",
+)
 
-    def both(r: Result) -> float:
+
+def ratios(rows: Rows, wakeup_us: float, paced_wakeup_us: float) -> dict[str, float]:
+    def both(transport: str, mode: str, frame: str = "1080p") -> float:
+        r = rows[transport, frame, mode]
         return r.cpu_us_producer + r.cpu_us_consumer
 
-    fp_single, fp_batched = row("framepool", "1080p", "single"), row("framepool", "1080p", "batched")
-    copy = row("copy", "1080p", "single")
+    copy = both("copy", "single")  # the warm copy: one buffer rewritten back to back
+    fp_single, fp_batched, fp_paced = (both("framepool", mode) for mode in ("single", "batched", "paced"))
     return {
         "wakeup_cpu_us": round(wakeup_us, 2),
-        "framepool_1080p_single_cpu_vs_copy_plus_wakeup": round(
-            both(fp_single) / (both(copy) + wakeup_us), 3
+        "paced_wakeup_cpu_us": round(paced_wakeup_us, 2),
+        # the hand-off targets: paced mode, one frame per period, one wake-up per frame, no ack
+        "framepool_1080p_paced_cpu_vs_copy_plus_wakeup": round(fp_paced / (copy + wakeup_us), 3),
+        "mpqueue_vs_framepool_1080p_paced_cpu": round(both("mp.Queue", "paced") / fp_paced, 1),
+        "socketpair_vs_framepool_1080p_paced_cpu": round(both("socketpair", "paced") / fp_paced, 1),
+        # like for like: against a copy made at the same pace and a wake-up of a consumer idle for a period
+        "framepool_1080p_paced_cpu_vs_paced_copy_plus_paced_wakeup": round(
+            fp_paced / (both("copy", "paced") + paced_wakeup_us), 3
         ),
         # single mode pays two wake-ups per frame: the frame's and the ack's
-        "framepool_1080p_single_cpu_vs_copy_plus_two_wakeups": round(
-            both(fp_single) / (both(copy) + 2 * wakeup_us), 3
-        ),
-        "framepool_1080p_batched_cpu_vs_copy_plus_wakeup": round(
-            both(fp_batched) / (both(copy) + wakeup_us), 3
-        ),
-        "mpqueue_vs_framepool_1080p_single_cpu": round(
-            both(row("mp.Queue", "1080p", "single")) / both(fp_single), 1
-        ),
-        "mpqueue_vs_framepool_1080p_batched_cpu": round(
-            both(row("mp.Queue", "1080p", "batched")) / both(fp_batched), 1
-        ),
-        "framepool_audio10ms_batched_cpu_us_both_sides": round(
-            both(row("framepool", "audio10ms", "batched")), 2
-        ),
+        "framepool_1080p_single_cpu_vs_copy_plus_wakeup": round(fp_single / (copy + wakeup_us), 3),
+        "framepool_1080p_single_cpu_vs_copy_plus_two_wakeups": round(fp_single / (copy + 2 * wakeup_us), 3),
+        "framepool_1080p_batched_cpu_vs_copy_plus_wakeup": round(fp_batched / (copy + wakeup_us), 3),
+        "mpqueue_vs_framepool_1080p_single_cpu": round(both("mp.Queue", "single") / fp_single, 1),
+        "mpqueue_vs_framepool_1080p_batched_cpu": round(both("mp.Queue", "batched") / fp_batched, 1),
+        "framepool_audio10ms_batched_cpu_us_both_sides": round(both("framepool", "batched", "audio10ms"), 2),
     }
 
 
 def targets_met(summary: dict[str, float]) -> dict[str, bool]:
     return {
-        "1080p_single_cpu_le_1.3x_copy_plus_wakeup": summary["framepool_1080p_single_cpu_vs_copy_plus_wakeup"]
+        "1080p_paced_cpu_le_1.3x_copy_plus_wakeup": summary["framepool_1080p_paced_cpu_vs_copy_plus_wakeup"]
         <= 1.3,
-        "mpqueue_ge_40x_framepool_1080p_single": summary["mpqueue_vs_framepool_1080p_single_cpu"] >= 40,
+        "mpqueue_ge_40x_framepool_1080p_paced": summary["mpqueue_vs_framepool_1080p_paced_cpu"] >= 40,
         "audio10ms_batched_le_5us_both_sides": summary["framepool_audio10ms_batched_cpu_us_both_sides"] <= 5,
     }
 
 
+def checks(rows: Rows) -> dict[str, Any]:
+    """Whether the paced runs measured what they claim: one eventfd write (wake-up) per frame, no stall."""
+    paced_rows = [r for r in rows.values() if r.transport == "framepool" and r.mode == "paced"]
+    return {
+        "paced_doorbell_writes_per_frame": {r.frame: r.doorbell_writes_per_frame for r in paced_rows},
+        "paced_one_wakeup_per_frame": all(r.doorbell_writes_per_frame == 1.0 for r in paced_rows),
+        "paced_stalls": sum(r.stalls or 0 for r in paced_rows),
+    }
+
+
+def spread(
+    trials: dict[tuple[str, str, str], list[Result]], wakeups: list[float], paced_wakeups: list[float]
+) -> dict[str, list[float]]:
+    """[min, max] of each target ratio over the repeats (repeat i of every configuration together)."""
+    per_repeat = [
+        ratios({key: runs[i] for key, runs in trials.items()}, wakeups[i], paced_wakeups[i])
+        for i in range(len(wakeups))
+    ]
+    return {
+        name: [min(r[name] for r in per_repeat), max(r[name] for r in per_repeat)] for name in TARGET_RATIOS
+    }
+
+
 def median_result(trials: list[Result]) -> Result:
-    """Field-wise median over repeated runs of one configuration."""
+    """Field-wise median over repeated runs of one configuration (stalls: the worst run)."""
     first = trials[0]
     numbers = {
         field: round(statistics.median(getattr(t, field) for t in trials), 2)
         for field in ("cpu_us_producer", "cpu_us_consumer", "p50_us", "p99_us", "frames_per_s")
     }
-    return Result(first.transport, first.frame, first.mode, **numbers)
+    writes = [t.doorbell_writes_per_frame for t in trials if t.doorbell_writes_per_frame is not None]
+    stalls = [t.stalls for t in trials if t.stalls is not None]
+    return Result(
+        first.transport,
+        first.frame,
+        first.mode,
+        **numbers,
+        doorbell_writes_per_frame=round(statistics.median(writes), 3) if writes else None,
+        stalls=max(stalls) if stalls else None,
+    )
 
 
 def environment() -> dict[str, Any]:
@@ -453,15 +473,16 @@ def environment() -> dict[str, Any]:
     }
 
 
-def print_table(results: list[Result], summary: dict[str, float]) -> None:
+def print_table(results: list[Result], summary: dict[str, Any]) -> None:
     print(
         f"{'transport':<11} {'frame':<10} {'mode':<8} {'cpu µs prod':>12} {'cpu µs cons':>12} "
-        f"{'p50 µs':>9} {'p99 µs':>9} {'frames/s':>10}"
+        f"{'p50 µs':>9} {'p99 µs':>9} {'frames/s':>10} {'bell/frame':>11}"
     )
     for r in results:
+        writes = "–" if r.doorbell_writes_per_frame is None else f"{r.doorbell_writes_per_frame:.3f}"
         print(
             f"{r.transport:<11} {r.frame:<10} {r.mode:<8} {r.cpu_us_producer:>12.1f} {r.cpu_us_consumer:>12.1f} "
-            f"{r.p50_us:>9.1f} {r.p99_us:>9.1f} {r.frames_per_s:>10.0f}"
+            f"{r.p50_us:>9.1f} {r.p99_us:>9.1f} {r.frames_per_s:>10.0f} {writes:>11}"
         )
     print()
     for name, value in summary.items():
@@ -474,22 +495,30 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args()
     repeats = 1 if args.quick else REPEATS
-    wakeup_us = statistics.median(
-        measure_wakeup(WAKEUP_ROUNDS // (5 if args.quick else 1)) for _ in range(repeats)
-    )
-    results = []
+    wakeups = [measure_wakeup(WAKEUP_ROUNDS // (5 if args.quick else 1)) for _ in range(repeats)]
+    paced_wakeups = [measure_wakeup(PACED_COUNT, pace=True) for _ in range(repeats)]
+    trials: dict[tuple[str, str, str], list[Result]] = {}
     for run in plan(args.quick):
-        trials = [run_copy(run) if run.transport == "copy" else run_pair(run) for _ in range(repeats)]
-        results.append(median_result(trials))
+        key = (run.transport, run.frame, run.mode)
+        trials[key] = [run_copy(run) if run.transport == "copy" else run_pair(run) for _ in range(repeats)]
         if not args.json:
             print(f"  measured {run.transport} {run.frame} {run.mode}", file=sys.stderr)
-    summary = ratios(results, wakeup_us)
+    rows = {key: median_result(runs) for key, runs in trials.items()}
+    summary = ratios(rows, statistics.median(wakeups), statistics.median(paced_wakeups))
+    document = {
+        "env": environment(),
+        "results": [asdict(r) for r in rows.values()],
+        "ratios": summary,
+        "ratio_spread": spread(trials, wakeups, paced_wakeups),
+        "targets_met": targets_met(summary),
+        "checks": checks(rows),
+    }
     if args.json:
-        document = {"env": environment(), "results": [asdict(r) for r in results], "ratios": summary}
-        print(json.dumps({**document, "targets_met": targets_met(summary)}))
+        print(json.dumps(document))
     else:
-        print_table(results, summary)
-        print(f"targets met: {targets_met(summary)}")
+        print_table(list(rows.values()), summary)
+        for name in ("ratio_spread", "targets_met", "checks"):
+            print(f"{name}: {document[name]}")
     return 0
 
 

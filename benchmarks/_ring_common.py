@@ -1,0 +1,93 @@
+"""What both sides of every ring-benchmark mode share: frames, pinning, the CPU meter, doorbell sleeps.
+
+Runs in the benchmark's child processes (spawned by `benchmarks/ring.py`) and in its parent.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.reduction import recv_handle
+from typing import Any
+
+from framepool import ring as fp
+
+# name: (bytes, kind, fmt, a, b, c)
+FRAMES = {
+    "1080p": (1920 * 1080 * 3 // 2, fp.KIND_VIDEO, fp.FMT_I420, 1920, 1080, 0),
+    "720p": (1280 * 720 * 3 // 2, fp.KIND_VIDEO, fp.FMT_I420, 1280, 720, 0),
+    "audio10ms": (480 * 2, fp.KIND_AUDIO, fp.FMT_S16, 48000, 1, 480),
+}
+SOCK_HEADER = struct.Struct("<QQI")  # seq, monotonic ns, length
+
+
+@dataclass
+class Run:
+    transport: str
+    frame: str
+    mode: str
+    count: int
+    warmup: int
+
+
+def frame_bytes(name: str) -> bytes:
+    """Deterministic frame contents: the same bytes on every run and in every process."""
+    return random.Random(name).randbytes(FRAMES[name][0])
+
+
+def pin(cpu: int) -> None:
+    if (os.cpu_count() or 1) >= 2:  # producer and consumer on different cores, as in production
+        os.sched_setaffinity(0, {cpu})
+
+
+class Meter:
+    """CPU and wall time of this process from the end of the warm-up to the last frame."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.cpu = self.wall = 0.0
+
+    def tick(self, done: int) -> None:
+        if done == self.warmup:
+            self.cpu, self.wall = time.process_time(), time.perf_counter()
+
+    def report(self, run: Run, **extra: Any) -> dict[str, Any]:
+        measured = run.count - run.warmup
+        return {
+            "cpu_us": (time.process_time() - self.cpu) * 1e6 / measured,
+            "wall_s": time.perf_counter() - self.wall,
+            **extra,
+        }
+
+
+def attach_rings(conn: Connection) -> tuple[Any, Any, Any, Any, Any]:
+    """The frame ring, the ack ring and three doorbells (data, space, ack), from fds sent by the parent."""
+    fds = [recv_handle(conn) for _ in range(8)]
+    ring, ack = fp.FrameRing.attach(fds[0]), fp.FrameRing.attach(fds[1])
+    bells = [fp.Doorbell.attach(fds[i], fds[i + 1]) for i in (2, 4, 6)]
+    return ring, ack, *bells
+
+
+def wait_until(bell: Any, ready: Any) -> None:
+    """Sleep on `bell` until `ready()`; prepare, re-check, then wait: no wake-up can be lost."""
+    while not ready():
+        bell.prepare_sleep()
+        if ready():
+            bell.cancel_sleep()
+            return
+        bell.wait(None)
+
+
+def recv_exactly(sock: socket.socket, into: memoryview) -> memoryview:
+    got = 0
+    while got < len(into):
+        n = sock.recv_into(into[got:])
+        if n == 0:
+            raise ConnectionError("producer closed the socket mid-frame")
+        got += n
+    return into
