@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -33,6 +32,7 @@ from livekit.protocol import agent as agent_pb
 from livekit.protocol import models
 
 from framepool.errors import ServerUnavailableError
+from framepool.tasks import TaskSet
 
 log = logging.getLogger("framepool.agent.protocol")
 
@@ -121,7 +121,7 @@ class Dispatcher:
         self._pending_assignments: dict[str, asyncio.Future[agent_pb.JobAssignment]] = {}
         self._outbox: list[agent_pb.WorkerMessage] = []  # job status updates made while disconnected
         self._assigned: dict[str, agent_pb.Job] = {}  # jobs assigned here whose final status is not yet sent
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(f"agent {self.label}", log)
         self._last_pong = 0.0
         self._pong_waiters: list[asyncio.Future[int]] = []
         self._status_seq = 0
@@ -289,7 +289,7 @@ class Dispatcher:
     def _handle(self, message: agent_pb.ServerMessage) -> None:
         kind = message.WhichOneof("message")
         if kind == "availability":
-            self._spawn(self._answer_availability(message.availability))
+            self._tasks.spawn(self._answer_availability(message.availability))
         elif kind == "assignment":
             self._on_assignment(message.assignment)
         elif kind == "termination":
@@ -304,7 +304,7 @@ class Dispatcher:
             log.warning("agent %s: ignoring a second registration response", self.label)
         elif kind == "go_away":
             log.info("agent %s: the server asked us to go away; reconnecting", self.label)
-            self._spawn(self._close_ws())
+            self._tasks.spawn(self._close_ws())
         else:
             log.warning("agent %s: ignoring an unknown server message (%s)", self.label, kind or "empty")
 
@@ -414,21 +414,9 @@ class Dispatcher:
         """Leave the connection loop (the caller waits for `run` to return)."""
         self._stopping.set()
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("agent %s: message handler failed", self.label, exc_info=task.exception())
-
     async def aclose(self) -> None:
         self.stop()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.aclose()
 
 
 def _describe(exc: BaseException) -> str:

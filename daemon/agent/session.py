@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ from framepool.pool import Result, StreamAttachment, StreamSpec, WorkerPool, inp
 from framepool.processors.api import AudioFormat, VideoFormat, frame_bytes
 from framepool.processors.registry import ProcessorSpec, parse_spec
 from framepool.ring import FMT_I420, FMT_RGB24, FMT_RGBA, FMT_S16, FrameHeader
+from framepool.tasks import TaskSet
 
 log = logging.getLogger("framepool.agent.session")
 
@@ -133,7 +134,7 @@ class RoomSession:
         self.rules: list[Rule] = []
         self.published: list[str] = []  # sids of tracks this session published
         self._outbox: asyncio.Queue[tuple[bytes, DataOutput, str]] = asyncio.Queue()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(f"room {room_name}", log)
         self._sender = asyncio.create_task(self._send_results())
         self.results_sent = 0
         room.on("track_subscribed", self._on_track_subscribed)
@@ -169,7 +170,7 @@ class RoomSession:
         for rule in self.rules:
             feed = rule.feeds.pop(publication.sid, None)
             if feed is not None:
-                self._spawn(feed.aclose())
+                self.spawn(feed.aclose())
 
     def _open(self, rule: Rule, participant: rtc.RemoteParticipant, publication: rtc.RemoteTrackPublication,
               track: rtc.Track) -> None:
@@ -209,15 +210,9 @@ class RoomSession:
         publication = await self.room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=source))
         self.published.append(publication.sid)
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("room session task failed", exc_info=task.exception())
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run a background task owned by this session (awaited by detach_streams)."""
+        self._tasks.spawn(coroutine)
 
     # -- ordered cleanup (JobContext's shutdown ladder calls these in this order) ------------------------
 
@@ -226,7 +221,7 @@ class RoomSession:
         feeds = [feed for rule in self.rules for feed in rule.feeds.values()]
         for rule in self.rules:
             rule.feeds.clear()
-        await asyncio.gather(*(feed.aclose() for feed in feeds), *list(self._tasks), return_exceptions=True)
+        await asyncio.gather(*(feed.aclose() for feed in feeds), self._tasks.wait(), return_exceptions=True)
 
     async def flush_results(self) -> None:
         """Wait until every queued result went out, then stop the sender."""
@@ -368,7 +363,7 @@ class _TrackPublisher:
         if self.video is None:
             self.video = rtc.VideoSource(header.width, header.height)
             track = rtc.LocalVideoTrack.create_video_track(self.name, self.video)
-            self.session._spawn(self.session.publish_track(track, rtc.TrackSource.SOURCE_CAMERA))
+            self.session.spawn(self.session.publish_track(track, rtc.TrackSource.SOURCE_CAMERA))
         # The ring view is read-only and valid during this call only; the SDK needs a writable buffer.
         if len(self._buffer) != len(data):
             self._buffer = bytearray(len(data))
@@ -381,7 +376,7 @@ class _TrackPublisher:
         if self.audio is None:
             self.audio = rtc.AudioSource(header.sample_rate, header.channels)
             track = rtc.LocalAudioTrack.create_audio_track(self.name, self.audio)
-            self.session._spawn(self.session.publish_track(track, rtc.TrackSource.SOURCE_MICROPHONE))
+            self.session.spawn(self.session.publish_track(track, rtc.TrackSource.SOURCE_MICROPHONE))
             self._pump = asyncio.create_task(self._pump_audio())
         if self._audio_frames.full():
             self._audio_frames.get_nowait()  # realtime: the newest audio matters more than a late one
