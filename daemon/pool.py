@@ -12,7 +12,8 @@ respawning forever.
 
 Shutdown (`aclose`): detach every stream (processors' close() runs, final results delivered), then per
 worker the ladder Shutdown → ShutdownAck → exit → SIGKILL, each rung bounded by
-`worker_shutdown_timeout` on the monotonic clock and logged once when taken.
+`worker_shutdown_timeout` on the monotonic clock and logged once when taken. A rung ends when the worker is
+reaped, not when its channel closes: when `aclose` returns, no worker pid exists any more.
 """
 
 from __future__ import annotations
@@ -133,7 +134,8 @@ class WorkerPool:
         self._slots = [_Slot(i, cpus[(i + offset) % len(cpus)]) for i in range(count)]
         if self.settings.start_method == "forkserver":
             # Workers then fork from a server that already imported numpy and the runtime.
-            multiprocessing.get_context("forkserver").set_forkserver_preload(["framepool.worker"])
+            # pool_forkserver keeps the server alive through a process-group SIGTERM: it reaps the workers.
+            multiprocessing.get_context("forkserver").set_forkserver_preload(["framepool.worker", "framepool.pool_forkserver"])
         outcomes = await asyncio.gather(*(self._boot(slot) for slot in self._slots), return_exceptions=True)
         errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
         if errors:
@@ -345,8 +347,11 @@ class WorkerPool:
             return
         self._closing = True
         try:
-            for task in list(self._tasks):
+            tasks = list(self._tasks)
+            for task in tasks:
                 task.cancel()
+            # A cancelled restart may own a half-started worker: let it finish handing it over to its slot.
+            await asyncio.gather(*tasks, return_exceptions=True)
             streams = list(self._streams)
             if streams:
                 log.info("pool shutdown: detaching %d streams", len(streams))

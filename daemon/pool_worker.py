@@ -4,8 +4,14 @@ A `WorkerProcess` is one incarnation: spawned, handshaken, serving, then stopped
 replaces a dead incarnation with a new one in the same `slot` (same CPU). States, each with its own
 timer: starting (spawn + prewarm, bounded by prewarm_timeout) → ready (ping/pong, bounded by
 ping_timeout) → stopping (Shutdown → ShutdownAck → exit → SIGKILL, each rung bounded by
-worker_shutdown_timeout) → exited. Exit is observed through the process sentinel on the event loop,
-never by polling.
+worker_shutdown_timeout) → exited. "Exited" means reaped, not merely dying: a worker whose control
+channel closed, or whose sentinel fired, may still be running its exit (or be a zombie nobody has
+collected yet), and a supervisor that returned then would leave it to init. Two events on the loop decide
+it, never polling: the pidfd (readable once the process is dead) and the sentinel (spawn: the child's end
+of a pipe closed at exit; forkserver: the server reaped the worker and wrote its status). After either, a
+non-blocking reap attempt, and `pidfd_send_signal(0)` failing with ESRCH is the proof the pid is gone.
+Only when the forkserver itself died does a worker become init's to reap, with no event for it: then, and
+only then, a bounded re-check with backoff (see `_recheck`).
 
 The supervisor owns every memfd: it creates the worker's doorbells and result ring here and passes their
 fds in the start message. Results are drained from the result ring when the result doorbell's eventfd
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import enum
 import itertools
 import logging
@@ -23,6 +30,8 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import resource
+import signal
+import socket
 import time
 import weakref
 from collections.abc import Callable
@@ -41,6 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("framepool.pool")
 TOPIC_ROOM = 256  # result slot bytes beyond result_max_bytes: the topic travels in the slot too
+RECHECK_FIRST, RECHECK_MAX = 0.001, 0.1  # seconds between checks for a worker only init can reap
 
 
 # Workers ignore SIGTERM (the supervisor's ladder stops them), so multiprocessing's exit hook, which
@@ -91,6 +101,11 @@ class WorkerProcess:
         self._pings = itertools.count(1)
         self._replies: dict[tuple[str, int], asyncio.Future[control.Message]] = {}
         self._process: BaseProcess | None = None
+        self._pidfd = -1
+        self._dead = False  # the pidfd fired: the process is gone or a zombie
+        self._sentinel_fired = False
+        self._recheck_delay = RECHECK_FIRST
+        self._recheck_handle: asyncio.TimerHandle | None = None
         self._channel: ControlChannel | None = None
         self.data_bell = Doorbell.create()
         self.result_bell = Doorbell.create()
@@ -114,13 +129,20 @@ class WorkerProcess:
         """Start the process and send its configuration; WorkerReady resolves `self.ready`."""
         ctx = multiprocessing.get_context(self.settings.start_method)
         supervisor_end, worker_end = control.channel_pair()
+        starting = asyncio.ensure_future(
+            asyncio.to_thread(_start_process, ctx, self.settings.start_method, worker_end, self.slot)
+        )
+        starting.add_done_callback(lambda _: worker_end.close())
         try:
-            process, self.pid = await asyncio.to_thread(_start_process, ctx, self.settings.start_method, worker_end, self.slot)
-        finally:
-            worker_end.close()
-        self._process = process
-        self._channel = ControlChannel(supervisor_end, self._on_message, self._on_channel_error)
-        self._loop.add_reader(process.sentinel, self._on_sentinel)
+            process, self.pid, pidfd = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # The thread starts the process anyway: adopt it and kill it, so the ladder can reap it.
+            with contextlib.suppress(BaseException):
+                process, self.pid, pidfd = await starting
+                self._adopt(process, pidfd, supervisor_end)
+                self.kill()
+            raise
+        self._adopt(process, pidfd, supervisor_end)
         self.result_bell.prepare_sleep()
         self._loop.add_reader(self.result_bell.fileno(), self._on_result_bell)
         start = control.WorkerStart(
@@ -131,6 +153,15 @@ class WorkerProcess:
         )
         fds = [fd for bell in (self.data_bell, self.result_bell, self.space_bell) for fd in (bell.event_fd, bell.page_fd)]
         self.send(start, [*fds, self.results.fd])
+
+    def _adopt(self, process: BaseProcess, pidfd: int, supervisor_end: socket.socket) -> None:
+        self._process, self._pidfd = process, pidfd
+        self._channel = ControlChannel(supervisor_end, self._on_message, self._on_channel_error)
+        self._loop.add_reader(process.sentinel, self._on_sentinel)
+        if pidfd >= 0:
+            self._loop.add_reader(pidfd, self._on_dead)
+        else:  # it died and was reaped before its pidfd could be opened
+            self._dead = True
 
     def send(self, message: control.Message, fds: list[int] | None = None) -> None:
         if self._channel is None or self._channel.closed:
@@ -213,9 +244,56 @@ class WorkerProcess:
     def _on_sentinel(self) -> None:
         assert self._process is not None
         self._loop.remove_reader(self._process.sentinel)
-        # The sentinel fires as the process closes its fds, a moment before it can be reaped.
-        self._process.join(5)
+        self._sentinel_fired = True
+        self._check_reaped()
+
+    def _on_dead(self) -> None:
+        self._loop.remove_reader(self._pidfd)
+        self._dead = True
+        self._check_reaped()
+
+    def _check_reaped(self) -> None:
+        """Reap without blocking if the process is dead; `_exited` once its pid is gone."""
+        if not self._dead or self.state is WorkerState.EXITED or self._process is None:
+            return
+        if self.settings.start_method == "forkserver" and not self._sentinel_fired:
+            return  # the server's status report (or its death) comes through the sentinel, after its waitpid
+        # Non-blocking either way: waitpid(WNOHANG) under spawn; under forkserver, the server's status report
+        # once it is readable (the sentinel fires when the server has reaped the worker).
         self.exitcode = self._process.exitcode
+        if not self._pid_gone():
+            with contextlib.suppress(ChildProcessError):  # ours to reap only if it was re-parented to us
+                os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG)
+        if self._pid_gone():
+            self._exited()
+        elif self._sentinel_fired and self._recheck_handle is None:
+            # Its reaper (the forkserver) is gone and init has it: the kernel tells nobody else when that happens.
+            log.warning("worker %d (pid %d): its forkserver died; waiting for init to reap it", self.slot, self.pid)
+            self._recheck()
+
+    def _recheck(self) -> None:
+        self._recheck_handle = None
+        if self._pid_gone():
+            self._exited()
+            return
+        self._recheck_handle = self._loop.call_later(self._recheck_delay, self._recheck)
+        self._recheck_delay = min(self._recheck_delay * 2, RECHECK_MAX)
+
+    def _pid_gone(self) -> bool:
+        if self._pidfd < 0:
+            return True
+        try:
+            signal.pidfd_send_signal(self._pidfd, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    def _exited(self) -> None:
+        assert self._process is not None
+        if self.exitcode is None:
+            self.exitcode = self._process.exitcode
+        _running.discard(self._process)
+        self._loop.remove_reader(self._process.sentinel)  # spawn: a grandchild may hold the pipe open
         self.drain_results()
         self.state = WorkerState.EXITED
         if not self.ready.done():
@@ -263,12 +341,16 @@ class WorkerProcess:
     # -- stop ----------------------------------------------------------------------------------------
 
     def kill(self) -> None:
-        if self._process is not None and self.state is not WorkerState.EXITED:
-            self._process.kill()
+        # Through the pidfd, not the pid: a pid reaped by the forkserver meanwhile may already be reused.
+        if self._pidfd >= 0 and self.state is not WorkerState.EXITED:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
 
     async def stop(self, grace: float) -> None:
         """The shutdown ladder: Shutdown → ShutdownAck → exit → SIGKILL; each rung has its own deadline
-        on the loop's monotonic clock and logs one line when taken."""
+        on the loop's monotonic clock and logs one line when taken. Every rung ends with the process reaped
+        (`exited`), so when this returns the pid is gone (unless even SIGKILL did not end it within `grace`,
+        which is logged as an error)."""
         if self.state is WorkerState.EXITED:
             return
         self.state = WorkerState.STOPPING
@@ -289,13 +371,24 @@ class WorkerProcess:
         else:
             log.warning("%s: did not acknowledge shutdown within %.1f s; killing it", who, grace)
         self.kill()
-        await self.exited.wait()
-        log.info("%s: killed (%s)", who, describe_exit(self.exitcode))
+        if await _until(self.exited, self.exited, self._loop.time() + grace):
+            log.info("%s: killed (%s)", who, describe_exit(self.exitcode))
+        else:
+            log.error("%s: still not reaped %.1f s after SIGKILL; giving up on it", who, grace)
 
     def close(self) -> None:
         """Release the supervisor's side of everything (after exit)."""
         if self._channel is not None:
             self._channel.close()
+        if self._recheck_handle is not None:
+            self._recheck_handle.cancel()
+            self._recheck_handle = None
+        if self._pidfd >= 0:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+        if self._process is not None:
+            self._loop.remove_reader(self._process.sentinel)
         if not self._rings_closed:
             self._loop.remove_reader(self.result_bell.fileno())
             for bell in (self.data_bell, self.result_bell, self.space_bell):
@@ -330,14 +423,21 @@ def describe_exit(code: int | None) -> str:
     return f"exit code {code}" + (f" ({names[code]})" if code in names else "")
 
 
-def _start_process(ctx: multiprocessing.context.BaseContext, method: str, sock: object, slot: int) -> tuple[BaseProcess, int]:
-    """Blocking part of a spawn (runs in a thread): start the process, return it and its pid."""
+def _start_process(
+    ctx: multiprocessing.context.BaseContext, method: str, sock: object, slot: int
+) -> tuple[BaseProcess, int, int]:
+    """Blocking part of a spawn (runs in a thread): start the process, return it, its pid and a pidfd (-1 if it
+    is already gone)."""
     expected_parent = _expected_parent(method)
     process = ctx.Process(target=worker.main, args=(sock, expected_parent), name=f"framepool-worker-{slot}", daemon=True)  # type: ignore[attr-defined]
     process.start()
     _running.add(process)
     assert process.pid is not None
-    return process, process.pid
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except ProcessLookupError:
+        pidfd = -1
+    return process, process.pid, pidfd
 
 
 def _expected_parent(method: str) -> int:

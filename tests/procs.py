@@ -176,3 +176,19 @@ class SlowVideo(Processor):
     def process(self, frame: VideoFrame, ctx: ProcessContext) -> None:
         time.sleep(0.002)
         ctx.emit("seen", frame.seq)
+
+
+class LingerAtExit(Processor):
+    """At close, starts a non-daemon thread that never ends: the worker acknowledges shutdown, closes its control
+    channel, then hangs in interpreter exit (joining that thread) until it is killed."""
+
+    name = "linger-at-exit"
+    kind = "audio"
+
+    def process(self, frame: Any, ctx: ProcessContext) -> None:
+        pass
+
+    def close(self, ctx: ProcessContext) -> None:
+        import threading
+
+        threading.Thread(target=threading.Event().wait, name="lingering", daemon=False).start()

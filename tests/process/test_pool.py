@@ -309,3 +309,53 @@ async def test_shutdown_ladder_kills_a_worker_that_does_not_acknowledge(
         f"worker 0 (pid {pid}): killed (signal 9)",
     ]
     assert wait_exited([pid], 5) == []
+
+
+def _sigterm_ignored(pid: int) -> bool:
+    with open(f"/proc/{pid}/status") as status:
+        mask = next(int(line.split()[1], 16) for line in status if line.startswith("SigIgn:"))
+    return bool(mask & (1 << (signal.SIGTERM - 1)))
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+async def test_aclose_returns_only_when_every_worker_is_reaped(shm_unchanged: None, start_method: str) -> None:
+    pool = await started(workers=2, start_method=start_method)
+    pids = pool.worker_pids()
+    sink = RecordingSink()
+    stream = await pool.attach(audio_spec("r", "tests.procs:Count"), sink)
+    await stream.push_wait(audio_frame(1), 1, FMT_S16, 48000, 1, 480)
+    await pool.aclose()
+    assert [pid for pid in pids if psutil.pid_exists(pid)] == []  # at once: no grace for a dying worker
+    assert [w.exitcode for w in pool.stats().workers] == [worker.EXIT_CLEAN, worker.EXIT_CLEAN]
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+async def test_worker_that_closes_its_channel_but_lingers_is_killed_and_reaped(
+    shm_unchanged: None, start_method: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="framepool.pool")
+    pool = await started(start_method=start_method, worker_shutdown_timeout=0.5)
+    pid = pool.worker_pids()[0]
+    await pool.attach(audio_spec("l", "tests.procs:LingerAtExit"), RecordingSink())
+    await pool.aclose()  # detach runs close(): the worker acks the shutdown, then hangs in its exit
+    assert not psutil.pid_exists(pid)
+    assert pool.stats().workers[0].exitcode == -signal.SIGKILL
+    rungs = [r.getMessage() for r in caplog.records if f"pid {pid}" in r.getMessage()]
+    assert rungs == [
+        f"worker 0 (pid {pid}): shutdown requested",
+        f"worker 0 (pid {pid}): shutdown acknowledged",
+        f"worker 0 (pid {pid}): acknowledged shutdown but did not exit within 0.5 s; killing it",
+        f"worker 0 (pid {pid}): killed (signal 9)",
+    ]
+
+
+async def test_forkserver_survives_a_process_group_sigterm_and_still_reaps(shm_unchanged: None) -> None:
+    pool = await started(workers=2, start_method="forkserver")
+    pids = pool.worker_pids()
+    server = psutil.Process(pids[0]).ppid()
+    assert server != os.getpid() and _sigterm_ignored(server)
+    os.kill(server, signal.SIGTERM)  # as `kill -TERM -- -<pgid>` would
+    await pool.aclose()
+    assert [pid for pid in pids if psutil.pid_exists(pid)] == []
+    assert [w.exitcode for w in pool.stats().workers] == [worker.EXIT_CLEAN, worker.EXIT_CLEAN]
+    assert psutil.pid_exists(server)
