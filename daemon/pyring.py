@@ -11,11 +11,18 @@ Memory layout of a ring (a memfd; all integers little-endian, indices count fram
                   28  header checksum u32 (FNV-1a over bytes 0..27)
                   64  head: producer index (own cache line)
                  128  tail: consumer index (own cache line)
-                 192  producer-owned line: written u64, dropped u64, gap_pending u64
+                 192  producer-owned line: written u64, dropped u64, gap_pending u64, last_slot u64
                  256  consumer-owned line: skipped u64, read u64
                  320  producer_waiting_for_space u32 (set by the producer, exchanged by the consumer)
-    descriptors   PAGE + 64*i: seq u64, ts_us i64, kind u32, fmt u32, flags u32, a u32, b u32, c u32, length u64
+    descriptors   PAGE + 64*(index % slot_count): seq u64, ts_us i64, kind u32, fmt u32, flags u32, a u32,
+                  b u32, c u32, length u64, slot u32 (the payload slot holding the frame)
     payload       page-aligned; slot i at payload_offset + i * round_up(slot_size, PAGE)
+
+Payload slots: the producer rewrites `last_slot` (the slot of the newest frame) when the consumer has
+released everything, so a consumer that keeps up leaves one slot's memory hot in cache instead of the
+producer cycling through all of them; otherwise it takes `last_slot + 1`: pending frames occupy
+consecutive slots ending at `last_slot` (the run restarts only when nothing is pending), so that slot is
+free whenever the ring is not full.
 
 Doorbell page (its own memfd): magic u64 at 0, sleeping u32 at 64.
 
@@ -64,7 +71,7 @@ POLICY_LATEST = 2
 PAGE = mmap.PAGESIZE
 RING_MAGIC = 0x31474E4952504646  # b"FFPRING1" little-endian
 BELL_MAGIC = 0x314C4C4542504646  # b"FFPBELL1"
-VERSION = 1
+VERSION = 2
 MAX_SLOT_COUNT = 1 << 16
 MAX_SLOT_SIZE = 1 << 31
 
@@ -76,13 +83,14 @@ _TAIL = 128
 _WRITTEN = 192
 _DROPPED = 200
 _GAP_PENDING = 208
+_LAST_SLOT = 216
 _SKIPPED = 256
 _READ = 264
 _WAITING = 320
 _SLEEPING = 64  # in the doorbell page
 
 _DESC_SIZE = 64
-_DESC = struct.Struct("<QqIIIIIIQ")  # seq, ts_us, kind, fmt, flags, a, b, c, length
+_DESC = struct.Struct("<QqIIIIIIQI")  # seq, ts_us, kind, fmt, flags, a, b, c, length, slot
 
 
 def _round_up(n: int, to: int) -> int:
@@ -268,6 +276,7 @@ class FrameRing:
         self._space_bell: Doorbell | None = None
         self._peeked: FrameHeader | None = None
         self._peeked_index = 0
+        self._peeked_slot = 0
 
     def _open_views(self) -> None:
         assert self._map is not None
@@ -332,17 +341,23 @@ class FrameRing:
         if length > self.slot_size:
             raise RingError(f"frame of {length} bytes exceeds the ring's slot size {self.slot_size}")
         head = q[_HEAD // 8]
-        if head - q[_TAIL // 8] >= self.slot_count and not self._room_after_full(q, head):
+        tail = q[_TAIL // 8]
+        if head - tail >= self.slot_count and not self._room_after_full(q, head):
             return False
         if q[_GAP_PENDING // 8]:
             flags |= FLAG_GAP
             q[_GAP_PENDING // 8] = 0
-        slot = head % self.slot_count
+        last = q[_LAST_SLOT // 8] % self.slot_count
+        slot = last if head == tail else (last + 1) % self.slot_count  # a stale tail only says "not empty"
         offset = self._payload_off + slot * self._stride
         self._base[offset : offset + length] = (
             view.cast("B") if view.ndim != 1 or view.format != "B" else view
         )
-        _DESC.pack_into(self._base, PAGE + slot * _DESC_SIZE, seq, ts_us, kind, fmt, flags, a, b, c, length)
+        index = head % self.slot_count
+        _DESC.pack_into(
+            self._base, PAGE + index * _DESC_SIZE, seq, ts_us, kind, fmt, flags, a, b, c, length, slot
+        )
+        q[_LAST_SLOT // 8] = slot
         q[_WRITTEN // 8] += 1
         q[_HEAD // 8] = head + 1  # publish (a release store under x86 TSO)
         if self._data_bell is not None:
@@ -372,7 +387,7 @@ class FrameRing:
     def peek(self) -> tuple[FrameHeader, memoryview] | None:
         q = self._live()
         if self._peeked is not None:  # the same frame until release(), even if newer ones arrived
-            return self._peeked, self._slot_view(self._peeked_index, self._peeked.length)
+            return self._peeked, self._slot_view(self._peeked_slot, self._peeked.length)
         tail = q[_TAIL // 8]
         head = q[_HEAD // 8]
         if head < tail or head - tail > self.slot_count:
@@ -385,20 +400,25 @@ class FrameRing:
             q[_SKIPPED // 8] += head - 1 - tail
             tail = head - 1
             q[_TAIL // 8] = tail
-        slot = tail % self.slot_count
-        seq, ts_us, kind, fmt, flags, a, b, c, length = _DESC.unpack_from(
-            self._base, PAGE + slot * _DESC_SIZE
+        index = tail % self.slot_count
+        seq, ts_us, kind, fmt, flags, a, b, c, length, slot = _DESC.unpack_from(
+            self._base, PAGE + index * _DESC_SIZE
         )
         if length > self.slot_size:
             raise RingError(
-                f"corrupt ring: slot {slot} descriptor claims {length} bytes, the slot size is {self.slot_size}"
+                f"corrupt ring: slot {index} descriptor claims {length} bytes, the slot size is {self.slot_size}"
+            )
+        if slot >= self.slot_count:
+            raise RingError(
+                f"corrupt ring: slot {index} descriptor names payload slot {slot} of {self.slot_count}"
             )
         self._peeked = FrameHeader(seq, ts_us, kind, fmt, flags, a, b, c, length)
         self._peeked_index = tail
-        return self._peeked, self._slot_view(tail, length)
+        self._peeked_slot = slot
+        return self._peeked, self._slot_view(slot, length)
 
-    def _slot_view(self, index: int, length: int) -> memoryview:
-        offset = self._payload_off + index % self.slot_count * self._stride
+    def _slot_view(self, slot: int, length: int) -> memoryview:
+        offset = self._payload_off + slot * self._stride
         return self._base[offset : offset + length]
 
     def release(self) -> None:

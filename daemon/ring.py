@@ -7,9 +7,12 @@ reference with the same API and the same memory layout (the tests run both and c
 Design. One ring per stream and direction, single producer, single consumer. A ring is a memfd (created by
 the supervisor, passed to the worker with `socket.send_fds`): a control page holding head and tail on their
 own cache lines plus shared counters, an array of 64-byte frame descriptors (sequence, capture timestamp,
-kind, format, geometry, flags, length) and page-aligned, pre-faulted payload slots. The producer copies a
-frame into the next slot once and publishes it with a release store of `head`; the consumer gets a
-zero-copy memoryview of the slot (valid until `release()`) and frees it with a release store of `tail`.
+kind, format, geometry, flags, length, payload slot) and page-aligned, pre-faulted payload slots. The
+producer copies a frame into a free slot once and publishes it with a release store of `head`; the consumer
+gets a zero-copy memoryview of the slot (valid until `release()`) and frees it with a release store of
+`tail`. When the consumer has released everything (it keeps up, the normal state of a realtime stream),
+the producer rewrites the slot it wrote last, so one slot's memory stays in cache instead of cycling
+through all of them (the saving is measured in benchmarks/README.md, Ring section, paced mode).
 Policies: BLOCK (offline sources: a full ring refuses the write and the producer waits for space; nothing is
 lost), DROP_NEWEST (realtime audio: the incoming frame is dropped, counted, and the next frame written
 carries FLAG_GAP), LATEST (realtime video: drop and count the incoming frame; the consumer jumps to the

@@ -33,7 +33,7 @@
 
 #define RING_MAGIC 0x31474E4952504646ULL /* "FFPRING1" */
 #define BELL_MAGIC 0x314C4C4542504646ULL /* "FFPBELL1" */
-#define RING_VERSION 1u
+#define RING_VERSION 2u
 #define MAX_SLOT_COUNT (1u << 16)
 #define MAX_SLOT_SIZE (1ULL << 31)
 #define GIL_FREE_COPY (64 * 1024) /* below this, releasing the GIL costs more than the copy */
@@ -58,7 +58,8 @@ typedef struct {
     _Atomic uint64_t written; /* producer-owned line */
     _Atomic uint64_t dropped;
     _Atomic uint64_t gap_pending;
-    char pad3[40];
+    _Atomic uint64_t last_slot; /* payload slot of the newest frame written */
+    char pad3[32];
     _Atomic uint64_t skipped; /* consumer-owned line */
     _Atomic uint64_t read;
     char pad4[48];
@@ -70,6 +71,7 @@ _Static_assert(offsetof(ring_control, head) == 64, "layout");
 _Static_assert(offsetof(ring_control, tail) == 128, "layout");
 _Static_assert(offsetof(ring_control, written) == 192, "layout");
 _Static_assert(offsetof(ring_control, gap_pending) == 208, "layout");
+_Static_assert(offsetof(ring_control, last_slot) == 216, "layout");
 _Static_assert(offsetof(ring_control, skipped) == 256, "layout");
 _Static_assert(offsetof(ring_control, read) == 264, "layout");
 _Static_assert(offsetof(ring_control, producer_waiting) == 320, "layout");
@@ -80,10 +82,12 @@ typedef struct {
     int64_t ts_us;
     uint32_t kind, fmt, flags, a, b, c;
     uint64_t length;
-    char pad[16];
+    uint32_t slot; /* the payload slot holding the frame */
+    char pad[12];
 } frame_desc;
 
 _Static_assert(sizeof(frame_desc) == 64, "one descriptor per cache line");
+_Static_assert(offsetof(frame_desc, slot) == 48, "layout");
 
 #define BELL_SLEEPING_OFF 64
 
@@ -403,6 +407,7 @@ typedef struct {
     int copying;                /* a write() copies with the GIL released */
     FrameHeaderObject *peeked;  /* the frame handed out by peek(), until release() */
     uint64_t peeked_index;
+    uint32_t peeked_slot;
 } FrameRingObject;
 
 static PyTypeObject FrameRingType;
@@ -433,6 +438,7 @@ static FrameRingObject *ring_new(int fd, uint8_t *base, size_t map_size, const r
     self->copying = 0;
     self->peeked = NULL;
     self->peeked_index = 0;
+    self->peeked_slot = 0;
     return self;
 }
 
@@ -590,9 +596,21 @@ static int room_after_full(FrameRingObject *self, uint64_t head) {
     return 0;
 }
 
-static PyObject *ring_publish(FrameRingObject *self, const Py_buffer *data, uint64_t head, frame_desc *fields) {
+/* The payload slot for the frame at `head`. A consumer that keeps up (the normal state of a realtime
+ * stream) has released everything before the next frame: then the slot written last is rewritten, so
+ * one slot's memory stays in cache instead of the producer cycling through all of them (measured in
+ * benchmarks/ring.py, paced mode). Otherwise the slot after it: the pending frames occupy consecutive
+ * slots ending at last_slot (the run restarts only when nothing is pending), so that one is free
+ * whenever the ring is not full. A stale `tail` only ever says "not empty", which is safe. */
+static uint64_t next_slot(FrameRingObject *self, uint64_t head, uint64_t tail) {
+    uint64_t last = atomic_load_explicit(&self->ctrl->last_slot, memory_order_relaxed) % self->slot_count;
+    return head == tail ? last : (last + 1) % self->slot_count;
+}
+
+static PyObject *ring_publish(FrameRingObject *self, const Py_buffer *data, uint64_t head, uint64_t tail,
+                              frame_desc *fields) {
     ring_control *ctrl = self->ctrl;
-    uint64_t slot = head % self->slot_count;
+    uint64_t slot = next_slot(self, head, tail);
     uint8_t *dst = self->payload + slot * self->stride;
     if (data->len >= GIL_FREE_COPY) {
         self->copying = 1;
@@ -608,7 +626,9 @@ static PyObject *ring_publish(FrameRingObject *self, const Py_buffer *data, uint
         atomic_store_explicit(&ctrl->gap_pending, 0, memory_order_relaxed);
     }
     fields->length = (uint64_t)data->len;
-    memcpy(&self->desc[slot], fields, sizeof *fields);
+    fields->slot = (uint32_t)slot;
+    memcpy(&self->desc[head % self->slot_count], fields, sizeof *fields);
+    atomic_store_explicit(&ctrl->last_slot, slot, memory_order_relaxed);
     atomic_store_explicit(&ctrl->written, atomic_load_explicit(&ctrl->written, memory_order_relaxed) + 1,
                           memory_order_relaxed);
     atomic_store_explicit(&ctrl->head, head + 1, memory_order_release);
@@ -643,7 +663,7 @@ static PyObject *FrameRing_write(FrameRingObject *self, PyObject *const *args, P
     } else if (head - tail >= self->slot_count && !room_after_full(self, head)) {
         result = Py_NewRef(Py_False);
     } else {
-        result = ring_publish(self, &data, head, &fields);
+        result = ring_publish(self, &data, head, tail, &fields);
     }
     PyBuffer_Release(&data);
     return result;
@@ -688,12 +708,15 @@ static PyObject *FrameRing_peek(FrameRingObject *self, PyObject *Py_UNUSED(ignor
         tail = head - 1;
         atomic_store_explicit(&ctrl->tail, tail, memory_order_release);
     }
-    uint64_t slot = tail % self->slot_count;
+    uint64_t index = tail % self->slot_count;
     frame_desc d;
-    memcpy(&d, &self->desc[slot], sizeof d); /* read once: validated and used from this copy */
+    memcpy(&d, &self->desc[index], sizeof d); /* read once: validated and used from this copy */
     if (d.length > self->slot_size)
         return PyErr_Format(RingError, "corrupt ring: slot %llu descriptor claims %llu bytes, the slot size is %llu",
-                            (unsigned long long)slot, (unsigned long long)d.length, self->slot_size);
+                            (unsigned long long)index, (unsigned long long)d.length, self->slot_size);
+    if (d.slot >= self->slot_count)
+        return PyErr_Format(RingError, "corrupt ring: slot %llu descriptor names payload slot %u of %u",
+                            (unsigned long long)index, d.slot, self->slot_count);
     FrameHeaderObject *header = PyObject_New(FrameHeaderObject, &FrameHeaderType);
     if (header == NULL) return NULL;
     header->seq = d.seq;
@@ -707,6 +730,7 @@ static PyObject *FrameRing_peek(FrameRingObject *self, PyObject *Py_UNUSED(ignor
     header->length = d.length;
     self->peeked = header;
     self->peeked_index = tail;
+    self->peeked_slot = d.slot;
     return peek_result(self);
 }
 
@@ -777,7 +801,7 @@ static int FrameRing_getbuffer(FrameRingObject *self, Py_buffer *view, int flags
         PyErr_SetString(PyExc_BufferError, "no peeked frame to export");
         return -1;
     }
-    uint8_t *buf = self->payload + (self->peeked_index % self->slot_count) * self->stride;
+    uint8_t *buf = self->payload + (size_t)self->peeked_slot * self->stride;
     if (PyBuffer_FillInfo(view, (PyObject *)self, buf, (Py_ssize_t)self->peeked->length, 0, flags) < 0) return -1;
     self->exports++;
     return 0;

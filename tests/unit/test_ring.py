@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from framepool import pyring
 from framepool.ring import implementation
@@ -410,3 +412,86 @@ def test_write_checks_its_arguments(impl: ModuleType, closing: Callable[[Any], A
     with pytest.raises(TypeError):
         ring.write("not bytes", 0, 0, 1, 1, 0, 0, 0, 0)
     assert ring.pending() == 0
+
+
+def slot_address(view: memoryview) -> int:
+    address: int = np.frombuffer(view, np.uint8).__array_interface__["data"][0]
+    return address
+
+
+def test_a_consumer_that_keeps_up_gets_the_same_slot_back(
+    impl: ModuleType, closing: Callable[[Any], Any]
+) -> None:
+    ring = closing(impl.FrameRing.create(4, 64, impl.POLICY_BLOCK))
+    addresses = []
+    for seq in range(6):  # written into an empty ring each time: the slot written last is rewritten
+        assert write(ring, seq)
+        got = ring.peek()
+        assert got is not None and bytes(got[1]) == payload(seq, 32)
+        addresses.append(slot_address(got[1]))
+        del got
+        ring.release()
+    assert len(set(addresses)) == 1
+    backlog = []
+    for seq in range(6, 10):  # the first into the empty ring rewrites that slot, the backlog takes the others
+        assert write(ring, seq)
+    while (got := ring.peek()) is not None:
+        backlog.append((got[0].seq, slot_address(got[1]), bytes(got[1])))
+        del got
+        ring.release()
+    assert [seq for seq, _, _ in backlog] == [6, 7, 8, 9]
+    assert [data for _, _, data in backlog] == [payload(seq, 32) for seq in range(6, 10)]
+    assert backlog[0][1] == addresses[0] and len({address for _, address, _ in backlog}) == 4
+
+
+def test_a_peeked_frame_is_never_overwritten(impl: ModuleType, closing: Callable[[Any], Any]) -> None:
+    ring = closing(impl.FrameRing.create(3, 64, impl.POLICY_LATEST))
+    assert write(ring, 0)
+    held = ring.peek()  # not released: its slot stays taken although the ring is otherwise empty
+    assert held is not None
+    assert write(ring, 1) and write(ring, 2) and not write(ring, 3)
+    assert bytes(held[1]) == payload(0, 32)
+    del held
+    ring.release()
+    header, data = read_one(ring)
+    assert (header.seq, data) == (2, payload(2, 32))
+
+
+def test_corrupt_payload_slot_is_detected_on_peek(impl: ModuleType, closing: Callable[[Any], Any]) -> None:
+    ring = closing(impl.FrameRing.create(4, 64, impl.POLICY_BLOCK))
+    assert write(ring, 0)
+    patch_fd(ring.fd, PAGE + 48, struct.pack("<I", 4))
+    with pytest.raises(impl.RingError, match=r"^corrupt ring: slot 0 descriptor names payload slot 4 of 4"):
+        ring.peek()
+
+
+@pytest.mark.parametrize("policy", ["POLICY_BLOCK", "POLICY_DROP_NEWEST", "POLICY_LATEST"])
+@pytest.mark.parametrize("name", IMPLEMENTATIONS)
+@settings(max_examples=60, deadline=None)
+@given(bursts=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), max_size=30))
+def test_any_interleaving_delivers_what_the_policy_promises(
+    name: str, policy: str, bursts: list[tuple[int, int]]
+) -> None:
+    """Bursts of writes then reads against a model of the policy: every frame read is intact and expected."""
+    impl = implementation(name)
+    ring = impl.FrameRing.create(3, 64, getattr(impl, policy))
+    try:
+        model: list[int] = []
+        seq = 0
+        for writes, reads in bursts:
+            for _ in range(writes):
+                assert write(ring, seq, 1 + seq % 64) == (len(model) < 3)
+                if len(model) < 3:
+                    model.append(seq)
+                seq += 1
+            for _ in range(reads):
+                if not model:
+                    assert ring.peek() is None
+                    continue
+                header, data = read_one(ring)
+                expected = model.pop() if policy == "POLICY_LATEST" else model.pop(0)
+                if policy == "POLICY_LATEST":
+                    model.clear()
+                assert (header.seq, data) == (expected, payload(expected, 1 + expected % 64))
+    finally:
+        ring.close()
