@@ -293,10 +293,20 @@ def summarise(
 
 
 def run_copy(run: Run) -> Result:
-    """The baseline: one copy of the frame into a reused buffer, in one process (cache as warm as it gets)."""
-    if run.mode == "paced":
-        report = paced.copy_baseline(run)
-        return summarise(run, report["cpu_us"], 0.0, report["latencies_us"], report["wall_s"])
+    """The baseline: one copy of the frame into a reused buffer, in this process, on the producers' core.
+
+    Pinned like the producers: unpinned, a paced copy may wake on the other core, its cache cold."""
+    previous = os.sched_getaffinity(0)
+    pin(0)
+    try:
+        report = paced.copy_baseline(run) if run.mode == "paced" else copy_back_to_back(run)
+    finally:
+        os.sched_setaffinity(0, previous)
+    return summarise(run, report["cpu_us"], 0.0, report["latencies_us"], report["wall_s"])
+
+
+def copy_back_to_back(run: Run) -> dict[str, Any]:
+    """Copies without a pause: the cache as warm as it gets."""
     data = frame_bytes(run.frame)
     target = memoryview(bytearray(len(data)))
     meter, per_copy = Meter(run.warmup), []
@@ -305,8 +315,7 @@ def run_copy(run: Run) -> Result:
         start = time.perf_counter_ns()
         target[:] = data
         per_copy.append((time.perf_counter_ns() - start) / 1000)
-    report = meter.report(run)
-    return summarise(run, report["cpu_us"], 0.0, per_copy[run.warmup :], report["wall_s"])
+    return meter.report(run, latencies_us=per_copy[run.warmup :])
 
 
 def wakeup_side(role: str, conn: Connection, rounds: int) -> None:
