@@ -166,7 +166,8 @@ async def run_step(pool: WorkerPool, streams: int, seconds: float, processor: st
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    settings = Settings(audio_ring_slots=args.ring_slots, log_level="warning", ping_interval=1.0, ping_timeout=30.0)
+    # The pool sizes audio rings in milliseconds of the processors' frames (10 ms here): N slots = N x 10 ms.
+    settings = Settings(audio_ring_ms=args.ring_slots * round(TICK * 1000), log_level="warning", ping_interval=1.0, ping_timeout=30.0)
     pool = WorkerPool(settings)
     await pool.start()
     steps: list[dict[str, Any]] = []

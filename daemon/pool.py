@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import multiprocessing
 import time
 from collections.abc import Coroutine
@@ -48,9 +49,12 @@ __all__ = [
     "WorkerPool",
     "WorkerStats",
     "input_format_of",
+    "ring_slots",
 ]
 
 log = logging.getLogger("framepool.pool")
+# Even at long frames a realtime ring must absorb a frame being processed plus a burst from the SDK.
+MIN_AUDIO_RING_SLOTS = 4
 
 
 class WorkerStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,6 +95,14 @@ def input_format_of(specs: list[ProcessorSpec]) -> AudioFormat | VideoFormat:
                 f"processors {specs[0].name!r} and {spec.name!r} want different input formats: {first} vs {other}"
             )
     return first
+
+
+def ring_slots(settings: Settings, fmt: AudioFormat | VideoFormat) -> int:
+    """Slots of a stream's rings: audio holds `audio_ring_ms` of the processors' frames (at least
+    MIN_AUDIO_RING_SLOTS), video `video_ring_slots` frames."""
+    if isinstance(fmt, AudioFormat):
+        return max(MIN_AUDIO_RING_SLOTS, math.ceil(settings.audio_ring_ms / max(1, fmt.frame_ms)))
+    return settings.video_ring_slots
 
 
 class _Slot:
@@ -213,8 +225,7 @@ class WorkerPool:
         if not self._slots:
             raise PoolError("the worker pool is not started: await pool.start() first")
         worker = await self._ready_worker()
-        slots = self.settings.audio_ring_slots if spec.kind == "audio" else self.settings.video_ring_slots
-        attachment = StreamAttachment(spec, sink, slots, self._streams.discard)
+        attachment = StreamAttachment(spec, sink, ring_slots(self.settings, fmt), self._streams.discard)
         self._streams.add(attachment)
         try:
             await attachment.open(worker, gap=False)

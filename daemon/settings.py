@@ -75,7 +75,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     crash_loop_limit: Annotated[int, _doc("Workers dying this many times in a row before becoming ready halt the pool.", ge=1)] = 5
     worker_shutdown_timeout: Annotated[float, _doc("Seconds each rung of a worker's shutdown ladder (ack, exit) may take before the next.", gt=0)] = 3.0
     processor_failure_limit: Annotated[int, _doc("Consecutive exceptions after which a processor is disabled for that stream.", ge=1)] = 5
-    audio_ring_slots: Annotated[int, _doc("Frames an audio stream's ring holds (realtime drops beyond it).", ge=2, le=65536)] = 64
+    # Milliseconds rather than frames: processors ask for 10-100 ms frames, and slots are page-rounded, so a fixed
+    # frame count would hold 10x more audio (and memory) per stream at 100 ms than at 10 ms.
+    audio_ring_ms: Annotated[int, _doc("Milliseconds of audio an audio stream's ring holds (realtime drops beyond it): max(4, ceil(audio_ring_ms / frame_ms)) slots for the processors' frame length.", ge=10, le=600_000)] = 320
     video_ring_slots: Annotated[int, _doc("Frames a video stream's ring holds.", ge=2, le=1024)] = 4
     # Result slots are pre-faulted like frame slots, so slots x size is resident memory per worker: keep results small.
     result_ring_slots: Annotated[int, _doc("Results a worker's result ring holds (the supervisor drains it on every wake-up).", ge=2, le=65536)] = 256

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from framepool.processors.api import AudioFrame, ProcessContext, Processor, VideoFrame
+from framepool.processors.api import AudioFormat, AudioFrame, ProcessContext, Processor, VideoFrame
 
 
 class Noop(Processor):
@@ -77,11 +77,23 @@ class Fail(Processor):
             raise ValueError(f"bad frame {frame.seq}")
 
 
+class HangParams(msgspec.Struct, forbid_unknown_fields=True):
+    frame_ms: int = 10
+
+
 class Hang(Processor):
-    """Never returns from the first frame: an unresponsive worker."""
+    """Never returns from the first frame: an unresponsive worker (which holds that frame's ring slot)."""
 
     name = "hang"
     kind = "audio"
+    Params = HangParams
+
+    def __init__(self, params: HangParams) -> None:
+        super().__init__(params)
+        self.params: HangParams = params
+
+    def input_format(self) -> AudioFormat:
+        return AudioFormat(frame_ms=self.params.frame_ms)
 
     def process(self, frame: Any, ctx: ProcessContext) -> None:
         ctx.emit("hanging", frame.seq)  # tests wait for this result, then know the worker is stuck

@@ -46,7 +46,7 @@ async def started(**overrides: object) -> WorkerPool:
 
 
 async def test_offline_back_pressure_loses_nothing_and_shutdown_ladder(shm_unchanged: None) -> None:
-    pool = await started(workers=2, audio_ring_slots=4)
+    pool = await started(workers=2, audio_ring_ms=40)  # 4 slots of 10 ms
     try:
         pids = pool.worker_pids()
         assert len(pids) == 2
@@ -78,7 +78,7 @@ async def _closed(pool: WorkerPool) -> PoolStats:
 
 
 async def test_realtime_overload_drops_are_counted_and_flagged(shm_unchanged: None) -> None:
-    pool = await started(audio_ring_slots=4)
+    pool = await started(audio_ring_ms=40)  # 4 slots of 10 ms
     try:
         sink = RecordingSink()
         stream = await pool.attach(audio_spec("rt", "tests.procs:Count;tests.procs:Slow", realtime=True), sink)
@@ -359,3 +359,26 @@ async def test_forkserver_survives_a_process_group_sigterm_and_still_reaps(shm_u
     assert [pid for pid in pids if psutil.pid_exists(pid)] == []
     assert [w.exitcode for w in pool.stats().workers] == [worker.EXIT_CLEAN, worker.EXIT_CLEAN]
     assert psutil.pid_exists(server)
+
+
+@pytest.mark.parametrize(("frame_ms", "slots"), [(10, 32), (100, 4)])
+async def test_audio_ring_holds_audio_ring_ms_of_the_processors_frames(
+    shm_unchanged: None, frame_ms: int, slots: int
+) -> None:
+    pool = await started(worker_shutdown_timeout=0.5, ping_timeout=60.0)  # default audio_ring_ms = 320
+    try:
+        sink = RecordingSink()
+        samples = 48 * frame_ms
+        spec = StreamSpec(
+            stream_id="a", kind="audio", processors=[parse_spec(f"tests.procs:Hang(frame_ms={frame_ms})")],
+            max_frame_bytes=samples * 2,
+        )
+        stream = await pool.attach(spec, sink)
+        frame = np.zeros(samples, np.int16)
+        assert stream.push(frame, 1, FMT_S16, 48000, 1, samples)
+        await sink.wait_for(lambda: bool(sink.payloads("hanging")), "the processor to hang on frame 1")
+        accepted = [stream.push(frame, seq, FMT_S16, 48000, 1, samples) for seq in range(2, 2 + 2 * slots)]
+        assert accepted.count(True) == slots - 1  # frame 1 still holds its slot
+        assert stream.stats().dropped == slots + 1
+    finally:
+        await pool.aclose()
