@@ -18,9 +18,9 @@ API_SECRET = "secret"
 
 
 def make_token(identity: str, room: str, *, secret: str = API_SECRET, ttl: float = 600.0,
-               kind: str = "", **grants: Any) -> str:
+               kind: str = "", api_key: str = API_KEY, **grants: Any) -> str:
     """A join token for `room` (grants override VideoGrants fields, e.g. can_publish=False)."""
-    token = (api.AccessToken(API_KEY, secret).with_identity(identity).with_name(identity)
+    token = (api.AccessToken(api_key, secret).with_identity(identity).with_name(identity)
              .with_ttl(datetime.timedelta(seconds=ttl))
              .with_grants(api.VideoGrants(room_join=grants.pop("room_join", True), room=room, **grants)))
     if kind:

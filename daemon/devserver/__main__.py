@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from framepool.devserver.server import run_devserver
 
@@ -19,9 +20,16 @@ def parse_keys(text: str) -> dict[str, str]:
     return keys
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """Bad arguments are one line on stderr (exit 2), not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m framepool.devserver",
-                                     description="Loopback LiveKit dev server (tests and development only).")
+    parser = _OneLineErrors(prog="python -m framepool.devserver",
+                            description="Loopback LiveKit dev server (tests and development only).")
     parser.add_argument("--host", default="127.0.0.1", help="HTTP/websocket bind address (default loopback)")
     parser.add_argument("--port", type=int, default=7880)
     parser.add_argument("--keys", type=parse_keys, default={"devkey": "secret"}, help="key:secret[,key:secret]")

@@ -317,6 +317,7 @@ class RoomRegistry:
         self.departure_timeout = departure_timeout
         self.empty_timeout = empty_timeout
         self.rooms: dict[str, Room] = {}
+        self.closing = False
         self._listeners: builtins.list[object] = []
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -383,17 +384,20 @@ class RoomRegistry:
             return
         del self.rooms[room.name]
         room._cancel_close()
-        for participant in list(room.participants.values()):
+        leaving = list(room.participants.values())
+        for participant in leaving:
             await room.leave(participant, reason)
-            if participant.link is not None:
-                await participant.link.disconnect(reason)
+        # Concurrently: each disconnect waits for its client's websocket close handshake.
+        await asyncio.gather(*(p.link.disconnect(reason) for p in leaving if p.link is not None))
         room.closed.set()
         log.info("room closed room=%s sid=%s reason=%s", room.name, room.sid, models.DisconnectReason.Name(reason))
         await self.emit("room_closed", room)
 
     async def aclose(self) -> None:
-        for room in list(self.rooms.values()):
-            await self.close_room(room, models.DisconnectReason.SERVER_SHUTDOWN)
+        """Refuse new joins, close every room (SERVER_SHUTDOWN) concurrently, end background tasks."""
+        self.closing = True
+        await asyncio.gather(*(self.close_room(room, models.DisconnectReason.SERVER_SHUTDOWN)
+                               for room in list(self.rooms.values())))
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

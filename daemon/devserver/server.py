@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
+import time
 from types import TracebackType
 
 from aiohttp import web
@@ -23,6 +25,8 @@ from framepool.devserver.signal import handle_rtc, handle_validate
 log = logging.getLogger("framepool.devserver")
 
 DEFAULT_KEYS = {"devkey": "secret"}
+# Bound on closing every connection at shutdown; the CLI's caller (a test, a terminal) waits ~2 s.
+SHUTDOWN_TIMEOUT_S = 1.5
 
 
 class DevServer:
@@ -48,6 +52,7 @@ class DevServer:
         agents.setup(self.app, self)
         self._runner: web.AppRunner | None = None
         self._closed = False
+        self._listening = False
 
     @property
     def url(self) -> str:
@@ -69,23 +74,38 @@ class DevServer:
     async def start(self) -> None:
         """Check aiortc, bind (port 0 picks a free port, then `port`/`url` name it) and serve."""
         install_workarounds()
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
+                                     shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
+        self._listening = True
         sockets = getattr(site._server, "sockets", None)
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
         log.info("dev server listening on %s (ICE host candidates: %s)", self.url, ", ".join(ice_host_addresses()))
 
     async def aclose(self) -> None:
-        """Disconnect every participant, close every room and stop listening; idempotent."""
+        """Shut down in named, bounded rungs (idempotent).
+
+        1. disconnect participants: new joins get 503; every room closes with SERVER_SHUTDOWN, all
+           clients told concurrently, each close handshake bounded (signal.WS_CLOSE_TIMEOUT_S);
+        2. stop serving: stop listening, give the signal sessions and /agent connections
+           SHUTDOWN_TIMEOUT_S to close their peer connections (concurrently, one task each), then
+           cancel whatever is left.
+        """
         if self._closed:
             return
         self._closed = True
+        # A server that never listened (bind failed) has nothing to report.
+        report = log.info if self._listening else log.debug
+        started = time.monotonic()
+        report("shutdown: disconnecting participants")
         await self.rooms.aclose()
         if self._runner is not None:
+            report("shutdown: stop serving, closing connections (at most %.1f s)", SHUTDOWN_TIMEOUT_S)
             await self._runner.cleanup()
+        report("shutdown: done in %.2f s", time.monotonic() - started)
 
     async def __aenter__(self) -> DevServer:
         await self.start()
@@ -97,6 +117,7 @@ class DevServer:
 
 
 async def _serve(server: DevServer) -> None:
+    """Serve until SIGINT/SIGTERM, then shut down; a second signal abandons the orderly shutdown."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -108,6 +129,16 @@ async def _serve(server: DevServer) -> None:
               f"  url:        {server.url}\n  api key:    {key}\n  api secret: {secret}", flush=True)
         await stop.wait()
         log.info("stopping dev server")
+        stop.clear()
+        closing = asyncio.ensure_future(server.aclose())
+        second_signal = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({closing, second_signal}, return_when=asyncio.FIRST_COMPLETED)
+        second_signal.cancel()
+        if closing.done():
+            closing.result()
+        else:
+            log.warning("second signal: exiting without waiting for connections to close")
+            closing.cancel()
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
@@ -122,9 +153,10 @@ def run_devserver(host: str = "127.0.0.1", port: int = 7880, keys: dict[str, str
     try:
         asyncio.run(_serve(server))
     except AiortcIncompatible as exc:
-        print(f"framepool devserver: {exc}", flush=True)
+        print(f"framepool devserver: {exc}", file=sys.stderr, flush=True)
         return 2
     except OSError as exc:
-        print(f"framepool devserver: cannot listen on {host}:{port}: {exc.strerror or exc}", flush=True)
+        print(f"framepool devserver: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr,
+              flush=True)
         return 2
     return 0

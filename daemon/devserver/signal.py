@@ -32,6 +32,9 @@ from framepool.devserver.rooms import Participant, PublishedTrack, Room, RoomReg
 log = logging.getLogger("framepool.devserver")
 
 MAX_SIGNAL_BYTES = 1 << 20
+# How long a disconnect waits for the client's websocket close frame, and a peer connection for its close.
+WS_CLOSE_TIMEOUT_S = 1.0
+PC_CLOSE_TIMEOUT_S = 2.0
 PING_INTERVAL_S = 5
 PING_TIMEOUT_S = 15
 PROTOCOL_VERSION = 16
@@ -153,7 +156,11 @@ class SignalSession:
             await self._serve()
         finally:
             await room.leave(self.participant, self._reason)
-            await self.media.close()
+            try:
+                await asyncio.wait_for(self.media.close(), PC_CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("peer connection of %s did not close within %.0f s", self.participant.identity,
+                            PC_CLOSE_TIMEOUT_S)
             if not self.ws.closed:
                 await self.ws.close()
 
@@ -319,6 +326,8 @@ async def handle_rtc(request: web.Request, registry: RoomRegistry, keys: dict[st
     except (AuthError, BadJoin) as exc:
         log.info("join refused %s: %s %s", request.path, exc.status, exc.message)
         return web.Response(status=exc.status, text=exc.message)
+    if registry.closing:
+        return web.Response(status=503, text="server is shutting down")
     participant = participant_from_claims(claims, join.metadata, dict(join.participant_attributes))
     video = claims.video
     assert video is not None
@@ -328,7 +337,7 @@ async def handle_rtc(request: web.Request, registry: RoomRegistry, keys: dict[st
         log.info("join refused room=%s identity=%s: room is full (%d)", room.name, participant.identity,
                  room.max_participants)
         return web.Response(status=500, text="room has exceeded its max participants")
-    ws = web.WebSocketResponse(max_msg_size=MAX_SIGNAL_BYTES, autoping=True)
+    ws = web.WebSocketResponse(max_msg_size=MAX_SIGNAL_BYTES, autoping=True, timeout=WS_CLOSE_TIMEOUT_S)
     try:
         await ws.prepare(request)
     except BaseException:

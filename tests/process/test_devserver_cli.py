@@ -1,0 +1,137 @@
+"""`python -m framepool.devserver` as a real process: banner, validate, prompt shutdown, one-line errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+from livekit import rtc
+
+from tests.conftest import make_token
+from tests.integration.sdk import TIMEOUT, next_event, publish_tone, stop
+
+pytestmark = pytest.mark.process
+
+# Generous for a loaded 2-core machine; the server bounds its own shutdown at ~1.5 s (server.py).
+EXIT_WITHIN_S = 5.0
+
+
+@dataclass
+class RunningServer:
+    process: asyncio.subprocess.Process
+    url: str
+    key: str
+    secret: str
+
+    @property
+    def http_url(self) -> str:
+        return "http" + self.url[2:]
+
+
+async def _banner(process: asyncio.subprocess.Process) -> dict[str, str]:
+    """The url / api key / api secret lines the server prints once it listens."""
+    fields: dict[str, str] = {}
+    assert process.stdout is not None
+    async with asyncio.timeout(30):
+        while len(fields) < 3:
+            line = (await process.stdout.readline()).decode()
+            assert line, "dev server exited before printing its banner"
+            match = re.match(r"\s+(url|api key|api secret):\s+(\S+)", line)
+            if match:
+                fields[match.group(1)] = match.group(2)
+    return fields
+
+
+@pytest.fixture
+async def cli_server() -> AsyncIterator[RunningServer]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "framepool.devserver", "--port", "0", "--keys", "clikey:clisecret-0123456789",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        fields = await _banner(process)
+        yield RunningServer(process, fields["url"], fields["api key"], fields["api secret"])
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def _token(server: RunningServer, identity: str, room: str) -> str:
+    return make_token(identity, room, api_key=server.key, secret=server.secret)
+
+
+async def test_banner_validate_and_exit_on_sigterm(cli_server: RunningServer) -> None:
+    assert re.fullmatch(r"ws://127\.0\.0\.1:\d+", cli_server.url) and cli_server.key == "clikey"
+    async with aiohttp.ClientSession() as http:
+        ok = await http.get(f"{cli_server.http_url}/rtc/validate",
+                            headers={"Authorization": f"Bearer {_token(cli_server, 'a', 'r')}"})
+        assert (ok.status, await ok.text()) == (200, "success")
+        bad = await http.get(f"{cli_server.http_url}/rtc/validate",
+                             headers={"Authorization": f"Bearer {make_token('a', 'r')}"})
+        assert bad.status == 401
+
+        # A publishing SDK participant, and a raw signal client that never answers the close handshake.
+        sdk_room = rtc.Room()
+        await asyncio.wait_for(sdk_room.connect(cli_server.url, _token(cli_server, "alice", "r")), TIMEOUT)
+        _, feeding = await publish_tone(sdk_room)
+        silent = await http.ws_connect(f"{cli_server.url}/rtc?access_token={_token(cli_server, 'mute', 'r')}",
+                                       autoclose=False)
+        try:
+            disconnected = next_event(sdk_room, "disconnected")
+            started = time.monotonic()
+            cli_server.process.send_signal(signal.SIGTERM)
+            returncode = await asyncio.wait_for(cli_server.process.wait(), 30)
+            elapsed = time.monotonic() - started
+            assert returncode == 0
+            assert elapsed < EXIT_WITHIN_S, f"took {elapsed:.1f} s to exit after SIGTERM"
+            assert await asyncio.wait_for(disconnected, TIMEOUT) == rtc.DisconnectReason.SERVER_SHUTDOWN
+        finally:
+            await stop(feeding)
+            await silent.close()
+            await sdk_room.disconnect()
+    with pytest.raises(ProcessLookupError):
+        os.kill(cli_server.process.pid, 0)
+
+
+async def test_sigint_twice_still_exits_cleanly(cli_server: RunningServer) -> None:
+    cli_server.process.send_signal(signal.SIGINT)
+    cli_server.process.send_signal(signal.SIGINT)
+    assert await asyncio.wait_for(cli_server.process.wait(), 30) == 0
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "framepool.devserver", *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--keys", "no-secret-here"), "argument --keys: expected key:secret, got 'no-secret-here'"),
+    (("--port", "http"), "argument --port: invalid int value: 'http'"),
+])
+def test_bad_arguments_are_one_line(args: tuple[str, ...], message: str) -> None:
+    result = _run(*args)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"python -m framepool.devserver: {message}"]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_occupied_port_is_one_line() -> None:
+    with socket.socket() as occupant:
+        occupant.bind(("127.0.0.1", 0))
+        occupant.listen()
+        port = occupant.getsockname()[1]
+        result = _run("--port", str(port))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"framepool devserver: cannot listen on 127.0.0.1:{port}: ")
+    assert "address already in use" in lines[0] and "Traceback" not in result.stdout + result.stderr
