@@ -80,21 +80,34 @@ class PoolStats(msgspec.Struct, frozen=True, kw_only=True):
 def input_format_of(specs: list[ProcessorSpec]) -> AudioFormat | VideoFormat:
     """The one input format all `specs` share; ProcessorError for bad params or disagreeing processors.
 
-    Each processor is constructed here once to ask it: keep heavy set-up (models) in the prewarm hook,
-    not in `__init__`.
+    Video processors may declare different maximum resolutions (each gets its frames scaled down to its own in
+    the worker): the stream's format is then the least restrictive, 0 (native) in a dimension where any of them
+    takes native frames. Each processor is constructed here once to ask it: keep heavy set-up (models) in the
+    prewarm hook, not in `__init__`.
     """
     if not specs:
         raise ProcessorError("a stream needs at least one processor")
     first = instantiate(specs[0]).input_format()
+    merged = first
     for spec in specs[1:]:
         other = instantiate(spec).input_format()
         if type(other) is not type(first):
             raise ProcessorError(f"processors {specs[0].name!r} and {spec.name!r} mix audio and video on one stream")
-        if other != first:
+        if isinstance(merged, VideoFormat) and isinstance(other, VideoFormat) and other.pixel_format == merged.pixel_format:
+            merged = VideoFormat(
+                pixel_format=merged.pixel_format,
+                max_width=_least_restrictive(merged.max_width, other.max_width),
+                max_height=_least_restrictive(merged.max_height, other.max_height),
+            )
+        elif other != first:
             raise ProcessorError(
                 f"processors {specs[0].name!r} and {spec.name!r} want different input formats: {first} vs {other}"
             )
-    return first
+    return merged
+
+
+def _least_restrictive(a: int, b: int) -> int:
+    return 0 if not a or not b else max(a, b)
 
 
 def ring_slots(settings: Settings, fmt: AudioFormat | VideoFormat) -> int:

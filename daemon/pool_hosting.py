@@ -2,7 +2,9 @@
 
 Per stream, one processor instance per spec, created in the worker so it may keep state between frames.
 A frame reaches `process` as zero-copy numpy views of the input ring slot, released right after the last
-processor returns. A processor that raises is counted and logged with the stream's labels; after
+processor returns; a video processor whose VideoFormat sets a maximum resolution gets frames above it
+scaled down first, into a buffer the stream reuses (per distinct scale factor, shared by the processors
+that need the same one). A processor that raises is counted and logged with the stream's labels; after
 `processor_failure_limit` consecutive failures it is disabled for that stream and the supervisor is told
 (`processor_disabled`). The worker never dies of a processor exception.
 
@@ -26,8 +28,9 @@ import numpy.typing as npt
 from framepool import control
 from framepool.control import WorkerChannel
 from framepool.logs import log_context
-from framepool.processors.api import AudioFrame, PixelFormat, Processor, VideoFrame, frame_bytes
+from framepool.processors.api import AudioFrame, PixelFormat, Processor, VideoFormat, VideoFrame, frame_bytes
 from framepool.processors.registry import instantiate
+from framepool.processors.scale import downscale, scale_factor
 from framepool.ring import (
     FLAG_GAP,
     FMT_BYTES,
@@ -140,7 +143,7 @@ class StreamContext:
 
 
 class HostedProcessor:
-    __slots__ = ("busy", "context", "disabled", "failures", "instance", "name")
+    __slots__ = ("busy", "context", "disabled", "failures", "instance", "max_size", "name")
 
     def __init__(self, name: str, instance: Processor, context: StreamContext) -> None:
         self.name = name
@@ -149,6 +152,38 @@ class HostedProcessor:
         self.failures = 0
         self.disabled = False
         self.busy = 0.0
+        fmt = instance.input_format()
+        # A video processor with a maximum resolution gets larger frames scaled down (framepool.processors.scale).
+        self.max_size = fmt if isinstance(fmt, VideoFormat) and (fmt.max_width or fmt.max_height) else None
+
+
+class FrameScaler:
+    """A stream's downscaled copies of the current frame, one per distinct factor its processors need.
+
+    Each factor keeps its output buffer across frames (reallocated only when the geometry changes), so
+    scaling costs no per-frame allocation of the output; processors with the same factor share one copy.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[int, npt.NDArray[np.uint8]] = {}
+        self._current: dict[int, VideoFrame] = {}
+
+    def new_frame(self) -> None:
+        self._current.clear()
+
+    def scaled(self, frame: VideoFrame, fmt: VideoFormat) -> VideoFrame:
+        factor = scale_factor(frame.width, frame.height, fmt)
+        if factor == 1:
+            return frame
+        scaled = self._current.get(factor)
+        if scaled is None:
+            data, width, height = downscale(
+                frame.data, frame.width, frame.height, frame.pixel_format, factor, self._buffers.get(factor)
+            )
+            self._buffers[factor] = data
+            scaled = VideoFrame(data, width, height, frame.pixel_format, frame.ts_us, frame.seq, frame.gap)
+            self._current[factor] = scaled
+        return scaled
 
 
 class HostedStream:
@@ -172,6 +207,7 @@ class HostedStream:
         self.output: FrameRing | None = None
         self.space_bell: Doorbell | None = None
         self.processors: list[HostedProcessor] = []
+        self.scaler = FrameScaler()
 
     @classmethod
     def open(
@@ -233,12 +269,16 @@ class HostedStream:
         else:
             pixels = np.frombuffer(view, np.uint8)
             frame = VideoFrame(pixels, header.width, header.height, PIXEL_FORMATS.get(header.fmt, "I420"), header.ts_us, header.seq, gap)
+            self.scaler.new_frame()
         for processor in self.processors:
             if processor.disabled:
                 continue
             started = time.perf_counter()
             try:
-                processor.instance.process(frame, processor.context)
+                given = frame
+                if processor.max_size is not None and isinstance(frame, VideoFrame):
+                    given = self.scaler.scaled(frame, processor.max_size)  # counted as the processor's busy time
+                processor.instance.process(given, processor.context)
                 processor.failures = 0
             except Exception as exc:
                 self._failed(processor, exc, "process")

@@ -28,37 +28,48 @@ def scale_factor(width: int, height: int, fmt: VideoFormat) -> int:
     return factor
 
 
-def _box(plane: npt.NDArray[np.uint8], factor: int, out_h: int, out_w: int) -> npt.NDArray[np.uint8]:
-    """Mean of each factor × factor block; trailing rows/columns that do not fill a block are dropped."""
+def _box_into(plane: npt.NDArray[np.uint8], factor: int, dest: npt.NDArray[np.uint8]) -> None:
+    """Write the mean of each factor × factor block of `plane` into `dest` (out_h, out_w[, depth]); trailing
+    rows/columns that do not fill a block are dropped."""
+    out_h, out_w = dest.shape[0], dest.shape[1]
     depth = plane.shape[2] if plane.ndim == 3 else 1
     cropped = plane[: out_h * factor, : out_w * factor].reshape(out_h, factor, out_w, factor, depth)
     mean = cropped.mean(axis=(1, 3), dtype=np.float32)
-    out = np.empty((out_h, out_w, depth), np.uint8)
     np.rint(mean, out=mean)
-    out[...] = mean
-    return out if plane.ndim == 3 else out[:, :, 0]
+    dest[...] = mean.reshape(dest.shape)
 
 
 def downscale(
-    data: npt.NDArray[np.uint8], width: int, height: int, pixel_format: PixelFormat, factor: int
+    data: npt.NDArray[np.uint8], width: int, height: int, pixel_format: PixelFormat, factor: int,
+    out: npt.NDArray[np.uint8] | None = None,
 ) -> tuple[npt.NDArray[np.uint8], int, int]:
-    """A new flat buffer with the frame scaled down by `factor`, and its width and height."""
+    """The frame scaled down by `factor` as a flat buffer, and its width and height.
+
+    The buffer is `out` when it has the scaled frame's size (a caller scaling every frame of a stream passes
+    the previous result back, so the output is not allocated per frame), else a new one.
+    """
     out_w, out_h = max(1, width // factor), max(1, height // factor)
+    size = frame_bytes(out_w, out_h, pixel_format)
+    if out is None or out.size != size or out.dtype != np.uint8:
+        out = np.empty(size, np.uint8)
     if pixel_format == "I420":
         cw, ch = (width + 1) // 2, (height + 1) // 2
         ocw, och = (out_w + 1) // 2, (out_h + 1) // 2
         y = data[: width * height].reshape(height, width)
         u = data[width * height : width * height + cw * ch].reshape(ch, cw)
         v = data[width * height + cw * ch : width * height + 2 * cw * ch].reshape(ch, cw)
-        out = np.empty(frame_bytes(out_w, out_h, "I420"), np.uint8)
-        out[: out_w * out_h] = _box(y, factor, out_h, out_w).ravel()
+        _box_into(y, factor, out[: out_w * out_h].reshape(out_h, out_w))
         chroma_factor_h, chroma_factor_w = max(1, ch // och), max(1, cw // ocw)
         chroma_factor = min(factor, chroma_factor_h, chroma_factor_w)
         for index, plane in enumerate((u, v)):
             start = out_w * out_h + index * ocw * och
-            scaled = _box(plane, chroma_factor, och, ocw) if chroma_factor > 1 else plane[:och, :ocw]
-            out[start : start + ocw * och] = scaled.ravel()
+            dest = out[start : start + ocw * och].reshape(och, ocw)
+            if chroma_factor > 1:
+                _box_into(plane, chroma_factor, dest)
+            else:
+                dest[...] = plane[:och, :ocw]
         return out, out_w, out_h
     depth = 3 if pixel_format == "RGB24" else 4
     image = data[: width * height * depth].reshape(height, width, depth)
-    return _box(image, factor, out_h, out_w).reshape(-1), out_w, out_h
+    _box_into(image, factor, out.reshape(out_h, out_w, depth))
+    return out, out_w, out_h

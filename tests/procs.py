@@ -9,7 +9,14 @@ from typing import Any
 
 import msgspec
 
-from framepool.processors.api import AudioFormat, AudioFrame, ProcessContext, Processor, VideoFrame
+from framepool.processors.api import (
+    AudioFormat,
+    AudioFrame,
+    ProcessContext,
+    Processor,
+    VideoFormat,
+    VideoFrame,
+)
 
 
 class Noop(Processor):
@@ -204,3 +211,35 @@ class LingerAtExit(Processor):
         import threading
 
         threading.Thread(target=threading.Event().wait, name="lingering", daemon=False).start()
+
+
+class SizeProbeParams(msgspec.Struct, forbid_unknown_fields=True):
+    max_width: int = 0
+    max_height: int = 0
+
+
+class SizeProbe(Processor):
+    """Declares a maximum resolution; emits the geometry it was given, a digest of the pixels and whether the
+    buffer is the same object as the previous frame's (the scaled buffer is reused per stream)."""
+
+    name = "size-probe"
+    kind = "video"
+    Params = SizeProbeParams
+
+    def __init__(self, params: SizeProbeParams) -> None:
+        super().__init__(params)
+        self.params: SizeProbeParams = params
+        self.previous_buffer = 0
+
+    def input_format(self) -> VideoFormat:
+        return VideoFormat(max_width=self.params.max_width, max_height=self.params.max_height)
+
+    def process(self, frame: VideoFrame, ctx: ProcessContext) -> None:
+        import hashlib
+
+        buffer = frame.data.__array_interface__["data"][0]
+        ctx.emit("size", {
+            "width": frame.width, "height": frame.height, "bytes": frame.data.nbytes, "seq": frame.seq,
+            "sha256": hashlib.sha256(frame.data.tobytes()).hexdigest(), "reused": buffer == self.previous_buffer,
+        })
+        self.previous_buffer = buffer

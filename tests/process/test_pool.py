@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -380,5 +381,45 @@ async def test_audio_ring_holds_audio_ring_ms_of_the_processors_frames(
         accepted = [stream.push(frame, seq, FMT_S16, 48000, 1, samples) for seq in range(2, 2 + 2 * slots)]
         assert accepted.count(True) == slots - 1  # frame 1 still holds its slot
         assert stream.stats().dropped == slots + 1
+    finally:
+        await pool.aclose()
+
+
+def _block_mean(plane: np.ndarray, factor: int) -> np.ndarray:
+    h, w = plane.shape[0] // factor, plane.shape[1] // factor
+    blocks = plane[: h * factor, : w * factor].reshape(h, factor, w, factor).astype(np.float64)
+    return np.rint(blocks.mean(axis=(1, 3))).astype(np.uint8)
+
+
+async def test_video_scaled_down_per_processor_maximum(shm_unchanged: None) -> None:
+    pool = await started()
+    try:
+        sink = RecordingSink()
+        width, height = 640, 360
+        size = width * height * 3 // 2
+        processors = ["tests.procs:SizeProbe(max_width=160)", "tests.procs:SizeProbe"]
+        spec = StreamSpec(
+            stream_id="scaled", kind="video", processors=[parse_spec(p) for p in processors], realtime=False,
+            max_frame_bytes=size,
+        )
+        stream = await pool.attach(spec, sink)
+        rng = np.random.default_rng(7)
+        frames = [rng.integers(0, 256, size, dtype=np.uint8) for _ in range(3)]
+        for seq, frame in enumerate(frames, 1):
+            await stream.push_wait(frame, seq, FMT_I420, width, height, 0)
+        await stream.drain()
+        sizes = sink.payloads("size")  # per frame: the first processor's result, then the second's
+        scaled, native = sizes[0::2], sizes[1::2]
+        for frame, small, full in zip(frames, scaled, native, strict=True):
+            y = frame[: width * height].reshape(height, width)
+            u = frame[width * height : width * height * 5 // 4].reshape(height // 2, width // 2)
+            v = frame[width * height * 5 // 4 :].reshape(height // 2, width // 2)
+            expected = np.concatenate([_block_mean(plane, 4).ravel() for plane in (y, u, v)])
+            assert (small["width"], small["height"], small["bytes"]) == (160, 90, 160 * 90 * 3 // 2)
+            assert small["sha256"] == hashlib.sha256(expected.tobytes()).hexdigest()
+            assert (full["width"], full["height"]) == (640, 360)
+            assert full["sha256"] == hashlib.sha256(frame.tobytes()).hexdigest()
+        assert [p["reused"] for p in scaled] == [False, True, True]  # one output buffer for the stream
+        await stream.detach()
     finally:
         await pool.aclose()

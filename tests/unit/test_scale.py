@@ -53,3 +53,27 @@ def test_rgb_block_average() -> None:
     assert (w, h) == (2, 2)
     np.testing.assert_array_equal(out.reshape(2, 2, 3)[0, 0], (150, 75, 0))
     np.testing.assert_array_equal(out.reshape(2, 2, 3)[1, 1], (0, 0, 0))
+
+
+def test_output_buffer_is_reused_when_the_size_matches() -> None:
+    frame = i420(64, 32, np.full((32, 64), 10, np.uint8), 20, 30)
+    first, _, _ = downscale(frame, 64, 32, "I420", 2)
+    again, _, _ = downscale(frame, 64, 32, "I420", 2, out=first)
+    assert again is first
+    other, w, h = downscale(frame, 64, 32, "I420", 4, out=first)  # another geometry: a new buffer
+    assert other is not first and other.size == frame_bytes(w, h, "I420")
+
+
+def test_stream_format_of_processors_with_different_maxima_is_the_least_restrictive() -> None:
+    from framepool.pool import input_format_of
+    from framepool.processors.registry import parse_spec
+
+    def fmt(*specs: str) -> VideoFormat:
+        result = input_format_of([parse_spec(s) for s in specs])
+        assert isinstance(result, VideoFormat)
+        return result
+
+    assert fmt("tests.procs:SizeProbe(max_width=160)", "tests.procs:SizeProbe(max_width=320, max_height=90)") == VideoFormat(
+        max_width=320, max_height=0
+    )
+    assert fmt("tests.procs:SizeProbe(max_width=160)", "tests.procs:SizeProbe") == VideoFormat()
