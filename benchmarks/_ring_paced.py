@@ -29,7 +29,6 @@ from multiprocessing.connection import Connection
 from multiprocessing.reduction import recv_handle
 from typing import Any
 
-import msgspec
 from _ring_common import (
     FRAMES,
     SOCK_HEADER,
@@ -43,16 +42,22 @@ from _ring_common import (
 )
 
 from framepool import ring as fp
-from framepool.settings import Settings
 
 PERIOD_S = 0.005
-_DEFAULTS = {field.name: field.default for field in msgspec.structs.fields(Settings)}
-# The supervisor's default ring sizes, so the producer cycles through as many slots as in production.
-SLOTS = {
-    "1080p": _DEFAULTS["video_ring_slots"],
-    "720p": _DEFAULTS["video_ring_slots"],
-    "audio10ms": _DEFAULTS["audio_ring_slots"],
-}
+
+
+def ring_slots(frame: str) -> int:
+    """The slots the supervisor gives a stream of these frames by default (parent process only: the import
+    is heavy), so the producer has as many slots to cycle through as in production."""
+    from framepool.pool import ring_slots as supervisor_ring_slots
+    from framepool.processors.api import AudioFormat, VideoFormat
+    from framepool.settings import Settings
+
+    kind = FRAMES[frame][1]
+    slots: int = supervisor_ring_slots(
+        Settings(), VideoFormat() if kind == fp.KIND_VIDEO else AudioFormat(frame_ms=10)
+    )
+    return slots
 
 
 def frame_array(frame: str, buffer: Any) -> Any:

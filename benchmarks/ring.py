@@ -133,7 +133,10 @@ def framepool_consumer(run: Run, conn: Connection) -> dict[str, Any]:
 
 
 def framepool_fds(run: Run) -> tuple[list[int], list[Any]]:
-    slots = {"single": 1, "batched": BATCH_SLOTS[run.frame], "paced": paced.SLOTS[run.frame]}[run.mode]
+    if run.mode == "paced":
+        slots = paced.ring_slots(run.frame)
+    else:
+        slots = 1 if run.mode == "single" else BATCH_SLOTS[run.frame]  # single: one frame in flight
     ring = fp.FrameRing.create(slots, FRAMES[run.frame][0], fp.POLICY_BLOCK)
     ack = fp.FrameRing.create(2, 64, fp.POLICY_BLOCK)
     bells = [fp.Doorbell.create() for _ in range(3)]
