@@ -8,6 +8,10 @@ with a websocket close code and a one-line reason, and the participant leaves th
 `/rtc/v1` is the SDK's default single peer connection: the join request (a base64url
 `WrappedJoinRequest`, gzipped or not) carries the client's first offer. `/rtc` is the classic mode
 with a server-offered subscriber connection; the SDK falls back to it when /rtc/v1 answers 404.
+
+A participant leaves when its signal connection drops (SIGNAL_CLOSE). Resume (`reconnect=1`) is not
+supported, because it needs an ICE restart aiortc does not implement: a resume request gets the leave
+livekit-server sends for a participant it no longer has, and the SDK rejoins at once (`_refuse_resume`).
 """
 
 from __future__ import annotations
@@ -328,6 +332,8 @@ async def handle_rtc(request: web.Request, registry: RoomRegistry, keys: dict[st
         return web.Response(status=exc.status, text=exc.message)
     if registry.closing:
         return web.Response(status=503, text="server is shutting down")
+    if join.reconnect:
+        return await _refuse_resume(request, claims, join)
     participant = participant_from_claims(claims, join.metadata, dict(join.participant_attributes))
     video = claims.video
     assert video is not None
@@ -358,11 +364,32 @@ async def _create_room(registry: RoomRegistry, name: str, claims: Claims) -> Roo
 
 
 def _classic_join(request: web.Request) -> rtc_pb.JoinRequest:
-    """The classic /rtc query (auto_subscribe, metadata) as a JoinRequest without an offer."""
-    join = rtc_pb.JoinRequest(metadata=request.query.get("metadata", ""))
+    """The classic /rtc query (auto_subscribe, metadata, reconnect, sid) as a JoinRequest without an offer."""
+    join = rtc_pb.JoinRequest(metadata=request.query.get("metadata", ""),
+                              reconnect=request.query.get("reconnect", "0") in ("1", "true"),
+                              participant_sid=request.query.get("sid", ""))
     auto = request.query.get("auto_subscribe", "1")
     join.connection_settings.auto_subscribe = auto not in ("0", "false")
     return join
+
+
+async def _refuse_resume(request: web.Request, claims: Claims, join: rtc_pb.JoinRequest) -> web.WebSocketResponse:
+    """Answer a resume (reconnect=1) the way livekit-server answers one for a participant it no longer has.
+
+    The dev server cannot resume: a participant leaves when its signal connection drops, and a resume
+    would need an ICE restart, which aiortc does not implement. livekit-server's answer for that case is
+    a LeaveRequest asking for a full reconnect (STATE_MISMATCH, RECONNECT); the SDK then joins afresh at
+    once and republishes its tracks, instead of waiting seconds for a ReconnectResponse that never comes.
+    """
+    log.info("resume refused identity=%s sid=%s: asking the client to reconnect", claims.identity,
+             join.participant_sid)
+    ws = web.WebSocketResponse(max_msg_size=MAX_SIGNAL_BYTES, timeout=WS_CLOSE_TIMEOUT_S)
+    await ws.prepare(request)
+    leave = rtc_pb.LeaveRequest(can_reconnect=True, reason=models.DisconnectReason.STATE_MISMATCH,
+                                action=rtc_pb.LeaveRequest.Action.RECONNECT)
+    await ws.send_bytes(rtc_pb.SignalResponse(leave=leave).SerializeToString())
+    await ws.close(code=WSCloseCode.OK, message=b"STATE_MISMATCH")
+    return ws
 
 
 async def handle_validate(request: web.Request, keys: dict[str, str]) -> web.Response:

@@ -6,8 +6,12 @@ import asyncio
 
 import numpy as np
 import pytest
+from aiohttp import WSCloseCode
 from livekit import rtc
+from livekit.protocol import models
 
+from framepool.devserver.rooms import Participant
+from framepool.devserver.signal import SignalSession
 from tests.conftest import SignalMode
 from tests.integration.sdk import (
     TIMEOUT,
@@ -139,5 +143,43 @@ async def test_mute_unpublish_and_manual_subscription(signal_mode: SignalMode, r
             unpublished = next_event(bob, "track_unpublished")
             await alice.local_participant.unpublish_track(publication.sid)
             assert (await asyncio.wait_for(unpublished, TIMEOUT))[0].sid == publication.sid
+        finally:
+            await stop(feeding)
+
+
+async def test_dropped_signal_connection_reconnects_without_a_ghost(signal_mode: SignalMode, room_name: str) -> None:
+    """The SDK's resume after a dropped signal connection is answered as livekit-server answers a resume
+    for a participant it no longer has (leave: STATE_MISMATCH, RECONNECT): the SDK rejoins at once under
+    the same identity and republishes, and the others see alice leave with SIGNAL_CLOSE and come back once."""
+    server, options = signal_mode.server, signal_mode.options
+    joins: list[str] = []
+    leaves: list[int] = []
+
+    class Watcher:
+        def participant_joined(self, room: object, participant: Participant) -> None:
+            joins.append(participant.identity)
+
+        def participant_left(self, room: object, participant: Participant, reason: int) -> None:
+            leaves.append(reason)
+
+    async with joined(server, "alice", room_name, options) as alice, joined(server, "bob", room_name, options) as bob:
+        _, feeding = await publish_tone(alice)
+        try:
+            await subscribed_track(bob, "alice", rtc.TrackKind.KIND_AUDIO)
+            room = server.rooms.get(room_name)
+            assert room is not None
+            link = room.participants["alice"].link
+            assert isinstance(link, SignalSession)
+            server.rooms.add_listener(Watcher())
+            reconnected = next_event(alice, "reconnected")
+            resubscribed = next_event(bob, "track_subscribed", lambda t, pub, p: p.identity == "alice")
+            await link.ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"dropped by the test")
+            await asyncio.wait_for(reconnected, TIMEOUT)
+            track, _, _ = await asyncio.wait_for(resubscribed, TIMEOUT)
+            assert await tone_energy(track, frames=10) > 3000
+            assert (joins, leaves) == (["alice"], [models.DisconnectReason.SIGNAL_CLOSE])
+            received = next_event(bob, "data_received")
+            await alice.local_participant.publish_data(b"back", reliable=True)
+            assert (await asyncio.wait_for(received, TIMEOUT)).data == b"back"
         finally:
             await stop(feeding)

@@ -11,6 +11,7 @@ import aiohttp
 import jwt
 import pytest
 from livekit import api, rtc
+from livekit.protocol import models
 from livekit.protocol import room as room_pb
 from livekit.protocol import rtc as rtc_pb
 
@@ -241,3 +242,15 @@ async def test_agent_alone_does_not_hold_a_room_past_its_empty_timeout(devserver
         disconnected = next_event(agent, "disconnected")
         assert await asyncio.wait_for(disconnected, TIMEOUT) == rtc.DisconnectReason.ROOM_CLOSED
     assert room.closed.is_set()
+
+
+async def test_resume_request_is_answered_with_a_reconnect_leave(devserver: DevServer, room_name: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(f"{devserver.url}/rtc?reconnect=1&sid=PA_gone&protocol=16",
+                                   headers={"Authorization": f"Bearer {make_token('alice', room_name)}"})
+        message = await asyncio.wait_for(ws.receive(), TIMEOUT)
+        leave = rtc_pb.SignalResponse.FromString(message.data).leave
+        assert (leave.can_reconnect, leave.reason, leave.action) == (
+            True, models.DisconnectReason.STATE_MISMATCH, rtc_pb.LeaveRequest.Action.RECONNECT)
+        await ws.close()
+    assert devserver.rooms.get(room_name) is None
