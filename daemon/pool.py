@@ -55,6 +55,7 @@ __all__ = [
 log = logging.getLogger("framepool.pool")
 # Even at long frames a realtime ring must absorb a frame being processed plus a burst from the SDK.
 MIN_AUDIO_RING_SLOTS = 4
+MEMORY_WARN_REARM = 0.9  # a worker warned about its memory is warned again after dropping below 90 % of the line
 
 
 class WorkerStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -144,6 +145,7 @@ class WorkerPool:
         self._closing = False
         self._closed = asyncio.Event()
         self._pings = 0
+        self._beat: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
     # -- start ----------------------------------------------------------------------------------------
 
@@ -325,19 +327,29 @@ class WorkerPool:
                     continue
                 worker.send(control.Ping(seq=self._pings))
             await self._check_memory()
+            self._beat.set_result(self._pings)
+            self._beat = asyncio.get_running_loop().create_future()
+
+    async def next_heartbeat(self) -> int:
+        """Return once the next heartbeat (pings sent, memory checked) has completed; its number.
+        PoolError once the pool is closed."""
+        return await asyncio.shield(self._beat)
 
     async def _check_memory(self) -> None:
         workers = [s.worker for s in self._slots if s.worker is not None and s.worker.state is WorkerState.READY]
         sizes = await asyncio.to_thread(_pss_of, [w.pid for w in workers])
         warn, limit = self.settings.worker_memory_warn_mb << 20, self.settings.worker_memory_limit_mb << 20
         for worker, pss in zip(workers, sizes, strict=True):
-            crossed_warn = warn and pss > warn >= worker.pss
             worker.pss = pss
             if limit and pss > limit and worker.state is WorkerState.READY:
                 log.error("worker %d (pid %d) uses %d MiB (limit %d MiB); restarting it", worker.slot, worker.pid, pss >> 20, limit >> 20)
                 worker.kill()
-            elif crossed_warn:
+            elif warn and pss > warn and not worker.memory_warned:
+                # Once per crossing, not per check; re-armed only well below, so PSS hovering at the line is quiet.
+                worker.memory_warned = True
                 log.warning("worker %d (pid %d) uses %d MiB (warning at %d MiB)", worker.slot, worker.pid, pss >> 20, warn >> 20)
+            elif pss < warn * MEMORY_WARN_REARM:
+                worker.memory_warned = False
 
     def load(self) -> float:
         """The busiest worker's CPU fraction (EWMA), 0..1."""
@@ -376,6 +388,9 @@ class WorkerPool:
                 task.cancel()
             # A cancelled restart may own a half-started worker: let it finish handing it over to its slot.
             await asyncio.gather(*tasks, return_exceptions=True)
+            if not self._beat.done():
+                self._beat.set_exception(PoolError("the worker pool is closed"))
+                self._beat.exception()  # retrieved: nobody may be waiting
             streams = list(self._streams)
             if streams:
                 log.info("pool shutdown: detaching %d streams", len(streams))

@@ -88,6 +88,7 @@ class WorkerProcess:
         self.stopping_requested = False  # its exit is expected: no restart
         self.load_estimate = LoadEstimate()
         self.pss = 0
+        self.memory_warned = False
         self.ready = asyncio.get_running_loop().create_future()  # resolves at WorkerReady
         self.acked = asyncio.Event()
         self.exited = asyncio.Event()

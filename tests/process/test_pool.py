@@ -21,6 +21,7 @@ from framepool.pool import PoolStats, StreamSpec, WorkerPool
 from framepool.processors.registry import parse_spec
 from framepool.ring import FMT_I420, FMT_S16
 from tests.process.pool_support import (
+    WAIT,
     RecordingSink,
     audio_frame,
     audio_spec,
@@ -423,3 +424,27 @@ async def test_video_scaled_down_per_processor_maximum(shm_unchanged: None) -> N
         await stream.detach()
     finally:
         await pool.aclose()
+
+
+async def test_memory_warning_is_logged_once_and_the_worker_keeps_running(
+    shm_unchanged: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="framepool.pool")
+    pool = await started(worker_memory_warn_mb=1, ping_interval=0.05)  # any Python process is above 1 MiB
+    try:
+        pid = pool.worker_pids()[0]
+        for _ in range(8):  # eight memory checks, each above the line
+            await asyncio.wait_for(pool.next_heartbeat(), WAIT)
+        warnings = [r.getMessage() for r in caplog.records if "warning at 1 MiB" in r.getMessage()]
+        assert len(warnings) == 1 and warnings[0].startswith(f"worker 0 (pid {pid}) uses ")
+        assert pool.stats().workers[0].pss_bytes > 1 << 20
+        sink = RecordingSink()
+        stream = await pool.attach(audio_spec("m", "tests.procs:Count"), sink)
+        await stream.push_wait(audio_frame(1), 1, FMT_S16, 48000, 1, 480)
+        await stream.drain()
+        assert sink.payloads("count")[0]["pid"] == pid
+        assert pool.worker_pids() == [pid] and pool.stats().restarts == 0 and psutil.pid_exists(pid)
+    finally:
+        await pool.aclose()
+    with pytest.raises(PoolError, match="closed"):
+        await pool.next_heartbeat()
