@@ -144,6 +144,9 @@ class Pong(_Message):
     seq: int
     cpu_seconds: float  # the worker's process CPU time so far: the supervisor derives its load
     results_dropped: int
+    # Seconds spent in each processor (in the stream's processor order) so far, for the streams that processed
+    # frames since the previous pong: stream statistics stay current without a drain.
+    busy: dict[int, list[float]] = {}
 
 
 class ShutdownAck(_Message):

@@ -89,7 +89,7 @@ class StreamStats(msgspec.Struct, frozen=True, kw_only=True):
     errors: int  # processor exceptions
     results: int  # results delivered to the sink
     results_dropped: int  # results a full result ring refused (realtime only)
-    busy: dict[str, float]  # seconds spent in each processor (as of the last drain or detach)
+    busy: dict[str, float]  # seconds spent in each processor: at most a ping interval old (exact after drain, detach)
 
 
 class StreamAttachment:
@@ -117,7 +117,8 @@ class StreamAttachment:
         self.gaps = 0
         self._refused = self._lost = self._errors = self._errors_retired = self._results = self._results_dropped = 0
         self._retired = {"dropped": 0, "skipped": 0, "read": 0}  # counters of rings of dead workers
-        self._busy: dict[str, float] = {}
+        self._busy: dict[str, float] = {}  # of the current worker's processor instances
+        self._busy_retired: dict[str, float] = {}  # of instances that died with earlier workers
 
     @property
     def detaching(self) -> bool:
@@ -170,6 +171,9 @@ class StreamAttachment:
         self.worker = None
         self.gaps += 1
         self._errors_retired, self._errors = self._errors_retired + self._errors, 0  # the new worker counts from 0
+        for name, seconds in self._busy.items():
+            self._busy_retired[name] = self._busy_retired.get(name, 0.0) + seconds
+        self._busy = {}
         self._live.clear()
         self._space.set()  # a push_wait sleeping on the old ring must notice
 
@@ -339,6 +343,13 @@ class StreamAttachment:
     def output_pending(self) -> bool:
         return self._output is not None and self._output.pending() > 0
 
+    def busy_reported(self, seconds: list[float]) -> None:
+        """A pong's busy seconds of this stream's processors, in processor order."""
+        busy: dict[str, float] = {}
+        for name, value in zip(self._names, seconds, strict=False):
+            busy[name] = busy.get(name, 0.0) + value
+        self._busy = busy
+
     def processor_event(self, event: control.StreamEvent) -> None:
         self._errors = max(self._errors, event.errors)
         self._notify(event.event, f"{event.processor}: {event.detail}")
@@ -369,5 +380,5 @@ class StreamAttachment:
             errors=self._errors_retired + self._errors,
             results=self._results,
             results_dropped=self._results_dropped,
-            busy=dict(self._busy),
+            busy={name: self._busy_retired.get(name, 0.0) + self._busy.get(name, 0.0) for name in dict.fromkeys(self._names)},
         )

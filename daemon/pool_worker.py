@@ -207,10 +207,14 @@ class WorkerProcess:
                     self.ready.set_result(pid)
             case control.WorkerFailed(reason=reason):
                 self.failure = reason
-            case control.Pong(cpu_seconds=cpu_seconds, results_dropped=dropped):
+            case control.Pong(cpu_seconds=cpu_seconds, results_dropped=dropped, busy=busy):
                 self.last_pong = now = time.monotonic()
                 self.load_estimate.update(now, cpu_seconds)
                 self.results_dropped = dropped
+                for index, seconds in busy.items():
+                    attachment = self.attachments.get(index)
+                    if attachment is not None:
+                        attachment.busy_reported(seconds)
             case control.StreamEvent(index=index):
                 attachment = self.attachments.get(index)
                 if attachment is not None:

@@ -37,6 +37,10 @@ from framepool.logs import log_context, setup_logging
 from framepool.pool_hosting import HostedStream, ResultWriter
 from framepool.ring import Doorbell, FrameRing, RingError
 
+# Streams whose busy seconds one pong carries at most (about 20 bytes each per processor, far below the channel's
+# message limit); the others wait for the next pong, oldest first.
+BUSY_PER_PONG = 4096
+
 EXIT_CLEAN = 0  # Shutdown answered with ShutdownAck, everything closed
 EXIT_FAILURE = 1  # an unexpected exception in the runtime itself (a bug; logged)
 EXIT_BAD_START = 2  # the start message or its fds were unusable
@@ -125,6 +129,7 @@ class WorkerRuntime:
         results.bind(result_bell, None)
         self.writer = ResultWriter(results, result_bell, self.space_bell, start.result_max_bytes)
         self.streams: dict[int, HostedStream] = {}
+        self.busy_changed: dict[int, None] = {}  # streams that processed frames since the last pong, oldest first
         self.stopping = False
         self._control_poll = select.poll()
         self._control_poll.register(channel.fileno(), select.POLLIN)
@@ -181,10 +186,21 @@ class WorkerRuntime:
 
     def _process_ready(self) -> bool:
         worked = False
-        for stream in list(self.streams.values()):
+        for index, stream in list(self.streams.items()):
             if stream.process_pending():
                 worked = True
+                self.busy_changed[index] = None
         return worked
+
+    def _busy_report(self) -> dict[int, list[float]]:
+        report: dict[int, list[float]] = {}
+        while self.busy_changed and len(report) < BUSY_PER_PONG:
+            index = next(iter(self.busy_changed))
+            del self.busy_changed[index]
+            stream = self.streams.get(index)
+            if stream is not None:
+                report[index] = [processor.busy for processor in stream.processors]
+        return report
 
     def _handle_control(self) -> None:
         message, fds = self.channel.receive()
@@ -203,7 +219,10 @@ class WorkerRuntime:
                 self.channel.send(control.StreamDrained(index=index, token=token, errors=errors, busy=busy))
             case control.Ping(seq=seq):
                 self.channel.send(
-                    control.Pong(seq=seq, cpu_seconds=time.process_time(), results_dropped=self.writer.dropped)
+                    control.Pong(
+                        seq=seq, cpu_seconds=time.process_time(), results_dropped=self.writer.dropped,
+                        busy=self._busy_report(),
+                    )
                 )
             case control.Shutdown():
                 for index in list(self.streams):

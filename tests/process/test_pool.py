@@ -34,11 +34,17 @@ from tests.procs import prewarm_marker
 pytestmark = pytest.mark.process
 
 
+def _shm_entries() -> set[str]:
+    # The pool creates no POSIX semaphores; multiprocessing's named ones (sem.mp-*) that appear here belong to other
+    # programs on this shared machine (mp.Queue baselines of the ring benchmark) and come and go meanwhile.
+    return {entry for entry in shm_entries() if not entry.startswith("sem.mp-")}
+
+
 @pytest.fixture
 async def shm_unchanged() -> AsyncIterator[None]:
-    before = shm_entries()
+    before = _shm_entries()
     yield
-    assert shm_entries() == before
+    assert _shm_entries() == before
 
 
 async def started(**overrides: object) -> WorkerPool:
@@ -448,3 +454,24 @@ async def test_memory_warning_is_logged_once_and_the_worker_keeps_running(
         await pool.aclose()
     with pytest.raises(PoolError, match="closed"):
         await pool.next_heartbeat()
+
+
+async def test_busy_seconds_are_current_without_drain_or_detach(shm_unchanged: None) -> None:
+    pool = await started(ping_interval=0.05)
+    try:
+        sink = RecordingSink()
+        stream = await pool.attach(audio_spec("b", "tests.procs:Count;tests.procs:Slow"), sink)
+        assert stream.stats().busy == {"tests.procs:Count": 0.0, "tests.procs:Slow": 0.0}
+        for seq in range(1, 51):
+            await stream.push_wait(audio_frame(seq), seq, FMT_S16, 48000, 1, 480)
+        await sink.wait_for(lambda: len(sink.payloads("count")) == 50, "the frames to be processed")
+        # Slow sleeps 2 ms per frame: 50 frames are at least 0.1 s, and the pongs that follow report it.
+        async with asyncio.timeout(WAIT):
+            while stream.stats().busy["tests.procs:Slow"] < 0.1:
+                await pool.next_heartbeat()
+        live = stream.stats().busy
+        assert 0 < live["tests.procs:Count"] < live["tests.procs:Slow"]
+        final = (await stream.detach()).busy
+        assert final["tests.procs:Slow"] >= live["tests.procs:Slow"]
+    finally:
+        await pool.aclose()
