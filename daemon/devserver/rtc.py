@@ -16,15 +16,18 @@ aiortc needs three changes to talk to libwebrtc the way the LiveKit SDK uses it 
 
 Resolution (probed on this machine, 720p published with and without simulcast): with aiortc's answer as
 it is, libwebrtc sends 640x360 and climbs to 960x540 only after ~14 s; the server already receives the
-smaller size, so it is not CPU adaptation here nor the re-encoding. Two things combine: libwebrtc starts
-at 300 kbps, below its initial-frame-drop threshold for 720p, so the encoder downscales before the first
-frame; and aiortc's receiver answers REMB (goog-remb + abs-send-time, no transport-cc) with an estimate
-bound to ~1.5x the incoming rate, which for camera-like content starts in the tens of kbps and grows
-~8 %/s, so libwebrtc never sees the bandwidth to upscale. The answer for video the server receives
-therefore drops goog-remb and abs-send-time (libwebrtc falls back to its loss-based estimate, which on
-one machine sees no loss) and carries `x-google-start-bitrate` for every video codec, which libwebrtc
-honours from the remote description: the subscriber receives 1280x720 from the first frames. Downstream
-m-lines keep REMB, so aiortc's encoders still follow the subscriber's estimate.
+smaller size, so the cause is the publisher's encoder, not the re-encoding. Two causes, each measured
+alone: libwebrtc starts at its default 300 kbps and downscales 720p before the first frame (an answer
+with `x-google-start-bitrate` alone gives 1280x720 from the first frames); and aiortc's receiver sends
+REMB (goog-remb + abs-send-time; it has no transport-cc) bound to ~1.5x the incoming rate, which for the
+tests' flat pattern was 36 kbps growing ~8 %/s, so with the start bitrate alone libwebrtc keeps the size
+but drops frames, and with REMB removed alone it stays at 640x360. The answer for video the server
+receives therefore drops goog-remb and abs-send-time (libwebrtc falls back to its loss-based estimate,
+which sees no loss on one machine) and sets `x-google-start-bitrate` for every video codec: 1280x720 at
+full frame rate from the first frames. Downstream m-lines keep REMB, so aiortc's encoders still follow
+the subscriber's estimate. libwebrtc's CPU adaptation can still lower the size when this 2-core machine
+is overloaded (960x540 or 640x360 seen at load average 6-8 with the default degradation preference);
+a publisher that must keep its size asks for DegradationPreference.MAINTAIN_RESOLUTION.
 
 The first change patches aiortc internals, so `check_aiortc()` verifies them at start-up and refuses to
 run with a clear message when they moved. ICE: libwebrtc gathers no candidates on a loopback-only
