@@ -268,11 +268,15 @@ class WorkerProcess:
         self.exitcode = self._process.exitcode
         if not self._pid_gone():
             with contextlib.suppress(ChildProcessError):  # ours to reap only if it was re-parented to us
-                os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG)
+                status = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG)
+                if status is not None:
+                    killed = status.si_code in (os.CLD_KILLED, os.CLD_DUMPED)
+                    self.exitcode = -status.si_status if killed else status.si_status
         if self._pid_gone():
             self._exited()
         elif self._sentinel_fired and self._recheck_handle is None:
             # Its reaper (the forkserver) is gone and init has it: the kernel tells nobody else when that happens.
+            self.exitcode = None  # multiprocessing reads the server's death as 255; the real status went to init
             log.warning("worker %d (pid %d): its forkserver died; waiting for init to reap it", self.slot, self.pid)
             self._recheck()
 

@@ -475,3 +475,19 @@ async def test_busy_seconds_are_current_without_drain_or_detach(shm_unchanged: N
         assert final["tests.procs:Slow"] >= live["tests.procs:Slow"]
     finally:
         await pool.aclose()
+
+
+async def test_workers_of_a_killed_forkserver_are_reaped_by_a_subreaper_supervisor(shm_unchanged: None) -> None:
+    supervisor = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.process.pool_reaper_script", stdout=asyncio.subprocess.PIPE, cwd=os.getcwd(),
+    )
+    try:
+        assert supervisor.stdout is not None
+        report = json.loads(await asyncio.wait_for(supervisor.stdout.readline(), 60))
+        assert await asyncio.wait_for(supervisor.wait(), WAIT) == 0
+    finally:
+        if supervisor.returncode is None:
+            supervisor.kill()
+            await supervisor.wait()
+    assert report["alive"] == []  # checked by the supervisor itself as aclose returned
+    assert report["exitcodes"] == [-signal.SIGKILL, -signal.SIGKILL]
