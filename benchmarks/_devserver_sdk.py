@@ -14,6 +14,7 @@ import signal
 import socket
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -80,10 +81,13 @@ class DevServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
+        # stderr goes to a file, not a pipe: nobody drains it while the benchmark runs, but a failed
+        # start must be able to say why (the dev server prints start-up errors there).
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server process
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "framepool.devserver", "--port", str(self.port),
             "--keys", f"{API_KEY}:{API_SECRET}", "--departure-timeout", "0.5",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+            stdout=asyncio.subprocess.PIPE, stderr=self._stderr)
         self.ps = psutil.Process(self.proc.pid)
         assert self.proc.stdout is not None
         seen: list[str] = []
@@ -96,7 +100,9 @@ class DevServerProcess:
         except TimeoutError:
             pass
         await self.stop()
-        raise BenchmarkError(f"dev server did not start: {' | '.join(seen) or 'no output'}")
+        self._stderr.seek(0)
+        errors = self._stderr.read().decode(errors="replace").strip().splitlines()[-3:]
+        raise BenchmarkError(f"dev server did not start: {' | '.join(seen + errors) or 'no output'}")
 
     def cpu_seconds(self) -> float:
         if self.ps is None:
