@@ -16,7 +16,6 @@ rooms.py, so this module states exactly what it relies on.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import secrets
@@ -28,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from livekit.protocol import agent as agent_pb
 from livekit.protocol import agent_dispatch as dispatch_pb
 from livekit.protocol import models
+
+from framepool.tasks import TaskSet
 
 if TYPE_CHECKING:
     from .agents import AgentWorker
@@ -104,7 +105,7 @@ class AgentDispatcher:
         self.availability_timeout = availability_timeout
         self.rng = random.Random()
         self._mint_token = mint_token
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("agent dispatch", log)
 
     # -- RoomRegistry listener -------------------------------------------------------------
 
@@ -358,19 +359,10 @@ class AgentDispatcher:
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` as a task this dispatcher owns; its failure is logged, never lost."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("dispatch task failed", exc_info=task.exception())
+        self._tasks.spawn(coro)
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.aclose()
         for worker in list(self.workers.values()):
             await worker.close()
 

@@ -14,13 +14,14 @@ import inspect
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from livekit.protocol import agent_dispatch, models
 from livekit.protocol import rtc as rtc_pb
 
 from framepool.devserver.rtc import FrameRelay
+from framepool.tasks import TaskSet
 
 log = logging.getLogger("framepool.devserver")
 
@@ -319,7 +320,7 @@ class RoomRegistry:
         self.rooms: dict[str, Room] = {}
         self.closing = False
         self._listeners: builtins.list[object] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("dev server rooms", log)
 
     def add_listener(self, listener: object) -> None:
         self._listeners.append(listener)
@@ -330,17 +331,9 @@ class RoomRegistry:
     def list(self) -> builtins.list[Room]:
         return list(self.rooms.values())
 
-    def spawn(self, coroutine: Any) -> asyncio.Task[Any]:
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run a background coroutine owned by the registry; its failure is logged, never lost."""
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("dev server background task failed", exc_info=task.exception())
+        return self._tasks.spawn(coroutine)
 
     async def emit(self, event: str, *args: Any) -> None:
         for listener in list(self._listeners):
@@ -398,7 +391,4 @@ class RoomRegistry:
         self.closing = True
         await asyncio.gather(*(self.close_room(room, models.DisconnectReason.SERVER_SHUTDOWN)
                                for room in list(self.rooms.values())))
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.aclose()
