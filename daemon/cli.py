@@ -17,7 +17,6 @@ Errors: every FramepoolError becomes one line `framepool: <message>` and its exi
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import importlib.util
 import json
@@ -27,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from framepool import loop as framepool_loop
 from framepool import settings as settings_module
 from framepool.errors import EXIT_FAILURE, EXIT_INTERRUPTED, ConfigError, FramepoolError
 from framepool.logs import setup_logging
@@ -208,7 +208,7 @@ def _run_process(args: argparse.Namespace, settings: Settings | None) -> int:
         output_media=args.output_media,
         summary=not args.quiet,
     )
-    return asyncio.run(run_offline(settings, job))
+    return framepool_loop.run(run_offline(settings, job))
 
 
 def _toml_value(value: Any) -> str:

@@ -10,7 +10,6 @@ shows what the processors saw: the loud passage and the motion intervals the sam
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from framepool import loop as framepool_loop
 from framepool import settings as settings_module
 from framepool.errors import EXIT_INTERRUPTED, FramepoolError
 from framepool.logs import setup_logging
@@ -64,7 +64,7 @@ def run_demo(out_dir: Path, seconds: float) -> int:
         settings = msgspec.structs.replace(settings, log_format="text")
     setup_logging(settings.log_level, settings.log_format)
     job = OfflineJob(sample, PROCESSORS, out_dir / "results.jsonl", out_dir / "processed.mp4")
-    report = asyncio.run(process_file(settings, job))
+    report = framepool_loop.run(process_file(settings, job))
     print(summary(job, report))
     print("what the processors saw:")
     print("\n".join(describe(out_dir / "results.jsonl")))

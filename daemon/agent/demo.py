@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from livekit import api, rtc
 
+from framepool import loop as framepool_loop
 from framepool.agent.job import JobContext, RunningJob
 from framepool.agent.server import AgentServer, pool_load
 from framepool.agent.session import DataOutput, TrackOutput
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level, "text")
     warnings.filterwarnings("ignore", message="The HMAC key is")  # the dev server's well-known short secret
     try:
-        return asyncio.run(run_demo(args.seconds, args.log_level))
+        return framepool_loop.run(run_demo(args.seconds, args.log_level))
     except KeyboardInterrupt:
         return 130
 

@@ -21,6 +21,7 @@ import signal
 
 from framepool.agent.server import AgentServer
 from framepool.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
+from framepool.loop import LoopLagMonitor
 from framepool.sdnotify import Notifier
 
 log = logging.getLogger("framepool.agent.drain")
@@ -57,6 +58,8 @@ async def serve(server: AgentServer, signals: SignalEvents | None = None) -> int
         signals.install()
     notifier = Notifier()
     ready = asyncio.create_task(_notify_ready(server, notifier))
+    lag = LoopLagMonitor()
+    lag.start()
     try:
         running = asyncio.create_task(server.run())
         first = asyncio.create_task(signals.first.wait())
@@ -68,6 +71,7 @@ async def serve(server: AgentServer, signals: SignalEvents | None = None) -> int
         notifier.stopping(f"draining {len(server.jobs)} job(s)")
         return await _drain_then_stop(server, signals, running)
     finally:
+        lag.stop()
         ready.cancel()
         if own:
             signals.remove()

@@ -17,6 +17,7 @@ from types import TracebackType
 
 from aiohttp import web
 
+from framepool import loop as framepool_loop
 from framepool.devserver import agents, twirp
 from framepool.devserver.rooms import RoomRegistry
 from framepool.devserver.rtc import AiortcIncompatible, ice_host_addresses, install_workarounds
@@ -151,7 +152,7 @@ def run_devserver(host: str = "127.0.0.1", port: int = 7880, keys: dict[str, str
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = DevServer(host=host, port=port, keys=keys, departure_timeout=departure_timeout, verbose=verbose)
     try:
-        asyncio.run(_serve(server))
+        framepool_loop.run(_serve(server))
     except AiortcIncompatible as exc:
         print(f"framepool devserver: {exc}", file=sys.stderr, flush=True)
         return 2
