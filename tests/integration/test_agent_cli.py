@@ -22,7 +22,8 @@ from framepool.settings import AgentSpec
 from tests.conftest import API_KEY, API_SECRET, make_token
 from tests.integration.agentkit import TIMEOUT, agent_settings, quiet_load, serving
 from tests.integration.sdk import joined, next_event, publish_tone, stop
-from tests.integration.test_agent_drain import ROOT, assert_gone, shm_entries, worker_pids
+from tests.integration.test_agent_drain import ROOT, assert_gone, worker_pids
+from tests.shm import shm_segments
 
 pytestmark = pytest.mark.integration
 
@@ -134,7 +135,7 @@ async def statuses_of(room: rtc.Room) -> asyncio.Queue[bytes]:
 
 
 async def test_dev_starts_its_own_server_takes_a_job_and_exits_0_on_sigterm(room_name: str) -> None:
-    shm_before = shm_entries()
+    shm_before = shm_segments()
     process = await framepool("dev", "--dev-port", "0", "tests.integration.agent_apps:drain_server", env=cli_env())
     seen: list[str] = []
     try:
@@ -157,7 +158,7 @@ async def test_dev_starts_its_own_server_takes_a_job_and_exits_0_on_sigterm(room
         assert "Traceback" not in logged
         assert_text_logs(logged)
         await assert_gone(pids)
-        assert shm_entries() <= shm_before
+        assert shm_segments() <= shm_before
     finally:
         if process.returncode is None:
             process.kill()
@@ -165,7 +166,7 @@ async def test_dev_starts_its_own_server_takes_a_job_and_exits_0_on_sigterm(room
 
 
 async def test_connect_joins_the_named_room_and_exits_0_on_sigterm(devserver: DevServer, room_name: str) -> None:
-    shm_before = shm_entries()
+    shm_before = shm_segments()
     env = cli_env(LIVEKIT_URL=devserver.url, LIVEKIT_API_KEY=API_KEY, LIVEKIT_API_SECRET=API_SECRET)
     async with joined(devserver, "alice", room_name) as alice:
         statuses = await statuses_of(alice)
@@ -186,7 +187,7 @@ async def test_connect_joins_the_named_room_and_exits_0_on_sigterm(devserver: De
     assert "job shutting down: interrupted" in logged
     assert_text_logs(logged)
     await assert_gone(pids)
-    assert shm_entries() <= shm_before
+    assert shm_segments() <= shm_before
 
 
 async def test_connect_with_bad_credentials_is_one_line(devserver: DevServer, room_name: str) -> None:

@@ -25,6 +25,7 @@ from framepool.devserver.server import DevServer
 from tests.conftest import API_KEY, API_SECRET
 from tests.integration.agentkit import LogWatch, job_states
 from tests.integration.sdk import joined
+from tests.shm import shm_segments
 
 pytestmark = pytest.mark.integration
 
@@ -59,12 +60,9 @@ async def log_line(process: asyncio.subprocess.Process, fragment: str, seen: lis
             return dict(record)
 
 
-def shm_entries() -> set[str]:
-    return set(os.listdir("/dev/shm"))
-
 
 async def test_sigterm_lets_a_running_job_finish_then_exits_zero(devserver: DevServer, room_name: str) -> None:
-    shm_before = shm_entries()
+    shm_before = shm_segments()
     process = await start_daemon(devserver, "tests.integration.agent_apps:drain_server")
     seen: list[str] = []
     try:
@@ -82,7 +80,7 @@ async def test_sigterm_lets_a_running_job_finish_then_exits_zero(devserver: DevS
         assert process.stderr is not None
         rest = await asyncio.wait_for(process.stderr.read(), TIMEOUT)
         assert await asyncio.wait_for(process.wait(), TIMEOUT) == 0, "".join(seen) + rest.decode()
-        assert shm_entries() <= shm_before
+        assert shm_segments() <= shm_before
     finally:
         if process.returncode is None:
             process.kill()
@@ -126,7 +124,7 @@ async def running_job(alice: rtc.Room) -> None:
 
 
 async def test_second_sigterm_takes_the_quick_path(devserver: DevServer, room_name: str) -> None:
-    shm_before = shm_entries()
+    shm_before = shm_segments()
     # A drain this long cannot end inside the test: only the quick path explains the exit. The threshold
     # keeps a busy test machine from making the daemon FULL before the drain does.
     process = await start_daemon(devserver, "tests.integration.agent_apps:endless_server", drain_timeout="600",
@@ -151,7 +149,7 @@ async def test_second_sigterm_takes_the_quick_path(devserver: DevServer, room_na
         assert status == 130, logged
         assert "job ended" in logged
         await assert_gone(pids)
-        assert shm_entries() <= shm_before
+        assert shm_segments() <= shm_before
     finally:
         if process.returncode is None:
             process.kill()
@@ -167,7 +165,7 @@ async def assert_new_job_refused(devserver: DevServer, room: str) -> None:
 
 
 async def test_drain_timeout_ends_the_running_job_and_exits_1(devserver: DevServer, room_name: str) -> None:
-    shm_before = shm_entries()
+    shm_before = shm_segments()
     process = await start_daemon(devserver, "tests.integration.agent_apps:endless_server", drain_timeout="1")
     seen: list[str] = []
     try:
@@ -186,7 +184,7 @@ async def test_drain_timeout_ends_the_running_job_and_exits_1(devserver: DevServ
         assert "job shutting down: daemon shutting down" in logged
         assert record["msg"] == "job ended: JS_SUCCESS"
         await assert_gone(pids)
-        assert shm_entries() <= shm_before
+        assert shm_segments() <= shm_before
     finally:
         if process.returncode is None:
             process.kill()

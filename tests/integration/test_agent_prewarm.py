@@ -17,7 +17,8 @@ from framepool.devserver.server import DevServer
 from framepool.errors import FramepoolError
 from tests.conftest import API_KEY, API_SECRET
 from tests.integration.agentkit import TIMEOUT, Signal, agent_settings, quiet_load, serving
-from tests.integration.test_agent_drain import ROOT, shm_entries
+from tests.integration.test_agent_drain import ROOT
+from tests.shm import shm_segments
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +79,7 @@ async def test_prewarm_that_overruns_prewarm_timeout_is_an_error(devserver: DevS
 
 
 async def test_start_with_a_failing_prewarm_is_one_line(devserver: DevServer) -> None:
-    shm_before = shm_entries()
+    shm_before = shm_segments()
     env = {**os.environ, "LIVEKIT_URL": devserver.url, "LIVEKIT_API_KEY": API_KEY, "LIVEKIT_API_SECRET": API_SECRET,
            "FRAMEPOOL_WORKERS": "1", "FRAMEPOOL_LOG_LEVEL": "warning"}
     process = await asyncio.create_subprocess_exec(
@@ -89,7 +90,7 @@ async def test_start_with_a_failing_prewarm_is_one_line(devserver: DevServer) ->
     lines = err.decode().strip().splitlines()
     assert process.returncode == 1, err.decode()
     assert lines == ["framepool: agent detector: prewarm failed: FileNotFoundError: model.onnx"]
-    assert shm_entries() <= shm_before
+    assert shm_segments() <= shm_before
 
 
 async def _never(ctx: JobContext) -> None:

@@ -81,9 +81,6 @@ class RecordingSink:
             raise AssertionError(f"timed out after {within} s waiting for {what}") from None
 
 
-def shm_entries() -> set[str]:
-    return set(os.listdir("/dev/shm"))
-
 
 def wait_exited(pids: list[int], timeout: float) -> list[int]:
     """Block until every pid has exited (pidfd readiness, no polling loop); returns the ones still alive."""

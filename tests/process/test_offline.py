@@ -14,15 +14,13 @@ import pytest
 from framepool.offline import OfflineJob, process_file
 from framepool.samples import write_test_sample
 from framepool.settings import Settings
+from tests.shm import shm_segments
 
 pytestmark = pytest.mark.process
 
 SECONDS = 2.0
 FPS = 10
 
-
-def shm_entries() -> set[str]:
-    return set(os.listdir("/dev/shm"))
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +52,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_every_decoded_frame_is_processed(sample: Path, tmp_path: Path) -> None:
-    before = shm_entries()
+    before = shm_segments()
     job = OfflineJob(
         sample,
         "audio-level(window_ms=100, frame_ms=20),video-motion(visualize=true, downscale=2)",
@@ -83,7 +81,7 @@ async def test_every_decoded_frame_is_processed(sample: Path, tmp_path: Path) ->
         assert (stream.codec_context.width, stream.codec_context.height) == (80, 60)
         assert sum(1 for _ in container.decode(video=0)) == video_frames
     assert report.media_frames == {"video1": video_frames} or report.media_frames == {"video0": video_frames}
-    assert shm_entries() == before
+    assert shm_segments() == before
 
 
 def test_cli_writes_results_and_prints_the_summary(sample: Path, tmp_path: Path) -> None:

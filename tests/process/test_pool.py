@@ -26,25 +26,19 @@ from tests.process.pool_support import (
     audio_frame,
     audio_spec,
     settings,
-    shm_entries,
     wait_exited,
 )
 from tests.procs import prewarm_marker
+from tests.shm import shm_segments
 
 pytestmark = pytest.mark.process
 
 
-def _shm_entries() -> set[str]:
-    # The pool creates no POSIX semaphores; multiprocessing's named ones (sem.mp-*) that appear here belong to other
-    # programs on this shared machine (mp.Queue baselines of the ring benchmark) and come and go meanwhile.
-    return {entry for entry in shm_entries() if not entry.startswith("sem.mp-")}
-
-
 @pytest.fixture
 async def shm_unchanged() -> AsyncIterator[None]:
-    before = _shm_entries()
+    before = shm_segments()
     yield
-    assert _shm_entries() == before
+    assert shm_segments() == before
 
 
 def _alive(pids: list[int]) -> list[int]:

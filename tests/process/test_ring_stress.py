@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from framepool.ring import implementation
+from tests.shm import shm_segments
 
 pytestmark = pytest.mark.process
 
@@ -121,16 +122,13 @@ def run_consumer(impl_name: str, conn: Connection, seed: int) -> None:
     space_bell.close()
 
 
-def shm_entries() -> set[str]:
-    return set(os.listdir("/dev/shm"))
-
 
 @pytest.mark.parametrize(
     ("impl_name", "consumer_impl"), [("c", "c"), ("python", "python"), ("c", "python"), ("python", "c")]
 )
 def test_every_frame_arrives_once_in_order_untorn(impl_name: str, consumer_impl: str) -> None:
     impl = implementation(impl_name)
-    shm_before = shm_entries()
+    shm_before = shm_segments()
     ctx = multiprocessing.get_context("spawn")
     ring = impl.FrameRing.create(SLOT_COUNT, SLOT_SIZE, impl.POLICY_BLOCK)
     data_bell, space_bell = impl.Doorbell.create(), impl.Doorbell.create()
@@ -169,7 +167,7 @@ def test_every_frame_arrives_once_in_order_untorn(impl_name: str, consumer_impl:
     assert producer["waits"] > 0 and consumer["waits"] > 0  # both doorbells were exercised
     assert elapsed < LOST_WAKEUP_TIMEOUT / 2
     assert [proc.exitcode for proc in procs] == [0, 0]
-    assert shm_entries() <= shm_before
+    assert shm_segments() <= shm_before
 
 
 def hold_a_ring(impl_name: str, conn: Connection) -> None:
@@ -182,7 +180,7 @@ def hold_a_ring(impl_name: str, conn: Connection) -> None:
 
 @pytest.mark.parametrize("impl_name", ["c", "python"])
 def test_sigkill_leaves_nothing_in_dev_shm(impl_name: str) -> None:
-    shm_before = shm_entries()
+    shm_before = shm_segments()
     ctx = multiprocessing.get_context("spawn")
     parent_end, child_end = ctx.Pipe()
     proc = ctx.Process(target=hold_a_ring, args=(impl_name, child_end), name="ring-holder")
@@ -200,4 +198,4 @@ def test_sigkill_leaves_nothing_in_dev_shm(impl_name: str) -> None:
             proc.join()
     assert proc.exitcode == -signal.SIGKILL
     assert not os.path.exists(f"/proc/{proc.pid}/fd")
-    assert shm_entries() <= shm_before
+    assert shm_segments() <= shm_before
