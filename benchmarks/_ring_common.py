@@ -74,13 +74,34 @@ def attach_rings(conn: Connection) -> tuple[Any, Any, Any, Any, Any]:
 
 
 def wait_until(bell: Any, ready: Any) -> None:
-    """Sleep on `bell` until `ready()`; prepare, re-check, then wait: no wake-up can be lost."""
+    """Sleep on `bell` until `ready()`; prepare, re-check, then wait: no wake-up can be lost. For a side
+    waiting for frames (a data or ack doorbell); a producer waiting for space uses `write_or_wait`."""
     while not ready():
         bell.prepare_sleep()
         if ready():
             bell.cancel_sleep()
             return
         bell.wait(None)
+
+
+def write_or_wait(
+    ring: Any, space_bell: Any, data: Any, seq: int, kind: int, fmt: int, a: int, b: int, c: int
+) -> int:
+    """Writes the frame (stamped at the write that succeeds), sleeping on `space_bell` while the ring is full;
+    returns how many writes found it full.
+
+    The re-check after prepare_sleep() is a write, as in pool_stream.push_wait: a refused write re-arms the
+    flag that makes release() ring. Re-checking with free_slots() instead loses the wake-up when a release
+    that started before this stall consumes the flag, and both sides sleep for ever."""
+    stalls = 0
+    while not ring.write(data, seq, time.monotonic_ns() // 1000, kind, fmt, 0, a, b, c):
+        stalls += 1
+        space_bell.prepare_sleep()
+        if ring.write(data, seq, time.monotonic_ns() // 1000, kind, fmt, 0, a, b, c):
+            space_bell.cancel_sleep()
+            break
+        space_bell.wait(None)
+    return stalls
 
 
 def recv_exactly(sock: socket.socket, into: memoryview) -> memoryview:

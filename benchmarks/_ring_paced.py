@@ -41,6 +41,7 @@ from _ring_common import (
     pin,
     recv_exactly,
     wait_until,
+    write_or_wait,
 )
 
 from framepool import ring as fp
@@ -116,10 +117,8 @@ def framepool_producer(run: Run, conn: Connection) -> dict[str, Any]:
     stalls = 0
 
     def hand_off(seq: int) -> int:
-        nonlocal stalls
-        while not ring.write(data, seq, time.monotonic_ns() // 1000, kind, fmt, 0, a, b, c):
-            stalls += 1  # the consumer fell a whole ring behind (a loaded machine): reported, not hidden
-            wait_until(space_bell, lambda: ring.free_slots() > 0)
+        nonlocal stalls  # the consumer fell a whole ring behind (a loaded machine): reported, not hidden
+        stalls += write_or_wait(ring, space_bell, data, seq, kind, fmt, a, b, c)
         return int(data_bell.ring())
 
     report = paced_producer(run, conn, hand_off)

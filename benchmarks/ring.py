@@ -61,6 +61,7 @@ from _ring_common import (
     pin,
     recv_exactly,
     wait_until,
+    write_or_wait,
 )
 
 from framepool import ring as fp
@@ -102,8 +103,7 @@ def framepool_producer(run: Run, conn: Connection) -> dict[str, Any]:
     conn.recv()
     for seq in range(run.count):
         meter.tick(seq)
-        while not ring.write(data, seq, time.monotonic_ns() // 1000, kind, fmt, 0, a, b, c):
-            wait_until(space_bell, lambda: ring.free_slots() > 0)
+        write_or_wait(ring, space_bell, data, seq, kind, fmt, a, b, c)
         if run.mode == "single":
             wait_until(ack_bell, lambda: ack.pending() > 0)
             ack.peek()

@@ -21,7 +21,9 @@ newest frame, counting the ones it skips).
 Wake-ups go through a `Doorbell`: an eventfd plus a 'sleeping' word in a shared page. The producer writes
 the eventfd only when the consumer has announced that it sleeps, so a busy consumer costs the producer two
 atomic operations per frame and no syscall; Dekker's protocol (store own flag, full fence, load the other
-side's word) on both sides guarantees that no wake-up is lost.
+side's word) on both sides guarantees that no wake-up is lost. A producer waiting for space re-checks with
+`write()` after `prepare_sleep()` (a refused write re-arms the flag that makes `release()` ring), never with
+`free_slots()`: a release that began before the stall can consume the flag, and both sides then sleep.
 
 Alternatives rejected:
 - multiprocessing.Queue: pickles and copies every frame through a pipe and a feeder thread, about 60x the

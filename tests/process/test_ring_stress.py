@@ -75,12 +75,18 @@ def run_producer(impl_name: str, conn: Connection, frames: int, seed: int) -> No
                 time.sleep(pacing.random() * 0.001)  # pacing only: lets the consumer catch up and sleep
             continue
         space_bell.prepare_sleep()
-        if ring.free_slots() == 0:
-            report["waits"] += 1
-            if not space_bell.wait(LOST_WAKEUP_TIMEOUT):
-                report["error"] = f"producer lost a wake-up at frame {seq}"
-                break
-        space_bell.cancel_sleep()
+        # Re-check by writing, as the daemon does: a refused write re-arms the flag that makes release() ring;
+        # free_slots() would miss a release that began before this stall and consumed the flag.
+        if ring.write(
+            data, seq, time.monotonic_ns() // 1000, impl.KIND_RESULT, impl.FMT_BYTES, flags, 0, 0, 0
+        ):
+            space_bell.cancel_sleep()
+            seq += 1
+            continue
+        report["waits"] += 1
+        if not space_bell.wait(LOST_WAKEUP_TIMEOUT):
+            report["error"] = f"producer lost a wake-up at frame {seq}"
+            break
     conn.send(report)
     ring.close()
     data_bell.close()
@@ -120,7 +126,6 @@ def run_consumer(impl_name: str, conn: Connection, seed: int) -> None:
     ring.close()
     data_bell.close()
     space_bell.close()
-
 
 
 @pytest.mark.parametrize(
