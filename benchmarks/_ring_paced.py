@@ -23,7 +23,6 @@ one per frame means the consumer was asleep for every frame and paid exactly one
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from collections.abc import Callable
@@ -38,7 +37,6 @@ from _ring_common import (
     Run,
     attach_rings,
     frame_bytes,
-    pin,
     recv_exactly,
     wait_until,
     write_or_wait,
@@ -211,31 +209,3 @@ def copy_baseline(run: Run) -> dict[str, Any]:
             per_copy.append(spent / 1000)
     measured = run.count - run.warmup
     return {"cpu_us": inside / 1000 / measured, "latencies_us": per_copy, "wall_s": measured * PERIOD_S}
-
-
-def wakeup_side(role: str, conn: Connection, rounds: int) -> None:
-    """The paced wake-up baseline: "a" writes b's eventfd once per PERIOD_S; "b" sleeps in read in between.
-
-    Side a reports the thread CPU of its writes, side b its whole process CPU, in µs per wake-up."""
-    pin(0 if role == "a" else 1)
-    mine, other = recv_handle(conn), recv_handle(conn)
-    warmup, overhead = rounds // 10, clock_pair_ns()
-    spent = cpu_start = 0
-    conn.send("ready")
-    if role == "a":
-        start = time.monotonic_ns()
-        for seq in range(rounds):
-            pause = start + seq * PERIOD_NS - time.monotonic_ns()
-            if pause > 0:
-                time.sleep(pause / 1e9)
-            before = time.thread_time_ns()
-            os.eventfd_write(other, 1)
-            if seq >= warmup:
-                spent += time.thread_time_ns() - before - overhead
-    else:
-        for seq in range(rounds):
-            if seq == warmup:
-                cpu_start = time.process_time_ns()
-            os.eventfd_read(mine)
-        spent = time.process_time_ns() - cpu_start
-    conn.send(spent / 1000 / (rounds - warmup))

@@ -63,6 +63,7 @@ from _ring_common import (
     wait_until,
     write_or_wait,
 )
+from _ring_wakeup import measure_wakeup
 
 from framepool import ring as fp
 
@@ -75,6 +76,7 @@ PACED_COUNT = 72  # a paced run lasts PACED_COUNT x PERIOD_S whatever the transp
 BATCH_SLOTS = {"1080p": 8, "720p": 8, "audio10ms": 64}
 WAKEUP_ROUNDS = 5000
 REPEATS = 3  # each configuration runs this often (full mode); the table shows medians
+RUN_TIMEOUT_S = 120.0  # a run lasts seconds: silence this long means a side died or is stuck
 
 
 @dataclass
@@ -222,6 +224,20 @@ def side_main(role: str, run: Run, conn: Connection, queues: tuple[Any, Any] | N
     conn.send(report)
 
 
+class BenchmarkError(Exception):
+    """A run that cannot finish (a side died or is stuck): reported in one line, the run abandoned."""
+
+
+def receive(end: Connection, run: Run, procs: list[Any]) -> Any:
+    if not end.poll(RUN_TIMEOUT_S):
+        codes = [proc.exitcode for proc in procs]
+        raise BenchmarkError(
+            f"{run.transport} {run.frame} {run.mode}: a side sent nothing for {RUN_TIMEOUT_S:.0f} s "
+            f"(producer and consumer exit codes: {codes})"
+        )
+    return end.recv()
+
+
 def run_pair(run: Run) -> Result:
     ctx = multiprocessing.get_context("spawn")
     queues = (ctx.Queue(BATCH_SLOTS[run.frame]), ctx.Queue()) if run.transport == "mp.Queue" else None
@@ -236,14 +252,14 @@ def run_pair(run: Run) -> Result:
             proc.start()
         owned = send_transport(run, procs, [link[0] for link in links])
         for parent_end, _ in links:
-            parent_end.recv()  # "ready"
+            receive(parent_end, run, procs)  # "ready"
         links[0][0].send("go")
         if run.mode == "paced":  # the producer counts its helper threads' CPU once the consumer has all
-            consumer = links[1][0].recv()
+            consumer = receive(links[1][0], run, procs)
             links[0][0].send("drained")
-            producer = links[0][0].recv()
+            producer = receive(links[0][0], run, procs)
         else:
-            producer, consumer = (parent_end.recv() for parent_end, _ in links)
+            producer, consumer = (receive(parent_end, run, procs) for parent_end, _ in links)
         for proc in procs:
             proc.join()
     finally:
@@ -319,53 +335,6 @@ def copy_back_to_back(run: Run) -> dict[str, Any]:
         target[:] = data
         per_copy.append((time.perf_counter_ns() - start) / 1000)
     return meter.report(run, latencies_us=per_copy[run.warmup :])
-
-
-def wakeup_side(role: str, conn: Connection, rounds: int) -> None:
-    pin(0 if role == "a" else 1)
-    mine, other = recv_handle(conn), recv_handle(conn)
-    conn.send("ready")
-    start = time.process_time()
-    for _ in range(rounds):
-        if role == "a":
-            os.eventfd_write(other, 1)
-            os.eventfd_read(mine)
-        else:
-            os.eventfd_read(mine)
-            os.eventfd_write(other, 1)
-    conn.send(time.process_time() - start)
-
-
-def measure_wakeup(rounds: int, pace: bool = False) -> float:
-    """CPU µs (both sides together) of one cross-process wake-up between pinned processes.
-
-    An eventfd ping-pong, or with `pace` one eventfd write per PERIOD_S to a process asleep in read (how the
-    paced hand-off wakes its consumer)."""
-    ctx = multiprocessing.get_context("spawn")
-    side = paced.wakeup_side if pace else wakeup_side
-    flags = os.EFD_SEMAPHORE if pace else 0  # paced: a late reader still reads once per write
-    fds = [os.eventfd(0, flags), os.eventfd(0, flags)]
-    links = [ctx.Pipe() for _ in range(2)]
-    procs = [
-        ctx.Process(target=side, args=(r, link[1], rounds), daemon=True)
-        for r, link in zip("ab", links, strict=True)
-    ]
-    try:
-        for index, (proc, (end, _)) in enumerate(zip(procs, links, strict=True)):
-            proc.start()
-            send_handle(end, fds[index], proc.pid)
-            send_handle(end, fds[1 - index], proc.pid)
-        for end, _ in links:
-            end.recv()
-        cpu = float(sum(end.recv() for end, _ in links))
-    finally:
-        for proc in procs:
-            proc.join(10)
-            if proc.is_alive():
-                proc.kill()
-        for fd in fds:
-            os.close(fd)
-    return cpu if pace else cpu * 1e6 / (2 * rounds)
 
 
 def plan(quick: bool) -> list[Run]:
@@ -519,7 +488,13 @@ def main() -> int:
     trials: dict[tuple[str, str, str], list[Result]] = {}
     for run in plan(args.quick):
         key = (run.transport, run.frame, run.mode)
-        trials[key] = [run_copy(run) if run.transport == "copy" else run_pair(run) for _ in range(repeats)]
+        try:
+            trials[key] = [
+                run_copy(run) if run.transport == "copy" else run_pair(run) for _ in range(repeats)
+            ]
+        except BenchmarkError as exc:
+            print(f"ring benchmark: {exc}", file=sys.stderr)
+            return 1
         if not args.json:
             print(f"  measured {run.transport} {run.frame} {run.mode}", file=sys.stderr)
     rows = {key: median_result(runs) for key, runs in trials.items()}
