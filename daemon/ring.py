@@ -26,8 +26,8 @@ side's word) on both sides guarantees that no wake-up is lost. A producer waitin
 `free_slots()`: a release that began before the stall can consume the flag, and both sides then sleep.
 
 Alternatives rejected:
-- multiprocessing.Queue: pickles and copies every frame through a pipe and a feeder thread, about 60x the
-  CPU of a ring for a 1080p frame (see benchmarks/README.md).
+- multiprocessing.Queue: pickles and copies every frame through a pipe and a feeder thread, 30-45x the
+  CPU of a ring for a 1080p frame (see benchmarks/README.md, Ring section).
 - Named POSIX shared memory (shm_open, multiprocessing.shared_memory): names outlive a process killed with
   SIGKILL and leak in /dev/shm; a memfd dies with the last fd and mapping, and the resource tracker is not
   needed.
