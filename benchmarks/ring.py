@@ -10,11 +10,13 @@ I420, 10 ms of 48 kHz mono int16 audio. Three modes, each answering its own ques
   asleep when each frame arrives and pays exactly one wake-up (checked: framepool's producer counts the
   eventfd writes its doorbell made, one per frame). CPU is exact per side: the producer's thread CPU
   inside the hand-off call(s) plus its helper threads (not the pacing sleep, which the supervisor does
-  not pay), the consumer's whole process CPU (wake-up, peek, numpy view, release). The hand-off targets
-  are computed from this mode (see `benchmarks/_ring_paced.py`).
-- `single` is the latency measurement: one frame in flight, the producer waits for the consumer's ack
-  before the next, so every frame costs two wake-ups (the frame's and the ack's, the ack being the
-  benchmark's own synchronisation) and the latency is that of an idle transport.
+  not pay), the consumer's whole process CPU (wake-up, peek, numpy view, release). A copy and a wake-up
+  cost more after 15 ms idle than back to back (cold cache, idle core), so this mode is also compared with
+  the same-pace baselines (see `benchmarks/_ring_paced.py`).
+- `single` is the issue's "one frame in flight": the producer waits for the consumer's ack before the
+  next, so every framepool frame costs two wake-ups (the frame's and the ack's, the ack being the
+  benchmark's own synchronisation) and the latency is that of an idle transport. The hand-off targets are
+  judged here, against a baseline of copy + ONE wake-up: conservative, framepool pays the ack's too.
 - `batched`: the producer writes as fast as the transport takes, the consumer drains everything per
   wake-up: the throughput measurement, and the cost per frame when wake-ups are amortised.
 
@@ -352,6 +354,8 @@ def plan(quick: bool) -> list[Run]:
 
 Rows = dict[tuple[str, str, str], Result]
 TARGET_RATIOS = (
+    "framepool_1080p_single_cpu_vs_copy_plus_wakeup",
+    "mpqueue_vs_framepool_1080p_single_cpu",
     "framepool_1080p_paced_cpu_vs_copy_plus_wakeup",
     "mpqueue_vs_framepool_1080p_paced_cpu",
     "framepool_1080p_paced_cpu_vs_paced_copy_plus_paced_wakeup",
@@ -368,7 +372,7 @@ def ratios(rows: Rows, wakeup_us: float, paced_wakeup_us: float) -> dict[str, fl
     return {
         "wakeup_cpu_us": round(wakeup_us, 2),
         "paced_wakeup_cpu_us": round(paced_wakeup_us, 2),
-        # the hand-off targets: paced mode, one frame per period, one wake-up per frame, no ack
+        # paced: one frame per period, one wake-up per frame, no ack; copy and wake-up cost more when idle (below)
         "framepool_1080p_paced_cpu_vs_copy_plus_wakeup": round(fp_paced / (copy + wakeup_us), 3),
         "mpqueue_vs_framepool_1080p_paced_cpu": round(both("mp.Queue", "paced") / fp_paced, 1),
         "socketpair_vs_framepool_1080p_paced_cpu": round(both("socketpair", "paced") / fp_paced, 1),
@@ -376,7 +380,8 @@ def ratios(rows: Rows, wakeup_us: float, paced_wakeup_us: float) -> dict[str, fl
         "framepool_1080p_paced_cpu_vs_paced_copy_plus_paced_wakeup": round(
             fp_paced / (both("copy", "paced") + paced_wakeup_us), 3
         ),
-        # single mode pays two wake-ups per frame: the frame's and the ack's
+        # the targets' mode (the issue's "one frame in flight"): framepool pays two wake-ups per frame here,
+        # the frame's and the benchmark's ack, against a baseline of one: conservative for framepool
         "framepool_1080p_single_cpu_vs_copy_plus_wakeup": round(fp_single / (copy + wakeup_us), 3),
         "framepool_1080p_single_cpu_vs_copy_plus_two_wakeups": round(fp_single / (copy + 2 * wakeup_us), 3),
         "framepool_1080p_batched_cpu_vs_copy_plus_wakeup": round(fp_batched / (copy + wakeup_us), 3),
@@ -387,10 +392,11 @@ def ratios(rows: Rows, wakeup_us: float, paced_wakeup_us: float) -> dict[str, fl
 
 
 def targets_met(summary: dict[str, float]) -> dict[str, bool]:
+    """The issue's targets, in the modes it defines them for: one frame in flight (single) and batched."""
     return {
-        "1080p_paced_cpu_le_1.3x_copy_plus_wakeup": summary["framepool_1080p_paced_cpu_vs_copy_plus_wakeup"]
+        "1080p_single_cpu_le_1.3x_copy_plus_wakeup": summary["framepool_1080p_single_cpu_vs_copy_plus_wakeup"]
         <= 1.3,
-        "mpqueue_ge_40x_framepool_1080p_paced": summary["mpqueue_vs_framepool_1080p_paced_cpu"] >= 40,
+        "mpqueue_ge_40x_framepool_1080p_single": summary["mpqueue_vs_framepool_1080p_single_cpu"] >= 40,
         "audio10ms_batched_le_5us_both_sides": summary["framepool_audio10ms_batched_cpu_us_both_sides"] <= 5,
     }
 
