@@ -57,6 +57,35 @@ async def test_text_stream(devserver: DevServer, room_name: str) -> None:
         await asyncio.gather(*tasks)
 
 
+async def test_byte_stream_reaches_only_its_destination(devserver: DevServer, room_name: str) -> None:
+    payload = bytes(range(256)) * 300  # 76.8 kB: several chunks
+    async with joined(devserver, "alice", room_name) as alice, joined(devserver, "bob", room_name) as bob, \
+            joined(devserver, "carol", room_name) as carol:
+        received: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue()
+
+        async def read(reader: rtc.ByteStreamReader, identity: str) -> None:
+            chunks = [chunk async for chunk in reader]
+            received.put_nowait((identity, reader.info.name, b"".join(chunks)))
+
+        tasks: set[asyncio.Task[None]] = set()
+        for room in (bob, carol):
+            room.register_byte_stream_handler("files", lambda r, who: tasks.add(asyncio.create_task(read(r, who))))
+        writer = await alice.local_participant.stream_bytes("frame.bin", total_size=len(payload), topic="files",
+                                                           destination_identities=["bob"])
+        for start in range(0, len(payload), 20000):
+            await writer.write(payload[start : start + 20000])
+        await writer.aclose()
+        assert await asyncio.wait_for(received.get(), TIMEOUT) == ("alice", "frame.bin", payload)
+        # Then a stream to everyone: the first thing carol receives must be this one, not bob's file.
+        marker = await alice.local_participant.stream_bytes("marker", topic="files")
+        await marker.write(b"m")
+        await marker.aclose()
+        got = {await asyncio.wait_for(received.get(), TIMEOUT) for _ in range(2)}
+        assert got == {("alice", "marker", b"m")}
+        await asyncio.gather(*tasks)
+        assert received.empty()
+
+
 async def test_rpc(devserver: DevServer, room_name: str) -> None:
     async with joined(devserver, "alice", room_name) as alice, joined(devserver, "bob", room_name) as bob:
         @bob.local_participant.register_rpc_method("greet")  # type: ignore[untyped-decorator]
