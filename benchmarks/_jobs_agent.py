@@ -1,11 +1,13 @@
 """framepool side of the jobs benchmark (its own process tree): an AgentServer as `framepool start` runs it.
 
 One explicitly dispatched agent (`--agent-name`) whose entrypoint joins without auto-subscription and
-attaches `audio-level(window_ms=100)` (10 ms frames from the SDK, the processor's default) to every audio
-track, results as reliable data on the benchmark's topic: the same job as `[[agents]] audio =
-["audio-level(window_ms=100)"]` in a TOML config, written in Python so this process can also answer the
-harness's `stats` request with the pool's and the feeds' drop counters, which a `framepool start` process
-does not expose. It runs under `framepool.agent.drain.serve`, as `framepool start` does (SIGTERM drains).
+attaches `audio-level(window_ms=100)` to every audio track (the supervisor asks the SDK for frames as long
+as the processor's window, 100 ms: audio-level's default frame size), results as reliable data on the
+benchmark's topic: the same job as `[[agents]] audio = ["audio-level(window_ms=100)"]` in a TOML config,
+written in Python so this process can also answer the harness's `stats` request with the pool's and the
+feeds' drop counters, which a `framepool start` process does not expose. It runs under
+`framepool.agent.drain.serve` on the loop `framepool start` uses (`framepool.loop.run`: uvloop), so
+SIGTERM drains as there.
 
 Requests: stats -> {jobs, feeds, frames, dropped, lost, results_dropped, results_sent, restarts, workers, load,
 rooms: {room: [frames, results_sent]}};
@@ -24,6 +26,7 @@ from typing import Any
 from _jobs_child import emit, serve_requests
 from livekit.protocol import agent as agent_pb
 
+from framepool import loop as framepool_loop
 from framepool.agent.drain import serve
 from framepool.agent.job import JobContext, RunningJob, StatusReporter
 from framepool.agent.server import Agent, AgentServer
@@ -121,4 +124,4 @@ async def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(sys.argv[1:])))
+    sys.exit(framepool_loop.run(main(sys.argv[1:])))

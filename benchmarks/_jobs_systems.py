@@ -1,4 +1,4 @@
-"""The two systems the jobs benchmark compares, behind one interface (harness process).
+"""The systems the jobs benchmark compares, behind one interface (harness process).
 
 - `FramepoolSystem`: one agent server process tree (supervisor + forkserver + pinned workers); a job is
   started with CreateDispatch (livekit-api) for the room, so its start latency spans dispatch request →
@@ -9,12 +9,18 @@
   subscription → first window → data received. No dispatch round trip: compare it with framepool's
   "assignment → first result" part, which `assigned_at` separates from the dispatch part.
 
-Both measure "the whole tree" the same way (`ProcessSet`): framepool's whole process tree, or the set of
-busy baseline job processes (the idle spare is not a job and is left out).
+- `FloorSystem` ("sdk-floor"): one process holding one `rtc.Room` per job, reading the job's audio track
+  through `rtc.AudioStream` at framepool's frame size and dropping the frames (`_jobs_floor.py`): the SDK's
+  own cost per job, which framepool cannot go below. It publishes nothing, so its start latency ends at the
+  first frame and its rate counts frames (in 100 ms units), not results.
+
+All measure "the whole tree" the same way (`ProcessSet`): framepool's or the floor's whole process tree, or
+the set of busy baseline job processes (the idle spare is not a job and is left out).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import warnings
 from abc import ABC, abstractmethod
@@ -27,6 +33,7 @@ from livekit import api
 KEY, SECRET = "devkey", "secret"
 TOPIC = "levels"
 AGENT_NAME = "jobbench"
+PROCESSOR = "audio-level(window_ms=100)"
 START_TIMEOUT = 60.0
 JOB_TIMEOUT = 30.0
 
@@ -74,6 +81,16 @@ class System(ABC):
         """Drop counters the system itself reports (empty when it reports none)."""
         return {}
 
+    def first_output(self, room: str, loadgen: Helper) -> asyncio.Future[dict[str, Any]]:
+        """A future for the end of the job's start latency: by default its first result reaching the publisher.
+        Asked before the job starts, so a fast one is not missed."""
+        return loadgen.expect("first_result", room)
+
+    async def output_counts(self, loadgen: Helper) -> dict[str, list[float]]:
+        """Per room [outputs in results (100 ms windows), arrival of the last]: by default the publishers' counts."""
+        counts: dict[str, list[float]] = (await loadgen.request({"op": "counts"}))["counts"]
+        return counts
+
     @abstractmethod
     async def stop(self) -> None: ...
 
@@ -85,7 +102,7 @@ class FramepoolSystem(System):
         super().__init__(url, log_dir)
         self.agent = Helper("framepool-agent", python_argv(
             "_jobs_agent.py", "--url", url, "--key", KEY, "--secret", SECRET, "--agent-name", AGENT_NAME,
-            "--topic", TOPIC, "--workers", str(workers), "--load-threshold", str(load_threshold)), log_dir)
+            "--topic", TOPIC, "--processor", PROCESSOR, "--workers", str(workers), "--load-threshold", str(load_threshold)), log_dir)
         self.lkapi: api.LiveKitAPI | None = None
         self.workers: list[int] = []
 
@@ -198,3 +215,40 @@ class ForkedBaselineSystem(System):
     async def stop(self) -> None:
         self.parent.send_close()
         await self.parent.stop(grace=15.0)
+
+
+class FloorSystem(System):
+    """The SDK alone: one process, one room connection and one AudioStream per job, frames dropped."""
+
+    name = "sdk-floor"
+
+    def __init__(self, url: str, log_dir: Path, frame_ms: int) -> None:
+        super().__init__(url, log_dir)
+        self.floor = Helper("sdk-floor", python_argv("_jobs_floor.py", "--frame-ms", str(frame_ms)), log_dir)
+
+    async def start(self) -> None:
+        await self.floor.start()
+        await self.floor.event("ready", START_TIMEOUT)
+
+    async def start_job(self, room: str) -> float:
+        requested = time.monotonic()
+        await self.floor.request({"op": "join", "url": self.url, "token": token(f"job-{room}", room), "room": room},
+                                 JOB_TIMEOUT)
+        return requested
+
+    def first_output(self, room: str, loadgen: Helper) -> asyncio.Future[dict[str, Any]]:
+        return self.floor.expect("first_frame", room)
+
+    async def output_counts(self, loadgen: Helper) -> dict[str, list[float]]:
+        counts: dict[str, list[float]] = (await self.floor.request({"op": "counts"}))["counts"]
+        return counts
+
+    def measured(self) -> ProcessSet:
+        return ProcessSet.tree(self.floor.pid)
+
+    def supervisor(self) -> ProcessSet | None:
+        return ProcessSet.of([self.floor.pid])
+
+    async def stop(self) -> None:
+        self.floor.send_close()
+        await self.floor.stop(grace=10.0)

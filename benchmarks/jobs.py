@@ -1,12 +1,16 @@
-"""Agent server density: framepool's agent server against process-per-job, in the same run (harness process).
+"""Agent server density: framepool's agent server against process-per-job and the SDK's floor, in one run (harness process).
 
-    .venv/bin/python benchmarks/jobs.py            # table, < 5 min
+    .venv/bin/python benchmarks/jobs.py            # table, < 8 min
     .venv/bin/python benchmarks/jobs.py --json     # one JSON object: env, config, systems, ratios, targets
     .venv/bin/python benchmarks/jobs.py --quick    # smoke run, < 90 s, noisier
 
 The job is the issue's audio job: a publisher sends a 48 kHz mono tone in 10 ms frames into its own room,
-the job subscribes to it, computes audio-level (RMS/peak per 100 ms window) on 10 ms frames and publishes
-each window as a data message (10 per second) that the room's publisher counts. Per system, in turn, on a
+the job subscribes to it, computes audio-level (RMS/peak per 100 ms window) and publishes each window as a
+data message (10 per second) that the room's publisher counts. framepool asks the SDK for frames as long as
+the processor's window (100 ms), the baseline for 10 ms frames as a LiveKit Agents job would. The third
+system, `sdk-floor`, is the SDK alone: one process with one room connection and one AudioStream per job at
+framepool's frame size, frames dropped (`_jobs_floor.py`); framepool's marginal cost minus the floor's is
+framepool's own overhead per job. Per system, in turn, on a
 fresh dev server (`python -m framepool.devserver`) and a fresh load generator (`_jobs_load.py`):
 
 1. jobs are added one at a time up to each K of the schedule; each start's latency is measured
@@ -20,7 +24,7 @@ fresh dev server (`python -m framepool.devserver`) and a fresh load generator (`
    --max-k, or the system's time budget is spent.
 
 Marginal memory and CPU per extra job are the least-squares slopes over the drop-free windows; the ratios
-are framepool / baseline. The dev server and the load generator run on the same 2 cores: their CPU is
+are framepool / baseline and framepool / sdk-floor, and framepool − sdk-floor is reported per job. The dev server and the load generator run on the same 2 cores: their CPU is
 reported per window, because when they saturate the machine the "drops" say more about them than about
 the system under test.
 """
@@ -49,20 +53,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _jobs_procs import Helper, HelperError, ProcessSet, free_port, python_argv, shm_entries
 from _jobs_systems import (
     JOB_TIMEOUT,
+    PROCESSOR,
     START_TIMEOUT,
     TOPIC,
     BaselineSystem,
+    FloorSystem,
     ForkedBaselineSystem,
     FramepoolSystem,
     System,
     token,
 )
 
+from framepool.pool import input_format_of
+from framepool.processors.api import AudioFormat
+from framepool.processors.registry import parse_spec
+
 RESULTS_PER_SECOND = 10.0  # audio-level, 100 ms windows
 RATE_FLOOR = 0.99
 TARGET_PSS_MB = 2.0
 TARGET_CPU_PCT = 1.2
 MB = 1 << 20
+SYSTEMS = ["framepool", "sdk-floor", "baseline"]  # run in this order, each on its own dev server
 
 
 @dataclass
@@ -150,7 +161,7 @@ class Ramp:
         self.rooms.append(room)
         await self.loadgen.request({"op": "join", "url": self.system.url, "token": token(f"pub-{room}", room),
                                     "room": room, "topic": TOPIC}, JOB_TIMEOUT)
-        first = self.loadgen.expect("first_result", room)
+        first = self.system.first_output(room, self.loadgen)
         requested = await self.system.start_job(room)
         try:
             result = await asyncio.wait_for(first, JOB_TIMEOUT)
@@ -176,13 +187,13 @@ class Ramp:
             await asyncio.sleep(self.cfg.settle)  # the new jobs' start-up is not their steady state
         measured, supervisor = self.system.measured(), self.system.supervisor()
         devserver, loadgen = ProcessSet.tree(self.devserver.pid), ProcessSet.tree(self.loadgen.pid)
-        counts0, counters0 = (await self.loadgen.request({"op": "counts"}))["counts"], await self.system.counters()
+        counts0, counters0 = await self.system.output_counts(self.loadgen), await self.system.counters()
         cpu0, dev0, load0, t0 = measured.cpu_seconds(), devserver.cpu_seconds(), loadgen.cpu_seconds(), time.monotonic()
         busy0, sup0 = machine_busy_seconds(), supervisor.cpu_seconds() if supervisor else 0.0
         await asyncio.sleep(self.cfg.window)  # the measurement window itself
         cpu1, dev1, load1, t1 = measured.cpu_seconds(), devserver.cpu_seconds(), loadgen.cpu_seconds(), time.monotonic()
         busy1, sup1 = machine_busy_seconds(), supervisor.cpu_seconds() if supervisor else 0.0
-        counts1, counters1 = (await self.loadgen.request({"op": "counts"}))["counts"], await self.system.counters()
+        counts1, counters1 = await self.system.output_counts(self.loadgen), await self.system.counters()
         memory = measured.sample()
         rates = [rate(counts0.get(room), counts1.get(room)) for room in self.rooms]
         drops: dict[str, int] = {key: int(counters1[key] - counters0.get(key, 0))
@@ -315,6 +326,30 @@ def ratios(framepool: SystemRun, baseline: SystemRun) -> dict[str, float | None]
             "max_jobs_without_drops": ratio(float(framepool.max_k_without_drops), float(baseline.max_k_without_drops))}
 
 
+def over_floor(framepool: SystemRun, floor: SystemRun) -> dict[str, float | None]:
+    """framepool's own part of its marginal cost: framepool − sdk-floor, and the ratio framepool / sdk-floor."""
+    def minus(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else a - b
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None or b <= 0 else a / b
+
+    return {"marginal_pss_mb_minus_floor": minus(framepool.marginal_pss_mb, floor.marginal_pss_mb),
+            "marginal_uss_mb_minus_floor": minus(framepool.marginal_uss_mb, floor.marginal_uss_mb),
+            "marginal_cpu_pct_minus_floor": minus(framepool.marginal_cpu_pct, floor.marginal_cpu_pct),
+            "marginal_supervisor_cpu_pct_minus_floor": minus(framepool.marginal_supervisor_cpu_pct,
+                                                             floor.marginal_supervisor_cpu_pct),
+            "marginal_pss_ratio": ratio(framepool.marginal_pss_mb, floor.marginal_pss_mb),
+            "marginal_cpu_ratio": ratio(framepool.marginal_cpu_pct, floor.marginal_cpu_pct)}
+
+
+def framepool_frame_ms() -> int:
+    """The AudioStream frame size framepool's supervisor asks for on the benchmark's processor."""
+    fmt = input_format_of([parse_spec(PROCESSOR)])
+    assert isinstance(fmt, AudioFormat)
+    return fmt.frame_ms
+
+
 def targets(framepool: SystemRun) -> dict[str, bool | None]:
     pss, cpu = framepool.marginal_pss_mb, framepool.marginal_cpu_pct
     return {f"marginal_pss_le_{TARGET_PSS_MB}_mb": None if pss is None else pss <= TARGET_PSS_MB,
@@ -329,6 +364,7 @@ async def bench(cfg: Config, systems: list[str], keep_logs: Path | None = None) 
         log_dir = keep_logs or Path(tmp)
         makers: dict[str, Callable[[str], System]] = {
             "framepool": lambda url: FramepoolSystem(url, log_dir, cfg.workers, cfg.load_threshold),
+            "sdk-floor": lambda url: FloorSystem(url, log_dir, framepool_frame_ms()),
             "baseline": (lambda url: ForkedBaselineSystem(url, log_dir)) if cfg.baseline_start == "forkserver"
             else (lambda url: BaselineSystem(url, log_dir)),
         }
@@ -340,6 +376,8 @@ async def bench(cfg: Config, systems: list[str], keep_logs: Path | None = None) 
     result: dict[str, Any] = {"env": env, "config": asdict(cfg), "systems": {n: asdict(r) for n, r in runs.items()}}
     if "framepool" in runs and "baseline" in runs:
         result["ratios"] = ratios(runs["framepool"], runs["baseline"])
+    if "framepool" in runs and "sdk-floor" in runs:
+        result["framepool_over_floor"] = over_floor(runs["framepool"], runs["sdk-floor"])
     if "framepool" in runs:
         result["targets_met"] = targets(runs["framepool"])
     result["left_in_dev_shm"] = sorted(shm_entries() - shm_before)
@@ -376,6 +414,9 @@ def print_table(result: dict[str, Any]) -> None:
               + f"; max K without drops {run['max_k_without_drops']}")
     if "ratios" in result:
         print("\nratios framepool / baseline: " + ", ".join(f"{k} {fmt(v, '.3f')}" for k, v in result["ratios"].items()))
+    if "framepool_over_floor" in result:
+        print("framepool against the SDK floor: " + ", ".join(f"{k} {fmt(v, '.3f')}"
+                                                             for k, v in result["framepool_over_floor"].items()))
     if "targets_met" in result:
         print("targets (framepool): " + ", ".join(f"{k}: {v}" for k, v in result["targets_met"].items()))
     if result["left_in_dev_shm"]:
@@ -386,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks/jobs.py", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run (< 90 s), fewer and shorter windows")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--only", choices=["framepool", "baseline"], help="run one system only (no ratios)")
+    parser.add_argument("--only", choices=SYSTEMS, action="append",
+                        help="run only this system (repeatable; ratios need both of their systems)")
     parser.add_argument("--max-k", type=int, help="stop the ramp at this many jobs")
     parser.add_argument("--workers", type=int, help="framepool worker processes (default: the daemon's default)")
     parser.add_argument("--baseline-start", choices=["forkserver", "spawn"], default="forkserver",
@@ -405,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers is not None:
         cfg.workers = args.workers
     cfg.baseline_start = args.baseline_start
-    systems = [args.only] if args.only else ["framepool", "baseline"]
+    systems = [name for name in SYSTEMS if name in args.only] if args.only else SYSTEMS
     try:
         result = asyncio.run(bench(cfg, systems, args.keep_logs))
     except KeyboardInterrupt:
