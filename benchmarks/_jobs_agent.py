@@ -11,7 +11,9 @@ SIGTERM drains as there.
 
 Requests: stats -> {jobs, feeds, frames, dropped, lost, results_dropped, results_sent, restarts, workers, load,
 rooms: {room: [frames, results_sent]}};
-assigned {room} -> {t}: when the room's job assignment reached the daemon (CLOCK_MONOTONIC).
+assigned {room} -> {t}: when the room's job assignment reached the daemon (CLOCK_MONOTONIC);
+python_memory {top} -> {traced_bytes, growth: [[where, bytes, blocks]]}: with --tracemalloc only, the Python
+allocations that grew since the previous such request, by line (where framepool's per-job memory goes).
 Events: registered (every agent registered with the server).
 """
 
@@ -21,6 +23,7 @@ import argparse
 import asyncio
 import sys
 import time
+import tracemalloc
 from typing import Any
 
 from _jobs_child import emit, serve_requests
@@ -88,6 +91,24 @@ def stats(server: AgentServer) -> dict[str, Any]:
     return {**totals, "rooms": rooms}
 
 
+class PythonMemory:
+    """tracemalloc snapshots, each compared with the previous one (a diagnostic: tracing slows the process)."""
+
+    def __init__(self) -> None:
+        self.previous: tracemalloc.Snapshot | None = None
+
+    async def growth(self, request: dict[str, Any]) -> dict[str, Any]:
+        if not tracemalloc.is_tracing():
+            raise RuntimeError("python_memory needs --tracemalloc")
+        snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+        previous, self.previous = self.previous, snapshot
+        if previous is None:
+            return {"traced_bytes": tracemalloc.get_traced_memory()[0], "growth": []}
+        stats = snapshot.compare_to(previous, "lineno")[: int(request.get("top", 25))]
+        return {"traced_bytes": tracemalloc.get_traced_memory()[0],
+                "growth": [[str(s.traceback), s.size_diff, s.count_diff] for s in stats]}
+
+
 async def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", required=True)
@@ -98,7 +119,10 @@ async def main(argv: list[str]) -> int:
     parser.add_argument("--processor", default="audio-level(window_ms=100)")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--load-threshold", type=float, default=0.75)
+    parser.add_argument("--tracemalloc", action="store_true", help="trace Python allocations (python_memory)")
     args = parser.parse_args(argv)
+    if args.tracemalloc:
+        tracemalloc.start(1)
     setup_logging("warning", "text")
     server = build_server(args)
 
@@ -114,7 +138,9 @@ async def main(argv: list[str]) -> int:
 
     serving = asyncio.create_task(serve(server))
     announcing = asyncio.create_task(announce())
-    requests = asyncio.create_task(serve_requests({"stats": report, "assigned": assigned}))
+    memory = PythonMemory()
+    requests = asyncio.create_task(serve_requests({"stats": report, "assigned": assigned,
+                                                   "python_memory": memory.growth}))
     await asyncio.wait([serving, requests], return_when=asyncio.FIRST_COMPLETED)
     announcing.cancel()
     requests.cancel()
