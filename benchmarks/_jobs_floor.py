@@ -11,6 +11,10 @@ Having no results to publish, it counts frames instead: per room, frames x frame
 audio job's 100 ms results, so the harness compares the same 10/s rate) and the arrival of the last one; the
 first frame of each room is the end of its start latency (event `first_frame`).
 
+`--publish TOPIC` (a diagnostic, not a benchmark system): also publish one small data message per 100 ms
+of audio on TOPIC, through one sender task per room as framepool does, to tell the SDK's cost of sending
+the results from framepool's own.
+
 Requests: join {url, token, room} -> {}; counts -> {counts: {room: [results-equivalent, arrival of the last]}};
 stats -> {rooms, frames}. Events: first_frame {room, t} (CLOCK_MONOTONIC).
 """
@@ -35,11 +39,16 @@ SAMPLE_RATE = 48000
 class Floor:
     """One room connection per job; every subscribed audio track is read and its frames dropped."""
 
-    def __init__(self, frame_ms: int) -> None:
+    def __init__(self, frame_ms: int, publish_topic: str = "") -> None:
         self.frame_ms = frame_ms
+        self.publish_topic = publish_topic
         self.rooms: dict[str, rtc.Room] = {}
         self.counts: dict[str, list[float]] = {}  # room -> [results-equivalent, monotonic arrival of the last]
         self.readers: set[asyncio.Task[None]] = set()
+        self.outboxes: dict[str, asyncio.Queue[bytes]] = {}
+        # About the size of an audio-level result message.
+        self.payload = b'{"participant":"pub","track":"TR_0000000000","processor":"audio-level","topic":"audio-level",' \
+                       b'"ts_us":0,"seq":0,"data":{"rms_dbfs":-12.34,"peak_dbfs":-9.87,"start_us":0,"duration_ms":100.0}}'
 
     async def join(self, request: dict[str, Any]) -> dict[str, Any]:
         name = request["room"]
@@ -56,10 +65,20 @@ class Floor:
         room.on("track_subscribed", on_track)
         await room.connect(request["url"], request["token"])
         self.rooms[name] = room
+        if self.publish_topic:
+            sender = asyncio.create_task(self._send(room, self.outboxes.setdefault(name, asyncio.Queue())))
+            self.readers.add(sender)
+            sender.add_done_callback(self._reader_done)
         return {}
+
+    async def _send(self, room: rtc.Room, outbox: asyncio.Queue[bytes]) -> None:
+        while True:
+            payload = await outbox.get()
+            await room.local_participant.publish_data(payload, reliable=True, topic=self.publish_topic)
 
     async def _read(self, name: str, track: rtc.Track) -> None:
         counts, share = self.counts[name], self.frame_ms / 100
+        outbox = self.outboxes.get(name)
         stream = rtc.AudioStream.from_track(track=track, sample_rate=SAMPLE_RATE, num_channels=1,
                                             frame_size_ms=self.frame_ms)
         try:
@@ -69,6 +88,8 @@ class Floor:
                     emit({"event": "first_frame", "room": name, "t": now})
                 counts[0] += share
                 counts[1] = now
+                if outbox is not None and int(counts[0]) != int(counts[0] - share):  # one message per 100 ms
+                    outbox.put_nowait(self.payload)
         finally:
             await stream.aclose()
 
@@ -94,9 +115,11 @@ class Floor:
 async def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frame-ms", type=int, required=True, help="AudioStream frame size (framepool's)")
+    parser.add_argument("--publish", default="", metavar="TOPIC",
+                        help="diagnostic: also publish one data message per 100 ms of audio per room on TOPIC")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    floor = Floor(args.frame_ms)
+    floor = Floor(args.frame_ms, args.publish)
     emit({"event": "ready"})
     try:
         await serve_requests({"join": floor.join, "counts": floor.report, "stats": floor.stats})

@@ -12,7 +12,8 @@
 - `FloorSystem` ("sdk-floor"): one process holding one `rtc.Room` per job, reading the job's audio track
   through `rtc.AudioStream` at framepool's frame size and dropping the frames (`_jobs_floor.py`): the SDK's
   own cost per job, which framepool cannot go below. It publishes nothing, so its start latency ends at the
-  first frame and its rate counts frames (in 100 ms units), not results.
+  first frame and its rate counts frames (in 100 ms units), not results. `sdk-floor-data` (on request only)
+  also publishes one data message of a result's size per 100 ms and room: the SDK's cost of sending results.
 
 All measure "the whole tree" the same way (`ProcessSet`): framepool's or the floor's whole process tree, or
 the set of busy baseline job processes (the idle spare is not a job and is left out).
@@ -222,9 +223,12 @@ class FloorSystem(System):
 
     name = "sdk-floor"
 
-    def __init__(self, url: str, log_dir: Path, frame_ms: int) -> None:
+    def __init__(self, url: str, log_dir: Path, frame_ms: int, publish_topic: str = "") -> None:
         super().__init__(url, log_dir)
-        self.floor = Helper("sdk-floor", python_argv("_jobs_floor.py", "--frame-ms", str(frame_ms)), log_dir)
+        extra = ["--publish", publish_topic] if publish_topic else []
+        if publish_topic:
+            self.name = "sdk-floor-data"
+        self.floor = Helper("sdk-floor", python_argv("_jobs_floor.py", "--frame-ms", str(frame_ms), *extra), log_dir)
 
     async def start(self) -> None:
         await self.floor.start()

@@ -73,7 +73,8 @@ RATE_FLOOR = 0.99
 TARGET_PSS_MB = 2.0
 TARGET_CPU_PCT = 1.2
 MB = 1 << 20
-SYSTEMS = ["framepool", "sdk-floor", "baseline"]  # run in this order, each on its own dev server
+SYSTEMS = ["framepool", "sdk-floor", "baseline"]  # the default run, in this order, each on its own dev server
+# also on request (--only sdk-floor-data): the floor publishing one result-sized data message per 100 ms and room
 
 
 @dataclass
@@ -365,6 +366,7 @@ async def bench(cfg: Config, systems: list[str], keep_logs: Path | None = None) 
         makers: dict[str, Callable[[str], System]] = {
             "framepool": lambda url: FramepoolSystem(url, log_dir, cfg.workers, cfg.load_threshold),
             "sdk-floor": lambda url: FloorSystem(url, log_dir, framepool_frame_ms()),
+            "sdk-floor-data": lambda url: FloorSystem(url, log_dir, framepool_frame_ms(), TOPIC),
             "baseline": (lambda url: ForkedBaselineSystem(url, log_dir)) if cfg.baseline_start == "forkserver"
             else (lambda url: BaselineSystem(url, log_dir)),
         }
@@ -378,6 +380,8 @@ async def bench(cfg: Config, systems: list[str], keep_logs: Path | None = None) 
         result["ratios"] = ratios(runs["framepool"], runs["baseline"])
     if "framepool" in runs and "sdk-floor" in runs:
         result["framepool_over_floor"] = over_floor(runs["framepool"], runs["sdk-floor"])
+    if "framepool" in runs and "sdk-floor-data" in runs:
+        result["framepool_over_floor_data"] = over_floor(runs["framepool"], runs["sdk-floor-data"])
     if "framepool" in runs:
         result["targets_met"] = targets(runs["framepool"])
     result["left_in_dev_shm"] = sorted(shm_entries() - shm_before)
@@ -417,6 +421,9 @@ def print_table(result: dict[str, Any]) -> None:
     if "framepool_over_floor" in result:
         print("framepool against the SDK floor: " + ", ".join(f"{k} {fmt(v, '.3f')}"
                                                              for k, v in result["framepool_over_floor"].items()))
+    if "framepool_over_floor_data" in result:
+        print("framepool against the SDK floor with data: " + ", ".join(
+            f"{k} {fmt(v, '.3f')}" for k, v in result["framepool_over_floor_data"].items()))
     if "targets_met" in result:
         print("targets (framepool): " + ", ".join(f"{k}: {v}" for k, v in result["targets_met"].items()))
     if result["left_in_dev_shm"]:
@@ -427,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks/jobs.py", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run (< 90 s), fewer and shorter windows")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--only", choices=SYSTEMS, action="append",
+    parser.add_argument("--only", choices=[*SYSTEMS, "sdk-floor-data"], action="append",
                         help="run only this system (repeatable; ratios need both of their systems)")
     parser.add_argument("--max-k", type=int, help="stop the ramp at this many jobs")
     parser.add_argument("--workers", type=int, help="framepool worker processes (default: the daemon's default)")
@@ -447,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers is not None:
         cfg.workers = args.workers
     cfg.baseline_start = args.baseline_start
-    systems = [name for name in SYSTEMS if name in args.only] if args.only else SYSTEMS
+    systems = [name for name in [*SYSTEMS, "sdk-floor-data"] if name in args.only] if args.only else SYSTEMS
     try:
         result = asyncio.run(bench(cfg, systems, args.keep_logs))
     except KeyboardInterrupt:
