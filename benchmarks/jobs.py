@@ -23,7 +23,9 @@ fresh dev server (`python -m framepool.devserver`) and a fresh load generator (`
    10/s, or framepool's ring/result drops) in two consecutive windows, a job fails to start, K reaches
    --max-k, or the system's time budget is spent.
 
-Marginal memory and CPU per extra job are the least-squares slopes over the drop-free windows; the ratios
+Marginal memory and CPU per extra job are the least-squares slopes over the drop-free windows in which the
+machine was below 90 % busy (at saturation the SDK batches events and threads starve, which flattens the
+CPU curve; the slopes over every drop-free window are reported too); the ratios
 are framepool / baseline and framepool / sdk-floor, and framepool − sdk-floor is reported per job. The dev server and the load generator run on the same 2 cores: their CPU is
 reported per window, because when they saturate the machine the "drops" say more about them than about
 the system under test.
@@ -70,6 +72,7 @@ from framepool.processors.registry import parse_spec
 
 RESULTS_PER_SECOND = 10.0  # audio-level, 100 ms windows
 RATE_FLOOR = 0.99
+SATURATED = 0.9  # a window with the machine this busy (of all its CPUs) is left out of the marginal fits
 TARGET_PSS_MB = 2.0
 TARGET_CPU_PCT = 1.2
 MB = 1 << 20
@@ -128,15 +131,28 @@ class SystemRun:
     marginal_uss_mb: float | None = None
     marginal_cpu_pct: float | None = None
     marginal_supervisor_cpu_pct: float | None = None
+    fit_ks: list[int] = field(default_factory=list)  # the windows the marginal figures are fitted over
+    marginal_pss_mb_all_windows: float | None = None  # the same fits over every drop-free window, saturated or not
+    marginal_cpu_pct_all_windows: float | None = None
     base_pss_mb: float | None = None
     base_cpu_pct: float | None = None
     detail: dict[str, Any] = field(default_factory=dict)
 
-    def fit(self) -> None:
+    def fit(self, capacity_pct: float) -> None:
+        """Slopes over the drop-free windows in which the machine was not saturated (a saturated machine
+        batches the SDK's events and starves threads, which flattens the CPU curve); all windows if fewer
+        than two such K."""
         good = [p for p in self.points if p.ok]
         if len({p.k for p in good}) < 2:
             return
         ks = np.array([p.k for p in good], dtype=float)
+        self.marginal_pss_mb_all_windows = float(np.polyfit(ks, [p.pss_mb for p in good], 1)[0])
+        self.marginal_cpu_pct_all_windows = float(np.polyfit(ks, [p.cpu_pct for p in good], 1)[0])
+        calm = [p for p in good if p.machine_busy_pct < SATURATED * capacity_pct]
+        if len({p.k for p in calm}) >= 2:
+            good = calm
+        self.fit_ks = [p.k for p in good]
+        ks = np.array(self.fit_ks, dtype=float)
         self.marginal_pss_mb, self.base_pss_mb = (float(v) for v in np.polyfit(ks, [p.pss_mb for p in good], 1))
         self.marginal_uss_mb = float(np.polyfit(ks, [p.uss_mb for p in good], 1)[0])
         self.marginal_cpu_pct, self.base_cpu_pct = (float(v) for v in np.polyfit(ks, [p.cpu_pct for p in good], 1))
@@ -252,7 +268,7 @@ class Ramp:
                     break
             else:
                 self.run.limit = f"--max-k reached without drops (K={self.run.max_k_without_drops})"
-        self.run.fit()
+        self.run.fit(100.0 * (os.cpu_count() or 1))
         return self.run
 
 
@@ -412,10 +428,11 @@ def print_table(result: dict[str, Any]) -> None:
         if run["ramp_latencies_s"]:
             print(f"  start latency in the ramp ({len(run['ramp_latencies_s'])} starts, {result['config']['ramp_concurrency']} "
                   f"at a time): median {np.median(run['ramp_latencies_s']) * 1000:.0f} ms")
-        print(f"  marginal per extra job: PSS {fmt(run['marginal_pss_mb'])} MB (USS {fmt(run['marginal_uss_mb'])} MB), "
-              f"CPU {fmt(run['marginal_cpu_pct'])} % of a core"
+        print(f"  marginal per extra job (K = {', '.join(map(str, run['fit_ks']))}): PSS {fmt(run['marginal_pss_mb'])} MB "
+              f"(USS {fmt(run['marginal_uss_mb'])} MB), CPU {fmt(run['marginal_cpu_pct'])} % of a core"
               + (f" (supervisor {fmt(run['marginal_supervisor_cpu_pct'])} %)" if run["marginal_supervisor_cpu_pct"] is not None else "")
-              + f"; max K without drops {run['max_k_without_drops']}")
+              + f"; over every drop-free window PSS {fmt(run['marginal_pss_mb_all_windows'])} MB, CPU "
+              f"{fmt(run['marginal_cpu_pct_all_windows'])} %; max K without drops {run['max_k_without_drops']}")
     if "ratios" in result:
         print("\nratios framepool / baseline: " + ", ".join(f"{k} {fmt(v, '.3f')}" for k, v in result["ratios"].items()))
     if "framepool_over_floor" in result:
