@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/jobs.py            # table, < 8 min
     .venv/bin/python benchmarks/jobs.py --json     # one JSON object: env, config, systems, ratios, targets
-    .venv/bin/python benchmarks/jobs.py --quick    # smoke run, < 90 s, noisier
+    .venv/bin/python benchmarks/jobs.py --quick    # smoke run, < 3 min, noisier
 
 The job is the issue's audio job: a publisher sends a 48 kHz mono tone in 10 ms frames into its own room,
 the job subscribes to it, computes audio-level (RMS/peak per 100 ms window) and publishes each window as a
@@ -449,7 +449,7 @@ def print_table(result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks/jobs.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run (< 90 s), fewer and shorter windows")
+    parser.add_argument("--quick", action="store_true", help="smoke run (< 3 min), fewer and shorter windows")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--only", choices=[*SYSTEMS, "sdk-floor-data"], action="append",
                         help="run only this system (repeatable; ratios need both of their systems)")
