@@ -65,3 +65,13 @@ async def signal_mode(request: pytest.FixtureRequest) -> AsyncIterator[SignalMod
         yield SignalMode(name, server, options)
     finally:
         await server.aclose()
+
+
+@pytest.fixture
+async def lkapi(devserver: DevServer) -> AsyncIterator[api.LiveKitAPI]:
+    """A real livekit-api client with admin credentials for the test's dev server."""
+    client = api.LiveKitAPI(devserver.http_url, API_KEY, API_SECRET)
+    try:
+        yield client
+    finally:
+        await client.aclose()

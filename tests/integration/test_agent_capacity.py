@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from livekit import api
@@ -13,7 +12,6 @@ from framepool.agent.job import JobContext, JobRequest, RunningJob
 from framepool.agent.server import AgentServer, RequestFunction
 from framepool.devserver.agents import dispatcher_for
 from framepool.devserver.server import DevServer
-from tests.conftest import API_KEY, API_SECRET
 from tests.integration.agentkit import (
     TIMEOUT,
     LogWatch,
@@ -26,12 +24,6 @@ from tests.integration.agentkit import (
 from tests.integration.agentworker import TestWorker
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def lkapi(devserver: DevServer) -> AsyncIterator[api.LiveKitAPI]:
-    async with api.LiveKitAPI(devserver.http_url, API_KEY, API_SECRET) as client:
-        yield client
 
 
 def one_job_server(devserver: DevServer, started: asyncio.Queue[str]) -> AgentServer:

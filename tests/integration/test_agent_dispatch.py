@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from livekit import api, rtc
@@ -18,14 +17,6 @@ from tests.integration.sdk import joined
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-async def lkapi(devserver: DevServer) -> AsyncIterator[api.LiveKitAPI]:
-    client = api.LiveKitAPI(devserver.http_url, API_KEY, API_SECRET)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def new_server(devserver: DevServer, **overrides: object) -> AgentServer:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -24,14 +23,6 @@ from tests.integration.sdk import TIMEOUT, joined, publish_tone, stop
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-async def lkapi(devserver: DevServer) -> AsyncIterator[api.LiveKitAPI]:
-    client = api.LiveKitAPI(devserver.http_url, API_KEY, API_SECRET)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def worker(devserver: DevServer, **options: object) -> TestWorker:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -19,14 +18,6 @@ from tests.integration.sdk import TIMEOUT, joined, next_event
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-async def lkapi(devserver: DevServer) -> AsyncIterator[api.LiveKitAPI]:
-    client = api.LiveKitAPI(devserver.http_url, API_KEY, API_SECRET)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def signed(**grants: object) -> str:
