@@ -49,3 +49,17 @@ def test_readme_agent_example_registers_one_agent() -> None:
     server = block_defining("AgentServer()")["server"]
     [agent] = server.agents
     assert (agent.agent_name, agent.job_type) == ("meter", "room")
+
+
+def test_readme_toml_example_is_valid_settings(tmp_path: Path) -> None:
+    from framepool.processors import instantiate, parse_specs
+    from framepool.settings import load
+
+    [toml_text] = re.findall(r"```toml\n(.*?)```", README, re.S)
+    config = tmp_path / "framepool.toml"
+    config.write_text(toml_text)
+    settings = load(config, environ={})
+    [agent] = settings.agents
+    assert (agent.agent_name, agent.job_type, agent.topic) == ("meter", "room", "analysis")
+    for spec in parse_specs(",".join(agent.audio + agent.video)):
+        instantiate(spec)  # every processor named there exists and takes those parameters
