@@ -164,10 +164,7 @@ class StreamAttachment:
             return
         if self._ring is not None:
             self._lost += self._ring.pending()
-            for key, value in self._ring.stats().items():
-                if key in self._retired:
-                    self._retired[key] += value
-        self._close_rings()
+        self._retire_rings()
         self.worker = None
         self.gaps += 1
         self._errors_retired, self._errors = self._errors_retired + self._errors, 0  # the new worker counts from 0
@@ -183,6 +180,14 @@ class StreamAttachment:
         self._live.set()
         self._space.set()
         self._notify("stream_failed", reason)
+
+    def _retire_rings(self) -> None:
+        """Keep the input ring's counters (the stream's totals outlive its rings), then close the rings."""
+        if self._ring is not None:
+            for key, value in self._ring.stats().items():
+                if key in self._retired:
+                    self._retired[key] += value
+        self._close_rings()
 
     def _close_rings(self) -> None:
         if self._space_bell is not None:
@@ -272,11 +277,7 @@ class StreamAttachment:
         if self.worker is not None:
             self.worker.drain_results()
             self.worker.attachments.pop(self.index, None)
-            if self._ring is not None:
-                for key, value in self._ring.stats().items():
-                    if key in self._retired:
-                        self._retired[key] += value
-        self._close_rings()
+        self._retire_rings()
         self.worker = None
         stats = self.stats()
         self._final.set_result(stats)
@@ -291,11 +292,7 @@ class StreamAttachment:
             return
         if self.worker is not None:
             self.worker.attachments.pop(self.index, None)
-        if self._ring is not None:
-            for key, value in self._ring.stats().items():
-                if key in self._retired:
-                    self._retired[key] += value
-        self._close_rings()
+        self._retire_rings()
         self.worker = None
         if self._final is None:
             self._final = self._loop.create_future()
