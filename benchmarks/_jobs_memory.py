@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jobs
-from _jobs_procs import Helper, ProcessSet, free_port, python_argv
-from _jobs_systems import FloorSystem, FramepoolSystem, System
+from _jobs_procs import ProcessSet
+from _jobs_systems import FloorSystem, FramepoolSystem
 
 SETTLE = 6.0  # seconds after the last start: the new rooms' buffers fill up
 MAPPING = re.compile(r"^[0-9a-f]+-[0-9a-f]+ ")
@@ -65,16 +65,8 @@ def print_growth(before: dict[str, dict[str, int]], after: dict[str, dict[str, i
 
 async def diagnose(which: str, k0: int, k1: int) -> None:
     log_dir = Path(tempfile.mkdtemp(prefix="framepool-jobs-memory-"))
-    port = free_port()
-    devserver = Helper("devserver", [sys.executable, "-m", "framepool.devserver", "--port", str(port),
-                                     "--departure-timeout", "1"], log_dir)
-    loadgen = Helper("loadgen", python_argv("_jobs_load.py"), log_dir)
-    url = f"ws://127.0.0.1:{port}"
-    system: System | None = None
-    try:
-        await devserver.start()
-        await devserver.event("line", 60, contains="url:")
-        await loadgen.start()
+    async with jobs.testbed("memory", log_dir) as bed:
+        url, loadgen, devserver = bed.url, bed.loadgen, bed.devserver
         if which == "framepool":
             framepool = FramepoolSystem(url, log_dir, 0, 0.75)
             framepool.agent.argv.append("--tracemalloc")
@@ -82,6 +74,7 @@ async def diagnose(which: str, k0: int, k1: int) -> None:
         else:
             floor = FloorSystem(url, log_dir, jobs.framepool_frame_ms())
             system, root = floor, floor.floor
+        bed.system = system
         await system.start()
         ramp = jobs.Ramp(system, loadgen, devserver, jobs.QUICK, time.monotonic() + 3600)
         await ramp.grow_to(k0, 4, [], None)
@@ -101,12 +94,6 @@ async def diagnose(which: str, k0: int, k1: int) -> None:
             print(f"  Python allocations that grew (tracemalloc; {reply['traced_bytes'] / 1024:.0f} kB traced in all):")
             for where, size, blocks in reply["growth"]:
                 print(f"    {size / added / 1024:7.1f} kB/job {blocks / added:6.1f} blocks/job  {where}")
-    finally:
-        if system is not None:
-            await system.stop()
-        loadgen.send_close()
-        await loadgen.stop(grace=10.0)
-        await devserver.stop(grace=5.0)
 
 
 def main() -> int:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import os
@@ -42,7 +43,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -293,30 +294,49 @@ def rate(before: list[float] | None, after: list[float] | None) -> float:
     return (after[0] - before[0]) / (after[1] - before[1])
 
 
+@dataclass
+class Testbed:
+    """A dev server and a load generator of one system's own, and the system under test once it is made."""
+
+    url: str
+    devserver: Helper
+    loadgen: Helper
+    system: System | None = None
+
+
+@contextlib.asynccontextmanager
+async def testbed(name: str, log_dir: Path) -> AsyncIterator[Testbed]:
+    """Start a dev server and a load generator; on exit stop the system, then them: every process is gone."""
+    port = free_port()
+    bed = Testbed(
+        url=f"ws://127.0.0.1:{port}",
+        devserver=Helper(f"devserver-{name}", [sys.executable, "-m", "framepool.devserver", "--port", str(port),
+                                               "--departure-timeout", "1"], log_dir),
+        loadgen=Helper(f"loadgen-{name}", python_argv("_jobs_load.py"), log_dir),
+    )
+    try:
+        await bed.devserver.start()
+        await bed.devserver.event("line", START_TIMEOUT, contains="url:")
+        await bed.loadgen.start()
+        yield bed
+    finally:
+        if bed.system is not None:
+            await bed.system.stop()
+        bed.loadgen.send_close()
+        await bed.loadgen.stop(grace=10.0)
+        await bed.devserver.stop(grace=5.0)
+
+
 async def run_system(make: Callable[[str], System], name: str, cfg: Config, log_dir: Path) -> SystemRun:
     """One system on its own dev server and load generator; every process it started is gone on return."""
     deadline = time.monotonic() + cfg.budget
-    port = free_port()
-    devserver = Helper(f"devserver-{name}", [sys.executable, "-m", "framepool.devserver", "--port", str(port),
-                                             "--departure-timeout", "1"], log_dir)
-    loadgen = Helper(f"loadgen-{name}", python_argv("_jobs_load.py"), log_dir)
-    system: System | None = None
-    try:
-        await devserver.start()
-        await devserver.event("line", START_TIMEOUT, contains="url:")
-        await loadgen.start()
-        system = make(f"ws://127.0.0.1:{port}")
+    async with testbed(name, log_dir) as bed:
+        bed.system = system = make(bed.url)
         await system.start()
-        run = await Ramp(system, loadgen, devserver, cfg, deadline).execute()
+        run = await Ramp(system, bed.loadgen, bed.devserver, cfg, deadline).execute()
         if isinstance(system, FramepoolSystem):
             run.detail["workers"] = len(system.workers)
         return run
-    finally:
-        if system is not None:
-            await system.stop()
-        loadgen.send_close()
-        await loadgen.stop(grace=10.0)
-        await devserver.stop(grace=5.0)
 
 
 def environment() -> dict[str, Any]:
