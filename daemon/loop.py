@@ -16,13 +16,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from types import FrameType
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def loop_factory() -> Any:
@@ -38,6 +42,20 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     """Run the supervisor's main coroutine on uvloop (the way every CLI command starts its loop)."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(main)
+
+
+def run_service(main: Coroutine[Any, Any, T]) -> T:
+    """`run` for a command that stops on SIGTERM/SIGINT (`StopSignals`): once `main` is over, both are ignored.
+
+    Without this, interpreter shutdown puts the default dispositions back (Python does so for every
+    signal with a Python-level handler), and a signal landing during those last milliseconds killed
+    a process that had already stopped in order, with a misleading status (-2 or -15).
+    """
+    try:
+        return run(main)
+    finally:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 class LoopLagMonitor:
@@ -81,3 +99,40 @@ class LoopLagMonitor:
             self._last_warning = now
             log.warning("supervisor event loop ran %.0f ms late: something blocked it", lag * 1000)
         self._schedule(loop)
+
+
+class StopSignals:
+    """SIGTERM/SIGINT for a long-running command: each signal calls `on_signal` on the loop, nothing else.
+
+    Python-level handlers (`signal.signal`) rather than `loop.add_signal_handler`: asyncio and uvloop put
+    the default dispositions back when such a handler is removed or the loop closes, so a second Ctrl-C
+    or SIGTERM landing in the last moments of an orderly shutdown killed the process (exit -2 or -15)
+    instead of being absorbed. These handlers stay until `restore()`, and once the loop has closed they
+    ignore the signal. A command's own process never restores them; an embedder (a test) does.
+    """
+
+    def __init__(self, on_signal: Callable[[], None]) -> None:
+        self._on_signal = on_signal
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def install(self) -> None:
+        """Take over SIGTERM/SIGINT for the running loop (call from the main thread, inside the loop)."""
+        self._loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        """Give the signals back to whatever handled them before `install`."""
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._on_signal)
+        except RuntimeError:  # the loop closed between the check and the call: the command is already ending
+            pass

@@ -104,14 +104,14 @@ def _run_start(args: argparse.Namespace, settings: Settings | None) -> int:
     quiet_short_secret_warning()
     settings = with_log_format(settings, "json")
     server = load_server(args.target, settings)
-    return framepool_loop.run(serve(server))
+    return framepool_loop.run_service(serve(server))
 
 
 def _run_dev(args: argparse.Namespace, settings: Settings | None) -> int:
     assert settings is not None
     quiet_short_secret_warning()
     settings = with_log_format(settings, "text")
-    return framepool_loop.run(_dev(args, settings))
+    return framepool_loop.run_service(_dev(args, settings))
 
 
 async def _dev(args: argparse.Namespace, settings: Settings) -> int:
@@ -159,7 +159,7 @@ def _run_connect(args: argparse.Namespace, settings: Settings | None) -> int:
     quiet_short_secret_warning()
     settings = with_log_format(settings, "text")
     server = load_server(args.target, settings)
-    return framepool_loop.run(connect(server, args.room, args.participant, args.agent))
+    return framepool_loop.run_service(connect(server, args.room, args.participant, args.agent))
 
 
 async def connect(server: AgentServer, room: str, participant: str = "", agent_name: str | None = None) -> int:

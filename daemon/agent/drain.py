@@ -8,26 +8,23 @@ The ladder, each rung logged once:
 Exit status: 0 after a clean drain, 1 when jobs had to be cut short, 130 on the quick path, the error's own
 code when LiveKit stayed unreachable (3) or the pool halted (4).
 
-Signal handlers only set events (`loop.add_signal_handler`): the ladder itself runs as ordinary code on the
-loop, where it can await and log. The handlers are removed again afterwards, so a caller that embeds this
-(the tests, `framepool dev`) gets its default signal behaviour back.
+Signal handlers only set events (`framepool.loop.StopSignals`): the ladder itself runs as ordinary code on
+the loop, where it can await and log. When `serve` owns the handlers (the `framepool start` process) they
+stay installed to the end, so a late signal during exit is absorbed; a caller that embeds this passes its
+own `SignalEvents` and removes them when it is done.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 from framepool.agent.server import AgentServer
 from framepool.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
-from framepool.loop import LoopLagMonitor
+from framepool.loop import LoopLagMonitor, StopSignals
 from framepool.sdnotify import Notifier
 
 log = logging.getLogger("framepool.agent.drain")
-
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
 
 class SignalEvents:
     """Counts SIGTERM/SIGINT: `first` and `second` are set by the handlers and nothing else happens there."""
@@ -35,19 +32,16 @@ class SignalEvents:
     def __init__(self) -> None:
         self.first = asyncio.Event()
         self.second = asyncio.Event()
+        self._handlers = StopSignals(self._on_signal)
 
     def _on_signal(self) -> None:
         (self.second if self.first.is_set() else self.first).set()
 
     def install(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in SIGNALS:
-            loop.add_signal_handler(sig, self._on_signal)
+        self._handlers.install()
 
     def remove(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in SIGNALS:
-            loop.remove_signal_handler(sig)
+        self._handlers.restore()
 
 
 async def serve(server: AgentServer, signals: SignalEvents | None = None) -> int:
@@ -73,8 +67,6 @@ async def serve(server: AgentServer, signals: SignalEvents | None = None) -> int
     finally:
         lag.stop()
         ready.cancel()
-        if own:
-            signals.remove()
 
 
 async def _notify_ready(server: AgentServer, notifier: Notifier) -> None:

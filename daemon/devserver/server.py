@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 import time
 from types import TracebackType
@@ -118,11 +117,13 @@ class DevServer:
 
 
 async def _serve(server: DevServer) -> None:
-    """Serve until SIGINT/SIGTERM, then shut down; a second signal abandons the orderly shutdown."""
+    """Serve until SIGINT/SIGTERM, then shut down; a second signal abandons the orderly shutdown.
+
+    The handlers stay installed for the rest of the process (`StopSignals`): a signal arriving after the
+    shutdown finished is absorbed instead of killing the process with a misleading status.
+    """
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    framepool_loop.StopSignals(stop.set).install()
     try:
         await server.start()
         key, secret = next(iter(server.keys.items()))
@@ -141,8 +142,6 @@ async def _serve(server: DevServer) -> None:
             log.warning("second signal: exiting without waiting for connections to close")
             closing.cancel()
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
         await server.aclose()
 
 
@@ -152,7 +151,7 @@ def run_devserver(host: str = "127.0.0.1", port: int = 7880, keys: dict[str, str
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = DevServer(host=host, port=port, keys=keys, departure_timeout=departure_timeout, verbose=verbose)
     try:
-        framepool_loop.run(_serve(server))
+        framepool_loop.run_service(_serve(server))
     except AiortcIncompatible as exc:
         print(f"framepool devserver: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -26,6 +26,7 @@ from tests.conftest import API_KEY, API_SECRET
 from tests.integration.agentkit import LogWatch, job_states
 from tests.integration.sdk import joined
 from tests.shm import shm_segments
+from tests.signals import signal_until_exit
 
 pytestmark = pytest.mark.integration
 
@@ -143,9 +144,11 @@ async def test_second_sigterm_takes_the_quick_path(devserver: DevServer, room_na
                 assert (worker.status, worker.draining) == (agent_pb.WS_FULL, True)
                 await assert_new_job_refused(devserver, f"{room_name}-late")
                 assert process.returncode is None  # the endless job holds the daemon
-                process.send_signal(signal.SIGTERM)
+                # The second signal and more after it, as from a service manager that keeps asking.
+                storm = asyncio.create_task(signal_until_exit(process, (signal.SIGTERM,), interval=0.005))
                 await asyncio.wait_for(log_line(process, "second signal", seen), TIMEOUT)
             status, logged = await exit_status(process, seen)
+            assert (await storm)[0] == status
         assert status == 130, logged
         assert "job ended" in logged
         await assert_gone(pids)
