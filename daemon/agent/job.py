@@ -93,10 +93,12 @@ class AgentProcess:
 class JobContext:
     """What an entrypoint works with: the room, the job, and framepool's `attach`."""
 
-    def __init__(self, job: agent_pb.Job, url: str, token: str, pool: WorkerPool, proc: AgentProcess) -> None:
+    def __init__(self, job: agent_pb.Job, url: str, token: str, pool: WorkerPool, proc: AgentProcess,
+                 single_peer_connection: bool = False) -> None:
         self.job = job
         self.url = url
         self.token = token
+        self.single_peer_connection = single_peer_connection
         self.proc = proc
         self.room = rtc.Room()
         self.log_context_fields: dict[str, Any] = {"job_id": job.id, "room": job.room.name,
@@ -117,7 +119,8 @@ class JobContext:
         """Join the room with the assignment's token; `auto_subscribe=False` leaves subscription to `attach`."""
         if self.connected:
             return
-        await self.room.connect(self.url, self.token, rtc.RoomOptions(auto_subscribe=auto_subscribe))
+        await self.room.connect(self.url, self.token, rtc.RoomOptions(
+            auto_subscribe=auto_subscribe, single_peer_connection=self.single_peer_connection))
         self.connected = True
         self.room.on("participant_connected", self._on_participant)
         for participant in self.room.remote_participants.values():

@@ -199,7 +199,7 @@ class AgentServer:
         """Run a job (from an assignment, or `connect`): its entrypoint, lifecycle and status reports."""
         if self.pool is None:
             raise RuntimeError("the agent server is not running")
-        ctx = JobContext(job, url, token, self.pool, agent.proc)
+        ctx = JobContext(job, url, token, self.pool, agent.proc, self.settings.single_peer_connection)
         running = RunningJob(ctx, agent.entrypoint, report, self.settings.shutdown_timeout)
         self.jobs[job.id] = running
         self.load.started(job.id)

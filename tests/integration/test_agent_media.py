@@ -15,6 +15,7 @@ from framepool.agent.job import JobContext
 from framepool.agent.server import AgentServer
 from framepool.agent.session import DataOutput, TrackOutput
 from framepool.devserver.server import DevServer
+from framepool.devserver.signal import SignalSession
 from tests.integration.agentkit import TIMEOUT, Signal, agent_settings, quiet_load, serving
 from tests.integration.sdk import joined, publish_tone, stop
 
@@ -32,8 +33,8 @@ def data_messages(room: rtc.Room, topic: str) -> asyncio.Queue[dict[str, object]
     return queue
 
 
-def levels_server(devserver: DevServer, attached: Signal) -> AgentServer:
-    server = AgentServer(agent_settings(devserver), load_fnc=quiet_load)
+def levels_server(devserver: DevServer, attached: Signal, **settings: object) -> AgentServer:
+    server = AgentServer(agent_settings(devserver, **settings), load_fnc=quiet_load)
 
     @server.rtc_session()
     async def levels(ctx: JobContext) -> None:
@@ -44,12 +45,17 @@ def levels_server(devserver: DevServer, attached: Signal) -> AgentServer:
     return server
 
 
-async def test_results_reach_another_participant_on_the_topic(devserver: DevServer, room_name: str) -> None:
+@pytest.mark.parametrize("single_peer_connection", [False, True], ids=["classic-pair", "single-pc"])
+async def test_results_reach_another_participant_on_the_topic(devserver: DevServer, room_name: str,
+                                                              single_peer_connection: bool) -> None:
+    """Both connection modes deliver; the default is the classic pair (no idle pre-created receivers)."""
     attached = Signal()
-    async with serving(levels_server(devserver, attached)), joined(devserver, "bob", room_name) as bob:
+    server = levels_server(devserver, attached, single_peer_connection=single_peer_connection)
+    async with serving(server), joined(devserver, "bob", room_name) as bob:
         results = data_messages(bob, "levels")
         async with joined(devserver, "alice", room_name) as alice:
-            await attached.wait()
+            ctx: JobContext = await attached.wait()
+            assert agent_uses_single_pc(devserver, room_name, ctx.agent.identity) is single_peer_connection
             _, feeding = await publish_tone(alice)
             try:
                 message = await asyncio.wait_for(results.get(), TIMEOUT)
@@ -59,6 +65,15 @@ async def test_results_reach_another_participant_on_the_topic(devserver: DevServ
     assert message["processor"] == "audio-level"
     assert str(message["track"]).startswith("TR_")
     assert isinstance(message["data"], dict)
+
+
+def agent_uses_single_pc(devserver: DevServer, room_name: str, identity: str) -> bool:
+    """Whether the agent joined over /rtc/v1 (one peer connection), as the dev server saw it."""
+    room = devserver.rooms.get(room_name)
+    assert room is not None
+    link = room.participants[identity].link
+    assert isinstance(link, SignalSession)
+    return link.media.single_pc
 
 
 async def test_a_killed_worker_costs_a_gap_not_the_job(devserver: DevServer, room_name: str) -> None:

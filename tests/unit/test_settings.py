@@ -51,6 +51,10 @@ def test_environment_aliases_and_lists() -> None:
             "bad setting log_level = 'loud' (from FRAMEPOOL_LOG_LEVEL): expected one of",
         ),
         (
+            {"FRAMEPOOL_SINGLE_PEER_CONNECTION": "maybe"},
+            "bad setting single_peer_connection = 'maybe' (from FRAMEPOOL_SINGLE_PEER_CONNECTION): expected true or false",
+        ),
+        (
             {"FRAMEPOOL_CPUS": "0,x"},
             "bad setting cpus[1] = ['0', 'x'] (from FRAMEPOOL_CPUS): expected `int`, got `str`",
         ),
