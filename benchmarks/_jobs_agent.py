@@ -52,7 +52,8 @@ class TimedAgentServer(AgentServer):
 
 def build_server(args: argparse.Namespace) -> TimedAgentServer:
     settings = Settings(livekit_url=args.url, api_key=args.key, api_secret=args.secret, workers=args.workers,
-                        load_threshold=args.load_threshold, drain_timeout=2.0, shutdown_timeout=5.0,
+                        load_threshold=args.load_threshold, single_peer_connection=args.single_peer_connection,
+                        drain_timeout=2.0, shutdown_timeout=5.0,
                         log_level="warning", log_format="text")
     server = TimedAgentServer(settings)
 
@@ -119,6 +120,7 @@ async def main(argv: list[str]) -> int:
     parser.add_argument("--processor", default="audio-level(window_ms=100)")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--load-threshold", type=float, default=0.75)
+    parser.add_argument("--single-peer-connection", action="store_true", help="join rooms over /rtc/v1")
     parser.add_argument("--tracemalloc", action="store_true", help="trace Python allocations (python_memory)")
     args = parser.parse_args(argv)
     if args.tracemalloc:

@@ -1,7 +1,7 @@
 """The SDK floor of the jobs benchmark (its own process): what receiving the job's track costs through the SDK alone.
 
-One process holds every job's room connection (one `rtc.Room` per job, as framepool's supervisor does) and
-subscribes to the room's audio track with `rtc.AudioStream` at 48 kHz mono and the frame size framepool's
+One process holds every job's room connection (one `rtc.Room` per job, as framepool's supervisor does, in the
+same connection mode: framepool's `single_peer_connection` setting) and subscribes to the room's audio track with `rtc.AudioStream` at 48 kHz mono and the frame size framepool's
 supervisor asks for (`--frame-ms`, from the processor's input format), then does nothing with the frames:
 no processing, no ring, no results. Its per-job cost is the livekit SDK's own (WebRTC receive, Opus decode,
 one AudioStream event per frame on the same uvloop loop framepool runs on); framepool's per-job cost minus
@@ -39,8 +39,9 @@ SAMPLE_RATE = 48000
 class Floor:
     """One room connection per job; every subscribed audio track is read and its frames dropped."""
 
-    def __init__(self, frame_ms: int, publish_topic: str = "") -> None:
+    def __init__(self, frame_ms: int, publish_topic: str = "", single_peer_connection: bool = False) -> None:
         self.frame_ms = frame_ms
+        self.options = rtc.RoomOptions(single_peer_connection=single_peer_connection)
         self.publish_topic = publish_topic
         self.rooms: dict[str, rtc.Room] = {}
         self.counts: dict[str, list[float]] = {}  # room -> [results-equivalent, monotonic arrival of the last]
@@ -63,7 +64,7 @@ class Floor:
                 reader.add_done_callback(self._reader_done)
 
         room.on("track_subscribed", on_track)
-        await room.connect(request["url"], request["token"])
+        await room.connect(request["url"], request["token"], self.options)
         self.rooms[name] = room
         if self.publish_topic:
             sender = asyncio.create_task(self._send(room, self.outboxes.setdefault(name, asyncio.Queue())))
@@ -115,11 +116,13 @@ class Floor:
 async def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frame-ms", type=int, required=True, help="AudioStream frame size (framepool's)")
+    parser.add_argument("--single-peer-connection", action="store_true",
+                        help="join in the SDK's single-peer-connection mode (framepool's jobs do when configured so)")
     parser.add_argument("--publish", default="", metavar="TOPIC",
                         help="diagnostic: also publish one data message per 100 ms of audio per room on TOPIC")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    floor = Floor(args.frame_ms, args.publish)
+    floor = Floor(args.frame_ms, args.publish, args.single_peer_connection)
     emit({"event": "ready"})
     try:
         await serve_requests({"join": floor.join, "counts": floor.report, "stats": floor.stats})

@@ -2,12 +2,13 @@
 
     .venv/bin/python benchmarks/_jobs_memory.py framepool 4 12
     .venv/bin/python benchmarks/_jobs_memory.py sdk-floor 4 12
+    .venv/bin/python benchmarks/_jobs_memory.py sdk-floor 4 12 --single-peer-connection   # the /rtc/v1 mode
 
 Starts a dev server, the load generator and one system as `jobs.py` does, grows it to K0 jobs, waits, reads
 /proc/<pid>/smaps of every process of its tree, grows it to K1, waits, reads again and prints, per process,
 the PSS growth per extra job by kind of mapping: `memfd:framepool-ring` (framepool's shared-memory rings,
 counted half in the supervisor and half in the worker), `anon` and `[heap]` (native and Python heaps),
-`file`. For framepool it also prints the Python allocations that grew (tracemalloc in the agent process,
+`file`, and the threads and file descriptors each extra job adds. For framepool it also prints the Python allocations that grew (tracemalloc in the agent process,
 `_jobs_agent.py --tracemalloc`), by line: what framepool itself keeps per job, as opposed to the SDK's
 native memory, which tracemalloc does not see.
 """
@@ -20,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -51,28 +54,40 @@ def pss_by_kind(pid: int) -> dict[str, int]:
 
 
 def tree_pss(root: int) -> dict[str, dict[str, int]]:
-    return {f"{p.pid} {p.name()}": pss_by_kind(p.pid) for p in ProcessSet.tree(root).processes}
+    """PSS by kind per process, plus its thread and file-descriptor counts (`threads`, `fds`)."""
+    tree: dict[str, dict[str, int]] = {}
+    for p in ProcessSet.tree(root).processes:
+        kinds = pss_by_kind(p.pid)
+        try:
+            counts = {"threads": p.num_threads(), "fds": p.num_fds()}
+        except psutil.Error:
+            counts = {}
+        tree[f"{p.pid} {p.name()}"] = {**kinds, **{f"#{k}": v for k, v in counts.items()}}
+    return tree
 
 
 def print_growth(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], jobs_added: int) -> None:
     for process, kinds in after.items():
         old = before.get(process, {})
         growth = {k: (kinds.get(k, 0) - old.get(k, 0)) / jobs_added for k in set(kinds) | set(old)}
-        total = sum(growth.values())
-        shown = ", ".join(f"{k} {v:.0f}" for k, v in sorted(growth.items(), key=lambda kv: -abs(kv[1])) if abs(v) >= 2)
-        print(f"  {process}{'' if process in before else ' (new)'}: {total:.0f} kB/job ({shown})")
+        counts = {k[1:]: v for k, v in growth.items() if k.startswith("#")}
+        memory = {k: v for k, v in growth.items() if not k.startswith("#")}
+        total = sum(memory.values())
+        shown = ", ".join(f"{k} {v:.0f}" for k, v in sorted(memory.items(), key=lambda kv: -abs(kv[1])) if abs(v) >= 2)
+        per_job = ", ".join(f"{v:+.1f} {k}" for k, v in counts.items())
+        print(f"  {process}{'' if process in before else ' (new)'}: {total:.0f} kB/job ({shown}); per job {per_job}")
 
 
-async def diagnose(which: str, k0: int, k1: int) -> None:
+async def diagnose(which: str, k0: int, k1: int, single_peer_connection: bool = False) -> None:
     log_dir = Path(tempfile.mkdtemp(prefix="framepool-jobs-memory-"))
     async with jobs.testbed("memory", log_dir) as bed:
         url, loadgen, devserver = bed.url, bed.loadgen, bed.devserver
         if which == "framepool":
-            framepool = FramepoolSystem(url, log_dir, 0, 0.75)
+            framepool = FramepoolSystem(url, log_dir, 0, 0.75, single_peer_connection)
             framepool.agent.argv.append("--tracemalloc")
             system, root = framepool, framepool.agent
         else:
-            floor = FloorSystem(url, log_dir, jobs.framepool_frame_ms())
+            floor = FloorSystem(url, log_dir, jobs.framepool_frame_ms(), single_peer_connection=single_peer_connection)
             system, root = floor, floor.floor
         bed.system = system
         await system.start()
@@ -97,14 +112,18 @@ async def diagnose(which: str, k0: int, k1: int) -> None:
 
 
 def main() -> int:
-    if len(sys.argv) != 4 or sys.argv[1] not in ("framepool", "sdk-floor") or not all(a.isdigit() for a in sys.argv[2:]):
-        print("usage: _jobs_memory.py framepool|sdk-floor K0 K1 (K1 > K0 >= 1)", file=sys.stderr)
+    usage = "usage: _jobs_memory.py framepool|sdk-floor K0 K1 [--single-peer-connection] (K1 > K0 >= 1)"
+    args = sys.argv[1:]
+    single_pc = "--single-peer-connection" in args
+    args = [a for a in args if a != "--single-peer-connection"]
+    if len(args) != 3 or args[0] not in ("framepool", "sdk-floor") or not all(a.isdigit() for a in args[1:]):
+        print(usage, file=sys.stderr)
         return 2
-    k0, k1 = int(sys.argv[2]), int(sys.argv[3])
+    k0, k1 = int(args[1]), int(args[2])
     if not 1 <= k0 < k1:
-        print("usage: _jobs_memory.py framepool|sdk-floor K0 K1 (K1 > K0 >= 1)", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
-    asyncio.run(diagnose(sys.argv[1], k0, k1))
+    asyncio.run(diagnose(args[0], k0, k1, single_pc))
     return 0
 
 

@@ -99,11 +99,14 @@ class System(ABC):
 class FramepoolSystem(System):
     name = "framepool"
 
-    def __init__(self, url: str, log_dir: Path, workers: int, load_threshold: float) -> None:
+    def __init__(self, url: str, log_dir: Path, workers: int, load_threshold: float,
+                 single_peer_connection: bool = False) -> None:
         super().__init__(url, log_dir)
+        extra = ["--single-peer-connection"] if single_peer_connection else []
         self.agent = Helper("framepool-agent", python_argv(
             "_jobs_agent.py", "--url", url, "--key", KEY, "--secret", SECRET, "--agent-name", AGENT_NAME,
-            "--topic", TOPIC, "--processor", PROCESSOR, "--workers", str(workers), "--load-threshold", str(load_threshold)), log_dir)
+            "--topic", TOPIC, "--processor", PROCESSOR, "--workers", str(workers), "--load-threshold", str(load_threshold),
+            *extra), log_dir)
         self.lkapi: api.LiveKitAPI | None = None
         self.workers: list[int] = []
 
@@ -223,9 +226,13 @@ class FloorSystem(System):
 
     name = "sdk-floor"
 
-    def __init__(self, url: str, log_dir: Path, frame_ms: int, publish_topic: str = "") -> None:
+    def __init__(self, url: str, log_dir: Path, frame_ms: int, publish_topic: str = "",
+                 single_peer_connection: bool = False) -> None:
+        """`single_peer_connection`: the same connection mode as framepool's jobs in the same run."""
         super().__init__(url, log_dir)
         extra = ["--publish", publish_topic] if publish_topic else []
+        if single_peer_connection:
+            extra.append("--single-peer-connection")
         if publish_topic:
             self.name = "sdk-floor-data"
         self.floor = Helper("sdk-floor", python_argv("_jobs_floor.py", "--frame-ms", str(frame_ms), *extra), log_dir)

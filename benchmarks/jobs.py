@@ -70,6 +70,7 @@ from _jobs_systems import (
 from framepool.pool import input_format_of
 from framepool.processors.api import AudioFormat
 from framepool.processors.registry import parse_spec
+from framepool.settings import Settings
 
 RESULTS_PER_SECOND = 10.0  # audio-level, 100 ms windows
 RATE_FLOOR = 0.99
@@ -93,6 +94,9 @@ class Config:
     workers: int
     load_threshold: float
     baseline_start: str = "forkserver"  # how baseline job processes start: forkserver (LiveKit Agents) or spawn
+    # framepool's and the floor's connection mode (framepool's setting; the baseline keeps the SDK default, as
+    # LiveKit Agents does)
+    single_peer_connection: bool = Settings().single_peer_connection
 
 
 FULL = Config(schedule=[1, 4, 8, 12, 16], window=10.0, settle=3.0, ramp_step=8, ramp_concurrency=4, max_k=64,
@@ -400,9 +404,12 @@ async def bench(cfg: Config, systems: list[str], keep_logs: Path | None = None) 
     with tempfile.TemporaryDirectory(prefix="framepool-jobs-") as tmp:
         log_dir = keep_logs or Path(tmp)
         makers: dict[str, Callable[[str], System]] = {
-            "framepool": lambda url: FramepoolSystem(url, log_dir, cfg.workers, cfg.load_threshold),
-            "sdk-floor": lambda url: FloorSystem(url, log_dir, framepool_frame_ms()),
-            "sdk-floor-data": lambda url: FloorSystem(url, log_dir, framepool_frame_ms(), TOPIC),
+            "framepool": lambda url: FramepoolSystem(url, log_dir, cfg.workers, cfg.load_threshold,
+                                                     cfg.single_peer_connection),
+            "sdk-floor": lambda url: FloorSystem(url, log_dir, framepool_frame_ms(),
+                                                 single_peer_connection=cfg.single_peer_connection),
+            "sdk-floor-data": lambda url: FloorSystem(url, log_dir, framepool_frame_ms(), TOPIC,
+                                                      single_peer_connection=cfg.single_peer_connection),
             "baseline": (lambda url: ForkedBaselineSystem(url, log_dir)) if cfg.baseline_start == "forkserver"
             else (lambda url: BaselineSystem(url, log_dir)),
         }
@@ -478,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-start", choices=["forkserver", "spawn"], default="forkserver",
                         help="baseline job processes forked from a forkserver with livekit/numpy preloaded, as LiveKit "
                              "Agents does on Linux (default), or each a fresh interpreter")
+    parser.add_argument("--single-peer-connection", action="store_true",
+                        help="framepool's jobs and the floor join in the SDK's single-peer-connection mode "
+                             "(framepool's single_peer_connection setting; default: the classic pair)")
     parser.add_argument("--keep-logs", type=Path, metavar="DIR", help="write the helpers' logs to DIR (default: discarded)")
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else FULL
@@ -491,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers is not None:
         cfg.workers = args.workers
     cfg.baseline_start = args.baseline_start
+    cfg.single_peer_connection = args.single_peer_connection or cfg.single_peer_connection
     systems = [name for name in [*SYSTEMS, "sdk-floor-data"] if name in args.only] if args.only else SYSTEMS
     try:
         result = asyncio.run(bench(cfg, systems, args.keep_logs))
