@@ -8,8 +8,8 @@ The job is the issue's audio job: a publisher sends a 48 kHz mono tone in 10 ms 
 the job subscribes to it, computes audio-level (RMS/peak per 100 ms window) and publishes each window as a
 data message (10 per second) that the room's publisher counts. framepool asks the SDK for frames as long as
 the processor's window (100 ms), the baseline for 10 ms frames as a LiveKit Agents job would. The third
-system, `sdk-floor`, is the SDK alone: one process with one room connection and one AudioStream per job at
-framepool's frame size, frames dropped (`_jobs_floor.py`); framepool's marginal cost minus the floor's is
+system, `sdk-floor`, is the SDK alone: one process with one room connection (in framepool's connection mode)
+and one AudioStream per job at framepool's frame size, frames dropped (`_jobs_floor.py`); framepool's marginal cost minus the floor's is
 framepool's own overhead per job. Per system, in turn, on a
 fresh dev server (`python -m framepool.devserver`) and a fresh load generator (`_jobs_load.py`):
 
