@@ -26,6 +26,7 @@ from framepool.sdnotify import Notifier
 
 log = logging.getLogger("framepool.agent.drain")
 
+
 class SignalEvents:
     """Counts SIGTERM/SIGINT: `first` and `second` are set by the handlers and nothing else happens there."""
 
