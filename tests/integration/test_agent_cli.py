@@ -22,7 +22,7 @@ from framepool.settings import AgentSpec
 from tests.conftest import API_KEY, API_SECRET, make_token
 from tests.integration.agentkit import TIMEOUT, agent_settings, quiet_load, serving
 from tests.integration.sdk import joined, next_event, publish_tone, stop
-from tests.integration.test_agent_drain import ROOT, assert_gone, worker_pids
+from tests.integration.test_agent_drain import ROOT, assert_gone, exit_status, worker_pids
 from tests.shm import shm_segments
 
 pytestmark = pytest.mark.integration
@@ -115,12 +115,6 @@ async def stderr_line(process: asyncio.subprocess.Process, pattern: str, seen: l
             return match
 
 
-async def finished(process: asyncio.subprocess.Process, seen: list[str]) -> tuple[int, str]:
-    assert process.stderr is not None
-    rest = await asyncio.wait_for(process.stderr.read(), TIMEOUT)
-    return await asyncio.wait_for(process.wait(), TIMEOUT), "".join(seen) + rest.decode(errors="replace")
-
-
 def assert_text_logs(logged: str) -> None:
     """dev and connect log text; their workers too, though stderr is a pipe (where "auto" means JSON)."""
     assert "worker ready" in logged
@@ -153,7 +147,7 @@ async def test_dev_starts_its_own_server_takes_a_job_and_exits_0_on_sigterm(room
         finally:
             await alice.disconnect()
         process.send_signal(signal.SIGTERM)
-        status, logged = await finished(process, seen)
+        status, logged = await exit_status(process, seen)
         assert status == 0, logged
         assert "Traceback" not in logged
         assert_text_logs(logged)
@@ -178,7 +172,7 @@ async def test_connect_joins_the_named_room_and_exits_0_on_sigterm(devserver: De
             pids = worker_pids(process)
             process.send_signal(signal.SIGTERM)
             assert (await asyncio.wait_for(agent_left, TIMEOUT)).identity.startswith("agent-AJ_local_")
-            status, logged = await finished(process, seen)
+            status, logged = await exit_status(process, seen)
         finally:
             if process.returncode is None:
                 process.kill()
