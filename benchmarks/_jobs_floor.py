@@ -7,6 +7,10 @@ no processing, no ring, no results. Its per-job cost is the livekit SDK's own (W
 one AudioStream event per frame on the same uvloop loop framepool runs on); framepool's per-job cost minus
 this one is framepool's own overhead.
 
+Its rooms join after `keep_callback_thread_states()`, as framepool's jobs do (the SDK's callback threads
+keep their Python thread state instead of building one per event): the floor is the cheapest known way to
+hold rooms through the SDK, so that framepool minus the floor stays framepool's own overhead.
+
 Having no results to publish, it counts frames instead: per room, frames x frame_ms / 100 (in units of the
 audio job's 100 ms results, so the harness compares the same 10/s rate) and the arrival of the last one; the
 first frame of each room is the end of its start latency (event `first_frame`).
@@ -32,6 +36,7 @@ from _jobs_child import emit, serve_requests
 from livekit import rtc
 
 from framepool import loop as framepool_loop
+from framepool.agent.ffi_threads import keep_callback_thread_states
 
 SAMPLE_RATE = 48000
 
@@ -64,6 +69,7 @@ class Floor:
                 reader.add_done_callback(self._reader_done)
 
         room.on("track_subscribed", on_track)
+        keep_callback_thread_states()
         await room.connect(request["url"], request["token"], self.options)
         self.rooms[name] = room
         if self.publish_topic:

@@ -23,6 +23,7 @@ from livekit import rtc
 from livekit.protocol import agent as agent_pb
 from livekit.protocol import models
 
+from framepool.agent.ffi_threads import keep_callback_thread_states
 from framepool.agent.session import Output, RoomSession, Rule, make_rule
 from framepool.logs import log_context
 from framepool.processors.registry import ProcessorSpec
@@ -119,6 +120,7 @@ class JobContext:
         """Join the room with the assignment's token; `auto_subscribe=False` leaves subscription to `attach`."""
         if self.connected:
             return
+        keep_callback_thread_states()  # before the first room: its events are the first callbacks
         await self.room.connect(self.url, self.token, rtc.RoomOptions(
             auto_subscribe=auto_subscribe, single_peer_connection=self.single_peer_connection))
         self.connected = True
