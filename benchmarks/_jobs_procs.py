@@ -82,6 +82,8 @@ class Helper:
             for future in [*self._replies.values(), *self._expected.values()]:
                 if not future.done():
                     future.set_exception(HelperError(f"{self.name} exited ({self.tail()})"))
+                    # A waiter still gets it; an event nobody waits for any more is not an error at exit.
+                    future.exception()
 
     def expect(self, kind: str, room: str) -> asyncio.Future[dict[str, Any]]:
         """A future for the event `kind` about `room`; ask before causing it, so a fast event is not missed."""

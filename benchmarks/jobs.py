@@ -1,6 +1,6 @@
 """Agent server density: framepool's agent server against process-per-job and the SDK's floor, in one run (harness process).
 
-    .venv/bin/python benchmarks/jobs.py            # table, < 8 min
+    .venv/bin/python benchmarks/jobs.py            # table, < 14 min
     .venv/bin/python benchmarks/jobs.py --json     # one JSON object: env, config, systems, ratios, targets
     .venv/bin/python benchmarks/jobs.py --quick    # smoke run, < 3 min, noisier
 
@@ -15,12 +15,16 @@ fresh dev server (`python -m framepool.devserver`) and a fresh load generator (`
 
 1. jobs are added one at a time up to each K of the schedule; each start's latency is measured
    (`_jobs_systems` says exactly what it spans for each system);
-2. at each K, after a settle time, one measurement window: CPU of the measured processes (user + system
+2. at each K, after a settle time, measurement windows: CPU of the measured processes (user + system
    seconds over the window, as % of one core), their summed PSS (and USS) at the end, the result rate of
    every job (results per second from the publisher's counts, timed by the arrival of the last result, so
-   window edges do not quantise it), and the system's own drop counters;
+   window edges do not quantise it), and the system's own drop counters. At the scheduled K (the range
+   the slopes are fitted over) three consecutive windows, whose median CPU is the point (all three are in
+   the JSON, `cpu_pct_windows`): the dev server and the load generator share the 2 cores, and one window
+   they disturb would otherwise move the slope; in the ramp beyond it, one window per K;
 3. after the schedule, K keeps growing in steps until drops (mean result rate per job below 99 % of
-   10/s, or framepool's ring/result drops) in two consecutive windows, a job fails to start, K reaches
+   10/s, or framepool's ring/result drops) in two consecutive windows (at a scheduled K: in two of its
+   three), a job fails to start, K reaches
    --max-k, or the system's time budget is spent.
 
 Marginal memory and CPU per extra job are the least-squares slopes over the drop-free windows in which the
@@ -44,7 +48,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +97,7 @@ class Config:
     budget: float  # seconds per system, start-up included
     workers: int
     load_threshold: float
+    repeats: int = 1  # windows per scheduled K (the fitted range); the point is their median
     baseline_start: str = "forkserver"  # how baseline job processes start: forkserver (LiveKit Agents) or spawn
     # framepool's and the floor's connection mode (framepool's setting; the baseline keeps the SDK default, as
     # LiveKit Agents does)
@@ -100,7 +105,7 @@ class Config:
 
 
 FULL = Config(schedule=[1, 4, 8, 12, 16], window=10.0, settle=3.0, ramp_step=8, ramp_concurrency=4, max_k=64,
-              budget=140.0, workers=0, load_threshold=0.75)
+              budget=250.0, workers=0, load_threshold=0.75, repeats=3)
 QUICK = Config(schedule=[1, 3, 6], window=5.0, settle=2.0, ramp_step=4, ramp_concurrency=4, max_k=14,
                budget=40.0, workers=0, load_threshold=0.75)
 
@@ -121,6 +126,28 @@ class Point:
     machine_busy_pct: float  # every process on the machine, % of one core (the machine has cpus * 100)
     supervisor_cpu_pct: float | None  # framepool: the supervisor alone (the rest of cpu_pct is its workers)
     ok: bool
+    cpu_pct_windows: list[float] = field(default_factory=list)  # every window at this K; cpu_pct is their median
+
+
+def median_point(points: list[Point]) -> Point:
+    """One point from consecutive windows at the same K: median CPU figures (a window that another process on
+    the shared machine disturbed does not move it), the last window's memory, every window's drops."""
+    if len(points) == 1:
+        return replace(points[0], cpu_pct_windows=[points[0].cpu_pct])
+
+    def mid(values: list[float]) -> float:
+        return float(np.median(values))
+
+    last = points[-1]
+    supervisor = [p.supervisor_cpu_pct for p in points if p.supervisor_cpu_pct is not None]
+    return replace(last, cpu_pct=mid([p.cpu_pct for p in points]), rate_mean=min(p.rate_mean for p in points),
+                   rate_min=min(p.rate_min for p in points),
+                   drops={key: sum(p.drops.get(key, 0) for p in points) for key in last.drops},
+                   devserver_cpu_pct=mid([p.devserver_cpu_pct for p in points]),
+                   loadgen_cpu_pct=mid([p.loadgen_cpu_pct for p in points]),
+                   machine_busy_pct=mid([p.machine_busy_pct for p in points]),
+                   supervisor_cpu_pct=mid(supervisor) if len(supervisor) == len(points) else None,
+                   ok=2 * sum(not p.ok for p in points) < len(points), cpu_pct_windows=[p.cpu_pct for p in points])
 
 
 @dataclass
@@ -233,7 +260,10 @@ class Ramp:
 
     def step_cost(self, k: int) -> float:
         """A pessimistic guess of one step's duration, to stay inside the budget."""
-        return (k - len(self.rooms)) * 1.5 + self.cfg.settle + self.cfg.window + 2.0
+        return (k - len(self.rooms)) * 1.5 + self.cfg.settle + self.cfg.window * self.windows(k) + 2.0
+
+    def windows(self, k: int) -> int:
+        return self.cfg.repeats if k in self.cfg.schedule else 1
 
     async def step(self, k: int, concurrency: int, latencies: list[float], job_starts: list[float] | None) -> bool:
         """Grow to k and measure; False when the ramp must stop (the reason is in run.limit)."""
@@ -248,11 +278,16 @@ class Ramp:
         point = await self.measure()
         if not point.ok:  # one noisy window on a shared machine is not a limit: look again, once
             point = await self.measure(settle=False)
+        windows = [point]
+        while point.ok and len(windows) < self.windows(k):
+            windows.append(await self.measure(settle=False))
+        point = median_point(windows)
         self.run.points.append(point)
         if not point.ok:
             capacity = 100 * (os.cpu_count() or 1)
             saturated = point.machine_busy_pct >= 0.95 * capacity
-            self.run.limit = (f"drops at K={point.k} in two windows: result rate {point.rate_mean:.1%} (worst job "
+            bad = "two windows" if len(windows) == 1 else f"{sum(not w.ok for w in windows)} of {len(windows)} windows"
+            self.run.limit = (f"drops at K={point.k} in {bad}: result rate {point.rate_mean:.1%} (worst job "
                               f"{point.rate_min:.1%}{', inside it: ' + str(point.worst_job_inside) if point.worst_job_inside else ''}), "
                               f"counters {point.drops}, machine busy {point.machine_busy_pct:.0f} % "
                               f"of {capacity} %" + (" (saturated: load generator, dev server and other users share "
@@ -476,7 +511,7 @@ def print_table(result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks/jobs.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run (< 3 min), fewer and shorter windows")
+    parser.add_argument("--quick", action="store_true", help="smoke run (< 3 min), fewer and shorter windows, one per K")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--only", choices=[*SYSTEMS, "sdk-floor-data"], action="append",
                         help="run only this system (repeatable; ratios need both of their systems)")
