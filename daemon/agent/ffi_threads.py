@@ -13,7 +13,9 @@ pairs and the page faults they cause were 6 % of the supervisor's CPU.
 place its callback enters Python) so the first event on each callback thread takes one extra
 PyGILState_Ensure that is never released: the thread state, its frame stack and its thread-locals then
 live as long as the thread. Rust's runtime keeps a handful of threads for the life of the process, so
-this holds a handful of thread states, not one per event.
+this holds a handful of thread states, not one per event. A thread that exits leaves its thread state
+behind (about 20 kB, freed at interpreter exit), so at most MAX_PINNED threads are pinned: should the SDK
+ever call back from short-lived threads, the ones past the cap cost what they did before instead of memory.
 
 Rejected: replacing the SDK's ctypes callback (it is registered once, inside the SDK, at start);
 patching CPython's allocator (the churn is the thread state itself, not the allocation). If the SDK's
@@ -32,6 +34,7 @@ from livekit.rtc._ffi_client import FfiClient
 
 log = logging.getLogger("framepool.agent.ffi_threads")
 
+MAX_PINNED = 32
 _installed = False
 
 
@@ -50,9 +53,10 @@ def keep_callback_thread_states() -> bool:
 
     def put_on_pinned_thread(event: Any) -> None:
         ident = threading.get_ident()
-        if ident not in pinned:
+        if ident not in pinned and len(pinned) < MAX_PINNED:
             pinned.add(ident)
             ensure()  # held for the thread's life: its thread state outlives this callback
+            log.debug("SDK callback thread %d keeps its thread state (%d so far)", ident, len(pinned))
         put(event)
 
     fanout.put = put_on_pinned_thread
