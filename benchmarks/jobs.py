@@ -133,9 +133,6 @@ def median_point(points: list[Point]) -> Point:
     """One point from consecutive windows at the same K: median CPU figures (a window that another process on
     the shared machine disturbed does not move it), the last window's memory, the lowest result rates, every
     window's drops; ok when most windows were."""
-    if len(points) == 1:
-        return replace(points[0], cpu_pct_windows=[points[0].cpu_pct])
-
     def mid(values: list[float]) -> float:
         return float(np.median(values))
 
