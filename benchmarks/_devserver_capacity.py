@@ -68,7 +68,9 @@ class TrackCount:
 
 
 async def count_audio(track: rtc.Track, count: TrackCount, expected_rms: float) -> None:
-    stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=SUBSCRIBER_FRAME_MS)
+    stream = rtc.AudioStream(
+        track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=SUBSCRIBER_FRAME_MS
+    )
     try:
         async for event in stream:
             data = np.frombuffer(event.frame.data, dtype=np.int16).astype(np.float32)
@@ -171,7 +173,9 @@ async def inbound_streams(sdk_room: rtc.Room, kind: str = "audio") -> dict[str, 
     return found
 
 
-def audio_delivery(ramp: Ramp, before: dict[str, Any], after: dict[str, Any], seconds: float) -> dict[str, Any]:
+def audio_delivery(
+    ramp: Ramp, before: dict[str, Any], after: dict[str, Any], seconds: float
+) -> dict[str, Any]:
     frame_ratios, content_ratios, playout_ratios = [], [], []
     for sid, count in ramp.counts.items():
         frames = count.frames - before["frames"].get(sid, (0, 0))[0]
@@ -184,8 +188,12 @@ def audio_delivery(ramp: Ramp, before: dict[str, Any], after: dict[str, Any], se
             concealed = inbound.concealed_samples - earlier.concealed_samples
             received = inbound.total_samples_received - earlier.total_samples_received
             playout_ratios.append(1.0 - concealed / received if received else 0.0)
-    worst = {"frames_vs_expected": min(frame_ratios), "frames_with_tone": min(content_ratios),
-             "not_concealed": min(playout_ratios) if playout_ratios else 0.0, "inbound_streams": len(playout_ratios)}
+    worst = {
+        "frames_vs_expected": min(frame_ratios),
+        "frames_with_tone": min(content_ratios),
+        "not_concealed": min(playout_ratios) if playout_ratios else 0.0,
+        "inbound_streams": len(playout_ratios),
+    }
     delivered = min(worst["frames_with_tone"], worst["not_concealed"])
     return {"worst_track": {k: round(v, 4) for k, v in worst.items()}, "delivered": round(delivered, 4)}
 
@@ -207,10 +215,15 @@ def video_delivery(ramp: Ramp, before: dict[str, Any], after: dict[str, Any]) ->
         sizes |= count.sizes
     for stream_id, inbound in after["inbound"].items():
         if stream_id in before["inbound"]:
-            decoded.append((inbound.frames_decoded - before["inbound"][stream_id].frames_decoded) / (end - start))
-    return {"delivered": round(min(ratios), 4), "worst_track_fps": round(min(rates), 2),
-            "worst_track_decoded_fps": round(min(decoded), 2) if decoded else None,
-            "received_sizes": sorted(f"{w}x{h}" for w, h in sizes)}
+            decoded.append(
+                (inbound.frames_decoded - before["inbound"][stream_id].frames_decoded) / (end - start)
+            )
+    return {
+        "delivered": round(min(ratios), 4),
+        "worst_track_fps": round(min(rates), 2),
+        "worst_track_decoded_fps": round(min(decoded), 2) if decoded else None,
+        "received_sizes": sorted(f"{w}x{h}" for w, h in sizes),
+    }
 
 
 async def ramp_snapshot(ramp: Ramp) -> dict[str, Any]:
@@ -230,9 +243,14 @@ async def measure_window(ramp: Ramp, seconds: float, meter: CpuMeter) -> dict[st
     else:
         delivery = video_delivery(ramp, before, after)
     publishers = len(ramp.publishers)
-    return {"publishers": publishers, **delivery, "ok": delivery["delivered"] >= DELIVERY_TARGET,
-            "cpu_cores": asdict(cpu), "server_cores_per_publisher": round(cpu.server / publishers, 4),
-            "busiest": busiest(cpu)}
+    return {
+        "publishers": publishers,
+        **delivery,
+        "ok": delivery["delivered"] >= DELIVERY_TARGET,
+        "cpu_cores": asdict(cpu),
+        "server_cores_per_publisher": round(cpu.server / publishers, 4),
+        "busiest": busiest(cpu),
+    }
 
 
 async def measure_step(ramp: Ramp, n: int, plan: Plan, meter: CpuMeter) -> dict[str, Any]:
@@ -249,7 +267,9 @@ async def measure_step(ramp: Ramp, n: int, plan: Plan, meter: CpuMeter) -> dict[
 
 def busiest(cpu: CpuShare) -> str:
     """Which process used the most CPU, whether an asyncio loop or the machine was saturated."""
-    name, cores = max([("server", cpu.server), ("benchmark", cpu.bench), ("others", cpu.others)], key=lambda p: p[1])
+    name, cores = max(
+        [("server", cpu.server), ("benchmark", cpu.bench), ("others", cpu.others)], key=lambda p: p[1]
+    )
     notes = [f"{name} {cores:.2f} cores"]
     for loop, share in (("server", cpu.server_loop), ("benchmark", cpu.bench_loop)):
         if share >= LOOP_SATURATED:
@@ -259,8 +279,9 @@ def busiest(cpu: CpuShare) -> str:
     return ", ".join(notes)
 
 
-async def measure_capacity(server: DevServerProcess, kind: str, plan: Plan, meter: CpuMeter,
-                           deadline: float) -> dict[str, Any]:
+async def measure_capacity(
+    server: DevServerProcess, kind: str, plan: Plan, meter: CpuMeter, deadline: float
+) -> dict[str, Any]:
     ramp = Ramp(server, kind, plan.fps)
     steps: list[dict[str, Any]] = []
     stopped = "ramp finished"
@@ -273,7 +294,9 @@ async def measure_capacity(server: DevServerProcess, kind: str, plan: Plan, mete
             try:
                 steps.append(await measure_step(ramp, n, plan, meter))
             except TimeoutError:
-                steps.append({"publishers": n, "ok": False, "error": "tracks did not all reach the subscriber"})
+                steps.append(
+                    {"publishers": n, "ok": False, "error": "tracks did not all reach the subscriber"}
+                )
             if not steps[-1]["ok"]:
                 stopped = "failed"
                 break
@@ -281,7 +304,9 @@ async def measure_capacity(server: DevServerProcess, kind: str, plan: Plan, mete
         await ramp.close()
     # The ramp stops at the first failing step, so every earlier step passed.
     passing = [step["publishers"] for step in steps if step["ok"]]
-    return {"capacity": passing[-1] if passing else 0, "capacity_is_lower_bound": stopped != "failed",
-            "stopped": stopped, "steps": steps}
-
-
+    return {
+        "capacity": passing[-1] if passing else 0,
+        "capacity_is_lower_bound": stopped != "failed",
+        "stopped": stopped,
+        "steps": steps,
+    }

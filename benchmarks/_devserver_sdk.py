@@ -37,8 +37,14 @@ class BenchmarkError(RuntimeError):
 
 def token(identity: str, room: str) -> str:
     grants = api.VideoGrants(room_join=True, room=room)
-    return (api.AccessToken(API_KEY, API_SECRET).with_identity(identity).with_name(identity)
-            .with_ttl(datetime.timedelta(hours=1)).with_grants(grants).to_jwt())
+    return (
+        api.AccessToken(API_KEY, API_SECRET)
+        .with_identity(identity)
+        .with_name(identity)
+        .with_ttl(datetime.timedelta(hours=1))
+        .with_grants(grants)
+        .to_jwt()
+    )
 
 
 def room_name(prefix: str) -> str:
@@ -85,9 +91,18 @@ class DevServerProcess:
         # start must be able to say why (the dev server prints start-up errors there).
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server process
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "framepool.devserver", "--port", str(self.port),
-            "--keys", f"{API_KEY}:{API_SECRET}", "--departure-timeout", "0.5",
-            stdout=asyncio.subprocess.PIPE, stderr=self._stderr)
+            sys.executable,
+            "-m",
+            "framepool.devserver",
+            "--port",
+            str(self.port),
+            "--keys",
+            f"{API_KEY}:{API_SECRET}",
+            "--departure-timeout",
+            "0.5",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=self._stderr,
+        )
         self.ps = psutil.Process(self.proc.pid)
         assert self.proc.stdout is not None
         seen: list[str] = []
@@ -155,8 +170,14 @@ class CpuMeter:
         mine = self.me.cpu_times()
         server = self.server.cpu_seconds() if self.server else 0.0
         server_loop = main_thread_seconds(self.server.ps) if self.server and self.server.ps else 0.0
-        return (time.monotonic(), busy, mine.user + mine.system, server, server_loop,
-                main_thread_seconds(self.me))
+        return (
+            time.monotonic(),
+            busy,
+            mine.user + mine.system,
+            server,
+            server_loop,
+            main_thread_seconds(self.me),
+        )
 
     def mark(self) -> None:
         self._start = self._snapshot()
@@ -165,10 +186,15 @@ class CpuMeter:
         now = self._snapshot()
         wall = max(now[0] - self._start[0], 1e-9)
         busy, bench, server, server_loop, bench_loop = ((now[i] - self._start[i]) / wall for i in range(1, 6))
-        return CpuShare(server=round(server, 3), bench=round(bench, 3),
-                        others=round(max(busy - bench - server, 0.0), 3),
-                        machine_busy=round(busy, 3), seconds=round(wall, 2),
-                        server_loop=round(server_loop, 3), bench_loop=round(bench_loop, 3))
+        return CpuShare(
+            server=round(server, 3),
+            bench=round(bench, 3),
+            others=round(max(busy - bench - server, 0.0), 3),
+            machine_busy=round(busy, 3),
+            seconds=round(wall, 2),
+            server_loop=round(server_loop, 3),
+            bench_loop=round(bench_loop, 3),
+        )
 
 
 def main_thread_seconds(process: psutil.Process) -> float:
@@ -188,8 +214,12 @@ def summary_ms(samples: list[float]) -> dict[str, float]:
         return {"n": 0}
     ordered = sorted(samples)
     p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
-    return {"n": len(ordered), "median_ms": round(statistics.median(ordered) * 1e3, 2),
-            "p90_ms": round(p90 * 1e3, 2), "min_ms": round(ordered[0] * 1e3, 2)}
+    return {
+        "n": len(ordered),
+        "median_ms": round(statistics.median(ordered) * 1e3, 2),
+        "p90_ms": round(p90 * 1e3, 2),
+        "min_ms": round(ordered[0] * 1e3, 2),
+    }
 
 
 async def tone(source: rtc.AudioSource, hz: float, amplitude: int, frame_ms: int = 10) -> None:
@@ -200,8 +230,9 @@ async def tone(source: rtc.AudioSource, hz: float, amplitude: int, frame_ms: int
     offset = 0
     while True:
         frame = rtc.AudioFrame.create(SAMPLE_RATE, 1, samples)
-        np.frombuffer(frame.data, dtype=np.int16)[:] = np.take(second, np.arange(offset, offset + samples),
-                                                                mode="wrap")
+        np.frombuffer(frame.data, dtype=np.int16)[:] = np.take(
+            second, np.arange(offset, offset + samples), mode="wrap"
+        )
         offset = (offset + samples) % SAMPLE_RATE
         await source.capture_frame(frame)
 
@@ -217,7 +248,9 @@ def stamp_index(luma: np.ndarray, index: int) -> None:
     cell_w, cell_h = width // INDEX_COLUMNS, height // 6
     for bit in range(INDEX_BITS):
         row, col = divmod(bit, INDEX_COLUMNS)
-        luma[row * cell_h:(row + 1) * cell_h, col * cell_w:(col + 1) * cell_w] = 235 if index >> bit & 1 else 16
+        luma[row * cell_h : (row + 1) * cell_h, col * cell_w : (col + 1) * cell_w] = (
+            235 if index >> bit & 1 else 16
+        )
 
 
 def read_index(luma: np.ndarray) -> int:
@@ -227,7 +260,7 @@ def read_index(luma: np.ndarray) -> int:
     for bit in range(INDEX_BITS):
         row, col = divmod(bit, INDEX_COLUMNS)
         y0, x0 = row * cell_h + cell_h // 4, col * cell_w + cell_w // 4
-        if luma[y0:y0 + cell_h // 2, x0:x0 + cell_w // 2].mean() > 128:
+        if luma[y0 : y0 + cell_h // 2, x0 : x0 + cell_w // 2].mean() > 128:
             index |= 1 << bit
     return index
 
@@ -236,13 +269,15 @@ async def video_feed(source: rtc.VideoSource, width: int, height: int, fps: floa
     """I420 frames at `fps` on the monotonic clock: index cells on top, a scrolling gradient below (motion)."""
     buffer = np.full(width * height * 3 // 2, 128, dtype=np.uint8)
     luma = buffer[: width * height].reshape(height, width)
-    gradient = np.tile((np.arange(width * 2) * 255 // (width * 2)).astype(np.uint8), (height - height // 3, 1))
+    gradient = np.tile(
+        (np.arange(width * 2) * 255 // (width * 2)).astype(np.uint8), (height - height // 3, 1)
+    )
     loop = asyncio.get_running_loop()
     start = loop.time()
     index = 0
     while True:
         shift = (index * 8) % width
-        luma[height // 3:] = gradient[:, shift:shift + width]
+        luma[height // 3 :] = gradient[:, shift : shift + width]
         stamp_index(luma, index)
         source.capture_frame(rtc.VideoFrame(width, height, rtc.VideoBufferType.I420, buffer.tobytes()))
         index += 1

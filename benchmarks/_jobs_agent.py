@@ -43,18 +43,30 @@ class TimedAgentServer(AgentServer):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.assigned: dict[str, float] = {}  # room -> CLOCK_MONOTONIC (system-wide, like the harness's clock)
+        self.assigned: dict[
+            str, float
+        ] = {}  # room -> CLOCK_MONOTONIC (system-wide, like the harness's clock)
 
-    def launch(self, agent: Agent, job: agent_pb.Job, url: str, token: str, report: StatusReporter) -> RunningJob:
+    def launch(
+        self, agent: Agent, job: agent_pb.Job, url: str, token: str, report: StatusReporter
+    ) -> RunningJob:
         self.assigned[job.room.name] = time.monotonic()
         return super().launch(agent, job, url, token, report)
 
 
 def build_server(args: argparse.Namespace) -> TimedAgentServer:
-    settings = Settings(livekit_url=args.url, api_key=args.key, api_secret=args.secret, workers=args.workers,
-                        load_threshold=args.load_threshold, single_peer_connection=args.single_peer_connection,
-                        drain_timeout=2.0, shutdown_timeout=5.0,
-                        log_level="warning", log_format="text")
+    settings = Settings(
+        livekit_url=args.url,
+        api_key=args.key,
+        api_secret=args.secret,
+        workers=args.workers,
+        load_threshold=args.load_threshold,
+        single_peer_connection=args.single_peer_connection,
+        drain_timeout=2.0,
+        shutdown_timeout=5.0,
+        log_level="warning",
+        log_format="text",
+    )
     server = TimedAgentServer(settings)
 
     @server.rtc_session(agent_name=args.agent_name)
@@ -66,14 +78,23 @@ def build_server(args: argparse.Namespace) -> TimedAgentServer:
 
 
 def stats(server: AgentServer) -> dict[str, Any]:
-    totals: dict[str, float] = {"jobs": len(server.jobs), "feeds": 0, "frames": 0, "dropped": 0, "lost": 0, "results_dropped": 0,
-              "results_sent": 0}
+    totals: dict[str, float] = {
+        "jobs": len(server.jobs),
+        "feeds": 0,
+        "frames": 0,
+        "dropped": 0,
+        "lost": 0,
+        "results_dropped": 0,
+        "results_sent": 0,
+    }
     rooms: dict[str, list[int]] = {}  # room -> [frames read from the SDK, results published]
     for job in server.jobs.values():
         session = job.ctx.session
         totals["results_sent"] += session.results_sent
-        rooms[session.room_name] = [sum(f.frames for rule in session.rules for f in rule.feeds.values()),
-                                    session.results_sent]
+        rooms[session.room_name] = [
+            sum(f.frames for rule in session.rules for f in rule.feeds.values()),
+            session.results_sent,
+        ]
         for rule in session.rules:
             for feed in rule.feeds.values():
                 totals["feeds"] += 1
@@ -101,13 +122,17 @@ class PythonMemory:
     async def growth(self, request: dict[str, Any]) -> dict[str, Any]:
         if not tracemalloc.is_tracing():
             raise RuntimeError("python_memory needs --tracemalloc")
-        snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+        snapshot = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(False, tracemalloc.__file__)]
+        )
         previous, self.previous = self.previous, snapshot
         if previous is None:
             return {"traced_bytes": tracemalloc.get_traced_memory()[0], "growth": []}
         stats = snapshot.compare_to(previous, "lineno")[: int(request.get("top", 25))]
-        return {"traced_bytes": tracemalloc.get_traced_memory()[0],
-                "growth": [[str(s.traceback), s.size_diff, s.count_diff] for s in stats]}
+        return {
+            "traced_bytes": tracemalloc.get_traced_memory()[0],
+            "growth": [[str(s.traceback), s.size_diff, s.count_diff] for s in stats],
+        }
 
 
 async def main(argv: list[str]) -> int:
@@ -141,8 +166,9 @@ async def main(argv: list[str]) -> int:
     serving = asyncio.create_task(serve(server))
     announcing = asyncio.create_task(announce())
     memory = PythonMemory()
-    requests = asyncio.create_task(serve_requests({"stats": report, "assigned": assigned,
-                                                   "python_memory": memory.growth}))
+    requests = asyncio.create_task(
+        serve_requests({"stats": report, "assigned": assigned, "python_memory": memory.growth})
+    )
     await asyncio.wait([serving, requests], return_when=asyncio.FIRST_COMPLETED)
     announcing.cancel()
     requests.cancel()

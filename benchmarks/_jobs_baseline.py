@@ -54,13 +54,16 @@ class LevelJob:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def _on_track(self, track: rtc.Track, publication: rtc.RemoteTrackPublication,
-                  participant: rtc.RemoteParticipant) -> None:
+    def _on_track(
+        self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
         if track.kind == rtc.TrackKind.KIND_AUDIO:
             self._spawn(self._measure(track, publication.sid, participant.identity))
 
     async def _measure(self, track: rtc.Track, sid: str, identity: str) -> None:
-        stream = rtc.AudioStream.from_track(track=track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=10)
+        stream = rtc.AudioStream.from_track(
+            track=track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=10
+        )
         sum_squares, peak, count, seq, start_us = 0.0, 0, 0, 0, 0
         try:
             async for event in stream:
@@ -72,10 +75,21 @@ class LevelJob:
                 peak = max(peak, int(np.abs(wide).max()))
                 count += wide.size
                 if count >= WINDOW_SAMPLES:
-                    data = {"rms_dbfs": dbfs(math.sqrt(sum_squares / count)), "peak_dbfs": dbfs(float(peak)),
-                            "start_us": start_us, "duration_ms": round(count * 1000 / SAMPLE_RATE, 3)}
-                    message = {"participant": identity, "track": sid, "processor": "audio-level", "topic": "audio-level",
-                               "ts_us": start_us, "seq": seq, "data": data}
+                    data = {
+                        "rms_dbfs": dbfs(math.sqrt(sum_squares / count)),
+                        "peak_dbfs": dbfs(float(peak)),
+                        "start_us": start_us,
+                        "duration_ms": round(count * 1000 / SAMPLE_RATE, 3),
+                    }
+                    message = {
+                        "participant": identity,
+                        "track": sid,
+                        "processor": "audio-level",
+                        "topic": "audio-level",
+                        "ts_us": start_us,
+                        "seq": seq,
+                        "data": data,
+                    }
                     self.outbox.put_nowait(json.dumps(message).encode())
                     sum_squares, peak, count, seq = 0.0, 0, 0, seq + 1
         finally:

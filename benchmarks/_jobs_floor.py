@@ -49,20 +49,25 @@ class Floor:
         self.options = rtc.RoomOptions(single_peer_connection=single_peer_connection)
         self.publish_topic = publish_topic
         self.rooms: dict[str, rtc.Room] = {}
-        self.counts: dict[str, list[float]] = {}  # room -> [results-equivalent, monotonic arrival of the last]
+        self.counts: dict[
+            str, list[float]
+        ] = {}  # room -> [results-equivalent, monotonic arrival of the last]
         self.readers: set[asyncio.Task[None]] = set()
         self.outboxes: dict[str, asyncio.Queue[bytes]] = {}
         # About the size of an audio-level result message.
-        self.payload = b'{"participant":"pub","track":"TR_0000000000","processor":"audio-level","topic":"audio-level",' \
-                       b'"ts_us":0,"seq":0,"data":{"rms_dbfs":-12.34,"peak_dbfs":-9.87,"start_us":0,"duration_ms":100.0}}'
+        self.payload = (
+            b'{"participant":"pub","track":"TR_0000000000","processor":"audio-level","topic":"audio-level",'
+            b'"ts_us":0,"seq":0,"data":{"rms_dbfs":-12.34,"peak_dbfs":-9.87,"start_us":0,"duration_ms":100.0}}'
+        )
 
     async def join(self, request: dict[str, Any]) -> dict[str, Any]:
         name = request["room"]
         room = rtc.Room()
         self.counts[name] = [0.0, 0.0]
 
-        def on_track(track: rtc.Track, publication: rtc.RemoteTrackPublication,
-                     participant: rtc.RemoteParticipant) -> None:
+        def on_track(
+            track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+        ) -> None:
             if track.kind == rtc.TrackKind.KIND_AUDIO:
                 reader = asyncio.create_task(self._read(name, track))
                 self.readers.add(reader)
@@ -86,8 +91,9 @@ class Floor:
     async def _read(self, name: str, track: rtc.Track) -> None:
         counts, share = self.counts[name], self.frame_ms / 100
         outbox = self.outboxes.get(name)
-        stream = rtc.AudioStream.from_track(track=track, sample_rate=SAMPLE_RATE, num_channels=1,
-                                            frame_size_ms=self.frame_ms)
+        stream = rtc.AudioStream.from_track(
+            track=track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=self.frame_ms
+        )
         try:
             async for _event in stream:  # the frame is dropped: the floor is the SDK's cost alone
                 now = time.monotonic()
@@ -115,17 +121,25 @@ class Floor:
         for task in list(self.readers):
             task.cancel()
         await asyncio.gather(*self.readers, return_exceptions=True)
-        await asyncio.wait_for(asyncio.gather(*(room.disconnect() for room in self.rooms.values()),
-                                              return_exceptions=True), 10)
+        await asyncio.wait_for(
+            asyncio.gather(*(room.disconnect() for room in self.rooms.values()), return_exceptions=True), 10
+        )
 
 
 async def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frame-ms", type=int, required=True, help="AudioStream frame size (framepool's)")
-    parser.add_argument("--single-peer-connection", action="store_true",
-                        help="join in the SDK's single-peer-connection mode (framepool's jobs do when configured so)")
-    parser.add_argument("--publish", default="", metavar="TOPIC",
-                        help="diagnostic: also publish one data message per 100 ms of audio per room on TOPIC")
+    parser.add_argument(
+        "--single-peer-connection",
+        action="store_true",
+        help="join in the SDK's single-peer-connection mode (framepool's jobs do when configured so)",
+    )
+    parser.add_argument(
+        "--publish",
+        default="",
+        metavar="TOPIC",
+        help="diagnostic: also publish one data message per 100 ms of audio per room on TOPIC",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     floor = Floor(args.frame_ms, args.publish, args.single_peer_connection)

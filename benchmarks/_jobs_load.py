@@ -83,8 +83,9 @@ class Publishers:
         for task in list(self.feeders):
             task.cancel()
         await asyncio.gather(*self.feeders, return_exceptions=True)
-        await asyncio.wait_for(asyncio.gather(*(room.disconnect() for room in self.rooms.values()),
-                                              return_exceptions=True), 10)
+        await asyncio.wait_for(
+            asyncio.gather(*(room.disconnect() for room in self.rooms.values()), return_exceptions=True), 10
+        )
 
 
 async def main() -> None:

@@ -46,8 +46,15 @@ def pss_by_kind(pid: int) -> dict[str, int]:
         if MAPPING.match(line):
             parts = line.split(None, 5)
             path = parts[5].strip() if len(parts) > 5 else ""
-            kind = ("memfd:" + path[7:].split()[0] if path.startswith("/memfd:") else "anon" if not path
-                    else path if path.startswith("[") else "file")
+            kind = (
+                "memfd:" + path[7:].split()[0]
+                if path.startswith("/memfd:")
+                else "anon"
+                if not path
+                else path
+                if path.startswith("[")
+                else "file"
+            )
         elif line.startswith("Pss:"):
             kinds[kind] = kinds.get(kind, 0) + int(line.split()[1])
     return kinds
@@ -66,16 +73,22 @@ def tree_pss(root: int) -> dict[str, dict[str, int]]:
     return tree
 
 
-def print_growth(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], jobs_added: int) -> None:
+def print_growth(
+    before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], jobs_added: int
+) -> None:
     for process, kinds in after.items():
         old = before.get(process, {})
         growth = {k: (kinds.get(k, 0) - old.get(k, 0)) / jobs_added for k in set(kinds) | set(old)}
         counts = {k[1:]: v for k, v in growth.items() if k.startswith("#")}
         memory = {k: v for k, v in growth.items() if not k.startswith("#")}
         total = sum(memory.values())
-        shown = ", ".join(f"{k} {v:.0f}" for k, v in sorted(memory.items(), key=lambda kv: -abs(kv[1])) if abs(v) >= 2)
+        shown = ", ".join(
+            f"{k} {v:.0f}" for k, v in sorted(memory.items(), key=lambda kv: -abs(kv[1])) if abs(v) >= 2
+        )
         per_job = ", ".join(f"{v:+.1f} {k}" for k, v in counts.items())
-        print(f"  {process}{'' if process in before else ' (new)'}: {total:.0f} kB/job ({shown}); per job {per_job}")
+        print(
+            f"  {process}{'' if process in before else ' (new)'}: {total:.0f} kB/job ({shown}); per job {per_job}"
+        )
 
 
 async def diagnose(which: str, k0: int, k1: int, single_peer_connection: bool = False) -> None:
@@ -87,7 +100,9 @@ async def diagnose(which: str, k0: int, k1: int, single_peer_connection: bool = 
             framepool.agent.argv.append("--tracemalloc")
             system, root = framepool, framepool.agent
         else:
-            floor = FloorSystem(url, log_dir, jobs.framepool_frame_ms(), single_peer_connection=single_peer_connection)
+            floor = FloorSystem(
+                url, log_dir, jobs.framepool_frame_ms(), single_peer_connection=single_peer_connection
+            )
             system, root = floor, floor.floor
         bed.system = system
         await system.start()
@@ -101,12 +116,16 @@ async def diagnose(which: str, k0: int, k1: int, single_peer_connection: bool = 
         await asyncio.sleep(SETTLE)
         after, sample1 = tree_pss(root.pid), ProcessSet.tree(root.pid).sample()
         added = k1 - k0
-        print(f"{which}, K {k0} -> {k1}: PSS {(sample1.pss_bytes - sample0.pss_bytes) / added / 1024:.0f} kB per job, "
-              f"USS {(sample1.uss_bytes - sample0.uss_bytes) / added / 1024:.0f} kB per job")
+        print(
+            f"{which}, K {k0} -> {k1}: PSS {(sample1.pss_bytes - sample0.pss_bytes) / added / 1024:.0f} kB per job, "
+            f"USS {(sample1.uss_bytes - sample0.uss_bytes) / added / 1024:.0f} kB per job"
+        )
         print_growth(before, after, added)
         if which == "framepool":
             reply = await root.request({"op": "python_memory", "top": 25})
-            print(f"  Python allocations that grew (tracemalloc; {reply['traced_bytes'] / 1024:.0f} kB traced in all):")
+            print(
+                f"  Python allocations that grew (tracemalloc; {reply['traced_bytes'] / 1024:.0f} kB traced in all):"
+            )
             for where, size, blocks in reply["growth"]:
                 print(f"    {size / added / 1024:7.1f} kB/job {blocks / added:6.1f} blocks/job  {where}")
 

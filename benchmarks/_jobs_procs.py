@@ -55,8 +55,13 @@ class Helper:
         log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
-                limit=1 << 20, start_new_session=True)
+                *self.argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
+                limit=1 << 20,
+                start_new_session=True,
+            )
         finally:
             os.close(log)
         self._reader = asyncio.create_task(self._read(), name=f"{self.name} reader")
@@ -110,7 +115,9 @@ class Helper:
         try:
             reply = await asyncio.wait_for(future, limit)
         except TimeoutError:
-            raise HelperError(f"{self.name} did not answer {message.get('op')!r} in {limit:.0f} s ({self.tail()})") from None
+            raise HelperError(
+                f"{self.name} did not answer {message.get('op')!r} in {limit:.0f} s ({self.tail()})"
+            ) from None
         finally:
             self._replies.pop(request_id, None)
         if "error" in reply:
@@ -119,6 +126,7 @@ class Helper:
 
     async def event(self, kind: str, limit: float, contains: str = "") -> dict[str, Any]:
         """The next event of `kind` (text lines: containing `contains`); others are dropped, callers ask for what they expect."""
+
         async def wait() -> dict[str, Any]:
             while True:
                 message = await self.events.get()

@@ -43,8 +43,12 @@ warnings.filterwarnings("ignore", message="The HMAC key is")
 
 
 def token(identity: str, room: str) -> str:
-    grants = api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True)
-    return api.AccessToken(KEY, SECRET).with_identity(identity).with_name(identity).with_grants(grants).to_jwt()
+    grants = api.VideoGrants(
+        room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True
+    )
+    return (
+        api.AccessToken(KEY, SECRET).with_identity(identity).with_name(identity).with_grants(grants).to_jwt()
+    )
 
 
 class System(ABC):
@@ -99,14 +103,40 @@ class System(ABC):
 class FramepoolSystem(System):
     name = "framepool"
 
-    def __init__(self, url: str, log_dir: Path, workers: int, load_threshold: float,
-                 single_peer_connection: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        log_dir: Path,
+        workers: int,
+        load_threshold: float,
+        single_peer_connection: bool = False,
+    ) -> None:
         super().__init__(url, log_dir)
         extra = ["--single-peer-connection"] if single_peer_connection else []
-        self.agent = Helper("framepool-agent", python_argv(
-            "_jobs_agent.py", "--url", url, "--key", KEY, "--secret", SECRET, "--agent-name", AGENT_NAME,
-            "--topic", TOPIC, "--processor", PROCESSOR, "--workers", str(workers), "--load-threshold", str(load_threshold),
-            *extra), log_dir)
+        self.agent = Helper(
+            "framepool-agent",
+            python_argv(
+                "_jobs_agent.py",
+                "--url",
+                url,
+                "--key",
+                KEY,
+                "--secret",
+                SECRET,
+                "--agent-name",
+                AGENT_NAME,
+                "--topic",
+                TOPIC,
+                "--processor",
+                PROCESSOR,
+                "--workers",
+                str(workers),
+                "--load-threshold",
+                str(load_threshold),
+                *extra,
+            ),
+            log_dir,
+        )
         self.lkapi: api.LiveKitAPI | None = None
         self.workers: list[int] = []
 
@@ -119,7 +149,9 @@ class FramepoolSystem(System):
     async def start_job(self, room: str) -> float:
         assert self.lkapi is not None
         requested = time.monotonic()
-        await self.lkapi.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name=AGENT_NAME, room=room))
+        await self.lkapi.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name=AGENT_NAME, room=room)
+        )
         return requested
 
     def measured(self) -> ProcessSet:
@@ -173,8 +205,9 @@ class BaselineSystem(System):
         job = self.idle.pop()
         self.busy.append(job)
         requested = time.monotonic()
-        await job.request({"op": "run", "url": self.url, "token": token(f"job-{room}", room), "topic": TOPIC},
-                          JOB_TIMEOUT)
+        await job.request(
+            {"op": "run", "url": self.url, "token": token(f"job-{room}", room), "topic": TOPIC}, JOB_TIMEOUT
+        )
         return requested
 
     def measured(self) -> ProcessSet:
@@ -209,7 +242,8 @@ class ForkedBaselineSystem(System):
     async def start_job(self, room: str) -> float:
         requested = time.monotonic()
         reply = await self.parent.request(
-            {"op": "run", "url": self.url, "token": token(f"job-{room}", room), "topic": TOPIC}, JOB_TIMEOUT)
+            {"op": "run", "url": self.url, "token": token(f"job-{room}", room), "topic": TOPIC}, JOB_TIMEOUT
+        )
         self.busy.append(int(reply["pid"]))
         return requested
 
@@ -226,8 +260,14 @@ class FloorSystem(System):
 
     name = "sdk-floor"
 
-    def __init__(self, url: str, log_dir: Path, frame_ms: int, publish_topic: str = "",
-                 single_peer_connection: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        log_dir: Path,
+        frame_ms: int,
+        publish_topic: str = "",
+        single_peer_connection: bool = False,
+    ) -> None:
         """`single_peer_connection`: the same connection mode as framepool's jobs in the same run."""
         super().__init__(url, log_dir)
         extra = ["--publish", publish_topic] if publish_topic else []
@@ -235,7 +275,9 @@ class FloorSystem(System):
             extra.append("--single-peer-connection")
         if publish_topic:
             self.name = "sdk-floor-data"
-        self.floor = Helper("sdk-floor", python_argv("_jobs_floor.py", "--frame-ms", str(frame_ms), *extra), log_dir)
+        self.floor = Helper(
+            "sdk-floor", python_argv("_jobs_floor.py", "--frame-ms", str(frame_ms), *extra), log_dir
+        )
 
     async def start(self) -> None:
         await self.floor.start()
@@ -243,8 +285,9 @@ class FloorSystem(System):
 
     async def start_job(self, room: str) -> float:
         requested = time.monotonic()
-        await self.floor.request({"op": "join", "url": self.url, "token": token(f"job-{room}", room), "room": room},
-                                 JOB_TIMEOUT)
+        await self.floor.request(
+            {"op": "join", "url": self.url, "token": token(f"job-{room}", room), "room": room}, JOB_TIMEOUT
+        )
         return requested
 
     def first_output(self, room: str, loadgen: Helper) -> asyncio.Future[dict[str, Any]]:

@@ -57,16 +57,34 @@ from _devserver_sdk import (
     tone,
 )
 
-BURST_PERIOD_FRAMES = 50  # 0.5 s between bursts: longer than any plausible latency, so matching is unambiguous
+BURST_PERIOD_FRAMES = (
+    50  # 0.5 s between bursts: longer than any plausible latency, so matching is unambiguous
+)
 BURST_FRAMES = 2
 ONSET_THRESHOLD = 3000
 LATENCY_QUEUE_MS = 20
 
 
-FULL = Plan(joins=20, bursts=24, window=5.0, settle=1.5, audio_steps=[1, 2, 4, 8, 12, 16, 24, 32, 48],
-            video_steps=[1, 2, 3, 4, 6], fps=15.0, budget=220.0)
-QUICK = Plan(joins=6, bursts=8, window=2.0, settle=1.0, audio_steps=[1, 4, 8], video_steps=[1, 2], fps=15.0,
-             budget=55.0)
+FULL = Plan(
+    joins=20,
+    bursts=24,
+    window=5.0,
+    settle=1.5,
+    audio_steps=[1, 2, 4, 8, 12, 16, 24, 32, 48],
+    video_steps=[1, 2, 3, 4, 6],
+    fps=15.0,
+    budget=220.0,
+)
+QUICK = Plan(
+    joins=6,
+    bursts=8,
+    window=2.0,
+    settle=1.0,
+    audio_steps=[1, 4, 8],
+    video_steps=[1, 2],
+    fps=15.0,
+    budget=55.0,
+)
 
 
 def first_track(sdk_room: rtc.Room) -> asyncio.Future[rtc.Track]:
@@ -82,6 +100,7 @@ def first_track(sdk_room: rtc.Room) -> asyncio.Future[rtc.Track]:
 
 
 # --- baseline ---------------------------------------------------------------------------------------------
+
 
 async def idle_cpu(seconds: float) -> float:
     """Cores busy on this machine before the benchmark starts anything (other users of the machine)."""
@@ -112,7 +131,9 @@ async def signal_joins(server: DevServerProcess, n: int) -> list[float]:
         headers = {"Authorization": f"Bearer {token(f'ws-{i}', room)}"}
         async with aiohttp.ClientSession() as session:
             start = time.perf_counter()
-            async with session.ws_connect(f"{server.url}/rtc?protocol=16&auto_subscribe=1", headers=headers) as ws:
+            async with session.ws_connect(
+                f"{server.url}/rtc?protocol=16&auto_subscribe=1", headers=headers
+            ) as ws:
                 message = await asyncio.wait_for(ws.receive(), TIMEOUT)
                 times.append(time.perf_counter() - start)
                 if message.type != aiohttp.WSMsgType.BINARY:
@@ -121,6 +142,7 @@ async def signal_joins(server: DevServerProcess, n: int) -> list[float]:
 
 
 # --- join time --------------------------------------------------------------------------------------------
+
 
 async def measure_joins(server: DevServerProcess, n: int) -> dict[str, Any]:
     room = room_name("join")
@@ -150,17 +172,24 @@ async def measure_joins(server: DevServerProcess, n: int) -> dict[str, Any]:
 
 # --- audio latency ----------------------------------------------------------------------------------------
 
+
 async def burst_feed(source: rtc.AudioSource, sends: list[float], bursts: int) -> None:
     """Silence in 10 ms frames with a 1 kHz burst every BURST_PERIOD_FRAMES, each burst's hand-over time recorded."""
     samples = SAMPLE_RATE // 100
-    burst = (16000 * np.sin(2 * np.pi * 1000 * np.arange(samples * BURST_FRAMES) / SAMPLE_RATE)).astype(np.int16)
+    burst = (16000 * np.sin(2 * np.pi * 1000 * np.arange(samples * BURST_FRAMES) / SAMPLE_RATE)).astype(
+        np.int16
+    )
     frame_index = 0
     warmup_frames = 100  # a second of silence so the subscriber's stream runs before the first burst
-    while len(sends) < bursts or (frame_index - warmup_frames) % BURST_PERIOD_FRAMES < BURST_PERIOD_FRAMES - 1:
+    while (
+        len(sends) < bursts or (frame_index - warmup_frames) % BURST_PERIOD_FRAMES < BURST_PERIOD_FRAMES - 1
+    ):
         frame = rtc.AudioFrame.create(SAMPLE_RATE, 1, samples)
         position = (frame_index - warmup_frames) % BURST_PERIOD_FRAMES
         if frame_index >= warmup_frames and position < BURST_FRAMES and len(sends) < bursts + (position > 0):
-            np.frombuffer(frame.data, dtype=np.int16)[:] = burst[position * samples:(position + 1) * samples]
+            np.frombuffer(frame.data, dtype=np.int16)[:] = burst[
+                position * samples : (position + 1) * samples
+            ]
             if position == 0:
                 sends.append(time.monotonic())
         await source.capture_frame(frame)
@@ -195,14 +224,19 @@ async def measure_latency(server: DevServerProcess, bursts: int) -> dict[str, An
     subscribed = first_track(listener)
     source = rtc.AudioSource(SAMPLE_RATE, 1, queue_size_ms=LATENCY_QUEUE_MS)
     await publish_audio(speaker, source, "clicks")
-    stream = rtc.AudioStream(await asyncio.wait_for(subscribed, TIMEOUT), sample_rate=SAMPLE_RATE, num_channels=1)
+    stream = rtc.AudioStream(
+        await asyncio.wait_for(subscribed, TIMEOUT), sample_rate=SAMPLE_RATE, num_channels=1
+    )
     sends: list[float] = []
     onsets: list[float] = []
     listening = asyncio.create_task(find_onsets(stream, onsets))
     try:
         await asyncio.wait_for(burst_feed(source, sends, bursts), TIMEOUT + bursts)
-        jitter_ms = [1e3 * s.jitter_buffer_delay / s.jitter_buffer_emitted_count
-                     for s in (await inbound_streams(listener)).values() if s.jitter_buffer_emitted_count]
+        jitter_ms = [
+            1e3 * s.jitter_buffer_delay / s.jitter_buffer_emitted_count
+            for s in (await inbound_streams(listener)).values()
+            if s.jitter_buffer_emitted_count
+        ]
     finally:
         listening.cancel()
         await asyncio.gather(listening, return_exceptions=True)
@@ -211,20 +245,35 @@ async def measure_latency(server: DevServerProcess, bursts: int) -> dict[str, An
         await listener.disconnect()
     latencies = match_latencies(sends, onsets)
     # The subscriber's jitter buffer is the part of the latency the SDK itself reports (mean over the stream).
-    return {"bursts_sent": len(sends), "bursts_detected": len(latencies), "audio_source_queue_ms": LATENCY_QUEUE_MS,
-            "subscriber_jitter_buffer_ms": round(jitter_ms[0], 1) if jitter_ms else None, **summary_ms(latencies)}
+    return {
+        "bursts_sent": len(sends),
+        "bursts_detected": len(latencies),
+        "audio_source_queue_ms": LATENCY_QUEUE_MS,
+        "subscriber_jitter_buffer_ms": round(jitter_ms[0], 1) if jitter_ms else None,
+        **summary_ms(latencies),
+    }
 
 
 # --- run and report ---------------------------------------------------------------------------------------
 
+
 def environment(idle_cores: float) -> dict[str, Any]:
     from importlib.metadata import version
+
     with open("/proc/cpuinfo") as cpuinfo:
-        model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
-                     platform.processor())
-    return {"date": time.strftime("%Y-%m-%d %H:%M"), "python": platform.python_version(), "cpu": model,
-            "cpus": psutil.cpu_count(), "idle_machine_busy_cores": idle_cores, "load_avg_1m": os.getloadavg()[0],
-            **{package: version(package) for package in ("livekit", "aiortc", "av")}}
+        model = next(
+            (line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
+            platform.processor(),
+        )
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "python": platform.python_version(),
+        "cpu": model,
+        "cpus": psutil.cpu_count(),
+        "idle_machine_busy_cores": idle_cores,
+        "load_avg_1m": os.getloadavg()[0],
+        **{package: version(package) for package in ("livekit", "aiortc", "av")},
+    }
 
 
 async def timed_phase(meter: CpuMeter, phase: Any) -> dict[str, Any]:
@@ -244,8 +293,10 @@ async def run(plan: Plan, phases: set[str]) -> dict[str, Any]:
     try:
         meter = CpuMeter(server)
         results: dict[str, Any] = {"server_idle": await timed_phase(meter, asyncio.sleep(1.0, {}))}
-        results["baseline"] = {"http_round_trip": summary_ms(await http_round_trips(server, plan.joins)),
-                               "signal_join": summary_ms(await signal_joins(server, plan.joins))}
+        results["baseline"] = {
+            "http_round_trip": summary_ms(await http_round_trips(server, plan.joins)),
+            "signal_join": summary_ms(await signal_joins(server, plan.joins)),
+        }
         if "join" in phases:
             results["join"] = await timed_phase(meter, measure_joins(server, plan.joins))
         if "latency" in phases:
@@ -254,14 +305,19 @@ async def run(plan: Plan, phases: set[str]) -> dict[str, Any]:
             audio_deadline = started + plan.budget * (0.6 if "video" in phases else 1.0)
             results["audio_capacity"] = await measure_capacity(server, "audio", plan, meter, audio_deadline)
         if "video" in phases:
-            results["video_capacity"] = await measure_capacity(server, "video", plan, meter, started + plan.budget)
+            results["video_capacity"] = await measure_capacity(
+                server, "video", plan, meter, started + plan.budget
+            )
     finally:
         await server.stop()
     results["ratios"] = ratios(results)
-    results["conditions"] = {"window_s": plan.window, "video": f"1280x720 I420 at {plan.fps:g} fps, default "
-                             "publish options (simulcast)", "audio": "48 kHz mono tone, 10 ms capture frames, "
-                             "subscriber AudioStream of 20 ms frames", "delivery_target": DELIVERY_TARGET,
-                             "duration_s": round(time.monotonic() - started, 1)}
+    results["conditions"] = {
+        "window_s": plan.window,
+        "video": f"1280x720 I420 at {plan.fps:g} fps, default publish options (simulcast)",
+        "audio": "48 kHz mono tone, 10 ms capture frames, subscriber AudioStream of 20 ms frames",
+        "delivery_target": DELIVERY_TARGET,
+        "duration_s": round(time.monotonic() - started, 1),
+    }
     return {"env": environment(idle), "results": results}
 
 
@@ -270,6 +326,7 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
         if "median_ms" not in a or not b.get("median_ms"):
             return None
         return round(float(a["median_ms"]) / float(b["median_ms"]), 2)
+
     base, join, latency = results["baseline"], results.get("join"), results.get("latency", {})
     found: dict[str, float | None] = {}
     if join:
@@ -278,14 +335,17 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
         found["first_track_vs_signal_join"] = ratio(join["first_track_subscribed"], base["signal_join"])
     if latency.get("median_ms") and latency.get("subscriber_jitter_buffer_ms"):
         found["audio_latency_vs_subscriber_jitter_buffer"] = round(
-            latency["median_ms"] / latency["subscriber_jitter_buffer_ms"], 2)
+            latency["median_ms"] / latency["subscriber_jitter_buffer_ms"], 2
+        )
     return found
 
 
 def print_table(report: dict[str, Any]) -> None:
     env, results = report["env"], report["results"]
-    print(f"dev server benchmark, {env['date']}, {env['cpus']} CPUs ({env['cpu']}), "
-          f"machine busy before start: {env['idle_machine_busy_cores']:.2f} cores")
+    print(
+        f"dev server benchmark, {env['date']}, {env['cpus']} CPUs ({env['cpu']}), "
+        f"machine busy before start: {env['idle_machine_busy_cores']:.2f} cores"
+    )
     for name in ("http_round_trip", "signal_join"):
         print(f"  baseline {name:<22} {fmt(results['baseline'][name])}")
     if "join" in results:
@@ -293,8 +353,10 @@ def print_table(report: dict[str, Any]) -> None:
         print(f"  join to first track          {fmt(results['join']['first_track_subscribed'])}")
     if "latency" in results:
         latency = results["latency"]
-        print(f"  audio latency                {fmt(latency)}  ({latency['bursts_detected']}/"
-              f"{latency['bursts_sent']} bursts; subscriber jitter buffer {latency['subscriber_jitter_buffer_ms']} ms)")
+        print(
+            f"  audio latency                {fmt(latency)}  ({latency['bursts_detected']}/"
+            f"{latency['bursts_sent']} bursts; subscriber jitter buffer {latency['subscriber_jitter_buffer_ms']} ms)"
+        )
     for kind in ("audio", "video"):
         capacity = results.get(f"{kind}_capacity")
         if capacity is None:
@@ -303,10 +365,12 @@ def print_table(report: dict[str, Any]) -> None:
         print(f"  {kind} publishers carried     {bound}{capacity['capacity']}  ({capacity['stopped']})")
         for step in capacity["steps"]:
             cpu = step.get("cpu_cores", {})
-            print(f"    n={step['publishers']:<3} delivered {step.get('delivered', '-')!s:<7} "
-                  f"cores: server {cpu.get('server', '-')} (loop {cpu.get('server_loop', '-')}) "
-                  f"bench {cpu.get('bench', '-')} (loop {cpu.get('bench_loop', '-')}) others {cpu.get('others', '-')}"
-                  f"  [{step.get('busiest', step.get('error', ''))}]")
+            print(
+                f"    n={step['publishers']:<3} delivered {step.get('delivered', '-')!s:<7} "
+                f"cores: server {cpu.get('server', '-')} (loop {cpu.get('server_loop', '-')}) "
+                f"bench {cpu.get('bench', '-')} (loop {cpu.get('bench_loop', '-')}) others {cpu.get('others', '-')}"
+                f"  [{step.get('busiest', step.get('error', ''))}]"
+            )
     print("  ratios: " + ", ".join(f"{k} {v}" for k, v in results["ratios"].items()))
 
 
@@ -317,11 +381,15 @@ def fmt(summary: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Join time, audio latency and capacity of the loopback dev server.")
+    parser = argparse.ArgumentParser(
+        description="Join time, audio latency and capacity of the loopback dev server."
+    )
     parser.add_argument("--quick", action="store_true", help="a shorter run (< 60 s), noisier")
     parser.add_argument("--json", action="store_true", help="print one JSON object {env, results}")
     parser.add_argument("--fps", type=float, default=15.0, help="video frame rate of each 720p publisher")
-    parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
+    parser.add_argument(
+        "--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}"
+    )
     args = parser.parse_args()
     phases = set(args.phases.split(",")) if args.phases else set()
     if not phases or not phases <= set(PHASES):
@@ -333,8 +401,10 @@ def main() -> int:
     try:
         report = asyncio.run(run(plan, phases))
     except (BenchmarkError, TimeoutError, rtc.ConnectError) as exc:
-        print(f"benchmarks/devserver.py: {type(exc).__name__}: {getattr(exc, 'message', exc) or 'timed out'}",
-              file=sys.stderr)
+        print(
+            f"benchmarks/devserver.py: {type(exc).__name__}: {getattr(exc, 'message', exc) or 'timed out'}",
+            file=sys.stderr,
+        )
         return 1
     if args.json:
         print(json.dumps(report))

@@ -98,16 +98,37 @@ class Config:
     workers: int
     load_threshold: float
     repeats: int = 1  # windows per scheduled K (the fitted range); the point is their median
-    baseline_start: str = "forkserver"  # how baseline job processes start: forkserver (LiveKit Agents) or spawn
+    baseline_start: str = (
+        "forkserver"  # how baseline job processes start: forkserver (LiveKit Agents) or spawn
+    )
     # framepool's and the floor's connection mode (framepool's setting; the baseline keeps the SDK default, as
     # LiveKit Agents does)
     single_peer_connection: bool = Settings().single_peer_connection
 
 
-FULL = Config(schedule=[1, 4, 8, 12, 16], window=10.0, settle=3.0, ramp_step=8, ramp_concurrency=4, max_k=64,
-              budget=250.0, workers=0, load_threshold=0.75, repeats=3)
-QUICK = Config(schedule=[1, 3, 6], window=5.0, settle=2.0, ramp_step=4, ramp_concurrency=4, max_k=14,
-               budget=40.0, workers=0, load_threshold=0.75)
+FULL = Config(
+    schedule=[1, 4, 8, 12, 16],
+    window=10.0,
+    settle=3.0,
+    ramp_step=8,
+    ramp_concurrency=4,
+    max_k=64,
+    budget=250.0,
+    workers=0,
+    load_threshold=0.75,
+    repeats=3,
+)
+QUICK = Config(
+    schedule=[1, 3, 6],
+    window=5.0,
+    settle=2.0,
+    ramp_step=4,
+    ramp_concurrency=4,
+    max_k=14,
+    budget=40.0,
+    workers=0,
+    load_threshold=0.75,
+)
 
 
 @dataclass
@@ -126,35 +147,49 @@ class Point:
     machine_busy_pct: float  # every process on the machine, % of one core (the machine has cpus * 100)
     supervisor_cpu_pct: float | None  # framepool: the supervisor alone (the rest of cpu_pct is its workers)
     ok: bool
-    cpu_pct_windows: list[float] = field(default_factory=list)  # every window at this K; cpu_pct is their median
+    cpu_pct_windows: list[float] = field(
+        default_factory=list
+    )  # every window at this K; cpu_pct is their median
 
 
 def median_point(points: list[Point]) -> Point:
     """One point from consecutive windows at the same K: median CPU figures (a window that another process on
     the shared machine disturbed does not move it), the last window's memory, the lowest result rates, every
     window's drops; ok when most windows were."""
+
     def mid(values: list[float]) -> float:
         return float(np.median(values))
 
     last = points[-1]
     supervisor = [p.supervisor_cpu_pct for p in points if p.supervisor_cpu_pct is not None]
-    return replace(last, cpu_pct=mid([p.cpu_pct for p in points]), rate_mean=min(p.rate_mean for p in points),
-                   rate_min=min(p.rate_min for p in points),
-                   drops={key: sum(p.drops.get(key, 0) for p in points) for key in last.drops},
-                   devserver_cpu_pct=mid([p.devserver_cpu_pct for p in points]),
-                   loadgen_cpu_pct=mid([p.loadgen_cpu_pct for p in points]),
-                   machine_busy_pct=mid([p.machine_busy_pct for p in points]),
-                   supervisor_cpu_pct=mid(supervisor) if len(supervisor) == len(points) else None,
-                   ok=2 * sum(not p.ok for p in points) < len(points), cpu_pct_windows=[p.cpu_pct for p in points])
+    return replace(
+        last,
+        cpu_pct=mid([p.cpu_pct for p in points]),
+        rate_mean=min(p.rate_mean for p in points),
+        rate_min=min(p.rate_min for p in points),
+        drops={key: sum(p.drops.get(key, 0) for p in points) for key in last.drops},
+        devserver_cpu_pct=mid([p.devserver_cpu_pct for p in points]),
+        loadgen_cpu_pct=mid([p.loadgen_cpu_pct for p in points]),
+        machine_busy_pct=mid([p.machine_busy_pct for p in points]),
+        supervisor_cpu_pct=mid(supervisor) if len(supervisor) == len(points) else None,
+        ok=2 * sum(not p.ok for p in points) < len(points),
+        cpu_pct_windows=[p.cpu_pct for p in points],
+    )
 
 
 @dataclass
 class SystemRun:
     name: str
     points: list[Point] = field(default_factory=list)
-    latencies_s: list[float] = field(default_factory=list)  # job requested -> first result; one start at a time
-    job_start_s: list[float] = field(default_factory=list)  # job reached the system -> first result; same starts
-    ramp_latencies_s: list[float] = field(default_factory=list)  # job requested -> first result; concurrent batches
+    latencies_s: list[float] = field(
+        default_factory=list
+    )  # job requested -> first result; one start at a time
+    job_start_s: list[float] = field(
+        default_factory=list
+    )  # job reached the system -> first result; same starts
+    ramp_latencies_s: list[float] = field(
+        default_factory=list
+    )  # job requested -> first result; concurrent batches
     max_k_without_drops: int = 0
     limit: str = ""
     marginal_pss_mb: float | None = None
@@ -162,7 +197,9 @@ class SystemRun:
     marginal_cpu_pct: float | None = None
     marginal_supervisor_cpu_pct: float | None = None
     fit_ks: list[int] = field(default_factory=list)  # the windows the marginal figures are fitted over
-    marginal_pss_mb_all_windows: float | None = None  # the same fits over every drop-free window, saturated or not
+    marginal_pss_mb_all_windows: float | None = (
+        None  # the same fits over every drop-free window, saturated or not
+    )
     marginal_cpu_pct_all_windows: float | None = None
     base_pss_mb: float | None = None
     base_cpu_pct: float | None = None
@@ -183,9 +220,13 @@ class SystemRun:
             good = calm
         self.fit_ks = [p.k for p in good]
         ks = np.array(self.fit_ks, dtype=float)
-        self.marginal_pss_mb, self.base_pss_mb = (float(v) for v in np.polyfit(ks, [p.pss_mb for p in good], 1))
+        self.marginal_pss_mb, self.base_pss_mb = (
+            float(v) for v in np.polyfit(ks, [p.pss_mb for p in good], 1)
+        )
         self.marginal_uss_mb = float(np.polyfit(ks, [p.uss_mb for p in good], 1)[0])
-        self.marginal_cpu_pct, self.base_cpu_pct = (float(v) for v in np.polyfit(ks, [p.cpu_pct for p in good], 1))
+        self.marginal_cpu_pct, self.base_cpu_pct = (
+            float(v) for v in np.polyfit(ks, [p.cpu_pct for p in good], 1)
+        )
         supervisor = [p.supervisor_cpu_pct for p in good if p.supervisor_cpu_pct is not None]
         if len(supervisor) == len(good):
             self.marginal_supervisor_cpu_pct = float(np.polyfit(ks, supervisor, 1)[0])
@@ -194,7 +235,9 @@ class SystemRun:
 class Ramp:
     """Grows one system's job count and measures it (see the module docstring)."""
 
-    def __init__(self, system: System, loadgen: Helper, devserver: Helper, cfg: Config, deadline: float) -> None:
+    def __init__(
+        self, system: System, loadgen: Helper, devserver: Helper, cfg: Config, deadline: float
+    ) -> None:
         self.system = system
         self.loadgen = loadgen
         self.devserver = devserver
@@ -206,8 +249,16 @@ class Ramp:
     async def start_one(self, latencies: list[float], job_starts: list[float] | None) -> None:
         room = f"{self.system.name}-{len(self.rooms):03d}"
         self.rooms.append(room)
-        await self.loadgen.request({"op": "join", "url": self.system.url, "token": token(f"pub-{room}", room),
-                                    "room": room, "topic": TOPIC}, JOB_TIMEOUT)
+        await self.loadgen.request(
+            {
+                "op": "join",
+                "url": self.system.url,
+                "token": token(f"pub-{room}", room),
+                "room": room,
+                "topic": TOPIC,
+            },
+            JOB_TIMEOUT,
+        )
         first = self.system.first_output(room, self.loadgen)
         requested = await self.system.start_job(room)
         try:
@@ -219,7 +270,9 @@ class Ramp:
             assigned = await self.system.assigned_at(room)
             job_starts.append(result["t"] - (requested if assigned is None else assigned))
 
-    async def grow_to(self, k: int, concurrency: int, latencies: list[float], job_starts: list[float] | None) -> None:
+    async def grow_to(
+        self, k: int, concurrency: int, latencies: list[float], job_starts: list[float] | None
+    ) -> None:
         await self.system.prepare(k - len(self.rooms))
         gate = asyncio.Semaphore(concurrency)
 
@@ -235,26 +288,50 @@ class Ramp:
         measured, supervisor = self.system.measured(), self.system.supervisor()
         devserver, loadgen = ProcessSet.tree(self.devserver.pid), ProcessSet.tree(self.loadgen.pid)
         counts0, counters0 = await self.system.output_counts(self.loadgen), await self.system.counters()
-        cpu0, dev0, load0, t0 = measured.cpu_seconds(), devserver.cpu_seconds(), loadgen.cpu_seconds(), time.monotonic()
+        cpu0, dev0, load0, t0 = (
+            measured.cpu_seconds(),
+            devserver.cpu_seconds(),
+            loadgen.cpu_seconds(),
+            time.monotonic(),
+        )
         busy0, sup0 = machine_busy_seconds(), supervisor.cpu_seconds() if supervisor else 0.0
         await asyncio.sleep(self.cfg.window)  # the measurement window itself
-        cpu1, dev1, load1, t1 = measured.cpu_seconds(), devserver.cpu_seconds(), loadgen.cpu_seconds(), time.monotonic()
+        cpu1, dev1, load1, t1 = (
+            measured.cpu_seconds(),
+            devserver.cpu_seconds(),
+            loadgen.cpu_seconds(),
+            time.monotonic(),
+        )
         busy1, sup1 = machine_busy_seconds(), supervisor.cpu_seconds() if supervisor else 0.0
         counts1, counters1 = await self.system.output_counts(self.loadgen), await self.system.counters()
         memory = measured.sample()
         rates = [rate(counts0.get(room), counts1.get(room)) for room in self.rooms]
-        drops: dict[str, int] = {key: int(counters1[key] - counters0.get(key, 0))
-                 for key in ("dropped", "lost", "results_dropped", "restarts") if key in counters1}
+        drops: dict[str, int] = {
+            key: int(counters1[key] - counters0.get(key, 0))
+            for key in ("dropped", "lost", "results_dropped", "restarts")
+            if key in counters1
+        }
         worst_room = self.rooms[int(np.argmin(rates))]
         inside = per_room_delta(counters0.get("rooms", {}), counters1.get("rooms", {}), worst_room)
         mean = float(np.mean(rates)) / RESULTS_PER_SECOND
         worst = float(np.min(rates)) / RESULTS_PER_SECOND
         span = t1 - t0
-        return Point(k=len(self.rooms), cpu_pct=100 * (cpu1 - cpu0) / span, pss_mb=memory.pss_bytes / MB,
-                     uss_mb=memory.uss_bytes / MB, processes=memory.processes, rate_mean=mean, rate_min=worst,
-                     drops=drops, worst_job_inside=inside, devserver_cpu_pct=100 * (dev1 - dev0) / span, loadgen_cpu_pct=100 * (load1 - load0) / span,
-                     machine_busy_pct=100 * (busy1 - busy0) / span,
-                     supervisor_cpu_pct=100 * (sup1 - sup0) / span if supervisor else None, ok=mean >= RATE_FLOOR and not any(drops.values()))
+        return Point(
+            k=len(self.rooms),
+            cpu_pct=100 * (cpu1 - cpu0) / span,
+            pss_mb=memory.pss_bytes / MB,
+            uss_mb=memory.uss_bytes / MB,
+            processes=memory.processes,
+            rate_mean=mean,
+            rate_min=worst,
+            drops=drops,
+            worst_job_inside=inside,
+            devserver_cpu_pct=100 * (dev1 - dev0) / span,
+            loadgen_cpu_pct=100 * (load1 - load0) / span,
+            machine_busy_pct=100 * (busy1 - busy0) / span,
+            supervisor_cpu_pct=100 * (sup1 - sup0) / span if supervisor else None,
+            ok=mean >= RATE_FLOOR and not any(drops.values()),
+        )
 
     def step_cost(self, k: int) -> float:
         """A pessimistic guess of one step's duration, to stay inside the budget."""
@@ -263,7 +340,9 @@ class Ramp:
     def windows(self, k: int) -> int:
         return self.cfg.repeats if k in self.cfg.schedule else 1
 
-    async def step(self, k: int, concurrency: int, latencies: list[float], job_starts: list[float] | None) -> bool:
+    async def step(
+        self, k: int, concurrency: int, latencies: list[float], job_starts: list[float] | None
+    ) -> bool:
         """Grow to k and measure; False when the ramp must stop (the reason is in run.limit)."""
         if time.monotonic() + self.step_cost(k) > self.deadline:
             self.run.limit = f"time budget (no drops up to K={self.run.max_k_without_drops})"
@@ -284,12 +363,23 @@ class Ramp:
         if not point.ok:
             capacity = 100 * (os.cpu_count() or 1)
             saturated = point.machine_busy_pct >= 0.95 * capacity
-            bad = "two windows" if len(windows) == 1 else f"{sum(not w.ok for w in windows)} of {len(windows)} windows"
-            self.run.limit = (f"drops at K={point.k} in {bad}: result rate {point.rate_mean:.1%} (worst job "
-                              f"{point.rate_min:.1%}{', inside it: ' + str(point.worst_job_inside) if point.worst_job_inside else ''}), "
-                              f"counters {point.drops}, machine busy {point.machine_busy_pct:.0f} % "
-                              f"of {capacity} %" + (" (saturated: load generator, dev server and other users share "
-                                                    "the machine, so this is a lower bound)" if saturated else ""))
+            bad = (
+                "two windows"
+                if len(windows) == 1
+                else f"{sum(not w.ok for w in windows)} of {len(windows)} windows"
+            )
+            self.run.limit = (
+                f"drops at K={point.k} in {bad}: result rate {point.rate_mean:.1%} (worst job "
+                f"{point.rate_min:.1%}{', inside it: ' + str(point.worst_job_inside) if point.worst_job_inside else ''}), "
+                f"counters {point.drops}, machine busy {point.machine_busy_pct:.0f} % "
+                f"of {capacity} %"
+                + (
+                    " (saturated: load generator, dev server and other users share "
+                    "the machine, so this is a lower bound)"
+                    if saturated
+                    else ""
+                )
+            )
             return False
         self.run.max_k_without_drops = point.k
         return True
@@ -320,8 +410,13 @@ def per_room_delta(before: dict[str, list[int]], after: dict[str, list[int]], ro
 
 def machine_busy_seconds() -> float:
     times = psutil.cpu_times()
-    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0) - getattr(times, "guest", 0.0)
-                 - getattr(times, "guest_nice", 0.0))
+    return float(
+        sum(times)
+        - times.idle
+        - getattr(times, "iowait", 0.0)
+        - getattr(times, "guest", 0.0)
+        - getattr(times, "guest_nice", 0.0)
+    )
 
 
 def rate(before: list[float] | None, after: list[float] | None) -> float:
@@ -347,8 +442,11 @@ async def testbed(name: str, log_dir: Path) -> AsyncIterator[Testbed]:
     port = free_port()
     bed = Testbed(
         url=f"ws://127.0.0.1:{port}",
-        devserver=Helper(f"devserver-{name}", [sys.executable, "-m", "framepool.devserver", "--port", str(port),
-                                               "--departure-timeout", "1"], log_dir),
+        devserver=Helper(
+            f"devserver-{name}",
+            [sys.executable, "-m", "framepool.devserver", "--port", str(port), "--departure-timeout", "1"],
+            log_dir,
+        ),
         loadgen=Helper(f"loadgen-{name}", python_argv("_jobs_load.py"), log_dir),
     )
     try:
@@ -379,11 +477,23 @@ async def run_system(make: Callable[[str], System], name: str, cfg: Config, log_
 def environment() -> dict[str, Any]:
     from importlib.metadata import version
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "cpu": cpu,
-            "cpus": os.cpu_count(), "python": platform.python_version(), "livekit": version("livekit"),
-            "loadavg_at_start": os.getloadavg(), "machine": "shared (other test runs may be active)"}
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "livekit": version("livekit"),
+        "loadavg_at_start": os.getloadavg(),
+        "machine": "shared (other test runs may be active)",
+    }
 
 
 def ratios(framepool: SystemRun, baseline: SystemRun) -> dict[str, float | None]:
@@ -393,28 +503,36 @@ def ratios(framepool: SystemRun, baseline: SystemRun) -> dict[str, float | None]
     def median(values: list[float]) -> float | None:
         return float(np.median(values)) if values else None
 
-    return {"marginal_pss": ratio(framepool.marginal_pss_mb, baseline.marginal_pss_mb),
-            "marginal_cpu": ratio(framepool.marginal_cpu_pct, baseline.marginal_cpu_pct),
-            "start_latency_median": ratio(median(framepool.latencies_s), median(baseline.latencies_s)),
-            "job_start_median": ratio(median(framepool.job_start_s), median(baseline.job_start_s)),
-            "max_jobs_without_drops": ratio(float(framepool.max_k_without_drops), float(baseline.max_k_without_drops))}
+    return {
+        "marginal_pss": ratio(framepool.marginal_pss_mb, baseline.marginal_pss_mb),
+        "marginal_cpu": ratio(framepool.marginal_cpu_pct, baseline.marginal_cpu_pct),
+        "start_latency_median": ratio(median(framepool.latencies_s), median(baseline.latencies_s)),
+        "job_start_median": ratio(median(framepool.job_start_s), median(baseline.job_start_s)),
+        "max_jobs_without_drops": ratio(
+            float(framepool.max_k_without_drops), float(baseline.max_k_without_drops)
+        ),
+    }
 
 
 def over_floor(framepool: SystemRun, floor: SystemRun) -> dict[str, float | None]:
     """framepool's own part of its marginal cost: framepool − sdk-floor, and the ratio framepool / sdk-floor."""
+
     def minus(a: float | None, b: float | None) -> float | None:
         return None if a is None or b is None else a - b
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return None if a is None or b is None or b <= 0 else a / b
 
-    return {"marginal_pss_mb_minus_floor": minus(framepool.marginal_pss_mb, floor.marginal_pss_mb),
-            "marginal_uss_mb_minus_floor": minus(framepool.marginal_uss_mb, floor.marginal_uss_mb),
-            "marginal_cpu_pct_minus_floor": minus(framepool.marginal_cpu_pct, floor.marginal_cpu_pct),
-            "marginal_supervisor_cpu_pct_minus_floor": minus(framepool.marginal_supervisor_cpu_pct,
-                                                             floor.marginal_supervisor_cpu_pct),
-            "marginal_pss_ratio": ratio(framepool.marginal_pss_mb, floor.marginal_pss_mb),
-            "marginal_cpu_ratio": ratio(framepool.marginal_cpu_pct, floor.marginal_cpu_pct)}
+    return {
+        "marginal_pss_mb_minus_floor": minus(framepool.marginal_pss_mb, floor.marginal_pss_mb),
+        "marginal_uss_mb_minus_floor": minus(framepool.marginal_uss_mb, floor.marginal_uss_mb),
+        "marginal_cpu_pct_minus_floor": minus(framepool.marginal_cpu_pct, floor.marginal_cpu_pct),
+        "marginal_supervisor_cpu_pct_minus_floor": minus(
+            framepool.marginal_supervisor_cpu_pct, floor.marginal_supervisor_cpu_pct
+        ),
+        "marginal_pss_ratio": ratio(framepool.marginal_pss_mb, floor.marginal_pss_mb),
+        "marginal_cpu_ratio": ratio(framepool.marginal_cpu_pct, floor.marginal_cpu_pct),
+    }
 
 
 def framepool_frame_ms() -> int:
@@ -426,8 +544,10 @@ def framepool_frame_ms() -> int:
 
 def targets(framepool: SystemRun) -> dict[str, bool | None]:
     pss, cpu = framepool.marginal_pss_mb, framepool.marginal_cpu_pct
-    return {f"marginal_pss_le_{TARGET_PSS_MB}_mb": None if pss is None else pss <= TARGET_PSS_MB,
-            f"marginal_cpu_le_{TARGET_CPU_PCT}_pct": None if cpu is None else cpu <= TARGET_CPU_PCT}
+    return {
+        f"marginal_pss_le_{TARGET_PSS_MB}_mb": None if pss is None else pss <= TARGET_PSS_MB,
+        f"marginal_cpu_le_{TARGET_CPU_PCT}_pct": None if cpu is None else cpu <= TARGET_CPU_PCT,
+    }
 
 
 async def bench(cfg: Config, systems: list[str], keep_logs: Path | None = None) -> dict[str, Any]:
@@ -437,13 +557,17 @@ async def bench(cfg: Config, systems: list[str], keep_logs: Path | None = None) 
     with tempfile.TemporaryDirectory(prefix="framepool-jobs-") as tmp:
         log_dir = keep_logs or Path(tmp)
         makers: dict[str, Callable[[str], System]] = {
-            "framepool": lambda url: FramepoolSystem(url, log_dir, cfg.workers, cfg.load_threshold,
-                                                     cfg.single_peer_connection),
-            "sdk-floor": lambda url: FloorSystem(url, log_dir, framepool_frame_ms(),
-                                                 single_peer_connection=cfg.single_peer_connection),
-            "sdk-floor-data": lambda url: FloorSystem(url, log_dir, framepool_frame_ms(), TOPIC,
-                                                      single_peer_connection=cfg.single_peer_connection),
-            "baseline": (lambda url: ForkedBaselineSystem(url, log_dir)) if cfg.baseline_start == "forkserver"
+            "framepool": lambda url: FramepoolSystem(
+                url, log_dir, cfg.workers, cfg.load_threshold, cfg.single_peer_connection
+            ),
+            "sdk-floor": lambda url: FloorSystem(
+                url, log_dir, framepool_frame_ms(), single_peer_connection=cfg.single_peer_connection
+            ),
+            "sdk-floor-data": lambda url: FloorSystem(
+                url, log_dir, framepool_frame_ms(), TOPIC, single_peer_connection=cfg.single_peer_connection
+            ),
+            "baseline": (lambda url: ForkedBaselineSystem(url, log_dir))
+            if cfg.baseline_start == "forkserver"
             else (lambda url: BaselineSystem(url, log_dir)),
         }
         for name in systems:
@@ -451,7 +575,11 @@ async def bench(cfg: Config, systems: list[str], keep_logs: Path | None = None) 
                 runs[name] = await run_system(makers[name], name, cfg, log_dir)
             except HelperError as exc:
                 runs[name] = SystemRun(name, limit=f"failed: {exc}")
-    result: dict[str, Any] = {"env": env, "config": asdict(cfg), "systems": {n: asdict(r) for n, r in runs.items()}}
+    result: dict[str, Any] = {
+        "env": env,
+        "config": asdict(cfg),
+        "systems": {n: asdict(r) for n, r in runs.items()},
+    }
     if "framepool" in runs and "baseline" in runs:
         result["ratios"] = ratios(runs["framepool"], runs["baseline"])
     if "framepool" in runs and "sdk-floor" in runs:
@@ -470,37 +598,60 @@ def fmt(value: float | None, spec: str = ".2f", unit: str = "") -> str:
 
 def print_table(result: dict[str, Any]) -> None:
     env = result["env"]
-    print(f"jobs benchmark, {env['date']}, {env['cpus']} x {env['cpu']}, Python {env['python']}, livekit {env['livekit']}, "
-          f"load average at start {env['loadavg_at_start'][0]:.2f} ({env['machine']})")
+    print(
+        f"jobs benchmark, {env['date']}, {env['cpus']} x {env['cpu']}, Python {env['python']}, livekit {env['livekit']}, "
+        f"load average at start {env['loadavg_at_start'][0]:.2f} ({env['machine']})"
+    )
     for name, run in result["systems"].items():
         print(f"\n{name}: {run['limit']}")
-        print(f"  {'K':>3} {'CPU %':>7} {'PSS MB':>8} {'USS MB':>8} {'procs':>5} {'rate':>7} {'worst':>7} "
-              f"{'devsrv %':>8} {'loadgen %':>9} {'machine %':>9}  drops")
+        print(
+            f"  {'K':>3} {'CPU %':>7} {'PSS MB':>8} {'USS MB':>8} {'procs':>5} {'rate':>7} {'worst':>7} "
+            f"{'devsrv %':>8} {'loadgen %':>9} {'machine %':>9}  drops"
+        )
         for p in run["points"]:
-            print(f"  {p['k']:>3} {p['cpu_pct']:>7.1f} {p['pss_mb']:>8.1f} {p['uss_mb']:>8.1f} {p['processes']:>5} "
-                  f"{p['rate_mean']:>7.1%} {p['rate_min']:>7.1%} {p['devserver_cpu_pct']:>8.1f} {p['loadgen_cpu_pct']:>9.1f} {p['machine_busy_pct']:>9.1f}  "
-                  f"{p['drops'] or ''}{'' if p['ok'] else '  <- drops'}")
+            print(
+                f"  {p['k']:>3} {p['cpu_pct']:>7.1f} {p['pss_mb']:>8.1f} {p['uss_mb']:>8.1f} {p['processes']:>5} "
+                f"{p['rate_mean']:>7.1%} {p['rate_min']:>7.1%} {p['devserver_cpu_pct']:>8.1f} {p['loadgen_cpu_pct']:>9.1f} {p['machine_busy_pct']:>9.1f}  "
+                f"{p['drops'] or ''}{'' if p['ok'] else '  <- drops'}"
+            )
         lat, job = run["latencies_s"], run["job_start_s"]
         if lat:
-            print(f"  start latency (one at a time, n={len(lat)}): requested -> first result median "
-                  f"{np.median(lat) * 1000:.0f} ms (max {max(lat) * 1000:.0f}); reached the system -> first result "
-                  f"median {np.median(job) * 1000:.0f} ms (max {max(job) * 1000:.0f})")
+            print(
+                f"  start latency (one at a time, n={len(lat)}): requested -> first result median "
+                f"{np.median(lat) * 1000:.0f} ms (max {max(lat) * 1000:.0f}); reached the system -> first result "
+                f"median {np.median(job) * 1000:.0f} ms (max {max(job) * 1000:.0f})"
+            )
         if run["ramp_latencies_s"]:
-            print(f"  start latency in the ramp ({len(run['ramp_latencies_s'])} starts, {result['config']['ramp_concurrency']} "
-                  f"at a time): median {np.median(run['ramp_latencies_s']) * 1000:.0f} ms")
-        print(f"  marginal per extra job (K = {', '.join(map(str, run['fit_ks']))}): PSS {fmt(run['marginal_pss_mb'])} MB "
-              f"(USS {fmt(run['marginal_uss_mb'])} MB), CPU {fmt(run['marginal_cpu_pct'])} % of a core"
-              + (f" (supervisor {fmt(run['marginal_supervisor_cpu_pct'])} %)" if run["marginal_supervisor_cpu_pct"] is not None else "")
-              + f"; over every drop-free window PSS {fmt(run['marginal_pss_mb_all_windows'])} MB, CPU "
-              f"{fmt(run['marginal_cpu_pct_all_windows'])} %; max K without drops {run['max_k_without_drops']}")
+            print(
+                f"  start latency in the ramp ({len(run['ramp_latencies_s'])} starts, {result['config']['ramp_concurrency']} "
+                f"at a time): median {np.median(run['ramp_latencies_s']) * 1000:.0f} ms"
+            )
+        print(
+            f"  marginal per extra job (K = {', '.join(map(str, run['fit_ks']))}): PSS {fmt(run['marginal_pss_mb'])} MB "
+            f"(USS {fmt(run['marginal_uss_mb'])} MB), CPU {fmt(run['marginal_cpu_pct'])} % of a core"
+            + (
+                f" (supervisor {fmt(run['marginal_supervisor_cpu_pct'])} %)"
+                if run["marginal_supervisor_cpu_pct"] is not None
+                else ""
+            )
+            + f"; over every drop-free window PSS {fmt(run['marginal_pss_mb_all_windows'])} MB, CPU "
+            f"{fmt(run['marginal_cpu_pct_all_windows'])} %; max K without drops {run['max_k_without_drops']}"
+        )
     if "ratios" in result:
-        print("\nratios framepool / baseline: " + ", ".join(f"{k} {fmt(v, '.3f')}" for k, v in result["ratios"].items()))
+        print(
+            "\nratios framepool / baseline: "
+            + ", ".join(f"{k} {fmt(v, '.3f')}" for k, v in result["ratios"].items())
+        )
     if "framepool_over_floor" in result:
-        print("framepool against the SDK floor: " + ", ".join(f"{k} {fmt(v, '.3f')}"
-                                                             for k, v in result["framepool_over_floor"].items()))
+        print(
+            "framepool against the SDK floor: "
+            + ", ".join(f"{k} {fmt(v, '.3f')}" for k, v in result["framepool_over_floor"].items())
+        )
     if "framepool_over_floor_data" in result:
-        print("framepool against the SDK floor with data: " + ", ".join(
-            f"{k} {fmt(v, '.3f')}" for k, v in result["framepool_over_floor_data"].items()))
+        print(
+            "framepool against the SDK floor with data: "
+            + ", ".join(f"{k} {fmt(v, '.3f')}" for k, v in result["framepool_over_floor_data"].items())
+        )
     if "targets_met" in result:
         print("targets (framepool): " + ", ".join(f"{k}: {v}" for k, v in result["targets_met"].items()))
     if result["left_in_dev_shm"]:
@@ -509,19 +660,36 @@ def print_table(result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks/jobs.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run (< 3 min), fewer and shorter windows, one per K")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run (< 3 min), fewer and shorter windows, one per K"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--only", choices=[*SYSTEMS, "sdk-floor-data"], action="append",
-                        help="run only this system (repeatable; ratios need both of their systems)")
+    parser.add_argument(
+        "--only",
+        choices=[*SYSTEMS, "sdk-floor-data"],
+        action="append",
+        help="run only this system (repeatable; ratios need both of their systems)",
+    )
     parser.add_argument("--max-k", type=int, help="stop the ramp at this many jobs")
-    parser.add_argument("--workers", type=int, help="framepool worker processes (default: the daemon's default)")
-    parser.add_argument("--baseline-start", choices=["forkserver", "spawn"], default="forkserver",
-                        help="baseline job processes forked from a forkserver with livekit/numpy preloaded, as LiveKit "
-                             "Agents does on Linux (default), or each a fresh interpreter")
-    parser.add_argument("--single-peer-connection", action="store_true",
-                        help="framepool's jobs and the floor join in the SDK's single-peer-connection mode "
-                             "(framepool's single_peer_connection setting; default: the classic pair)")
-    parser.add_argument("--keep-logs", type=Path, metavar="DIR", help="write the helpers' logs to DIR (default: discarded)")
+    parser.add_argument(
+        "--workers", type=int, help="framepool worker processes (default: the daemon's default)"
+    )
+    parser.add_argument(
+        "--baseline-start",
+        choices=["forkserver", "spawn"],
+        default="forkserver",
+        help="baseline job processes forked from a forkserver with livekit/numpy preloaded, as LiveKit "
+        "Agents does on Linux (default), or each a fresh interpreter",
+    )
+    parser.add_argument(
+        "--single-peer-connection",
+        action="store_true",
+        help="framepool's jobs and the floor join in the SDK's single-peer-connection mode "
+        "(framepool's single_peer_connection setting; default: the classic pair)",
+    )
+    parser.add_argument(
+        "--keep-logs", type=Path, metavar="DIR", help="write the helpers' logs to DIR (default: discarded)"
+    )
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     if args.max_k is not None:

@@ -32,7 +32,9 @@ from typing import Any
 import numpy as np
 import psutil
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # `tests.procs` in workers too
+sys.path.insert(
+    0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)  # `tests.procs` in workers too
 
 from framepool.pool import Result, StreamSpec, WorkerPool
 from framepool.processors.registry import parse_spec
@@ -105,7 +107,9 @@ async def run_step(pool: WorkerPool, streams: int, seconds: float, processor: st
     spec = [parse_spec(processor)]
     attachments = [
         await pool.attach(
-            StreamSpec(stream_id=f"s{i}", kind="audio", processors=spec, realtime=True, max_frame_bytes=FRAME.nbytes),
+            StreamSpec(
+                stream_id=f"s{i}", kind="audio", processors=spec, realtime=True, max_frame_bytes=FRAME.nbytes
+            ),
             sink,
         )
         for i in range(streams)
@@ -167,7 +171,12 @@ async def run_step(pool: WorkerPool, streams: int, seconds: float, processor: st
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     # The pool sizes audio rings in milliseconds of the processors' frames (10 ms here): N slots = N x 10 ms.
-    settings = Settings(audio_ring_ms=args.ring_slots * round(TICK * 1000), log_level="warning", ping_interval=1.0, ping_timeout=30.0)
+    settings = Settings(
+        audio_ring_ms=args.ring_slots * round(TICK * 1000),
+        log_level="warning",
+        ping_interval=1.0,
+        ping_timeout=30.0,
+    )
     pool = WorkerPool(settings)
     await pool.start()
     steps: list[dict[str, Any]] = []
@@ -191,16 +200,24 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     ring_us = ring_baseline()
     return {
         "env": {
-            "python": platform.python_version(), "cpu": _cpu_model(), "cores": os.cpu_count(),
-            "numpy": np.__version__, "workers": workers, "processor": args.processor,
-            "seconds_per_step": args.seconds, "ring_slots": args.ring_slots,
+            "python": platform.python_version(),
+            "cpu": _cpu_model(),
+            "cores": os.cpu_count(),
+            "numpy": np.__version__,
+            "workers": workers,
+            "processor": args.processor,
+            "seconds_per_step": args.seconds,
+            "ring_slots": args.ring_slots,
         },
         "baseline": {"ring_us": ring_us, "single": single},
         "results": steps,
         "capacity_streams": capacity,
         "ratios": {
             s["streams"]: {
-                "pipeline_us_per_frame_over_ring_us": (s["supervisor_us_per_frame"] + s["workers_us_per_frame"]) / ring_us,
+                "pipeline_us_per_frame_over_ring_us": (
+                    s["supervisor_us_per_frame"] + s["workers_us_per_frame"]
+                )
+                / ring_us,
                 "per_frame_cpu_over_single_stream": (s["supervisor_us_per_frame"] + s["workers_us_per_frame"])
                 / (single["supervisor_us_per_frame"] + single["workers_us_per_frame"]),
             }
@@ -232,10 +249,14 @@ def _cpu_model() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="short steps and a smaller ramp")
-    parser.add_argument("--seconds", type=float, default=None, help="measured seconds per step (default 5, quick 2)")
+    parser.add_argument(
+        "--seconds", type=float, default=None, help="measured seconds per step (default 5, quick 2)"
+    )
     parser.add_argument("--processor", default="tests.procs:Noop", help="processor spec for every stream")
     parser.add_argument("--ring-slots", type=int, default=16, help="frames per stream ring (16 = 160 ms)")
     args = parser.parse_args()
@@ -251,9 +272,13 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"baseline: ring write+read {report['baseline']['ring_us']:.2f} µs/frame in one process; single stream "
-              f"{report['baseline']['single']['supervisor_us_per_frame']:.1f} + {report['baseline']['single']['workers_us_per_frame']:.1f} µs/frame")
-        print(f"capacity: {report['capacity_streams']} streams with < 0.1 % drops (target 1000: {'met' if report['target_met'] else 'not met'})")
+        print(
+            f"baseline: ring write+read {report['baseline']['ring_us']:.2f} µs/frame in one process; single stream "
+            f"{report['baseline']['single']['supervisor_us_per_frame']:.1f} + {report['baseline']['single']['workers_us_per_frame']:.1f} µs/frame"
+        )
+        print(
+            f"capacity: {report['capacity_streams']} streams with < 0.1 % drops (target 1000: {'met' if report['target_met'] else 'not met'})"
+        )
 
 
 if __name__ == "__main__":

@@ -240,7 +240,9 @@ def reference_text() -> str:
     blocks = []
     for field, env, description, default in settings_module.field_docs():
         flag = "(TOML only)" if field in _SKIPPED_FIELDS else flag_name(field)
-        blocks.append(f"{field}\n    flag {flag}  env {env or '(TOML only)'}  default {_show(default)}\n    {description}")
+        blocks.append(
+            f"{field}\n    flag {flag}  env {env or '(TOML only)'}  default {_show(default)}\n    {description}"
+        )
     return "\n".join(blocks)
 
 

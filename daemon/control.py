@@ -122,7 +122,9 @@ class StreamEvent(_Message):
     event: str  # "processor_error" | "processor_disabled"
     processor: str
     detail: str
-    errors: int  # the stream's processor exceptions so far (events are sent per failure streak, not per failure)
+    errors: (
+        int  # the stream's processor exceptions so far (events are sent per failure streak, not per failure)
+    )
 
 
 class StreamDetached(_Message):
@@ -179,7 +181,9 @@ def encode(message: Message) -> bytes:
     """The framed bytes of one message; an oversize message is a ChannelError before anything is sent."""
     body = _encoder.encode(message)
     if len(body) > MAX_MESSAGE:
-        raise ChannelError(f"control message {type(message).__name__} of {len(body)} bytes exceeds {MAX_MESSAGE}")
+        raise ChannelError(
+            f"control message {type(message).__name__} of {len(body)} bytes exceeds {MAX_MESSAGE}"
+        )
     return _PREFIX.pack(len(body)) + body
 
 
@@ -189,9 +193,13 @@ def decode(frame: bytes) -> Message:
         raise ChannelError(f"truncated control message: {len(frame)} bytes, shorter than its length prefix")
     (length,) = _PREFIX.unpack_from(frame)
     if length > MAX_MESSAGE:
-        raise ChannelError(f"oversize control message: length prefix says {length} bytes, the limit is {MAX_MESSAGE}")
+        raise ChannelError(
+            f"oversize control message: length prefix says {length} bytes, the limit is {MAX_MESSAGE}"
+        )
     if len(frame) - _PREFIX.size != length:
-        raise ChannelError(f"truncated control message: length prefix says {length} bytes, got {len(frame) - _PREFIX.size}")
+        raise ChannelError(
+            f"truncated control message: length prefix says {length} bytes, got {len(frame) - _PREFIX.size}"
+        )
     try:
         return _decoder.decode(memoryview(frame)[_PREFIX.size :])
     except msgspec.DecodeError as exc:

@@ -61,7 +61,9 @@ def run_service(main: Coroutine[Any, Any, T]) -> T:
 class LoopLagMonitor:
     """Measures how late a periodic timer fires on the running loop."""
 
-    def __init__(self, interval: float = 0.25, warn_above: float = 0.1, warn_every: float = 30.0, window: float = 5.0) -> None:
+    def __init__(
+        self, interval: float = 0.25, warn_above: float = 0.1, warn_every: float = 30.0, window: float = 5.0
+    ) -> None:
         self.interval = interval
         self.warn_above = warn_above
         self.warn_every = warn_every

@@ -55,7 +55,9 @@ __all__ = [
 log = logging.getLogger("framepool.pool")
 # Even at long frames a realtime ring must absorb a frame being processed plus a burst from the SDK.
 MIN_AUDIO_RING_SLOTS = 4
-MEMORY_WARN_REARM = 0.9  # a worker warned about its memory is warned again after dropping below 90 % of the line
+MEMORY_WARN_REARM = (
+    0.9  # a worker warned about its memory is warned again after dropping below 90 % of the line
+)
 
 
 class WorkerStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -93,8 +95,14 @@ def input_format_of(specs: list[ProcessorSpec]) -> AudioFormat | VideoFormat:
     for spec in specs[1:]:
         other = instantiate(spec).input_format()
         if type(other) is not type(first):
-            raise ProcessorError(f"processors {specs[0].name!r} and {spec.name!r} mix audio and video on one stream")
-        if isinstance(merged, VideoFormat) and isinstance(other, VideoFormat) and other.pixel_format == merged.pixel_format:
+            raise ProcessorError(
+                f"processors {specs[0].name!r} and {spec.name!r} mix audio and video on one stream"
+            )
+        if (
+            isinstance(merged, VideoFormat)
+            and isinstance(other, VideoFormat)
+            and other.pixel_format == merged.pixel_format
+        ):
             merged = VideoFormat(
                 pixel_format=merged.pixel_format,
                 max_width=_least_restrictive(merged.max_width, other.max_width),
@@ -162,7 +170,9 @@ class WorkerPool:
         if self.settings.start_method == "forkserver":
             # Workers then fork from a server that already imported numpy and the runtime.
             # pool_forkserver keeps the server alive through a process-group SIGTERM: it reaps the workers.
-            multiprocessing.get_context("forkserver").set_forkserver_preload(["framepool.worker", "framepool.pool_forkserver"])
+            multiprocessing.get_context("forkserver").set_forkserver_preload(
+                ["framepool.worker", "framepool.pool_forkserver"]
+            )
         outcomes = await asyncio.gather(*(self._boot(slot) for slot in self._slots), return_exceptions=True)
         errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
         if errors:
@@ -194,7 +204,12 @@ class WorkerPool:
                     f"(last: {describe_exit(worker.exitcode)}); halting instead of respawning"
                 )
             delay = self._backoff(failures)
-            log.warning("worker %d died at start with %s; retrying in %.2f s", slot.index, describe_exit(worker.exitcode), delay)
+            log.warning(
+                "worker %d died at start with %s; retrying in %.2f s",
+                slot.index,
+                describe_exit(worker.exitcode),
+                delay,
+            )
 
     async def _await_ready(self, worker: WorkerProcess) -> bool:
         timeout = self.settings.prewarm_timeout
@@ -214,7 +229,9 @@ class WorkerPool:
             return False
 
     def _backoff(self, streak: int) -> float:
-        return float(min(self.settings.restart_backoff * 2 ** max(0, streak - 1), self.settings.restart_backoff_max))
+        return float(
+            min(self.settings.restart_backoff * 2 ** max(0, streak - 1), self.settings.restart_backoff_max)
+        )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
@@ -253,13 +270,18 @@ class WorkerPool:
         while True:
             if self.halted.is_set():
                 raise PoolError(f"the worker pool halted: {self.halt_reason}")
-            ready = [s.worker for s in self._slots if s.worker is not None and s.worker.state is WorkerState.READY]
+            ready = [
+                s.worker for s in self._slots if s.worker is not None and s.worker.state is WorkerState.READY
+            ]
             choice = least_loaded(ready)
             if choice is not None:
                 return choice
             # Every worker is being replaced: wait for one (bounded by its own start-up timeout).
             self._any_ready.clear()
-            waiters = [asyncio.ensure_future(self._any_ready.wait()), asyncio.ensure_future(self.halted.wait())]
+            waiters = [
+                asyncio.ensure_future(self._any_ready.wait()),
+                asyncio.ensure_future(self.halted.wait()),
+            ]
             _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             for waiter in pending:
                 waiter.cancel()
@@ -300,7 +322,9 @@ class WorkerPool:
             except ProcessorError as exc:
                 attachment.fail(str(exc))
                 continue
-            attachment.restarted(f"{reason}; re-attached to pid {worker.pid}; {lost} frames lost so far; processor state reset")
+            attachment.restarted(
+                f"{reason}; re-attached to pid {worker.pid}; {lost} frames lost so far; processor state reset"
+            )
 
     def _halt(self, reason: str) -> None:
         if not self.halted.is_set():
@@ -322,7 +346,12 @@ class WorkerPool:
                     continue
                 silent = now - worker.last_pong
                 if silent > self.settings.ping_timeout:
-                    log.error("worker %d (pid %d) silent for %.1f s (ping_timeout); killing it", slot.index, worker.pid, silent)
+                    log.error(
+                        "worker %d (pid %d) silent for %.1f s (ping_timeout); killing it",
+                        slot.index,
+                        worker.pid,
+                        silent,
+                    )
                     worker.kill()
                     continue
                 worker.send(control.Ping(seq=self._pings))
@@ -336,18 +365,32 @@ class WorkerPool:
         return await asyncio.shield(self._beat)
 
     async def _check_memory(self) -> None:
-        workers = [s.worker for s in self._slots if s.worker is not None and s.worker.state is WorkerState.READY]
+        workers = [
+            s.worker for s in self._slots if s.worker is not None and s.worker.state is WorkerState.READY
+        ]
         sizes = await asyncio.to_thread(_pss_of, [w.pid for w in workers])
         warn, limit = self.settings.worker_memory_warn_mb << 20, self.settings.worker_memory_limit_mb << 20
         for worker, pss in zip(workers, sizes, strict=True):
             worker.pss = pss
             if limit and pss > limit and worker.state is WorkerState.READY:
-                log.error("worker %d (pid %d) uses %d MiB (limit %d MiB); restarting it", worker.slot, worker.pid, pss >> 20, limit >> 20)
+                log.error(
+                    "worker %d (pid %d) uses %d MiB (limit %d MiB); restarting it",
+                    worker.slot,
+                    worker.pid,
+                    pss >> 20,
+                    limit >> 20,
+                )
                 worker.kill()
             elif warn and pss > warn and not worker.memory_warned:
                 # Once per crossing, not per check; re-armed only well below, so PSS hovering at the line is quiet.
                 worker.memory_warned = True
-                log.warning("worker %d (pid %d) uses %d MiB (warning at %d MiB)", worker.slot, worker.pid, pss >> 20, warn >> 20)
+                log.warning(
+                    "worker %d (pid %d) uses %d MiB (warning at %d MiB)",
+                    worker.slot,
+                    worker.pid,
+                    pss >> 20,
+                    warn >> 20,
+                )
             elif pss < warn * MEMORY_WARN_REARM:
                 worker.memory_warned = False
 
@@ -358,16 +401,24 @@ class WorkerPool:
     def stats(self) -> PoolStats:
         workers = [
             WorkerStats(
-                slot=s.index, pid=s.worker.pid if s.worker else 0, cpu=s.cpu,
-                state=s.worker.state.value if s.worker else "none", streams=s.worker.stream_count if s.worker else 0,
-                load=s.worker.load if s.worker else 0.0, restarts=s.restarts, pss_bytes=s.worker.pss if s.worker else 0,
+                slot=s.index,
+                pid=s.worker.pid if s.worker else 0,
+                cpu=s.cpu,
+                state=s.worker.state.value if s.worker else "none",
+                streams=s.worker.stream_count if s.worker else 0,
+                load=s.worker.load if s.worker else 0.0,
+                restarts=s.restarts,
+                pss_bytes=s.worker.pss if s.worker else 0,
                 exitcode=s.worker.exitcode if s.worker else None,
             )
             for s in self._slots
         ]
         return PoolStats(
-            workers=workers, streams=len(self._streams), restarts=sum(s.restarts for s in self._slots),
-            load=self.load(), halted=self.halted.is_set(),
+            workers=workers,
+            streams=len(self._streams),
+            restarts=sum(s.restarts for s in self._slots),
+            load=self.load(),
+            halted=self.halted.is_set(),
         )
 
     def worker_pids(self) -> list[int]:
@@ -398,7 +449,10 @@ class WorkerPool:
                 try:
                     await asyncio.wait_for(detaching, self.settings.worker_shutdown_timeout)
                 except TimeoutError:
-                    log.warning("pool shutdown: streams did not detach within %.1f s", self.settings.worker_shutdown_timeout)
+                    log.warning(
+                        "pool shutdown: streams did not detach within %.1f s",
+                        self.settings.worker_shutdown_timeout,
+                    )
             await self._stop_workers()
             for stream in list(self._streams):  # those whose worker never answered the detach
                 stream.abandon("the pool closed before the stream's worker detached it")

@@ -63,7 +63,9 @@ class ResultWriter:
         self.max_bytes = max_bytes
         self.dropped = 0
 
-    def emit(self, index: int, processor: int, seq: int, ts_us: int, topic: str, payload: Any, realtime: bool) -> bool:
+    def emit(
+        self, index: int, processor: int, seq: int, ts_us: int, topic: str, payload: Any, realtime: bool
+    ) -> bool:
         topic_bytes = topic.encode()
         if len(topic_bytes) > MAX_TOPIC_BYTES:
             raise ValueError(f"result topic of {len(topic_bytes)} bytes exceeds {MAX_TOPIC_BYTES}")
@@ -71,14 +73,36 @@ class ResultWriter:
         if len(body) > self.max_bytes:
             raise ValueError(f"result of {len(body)} bytes exceeds result_max_bytes = {self.max_bytes}")
         data = topic_bytes + body
-        if self.write(self.ring, realtime, data, seq, ts_us, KIND_RESULT, FMT_BYTES, 0, index, processor, len(topic_bytes)):
+        if self.write(
+            self.ring,
+            realtime,
+            data,
+            seq,
+            ts_us,
+            KIND_RESULT,
+            FMT_BYTES,
+            0,
+            index,
+            processor,
+            len(topic_bytes),
+        ):
             return True
         self.dropped += 1
         return False
 
     def write(
-        self, ring: FrameRing, realtime: bool, data: Any, seq: int, ts_us: int,
-        kind: int, fmt: int, flags: int, a: int, b: int, c: int,
+        self,
+        ring: FrameRing,
+        realtime: bool,
+        data: Any,
+        seq: int,
+        ts_us: int,
+        kind: int,
+        fmt: int,
+        flags: int,
+        a: int,
+        b: int,
+        c: int,
     ) -> bool:
         """Write a slot; realtime: False when full; offline: wait for the supervisor to make space."""
         if ring.write(data, seq, ts_us, kind, fmt, flags, a, b, c):
@@ -106,7 +130,9 @@ class StreamContext:
         self._stream = stream
         self._index = processor_index
         self._seq = 0
-        self._log = logging.LoggerAdapter(logging.getLogger(f"framepool.processor.{name}"), dict(stream.labels))
+        self._log = logging.LoggerAdapter(
+            logging.getLogger(f"framepool.processor.{name}"), dict(stream.labels)
+        )
 
     @property
     def stream_id(self) -> str:
@@ -123,22 +149,32 @@ class StreamContext:
     def emit(self, topic: str, payload: Any) -> None:
         stream = self._stream
         self._seq += 1
-        if not stream.writer.emit(stream.index, self._index, self._seq, stream.frame_ts_us, topic, payload, stream.realtime):
+        if not stream.writer.emit(
+            stream.index, self._index, self._seq, stream.frame_ts_us, topic, payload, stream.realtime
+        ):
             stream.results_dropped += 1
 
     def publish_audio(self, samples: npt.NDArray[np.int16], sample_rate: int) -> None:
         if samples.ndim != 2 or samples.dtype != np.int16:
-            raise ValueError(f"publish_audio needs int16 samples shaped (samples, channels), got {samples.dtype} {samples.shape}")
+            raise ValueError(
+                f"publish_audio needs int16 samples shaped (samples, channels), got {samples.dtype} {samples.shape}"
+            )
         channels = samples.shape[1]
-        self._stream.publish(np.ascontiguousarray(samples), KIND_AUDIO, FMT_S16, sample_rate, channels, samples.shape[0])
+        self._stream.publish(
+            np.ascontiguousarray(samples), KIND_AUDIO, FMT_S16, sample_rate, channels, samples.shape[0]
+        )
 
-    def publish_video(self, data: npt.NDArray[np.uint8], width: int, height: int, pixel_format: PixelFormat = "I420") -> None:
+    def publish_video(
+        self, data: npt.NDArray[np.uint8], width: int, height: int, pixel_format: PixelFormat = "I420"
+    ) -> None:
         code = FORMAT_CODES.get(pixel_format)
         if code is None:
             raise ValueError(f"unknown pixel format {pixel_format!r}: expected one of {sorted(FORMAT_CODES)}")
         expected = frame_bytes(width, height, pixel_format)
         if data.nbytes != expected:
-            raise ValueError(f"a {width}x{height} {pixel_format} frame has {expected} bytes, got {data.nbytes}")
+            raise ValueError(
+                f"a {width}x{height} {pixel_format} frame has {expected} bytes, got {data.nbytes}"
+            )
         self._stream.publish(np.ascontiguousarray(data), KIND_VIDEO, code, width, height, 0)
 
 
@@ -189,7 +225,9 @@ class FrameScaler:
 class HostedStream:
     """One stream in a worker: its rings and processors."""
 
-    def __init__(self, message: control.AttachStream, writer: ResultWriter, channel: WorkerChannel, failure_limit: int) -> None:
+    def __init__(
+        self, message: control.AttachStream, writer: ResultWriter, channel: WorkerChannel, failure_limit: int
+    ) -> None:
         self.index = message.index
         self.stream_id = message.stream_id
         self.labels: Mapping[str, str] = dict(message.labels)
@@ -211,14 +249,21 @@ class HostedStream:
 
     @classmethod
     def open(
-        cls, message: control.AttachStream, fds: list[int], data_bell: Doorbell, writer: ResultWriter,
-        channel: WorkerChannel, config: control.WorkerStart,
+        cls,
+        message: control.AttachStream,
+        fds: list[int],
+        data_bell: Doorbell,
+        writer: ResultWriter,
+        channel: WorkerChannel,
+        config: control.WorkerStart,
     ) -> HostedStream:
         stream = cls(message, writer, channel, config.processor_failure_limit)
         try:
             expected = 1 + message.has_output + 2 * message.has_space_bell
             if len(fds) != expected:
-                raise ValueError(f"attach of stream {message.stream_id!r} carried {len(fds)} fds, expected {expected}")
+                raise ValueError(
+                    f"attach of stream {message.stream_id!r} carried {len(fds)} fds, expected {expected}"
+                )
             stream.input = FrameRing.attach(fds.pop(0))
             if message.has_output:
                 stream.output = FrameRing.attach(fds.pop(0))
@@ -268,7 +313,15 @@ class HostedStream:
             frame = AudioFrame(samples, header.sample_rate, header.channels, header.ts_us, header.seq, gap)
         else:
             pixels = np.frombuffer(view, np.uint8)
-            frame = VideoFrame(pixels, header.width, header.height, PIXEL_FORMATS.get(header.fmt, "I420"), header.ts_us, header.seq, gap)
+            frame = VideoFrame(
+                pixels,
+                header.width,
+                header.height,
+                PIXEL_FORMATS.get(header.fmt, "I420"),
+                header.ts_us,
+                header.seq,
+                gap,
+            )
             self.scaler.new_frame()
         for processor in self.processors:
             if processor.disabled:
@@ -277,7 +330,9 @@ class HostedStream:
             try:
                 given = frame
                 if processor.max_size is not None and isinstance(frame, VideoFrame):
-                    given = self.scaler.scaled(frame, processor.max_size)  # counted as the processor's busy time
+                    given = self.scaler.scaled(
+                        frame, processor.max_size
+                    )  # counted as the processor's busy time
                 processor.instance.process(given, processor.context)
                 processor.failures = 0
             except Exception as exc:
@@ -294,19 +349,31 @@ class HostedStream:
                 self._event("processor_error", processor.name, detail)
             if processor.failures >= self.failure_limit and not processor.disabled:
                 processor.disabled = True
-                log.error("processor %s disabled after %d consecutive failures", processor.name, processor.failures)
-                self._event("processor_disabled", processor.name, f"{processor.failures} consecutive failures; last: {detail}")
+                log.error(
+                    "processor %s disabled after %d consecutive failures", processor.name, processor.failures
+                )
+                self._event(
+                    "processor_disabled",
+                    processor.name,
+                    f"{processor.failures} consecutive failures; last: {detail}",
+                )
 
     def _event(self, event: str, processor: str, detail: str) -> None:
         self.channel.send(
-            control.StreamEvent(index=self.index, event=event, processor=processor, detail=detail, errors=self.errors)
+            control.StreamEvent(
+                index=self.index, event=event, processor=processor, detail=detail, errors=self.errors
+            )
         )
 
     def publish(self, data: npt.NDArray[Any], kind: int, fmt: int, a: int, b: int, c: int) -> None:
         if self.output is None:
-            raise ValueError(f"stream {self.stream_id!r} has no output track (attach it with output_max_frame_bytes > 0)")
+            raise ValueError(
+                f"stream {self.stream_id!r} has no output track (attach it with output_max_frame_bytes > 0)"
+            )
         self.out_seq += 1
-        self.writer.write(self.output, self.realtime, data, self.out_seq, self.frame_ts_us, kind, fmt, 0, a, b, c)
+        self.writer.write(
+            self.output, self.realtime, data, self.out_seq, self.frame_ts_us, kind, fmt, 0, a, b, c
+        )
 
     def finish(self) -> None:
         """The stream ended: each processor's close() may emit its last results."""

@@ -62,7 +62,7 @@ class StreamSink(Protocol):
         ...
 
     def on_stream_event(self, stream_id: str, event: str, detail: str) -> None:
-        """"processor_error", "processor_disabled", "worker_restarted" (a gap), "detached", and
+        """ "processor_error", "processor_disabled", "worker_restarted" (a gap), "detached", and
         "stream_failed" (the pool halted or the stream's processors cannot start again: no more frames)."""
         ...
 
@@ -89,13 +89,17 @@ class StreamStats(msgspec.Struct, frozen=True, kw_only=True):
     errors: int  # processor exceptions
     results: int  # results delivered to the sink
     results_dropped: int  # results a full result ring refused (realtime only)
-    busy: dict[str, float]  # seconds spent in each processor: at most a ping interval old (exact after drain, detach)
+    busy: dict[
+        str, float
+    ]  # seconds spent in each processor: at most a ping interval old (exact after drain, detach)
 
 
 class StreamAttachment:
     """A stream hosted by one worker of the pool (see module docstring)."""
 
-    def __init__(self, spec: StreamSpec, sink: StreamSink, slots: int, on_detached: Callable[[StreamAttachment], None]) -> None:
+    def __init__(
+        self, spec: StreamSpec, sink: StreamSink, slots: int, on_detached: Callable[[StreamAttachment], None]
+    ) -> None:
         self.stream_id = spec.stream_id
         self.spec = spec
         self.sink = sink
@@ -115,7 +119,9 @@ class StreamAttachment:
         self.failure = ""  # set when the pool halted and this stream cannot continue
         self.pushed = 0
         self.gaps = 0
-        self._refused = self._lost = self._errors = self._errors_retired = self._results = self._results_dropped = 0
+        self._refused = self._lost = self._errors = self._errors_retired = self._results = (
+            self._results_dropped
+        ) = 0
         self._retired = {"dropped": 0, "skipped": 0, "read": 0}  # counters of rings of dead workers
         self._busy: dict[str, float] = {}  # of the current worker's processor instances
         self._busy_retired: dict[str, float] = {}  # of instances that died with earlier workers
@@ -130,7 +136,9 @@ class StreamAttachment:
         """Create fresh rings, hand them to `worker` and wait until it hosts the stream."""
         spec = self.spec
         realtime_policy = POLICY_DROP_NEWEST if spec.kind == "audio" else POLICY_LATEST
-        ring = FrameRing.create(self._slots, spec.max_frame_bytes, realtime_policy if spec.realtime else POLICY_BLOCK)
+        ring = FrameRing.create(
+            self._slots, spec.max_frame_bytes, realtime_policy if spec.realtime else POLICY_BLOCK
+        )
         ring.bind(worker.data_bell, None)
         fds = [ring.fd]
         self._ring, self.worker, self.index = ring, worker, worker.next_index()
@@ -145,9 +153,15 @@ class StreamAttachment:
             fds += [bell.event_fd, bell.page_fd]
         worker.attachments[self.index] = self
         message = control.AttachStream(
-            index=self.index, stream_id=spec.stream_id, kind=spec.kind, processors=spec.processors,
-            realtime=spec.realtime, labels=spec.labels, has_output=self._output is not None,
-            has_space_bell=self._space_bell is not None, gap=gap,
+            index=self.index,
+            stream_id=spec.stream_id,
+            kind=spec.kind,
+            processors=spec.processors,
+            realtime=spec.realtime,
+            labels=spec.labels,
+            has_output=self._output is not None,
+            has_space_bell=self._space_bell is not None,
+            gap=gap,
         )
         reply = await worker.request(message, "attach", self.index, fds)
         if isinstance(reply, control.StreamAttachFailed):
@@ -167,7 +181,10 @@ class StreamAttachment:
         self._retire_rings()
         self.worker = None
         self.gaps += 1
-        self._errors_retired, self._errors = self._errors_retired + self._errors, 0  # the new worker counts from 0
+        self._errors_retired, self._errors = (
+            self._errors_retired + self._errors,
+            0,
+        )  # the new worker counts from 0
         for name, seconds in self._busy.items():
             self._busy_retired[name] = self._busy_retired.get(name, 0.0) + seconds
         self._busy = {}
@@ -219,7 +236,9 @@ class StreamAttachment:
             self._refused += 1  # an offline stream pushed without waiting: the ring does not count it
         return False
 
-    async def push_wait(self, data: Buffer, ts_us: int, fmt: int, a: int, b: int, c: int, flags: int = 0) -> None:
+    async def push_wait(
+        self, data: Buffer, ts_us: int, fmt: int, a: int, b: int, c: int, flags: int = 0
+    ) -> None:
         """Offline: wait for space in the ring and write; nothing is lost unless the worker dies."""
         self.pushed += 1
         seq = self.pushed
@@ -377,5 +396,8 @@ class StreamAttachment:
             errors=self._errors_retired + self._errors,
             results=self._results,
             results_dropped=self._results_dropped,
-            busy={name: self._busy_retired.get(name, 0.0) + self._busy.get(name, 0.0) for name in dict.fromkeys(self._names)},
+            busy={
+                name: self._busy_retired.get(name, 0.0) + self._busy.get(name, 0.0)
+                for name in dict.fromkeys(self._names)
+            },
         )

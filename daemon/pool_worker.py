@@ -76,7 +76,9 @@ class WorkerState(enum.Enum):
 class WorkerProcess:
     """One incarnation of the worker in `slot`; created by the pool, driven by its callbacks."""
 
-    def __init__(self, slot: int, cpu: int | None, settings: Settings, on_exit: Callable[[WorkerProcess], None]) -> None:
+    def __init__(
+        self, slot: int, cpu: int | None, settings: Settings, on_exit: Callable[[WorkerProcess], None]
+    ) -> None:
         self.slot = slot
         self.cpu = cpu
         self.settings = settings
@@ -147,12 +149,20 @@ class WorkerProcess:
         self.result_bell.prepare_sleep()
         self._loop.add_reader(self.result_bell.fileno(), self._on_result_bell)
         start = control.WorkerStart(
-            index=self.slot, supervisor_pid=os.getpid(), cpu=self.cpu, prewarm=self.settings.prewarm,
+            index=self.slot,
+            supervisor_pid=os.getpid(),
+            cpu=self.cpu,
+            prewarm=self.settings.prewarm,
             processor_failure_limit=self.settings.processor_failure_limit,
-            result_max_bytes=self.settings.result_max_bytes, log_level=self.settings.log_level,
+            result_max_bytes=self.settings.result_max_bytes,
+            log_level=self.settings.log_level,
             log_format=self.settings.log_format,
         )
-        fds = [fd for bell in (self.data_bell, self.result_bell, self.space_bell) for fd in (bell.event_fd, bell.page_fd)]
+        fds = [
+            fd
+            for bell in (self.data_bell, self.result_bell, self.space_bell)
+            for fd in (bell.event_fd, bell.page_fd)
+        ]
         self.send(start, [*fds, self.results.fd])
 
     def _adopt(self, process: BaseProcess, pidfd: int, supervisor_end: socket.socket) -> None:
@@ -172,7 +182,9 @@ class WorkerProcess:
         except ChannelError as exc:
             self._on_channel_error(exc)
 
-    async def request(self, message: control.Message, kind: str, key: int, fds: list[int] | None = None) -> control.Message | None:
+    async def request(
+        self, message: control.Message, kind: str, key: int, fds: list[int] | None = None
+    ) -> control.Message | None:
         """Send and wait for the reply identified by (kind, key); None if the worker exits first."""
         future: asyncio.Future[control.Message] = self._loop.create_future()
         self._replies[(kind, key)] = future
@@ -276,8 +288,12 @@ class WorkerProcess:
             self._exited()
         elif self._sentinel_fired and self._recheck_handle is None:
             # Its reaper (the forkserver) is gone and init has it: the kernel tells nobody else when that happens.
-            self.exitcode = None  # multiprocessing reads the server's death as 255; the real status went to init
-            log.warning("worker %d (pid %d): its forkserver died; waiting for init to reap it", self.slot, self.pid)
+            self.exitcode = (
+                None  # multiprocessing reads the server's death as 255; the real status went to init
+            )
+            log.warning(
+                "worker %d (pid %d): its forkserver died; waiting for init to reap it", self.slot, self.pid
+            )
             self._recheck()
 
     def _recheck(self) -> None:
@@ -306,7 +322,9 @@ class WorkerProcess:
         self.drain_results()
         self.state = WorkerState.EXITED
         if not self.ready.done():
-            self.ready.set_exception(ChannelError(f"worker exited with {describe_exit(self.exitcode)} before it was ready"))
+            self.ready.set_exception(
+                ChannelError(f"worker exited with {describe_exit(self.exitcode)} before it was ready")
+            )
             self.ready.exception()  # retrieved here: the pool reads exitcode, not the future
         for future in self._replies.values():
             future.cancel()
@@ -438,7 +456,9 @@ def _start_process(
     """Blocking part of a spawn (runs in a thread): start the process, return it, its pid and a pidfd (-1 if it
     is already gone)."""
     expected_parent = _expected_parent(method)
-    process = ctx.Process(target=worker.main, args=(sock, expected_parent), name=f"framepool-worker-{slot}", daemon=True)  # type: ignore[attr-defined]
+    process = ctx.Process(
+        target=worker.main, args=(sock, expected_parent), name=f"framepool-worker-{slot}", daemon=True
+    )  # type: ignore[attr-defined]
     process.start()
     _running.add(process)
     assert process.pid is not None
@@ -458,6 +478,7 @@ def _expected_parent(method: str) -> int:
     server.ensure_running()
     pid = getattr(server, "_forkserver_pid", None)
     if not isinstance(pid, int):
-        raise PoolError("cannot find the forkserver's pid (multiprocessing changed); use start_method = spawn")
+        raise PoolError(
+            "cannot find the forkserver's pid (multiprocessing changed); use start_method = spawn"
+        )
     return pid
-

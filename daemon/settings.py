@@ -43,13 +43,21 @@ class AgentSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     agent_name: Annotated[str, _doc("Name for explicit dispatch; empty means automatic dispatch.")] = ""
     job_type: Annotated[JobType, _doc("room, publisher or participant.")] = "room"
-    audio: Annotated[list[str], _doc("Processors for every subscribed audio track, e.g. 'audio-level(window_ms=100)'.")] = []
+    audio: Annotated[
+        list[str], _doc("Processors for every subscribed audio track, e.g. 'audio-level(window_ms=100)'.")
+    ] = []
     video: Annotated[list[str], _doc("Processors for every subscribed video track.")] = []
-    topic: Annotated[str, _doc("Data topic the results are published on; empty: each result's own topic.")] = ""
-    reliable: Annotated[bool, _doc("Publish results reliably (ordered, retransmitted) rather than lossy.")] = True
+    topic: Annotated[
+        str, _doc("Data topic the results are published on; empty: each result's own topic.")
+    ] = ""
+    reliable: Annotated[
+        bool, _doc("Publish results reliably (ordered, retransmitted) rather than lossy.")
+    ] = True
     publish_video: Annotated[bool, _doc("Publish processed video frames as a track.")] = False
     publish_audio: Annotated[bool, _doc("Publish processed audio frames as a track.")] = False
-    participant_identity: Annotated[str, _doc("Only process tracks of this participant; empty: everyone.")] = ""
+    participant_identity: Annotated[
+        str, _doc("Only process tracks of this participant; empty: everyone.")
+    ] = ""
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -62,44 +70,121 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # The SDK's single-peer-connection mode (/rtc/v1) pre-creates 3 audio and 3 video receivers on every
     # connection; the 3 idle video receivers alone hold 6 threads. A job subscribes only to what its
     # processors need, so framepool joins with the classic pair (publisher + subscriber) by default.
-    single_peer_connection: Annotated[bool, _doc("Join rooms with the SDK's single-peer-connection mode (/rtc/v1), which pre-creates 3 audio and 3 video receivers per job (about 2 MB and 6 threads more per job than the default classic pair).")] = False
+    single_peer_connection: Annotated[
+        bool,
+        _doc(
+            "Join rooms with the SDK's single-peer-connection mode (/rtc/v1), which pre-creates 3 audio and 3 video receivers per job (about 2 MB and 6 threads more per job than the default classic pair)."
+        ),
+    ] = False
 
     # Worker pool
-    workers: Annotated[int, _doc("Processor worker processes; 0 means one per CPU left after the supervisor's, at least 1.", ge=0, le=1024)] = 0
-    cpus: Annotated[list[Annotated[int, Meta(ge=0)]], _doc("CPUs the workers are pinned to (round robin), e.g. '1,2,3'; empty: all CPUs this process may use.")] = []
-    start_method: Annotated[Literal["forkserver", "spawn"], _doc("How worker processes start; both are safe in a supervisor that has threads.")] = "forkserver"
-    prewarm: Annotated[str, _doc("'module:function' run once in every worker before it takes streams (load models here).")] = ""
-    prewarm_timeout: Annotated[float, _doc("Seconds a worker's start-up (including prewarm) may take; also bounds each agent's prewarm hook in the supervisor.", gt=0)] = 30.0
+    workers: Annotated[
+        int,
+        _doc(
+            "Processor worker processes; 0 means one per CPU left after the supervisor's, at least 1.",
+            ge=0,
+            le=1024,
+        ),
+    ] = 0
+    cpus: Annotated[
+        list[Annotated[int, Meta(ge=0)]],
+        _doc(
+            "CPUs the workers are pinned to (round robin), e.g. '1,2,3'; empty: all CPUs this process may use."
+        ),
+    ] = []
+    start_method: Annotated[
+        Literal["forkserver", "spawn"],
+        _doc("How worker processes start; both are safe in a supervisor that has threads."),
+    ] = "forkserver"
+    prewarm: Annotated[
+        str, _doc("'module:function' run once in every worker before it takes streams (load models here).")
+    ] = ""
+    prewarm_timeout: Annotated[
+        float,
+        _doc(
+            "Seconds a worker's start-up (including prewarm) may take; also bounds each agent's prewarm hook in the supervisor.",
+            gt=0,
+        ),
+    ] = 30.0
     ping_interval: Annotated[float, _doc("Seconds between pings to each worker.", gt=0)] = 1.0
-    ping_timeout: Annotated[float, _doc("Seconds without a pong before an unresponsive worker is killed.", gt=0)] = 5.0
-    worker_memory_warn_mb: Annotated[int, _doc("Log a warning when a worker's PSS exceeds this many MiB; 0 disables.", ge=0)] = 0
-    worker_memory_limit_mb: Annotated[int, _doc("Restart a worker whose PSS exceeds this many MiB; 0 disables.", ge=0)] = 0
-    restart_backoff: Annotated[float, _doc("First delay before restarting a crashed worker, doubled per consecutive crash.", ge=0)] = 0.2
-    restart_backoff_max: Annotated[float, _doc("Longest delay between restarts of a crashing worker.", gt=0)] = 10.0
-    crash_loop_limit: Annotated[int, _doc("Workers dying this many times in a row before becoming ready halt the pool.", ge=1)] = 5
-    worker_shutdown_timeout: Annotated[float, _doc("Seconds each rung of a worker's shutdown ladder (ack, exit) may take before the next.", gt=0)] = 3.0
-    processor_failure_limit: Annotated[int, _doc("Consecutive exceptions after which a processor is disabled for that stream.", ge=1)] = 5
+    ping_timeout: Annotated[
+        float, _doc("Seconds without a pong before an unresponsive worker is killed.", gt=0)
+    ] = 5.0
+    worker_memory_warn_mb: Annotated[
+        int, _doc("Log a warning when a worker's PSS exceeds this many MiB; 0 disables.", ge=0)
+    ] = 0
+    worker_memory_limit_mb: Annotated[
+        int, _doc("Restart a worker whose PSS exceeds this many MiB; 0 disables.", ge=0)
+    ] = 0
+    restart_backoff: Annotated[
+        float, _doc("First delay before restarting a crashed worker, doubled per consecutive crash.", ge=0)
+    ] = 0.2
+    restart_backoff_max: Annotated[
+        float, _doc("Longest delay between restarts of a crashing worker.", gt=0)
+    ] = 10.0
+    crash_loop_limit: Annotated[
+        int, _doc("Workers dying this many times in a row before becoming ready halt the pool.", ge=1)
+    ] = 5
+    worker_shutdown_timeout: Annotated[
+        float,
+        _doc("Seconds each rung of a worker's shutdown ladder (ack, exit) may take before the next.", gt=0),
+    ] = 3.0
+    processor_failure_limit: Annotated[
+        int, _doc("Consecutive exceptions after which a processor is disabled for that stream.", ge=1)
+    ] = 5
     # Milliseconds rather than frames: processors ask for 10-100 ms frames, and slots are page-rounded, so a fixed
     # frame count would hold 10x more audio (and memory) per stream at 100 ms than at 10 ms.
-    audio_ring_ms: Annotated[int, _doc("Milliseconds of audio an audio stream's ring holds (realtime drops beyond it): max(4, ceil(audio_ring_ms / frame_ms)) slots for the processors' frame length.", ge=10, le=600_000)] = 320
+    audio_ring_ms: Annotated[
+        int,
+        _doc(
+            "Milliseconds of audio an audio stream's ring holds (realtime drops beyond it): max(4, ceil(audio_ring_ms / frame_ms)) slots for the processors' frame length.",
+            ge=10,
+            le=600_000,
+        ),
+    ] = 320
     video_ring_slots: Annotated[int, _doc("Frames a video stream's ring holds.", ge=2, le=1024)] = 4
     # Result slots are pre-faulted like frame slots, so slots x size is resident memory per worker: keep results small.
-    result_ring_slots: Annotated[int, _doc("Results a worker's result ring holds (the supervisor drains it on every wake-up).", ge=2, le=65536)] = 256
-    result_max_bytes: Annotated[int, _doc("Largest encoded result a processor may emit, in bytes.", ge=256, le=16 << 20)] = 16 << 10
+    result_ring_slots: Annotated[
+        int,
+        _doc(
+            "Results a worker's result ring holds (the supervisor drains it on every wake-up).",
+            ge=2,
+            le=65536,
+        ),
+    ] = 256
+    result_max_bytes: Annotated[
+        int, _doc("Largest encoded result a processor may emit, in bytes.", ge=256, le=16 << 20)
+    ] = 16 << 10
 
     # Agent server
-    load_threshold: Annotated[float, _doc("Load at which the daemon reports itself full to LiveKit.", gt=0, le=1)] = 0.75
+    load_threshold: Annotated[
+        float, _doc("Load at which the daemon reports itself full to LiveKit.", gt=0, le=1)
+    ] = 0.75
     max_jobs: Annotated[int, _doc("Most concurrent jobs; 0 means limited by load only.", ge=0)] = 0
-    drain_timeout: Annotated[float, _doc("Seconds running jobs may take to finish after SIGTERM (systemd TimeoutStopSec must exceed drain + shutdown).", ge=0)] = 60.0
-    shutdown_timeout: Annotated[float, _doc("Seconds a job's shutdown (callbacks, flush, disconnect) may take.", gt=0)] = 10.0
-    assignment_timeout: Annotated[float, _doc("Seconds to wait for a job assignment after accepting a request.", gt=0)] = 7.5
+    drain_timeout: Annotated[
+        float,
+        _doc(
+            "Seconds running jobs may take to finish after SIGTERM (systemd TimeoutStopSec must exceed drain + shutdown).",
+            ge=0,
+        ),
+    ] = 60.0
+    shutdown_timeout: Annotated[
+        float, _doc("Seconds a job's shutdown (callbacks, flush, disconnect) may take.", gt=0)
+    ] = 10.0
+    assignment_timeout: Annotated[
+        float, _doc("Seconds to wait for a job assignment after accepting a request.", gt=0)
+    ] = 7.5
     status_interval: Annotated[float, _doc("Seconds between load reports to LiveKit.", gt=0)] = 2.5
-    max_retry: Annotated[int, _doc("Consecutive failed connections to LiveKit before the daemon exits.", ge=1)] = 16
+    max_retry: Annotated[
+        int, _doc("Consecutive failed connections to LiveKit before the daemon exits.", ge=1)
+    ] = 16
     agents: Annotated[list[AgentSpec], _doc("Declarative agents (TOML [[agents]] tables only).")] = []
 
     # Operations
     log_level: Annotated[Literal["debug", "info", "warning", "error"], _doc("Log verbosity.")] = "info"
-    log_format: Annotated[Literal["auto", "text", "json"], _doc("Log format; auto is json when stderr is not a terminal.")] = "auto"
+    log_format: Annotated[
+        Literal["auto", "text", "json"], _doc("Log format; auto is json when stderr is not a terminal.")
+    ] = "auto"
 
 
 def field_docs() -> list[tuple[str, str, str, Any]]:
@@ -168,7 +253,9 @@ def _validate(merged: dict[str, tuple[Any, str]]) -> Settings:
     unknown = sorted(set(merged) - set(Settings.__struct_fields__))
     if unknown:
         key = unknown[0]
-        raise ConfigError(f"unknown setting {key!r} (from {merged[key][1]}); see `framepool config --reference`")
+        raise ConfigError(
+            f"unknown setting {key!r} (from {merged[key][1]}); see `framepool config --reference`"
+        )
     values = {key: value for key, (value, _source) in merged.items()}
     try:
         return msgspec.convert(values, Settings, strict=False)
@@ -214,7 +301,9 @@ def worker_cpus(settings: Settings) -> list[int]:
         return allowed
     missing = [cpu for cpu in settings.cpus if cpu not in allowed]
     if missing:
-        raise ConfigError(f"bad setting cpus = {settings.cpus!r}: CPU {missing[0]} is not available (allowed: {allowed})")
+        raise ConfigError(
+            f"bad setting cpus = {settings.cpus!r}: CPU {missing[0]} is not available (allowed: {allowed})"
+        )
     return list(settings.cpus)
 
 

@@ -122,14 +122,18 @@ def run_prewarm(hook: str) -> None:
 class WorkerRuntime:
     """One worker's rings, hosted streams and main loop."""
 
-    def __init__(self, channel: WorkerChannel, start: control.WorkerStart, bells: list[Doorbell], results: FrameRing) -> None:
+    def __init__(
+        self, channel: WorkerChannel, start: control.WorkerStart, bells: list[Doorbell], results: FrameRing
+    ) -> None:
         self.channel = channel
         self.config = start
         self.data_bell, result_bell, self.space_bell = bells
         results.bind(result_bell, None)
         self.writer = ResultWriter(results, result_bell, self.space_bell, start.result_max_bytes)
         self.streams: dict[int, HostedStream] = {}
-        self.busy_changed: dict[int, None] = {}  # streams that processed frames since the last pong, oldest first
+        self.busy_changed: dict[
+            int, None
+        ] = {}  # streams that processed frames since the last pong, oldest first
         self.stopping = False
         self._control_poll = select.poll()
         self._control_poll.register(channel.fileno(), select.POLLIN)
@@ -220,7 +224,9 @@ class WorkerRuntime:
             case control.Ping(seq=seq):
                 self.channel.send(
                     control.Pong(
-                        seq=seq, cpu_seconds=time.process_time(), results_dropped=self.writer.dropped,
+                        seq=seq,
+                        cpu_seconds=time.process_time(),
+                        results_dropped=self.writer.dropped,
                         busy=self._busy_report(),
                     )
                 )
@@ -237,7 +243,9 @@ class WorkerRuntime:
         try:
             stream = HostedStream.open(message, fds, self.data_bell, self.writer, self.channel, self.config)
         except Exception as exc:  # a processor's constructor may raise anything: report, do not die
-            self.channel.send(control.StreamAttachFailed(index=message.index, reason=f"{type(exc).__name__}: {exc}"))
+            self.channel.send(
+                control.StreamAttachFailed(index=message.index, reason=f"{type(exc).__name__}: {exc}")
+            )
             return
         self.streams[message.index] = stream
         self.channel.send(control.StreamAttached(index=message.index))
@@ -246,14 +254,19 @@ class WorkerRuntime:
         stream = self.streams.pop(index, None)
         if stream is None:
             if reply:
-                self.channel.send(control.StreamDetached(index=index, processed=0, errors=0, busy={}, results_dropped=0))
+                self.channel.send(
+                    control.StreamDetached(index=index, processed=0, errors=0, busy={}, results_dropped=0)
+                )
             return
         stream.process_pending(limit=None)
         stream.finish()
         if reply:
             self.channel.send(
                 control.StreamDetached(
-                    index=index, processed=stream.processed, errors=stream.errors, busy=stream.busy(),
+                    index=index,
+                    processed=stream.processed,
+                    errors=stream.errors,
+                    busy=stream.busy(),
                     results_dropped=stream.results_dropped,
                 )
             )

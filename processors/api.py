@@ -125,7 +125,9 @@ class ProcessContext(Protocol):
         """Send a frame of the output audio track; `samples` is (samples_per_channel, channels) int16."""
         ...
 
-    def publish_video(self, data: npt.NDArray[np.uint8], width: int, height: int, pixel_format: PixelFormat = "I420") -> None:
+    def publish_video(
+        self, data: npt.NDArray[np.uint8], width: int, height: int, pixel_format: PixelFormat = "I420"
+    ) -> None:
         """Send a frame of the output video track."""
         ...
 

@@ -28,8 +28,12 @@ class AudioLevelParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     window_ms: Annotated[int, Meta(ge=1, le=60_000, description="Length of each measurement window.")] = 100
     frame_ms: Annotated[
         int,
-        Meta(ge=0, le=1000, multiple_of=10,
-             description="Frame size asked of the source; 0: the window, 10 to 100 ms (results come once per window anyway)."),
+        Meta(
+            ge=0,
+            le=1000,
+            multiple_of=10,
+            description="Frame size asked of the source; 0: the window, 10 to 100 ms (results come once per window anyway).",
+        ),
     ] = 0
     sample_rate: Annotated[int, Meta(ge=8000, le=192_000, description="Sample rate to measure at.")] = 48000
     floor_db: Annotated[float, Meta(le=0, description="Level reported for digital silence.")] = -120.0

@@ -94,7 +94,9 @@ def load_class(name: str) -> type[Processor]:
     module_name, sep, attr = target.partition(":")
     if not sep:
         known = ", ".join(sorted(BUILTIN))
-        raise ProcessorError(f"unknown processor {name!r}: built-ins are {known}; user processors are module:Class")
+        raise ProcessorError(
+            f"unknown processor {name!r}: built-ins are {known}; user processors are module:Class"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -40,7 +40,11 @@ def _box_into(plane: npt.NDArray[np.uint8], factor: int, dest: npt.NDArray[np.ui
 
 
 def downscale(
-    data: npt.NDArray[np.uint8], width: int, height: int, pixel_format: PixelFormat, factor: int,
+    data: npt.NDArray[np.uint8],
+    width: int,
+    height: int,
+    pixel_format: PixelFormat,
+    factor: int,
     out: npt.NDArray[np.uint8] | None = None,
 ) -> tuple[npt.NDArray[np.uint8], int, int]:
     """The frame scaled down by `factor` as a flat buffer, and its width and height.

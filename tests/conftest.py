@@ -17,12 +17,24 @@ API_KEY = "devkey"
 API_SECRET = "secret"
 
 
-def make_token(identity: str, room: str, *, secret: str = API_SECRET, ttl: float = 600.0,
-               kind: str = "", api_key: str = API_KEY, **grants: Any) -> str:
+def make_token(
+    identity: str,
+    room: str,
+    *,
+    secret: str = API_SECRET,
+    ttl: float = 600.0,
+    kind: str = "",
+    api_key: str = API_KEY,
+    **grants: Any,
+) -> str:
     """A join token for `room` (grants override VideoGrants fields, e.g. can_publish=False)."""
-    token = (api.AccessToken(api_key, secret).with_identity(identity).with_name(identity)
-             .with_ttl(datetime.timedelta(seconds=ttl))
-             .with_grants(api.VideoGrants(room_join=grants.pop("room_join", True), room=room, **grants)))
+    token = (
+        api.AccessToken(api_key, secret)
+        .with_identity(identity)
+        .with_name(identity)
+        .with_ttl(datetime.timedelta(seconds=ttl))
+        .with_grants(api.VideoGrants(room_join=grants.pop("room_join", True), room=room, **grants))
+    )
     if kind:
         token = token.with_kind(kind)  # type: ignore[arg-type]
     return token.to_jwt()
@@ -58,7 +70,9 @@ async def signal_mode(request: pytest.FixtureRequest) -> AsyncIterator[SignalMod
     """single_pc: /rtc/v1 (the SDK default); classic: /rtc with two peer connections, chosen by the client;
     fallback: default options against a server without /rtc/v1, so the SDK falls back to /rtc on 404."""
     name: str = request.param
-    server = DevServer(port=0, keys={API_KEY: API_SECRET}, departure_timeout=0.5, signal_v1=name != "fallback")
+    server = DevServer(
+        port=0, keys={API_KEY: API_SECRET}, departure_timeout=0.5, signal_v1=name != "fallback"
+    )
     options = rtc.RoomOptions(single_peer_connection=False) if name == "classic" else rtc.RoomOptions()
     await server.start()
     try:

@@ -48,7 +48,10 @@ class Count(Processor):
     def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
         self.frames += 1
         if self.frames % self.params.every == 0:
-            ctx.emit("count", {"seq": frame.seq, "first": int(frame.samples[0, 0]), "gap": frame.gap, "pid": os.getpid()})
+            ctx.emit(
+                "count",
+                {"seq": frame.seq, "first": int(frame.samples[0, 0]), "gap": frame.gap, "pid": os.getpid()},
+            )
 
     def close(self, ctx: ProcessContext) -> None:
         ctx.emit("summary", {"frames": self.frames})
@@ -238,8 +241,15 @@ class SizeProbe(Processor):
         import hashlib
 
         buffer = frame.data.__array_interface__["data"][0]
-        ctx.emit("size", {
-            "width": frame.width, "height": frame.height, "bytes": frame.data.nbytes, "seq": frame.seq,
-            "sha256": hashlib.sha256(frame.data.tobytes()).hexdigest(), "reused": buffer == self.previous_buffer,
-        })
+        ctx.emit(
+            "size",
+            {
+                "width": frame.width,
+                "height": frame.height,
+                "bytes": frame.data.nbytes,
+                "seq": frame.seq,
+                "sha256": hashlib.sha256(frame.data.tobytes()).hexdigest(),
+                "reused": buffer == self.previous_buffer,
+            },
+        )
         self.previous_buffer = buffer

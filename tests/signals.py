@@ -11,9 +11,11 @@ from collections.abc import Sequence
 EXIT_WITHIN_S = 30.0
 
 
-async def signal_until_exit(process: asyncio.subprocess.Process,
-                            signals: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM),
-                            interval: float = 0.002) -> tuple[int, int]:
+async def signal_until_exit(
+    process: asyncio.subprocess.Process,
+    signals: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM),
+    interval: float = 0.002,
+) -> tuple[int, int]:
     """Send `signals` in turn every `interval` until `process` exits; returns (exit status, signals sent).
 
     Signals keep arriving until the very end, so some land after the process's orderly stop is over.

@@ -16,4 +16,13 @@ from framepool.agent.job import JobContext, JobRequest, RunningJob
 from framepool.agent.server import Agent, AgentServer, pool_load
 from framepool.agent.session import DataOutput, TrackOutput
 
-__all__ = ["Agent", "AgentServer", "DataOutput", "JobContext", "JobRequest", "RunningJob", "TrackOutput", "pool_load"]
+__all__ = [
+    "Agent",
+    "AgentServer",
+    "DataOutput",
+    "JobContext",
+    "JobRequest",
+    "RunningJob",
+    "TrackOutput",
+    "pool_load",
+]

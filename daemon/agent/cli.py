@@ -31,7 +31,9 @@ from framepool.errors import EXIT_FAILURE, EXIT_OK, ConfigError, ServerUnavailab
 from framepool.logs import setup_logging
 from framepool.settings import Settings
 
-if TYPE_CHECKING:  # imported lazily at run time: every `framepool` command loads this module, few need the rtc SDK
+if (
+    TYPE_CHECKING
+):  # imported lazily at run time: every `framepool` command loads this module, few need the rtc SDK
     from framepool.agent.server import Agent, AgentServer
 
 log = logging.getLogger("framepool.agent.cli")
@@ -42,24 +44,44 @@ DEV_KEYS = {"devkey": "secret"}
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     """Add start, dev and connect to the `framepool` command line."""
     target_help = "An AgentServer to run, as module:attribute (default: the [[agents]] of the config)."
-    start = subparsers.add_parser("start", parents=[common], help="Run the agent server (production, JSON logs).",
-                                  usage="framepool start [--config FILE] [module:server] [SETTINGS FLAGS]")
+    start = subparsers.add_parser(
+        "start",
+        parents=[common],
+        help="Run the agent server (production, JSON logs).",
+        usage="framepool start [--config FILE] [module:server] [SETTINGS FLAGS]",
+    )
     start.add_argument("target", nargs="?", metavar="module:server", help=target_help)
     start.set_defaults(handler=_run_start, needs_settings=True)
 
-    dev = subparsers.add_parser("dev", parents=[common], help="Run the agent server for development (dev server if no LIVEKIT_URL).",
-                                usage="framepool dev [module:server] [SETTINGS FLAGS]")
+    dev = subparsers.add_parser(
+        "dev",
+        parents=[common],
+        help="Run the agent server for development (dev server if no LIVEKIT_URL).",
+        usage="framepool dev [module:server] [SETTINGS FLAGS]",
+    )
     dev.add_argument("target", nargs="?", metavar="module:server", help=target_help)
-    dev.add_argument("--dev-port", type=int, default=7880, help="Port of the in-process dev server (0: any free port).")
+    dev.add_argument(
+        "--dev-port", type=int, default=7880, help="Port of the in-process dev server (0: any free port)."
+    )
     dev.set_defaults(handler=_run_dev, needs_settings=True)
 
-    connect = subparsers.add_parser("connect", parents=[common], help="Run one job in a named room without dispatch.",
-                                    usage="framepool connect --room NAME [--participant IDENTITY] [module:server]")
+    connect = subparsers.add_parser(
+        "connect",
+        parents=[common],
+        help="Run one job in a named room without dispatch.",
+        usage="framepool connect --room NAME [--participant IDENTITY] [module:server]",
+    )
     connect.add_argument("target", nargs="?", metavar="module:server", help=target_help)
     connect.add_argument("--room", required=True, help="Room to join (created if it does not exist).")
-    connect.add_argument("--participant", default="", metavar="IDENTITY",
-                         help="The participant a participant/publisher job is about.")
-    connect.add_argument("--agent", default=None, metavar="NAME", help="Which registered agent to run (default: the first).")
+    connect.add_argument(
+        "--participant",
+        default="",
+        metavar="IDENTITY",
+        help="The participant a participant/publisher job is about.",
+    )
+    connect.add_argument(
+        "--agent", default=None, metavar="NAME", help="Which registered agent to run (default: the first)."
+    )
     connect.set_defaults(handler=_run_connect, needs_settings=True)
 
 
@@ -83,7 +105,9 @@ def load_server(target: str | None, settings: Settings) -> AgentServer:
         raise ConfigError(f"bad server {target!r}: cannot import {module_name!r}: {exc}") from None
     server = getattr(module, attribute, None)
     if not isinstance(server, AgentServer):
-        raise ConfigError(f"bad server {target!r}: {attribute!r} is not an AgentServer (got {type(server).__name__})")
+        raise ConfigError(
+            f"bad server {target!r}: {attribute!r} is not an AgentServer (got {type(server).__name__})"
+        )
     server.configure(settings)
     return server
 
@@ -124,7 +148,10 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
         await devserver.start()
         key, secret = next(iter(DEV_KEYS.items()))
         settings = replace_settings(settings, livekit_url=devserver.url, api_key=key, api_secret=secret)
-        print(f"dev server at {devserver.url} (LIVEKIT_API_KEY={key} LIVEKIT_API_SECRET={secret})", file=sys.stderr)
+        print(
+            f"dev server at {devserver.url} (LIVEKIT_API_KEY={key} LIVEKIT_API_SECRET={secret})",
+            file=sys.stderr,
+        )
     try:
         server = load_server(args.target, settings)
         if devserver is not None and server.load_fnc is None:
@@ -143,7 +170,9 @@ def with_log_format(settings: Settings, auto: Literal["text", "json"]) -> Settin
     The workers set up their own logging from the settings the pool hands them: left at "auto" they would
     decide by their own stderr and could print JSON among the supervisor's text lines.
     """
-    settings = replace_settings(settings, log_format=auto if settings.log_format == "auto" else settings.log_format)
+    settings = replace_settings(
+        settings, log_format=auto if settings.log_format == "auto" else settings.log_format
+    )
     setup_logging(settings.log_level, settings.log_format)
     return settings
 
@@ -162,7 +191,9 @@ def _run_connect(args: argparse.Namespace, settings: Settings | None) -> int:
     return framepool_loop.run_service(connect(server, args.room, args.participant, args.agent))
 
 
-async def connect(server: AgentServer, room: str, participant: str = "", agent_name: str | None = None) -> int:
+async def connect(
+    server: AgentServer, room: str, participant: str = "", agent_name: str | None = None
+) -> int:
     """Run one job of `agent_name` in `room` now; 0 if it ends cleanly (Ctrl-C ends it cleanly too)."""
     from framepool.agent.drain import SignalEvents
     from framepool.agent.server import ws_url
@@ -170,9 +201,22 @@ async def connect(server: AgentServer, room: str, participant: str = "", agent_n
     agent = _pick_agent(server, agent_name)
     settings: Settings = server.settings
     job = await _simulated_job(settings, room, participant, agent)
-    token = (api.AccessToken(settings.api_key, settings.api_secret).with_identity(f"agent-{job.id}")
-             .with_kind("agent").with_grants(api.VideoGrants(room_join=True, room=room, agent=True, can_publish=True,
-                                                             can_subscribe=True, can_publish_data=True)).to_jwt())
+    token = (
+        api.AccessToken(settings.api_key, settings.api_secret)
+        .with_identity(f"agent-{job.id}")
+        .with_kind("agent")
+        .with_grants(
+            api.VideoGrants(
+                room_join=True,
+                room=room,
+                agent=True,
+                can_publish=True,
+                can_subscribe=True,
+                can_publish_data=True,
+            )
+        )
+        .to_jwt()
+    )
     statuses: list[tuple[int, str]] = []
 
     async def report(status: agent_pb.JobStatus, error: str) -> None:
@@ -202,7 +246,9 @@ async def connect(server: AgentServer, room: str, participant: str = "", agent_n
 
 def _pick_agent(server: AgentServer, agent_name: str | None) -> Agent:
     if not server.agents:
-        raise ConfigError("no agents to run: register one with @server.rtc_session or add [[agents]] to the config")
+        raise ConfigError(
+            "no agents to run: register one with @server.rtc_session or add [[agents]] to the config"
+        )
     if agent_name is None:
         return server.agents[0]
     for agent in server.agents:
@@ -217,16 +263,26 @@ async def _simulated_job(settings: Settings, room: str, participant: str, agent:
     from framepool.agent.server import JOB_TYPES, http_url
 
     if not (settings.livekit_url and settings.api_key and settings.api_secret):
-        raise ConfigError("missing LiveKit credentials: set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET")
+        raise ConfigError(
+            "missing LiveKit credentials: set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET"
+        )
     try:
-        async with api.LiveKitAPI(http_url(settings.livekit_url), settings.api_key, settings.api_secret) as lk:
+        async with api.LiveKitAPI(
+            http_url(settings.livekit_url), settings.api_key, settings.api_secret
+        ) as lk:
             info = await lk.room.create_room(api.CreateRoomRequest(name=room))
     except api.TwirpError as exc:
-        raise ServerUnavailableError(f"LiveKit at {settings.livekit_url} refused to create room {room!r}: {exc.message}") from None
+        raise ServerUnavailableError(
+            f"LiveKit at {settings.livekit_url} refused to create room {room!r}: {exc.message}"
+        ) from None
     except (aiohttp.ClientError, OSError) as exc:
         raise ServerUnavailableError(f"cannot reach LiveKit at {settings.livekit_url}: {exc}") from None
-    job = agent_pb.Job(id=f"AJ_local_{uuid.uuid4().hex[:10]}", type=JOB_TYPES[agent.job_type], room=info, agent_name=agent.agent_name)
+    job = agent_pb.Job(
+        id=f"AJ_local_{uuid.uuid4().hex[:10]}",
+        type=JOB_TYPES[agent.job_type],
+        room=info,
+        agent_name=agent.agent_name,
+    )
     if participant:
         job.participant.identity = participant
     return job
-

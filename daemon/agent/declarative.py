@@ -22,7 +22,9 @@ from framepool.settings import AgentSpec
 def build_agents(specs: list[AgentSpec]) -> list[Agent]:
     """One Agent per spec; ConfigError naming the agent when a processor spec is bad."""
     if not specs:
-        raise ConfigError("no agents configured: add [[agents]] tables to the config file, or pass module:server")
+        raise ConfigError(
+            "no agents configured: add [[agents]] tables to the config file, or pass module:server"
+        )
     return [_build(index, spec) for index, spec in enumerate(specs)]
 
 

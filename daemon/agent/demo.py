@@ -41,9 +41,14 @@ def build_server(settings: Settings) -> AgentServer:
     @server.rtc_session()
     async def demo_agent(ctx: JobContext) -> None:
         await ctx.connect(auto_subscribe=False)
-        ctx.attach("audio-level(window_ms=500)", sources=["microphone"], output=DataOutput(topic="audio-level"))
-        ctx.attach(["video-motion(emit_every=15)", "framepool.agent.demo_processors:Negative"], sources=["camera"],
-                   output=[DataOutput(topic="video"), TrackOutput("negative")])
+        ctx.attach(
+            "audio-level(window_ms=500)", sources=["microphone"], output=DataOutput(topic="audio-level")
+        )
+        ctx.attach(
+            ["video-motion(emit_every=15)", "framepool.agent.demo_processors:Negative"],
+            sources=["camera"],
+            output=[DataOutput(topic="video"), TrackOutput("negative")],
+        )
 
     return server
 
@@ -57,10 +62,14 @@ async def publish(room: rtc.Room, seconds: float) -> None:
     """The synthetic publisher: a 440 Hz tone and the moving test pattern, paced in real time."""
     audio = rtc.AudioSource(48000, 1)
     video = rtc.VideoSource(WIDTH, HEIGHT)
-    await room.local_participant.publish_track(rtc.LocalAudioTrack.create_audio_track("tone", audio),
-                                               rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
-    await room.local_participant.publish_track(rtc.LocalVideoTrack.create_video_track("pattern", video),
-                                               rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA))
+    await room.local_participant.publish_track(
+        rtc.LocalAudioTrack.create_audio_track("tone", audio),
+        rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE),
+    )
+    await room.local_participant.publish_track(
+        rtc.LocalVideoTrack.create_video_track("pattern", video),
+        rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA),
+    )
 
     async def audio_loop() -> None:
         for samples in tone(frame_ms=10):
@@ -102,12 +111,18 @@ class Listener:
         now = time.monotonic()
         if now - self._last_print.get(key, 0.0) >= 2.0:
             self._last_print[key] = now
-            print(f"  result  {message['topic']:<12} from {message['participant']}: {json.dumps(message['data'])}")
+            print(
+                f"  result  {message['topic']:<12} from {message['participant']}: {json.dumps(message['data'])}"
+            )
 
-    def _on_track(self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
+    def _on_track(
+        self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
         if track.kind == rtc.TrackKind.KIND_VIDEO and publication.name.startswith("negative"):
             self.processed_track = publication.name
-            print(f"  track   subscribed to the processed track {publication.name!r} of {participant.identity}")
+            print(
+                f"  track   subscribed to the processed track {publication.name!r} of {participant.identity}"
+            )
             task = asyncio.create_task(self._count(track))
             self._tasks.add(task)
 
@@ -132,8 +147,14 @@ async def run_demo(seconds: float, log_level: LogLevel = "warning") -> int:
     devserver = DevServer(port=0, keys={KEY: SECRET}, departure_timeout=0.5)
     await devserver.start()
     # The workers log as the supervisor does (they set up their own logging from these settings).
-    settings = Settings(livekit_url=devserver.url, api_key=KEY, api_secret=SECRET, status_interval=1.0,
-                        log_level=log_level, log_format="text")
+    settings = Settings(
+        livekit_url=devserver.url,
+        api_key=KEY,
+        api_secret=SECRET,
+        status_interval=1.0,
+        log_level=log_level,
+        log_format="text",
+    )
     server = build_server(settings)
     ended: list[RunningJob] = []
     server.job_ended.append(ended.append)
@@ -143,7 +164,9 @@ async def run_demo(seconds: float, log_level: LogLevel = "warning") -> int:
     listener = Listener(viewer)
     try:
         await asyncio.wait_for(server.registered.wait(), 60)
-        print(f"framepool demo: dev server {devserver.url}, agent registered, room {room_name}, {seconds:.0f} s")
+        print(
+            f"framepool demo: dev server {devserver.url}, agent registered, room {room_name}, {seconds:.0f} s"
+        )
         await viewer.connect(devserver.url, token("listener", room_name))
         await publisher.connect(devserver.url, token("publisher", room_name))
         await publish(publisher, seconds)
@@ -162,7 +185,9 @@ def summary(listener: Listener, stats: dict[str, Any], ended: list[RunningJob]) 
     print("\nsummary")
     for topic, count in sorted(listener.results.items()):
         print(f"  {count:6d} data messages on topic {topic!r}")
-    print(f"  {listener.processed_frames:6d} frames received on the processed track {listener.processed_track!r}")
+    print(
+        f"  {listener.processed_frames:6d} frames received on the processed track {listener.processed_track!r}"
+    )
     for job_id, job_stats in stats.items():
         print(f"  job {job_id}: {job_stats}")
     for job in ended:
@@ -173,7 +198,9 @@ def summary(listener: Listener, stats: dict[str, Any], ended: list[RunningJob]) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m framepool.agent.demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m framepool.agent.demo", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--seconds", type=float, default=20.0, help="How long the publisher sends media.")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)

@@ -68,8 +68,9 @@ class JobRequest:
     def publisher(self) -> models.ParticipantInfo | None:
         return self.job.participant if self.job.HasField("participant") else None
 
-    async def accept(self, name: str = "", identity: str = "", metadata: str = "",
-                     attributes: dict[str, str] | None = None) -> None:
+    async def accept(
+        self, name: str = "", identity: str = "", metadata: str = "", attributes: dict[str, str] | None = None
+    ) -> None:
         """Take the job, joining as `identity` (default agent-<job id>)."""
         self._answer(JobAnswer(True, False, name, identity, metadata, dict(attributes or {})))
 
@@ -94,16 +95,26 @@ class AgentProcess:
 class JobContext:
     """What an entrypoint works with: the room, the job, and framepool's `attach`."""
 
-    def __init__(self, job: agent_pb.Job, url: str, token: str, pool: WorkerPool, proc: AgentProcess,
-                 single_peer_connection: bool = False) -> None:
+    def __init__(
+        self,
+        job: agent_pb.Job,
+        url: str,
+        token: str,
+        pool: WorkerPool,
+        proc: AgentProcess,
+        single_peer_connection: bool = False,
+    ) -> None:
         self.job = job
         self.url = url
         self.token = token
         self.single_peer_connection = single_peer_connection
         self.proc = proc
         self.room = rtc.Room()
-        self.log_context_fields: dict[str, Any] = {"job_id": job.id, "room": job.room.name,
-                                                   "agent": job.agent_name or "(automatic)"}
+        self.log_context_fields: dict[str, Any] = {
+            "job_id": job.id,
+            "room": job.room.name,
+            "agent": job.agent_name or "(automatic)",
+        }
         self.session = RoomSession(self.room, pool, job.id, job.room.name)
         self._shutdown_callbacks: list[ShutdownCallback] = []
         self._participant_entrypoints: list[ParticipantEntrypoint] = []
@@ -121,15 +132,21 @@ class JobContext:
         if self.connected:
             return
         keep_callback_thread_states()  # before the first room: its events are the first callbacks
-        await self.room.connect(self.url, self.token, rtc.RoomOptions(
-            auto_subscribe=auto_subscribe, single_peer_connection=self.single_peer_connection))
+        await self.room.connect(
+            self.url,
+            self.token,
+            rtc.RoomOptions(
+                auto_subscribe=auto_subscribe, single_peer_connection=self.single_peer_connection
+            ),
+        )
         self.connected = True
         self.room.on("participant_connected", self._on_participant)
         for participant in self.room.remote_participants.values():
             self._on_participant(participant)
 
-    async def wait_for_participant(self, identity: str | None = None,
-                                   kind: int | Sequence[int] | None = None) -> rtc.RemoteParticipant:
+    async def wait_for_participant(
+        self, identity: str | None = None, kind: int | Sequence[int] | None = None
+    ) -> rtc.RemoteParticipant:
         """The first remote participant matching `identity`/`kind` (default: any non-agent), waiting if needed."""
         kinds = None if kind is None else {kind} if isinstance(kind, int) else set(kind)
 
@@ -186,9 +203,14 @@ class JobContext:
             self.shutdown_reason = reason
             self.shutdown_requested.set()
 
-    def attach(self, processors: str | ProcessorSpec | Sequence[str | ProcessorSpec], *,
-               participants: Iterable[str] | None = None, sources: Iterable[str] | None = None,
-               output: Output | Sequence[Output] | None = None) -> Rule:
+    def attach(
+        self,
+        processors: str | ProcessorSpec | Sequence[str | ProcessorSpec],
+        *,
+        participants: Iterable[str] | None = None,
+        sources: Iterable[str] | None = None,
+        output: Output | Sequence[Output] | None = None,
+    ) -> Rule:
         """Feed matching tracks (present and future) to `processors` in the workers; route results to `output`.
 
         `participants`: identities (default everyone); `sources`: camera, microphone, screen_share, ...
@@ -208,7 +230,10 @@ class JobContext:
             try:
                 await asyncio.wait_for(coro, max(0.0, deadline - time.monotonic()))
             except TimeoutError:
-                log.warning("shutdown callback %s overran the job's shutdown_timeout", getattr(callback, "__name__", callback))
+                log.warning(
+                    "shutdown callback %s overran the job's shutdown_timeout",
+                    getattr(callback, "__name__", callback),
+                )
             except Exception:
                 log.exception("shutdown callback failed")
 
@@ -224,7 +249,9 @@ StatusReporter = Callable[[agent_pb.JobStatus, str], Awaitable[None]]
 class RunningJob:
     """One job from assignment to its final status report."""
 
-    def __init__(self, ctx: JobContext, entrypoint: Entrypoint, report: StatusReporter, shutdown_timeout: float) -> None:
+    def __init__(
+        self, ctx: JobContext, entrypoint: Entrypoint, report: StatusReporter, shutdown_timeout: float
+    ) -> None:
         self.ctx = ctx
         self.entrypoint = entrypoint
         self.report = report
@@ -254,7 +281,11 @@ class RunningJob:
             await self._cleanup()
             self.status = agent_pb.JS_FAILED if self.error else agent_pb.JS_SUCCESS
             await self._report(self.status, self.error)
-            log.info("job ended: %s%s", agent_pb.JobStatus.Name(self.status), f" ({self.error})" if self.error else "")
+            log.info(
+                "job ended: %s%s",
+                agent_pb.JobStatus.Name(self.status),
+                f" ({self.error})" if self.error else "",
+            )
             self.done.set()
 
     async def _run_entrypoint(self) -> None:
@@ -302,7 +333,9 @@ class RunningJob:
                 log.debug("shutdown rung %r (%.1f s left)", name, remaining)
                 await asyncio.wait_for(rung(), remaining)
             except TimeoutError:
-                log.warning("shutdown rung %r: shutdown_timeout (%.1f s) used up", name, self.shutdown_timeout)
+                log.warning(
+                    "shutdown rung %r: shutdown_timeout (%.1f s) used up", name, self.shutdown_timeout
+                )
                 self.error = self.error or f"shutdown rung {name!r} timed out"
             except Exception as exc:
                 log.exception("shutdown rung %r failed", name)

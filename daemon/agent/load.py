@@ -63,8 +63,13 @@ class Reservation:
 class LoadTracker:
     """Effective load = measured load + reserved slots x estimated cost of one job; decides FULL."""
 
-    def __init__(self, measure: Callable[[], float], threshold: float, max_jobs: int = 0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        measure: Callable[[], float],
+        threshold: float,
+        max_jobs: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._measure = measure
         self.threshold = threshold
         self.max_jobs = max_jobs

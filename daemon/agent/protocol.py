@@ -50,7 +50,9 @@ FINAL_STATUSES = frozenset({agent_pb.JS_SUCCESS, agent_pb.JS_FAILED, agent_pb.JS
 class JobHost(Protocol):
     """What the dispatcher asks of the agent server (shared by every agent's dispatcher)."""
 
-    async def on_availability(self, dispatcher: Dispatcher, request: agent_pb.AvailabilityRequest) -> agent_pb.AvailabilityResponse:
+    async def on_availability(
+        self, dispatcher: Dispatcher, request: agent_pb.AvailabilityRequest
+    ) -> agent_pb.AvailabilityResponse:
         """Decide on a job offer; an available answer must reserve a slot (released on assignment timeout)."""
         ...
 
@@ -85,7 +87,9 @@ class Registration:
     job_type: agent_pb.JobType = agent_pb.JT_ROOM
     agent_name: str = ""
     permissions: models.ParticipantPermission = field(
-        default_factory=lambda: models.ParticipantPermission(can_subscribe=True, can_publish=True, can_publish_data=True, agent=True)
+        default_factory=lambda: models.ParticipantPermission(
+            can_subscribe=True, can_publish=True, can_publish_data=True, agent=True
+        )
     )
     version: str = ""
     namespace: str = ""
@@ -144,7 +148,9 @@ class Dispatcher:
                     await self._connect_and_serve(http)
                     failures = 0
                 except _Rejected as exc:
-                    raise ServerUnavailableError(f"LiveKit at {self.options.url} refused agent {self.label}: {exc}") from None
+                    raise ServerUnavailableError(
+                        f"LiveKit at {self.options.url} refused agent {self.label}: {exc}"
+                    ) from None
                 except (TimeoutError, aiohttp.ClientError, OSError, ConnectionError) as exc:
                     failures += 1
                     reason = _describe(exc)
@@ -153,8 +159,14 @@ class Dispatcher:
                             f"cannot reach LiveKit at {self.options.url} after {failures} attempts: {reason}"
                         ) from None
                     delay = min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MAX)
-                    log.warning("agent %s: connection failed (%s); retry %d/%d in %.1f s",
-                                self.label, reason, failures, self.options.max_retry, delay)
+                    log.warning(
+                        "agent %s: connection failed (%s); retry %d/%d in %.1f s",
+                        self.label,
+                        reason,
+                        failures,
+                        self.options.max_retry,
+                        delay,
+                    )
                     await self._sleep_unless_stopping(delay)
         self.registered.clear()
 
@@ -172,7 +184,11 @@ class Dispatcher:
             .to_jwt()
         )
         try:
-            ws = await http.ws_connect(url, headers={"Authorization": f"Bearer {token}"}, timeout=aiohttp.ClientWSTimeout(ws_close=2.0))
+            ws = await http.ws_connect(
+                url,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+            )
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (401, 403):
                 raise _Rejected(f"HTTP {exc.status} (check LIVEKIT_API_KEY / LIVEKIT_API_SECRET)") from None
@@ -188,15 +204,28 @@ class Dispatcher:
 
     async def _register(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         reg = self.registration
-        await self._send_now(ws, agent_pb.WorkerMessage(register=agent_pb.RegisterWorkerRequest(
-            type=reg.job_type, agent_name=reg.agent_name, version=reg.version, namespace=reg.namespace,
-            allowed_permissions=reg.permissions, ping_interval=int(self.options.ping_interval),
-        )))
+        await self._send_now(
+            ws,
+            agent_pb.WorkerMessage(
+                register=agent_pb.RegisterWorkerRequest(
+                    type=reg.job_type,
+                    agent_name=reg.agent_name,
+                    version=reg.version,
+                    namespace=reg.namespace,
+                    allowed_permissions=reg.permissions,
+                    ping_interval=int(self.options.ping_interval),
+                )
+            ),
+        )
         message = await asyncio.wait_for(self._registration_response(ws), REGISTER_TIMEOUT)
         self.worker_id = message.register.worker_id
         self.connections += 1
-        log.info("agent %s: registered as worker %s (server %s)", self.label, self.worker_id,
-                 message.register.server_info.version or "unknown version")
+        log.info(
+            "agent %s: registered as worker %s (server %s)",
+            self.label,
+            self.worker_id,
+            message.register.server_info.version or "unknown version",
+        )
         if self.connections > 1:
             await self._report_jobs_held(ws)
         while self._outbox:  # one at a time: a connection lost mid-way keeps the rest queued, in order
@@ -219,8 +248,12 @@ class Dispatcher:
             if job is not None:
                 held.setdefault(job.id, job)
         if held:
-            await self._send_now(ws, agent_pb.WorkerMessage(migrate_job=agent_pb.MigrateJobRequest(
-                job_ids=list(held), jobs=list(held.values()))))
+            await self._send_now(
+                ws,
+                agent_pb.WorkerMessage(
+                    migrate_job=agent_pb.MigrateJobRequest(job_ids=list(held), jobs=list(held.values()))
+                ),
+            )
             log.info("agent %s: reported %d job(s) held after reconnecting", self.label, len(held))
 
     def _forget_if_final(self, update: agent_pb.UpdateJobStatus) -> None:
@@ -240,7 +273,11 @@ class Dispatcher:
             kind = message.WhichOneof("message")
             if kind == "register":
                 return message
-            log.warning("agent %s: ignoring %s message before the registration response", self.label, kind or "an empty")
+            log.warning(
+                "agent %s: ignoring %s message before the registration response",
+                self.label,
+                kind or "an empty",
+            )
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """Receive until the connection ends, with the status and ping loops alongside."""
@@ -250,7 +287,9 @@ class Dispatcher:
         try:
             while True:
                 receive = asyncio.create_task(self._receive(ws))
-                done, _ = await asyncio.wait([receive, stop, *background], return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    [receive, stop, *background], return_when=asyncio.FIRST_COMPLETED
+                )
                 if receive not in done:
                     receive.cancel()
                     for task in background:
@@ -270,17 +309,28 @@ class Dispatcher:
         """The next well-formed server message; garbage is logged and skipped; None when closed."""
         while True:
             frame = await ws.receive()
-            if frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
-                              aiohttp.WSMsgType.ERROR):
+            if frame.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSING,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.ERROR,
+            ):
                 return None
             if frame.type != aiohttp.WSMsgType.BINARY:
-                log.warning("agent %s: ignoring a non-binary %s frame from the server", self.label, frame.type.name)
+                log.warning(
+                    "agent %s: ignoring a non-binary %s frame from the server", self.label, frame.type.name
+                )
                 continue
             message = agent_pb.ServerMessage()
             try:
                 message.ParseFromString(frame.data)
             except DecodeError as exc:
-                log.warning("agent %s: ignoring an undecodable server message (%d bytes): %s", self.label, len(frame.data), exc)
+                log.warning(
+                    "agent %s: ignoring an undecodable server message (%d bytes): %s",
+                    self.label,
+                    len(frame.data),
+                    exc,
+                )
                 continue
             return message
 
@@ -320,8 +370,12 @@ class Dispatcher:
             try:
                 assignment = await asyncio.wait_for(waiter, self.options.assignment_timeout)
             except TimeoutError:
-                log.warning("agent %s: job %s accepted but not assigned within %.1f s", self.label, job_id,
-                            self.options.assignment_timeout)
+                log.warning(
+                    "agent %s: job %s accepted but not assigned within %.1f s",
+                    self.label,
+                    job_id,
+                    self.options.assignment_timeout,
+                )
                 self.host.on_assignment_timeout(self, job_id)
                 return
             self._assigned[job_id] = assignment.job
@@ -332,8 +386,11 @@ class Dispatcher:
     def _on_assignment(self, assignment: agent_pb.JobAssignment) -> None:
         waiter = self._pending_assignments.get(assignment.job.id)
         if waiter is None or waiter.done():
-            log.warning("agent %s: ignoring an assignment for job %s, which we did not accept", self.label,
-                        assignment.job.id)
+            log.warning(
+                "agent %s: ignoring an assignment for job %s, which we did not accept",
+                self.label,
+                assignment.job.id,
+            )
             return
         waiter.set_result(assignment)
 
@@ -371,7 +428,9 @@ class Dispatcher:
         ws = self._ws
         if ws is None:
             raise ConnectionError("not connected")
-        await self._send_now(ws, agent_pb.WorkerMessage(ping=agent_pb.WorkerPing(timestamp=int(time.time() * 1000))))
+        await self._send_now(
+            ws, agent_pb.WorkerMessage(ping=agent_pb.WorkerPing(timestamp=int(time.time() * 1000)))
+        )
         await waiter
         return time.monotonic() - started
 
@@ -380,9 +439,18 @@ class Dispatcher:
         while True:
             status = self.host.worker_status()
             self._status_seq += 1
-            await self._send_now(ws, agent_pb.WorkerMessage(update_worker=agent_pb.UpdateWorkerStatus(
-                status=agent_pb.WS_FULL if status.full else agent_pb.WS_AVAILABLE, load=status.load,
-                job_count=status.jobs, draining=status.draining, seq=self._status_seq)))
+            await self._send_now(
+                ws,
+                agent_pb.WorkerMessage(
+                    update_worker=agent_pb.UpdateWorkerStatus(
+                        status=agent_pb.WS_FULL if status.full else agent_pb.WS_AVAILABLE,
+                        load=status.load,
+                        job_count=status.jobs,
+                        draining=status.draining,
+                        seq=self._status_seq,
+                    )
+                ),
+            )
             self.status_changed.clear()
             try:
                 await asyncio.wait_for(self.status_changed.wait(), self.options.status_interval)
@@ -393,7 +461,9 @@ class Dispatcher:
         while True:
             if time.monotonic() - self._last_pong > max(PONG_TIMEOUT, 3 * self.options.ping_interval):
                 raise ConnectionError("no pong from the server")
-            await self._send_now(ws, agent_pb.WorkerMessage(ping=agent_pb.WorkerPing(timestamp=int(time.time() * 1000))))
+            await self._send_now(
+                ws, agent_pb.WorkerMessage(ping=agent_pb.WorkerPing(timestamp=int(time.time() * 1000)))
+            )
             await asyncio.sleep(self.options.ping_interval)
 
     async def _close_ws(self) -> None:
@@ -427,4 +497,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError):
         return str(exc.os_error) if exc.os_error else str(exc)
     return str(exc) or type(exc).__name__
-

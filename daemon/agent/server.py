@@ -38,7 +38,9 @@ REPORT_GRACE = 1.0
 
 JobTypeName = Literal["room", "publisher", "participant"]
 JOB_TYPES: dict[str, agent_pb.JobType] = {
-    "room": agent_pb.JT_ROOM, "publisher": agent_pb.JT_PUBLISHER, "participant": agent_pb.JT_PARTICIPANT,
+    "room": agent_pb.JT_ROOM,
+    "publisher": agent_pb.JT_PUBLISHER,
+    "participant": agent_pb.JT_PARTICIPANT,
 }
 RequestFunction = Callable[[JobRequest], Awaitable[None]]
 PrewarmFunction = Callable[[AgentProcess], Awaitable[None] | None]
@@ -65,8 +67,11 @@ class Agent:
     job_type: JobTypeName = "room"
     on_request: RequestFunction = accept_all
     prewarm: PrewarmFunction | None = None
-    permissions: models.ParticipantPermission = field(default_factory=lambda: models.ParticipantPermission(
-        can_subscribe=True, can_publish=True, can_publish_data=True, agent=True))
+    permissions: models.ParticipantPermission = field(
+        default_factory=lambda: models.ParticipantPermission(
+            can_subscribe=True, can_publish=True, can_publish_data=True, agent=True
+        )
+    )
     proc: AgentProcess = field(init=False)
 
     def __post_init__(self) -> None:
@@ -78,8 +83,9 @@ class Agent:
 class AgentServer:
     """Register agents with `@server.rtc_session(...)`, then `await server.run()`."""
 
-    def __init__(self, settings: Settings | None = None, *, load_fnc: LoadFunction | None = None,
-                 version: str = "") -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, load_fnc: LoadFunction | None = None, version: str = ""
+    ) -> None:
         self.settings = settings or Settings()
         self.agents: list[Agent] = []
         self.version = version
@@ -107,14 +113,28 @@ class AgentServer:
 
     # -- registration -------------------------------------------------------------------------------------
 
-    def rtc_session(self, *, agent_name: str = "", type: JobTypeName = "room",
-                    on_request: RequestFunction | None = None, prewarm: PrewarmFunction | None = None,
-                    permissions: models.ParticipantPermission | None = None) -> Callable[[Entrypoint], Entrypoint]:
+    def rtc_session(
+        self,
+        *,
+        agent_name: str = "",
+        type: JobTypeName = "room",
+        on_request: RequestFunction | None = None,
+        prewarm: PrewarmFunction | None = None,
+        permissions: models.ParticipantPermission | None = None,
+    ) -> Callable[[Entrypoint], Entrypoint]:
         """Decorator registering `entrypoint(ctx)` as an agent; several per daemon."""
 
         def register(entrypoint: Entrypoint) -> Entrypoint:
-            self.add_agent(Agent(entrypoint, agent_name, type, on_request or accept_all, prewarm,
-                                 **({"permissions": permissions} if permissions is not None else {})))
+            self.add_agent(
+                Agent(
+                    entrypoint,
+                    agent_name,
+                    type,
+                    on_request or accept_all,
+                    prewarm,
+                    **({"permissions": permissions} if permissions is not None else {}),
+                )
+            )
             return entrypoint
 
         return register
@@ -122,7 +142,9 @@ class AgentServer:
     def add_agent(self, agent: Agent) -> None:
         for other in self.agents:
             if (other.agent_name, other.job_type) == (agent.agent_name, agent.job_type):
-                raise ConfigError(f"agent {agent.agent_name or '(automatic)'} ({agent.job_type}) is registered twice")
+                raise ConfigError(
+                    f"agent {agent.agent_name or '(automatic)'} ({agent.job_type}) is registered twice"
+                )
         self.agents.append(agent)
 
     # -- load -----------------------------------------------------------------------------------------------
@@ -146,7 +168,9 @@ class AgentServer:
     def _agent_of(self, dispatcher: Dispatcher) -> Agent:
         return self.agents[self.dispatchers.index(dispatcher)]
 
-    async def on_availability(self, dispatcher: Dispatcher, request: agent_pb.AvailabilityRequest) -> agent_pb.AvailabilityResponse:
+    async def on_availability(
+        self, dispatcher: Dispatcher, request: agent_pb.AvailabilityRequest
+    ) -> agent_pb.AvailabilityResponse:
         job = request.job
         agent = self._agent_of(dispatcher)
         refused = agent_pb.AvailabilityResponse(job_id=job.id, available=False)
@@ -157,18 +181,28 @@ class AgentServer:
         try:
             await asyncio.wait_for(agent.on_request(job_request), self.settings.assignment_timeout)
         except TimeoutError:
-            log.warning("job %s: the request function did not answer in %.1f s", job.id, self.settings.assignment_timeout)
+            log.warning(
+                "job %s: the request function did not answer in %.1f s",
+                job.id,
+                self.settings.assignment_timeout,
+            )
         except Exception:
             log.exception("job %s: the request function raised", job.id)
         answer = job_request.answer
         if answer is None or not answer.available:
             self.load.release(job.id)
-            return agent_pb.AvailabilityResponse(job_id=job.id, available=False, terminate=bool(answer and answer.terminate))
+            return agent_pb.AvailabilityResponse(
+                job_id=job.id, available=False, terminate=bool(answer and answer.terminate)
+            )
         self._status_changed()
         return agent_pb.AvailabilityResponse(
-            job_id=job.id, available=True, participant_name=answer.name,
-            participant_identity=answer.identity or f"agent-{job.id}", participant_metadata=answer.metadata,
-            participant_attributes=answer.attributes)
+            job_id=job.id,
+            available=True,
+            participant_name=answer.name,
+            participant_identity=answer.identity or f"agent-{job.id}",
+            participant_metadata=answer.metadata,
+            participant_attributes=answer.attributes,
+        )
 
     def on_assignment_timeout(self, dispatcher: Dispatcher, job_id: str) -> None:
         self.load.release(job_id)
@@ -195,7 +229,9 @@ class AgentServer:
 
     # -- jobs -------------------------------------------------------------------------------------------------
 
-    def launch(self, agent: Agent, job: agent_pb.Job, url: str, token: str, report: StatusReporter) -> RunningJob:
+    def launch(
+        self, agent: Agent, job: agent_pb.Job, url: str, token: str, report: StatusReporter
+    ) -> RunningJob:
         """Run a job (from an assignment, or `connect`): its entrypoint, lifecycle and status reports."""
         if self.pool is None:
             raise RuntimeError("the agent server is not running")
@@ -228,13 +264,26 @@ class AgentServer:
 
     def _check(self) -> None:
         if not self.agents:
-            raise ConfigError("no agents to run: register one with @server.rtc_session or add [[agents]] to the config")
-        missing = [name for name, value in (("LIVEKIT_URL", self.settings.livekit_url), ("LIVEKIT_API_KEY", self.settings.api_key),
-                                            ("LIVEKIT_API_SECRET", self.settings.api_secret)) if not value]
+            raise ConfigError(
+                "no agents to run: register one with @server.rtc_session or add [[agents]] to the config"
+            )
+        missing = [
+            name
+            for name, value in (
+                ("LIVEKIT_URL", self.settings.livekit_url),
+                ("LIVEKIT_API_KEY", self.settings.api_key),
+                ("LIVEKIT_API_SECRET", self.settings.api_secret),
+            )
+            if not value
+        ]
         if missing:
-            raise ConfigError(f"missing LiveKit credentials: set {', '.join(missing)} (or livekit_url/api_key/api_secret in the config)")
+            raise ConfigError(
+                f"missing LiveKit credentials: set {', '.join(missing)} (or livekit_url/api_key/api_secret in the config)"
+            )
         if not self.settings.livekit_url.startswith(("ws://", "wss://", "http://", "https://")):
-            raise ConfigError(f"bad setting livekit_url = {self.settings.livekit_url!r}: expected a ws:// or wss:// URL")
+            raise ConfigError(
+                f"bad setting livekit_url = {self.settings.livekit_url!r}: expected a ws:// or wss:// URL"
+            )
 
     async def start(self, pool: WorkerPool | None = None, *, register: bool = True) -> None:
         """Start the pool (unless given one), prewarm each agent and create its dispatcher (unless `register=False`).
@@ -275,7 +324,9 @@ class AgentServer:
             if inspect.isawaitable(result):
                 await asyncio.wait_for(result, timeout)
         except TimeoutError:
-            raise FramepoolError(f"agent {label}: prewarm did not finish within {timeout:g} s (prewarm_timeout)") from None
+            raise FramepoolError(
+                f"agent {label}: prewarm did not finish within {timeout:g} s (prewarm_timeout)"
+            ) from None
         except Exception as exc:
             # The operator gets one line; whoever debugs the hook finds the traceback at log level debug.
             log.debug("agent %s: prewarm failed", label, exc_info=True)
@@ -283,12 +334,21 @@ class AgentServer:
         log.info("agent %s: prewarmed in %.2f s", label, time.monotonic() - started)
 
     def _create_dispatchers(self) -> None:
-        options = ConnectionOptions(url=ws_url(self.settings.livekit_url), api_key=self.settings.api_key,
-                                    api_secret=self.settings.api_secret, status_interval=self.settings.status_interval,
-                                    assignment_timeout=self.settings.assignment_timeout, max_retry=self.settings.max_retry)
+        options = ConnectionOptions(
+            url=ws_url(self.settings.livekit_url),
+            api_key=self.settings.api_key,
+            api_secret=self.settings.api_secret,
+            status_interval=self.settings.status_interval,
+            assignment_timeout=self.settings.assignment_timeout,
+            max_retry=self.settings.max_retry,
+        )
         for agent in self.agents:
-            registration = Registration(job_type=JOB_TYPES[agent.job_type], agent_name=agent.agent_name,
-                                        permissions=agent.permissions, version=self.version)
+            registration = Registration(
+                job_type=JOB_TYPES[agent.job_type],
+                agent_name=agent.agent_name,
+                permissions=agent.permissions,
+                version=self.version,
+            )
             self.dispatchers.append(Dispatcher(registration, options, self))
 
     async def run(self, pool: WorkerPool | None = None) -> None:
@@ -306,7 +366,9 @@ class AgentServer:
                 if task in tasks and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
             if halted in done:
-                raise CrashLoopError(f"worker pool halted: {getattr(self.pool, 'halt_reason', 'unknown reason')}")
+                raise CrashLoopError(
+                    f"worker pool halted: {getattr(self.pool, 'halt_reason', 'unknown reason')}"
+                )
         finally:
             for task in [watch, halted, stop]:
                 task.cancel()
@@ -315,7 +377,9 @@ class AgentServer:
 
     async def _watch_registration(self) -> None:
         await asyncio.gather(*(d.registered.wait() for d in self.dispatchers))
-        log.info("registered %d agent(s): %s", len(self.dispatchers), ", ".join(d.label for d in self.dispatchers))
+        log.info(
+            "registered %d agent(s): %s", len(self.dispatchers), ", ".join(d.label for d in self.dispatchers)
+        )
         self.registered.set()
 
     async def drain(self, grace: float | None = None) -> bool:
@@ -347,7 +411,9 @@ class AgentServer:
         for job in list(self.jobs.values()):
             job.terminate("daemon shutting down")
         if self._job_tasks:
-            _, late = await asyncio.wait(list(self._job_tasks), timeout=self.settings.shutdown_timeout + REPORT_GRACE)
+            _, late = await asyncio.wait(
+                list(self._job_tasks), timeout=self.settings.shutdown_timeout + REPORT_GRACE
+            )
             if late:
                 log.error("%d job(s) did not finish their shutdown; closing the pool under them", len(late))
         for dispatcher in self.dispatchers:
@@ -364,16 +430,15 @@ class AgentServer:
 def ws_url(url: str) -> str:
     """The websocket form of a LiveKit URL (the settings accept http(s):// as LiveKit's own tools do)."""
     if url.startswith("http://"):
-        return "ws://" + url[len("http://"):]
+        return "ws://" + url[len("http://") :]
     if url.startswith("https://"):
-        return "wss://" + url[len("https://"):]
+        return "wss://" + url[len("https://") :]
     return url
-
 
 
 def http_url(url: str) -> str:
     """The HTTP form of a LiveKit URL, for the server APIs (RoomService, AgentDispatchService)."""
     url = ws_url(url)
     if url.startswith("ws://"):
-        return "http://" + url[len("ws://"):]
-    return "https://" + url[len("wss://"):] if url.startswith("wss://") else url
+        return "http://" + url[len("ws://") :]
+    return "https://" + url[len("wss://") :] if url.startswith("wss://") else url

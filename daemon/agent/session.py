@@ -34,12 +34,21 @@ log = logging.getLogger("framepool.agent.session")
 
 # Slots are never smaller than one 720p frame, so the common resolution changes need no re-attach.
 MIN_VIDEO_SLOT = frame_bytes(1280, 720, "RGBA")
-_PIXEL = {"I420": (rtc.VideoBufferType.I420, FMT_I420), "RGB24": (rtc.VideoBufferType.RGB24, FMT_RGB24),
-          "RGBA": (rtc.VideoBufferType.RGBA, FMT_RGBA)}
-_FMT_TO_BUFFER = {FMT_I420: rtc.VideoBufferType.I420, FMT_RGB24: rtc.VideoBufferType.RGB24, FMT_RGBA: rtc.VideoBufferType.RGBA}
+_PIXEL = {
+    "I420": (rtc.VideoBufferType.I420, FMT_I420),
+    "RGB24": (rtc.VideoBufferType.RGB24, FMT_RGB24),
+    "RGBA": (rtc.VideoBufferType.RGBA, FMT_RGBA),
+}
+_FMT_TO_BUFFER = {
+    FMT_I420: rtc.VideoBufferType.I420,
+    FMT_RGB24: rtc.VideoBufferType.RGB24,
+    FMT_RGBA: rtc.VideoBufferType.RGBA,
+}
 _SOURCES = {
-    "camera": rtc.TrackSource.SOURCE_CAMERA, "microphone": rtc.TrackSource.SOURCE_MICROPHONE,
-    "screen_share": rtc.TrackSource.SOURCE_SCREENSHARE, "screen_share_audio": rtc.TrackSource.SOURCE_SCREENSHARE_AUDIO,
+    "camera": rtc.TrackSource.SOURCE_CAMERA,
+    "microphone": rtc.TrackSource.SOURCE_MICROPHONE,
+    "screen_share": rtc.TrackSource.SOURCE_SCREENSHARE,
+    "screen_share_audio": rtc.TrackSource.SOURCE_SCREENSHARE_AUDIO,
     "unknown": rtc.TrackSource.SOURCE_UNKNOWN,
 }
 
@@ -100,15 +109,21 @@ class Rule:
         return self.sources is None or publication.source in self.sources
 
 
-def make_rule(processors: str | ProcessorSpec | Sequence[str | ProcessorSpec], participants: Iterable[str] | None,
-              sources: Iterable[str] | None, output: Output | Sequence[Output] | None) -> Rule:
+def make_rule(
+    processors: str | ProcessorSpec | Sequence[str | ProcessorSpec],
+    participants: Iterable[str] | None,
+    sources: Iterable[str] | None,
+    output: Output | Sequence[Output] | None,
+) -> Rule:
     """Validate an attach request (ProcessorError / ValueError with one line on bad input)."""
     items = [processors] if isinstance(processors, (str, ProcessorSpec)) else list(processors)
     specs = [parse_spec(p) if isinstance(p, str) else p for p in items]
     if not specs:
         raise ValueError("attach needs at least one processor")
     fmt = input_format_of(specs)
-    outputs: list[Output] = [] if output is None else [output] if isinstance(output, (DataOutput, TrackOutput)) else list(output)
+    outputs: list[Output] = (
+        [] if output is None else [output] if isinstance(output, (DataOutput, TrackOutput)) else list(output)
+    )
     source_ids = None
     if sources is not None:
         unknown = [s for s in sources if s not in _SOURCES]
@@ -116,8 +131,11 @@ def make_rule(processors: str | ProcessorSpec | Sequence[str | ProcessorSpec], p
             raise ValueError(f"unknown track source {unknown[0]!r}: expected one of {', '.join(_SOURCES)}")
         source_ids = frozenset(_SOURCES[s] for s in sources)
     return Rule(
-        processors=specs, kind="audio" if isinstance(fmt, AudioFormat) else "video", fmt=fmt,
-        participants=None if participants is None else frozenset(participants), sources=source_ids,
+        processors=specs,
+        kind="audio" if isinstance(fmt, AudioFormat) else "video",
+        fmt=fmt,
+        participants=None if participants is None else frozenset(participants),
+        sources=source_ids,
         data=next((o for o in outputs if isinstance(o, DataOutput)), None),
         track=next((o for o in outputs if isinstance(o, TrackOutput)), None),
     )
@@ -154,44 +172,69 @@ class RoomSession:
                     publication.set_subscribed(True)
         return rule
 
-    def _on_track_published(self, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
+    def _on_track_published(
+        self, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
         if not publication.subscribed and any(rule.matches(participant, publication) for rule in self.rules):
             publication.set_subscribed(True)
 
-    def _on_track_subscribed(self, track: rtc.Track, publication: rtc.RemoteTrackPublication,
-                             participant: rtc.RemoteParticipant) -> None:
+    def _on_track_subscribed(
+        self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
         for rule in self.rules:
             if rule.matches(participant, publication):
                 self._open(rule, participant, publication, track)
 
-    def _on_track_gone(self, track: rtc.Track, publication: rtc.RemoteTrackPublication,
-                       participant: rtc.RemoteParticipant) -> None:
+    def _on_track_gone(
+        self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
         del track, participant
         for rule in self.rules:
             feed = rule.feeds.pop(publication.sid, None)
             if feed is not None:
                 self.spawn(feed.aclose())
 
-    def _open(self, rule: Rule, participant: rtc.RemoteParticipant, publication: rtc.RemoteTrackPublication,
-              track: rtc.Track) -> None:
+    def _open(
+        self,
+        rule: Rule,
+        participant: rtc.RemoteParticipant,
+        publication: rtc.RemoteTrackPublication,
+        track: rtc.Track,
+    ) -> None:
         if publication.sid in rule.feeds:
             return
         index = self.rules.index(rule)
-        labels = {"room": self.room_name, "participant": participant.identity, "track": publication.sid,
-                  "source": rtc.TrackSource.Name(publication.source), "job_id": self.job_id}
+        labels = {
+            "room": self.room_name,
+            "participant": participant.identity,
+            "track": publication.sid,
+            "source": rtc.TrackSource.Name(publication.source),
+            "job_id": self.job_id,
+        }
         feed = TrackFeed(self, rule, f"{self.job_id}/{publication.sid}/{index}", track, labels)
         rule.feeds[publication.sid] = feed
         feed.start()
-        log.info("feeding %s track %s of %s to %s", rule.kind, publication.sid, participant.identity,
-                 ", ".join(str(p) for p in rule.processors))
+        log.info(
+            "feeding %s track %s of %s to %s",
+            rule.kind,
+            publication.sid,
+            participant.identity,
+            ", ".join(str(p) for p in rule.processors),
+        )
 
     def queue_result(self, result: Result, feed: TrackFeed) -> None:
         output = feed.rule.data
         if output is None:
             return
-        message = ResultMessage(participant=feed.labels["participant"], track=feed.labels["track"],
-                                processor=result.processor, topic=result.topic, ts_us=result.ts_us, seq=result.seq,
-                                data=result.payload)
+        message = ResultMessage(
+            participant=feed.labels["participant"],
+            track=feed.labels["track"],
+            processor=result.processor,
+            topic=result.topic,
+            ts_us=result.ts_us,
+            seq=result.seq,
+            data=result.payload,
+        )
         self._outbox.put_nowait((_encode(message), output, output.topic or result.topic))
 
     async def _send_results(self) -> None:
@@ -199,15 +242,23 @@ class RoomSession:
             payload, output, topic = await self._outbox.get()
             try:
                 await self.room.local_participant.publish_data(
-                    payload, reliable=output.reliable, destination_identities=list(output.destinations), topic=topic)
+                    payload,
+                    reliable=output.reliable,
+                    destination_identities=list(output.destinations),
+                    topic=topic,
+                )
                 self.results_sent += 1
             except Exception as exc:  # a closed room must not kill the sender; the count shows losses
                 log.warning("result not published: %s", exc)
             finally:
                 self._outbox.task_done()
 
-    async def publish_track(self, track: rtc.LocalAudioTrack | rtc.LocalVideoTrack, source: rtc.TrackSource.ValueType) -> None:
-        publication = await self.room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=source))
+    async def publish_track(
+        self, track: rtc.LocalAudioTrack | rtc.LocalVideoTrack, source: rtc.TrackSource.ValueType
+    ) -> None:
+        publication = await self.room.local_participant.publish_track(
+            track, rtc.TrackPublishOptions(source=source)
+        )
         self.published.append(publication.sid)
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
@@ -239,14 +290,20 @@ class RoomSession:
 
     def stats(self) -> dict[str, Any]:
         feeds = [feed for rule in self.rules for feed in rule.feeds.values()]
-        return {"feeds": len(feeds), "results_sent": self.results_sent, "frames": sum(f.frames for f in feeds),
-                "dropped": sum(f.dropped for f in feeds)}
+        return {
+            "feeds": len(feeds),
+            "results_sent": self.results_sent,
+            "frames": sum(f.frames for f in feeds),
+            "dropped": sum(f.dropped for f in feeds),
+        }
 
 
 class TrackFeed:
     """One remote track feeding one rule's processors: SDK stream → ring; its sink routes the results."""
 
-    def __init__(self, session: RoomSession, rule: Rule, stream_id: str, track: rtc.Track, labels: dict[str, str]) -> None:
+    def __init__(
+        self, session: RoomSession, rule: Rule, stream_id: str, track: rtc.Track, labels: dict[str, str]
+    ) -> None:
         self.session = session
         self.rule = rule
         self.stream_id = stream_id
@@ -268,9 +325,14 @@ class TrackFeed:
             log.error("feed %s failed", self.stream_id, exc_info=task.exception())
 
     def _spec(self, max_frame_bytes: int, output_bytes: int) -> StreamSpec:
-        return StreamSpec(stream_id=self.stream_id, kind="audio" if self.rule.kind == "audio" else "video",
-                          processors=self.rule.processors, max_frame_bytes=max_frame_bytes,
-                          output_max_frame_bytes=output_bytes if self._output else 0, labels=self.labels)
+        return StreamSpec(
+            stream_id=self.stream_id,
+            kind="audio" if self.rule.kind == "audio" else "video",
+            processors=self.rule.processors,
+            max_frame_bytes=max_frame_bytes,
+            output_max_frame_bytes=output_bytes if self._output else 0,
+            labels=self.labels,
+        )
 
     async def _read(self) -> None:
         fmt = self.rule.fmt
@@ -282,14 +344,24 @@ class TrackFeed:
     async def _read_audio(self, fmt: AudioFormat) -> None:
         frame_size = fmt.sample_rate * fmt.frame_ms // 1000 * fmt.channels * 2
         self.attachment = await self.session.pool.attach(self._spec(frame_size, frame_size), self)
-        stream = rtc.AudioStream.from_track(track=self.track, sample_rate=fmt.sample_rate, num_channels=fmt.channels,
-                                            frame_size_ms=fmt.frame_ms)
+        stream = rtc.AudioStream.from_track(
+            track=self.track,
+            sample_rate=fmt.sample_rate,
+            num_channels=fmt.channels,
+            frame_size_ms=fmt.frame_ms,
+        )
         push = self.attachment.push
         try:
             async for event in stream:
                 frame = event.frame
-                ok = push(frame.data.cast("B"), time.time_ns() // 1000, FMT_S16, frame.sample_rate,
-                          frame.num_channels, frame.samples_per_channel)
+                ok = push(
+                    frame.data.cast("B"),
+                    time.time_ns() // 1000,
+                    FMT_S16,
+                    frame.sample_rate,
+                    frame.num_channels,
+                    frame.samples_per_channel,
+                )
                 self.frames += 1
                 self.dropped += not ok
         finally:
@@ -368,8 +440,12 @@ class _TrackPublisher:
         if len(self._buffer) != len(data):
             self._buffer = bytearray(len(data))
         self._buffer[:] = data
-        frame = rtc.VideoFrame(header.width, header.height, _FMT_TO_BUFFER.get(header.fmt, rtc.VideoBufferType.I420),
-                               self._buffer)
+        frame = rtc.VideoFrame(
+            header.width,
+            header.height,
+            _FMT_TO_BUFFER.get(header.fmt, rtc.VideoBufferType.I420),
+            self._buffer,
+        )
         self.video.capture_frame(frame, timestamp_us=header.ts_us)
 
     def _audio(self, header: FrameHeader, data: memoryview) -> None:
@@ -380,7 +456,9 @@ class _TrackPublisher:
             self._pump = asyncio.create_task(self._pump_audio())
         if self._audio_frames.full():
             self._audio_frames.get_nowait()  # realtime: the newest audio matters more than a late one
-        self._audio_frames.put_nowait(rtc.AudioFrame(bytes(data), header.sample_rate, header.channels, header.samples))
+        self._audio_frames.put_nowait(
+            rtc.AudioFrame(bytes(data), header.sample_rate, header.channels, header.samples)
+        )
 
     async def _pump_audio(self) -> None:
         assert self.audio is not None

@@ -28,13 +28,21 @@ class _OneLineErrors(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _OneLineErrors(prog="python -m framepool.devserver",
-                            description="Loopback LiveKit dev server (tests and development only).")
+    parser = _OneLineErrors(
+        prog="python -m framepool.devserver",
+        description="Loopback LiveKit dev server (tests and development only).",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="HTTP/websocket bind address (default loopback)")
     parser.add_argument("--port", type=int, default=7880)
-    parser.add_argument("--keys", type=parse_keys, default={"devkey": "secret"}, help="key:secret[,key:secret]")
-    parser.add_argument("--departure-timeout", type=float, default=20.0,
-                        help="seconds a room stays open after its last participant left")
+    parser.add_argument(
+        "--keys", type=parse_keys, default={"devkey": "secret"}, help="key:secret[,key:secret]"
+    )
+    parser.add_argument(
+        "--departure-timeout",
+        type=float,
+        default=20.0,
+        help="seconds a room stays open after its last participant left",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every signal message")
     args = parser.parse_args(argv)
     return run_devserver(args.host, args.port, args.keys, args.verbose, args.departure_timeout)

@@ -90,7 +90,12 @@ class AgentWorker:
 
     @property
     def available(self) -> bool:
-        return self.registered and not self.ws.closed and self.status == agent_pb.WS_AVAILABLE and not self.draining
+        return (
+            self.registered
+            and not self.ws.closed
+            and self.status == agent_pb.WS_AVAILABLE
+            and not self.draining
+        )
 
     def can_take(self, agent_name: str, job_type: agent_pb.JobType) -> bool:
         return self.registered and self.agent_name == agent_name and self.job_type == job_type
@@ -108,9 +113,13 @@ class AgentWorker:
         except (ConnectionError, RuntimeError) as exc:
             log.warning("worker %s: send failed: %s", self.id or "?", exc)
 
-    async def request_availability(self, job: agent_pb.Job, answer_within: float) -> agent_pb.AvailabilityResponse | None:
+    async def request_availability(
+        self, job: agent_pb.Job, answer_within: float
+    ) -> agent_pb.AvailabilityResponse | None:
         """Offer ``job``; the worker's answer, or None when it is silent for ``answer_within`` s or leaves."""
-        offer: asyncio.Future[agent_pb.AvailabilityResponse | None] = asyncio.get_running_loop().create_future()
+        offer: asyncio.Future[agent_pb.AvailabilityResponse | None] = (
+            asyncio.get_running_loop().create_future()
+        )
         self._offers[job.id] = offer
         try:
             await self.send(agent_pb.AvailabilityRequest(job=job))
@@ -154,7 +163,9 @@ class AgentWorker:
                 self._json = True
                 json_format.Parse(frame.data, message, ignore_unknown_fields=True)
             elif frame.type == WSMsgType.ERROR:
-                log.warning("agent worker %s: websocket error: %s", self.id or "(unregistered)", self.ws.exception())
+                log.warning(
+                    "agent worker %s: websocket error: %s", self.id or "(unregistered)", self.ws.exception()
+                )
                 return None
             else:
                 return None  # CLOSE / CLOSING / CLOSED
@@ -195,9 +206,16 @@ class AgentWorker:
         if request.HasField("allowed_permissions"):
             self.permissions = request.allowed_permissions
         self.dispatcher.workers[self.id] = self
-        log.info("agent worker %s registered: type %s, agent_name %r, version %r", self.id,
-                 agent_pb.JobType.Name(self.job_type), self.agent_name, request.version)
-        info = models.ServerInfo(edition=models.ServerInfo.Standard, version="framepool-devserver", protocol=16)
+        log.info(
+            "agent worker %s registered: type %s, agent_name %r, version %r",
+            self.id,
+            agent_pb.JobType.Name(self.job_type),
+            self.agent_name,
+            request.version,
+        )
+        info = models.ServerInfo(
+            edition=models.ServerInfo.Standard, version="framepool-devserver", protocol=16
+        )
         await self.send(agent_pb.RegisterWorkerResponse(worker_id=self.id, server_info=info))
 
     def _on_worker_status(self, update: agent_pb.UpdateWorkerStatus) -> None:
@@ -243,15 +261,24 @@ def _trace(message: agent_pb.WorkerMessage | agent_pb.ServerMessage) -> str:
 
 
 def mint_agent_token(
-    keys: dict[str, str], room: str, identity: str, name: str, metadata: str, attributes: dict[str, str],
+    keys: dict[str, str],
+    room: str,
+    identity: str,
+    name: str,
+    metadata: str,
+    attributes: dict[str, str],
     permissions: models.ParticipantPermission,
 ) -> str:
     """The participant token of a JobAssignment: kind agent, the worker's registered permissions."""
     api_key, api_secret = next(iter(keys.items()))
     sources = [models.TrackSource.Name(s).lower() for s in permissions.can_publish_sources]
     grants = VideoGrants(
-        room_join=True, room=room, agent=True, hidden=permissions.hidden or None,
-        can_publish=permissions.can_publish, can_subscribe=permissions.can_subscribe,
+        room_join=True,
+        room=room,
+        agent=True,
+        hidden=permissions.hidden or None,
+        can_publish=permissions.can_publish,
+        can_subscribe=permissions.can_subscribe,
         can_publish_data=permissions.can_publish_data,
         can_update_own_metadata=permissions.can_update_metadata or None,
         can_publish_sources=sources or None,
@@ -273,8 +300,14 @@ def dispatcher_for(app: web.Application, server: ServerView) -> AgentDispatcher:
         return app[AGENT_DISPATCHER]
     keys = server.keys
 
-    def mint(room: str, identity: str, name: str, metadata: str, attributes: dict[str, str],
-             permissions: models.ParticipantPermission) -> str:
+    def mint(
+        room: str,
+        identity: str,
+        name: str,
+        metadata: str,
+        attributes: dict[str, str],
+        permissions: models.ParticipantPermission,
+    ) -> str:
         return mint_agent_token(keys, room, identity, name, metadata, attributes, permissions)
 
     dispatcher = AgentDispatcher(mint, url=lambda: server.url)

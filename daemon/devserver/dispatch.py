@@ -199,8 +199,12 @@ class AgentDispatcher:
         self, entry: RoomDispatches, agent_name: str, metadata: str, attributes: dict[str, str]
     ) -> dispatch_pb.AgentDispatch:
         dispatch = dispatch_pb.AgentDispatch(
-            id=new_id("AD_"), agent_name=agent_name, room=entry.room.name, metadata=metadata,
-            attributes=attributes, state=dispatch_pb.AgentDispatchState(created_at=time.time_ns()),
+            id=new_id("AD_"),
+            agent_name=agent_name,
+            room=entry.room.name,
+            metadata=metadata,
+            attributes=attributes,
+            state=dispatch_pb.AgentDispatchState(created_at=time.time_ns()),
         )
         entry.dispatches[dispatch.id] = dispatch
         log.info("dispatch %s: agent %r in room %s", dispatch.id, agent_name, entry.room.name)
@@ -219,9 +223,14 @@ class AgentDispatcher:
         if not any(w.can_take(dispatch.agent_name, job_type) for w in self.workers.values()):
             return
         job = agent_pb.Job(
-            id=new_id("AJ_"), dispatch_id=dispatch.id, type=job_type, room=room.to_proto(),
-            metadata=dispatch.metadata, agent_name=dispatch.agent_name,
-            attributes=dict(dispatch.attributes), state=agent_pb.JobState(status=agent_pb.JS_PENDING),
+            id=new_id("AJ_"),
+            dispatch_id=dispatch.id,
+            type=job_type,
+            room=room.to_proto(),
+            metadata=dispatch.metadata,
+            agent_name=dispatch.agent_name,
+            attributes=dict(dispatch.attributes),
+            state=agent_pb.JobState(status=agent_pb.JS_PENDING),
         )
         if participant is not None:
             job.participant.CopyFrom(participant.to_proto())
@@ -236,8 +245,12 @@ class AgentDispatcher:
         if not room.sid:
             room.sid = new_id("RM_")
         job = agent_pb.Job(
-            id=new_id("AJ_"), type=request.type, room=room, agent_name=worker.agent_name,
-            namespace=worker.namespace, state=agent_pb.JobState(status=agent_pb.JS_PENDING),
+            id=new_id("AJ_"),
+            type=request.type,
+            room=room,
+            agent_name=worker.agent_name,
+            namespace=worker.namespace,
+            state=agent_pb.JobState(status=agent_pb.JS_PENDING),
         )
         if request.HasField("participant"):
             job.participant.CopyFrom(request.participant)
@@ -248,7 +261,8 @@ class AgentDispatcher:
     def select_worker(self, job: agent_pb.Job, tried: set[str]) -> AgentWorker | None:
         """Weighted random choice by 1 - load among the available, untried workers for the job."""
         candidates = [
-            w for w in self.workers.values()
+            w
+            for w in self.workers.values()
             if w.id not in tried and w.available and w.can_take(job.agent_name, job.type)
         ]
         if not candidates:
@@ -284,7 +298,9 @@ class AgentDispatcher:
             await self._assign(record, worker, answer)
             return
 
-    async def _assign(self, record: JobRecord, worker: AgentWorker, answer: agent_pb.AvailabilityResponse) -> None:
+    async def _assign(
+        self, record: JobRecord, worker: AgentWorker, answer: agent_pb.AvailabilityResponse
+    ) -> None:
         job = record.job
         identity = answer.participant_identity or f"agent-{job.id}"
         record.worker_id = worker.id
@@ -293,13 +309,23 @@ class AgentDispatcher:
         job.state.started_at = time.time_ns()
         job.state.updated_at = job.state.started_at
         token = self._mint_token(
-            job.room.name, identity, answer.participant_name, answer.participant_metadata,
-            dict(answer.participant_attributes), worker.permissions,
+            job.room.name,
+            identity,
+            answer.participant_name,
+            answer.participant_metadata,
+            dict(answer.participant_attributes),
+            worker.permissions,
         )
         worker.jobs[job.id] = record
         await worker.send(agent_pb.JobAssignment(job=job, url=self.url(), token=token))
-        log.info("job %s: assigned to worker %s as %s (%s, room %s)", job.id, worker.id, identity,
-                 agent_pb.JobType.Name(job.type), job.room.name)
+        log.info(
+            "job %s: assigned to worker %s as %s (%s, room %s)",
+            job.id,
+            worker.id,
+            identity,
+            agent_pb.JobType.Name(job.type),
+            job.room.name,
+        )
 
     def update_job(self, worker: AgentWorker, update: agent_pb.UpdateJobStatus) -> None:
         record = self.jobs.get(update.job_id)
@@ -308,8 +334,13 @@ class AgentDispatcher:
             return
         state = record.job.state
         if update.status != state.status:
-            log.info("job %s: %s -> %s%s", update.job_id, agent_pb.JobStatus.Name(state.status),
-                     agent_pb.JobStatus.Name(update.status), f" ({update.error})" if update.error else "")
+            log.info(
+                "job %s: %s -> %s%s",
+                update.job_id,
+                agent_pb.JobStatus.Name(state.status),
+                agent_pb.JobStatus.Name(update.status),
+                f" ({update.error})" if update.error else "",
+            )
         state.status = update.status
         state.error = update.error
         state.updated_at = time.time_ns()
@@ -330,14 +361,23 @@ class AgentDispatcher:
         if worker is None:
             self._end(record, agent_pb.JS_CANCELLED, "")
             return
-        log.info("job %s: terminating on worker %s (%s)", record.job.id, worker.id,
-                 agent_pb.JobStateReason.Name(reason))
+        log.info(
+            "job %s: terminating on worker %s (%s)",
+            record.job.id,
+            worker.id,
+            agent_pb.JobStateReason.Name(reason),
+        )
         self.spawn(worker.send(agent_pb.JobTermination(job_id=record.job.id)))
 
     def _end(self, record: JobRecord, status: agent_pb.JobStatus, error: str) -> None:
         state = record.job.state
-        log.info("job %s: %s -> %s%s", record.job.id, agent_pb.JobStatus.Name(state.status),
-                 agent_pb.JobStatus.Name(status), f" ({error})" if error else "")
+        log.info(
+            "job %s: %s -> %s%s",
+            record.job.id,
+            agent_pb.JobStatus.Name(state.status),
+            agent_pb.JobStatus.Name(status),
+            f" ({error})" if error else "",
+        )
         state.status = status
         state.error = error
         state.ended_at = state.updated_at = time.time_ns()
@@ -369,6 +409,11 @@ class AgentDispatcher:
 
 class TokenMinter(Protocol):
     def __call__(
-        self, room: str, identity: str, name: str, metadata: str, attributes: dict[str, str],
+        self,
+        room: str,
+        identity: str,
+        name: str,
+        metadata: str,
+        attributes: dict[str, str],
         permissions: models.ParticipantPermission,
     ) -> str: ...

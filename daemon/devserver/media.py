@@ -110,8 +110,13 @@ class MediaSession:
             await pc.setLocalDescription(answer)
             sdp = munge_answer(offer.sdp, pc.localDescription.sdp)
             mapping = {d.mid: d.track.sid for d in self.downstream.values() if d.mid is not None}
-            await self.session.send(rtc_pb.SignalResponse(answer=rtc_pb.SessionDescription(
-                type="answer", sdp=sdp, id=offer.id, mid_to_track_id=mapping if self.single_pc else {})))
+            await self.session.send(
+                rtc_pb.SignalResponse(
+                    answer=rtc_pb.SessionDescription(
+                        type="answer", sdp=sdp, id=offer.id, mid_to_track_id=mapping if self.single_pc else {}
+                    )
+                )
+            )
         if self.single_pc and self.pending:
             await self._request_sections()
 
@@ -162,8 +167,13 @@ class MediaSession:
 
     async def _request_sections(self) -> None:
         audios = sum(1 for d in self.pending if d.kind == "audio")
-        await self.session.send(rtc_pb.SignalResponse(media_sections_requirement=rtc_pb.MediaSectionsRequirement(
-            num_audios=audios, num_videos=len(self.pending) - audios)))
+        await self.session.send(
+            rtc_pb.SignalResponse(
+                media_sections_requirement=rtc_pb.MediaSectionsRequirement(
+                    num_audios=audios, num_videos=len(self.pending) - audios
+                )
+            )
+        )
 
     async def subscribe(self, track: PublishedTrack, renegotiate: bool = True) -> None:
         """Send `track` to this participant (idempotent)."""
@@ -207,8 +217,13 @@ class MediaSession:
         offer = await self.subscriber.createOffer()
         await self.subscriber.setLocalDescription(offer)
         self._offer_id += 1
-        await self.session.send(rtc_pb.SignalResponse(offer=rtc_pb.SessionDescription(
-            type="offer", sdp=self.subscriber.localDescription.sdp, id=self._offer_id)))
+        await self.session.send(
+            rtc_pb.SignalResponse(
+                offer=rtc_pb.SessionDescription(
+                    type="offer", sdp=self.subscriber.localDescription.sdp, id=self._offer_id
+                )
+            )
+        )
 
     async def handle_answer(self, answer: rtc_pb.SessionDescription) -> None:
         if self.single_pc or not self._offer_outstanding:

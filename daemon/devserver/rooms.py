@@ -39,7 +39,9 @@ class RoomEvents(Protocol):
     def room_created(self, room: Room) -> None: ...
     def participant_joined(self, room: Room, participant: Participant) -> None: ...
     def track_published(self, room: Room, participant: Participant, track: models.TrackInfo) -> None: ...
-    def participant_left(self, room: Room, participant: Participant, reason: models.DisconnectReason) -> None: ...
+    def participant_left(
+        self, room: Room, participant: Participant, reason: models.DisconnectReason
+    ) -> None: ...
     def room_closed(self, room: Room) -> None: ...
 
 
@@ -70,18 +72,29 @@ class PublishedTrack:
 class Participant:
     """A participant of a room (a connected signal session)."""
 
-    def __init__(self, identity: str, *, name: str = "", kind: int = models.ParticipantInfo.Kind.STANDARD,
-                 metadata: str = "", attributes: dict[str, str] | None = None,
-                 permission: models.ParticipantPermission | None = None, link: ParticipantLink | None = None,
-                 auto_subscribe: bool = True) -> None:
+    def __init__(
+        self,
+        identity: str,
+        *,
+        name: str = "",
+        kind: int = models.ParticipantInfo.Kind.STANDARD,
+        metadata: str = "",
+        attributes: dict[str, str] | None = None,
+        permission: models.ParticipantPermission | None = None,
+        link: ParticipantLink | None = None,
+        auto_subscribe: bool = True,
+    ) -> None:
         self.identity = identity
         self.sid = new_sid("PA_")
         self.name = name
         self.kind = kind
         self.metadata = metadata
         self.attributes: dict[str, str] = dict(attributes or {})
-        self.permission = permission if permission is not None else models.ParticipantPermission(
-            can_subscribe=True, can_publish=True, can_publish_data=True)
+        self.permission = (
+            permission
+            if permission is not None
+            else models.ParticipantPermission(can_subscribe=True, can_publish=True, can_publish_data=True)
+        )
         self.joined_at = int(time.time())
         self.joined_at_ms = int(time.time() * 1000)
         self.link = link
@@ -101,10 +114,20 @@ class Participant:
 
     def to_proto(self) -> models.ParticipantInfo:
         return models.ParticipantInfo(
-            sid=self.sid, identity=self.identity, name=self.name, state=self.state, kind=self.kind,  # type: ignore[arg-type]
-            metadata=self.metadata, attributes=self.attributes, joined_at=self.joined_at,
-            joined_at_ms=self.joined_at_ms, version=self.version, permission=self.permission,
-            is_publisher=bool(self.tracks), tracks=[t.info for t in self.tracks.values()])
+            sid=self.sid,
+            identity=self.identity,
+            name=self.name,
+            state=self.state,
+            kind=self.kind,  # type: ignore[arg-type]
+            metadata=self.metadata,
+            attributes=self.attributes,
+            joined_at=self.joined_at,
+            joined_at_ms=self.joined_at_ms,
+            version=self.version,
+            permission=self.permission,
+            is_publisher=bool(self.tracks),
+            tracks=[t.info for t in self.tracks.values()],
+        )
 
     def touch(self) -> None:
         """Bump the version: clients ignore participant updates whose version is not newer."""
@@ -114,8 +137,17 @@ class Participant:
 class Room:
     """A room: participants by identity, created on first join, closed after the last one left."""
 
-    def __init__(self, registry: RoomRegistry, name: str, *, empty_timeout: int, departure_timeout: float,
-                 max_participants: int, metadata: str, agents: list[agent_dispatch.RoomAgentDispatch]) -> None:
+    def __init__(
+        self,
+        registry: RoomRegistry,
+        name: str,
+        *,
+        empty_timeout: int,
+        departure_timeout: float,
+        max_participants: int,
+        metadata: str,
+        agents: list[agent_dispatch.RoomAgentDispatch],
+    ) -> None:
         self.registry = registry
         self.name = name
         self.sid = new_sid("RM_")
@@ -134,11 +166,17 @@ class Room:
 
     def to_proto(self) -> models.Room:
         return models.Room(
-            sid=self.sid, name=self.name, empty_timeout=self.empty_timeout,
-            departure_timeout=int(self.departure_timeout), max_participants=self.max_participants,
-            creation_time=self.created_at, creation_time_ms=self.created_at_ms, metadata=self.metadata,
+            sid=self.sid,
+            name=self.name,
+            empty_timeout=self.empty_timeout,
+            departure_timeout=int(self.departure_timeout),
+            max_participants=self.max_participants,
+            creation_time=self.created_at,
+            creation_time_ms=self.created_at_ms,
+            metadata=self.metadata,
             num_participants=len(self.participants),
-            num_publishers=sum(1 for p in self.participants.values() if p.tracks))
+            num_publishers=sum(1 for p in self.participants.values() if p.tracks),
+        )
 
     def visible(self, exclude: Participant | None = None) -> list[Participant]:
         """Participants others are told about (hidden ones are not announced)."""
@@ -186,8 +224,13 @@ class Room:
             # An agent alone does not keep a room open: the pending empty/departure close stays armed.
             self._cancel_close()
         self.participants[participant.identity] = participant
-        log.info("join room=%s identity=%s sid=%s kind=%s", self.name, participant.identity, participant.sid,
-                 models.ParticipantInfo.Kind.Name(participant.kind))
+        log.info(
+            "join room=%s identity=%s sid=%s kind=%s",
+            self.name,
+            participant.identity,
+            participant.sid,
+            models.ParticipantInfo.Kind.Name(participant.kind),
+        )
         await self.announce(participant)
         await self.registry.emit("participant_joined", self, participant)
 
@@ -200,8 +243,13 @@ class Room:
             await self.unpublish(participant, track.sid, announce=False)
         participant.state = models.ParticipantInfo.State.DISCONNECTED
         participant.touch()
-        log.info("leave room=%s identity=%s sid=%s reason=%s", self.name, participant.identity, participant.sid,
-                 models.DisconnectReason.Name(reason))
+        log.info(
+            "leave room=%s identity=%s sid=%s reason=%s",
+            self.name,
+            participant.identity,
+            participant.sid,
+            models.DisconnectReason.Name(reason),
+        )
         await self.announce(participant)
         await self.registry.emit("participant_left", self, participant, reason)
         # departure_timeout counts from the last non-agent leaving; an agent leaving does not restart it.
@@ -228,8 +276,12 @@ class Room:
         participant.touch()
         await self.announce(participant)
         for other in list(self.participants.values()):
-            if other is not participant and other.auto_subscribe and other.permission.can_subscribe \
-                    and other.link is not None:
+            if (
+                other is not participant
+                and other.auto_subscribe
+                and other.permission.can_subscribe
+                and other.link is not None
+            ):
                 await other.link.subscribe(track)
         await self.registry.emit("track_published", self, participant, track.info)
 
@@ -244,9 +296,9 @@ class Room:
         if announce:
             participant.touch()
             await self.announce(participant)
-            await participant.link.send(rtc_pb.SignalResponse(
-                track_unpublished=rtc_pb.TrackUnpublishedResponse(track_sid=track_sid))) \
-                if participant.link is not None else None
+            await participant.link.send(
+                rtc_pb.SignalResponse(track_unpublished=rtc_pb.TrackUnpublishedResponse(track_sid=track_sid))
+            ) if participant.link is not None else None
 
     async def set_muted(self, participant: Participant, track_sid: str, muted: bool) -> None:
         track = participant.tracks.get(track_sid)
@@ -271,9 +323,15 @@ class Room:
             await participant.link.disconnect(models.DisconnectReason.PARTICIPANT_REMOVED)
         return True
 
-    async def update_participant(self, identity: str, *, metadata: str | None = None,
-                                 attributes: dict[str, str] | None = None, name: str | None = None,
-                                 permission: models.ParticipantPermission | None = None) -> Participant | None:
+    async def update_participant(
+        self,
+        identity: str,
+        *,
+        metadata: str | None = None,
+        attributes: dict[str, str] | None = None,
+        name: str | None = None,
+        permission: models.ParticipantPermission | None = None,
+    ) -> Participant | None:
         """Change a participant and tell everyone, itself included (attributes merge; "" deletes a key)."""
         participant = self.participants.get(identity)
         if participant is None:
@@ -292,13 +350,15 @@ class Room:
             participant.permission = permission
         participant.touch()
         if participant.link is not None:
-            await participant.link.send(rtc_pb.SignalResponse(
-                update=rtc_pb.ParticipantUpdate(participants=[participant.to_proto()])))
+            await participant.link.send(
+                rtc_pb.SignalResponse(update=rtc_pb.ParticipantUpdate(participants=[participant.to_proto()]))
+            )
         await self.announce(participant)
         return participant
 
-    async def send_data(self, packet: models.DataPacket, destination_identities: list[str],
-                        sender: Participant | None) -> None:
+    async def send_data(
+        self, packet: models.DataPacket, destination_identities: list[str], sender: Participant | None
+    ) -> None:
         """Deliver a data packet to everyone (or to the listed identities) except its sender."""
         payload = packet.SerializeToString()
         reliable = packet.kind != models.DataPacket.Kind.LOSSY
@@ -347,16 +407,29 @@ class RoomRegistry:
             except Exception:
                 log.exception("room listener %r failed on %s", listener, event)
 
-    async def create(self, name: str, *, empty_timeout: int = 0, departure_timeout: int = 0,
-                     max_participants: int = 0, metadata: str = "",
-                     agents: builtins.list[agent_dispatch.RoomAgentDispatch] | None = None) -> Room:
+    async def create(
+        self,
+        name: str,
+        *,
+        empty_timeout: int = 0,
+        departure_timeout: int = 0,
+        max_participants: int = 0,
+        metadata: str = "",
+        agents: builtins.list[agent_dispatch.RoomAgentDispatch] | None = None,
+    ) -> Room:
         """The room of that name, created (and announced to listeners) when it does not exist yet."""
         room = self.rooms.get(name)
         if room is not None:
             return room
-        room = Room(self, name, empty_timeout=empty_timeout or int(self.empty_timeout),
-                    departure_timeout=departure_timeout or self.departure_timeout,
-                    max_participants=max_participants, metadata=metadata, agents=list(agents or []))
+        room = Room(
+            self,
+            name,
+            empty_timeout=empty_timeout or int(self.empty_timeout),
+            departure_timeout=departure_timeout or self.departure_timeout,
+            max_participants=max_participants,
+            metadata=metadata,
+            agents=list(agents or []),
+        )
         self.rooms[name] = room
         log.info("room created room=%s sid=%s", name, room.sid)
         await self.emit("room_created", room)
@@ -383,12 +456,18 @@ class RoomRegistry:
         # Concurrently: each disconnect waits for its client's websocket close handshake.
         await asyncio.gather(*(p.link.disconnect(reason) for p in leaving if p.link is not None))
         room.closed.set()
-        log.info("room closed room=%s sid=%s reason=%s", room.name, room.sid, models.DisconnectReason.Name(reason))
+        log.info(
+            "room closed room=%s sid=%s reason=%s", room.name, room.sid, models.DisconnectReason.Name(reason)
+        )
         await self.emit("room_closed", room)
 
     async def aclose(self) -> None:
         """Refuse new joins, close every room (SERVER_SHUTDOWN) concurrently, end background tasks."""
         self.closing = True
-        await asyncio.gather(*(self.close_room(room, models.DisconnectReason.SERVER_SHUTDOWN)
-                               for room in list(self.rooms.values())))
+        await asyncio.gather(
+            *(
+                self.close_room(room, models.DisconnectReason.SERVER_SHUTDOWN)
+                for room in list(self.rooms.values())
+            )
+        )
         await self._tasks.aclose()

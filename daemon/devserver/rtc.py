@@ -50,7 +50,9 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 
 SUPPORTED_AIORTC = "1.16."
 FRAME_QUEUE_DEPTH = 4
-RID_EXTENSION_RE = re.compile(r"^a=extmap:\d+(/\w+)? urn:ietf:params:rtp-hdrext:sdes:(repaired-)?rtp-stream-id$")
+RID_EXTENSION_RE = re.compile(
+    r"^a=extmap:\d+(/\w+)? urn:ietf:params:rtp-hdrext:sdes:(repaired-)?rtp-stream-id$"
+)
 REMB_LINE_RE = re.compile(r"^a=(rtcp-fb:\d+ goog-remb|extmap:\d+(/\w+)? \S*abs-send-time)$")
 RTPMAP_RE = re.compile(r"^a=rtpmap:(\d+) ([\w-]+)/")
 START_BITRATE_CODECS = frozenset({"VP8", "VP9", "H264", "AV1"})
@@ -65,7 +67,9 @@ class AiortcIncompatible(RuntimeError):
 def check_aiortc() -> None:
     """Verify the aiortc internals the workarounds touch; raise AiortcIncompatible with the reason."""
     if not aiortc.__version__.startswith(SUPPORTED_AIORTC):
-        raise AiortcIncompatible(f"the dev server needs aiortc {SUPPORTED_AIORTC}x, found {aiortc.__version__}")
+        raise AiortcIncompatible(
+            f"the dev server needs aiortc {SUPPORTED_AIORTC}x, found {aiortc.__version__}"
+        )
     router = aiortc.rtcdtlstransport.RtpRouter()
     for attribute in ("mid_table", "ssrc_table", "payload_type_table", "route_rtp"):
         if not hasattr(router, attribute):
@@ -93,8 +97,11 @@ def _route_rtp_by_mid(self: Any, packet: Any) -> Any:
 
 def ice_host_addresses() -> list[str]:
     """The addresses aiortc offers as host candidates: every non-loopback IPv4 address of this machine."""
-    return [address for address in _original_get_host_addresses(use_ipv4=True, use_ipv6=False)
-            if not address.startswith("127.")]
+    return [
+        address
+        for address in _original_get_host_addresses(use_ipv4=True, use_ipv6=False)
+        if not address.startswith("127.")
+    ]
 
 
 def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
@@ -173,7 +180,9 @@ def _sections(sdp: str) -> list[list[str]]:
 
 def _with_start_bitrate(section: list[str]) -> list[str]:
     """Add x-google-start-bitrate to the fmtp of every video codec (not rtx/red/ulpfec) of one m-section."""
-    codecs = {m.group(1) for m in map(RTPMAP_RE.match, section) if m and m.group(2).upper() in START_BITRATE_CODECS}
+    codecs = {
+        m.group(1) for m in map(RTPMAP_RE.match, section) if m and m.group(2).upper() in START_BITRATE_CODECS
+    }
     with_fmtp = {line[7:].split(" ", 1)[0] for line in section if line.startswith("a=fmtp:")}
     parameter = f"x-google-start-bitrate={START_BITRATE_KBPS}"
     out: list[str] = []

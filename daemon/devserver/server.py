@@ -32,9 +32,16 @@ SHUTDOWN_TIMEOUT_S = 1.5
 class DevServer:
     """One dev server: its rooms, its aiohttp application and its listening socket."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 7880, keys: dict[str, str] | None = None,
-                 departure_timeout: float = 20.0, empty_timeout: float = 300.0, verbose: bool = False,
-                 signal_v1: bool = True) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 7880,
+        keys: dict[str, str] | None = None,
+        departure_timeout: float = 20.0,
+        empty_timeout: float = 300.0,
+        verbose: bool = False,
+        signal_v1: bool = True,
+    ) -> None:
         """`signal_v1=False` serves only the classic /rtc path, like a livekit-server older than /rtc/v1:
         the SDK's /rtc/v1 request then gets 404 and the SDK falls back to /rtc."""
         self.host = host
@@ -74,8 +81,9 @@ class DevServer:
     async def start(self) -> None:
         """Check aiortc, bind (port 0 picks a free port, then `port`/`url` name it) and serve."""
         install_workarounds()
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
-                                     shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        self._runner = web.AppRunner(
+            self.app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
@@ -83,7 +91,9 @@ class DevServer:
         sockets = getattr(site._server, "sockets", None)
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
-        log.info("dev server listening on %s (ICE host candidates: %s)", self.url, ", ".join(ice_host_addresses()))
+        log.info(
+            "dev server listening on %s (ICE host candidates: %s)", self.url, ", ".join(ice_host_addresses())
+        )
 
     async def aclose(self) -> None:
         """Shut down in named, bounded rungs (idempotent).
@@ -111,8 +121,9 @@ class DevServer:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.aclose()
 
 
@@ -127,8 +138,11 @@ async def _serve(server: DevServer) -> None:
     try:
         await server.start()
         key, secret = next(iter(server.keys.items()))
-        print(f"framepool dev server (loopback, for development only)\n"
-              f"  url:        {server.url}\n  api key:    {key}\n  api secret: {secret}", flush=True)
+        print(
+            f"framepool dev server (loopback, for development only)\n"
+            f"  url:        {server.url}\n  api key:    {key}\n  api secret: {secret}",
+            flush=True,
+        )
         await stop.wait()
         log.info("stopping dev server")
         stop.clear()
@@ -145,8 +159,13 @@ async def _serve(server: DevServer) -> None:
         await server.aclose()
 
 
-def run_devserver(host: str = "127.0.0.1", port: int = 7880, keys: dict[str, str] | None = None,
-                  verbose: bool = False, departure_timeout: float = 20.0) -> int:
+def run_devserver(
+    host: str = "127.0.0.1",
+    port: int = 7880,
+    keys: dict[str, str] | None = None,
+    verbose: bool = False,
+    departure_timeout: float = 20.0,
+) -> int:
     """CLI entry: serve until SIGINT/SIGTERM; 0 on a clean stop, 2 when it cannot start."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = DevServer(host=host, port=port, keys=keys, departure_timeout=departure_timeout, verbose=verbose)
@@ -156,7 +175,10 @@ def run_devserver(host: str = "127.0.0.1", port: int = 7880, keys: dict[str, str
         print(f"framepool devserver: {exc}", file=sys.stderr, flush=True)
         return 2
     except OSError as exc:
-        print(f"framepool devserver: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr,
-              flush=True)
+        print(
+            f"framepool devserver: cannot listen on {host}:{port}: {exc.strerror or exc}",
+            file=sys.stderr,
+            flush=True,
+        )
         return 2
     return 0

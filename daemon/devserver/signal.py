@@ -43,9 +43,13 @@ PING_INTERVAL_S = 5
 PING_TIMEOUT_S = 15
 PROTOCOL_VERSION = 16
 SERVER_VERSION = "1.9.0-framepool-dev"
-_KIND_NAMES = {"standard": models.ParticipantInfo.Kind.STANDARD, "agent": models.ParticipantInfo.Kind.AGENT,
-               "ingress": models.ParticipantInfo.Kind.INGRESS, "egress": models.ParticipantInfo.Kind.EGRESS,
-               "sip": models.ParticipantInfo.Kind.SIP}
+_KIND_NAMES = {
+    "standard": models.ParticipantInfo.Kind.STANDARD,
+    "agent": models.ParticipantInfo.Kind.AGENT,
+    "ingress": models.ParticipantInfo.Kind.INGRESS,
+    "egress": models.ParticipantInfo.Kind.EGRESS,
+    "sip": models.ParticipantInfo.Kind.SIP,
+}
 
 
 class BadJoin(Exception):
@@ -74,16 +78,26 @@ def participant_from_claims(claims: Claims, metadata: str, attributes: dict[str,
     video = claims.video
     assert video is not None
     permission = models.ParticipantPermission(
-        can_subscribe=video.can_subscribe, can_publish=video.can_publish,
-        can_publish_data=video.can_publish_data, hidden=bool(video.hidden),
-        can_update_metadata=bool(video.can_update_own_metadata), agent=bool(video.agent),
-        can_subscribe_metrics=bool(video.can_subscribe_metrics))
+        can_subscribe=video.can_subscribe,
+        can_publish=video.can_publish,
+        can_publish_data=video.can_publish_data,
+        hidden=bool(video.hidden),
+        can_update_metadata=bool(video.can_update_own_metadata),
+        agent=bool(video.agent),
+        can_subscribe_metrics=bool(video.can_subscribe_metrics),
+    )
     for source in video.can_publish_sources or []:
         permission.can_publish_sources.append(models.TrackSource.Value(source.upper()))  # type: ignore[arg-type]
     merged = dict(claims.attributes or {})
     merged.update(attributes)
-    return Participant(claims.identity, name=claims.name, kind=_KIND_NAMES.get(claims.kind or "standard", 0),
-                       metadata=claims.metadata or metadata, attributes=merged, permission=permission)
+    return Participant(
+        claims.identity,
+        name=claims.name,
+        kind=_KIND_NAMES.get(claims.kind or "standard", 0),
+        metadata=claims.metadata or metadata,
+        attributes=merged,
+        permission=permission,
+    )
 
 
 def authorise(request: web.Request, keys: dict[str, str]) -> Claims:
@@ -103,8 +117,14 @@ def authorise(request: web.Request, keys: dict[str, str]) -> Claims:
 class SignalSession:
     """The server side of one participant's signal websocket; the room's ParticipantLink to that client."""
 
-    def __init__(self, registry: RoomRegistry, ws: web.WebSocketResponse, participant: Participant,
-                 single_pc: bool, verbose: bool) -> None:
+    def __init__(
+        self,
+        registry: RoomRegistry,
+        ws: web.WebSocketResponse,
+        participant: Participant,
+        single_pc: bool,
+        verbose: bool,
+    ) -> None:
         self.registry = registry
         self.ws = ws
         self.participant = participant
@@ -128,8 +148,13 @@ class SignalSession:
     async def disconnect(self, reason: models.DisconnectReason) -> None:
         """Tell the client to leave (no reconnect), then close its connection."""
         self._reason = reason
-        await self.send(rtc_pb.SignalResponse(leave=rtc_pb.LeaveRequest(
-            can_reconnect=False, reason=reason, action=rtc_pb.LeaveRequest.Action.DISCONNECT)))
+        await self.send(
+            rtc_pb.SignalResponse(
+                leave=rtc_pb.LeaveRequest(
+                    can_reconnect=False, reason=reason, action=rtc_pb.LeaveRequest.Action.DISCONNECT
+                )
+            )
+        )
         self.left.set()
         await self.ws.close(code=WSCloseCode.OK, message=models.DisconnectReason.Name(reason).encode())
 
@@ -146,11 +171,15 @@ class SignalSession:
         """Join, then serve requests until the client leaves or the connection drops."""
         self.room = room
         settings = join.connection_settings
-        self.participant.auto_subscribe = settings.auto_subscribe if join.HasField("connection_settings") else True
+        self.participant.auto_subscribe = (
+            settings.auto_subscribe if join.HasField("connection_settings") else True
+        )
         try:
             await room.join(self.participant)
             await self.send(self._join_response(room))
-            existing = [t for p in room.participants.values() if p is not self.participant for t in p.tracks.values()]
+            existing = [
+                t for p in room.participants.values() if p is not self.participant for t in p.tracks.values()
+            ]
             if self.participant.auto_subscribe and self.participant.permission.can_subscribe:
                 for track in existing:
                     await self.media.subscribe(track, renegotiate=False)
@@ -163,19 +192,32 @@ class SignalSession:
             try:
                 await asyncio.wait_for(self.media.close(), PC_CLOSE_TIMEOUT_S)
             except TimeoutError:
-                log.warning("peer connection of %s did not close within %.0f s", self.participant.identity,
-                            PC_CLOSE_TIMEOUT_S)
+                log.warning(
+                    "peer connection of %s did not close within %.0f s",
+                    self.participant.identity,
+                    PC_CLOSE_TIMEOUT_S,
+                )
             if not self.ws.closed:
                 await self.ws.close()
 
     def _join_response(self, room: Room) -> rtc_pb.SignalResponse:
-        return rtc_pb.SignalResponse(join=rtc_pb.JoinResponse(
-            room=room.to_proto(), participant=self.participant.to_proto(),
-            other_participants=[p.to_proto() for p in room.visible(exclude=self.participant)],
-            server_version=SERVER_VERSION, subscriber_primary=not self.media.single_pc,
-            ping_interval=PING_INTERVAL_S, ping_timeout=PING_TIMEOUT_S,
-            server_info=models.ServerInfo(edition=models.ServerInfo.Edition.Standard, version=SERVER_VERSION,
-                                          protocol=PROTOCOL_VERSION, node_id="framepool-dev")))
+        return rtc_pb.SignalResponse(
+            join=rtc_pb.JoinResponse(
+                room=room.to_proto(),
+                participant=self.participant.to_proto(),
+                other_participants=[p.to_proto() for p in room.visible(exclude=self.participant)],
+                server_version=SERVER_VERSION,
+                subscriber_primary=not self.media.single_pc,
+                ping_interval=PING_INTERVAL_S,
+                ping_timeout=PING_TIMEOUT_S,
+                server_info=models.ServerInfo(
+                    edition=models.ServerInfo.Edition.Standard,
+                    version=SERVER_VERSION,
+                    protocol=PROTOCOL_VERSION,
+                    node_id="framepool-dev",
+                ),
+            )
+        )
 
     async def _serve(self) -> None:
         receiving = asyncio.ensure_future(self._receive_loop())
@@ -204,8 +246,9 @@ class SignalSession:
                 await self._refuse(WSCloseCode.UNSUPPORTED_DATA, "text frames are not SignalRequests")
                 return
             elif message.type == WSMsgType.ERROR:
-                log.warning("signal connection error identity=%s: %s", self.participant.identity,
-                            self.ws.exception())
+                log.warning(
+                    "signal connection error identity=%s: %s", self.participant.identity, self.ws.exception()
+                )
                 self._reason = models.DisconnectReason.SIGNAL_CLOSE
                 return
         self._reason = models.DisconnectReason.SIGNAL_CLOSE
@@ -237,29 +280,57 @@ class SignalSession:
         elif kind == "ping":
             await self.send(rtc_pb.SignalResponse(pong=request.ping))
         elif kind == "ping_req":
-            await self.send(rtc_pb.SignalResponse(pong_resp=rtc_pb.Pong(
-                last_ping_timestamp=request.ping_req.timestamp, timestamp=int(time.time() * 1000))))
+            await self.send(
+                rtc_pb.SignalResponse(
+                    pong_resp=rtc_pb.Pong(
+                        last_ping_timestamp=request.ping_req.timestamp, timestamp=int(time.time() * 1000)
+                    )
+                )
+            )
         elif kind == "update_metadata":
             await self._update_metadata(room, request.update_metadata)
 
     async def _add_track(self, add: rtc_pb.AddTrackRequest) -> None:
         permission = self.participant.permission
         allowed = permission.can_publish and (
-            not permission.can_publish_sources or add.source in permission.can_publish_sources)
+            not permission.can_publish_sources or add.source in permission.can_publish_sources
+        )
         if not allowed:
-            log.info("publish refused room=%s identity=%s: no permission", self.room.name if self.room else "",
-                     self.participant.identity)
-            await self.send(rtc_pb.SignalResponse(request_response=rtc_pb.RequestResponse(
-                reason=rtc_pb.RequestResponse.Reason.NOT_ALLOWED, message="does not have permission to publish",
-                add_track=add)))
+            log.info(
+                "publish refused room=%s identity=%s: no permission",
+                self.room.name if self.room else "",
+                self.participant.identity,
+            )
+            await self.send(
+                rtc_pb.SignalResponse(
+                    request_response=rtc_pb.RequestResponse(
+                        reason=rtc_pb.RequestResponse.Reason.NOT_ALLOWED,
+                        message="does not have permission to publish",
+                        add_track=add,
+                    )
+                )
+            )
             return
         info = models.TrackInfo(
-            sid=new_sid("TR_"), type=add.type, name=add.name, muted=add.muted, width=add.width,
-            height=add.height, simulcast=len(add.layers) > 1, disable_dtx=add.disable_dtx, source=add.source,
-            layers=add.layers, stereo=add.stereo, disable_red=add.disable_red, stream=add.stream,
-            mime_type="audio/opus" if add.type == models.TrackType.AUDIO else "video/VP8")
+            sid=new_sid("TR_"),
+            type=add.type,
+            name=add.name,
+            muted=add.muted,
+            width=add.width,
+            height=add.height,
+            simulcast=len(add.layers) > 1,
+            disable_dtx=add.disable_dtx,
+            source=add.source,
+            layers=add.layers,
+            stereo=add.stereo,
+            disable_red=add.disable_red,
+            stream=add.stream,
+            mime_type="audio/opus" if add.type == models.TrackType.AUDIO else "video/VP8",
+        )
         self.media.expect_track(add.cid, PublishedTrack(self.participant, info))
-        await self.send(rtc_pb.SignalResponse(track_published=rtc_pb.TrackPublishedResponse(cid=add.cid, track=info)))
+        await self.send(
+            rtc_pb.SignalResponse(track_published=rtc_pb.TrackPublishedResponse(cid=add.cid, track=info))
+        )
 
     async def _update_subscription(self, room: Room, update: rtc_pb.UpdateSubscription) -> None:
         sids = list(update.track_sids) + [sid for pt in update.participant_tracks for sid in pt.track_sids]
@@ -274,15 +345,33 @@ class SignalSession:
 
     async def _update_metadata(self, room: Room, update: rtc_pb.UpdateParticipantMetadata) -> None:
         if not self.participant.permission.can_update_metadata:
-            await self.send(rtc_pb.SignalResponse(request_response=rtc_pb.RequestResponse(
-                request_id=update.request_id, reason=rtc_pb.RequestResponse.Reason.NOT_ALLOWED,
-                message="does not have permission to update own metadata", update_metadata=update)))
+            await self.send(
+                rtc_pb.SignalResponse(
+                    request_response=rtc_pb.RequestResponse(
+                        request_id=update.request_id,
+                        reason=rtc_pb.RequestResponse.Reason.NOT_ALLOWED,
+                        message="does not have permission to update own metadata",
+                        update_metadata=update,
+                    )
+                )
+            )
             return
-        await room.update_participant(self.participant.identity, metadata=update.metadata or None,
-                                      name=update.name or None, attributes=dict(update.attributes) or None)
+        await room.update_participant(
+            self.participant.identity,
+            metadata=update.metadata or None,
+            name=update.name or None,
+            attributes=dict(update.attributes) or None,
+        )
         if update.request_id:
-            await self.send(rtc_pb.SignalResponse(request_response=rtc_pb.RequestResponse(
-                request_id=update.request_id, reason=rtc_pb.RequestResponse.Reason.OK, update_metadata=update)))
+            await self.send(
+                rtc_pb.SignalResponse(
+                    request_response=rtc_pb.RequestResponse(
+                        request_id=update.request_id,
+                        reason=rtc_pb.RequestResponse.Reason.OK,
+                        update_metadata=update,
+                    )
+                )
+            )
 
     def on_published(self, track: PublishedTrack) -> None:
         """The media of an announced track is arriving: make it visible to the room."""
@@ -321,12 +410,17 @@ def _summary(message: Any) -> str:
     return f"{kind} {text}"
 
 
-async def handle_rtc(request: web.Request, registry: RoomRegistry, keys: dict[str, str], single_pc: bool,
-                     verbose: bool) -> web.StreamResponse:
+async def handle_rtc(
+    request: web.Request, registry: RoomRegistry, keys: dict[str, str], single_pc: bool, verbose: bool
+) -> web.StreamResponse:
     """Authorise, decode the join request and run the participant's signal session."""
     try:
         claims = authorise(request, keys)
-        join = decode_join_request(request.query.get("join_request", "")) if single_pc else _classic_join(request)
+        join = (
+            decode_join_request(request.query.get("join_request", ""))
+            if single_pc
+            else _classic_join(request)
+        )
     except (AuthError, BadJoin) as exc:
         log.info("join refused %s: %s %s", request.path, exc.status, exc.message)
         return web.Response(status=exc.status, text=exc.message)
@@ -340,8 +434,12 @@ async def handle_rtc(request: web.Request, registry: RoomRegistry, keys: dict[st
     room = registry.get(video.room) or await _create_room(registry, video.room, claims)
     if not room.admit(participant):
         # livekit-server fails the join before upgrading the websocket (ErrMaxParticipantsExceeded, HTTP 500).
-        log.info("join refused room=%s identity=%s: room is full (%d)", room.name, participant.identity,
-                 room.max_participants)
+        log.info(
+            "join refused room=%s identity=%s: room is full (%d)",
+            room.name,
+            participant.identity,
+            room.max_participants,
+        )
         return web.Response(status=500, text="room has exceeded its max participants")
     ws = web.WebSocketResponse(max_msg_size=MAX_SIGNAL_BYTES, autoping=True, timeout=WS_CLOSE_TIMEOUT_S)
     try:
@@ -358,22 +456,31 @@ async def _create_room(registry: RoomRegistry, name: str, claims: Claims) -> Roo
     config = claims.room_config
     if config is None:
         return await registry.create(name)
-    return await registry.create(name, empty_timeout=config.empty_timeout, departure_timeout=config.departure_timeout,
-                                 max_participants=config.max_participants, metadata=config.metadata,
-                                 agents=list(config.agents))
+    return await registry.create(
+        name,
+        empty_timeout=config.empty_timeout,
+        departure_timeout=config.departure_timeout,
+        max_participants=config.max_participants,
+        metadata=config.metadata,
+        agents=list(config.agents),
+    )
 
 
 def _classic_join(request: web.Request) -> rtc_pb.JoinRequest:
     """The classic /rtc query (auto_subscribe, metadata, reconnect, sid) as a JoinRequest without an offer."""
-    join = rtc_pb.JoinRequest(metadata=request.query.get("metadata", ""),
-                              reconnect=request.query.get("reconnect", "0") in ("1", "true"),
-                              participant_sid=request.query.get("sid", ""))
+    join = rtc_pb.JoinRequest(
+        metadata=request.query.get("metadata", ""),
+        reconnect=request.query.get("reconnect", "0") in ("1", "true"),
+        participant_sid=request.query.get("sid", ""),
+    )
     auto = request.query.get("auto_subscribe", "1")
     join.connection_settings.auto_subscribe = auto not in ("0", "false")
     return join
 
 
-async def _refuse_resume(request: web.Request, claims: Claims, join: rtc_pb.JoinRequest) -> web.WebSocketResponse:
+async def _refuse_resume(
+    request: web.Request, claims: Claims, join: rtc_pb.JoinRequest
+) -> web.WebSocketResponse:
     """Answer a resume (reconnect=1) the way livekit-server answers one for a participant it no longer has.
 
     The dev server cannot resume: a participant leaves when its signal connection drops, and a resume
@@ -381,12 +488,18 @@ async def _refuse_resume(request: web.Request, claims: Claims, join: rtc_pb.Join
     a LeaveRequest asking for a full reconnect (STATE_MISMATCH, RECONNECT); the SDK then joins afresh at
     once and republishes its tracks, instead of waiting seconds for a ReconnectResponse that never comes.
     """
-    log.info("resume refused identity=%s sid=%s: asking the client to reconnect", claims.identity,
-             join.participant_sid)
+    log.info(
+        "resume refused identity=%s sid=%s: asking the client to reconnect",
+        claims.identity,
+        join.participant_sid,
+    )
     ws = web.WebSocketResponse(max_msg_size=MAX_SIGNAL_BYTES, timeout=WS_CLOSE_TIMEOUT_S)
     await ws.prepare(request)
-    leave = rtc_pb.LeaveRequest(can_reconnect=True, reason=models.DisconnectReason.STATE_MISMATCH,
-                                action=rtc_pb.LeaveRequest.Action.RECONNECT)
+    leave = rtc_pb.LeaveRequest(
+        can_reconnect=True,
+        reason=models.DisconnectReason.STATE_MISMATCH,
+        action=rtc_pb.LeaveRequest.Action.RECONNECT,
+    )
     await ws.send_bytes(rtc_pb.SignalResponse(leave=leave).SerializeToString())
     await ws.close(code=WSCloseCode.OK, message=b"STATE_MISMATCH")
     return ws

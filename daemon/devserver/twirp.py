@@ -42,18 +42,38 @@ log = logging.getLogger("framepool.devserver.twirp")
 
 # Twirp's error codes and the HTTP statuses its servers give them.
 TWIRP_STATUS = {
-    "canceled": 408, "unknown": 500, "invalid_argument": 400, "malformed": 400, "deadline_exceeded": 408,
-    "not_found": 404, "bad_route": 404, "already_exists": 409, "permission_denied": 403,
-    "unauthenticated": 401, "resource_exhausted": 429, "failed_precondition": 412, "aborted": 409,
-    "out_of_range": 400, "unimplemented": 501, "internal": 500, "unavailable": 503, "dataloss": 500,
+    "canceled": 408,
+    "unknown": 500,
+    "invalid_argument": 400,
+    "malformed": 400,
+    "deadline_exceeded": 408,
+    "not_found": 404,
+    "bad_route": 404,
+    "already_exists": 409,
+    "permission_denied": 403,
+    "unauthenticated": 401,
+    "resource_exhausted": 429,
+    "failed_precondition": 412,
+    "aborted": 409,
+    "out_of_range": 400,
+    "unimplemented": 501,
+    "internal": 500,
+    "unavailable": 503,
+    "dataloss": 500,
 }
 # aiohttp's default request size limit; checked here too so an oversized body gets a Twirp error.
 MAX_BODY_BYTES = 1 << 20
 ROOM_NOT_FOUND = "requested room does not exist"
 # Real RoomService methods the dev server does not serve: say so (unimplemented) instead of bad_route.
-UNSERVED_ROOM_METHODS = frozenset({
-    "UpdateRoomMetadata", "MutePublishedTrack", "UpdateSubscriptions", "ForwardParticipant", "MoveParticipant",
-})
+UNSERVED_ROOM_METHODS = frozenset(
+    {
+        "UpdateRoomMetadata",
+        "MutePublishedTrack",
+        "UpdateSubscriptions",
+        "ForwardParticipant",
+        "MoveParticipant",
+    }
+)
 PARTICIPANT_NOT_FOUND = "participant does not exist"
 
 
@@ -75,7 +95,12 @@ class ManagedRoom(RoomView, Protocol):
     def sid(self) -> str: ...
     async def remove_participant(self, identity: str) -> bool: ...
     async def update_participant(
-        self, identity: str, *, metadata: str | None, attributes: dict[str, str] | None, name: str | None,
+        self,
+        identity: str,
+        *,
+        metadata: str | None,
+        attributes: dict[str, str] | None,
+        name: str | None,
         permission: models.ParticipantPermission | None,
     ) -> ParticipantView | None: ...
     async def send_data(
@@ -89,8 +114,14 @@ class RoomDirectory(RoomListenerRegistry, Protocol):
     def get(self, name: str) -> ManagedRoom | None: ...
     def list(self) -> Sequence[ManagedRoom]: ...
     async def create(
-        self, name: str, *, empty_timeout: int = 0, departure_timeout: int = 0, max_participants: int = 0,
-        metadata: str = "", agents: builtins.list[dispatch_pb.RoomAgentDispatch] | None = None,
+        self,
+        name: str,
+        *,
+        empty_timeout: int = 0,
+        departure_timeout: int = 0,
+        max_participants: int = 0,
+        metadata: str = "",
+        agents: builtins.list[dispatch_pb.RoomAgentDispatch] | None = None,
     ) -> ManagedRoom: ...
     async def delete(self, name: str) -> bool: ...
 
@@ -148,8 +179,12 @@ class RoomService:
         if not req.name:
             raise TwirpError("invalid_argument", "room name is required")
         room = await self.rooms.create(
-            req.name, empty_timeout=req.empty_timeout, departure_timeout=req.departure_timeout,
-            max_participants=req.max_participants, metadata=req.metadata, agents=list(req.agents),
+            req.name,
+            empty_timeout=req.empty_timeout,
+            departure_timeout=req.departure_timeout,
+            max_participants=req.max_participants,
+            metadata=req.metadata,
+            agents=list(req.agents),
         )
         return room.to_proto()
 
@@ -170,9 +205,13 @@ class RoomService:
     ) -> room_pb.ListParticipantsResponse:
         require_room_admin(claims, req.room)
         room = _room(self.rooms, req.room)
-        return room_pb.ListParticipantsResponse(participants=[p.to_proto() for p in room.participants.values()])
+        return room_pb.ListParticipantsResponse(
+            participants=[p.to_proto() for p in room.participants.values()]
+        )
 
-    async def get_participant(self, req: room_pb.RoomParticipantIdentity, claims: Claims) -> models.ParticipantInfo:
+    async def get_participant(
+        self, req: room_pb.RoomParticipantIdentity, claims: Claims
+    ) -> models.ParticipantInfo:
         require_room_admin(claims, req.room)
         return _participant(_room(self.rooms, req.room), req.identity).to_proto()
 
@@ -193,8 +232,11 @@ class RoomService:
         _participant(room, req.identity)
         # As livekit-server: empty fields mean "leave unchanged".
         updated = await room.update_participant(
-            req.identity, metadata=req.metadata or None, attributes=dict(req.attributes) or None,
-            name=req.name or None, permission=req.permission if req.HasField("permission") else None,
+            req.identity,
+            metadata=req.metadata or None,
+            attributes=dict(req.attributes) or None,
+            name=req.name or None,
+            permission=req.permission if req.HasField("permission") else None,
         )
         if updated is None:
             raise TwirpError("not_found", PARTICIPANT_NOT_FOUND)
@@ -204,9 +246,11 @@ class RoomService:
         require_room_admin(claims, req.room)
         room = _room(self.rooms, req.room)
         by_sid = {p.to_proto().sid: identity for identity, p in room.participants.items()}
-        destinations = list(dict.fromkeys(
-            [*req.destination_identities, *(by_sid[s] for s in req.destination_sids if s in by_sid)]
-        ))
+        destinations = list(
+            dict.fromkeys(
+                [*req.destination_identities, *(by_sid[s] for s in req.destination_sids if s in by_sid)]
+            )
+        )
         user = models.UserPacket(payload=req.data, destination_identities=destinations, nonce=req.nonce)
         if req.HasField("topic"):
             user.topic = req.topic
@@ -291,7 +335,10 @@ class TwirpRouter:
             raise TwirpError("internal", f"{type(exc).__name__}: {exc}") from exc
         if encoding == "json":
             text = json_format.MessageToJson(
-                answer, preserving_proto_field_name=True, always_print_fields_with_no_presence=True, indent=None
+                answer,
+                preserving_proto_field_name=True,
+                always_print_fields_with_no_presence=True,
+                indent=None,
             )
             return web.Response(text=text, content_type="application/json")
         return web.Response(body=answer.SerializeToString(), content_type="application/protobuf")

@@ -21,9 +21,17 @@ TIMEOUT = 30.0
 
 def agent_settings(devserver: DevServer, **overrides: Any) -> Settings:
     """Small, fast settings: one worker, short status interval, few retries."""
-    values: dict[str, Any] = {"livekit_url": devserver.url, "api_key": API_KEY, "api_secret": API_SECRET, "workers": 1,
-                              "status_interval": 0.5, "max_retry": 3, "shutdown_timeout": 5.0,
-                              "assignment_timeout": 5.0, "drain_timeout": 10.0}
+    values: dict[str, Any] = {
+        "livekit_url": devserver.url,
+        "api_key": API_KEY,
+        "api_secret": API_SECRET,
+        "workers": 1,
+        "status_interval": 0.5,
+        "max_retry": 3,
+        "shutdown_timeout": 5.0,
+        "assignment_timeout": 5.0,
+        "drain_timeout": 10.0,
+    }
     values.update(overrides)
     return Settings(**values)
 
@@ -51,7 +59,11 @@ async def serving(server: AgentServer) -> AsyncIterator[AgentServer]:
 
 
 async def job_states(lkapi: api.LiveKitAPI, room: str) -> list[agent_pb.JobState]:
-    return [job.state for dispatch in await lkapi.agent_dispatch.list_dispatch(room) for job in dispatch.state.jobs]
+    return [
+        job.state
+        for dispatch in await lkapi.agent_dispatch.list_dispatch(room)
+        for job in dispatch.state.jobs
+    ]
 
 
 class Signal:

@@ -27,9 +27,18 @@ class TestWorker:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, url: str, key: str = "devkey", secret: str = "secret", *, agent_name: str = "",
-                 job_type: agent_pb.JobType = agent_pb.JT_ROOM, policy: Policy = "accept",
-                 identity: str = "", permissions: models.ParticipantPermission | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        key: str = "devkey",
+        secret: str = "secret",
+        *,
+        agent_name: str = "",
+        job_type: agent_pb.JobType = agent_pb.JT_ROOM,
+        policy: Policy = "accept",
+        identity: str = "",
+        permissions: models.ParticipantPermission | None = None,
+    ) -> None:
         self.url = url.rstrip("/") + "/agent"
         self.token = agent_token(key, secret)
         self.agent_name = agent_name
@@ -55,7 +64,9 @@ class TestWorker:
         self._session = aiohttp.ClientSession()
         self._ws = await self._session.ws_connect(self.url, headers={"Authorization": f"Bearer {self.token}"})
         self._reader = asyncio.get_running_loop().create_task(self._read())
-        register = agent_pb.RegisterWorkerRequest(type=self.job_type, agent_name=self.agent_name, version="test")
+        register = agent_pb.RegisterWorkerRequest(
+            type=self.job_type, agent_name=self.agent_name, version="test"
+        )
         if self.permissions is not None:
             register.allowed_permissions.CopyFrom(self.permissions)
         await self.send(agent_pb.WorkerMessage(register=register))
@@ -87,18 +98,27 @@ class TestWorker:
         if self.policy == "silent":
             return
         answer = agent_pb.AvailabilityResponse(
-            job_id=job.id, available=self.policy == "accept", terminate=self.policy == "terminate",
-            participant_identity=self.identity, participant_name="Test Agent",
-            participant_metadata="agent-meta", participant_attributes={"role": "test"},
+            job_id=job.id,
+            available=self.policy == "accept",
+            terminate=self.policy == "terminate",
+            participant_identity=self.identity,
+            participant_name="Test Agent",
+            participant_metadata="agent-meta",
+            participant_attributes={"role": "test"},
         )
         await self.send(agent_pb.WorkerMessage(availability=answer))
 
     async def update_job(self, job_id: str, status: agent_pb.JobStatus, error: str = "") -> None:
-        await self.send(agent_pb.WorkerMessage(update_job=agent_pb.UpdateJobStatus(
-            job_id=job_id, status=status, error=error)))
+        await self.send(
+            agent_pb.WorkerMessage(
+                update_job=agent_pb.UpdateJobStatus(job_id=job_id, status=status, error=error)
+            )
+        )
 
     async def update_status(self, load: float, status: agent_pb.WorkerStatus = agent_pb.WS_AVAILABLE) -> None:
-        await self.send(agent_pb.WorkerMessage(update_worker=agent_pb.UpdateWorkerStatus(status=status, load=load)))
+        await self.send(
+            agent_pb.WorkerMessage(update_worker=agent_pb.UpdateWorkerStatus(status=status, load=load))
+        )
 
     async def ping(self) -> None:
         """Round-trip a ping: on return every message sent before it has been handled by the server."""

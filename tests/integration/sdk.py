@@ -18,19 +18,24 @@ SAMPLE_RATE = 48000
 
 
 @asynccontextmanager
-async def joined(server: DevServer, identity: str, room: str, options: rtc.RoomOptions | None = None,
-                 **grants: Any) -> AsyncIterator[rtc.Room]:
+async def joined(
+    server: DevServer, identity: str, room: str, options: rtc.RoomOptions | None = None, **grants: Any
+) -> AsyncIterator[rtc.Room]:
     """An SDK room connected as `identity` (default RoomOptions unless given), disconnected on exit."""
     sdk_room = rtc.Room()
-    await asyncio.wait_for(sdk_room.connect(server.url, make_token(identity, room, **grants),
-                                            options or rtc.RoomOptions()), TIMEOUT)
+    await asyncio.wait_for(
+        sdk_room.connect(server.url, make_token(identity, room, **grants), options or rtc.RoomOptions()),
+        TIMEOUT,
+    )
     try:
         yield sdk_room
     finally:
         await sdk_room.disconnect()
 
 
-def next_event(emitter: Any, name: str, predicate: Callable[..., bool] = lambda *a: True) -> asyncio.Future[Any]:
+def next_event(
+    emitter: Any, name: str, predicate: Callable[..., bool] = lambda *a: True
+) -> asyncio.Future[Any]:
     """A future resolved with the arguments of the next `name` event that satisfies `predicate`."""
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
@@ -50,8 +55,9 @@ async def tone(source: rtc.AudioSource, hz: float = 440.0, amplitude: int = 1000
     while True:
         frame = rtc.AudioFrame.create(SAMPLE_RATE, 1, samples)
         t = np.arange(n, n + samples)
-        np.frombuffer(frame.data, dtype=np.int16)[:] = (amplitude * np.sin(2 * np.pi * hz * t / SAMPLE_RATE)).astype(
-            np.int16)
+        np.frombuffer(frame.data, dtype=np.int16)[:] = (
+            amplitude * np.sin(2 * np.pi * hz * t / SAMPLE_RATE)
+        ).astype(np.int16)
         n += samples
         await source.capture_frame(frame)
 
@@ -71,16 +77,22 @@ async def video_pattern(source: rtc.VideoSource, width: int, height: int, fps: f
         await asyncio.sleep(max(0.0, start + index / fps - loop.time()))
 
 
-async def publish_tone(sdk_room: rtc.Room, name: str = "mic") -> tuple[rtc.LocalTrackPublication, asyncio.Task[None]]:
+async def publish_tone(
+    sdk_room: rtc.Room, name: str = "mic"
+) -> tuple[rtc.LocalTrackPublication, asyncio.Task[None]]:
     source = rtc.AudioSource(SAMPLE_RATE, 1)
     track = rtc.LocalAudioTrack.create_audio_track(name, source)
     publication = await asyncio.wait_for(sdk_room.local_participant.publish_track(track), TIMEOUT)
     return publication, asyncio.create_task(tone(source))
 
 
-async def publish_video(sdk_room: rtc.Room, width: int = 1280, height: int = 720, name: str = "camera",
-                        options: rtc.TrackPublishOptions | None = None,
-                        ) -> tuple[rtc.LocalTrackPublication, asyncio.Task[None]]:
+async def publish_video(
+    sdk_room: rtc.Room,
+    width: int = 1280,
+    height: int = 720,
+    name: str = "camera",
+    options: rtc.TrackPublishOptions | None = None,
+) -> tuple[rtc.LocalTrackPublication, asyncio.Task[None]]:
     source = rtc.VideoSource(width, height)
     track = rtc.LocalVideoTrack.create_video_track(name, source)
     options = options or rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA)
@@ -95,8 +107,12 @@ async def subscribed_track(sdk_room: rtc.Room, publisher: str, kind: int) -> rtc
         for publication in participant.track_publications.values():
             if publication.kind == kind and publication.track is not None:
                 return publication.track
-    track, _, _ = await asyncio.wait_for(next_event(
-        sdk_room, "track_subscribed", lambda t, pub, p: p.identity == publisher and t.kind == kind), TIMEOUT)
+    track, _, _ = await asyncio.wait_for(
+        next_event(
+            sdk_room, "track_subscribed", lambda t, pub, p: p.identity == publisher and t.kind == kind
+        ),
+        TIMEOUT,
+    )
     return track
 
 

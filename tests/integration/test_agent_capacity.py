@@ -39,8 +39,9 @@ def one_job_server(devserver: DevServer, started: asyncio.Queue[str]) -> AgentSe
     return server
 
 
-async def test_full_daemon_reports_ws_full_and_the_next_job_goes_elsewhere(devserver: DevServer,
-                                                                            lkapi: api.LiveKitAPI) -> None:
+async def test_full_daemon_reports_ws_full_and_the_next_job_goes_elsewhere(
+    devserver: DevServer, lkapi: api.LiveKitAPI
+) -> None:
     started: asyncio.Queue[str] = asyncio.Queue()
     server = one_job_server(devserver, started)
     offered: list[str] = []
@@ -61,16 +62,23 @@ async def test_full_daemon_reports_ws_full_and_the_next_job_goes_elsewhere(devse
             assert list(server.jobs) and all(j.ctx.job.room.name == "first" for j in server.jobs.values())
 
 
-async def test_two_rooms_at_once_on_a_one_job_daemon_run_one_job(devserver: DevServer, lkapi: api.LiveKitAPI) -> None:
+async def test_two_rooms_at_once_on_a_one_job_daemon_run_one_job(
+    devserver: DevServer, lkapi: api.LiveKitAPI
+) -> None:
     """Both offers may arrive before FULL reaches the server: the reservation declines the second anyway."""
     started: asyncio.Queue[str] = asyncio.Queue()
     server = one_job_server(devserver, started)
     finished = Signal()
     server.job_ended.append(finished.set)
-    with LogWatch("framepool.devserver.dispatch") as dispatch_log, LogWatch("framepool.devserver.agents") as agents_log:
+    with (
+        LogWatch("framepool.devserver.dispatch") as dispatch_log,
+        LogWatch("framepool.devserver.agents") as agents_log,
+    ):
         async with serving(server):
             daemon_id = server.dispatchers[0].worker_id
-            await asyncio.gather(*(lkapi.room.create_room(api.CreateRoomRequest(name=name)) for name in ("one", "two")))
+            await asyncio.gather(
+                *(lkapi.room.create_room(api.CreateRoomRequest(name=name)) for name in ("one", "two"))
+            )
             winner = await asyncio.wait_for(started.get(), TIMEOUT)
             await dispatch_log.wait("-> JS_FAILED (no worker available)")
             [refused] = await job_states(lkapi, "two" if winner == "one" else "one")

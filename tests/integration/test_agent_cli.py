@@ -46,8 +46,9 @@ async def test_connect_runs_one_job_in_the_named_room(devserver: DevServer, room
     assert status == 0
 
 
-async def test_connect_reports_a_failing_entrypoint(devserver: DevServer, room_name: str,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+async def test_connect_reports_a_failing_entrypoint(
+    devserver: DevServer, room_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     server = AgentServer(agent_settings(devserver), load_fnc=quiet_load)
 
     @server.rtc_session()
@@ -87,7 +88,6 @@ def test_bad_server_target_is_one_line(devserver: DevServer) -> None:
         load_server("json:dumps", agent_settings(devserver))
 
 
-
 # -- the commands as subprocesses -------------------------------------------------------------------------------
 
 
@@ -99,8 +99,16 @@ def cli_env(**values: str) -> dict[str, str]:
 
 async def framepool(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framepool.cli", *args, cwd=ROOT, env=env, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "framepool.cli",
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
 
 
 async def stderr_line(process: asyncio.subprocess.Process, pattern: str, seen: list[str]) -> re.Match[str]:
@@ -130,10 +138,14 @@ async def statuses_of(room: rtc.Room) -> asyncio.Queue[bytes]:
 
 async def test_dev_starts_its_own_server_takes_a_job_and_exits_0_on_sigterm(room_name: str) -> None:
     shm_before = shm_segments()
-    process = await framepool("dev", "--dev-port", "0", "tests.integration.agent_apps:drain_server", env=cli_env())
+    process = await framepool(
+        "dev", "--dev-port", "0", "tests.integration.agent_apps:drain_server", env=cli_env()
+    )
     seen: list[str] = []
     try:
-        url = (await stderr_line(process, r"dev server at (ws://\S+) \(LIVEKIT_API_KEY=devkey", seen)).group(1)
+        url = (await stderr_line(process, r"dev server at (ws://\S+) \(LIVEKIT_API_KEY=devkey", seen)).group(
+            1
+        )
         await stderr_line(process, r"registered 1 agent", seen)
         pids = worker_pids(process)
         alice = rtc.Room()
@@ -159,13 +171,17 @@ async def test_dev_starts_its_own_server_takes_a_job_and_exits_0_on_sigterm(room
             await process.wait()
 
 
-async def test_connect_joins_the_named_room_and_exits_0_on_sigterm(devserver: DevServer, room_name: str) -> None:
+async def test_connect_joins_the_named_room_and_exits_0_on_sigterm(
+    devserver: DevServer, room_name: str
+) -> None:
     shm_before = shm_segments()
     env = cli_env(LIVEKIT_URL=devserver.url, LIVEKIT_API_KEY=API_KEY, LIVEKIT_API_SECRET=API_SECRET)
     async with joined(devserver, "alice", room_name) as alice:
         statuses = await statuses_of(alice)
         agent_left = next_event(alice, "participant_disconnected")
-        process = await framepool("connect", "--room", room_name, "tests.integration.agent_apps:endless_server", env=env)
+        process = await framepool(
+            "connect", "--room", room_name, "tests.integration.agent_apps:endless_server", env=env
+        )
         seen: list[str] = []
         try:
             assert await asyncio.wait_for(statuses.get(), TIMEOUT) == b"running"
@@ -186,8 +202,12 @@ async def test_connect_joins_the_named_room_and_exits_0_on_sigterm(devserver: De
 
 async def test_connect_with_bad_credentials_is_one_line(devserver: DevServer, room_name: str) -> None:
     env = cli_env(LIVEKIT_URL=devserver.url, LIVEKIT_API_KEY=API_KEY, LIVEKIT_API_SECRET="not-the-secret")
-    process = await framepool("connect", "--room", room_name, "tests.integration.agent_apps:endless_server", env=env)
+    process = await framepool(
+        "connect", "--room", room_name, "tests.integration.agent_apps:endless_server", env=env
+    )
     _, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
     lines = err.decode().strip().splitlines()
     assert process.returncode == 3, err.decode()
-    assert len(lines) == 1 and lines[0].startswith(f"framepool: LiveKit at {devserver.url} refused to create room"), lines
+    assert len(lines) == 1 and lines[0].startswith(
+        f"framepool: LiveKit at {devserver.url} refused to create room"
+    ), lines

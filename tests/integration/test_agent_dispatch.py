@@ -18,7 +18,6 @@ from tests.integration.sdk import joined
 pytestmark = pytest.mark.integration
 
 
-
 def new_server(devserver: DevServer, **overrides: object) -> AgentServer:
     return AgentServer(agent_settings(devserver, **overrides), load_fnc=quiet_load)
 
@@ -34,7 +33,9 @@ async def settled(server: AgentServer) -> None:
     await asyncio.gather(*(d.round_trip() for d in server.dispatchers))
 
 
-async def test_automatic_dispatch_into_a_new_room(devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str) -> None:
+async def test_automatic_dispatch_into_a_new_room(
+    devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str
+) -> None:
     server = new_server(devserver)
     joined_room = Signal()
 
@@ -52,7 +53,9 @@ async def test_automatic_dispatch_into_a_new_room(devserver: DevServer, lkapi: a
         assert [s.status for s in await job_states(lkapi, room_name)] == [agent_pb.JS_RUNNING]
 
 
-async def test_explicit_dispatch_by_agent_name(devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str) -> None:
+async def test_explicit_dispatch_by_agent_name(
+    devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str
+) -> None:
     server = new_server(devserver)
     ran = Signal()
 
@@ -63,11 +66,14 @@ async def test_explicit_dispatch_by_agent_name(devserver: DevServer, lkapi: api.
     async with serving(server):
         await lkapi.room.create_room(api.CreateRoomRequest(name=room_name))
         await lkapi.agent_dispatch.create_dispatch(
-            api.CreateAgentDispatchRequest(agent_name="alpha", room=room_name, metadata="hello"))
+            api.CreateAgentDispatchRequest(agent_name="alpha", room=room_name, metadata="hello")
+        )
         assert await ran.wait() == ("alpha", "hello")
 
 
-async def test_two_agent_names_in_one_daemon(devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str) -> None:
+async def test_two_agent_names_in_one_daemon(
+    devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str
+) -> None:
     server = new_server(devserver)
     seen: dict[str, Signal] = {"alpha": Signal(), "beta": Signal()}
 
@@ -82,15 +88,20 @@ async def test_two_agent_names_in_one_daemon(devserver: DevServer, lkapi: api.Li
         assert len({d.worker_id for d in server.dispatchers}) == 2
         await lkapi.room.create_room(api.CreateRoomRequest(name=room_name))
         for name in seen:
-            await lkapi.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name=name, room=room_name))
+            await lkapi.agent_dispatch.create_dispatch(
+                api.CreateAgentDispatchRequest(agent_name=name, room=room_name)
+            )
         identities = [await seen[name].wait() for name in seen]
         assert len(set(identities)) == 2
         assert len(server.jobs) == 2
 
 
-@pytest.mark.parametrize(("terminate", "expected"), [(False, agent_pb.JS_FAILED), (True, agent_pb.JS_CANCELLED)])
-async def test_reject(devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str, terminate: bool,
-                      expected: int) -> None:
+@pytest.mark.parametrize(
+    ("terminate", "expected"), [(False, agent_pb.JS_FAILED), (True, agent_pb.JS_CANCELLED)]
+)
+async def test_reject(
+    devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str, terminate: bool, expected: int
+) -> None:
     server = new_server(devserver)
     asked = Signal()
 
@@ -104,7 +115,9 @@ async def test_reject(devserver: DevServer, lkapi: api.LiveKitAPI, room_name: st
 
     async with serving(server):
         await lkapi.room.create_room(api.CreateRoomRequest(name=room_name))
-        await lkapi.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name="picky", room=room_name))
+        await lkapi.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name="picky", room=room_name)
+        )
         await asked.wait()
         await settled(server)
         states = await job_states(lkapi, room_name)
@@ -112,8 +125,9 @@ async def test_reject(devserver: DevServer, lkapi: api.LiveKitAPI, room_name: st
         assert not server.jobs
 
 
-async def test_request_function_that_raises_means_unavailable(devserver: DevServer, lkapi: api.LiveKitAPI,
-                                                              room_name: str) -> None:
+async def test_request_function_that_raises_means_unavailable(
+    devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str
+) -> None:
     server = new_server(devserver)
     asked = Signal()
 
@@ -124,7 +138,9 @@ async def test_request_function_that_raises_means_unavailable(devserver: DevServ
     server.rtc_session(agent_name="broken", on_request=on_request)(_never)
     async with serving(server):
         await lkapi.room.create_room(api.CreateRoomRequest(name=room_name))
-        await lkapi.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name="broken", room=room_name))
+        await lkapi.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name="broken", room=room_name)
+        )
         await asked.wait()
         await settled(server)
         assert [s.status for s in await job_states(lkapi, room_name)] == [agent_pb.JS_FAILED]
@@ -134,8 +150,9 @@ async def _never(ctx: JobContext) -> None:
     raise AssertionError("must not run")
 
 
-async def test_entrypoint_error_reports_failed_with_the_text(devserver: DevServer, lkapi: api.LiveKitAPI,
-                                                             room_name: str) -> None:
+async def test_entrypoint_error_reports_failed_with_the_text(
+    devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str
+) -> None:
     server = new_server(devserver)
     finished = ended(server)
 
@@ -146,7 +163,9 @@ async def test_entrypoint_error_reports_failed_with_the_text(devserver: DevServe
 
     async with serving(server):
         await lkapi.room.create_room(api.CreateRoomRequest(name=room_name))
-        await lkapi.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name="fragile", room=room_name))
+        await lkapi.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name="fragile", room=room_name)
+        )
         job: RunningJob = await finished.wait()
         assert job.status == agent_pb.JS_FAILED
         await settled(server)
@@ -155,8 +174,9 @@ async def test_entrypoint_error_reports_failed_with_the_text(devserver: DevServe
         assert "ValueError: model file missing" in state.error
 
 
-async def test_delete_dispatch_terminates_and_cleans_up(devserver: DevServer, lkapi: api.LiveKitAPI,
-                                                        room_name: str) -> None:
+async def test_delete_dispatch_terminates_and_cleans_up(
+    devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str
+) -> None:
     server = new_server(devserver)
     connected, callback = Signal(), Signal()
     finished = ended(server)
@@ -172,11 +192,14 @@ async def test_delete_dispatch_terminates_and_cleans_up(devserver: DevServer, lk
 
     async with serving(server), joined(devserver, "watcher", room_name) as watcher:
         dispatch = await lkapi.agent_dispatch.create_dispatch(
-            api.CreateAgentDispatchRequest(agent_name="worker", room=room_name))
+            api.CreateAgentDispatchRequest(agent_name="worker", room=room_name)
+        )
         identity = await connected.wait()
         left = asyncio.get_running_loop().create_future()
-        watcher.on("participant_disconnected",
-                   lambda p: left.done() or p.identity != identity or left.set_result(p.identity))
+        watcher.on(
+            "participant_disconnected",
+            lambda p: left.done() or p.identity != identity or left.set_result(p.identity),
+        )
         await lkapi.agent_dispatch.delete_dispatch(dispatch.id, room_name)
         job: RunningJob = await finished.wait()
         assert job.status == agent_pb.JS_SUCCESS

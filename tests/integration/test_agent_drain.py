@@ -34,14 +34,33 @@ TIMEOUT = 60.0
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def start_daemon(devserver: DevServer, target: str, *extra: str, **settings: str) -> asyncio.subprocess.Process:
+async def start_daemon(
+    devserver: DevServer, target: str, *extra: str, **settings: str
+) -> asyncio.subprocess.Process:
     """`framepool start target`; `settings` become FRAMEPOOL_<NAME> environment variables."""
-    env = {**os.environ, "LIVEKIT_URL": devserver.url, "LIVEKIT_API_KEY": API_KEY, "LIVEKIT_API_SECRET": API_SECRET,
-           "FRAMEPOOL_WORKERS": "1", "FRAMEPOOL_STATUS_INTERVAL": "0.5", "FRAMEPOOL_LOG_FORMAT": "json"}
+    env = {
+        **os.environ,
+        "LIVEKIT_URL": devserver.url,
+        "LIVEKIT_API_KEY": API_KEY,
+        "LIVEKIT_API_SECRET": API_SECRET,
+        "FRAMEPOOL_WORKERS": "1",
+        "FRAMEPOOL_STATUS_INTERVAL": "0.5",
+        "FRAMEPOOL_LOG_FORMAT": "json",
+    }
     env.update({f"FRAMEPOOL_{name.upper()}": value for name, value in settings.items()})
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framepool.cli", "start", target, *extra, cwd=ROOT, env=env,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "framepool.cli",
+        "start",
+        target,
+        *extra,
+        cwd=ROOT,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
 
 
 async def log_line(process: asyncio.subprocess.Process, fragment: str, seen: list[str]) -> dict[str, object]:
@@ -61,8 +80,9 @@ async def log_line(process: asyncio.subprocess.Process, fragment: str, seen: lis
             return dict(record)
 
 
-
-async def test_sigterm_lets_a_running_job_finish_then_exits_zero(devserver: DevServer, room_name: str) -> None:
+async def test_sigterm_lets_a_running_job_finish_then_exits_zero(
+    devserver: DevServer, room_name: str
+) -> None:
     shm_before = shm_segments()
     process = await start_daemon(devserver, "tests.integration.agent_apps:drain_server")
     seen: list[str] = []
@@ -128,8 +148,9 @@ async def test_second_sigterm_takes_the_quick_path(devserver: DevServer, room_na
     shm_before = shm_segments()
     # A drain this long cannot end inside the test: only the quick path explains the exit. The threshold
     # keeps a busy test machine from making the daemon FULL before the drain does.
-    process = await start_daemon(devserver, "tests.integration.agent_apps:endless_server", drain_timeout="600",
-                                 load_threshold="1")
+    process = await start_daemon(
+        devserver, "tests.integration.agent_apps:endless_server", drain_timeout="600", load_threshold="1"
+    )
     seen: list[str] = []
     try:
         with LogWatch("framepool.devserver.agents") as devserver_log:
@@ -177,7 +198,9 @@ async def test_drain_timeout_ends_the_running_job_and_exits_1(devserver: DevServ
         async with joined(devserver, "alice", room_name) as alice:
             await running_job(alice)
             agent_left = asyncio.get_running_loop().create_future()
-            alice.on("participant_disconnected", lambda p: agent_left.done() or agent_left.set_result(p.identity))
+            alice.on(
+                "participant_disconnected", lambda p: agent_left.done() or agent_left.set_result(p.identity)
+            )
             process.send_signal(signal.SIGTERM)
             await asyncio.wait_for(log_line(process, "drain timed out with 1 job", seen), TIMEOUT)
             record = await asyncio.wait_for(log_line(process, "job ended", seen), TIMEOUT)
@@ -199,8 +222,17 @@ async def test_start_without_credentials_is_one_line_exit_2(tmp_path: Path) -> N
     config = tmp_path / "agents.toml"
     config.write_text('[[agents]]\naudio = ["audio-level"]\n')
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framepool.cli", "start", "--config", str(config), cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "framepool.cli",
+        "start",
+        "--config",
+        str(config),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
     assert process.returncode == 2
     lines = err.decode().strip().splitlines()
@@ -209,10 +241,20 @@ async def test_start_without_credentials_is_one_line_exit_2(tmp_path: Path) -> N
 
 async def test_start_without_agents_is_a_clear_error(tmp_path: Path, devserver: DevServer) -> None:
     config = tmp_path / "empty.toml"
-    config.write_text(f'livekit_url = "{devserver.url}"\napi_key = "{API_KEY}"\napi_secret = "{API_SECRET}"\n')
+    config.write_text(
+        f'livekit_url = "{devserver.url}"\napi_key = "{API_KEY}"\napi_secret = "{API_SECRET}"\n'
+    )
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framepool.cli", "start", "--config", str(config), cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "framepool.cli",
+        "start",
+        "--config",
+        str(config),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
     assert process.returncode == 2
     assert "no agents configured" in err.decode()
@@ -220,12 +262,21 @@ async def test_start_without_agents_is_a_clear_error(tmp_path: Path, devserver: 
 
 async def test_start_against_an_unreachable_server_exits_3(tmp_path: Path) -> None:
     config = tmp_path / "agents.toml"
-    config.write_text('livekit_url = "ws://127.0.0.1:9"\napi_key = "k"\napi_secret = "s"\nmax_retry = 1\n'
-                      'workers = 1\n[[agents]]\naudio = ["audio-level"]\n')
+    config.write_text(
+        'livekit_url = "ws://127.0.0.1:9"\napi_key = "k"\napi_secret = "s"\nmax_retry = 1\n'
+        'workers = 1\n[[agents]]\naudio = ["audio-level"]\n'
+    )
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framepool.cli", "start", "--config", str(config), cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "framepool.cli",
+        "start",
+        "--config",
+        str(config),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
     assert process.returncode == 3, err.decode()
     assert "framepool: cannot reach LiveKit at ws://127.0.0.1:9" in err.decode()
-

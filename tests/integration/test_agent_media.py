@@ -46,8 +46,9 @@ def levels_server(devserver: DevServer, attached: Signal, **settings: object) ->
 
 
 @pytest.mark.parametrize("single_peer_connection", [False, True], ids=["classic-pair", "single-pc"])
-async def test_results_reach_another_participant_on_the_topic(devserver: DevServer, room_name: str,
-                                                              single_peer_connection: bool) -> None:
+async def test_results_reach_another_participant_on_the_topic(
+    devserver: DevServer, room_name: str, single_peer_connection: bool
+) -> None:
     """Both connection modes deliver; the default is the classic pair (no idle pre-created receivers)."""
     attached = Signal()
     server = levels_server(devserver, attached, single_peer_connection=single_peer_connection)
@@ -104,7 +105,9 @@ async def test_a_killed_worker_costs_a_gap_not_the_job(devserver: DevServer, roo
 async def publish_gray(room: rtc.Room, luma: int, width: int = 320, height: int = 240) -> asyncio.Task[None]:
     source = rtc.VideoSource(width, height)
     track = rtc.LocalVideoTrack.create_video_track("camera", source)
-    await room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA))
+    await room.local_participant.publish_track(
+        track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA)
+    )
     frame = np.full(width * height * 3 // 2, 128, np.uint8)
     frame[: width * height] = luma
 
@@ -116,18 +119,24 @@ async def publish_gray(room: rtc.Room, luma: int, width: int = 320, height: int 
     return asyncio.create_task(feed())
 
 
-async def test_a_processed_video_track_reaches_another_participant(devserver: DevServer, room_name: str) -> None:
+async def test_a_processed_video_track_reaches_another_participant(
+    devserver: DevServer, room_name: str
+) -> None:
     server = AgentServer(agent_settings(devserver), load_fnc=quiet_load)
 
     @server.rtc_session()
     async def negative(ctx: JobContext) -> None:
         await ctx.connect()
-        ctx.attach("framepool.agent.demo_processors:Negative", sources=["camera"], output=TrackOutput("negative"))
+        ctx.attach(
+            "framepool.agent.demo_processors:Negative", sources=["camera"], output=TrackOutput("negative")
+        )
 
     async with serving(server), joined(devserver, "bob", room_name) as bob:
         subscribed: asyncio.Future[tuple[rtc.Track, str]] = asyncio.get_running_loop().create_future()
 
-        def on_track(track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
+        def on_track(
+            track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+        ) -> None:
             if publication.name.startswith("negative:") and not subscribed.done():
                 subscribed.set_result((track, participant.identity))
 

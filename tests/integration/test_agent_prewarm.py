@@ -42,7 +42,8 @@ async def test_prewarm_runs_once_per_agent_before_any_job(devserver: DevServer, 
         await lkapi.room.create_room(api.CreateRoomRequest(name=room_name))
         for name, metadata in (("alpha", "1"), ("alpha", "2"), ("beta", "1")):
             await lkapi.agent_dispatch.create_dispatch(
-                api.CreateAgentDispatchRequest(agent_name=name, room=room_name, metadata=metadata))
+                api.CreateAgentDispatchRequest(agent_name=name, room=room_name, metadata=metadata)
+            )
         models = {key: await signal.wait() for key, signal in seen.items()}
     assert sorted(calls) == [("alpha", False), ("beta", False)]
     assert models["alpha-1"] is models["alpha-2"]  # one prewarm, shared by every job of the agent
@@ -59,7 +60,9 @@ async def test_failing_prewarm_stops_the_pool_and_registers_nothing(devserver: D
         raise ValueError("weights are corrupt")
 
     server.rtc_session(agent_name="detector", prewarm=broken)(_never)
-    with pytest.raises(FramepoolError, match=r"^agent detector: prewarm failed: ValueError: weights are corrupt$"):
+    with pytest.raises(
+        FramepoolError, match=r"^agent detector: prewarm failed: ValueError: weights are corrupt$"
+    ):
         await asyncio.wait_for(server.run(), TIMEOUT)
     assert pids and not any(psutil.pid_exists(pid) for pid in pids)
     assert server.pool is None
@@ -73,19 +76,36 @@ async def test_prewarm_that_overruns_prewarm_timeout_is_an_error(devserver: DevS
         await asyncio.Event().wait()
 
     server.rtc_session(prewarm=stuck)(_never)
-    with pytest.raises(FramepoolError, match=r"^agent \(automatic\): prewarm did not finish within 0.2 s \(prewarm_timeout\)$"):
+    with pytest.raises(
+        FramepoolError,
+        match=r"^agent \(automatic\): prewarm did not finish within 0.2 s \(prewarm_timeout\)$",
+    ):
         await asyncio.wait_for(server.run(), TIMEOUT)
     assert server.pool is None
 
 
 async def test_start_with_a_failing_prewarm_is_one_line(devserver: DevServer) -> None:
     shm_before = shm_segments()
-    env = {**os.environ, "LIVEKIT_URL": devserver.url, "LIVEKIT_API_KEY": API_KEY, "LIVEKIT_API_SECRET": API_SECRET,
-           "FRAMEPOOL_WORKERS": "1", "FRAMEPOOL_LOG_LEVEL": "warning"}
+    env = {
+        **os.environ,
+        "LIVEKIT_URL": devserver.url,
+        "LIVEKIT_API_KEY": API_KEY,
+        "LIVEKIT_API_SECRET": API_SECRET,
+        "FRAMEPOOL_WORKERS": "1",
+        "FRAMEPOOL_LOG_LEVEL": "warning",
+    }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framepool.cli", "start", "tests.integration.agent_apps:broken_prewarm_server",
-        cwd=ROOT, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "framepool.cli",
+        "start",
+        "tests.integration.agent_apps:broken_prewarm_server",
+        cwd=ROOT,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
     lines = err.decode().strip().splitlines()
     assert process.returncode == 1, err.decode()

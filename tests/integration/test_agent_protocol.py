@@ -36,14 +36,20 @@ class BadAgentServer:
         await ws.prepare(request)
         first = await ws.receive()
         register = agent_pb.WorkerMessage.FromString(first.data).register
-        await ws.send_bytes(b"\xff\xfe not a protobuf")                     # undecodable
-        await ws.send_bytes(agent_pb.ServerMessage(register=agent_pb.RegisterWorkerResponse(
-            worker_id="AW_bad")).SerializeToString())
-        await ws.send_str("hello")                                          # text frame
-        await ws.send_bytes(agent_pb.ServerMessage().SerializeToString())   # no message set
-        await ws.send_bytes(b"\x0a\x05\x0a\x03")                            # truncated
-        await ws.send_bytes(agent_pb.ServerMessage(availability=agent_pb.AvailabilityRequest(job=agent_pb.Job(
-            id="AJ_1", type=register.type))).SerializeToString())
+        await ws.send_bytes(b"\xff\xfe not a protobuf")  # undecodable
+        await ws.send_bytes(
+            agent_pb.ServerMessage(
+                register=agent_pb.RegisterWorkerResponse(worker_id="AW_bad")
+            ).SerializeToString()
+        )
+        await ws.send_str("hello")  # text frame
+        await ws.send_bytes(agent_pb.ServerMessage().SerializeToString())  # no message set
+        await ws.send_bytes(b"\x0a\x05\x0a\x03")  # truncated
+        await ws.send_bytes(
+            agent_pb.ServerMessage(
+                availability=agent_pb.AvailabilityRequest(job=agent_pb.Job(id="AJ_1", type=register.type))
+            ).SerializeToString()
+        )
         async for message in ws:
             if message.type == WSMsgType.BINARY:
                 parsed = agent_pb.WorkerMessage.FromString(message.data)
@@ -73,8 +79,9 @@ async def _noop(ctx: JobContext) -> None:
     del ctx
 
 
-async def test_garbage_from_the_server_is_logged_and_survived(bad_server: BadAgentServer,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
+async def test_garbage_from_the_server_is_logged_and_survived(
+    bad_server: BadAgentServer, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = Settings(livekit_url=bad_server.url, api_key=API_KEY, api_secret="secret", workers=1)
     server = AgentServer(settings, load_fnc=quiet_load)
     server.rtc_session()(_noop)
@@ -97,18 +104,27 @@ def _free_port() -> int:
 
 
 async def test_unreachable_server_fails_after_max_retry() -> None:
-    settings = Settings(livekit_url=f"ws://127.0.0.1:{_free_port()}", api_key=API_KEY, api_secret="secret",
-                        workers=1, max_retry=2)
+    settings = Settings(
+        livekit_url=f"ws://127.0.0.1:{_free_port()}",
+        api_key=API_KEY,
+        api_secret="secret",
+        workers=1,
+        max_retry=2,
+    )
     server = AgentServer(settings, load_fnc=quiet_load)
     server.rtc_session()(_noop)
-    with pytest.raises(ServerUnavailableError, match=r"cannot reach LiveKit at .* after 2 attempts") as caught:
+    with pytest.raises(
+        ServerUnavailableError, match=r"cannot reach LiveKit at .* after 2 attempts"
+    ) as caught:
         await asyncio.wait_for(server.run(), TIMEOUT)
     assert caught.value.exit_code == 3
     assert "\n" not in str(caught.value)
 
 
 async def test_refused_credentials_fail_at_once(devserver: DevServer) -> None:
-    server = AgentServer(agent_settings(devserver, api_secret="wrong-secret", max_retry=16), load_fnc=quiet_load)
+    server = AgentServer(
+        agent_settings(devserver, api_secret="wrong-secret", max_retry=16), load_fnc=quiet_load
+    )
     server.rtc_session()(_noop)
     with pytest.raises(ServerUnavailableError, match=r"refused agent .*HTTP 401"):
         await asyncio.wait_for(server.run(), TIMEOUT)

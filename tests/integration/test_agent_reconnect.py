@@ -22,7 +22,9 @@ from tests.integration.agentkit import TIMEOUT, LogWatch, Signal, agent_settings
 pytestmark = pytest.mark.integration
 
 
-def two_job_server(devserver: DevServer, started: dict[str, Signal], finish: dict[str, asyncio.Event]) -> AgentServer:
+def two_job_server(
+    devserver: DevServer, started: dict[str, Signal], finish: dict[str, asyncio.Event]
+) -> AgentServer:
     """Jobs that never join a room (their simulated rooms exist nowhere) and end when the test says so."""
     server = AgentServer(agent_settings(devserver, max_retry=30), load_fnc=quiet_load)
 
@@ -51,8 +53,13 @@ async def test_restart_migrates_live_jobs_and_delivers_queued_status() -> None:
                 for room in started:
                     # Simulated jobs (as in livekit-agents' dev mode) belong to no room of the dev server, so
                     # closing its rooms on shutdown does not terminate them: only the connection is lost.
-                    await dispatcher.send(agent_pb.WorkerMessage(simulate_job=agent_pb.SimulateJobRequest(
-                        type=agent_pb.JT_ROOM, room=models.Room(name=room))))
+                    await dispatcher.send(
+                        agent_pb.WorkerMessage(
+                            simulate_job=agent_pb.SimulateJobRequest(
+                                type=agent_pb.JT_ROOM, room=models.Room(name=room)
+                            )
+                        )
+                    )
                 keep_id, end_id = await started["keep"].wait(), await started["end"].wait()
                 old_worker = dispatcher.worker_id
 

@@ -25,17 +25,34 @@ async def next_notification(sock: socket.socket) -> dict[str, str]:
     return dict(line.split("=", 1) for line in raw.decode().splitlines())
 
 
-async def test_ready_after_registration_then_stopping_on_sigterm(tmp_path: Path, devserver: DevServer) -> None:
+async def test_ready_after_registration_then_stopping_on_sigterm(
+    tmp_path: Path, devserver: DevServer
+) -> None:
     config = tmp_path / "agents.toml"
     config.write_text('workers = 1\n[[agents]]\nagent_name = "notify-test"\naudio = ["audio-level"]\n')
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(str(tmp_path / "notify"))
         sock.setblocking(False)
-        env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "LIVEKIT_URL": devserver.url,
-               "LIVEKIT_API_KEY": API_KEY, "LIVEKIT_API_SECRET": API_SECRET}
+        env = {
+            **os.environ,
+            "NOTIFY_SOCKET": str(tmp_path / "notify"),
+            "LIVEKIT_URL": devserver.url,
+            "LIVEKIT_API_KEY": API_KEY,
+            "LIVEKIT_API_SECRET": API_SECRET,
+        }
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "framepool.cli", "start", "--config", str(config), cwd=ROOT, env=env,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "framepool.cli",
+            "start",
+            "--config",
+            str(config),
+            cwd=ROOT,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
         try:
             ready = await next_notification(sock)
             assert ready["READY"] == "1"

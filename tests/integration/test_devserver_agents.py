@@ -24,7 +24,6 @@ from tests.integration.sdk import TIMEOUT, joined, publish_tone, stop
 pytestmark = pytest.mark.integration
 
 
-
 def worker(devserver: DevServer, **options: object) -> TestWorker:
     return TestWorker(devserver.url, API_KEY, API_SECRET, **options)  # type: ignore[arg-type]
 
@@ -43,8 +42,9 @@ async def test_register_and_ping(devserver: DevServer) -> None:
 
 
 async def test_room_job_on_create_room(devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str) -> None:
-    permissions = models.ParticipantPermission(can_subscribe=True, can_publish=False, can_publish_data=True,
-                                               hidden=True)
+    permissions = models.ParticipantPermission(
+        can_subscribe=True, can_publish=False, can_publish_data=True, hidden=True
+    )
     async with worker(devserver, identity="agent-x", permissions=permissions) as w:
         room = await lkapi.room.create_room(api.CreateRoomRequest(name=room_name))
         offered = (await w.expect("availability")).availability.job
@@ -57,11 +57,19 @@ async def test_room_job_on_create_room(devserver: DevServer, lkapi: api.LiveKitA
 
         claims = api.TokenVerifier(API_KEY, API_SECRET).verify(assignment.token)
         assert (claims.identity, claims.name, claims.kind, claims.metadata) == (
-            "agent-x", "Test Agent", "agent", "agent-meta")
+            "agent-x",
+            "Test Agent",
+            "agent",
+            "agent-meta",
+        )
         assert claims.attributes == {"role": "test"}
         assert claims.video is not None
         assert (claims.video.room, claims.video.room_join, claims.video.agent) == (room_name, True, True)
-        assert (claims.video.can_publish, claims.video.can_subscribe, claims.video.hidden) == (False, True, True)
+        assert (claims.video.can_publish, claims.video.can_subscribe, claims.video.hidden) == (
+            False,
+            True,
+            True,
+        )
 
         await w.update_job(offered.id, agent_pb.JS_RUNNING)
         await w.ping()
@@ -73,10 +81,13 @@ async def test_room_job_on_create_room(devserver: DevServer, lkapi: api.LiveKitA
         assert (job.state.worker_id, job.state.participant_identity) == (w.worker_id, "agent-x")
 
 
-async def test_explicit_dispatch_and_delete(devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str) -> None:
+async def test_explicit_dispatch_and_delete(
+    devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str
+) -> None:
     async with worker(devserver, agent_name="greeter") as named, worker(devserver) as automatic:
-        dispatch = await lkapi.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
-            agent_name="greeter", room=room_name, metadata="hello"))
+        dispatch = await lkapi.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name="greeter", room=room_name, metadata="hello")
+        )
         assert dispatch.id.startswith("AD_")
         assert (dispatch.agent_name, dispatch.room, dispatch.metadata) == ("greeter", room_name, "hello")
         job = (await named.expect("assignment")).assignment.job
@@ -97,28 +108,38 @@ async def test_explicit_dispatch_and_delete(devserver: DevServer, lkapi: api.Liv
         assert (err.value.code, err.value.status) == ("not_found", 404)
 
 
-async def test_unavailable_worker_passes_the_job_on(devserver: DevServer, lkapi: api.LiveKitAPI,
-                                                    room_name: str) -> None:
-    async with worker(devserver, agent_name="a", policy="reject") as refusing, \
-            worker(devserver, agent_name="a") as accepting:
+async def test_unavailable_worker_passes_the_job_on(
+    devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str
+) -> None:
+    async with (
+        worker(devserver, agent_name="a", policy="reject") as refusing,
+        worker(devserver, agent_name="a") as accepting,
+    ):
         # Weighted by 1 - load: the loaded worker is only chosen once the other one refused.
         await accepting.update_status(load=1.0)
         await accepting.ping()
-        await lkapi.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name="a", room=room_name))
+        await lkapi.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name="a", room=room_name)
+        )
         offered = (await refusing.expect("availability")).availability.job
         assignment = (await accepting.expect("assignment")).assignment
         assert assignment.job.id == offered.id
         assert refusing.inbox["assignment"].empty()
 
 
-async def test_silent_worker_times_out_to_the_next(devserver: DevServer, lkapi: api.LiveKitAPI,
-                                                   room_name: str) -> None:
+async def test_silent_worker_times_out_to_the_next(
+    devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str
+) -> None:
     devserver.app[AGENT_DISPATCHER].availability_timeout = 0.2
-    async with worker(devserver, agent_name="a", policy="silent") as silent, \
-            worker(devserver, agent_name="a") as accepting:
+    async with (
+        worker(devserver, agent_name="a", policy="silent") as silent,
+        worker(devserver, agent_name="a") as accepting,
+    ):
         await accepting.update_status(load=1.0)
         await accepting.ping()
-        await lkapi.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name="a", room=room_name))
+        await lkapi.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name="a", room=room_name)
+        )
         offered = (await silent.expect("availability")).availability.job
         assert (await accepting.expect("assignment")).assignment.job.id == offered.id
 
@@ -127,19 +148,26 @@ async def test_full_worker_is_skipped(devserver: DevServer, lkapi: api.LiveKitAP
     async with worker(devserver, agent_name="a") as full, worker(devserver, agent_name="a") as free:
         await full.update_status(load=0.0, status=agent_pb.WS_FULL)
         await full.ping()
-        await lkapi.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name="a", room=room_name))
+        await lkapi.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name="a", room=room_name)
+        )
         await free.expect("assignment")
         await full.ping()
         assert full.inbox["availability"].empty()
 
 
-async def test_terminate_answer_cancels_the_job(devserver: DevServer, lkapi: api.LiveKitAPI,
-                                                room_name: str) -> None:
-    async with worker(devserver, agent_name="a", policy="terminate") as terminating, \
-            worker(devserver, agent_name="a") as other:
+async def test_terminate_answer_cancels_the_job(
+    devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str
+) -> None:
+    async with (
+        worker(devserver, agent_name="a", policy="terminate") as terminating,
+        worker(devserver, agent_name="a") as other,
+    ):
         await other.update_status(load=1.0)
         await other.ping()
-        await lkapi.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name="a", room=room_name))
+        await lkapi.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name="a", room=room_name)
+        )
         await terminating.expect("availability")
         await terminating.ping()
         [job] = (await dispatches(lkapi, room_name))["a"].state.jobs
@@ -147,7 +175,9 @@ async def test_terminate_answer_cancels_the_job(devserver: DevServer, lkapi: api
         assert other.inbox["availability"].empty()
 
 
-async def test_failed_job_keeps_its_error(devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str) -> None:
+async def test_failed_job_keeps_its_error(
+    devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str
+) -> None:
     async with worker(devserver) as w:
         await lkapi.room.create_room(api.CreateRoomRequest(name=room_name))
         job = (await w.expect("assignment")).assignment.job
@@ -160,11 +190,15 @@ async def test_failed_job_keeps_its_error(devserver: DevServer, lkapi: api.LiveK
         assert state.ended_at > 0
 
 
-async def test_room_agents_suppress_automatic_dispatch(devserver: DevServer, lkapi: api.LiveKitAPI,
-                                                       room_name: str) -> None:
+async def test_room_agents_suppress_automatic_dispatch(
+    devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str
+) -> None:
     async with worker(devserver) as automatic, worker(devserver, agent_name="named") as named:
-        await lkapi.room.create_room(api.CreateRoomRequest(
-            name=room_name, agents=[api.RoomAgentDispatch(agent_name="named", metadata="cfg")]))
+        await lkapi.room.create_room(
+            api.CreateRoomRequest(
+                name=room_name, agents=[api.RoomAgentDispatch(agent_name="named", metadata="cfg")]
+            )
+        )
         job = (await named.expect("assignment")).assignment.job
         assert (job.agent_name, job.metadata, job.room.name) == ("named", "cfg", room_name)
         await automatic.ping()
@@ -174,19 +208,26 @@ async def test_room_agents_suppress_automatic_dispatch(devserver: DevServer, lka
 
 async def test_simulate_job(devserver: DevServer) -> None:
     async with worker(devserver) as w:
-        await w.send(agent_pb.WorkerMessage(simulate_job=agent_pb.SimulateJobRequest(
-            type=agent_pb.JT_ROOM, room=models.Room(name="simulated"))))
+        await w.send(
+            agent_pb.WorkerMessage(
+                simulate_job=agent_pb.SimulateJobRequest(
+                    type=agent_pb.JT_ROOM, room=models.Room(name="simulated")
+                )
+            )
+        )
         job = (await w.expect("assignment")).assignment.job
         assert job.room.name == "simulated" and job.room.sid.startswith("RM_")
         assert job.id.startswith("AJ_")
 
 
-async def test_migrated_job_stays_with_the_reconnected_worker(devserver: DevServer, lkapi: api.LiveKitAPI,
-                                                              room_name: str) -> None:
+async def test_migrated_job_stays_with_the_reconnected_worker(
+    devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str
+) -> None:
     first = worker(devserver, agent_name="m")
     await first.connect()
     dispatch = await lkapi.agent_dispatch.create_dispatch(
-        api.CreateAgentDispatchRequest(agent_name="m", room=room_name))
+        api.CreateAgentDispatchRequest(agent_name="m", room=room_name)
+    )
     job = (await first.expect("assignment")).assignment.job
     await first.aclose()
     async with worker(devserver, agent_name="m") as second:
@@ -198,7 +239,9 @@ async def test_migrated_job_stays_with_the_reconnected_worker(devserver: DevServ
         assert (await second.expect("termination")).termination.job_id == job.id
 
 
-async def test_delete_room_terminates_its_jobs(devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str) -> None:
+async def test_delete_room_terminates_its_jobs(
+    devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str
+) -> None:
     async with worker(devserver) as w:
         await lkapi.room.create_room(api.CreateRoomRequest(name=room_name))
         job = (await w.expect("assignment")).assignment.job
@@ -219,11 +262,13 @@ async def test_verbose_traces_every_agent_message(caplog: pytest.LogCaptureFixtu
 # -- malformed input ----------------------------------------------------------------------------
 
 
-async def raw_agent_socket(devserver: DevServer, session: aiohttp.ClientSession,
-                           token: str | None = None) -> aiohttp.ClientWebSocketResponse:
+async def raw_agent_socket(
+    devserver: DevServer, session: aiohttp.ClientSession, token: str | None = None
+) -> aiohttp.ClientWebSocketResponse:
     token = token or agent_token(API_KEY, API_SECRET)
-    return await session.ws_connect(devserver.url + "/agent", headers={"Authorization": f"Bearer {token}"},
-                                    max_msg_size=0)
+    return await session.ws_connect(
+        devserver.url + "/agent", headers={"Authorization": f"Bearer {token}"}, max_msg_size=0
+    )
 
 
 async def closed_with(ws: aiohttp.ClientWebSocketResponse) -> int | None:
@@ -233,12 +278,15 @@ async def closed_with(ws: aiohttp.ClientWebSocketResponse) -> int | None:
     return ws.close_code
 
 
-@pytest.mark.parametrize(("frame", "code"), [
-    (b"\xff\xff\xff\xff\xff", 1007),
-    ("{this is not json", 1007),
-    (agent_pb.WorkerMessage(ping=agent_pb.WorkerPing(timestamp=1)).SerializeToString(), 1008),
-    (b"\x00" * (MAX_MESSAGE_BYTES + 1), 1009),
-])
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (b"\xff\xff\xff\xff\xff", 1007),
+        ("{this is not json", 1007),
+        (agent_pb.WorkerMessage(ping=agent_pb.WorkerPing(timestamp=1)).SerializeToString(), 1008),
+        (b"\x00" * (MAX_MESSAGE_BYTES + 1), 1009),
+    ],
+)
 async def test_bad_frames_close_only_that_worker(devserver: DevServer, frame: bytes | str, code: int) -> None:
     async with aiohttp.ClientSession() as session:
         ws = await raw_agent_socket(devserver, session)
@@ -260,11 +308,14 @@ async def test_json_worker_gets_json_answers(devserver: DevServer) -> None:
         await ws.close()
 
 
-@pytest.mark.parametrize(("token", "status"), [
-    (agent_token(API_KEY, API_SECRET, agent=False), 401),
-    (agent_token(API_KEY, "wrong-secret"), 401),
-    ("garbage", 401),
-])
+@pytest.mark.parametrize(
+    ("token", "status"),
+    [
+        (agent_token(API_KEY, API_SECRET, agent=False), 401),
+        (agent_token(API_KEY, "wrong-secret"), 401),
+        ("garbage", 401),
+    ],
+)
 async def test_agent_endpoint_checks_the_token(devserver: DevServer, token: str, status: int) -> None:
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.WSServerHandshakeError) as err:
@@ -276,15 +327,20 @@ async def test_agent_endpoint_checks_the_token(devserver: DevServer, token: str,
 
 
 async def test_participant_job_when_a_participant_joins(devserver: DevServer, room_name: str) -> None:
-    async with worker(devserver, job_type=agent_pb.JT_PARTICIPANT) as w, joined(devserver, "alice", room_name):
+    async with (
+        worker(devserver, job_type=agent_pb.JT_PARTICIPANT) as w,
+        joined(devserver, "alice", room_name),
+    ):
         job = (await w.expect("assignment")).assignment.job
         assert job.type == agent_pb.JT_PARTICIPANT
         assert (job.room.name, job.participant.identity) == (room_name, "alice")
 
 
 async def test_publisher_job_when_a_participant_first_publishes(devserver: DevServer, room_name: str) -> None:
-    async with worker(devserver, job_type=agent_pb.JT_PUBLISHER) as w, \
-            joined(devserver, "alice", room_name) as alice:
+    async with (
+        worker(devserver, job_type=agent_pb.JT_PUBLISHER) as w,
+        joined(devserver, "alice", room_name) as alice,
+    ):
         await w.ping()
         assert w.inbox["availability"].empty()  # joining is not publishing
         _, feeding = await publish_tone(alice)
@@ -301,15 +357,18 @@ async def test_publisher_job_when_a_participant_first_publishes(devserver: DevSe
             await stop(feeding)
 
 
-async def test_agent_participant_leaving_terminates_its_job(devserver: DevServer, lkapi: api.LiveKitAPI,
-                                                            room_name: str) -> None:
+async def test_agent_participant_leaving_terminates_its_job(
+    devserver: DevServer, lkapi: api.LiveKitAPI, room_name: str
+) -> None:
     async with worker(devserver, identity="agent-1") as w:
         await lkapi.room.create_room(api.CreateRoomRequest(name=room_name))
         assignment = (await w.expect("assignment")).assignment
         agent_room = rtc.Room()
         await asyncio.wait_for(agent_room.connect(assignment.url, assignment.token), TIMEOUT)
         try:
-            info = await lkapi.room.get_participant(api.RoomParticipantIdentity(room=room_name, identity="agent-1"))
+            info = await lkapi.room.get_participant(
+                api.RoomParticipantIdentity(room=room_name, identity="agent-1")
+            )
             assert info.kind == models.ParticipantInfo.Kind.AGENT
         finally:
             await agent_room.disconnect()
@@ -318,8 +377,13 @@ async def test_agent_participant_leaving_terminates_its_job(devserver: DevServer
 
 async def test_token_room_config_suppresses_automatic_dispatch(devserver: DevServer, room_name: str) -> None:
     config = api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name="from-token", metadata="tk")])
-    token = (api.AccessToken(API_KEY, API_SECRET).with_identity("alice").with_room_config(config)
-             .with_grants(api.VideoGrants(room_join=True, room=room_name)).to_jwt())
+    token = (
+        api.AccessToken(API_KEY, API_SECRET)
+        .with_identity("alice")
+        .with_room_config(config)
+        .with_grants(api.VideoGrants(room_join=True, room=room_name))
+        .to_jwt()
+    )
     async with worker(devserver) as automatic, worker(devserver, agent_name="from-token") as named:
         sdk_room = rtc.Room()
         await asyncio.wait_for(sdk_room.connect(devserver.url, token), TIMEOUT)

@@ -45,12 +45,16 @@ async def tone_energy(track: rtc.RemoteTrack, frames: int = 50) -> float:
 
 async def test_audio_and_data_both_ways(signal_mode: SignalMode, room_name: str) -> None:
     server, options = signal_mode.server, signal_mode.options
-    async with joined(server, "alice", room_name, options) as alice, joined(server, "bob", room_name, options) as bob:
+    async with (
+        joined(server, "alice", room_name, options) as alice,
+        joined(server, "bob", room_name, options) as bob,
+    ):
         room = server.rooms.get(room_name)
         assert room is not None
         # The path the SDK took: one peer connection per participant only on /rtc/v1.
         assert {p.link.media.single_pc for p in room.participants.values()} == {  # type: ignore[union-attr]
-            signal_mode.name == "single_pc"}
+            signal_mode.name == "single_pc"
+        }
         _, alice_feed = await publish_tone(alice)
         _, bob_feed = await publish_tone(bob, "bob-mic")
         try:
@@ -67,7 +71,10 @@ async def test_audio_and_data_both_ways(signal_mode: SignalMode, room_name: str)
                         await sender.local_participant.publish_data(b"ping", reliable=reliable, topic="t")
                     packet = await asyncio.wait_for(received, TIMEOUT)
                     assert (packet.data, packet.topic, packet.participant.identity) == (
-                        b"ping", "t", sender.local_participant.identity)
+                        b"ping",
+                        "t",
+                        sender.local_participant.identity,
+                    )
         finally:
             await stop(alice_feed)
             await stop(bob_feed)
@@ -82,10 +89,14 @@ async def test_720p_video_with_default_simulcast(signal_mode: SignalMode, room_n
     client's choice, not the server's doing, and would make the assertion flaky.
     """
     server, options = signal_mode.server, signal_mode.options
-    async with joined(server, "alice", room_name, options) as alice, \
-            joined(server, "bob", room_name, options) as bob:
-        publish = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA,
-                                          degradation_preference=rtc.DegradationPreference.MAINTAIN_RESOLUTION)
+    async with (
+        joined(server, "alice", room_name, options) as alice,
+        joined(server, "bob", room_name, options) as bob,
+    ):
+        publish = rtc.TrackPublishOptions(
+            source=rtc.TrackSource.SOURCE_CAMERA,
+            degradation_preference=rtc.DegradationPreference.MAINTAIN_RESOLUTION,
+        )
         publication, feeding = await publish_video(alice, 1280, 720, options=publish)
         try:
             track = await subscribed_track(bob, "alice", rtc.TrackKind.KIND_VIDEO)
@@ -121,7 +132,10 @@ async def test_late_joiner_receives_existing_tracks(signal_mode: SignalMode, roo
 
 async def test_mute_unpublish_and_manual_subscription(signal_mode: SignalMode, room_name: str) -> None:
     server, options = signal_mode.server, signal_mode.options
-    async with joined(server, "alice", room_name, options) as alice, joined(server, "bob", room_name, options) as bob:
+    async with (
+        joined(server, "alice", room_name, options) as alice,
+        joined(server, "bob", room_name, options) as bob,
+    ):
         publication, feeding = await publish_tone(alice)
         try:
             await subscribed_track(bob, "alice", rtc.TrackKind.KIND_AUDIO)
@@ -147,7 +161,9 @@ async def test_mute_unpublish_and_manual_subscription(signal_mode: SignalMode, r
             await stop(feeding)
 
 
-async def test_dropped_signal_connection_reconnects_without_a_ghost(signal_mode: SignalMode, room_name: str) -> None:
+async def test_dropped_signal_connection_reconnects_without_a_ghost(
+    signal_mode: SignalMode, room_name: str
+) -> None:
     """The SDK's resume after a dropped signal connection is answered as livekit-server answers a resume
     for a participant it no longer has (leave: STATE_MISMATCH, RECONNECT): the SDK rejoins at once under
     the same identity and republishes, and the others see alice leave with SIGNAL_CLOSE and come back once."""
@@ -162,7 +178,10 @@ async def test_dropped_signal_connection_reconnects_without_a_ghost(signal_mode:
         def participant_left(self, room: object, participant: Participant, reason: int) -> None:
             leaves.append(reason)
 
-    async with joined(server, "alice", room_name, options) as alice, joined(server, "bob", room_name, options) as bob:
+    async with (
+        joined(server, "alice", room_name, options) as alice,
+        joined(server, "bob", room_name, options) as bob,
+    ):
         _, feeding = await publish_tone(alice)
         try:
             await subscribed_track(bob, "alice", rtc.TrackKind.KIND_AUDIO)

@@ -16,7 +16,9 @@ from tests.integration.sdk import joined
 pytestmark = pytest.mark.integration
 
 
-async def test_callback_threads_keep_their_thread_state_between_events(devserver: DevServer, room_name: str) -> None:
+async def test_callback_threads_keep_their_thread_state_between_events(
+    devserver: DevServer, room_name: str
+) -> None:
     assert keep_callback_thread_states()
     assert keep_callback_thread_states()  # idempotent: one wrapper, not two
     fanout: Any = FfiClient.instance.queue

@@ -24,8 +24,13 @@ WAIT = 30.0  # generous bound for every awaited condition: a slow CI box must no
 def settings(**overrides: Any) -> Settings:
     """Fast pings and backoffs so failure paths complete in about a second."""
     values: dict[str, Any] = {
-        "workers": 1, "start_method": "forkserver", "ping_interval": 0.2, "ping_timeout": 2.0,
-        "restart_backoff": 0.05, "worker_shutdown_timeout": 3.0, "prewarm_timeout": 20.0,
+        "workers": 1,
+        "start_method": "forkserver",
+        "ping_interval": 0.2,
+        "ping_timeout": 2.0,
+        "restart_backoff": 0.05,
+        "worker_shutdown_timeout": 3.0,
+        "prewarm_timeout": 20.0,
         "log_level": "warning",
     }
     values.update(overrides)
@@ -34,8 +39,12 @@ def settings(**overrides: Any) -> Settings:
 
 def audio_spec(stream_id: str, processors: str, realtime: bool = False, **kw: Any) -> StreamSpec:
     return StreamSpec(
-        stream_id=stream_id, kind="audio", processors=[parse_spec(p) for p in processors.split(";")],
-        realtime=realtime, max_frame_bytes=AUDIO_FRAME_BYTES, **kw,
+        stream_id=stream_id,
+        kind="audio",
+        processors=[parse_spec(p) for p in processors.split(";")],
+        realtime=realtime,
+        max_frame_bytes=AUDIO_FRAME_BYTES,
+        **kw,
     )
 
 
@@ -79,7 +88,6 @@ class RecordingSink:
                     await self._changed.wait()
         except TimeoutError:
             raise AssertionError(f"timed out after {within} s waiting for {what}") from None
-
 
 
 def wait_exited(pids: list[int], timeout: float) -> list[int]:

@@ -56,8 +56,16 @@ async def _banner(process: asyncio.subprocess.Process) -> dict[str, str]:
 @pytest.fixture
 async def cli_server() -> AsyncIterator[RunningServer]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framepool.devserver", "--port", "0", "--keys", "clikey:clisecret-0123456789",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        sys.executable,
+        "-m",
+        "framepool.devserver",
+        "--port",
+        "0",
+        "--keys",
+        "clikey:clisecret-0123456789",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     try:
         fields = await _banner(process)
         yield RunningServer(process, fields["url"], fields["api key"], fields["api secret"])
@@ -74,19 +82,23 @@ def _token(server: RunningServer, identity: str, room: str) -> str:
 async def test_banner_validate_and_exit_on_sigterm(cli_server: RunningServer) -> None:
     assert re.fullmatch(r"ws://127\.0\.0\.1:\d+", cli_server.url) and cli_server.key == "clikey"
     async with aiohttp.ClientSession() as http:
-        ok = await http.get(f"{cli_server.http_url}/rtc/validate",
-                            headers={"Authorization": f"Bearer {_token(cli_server, 'a', 'r')}"})
+        ok = await http.get(
+            f"{cli_server.http_url}/rtc/validate",
+            headers={"Authorization": f"Bearer {_token(cli_server, 'a', 'r')}"},
+        )
         assert (ok.status, await ok.text()) == (200, "success")
-        bad = await http.get(f"{cli_server.http_url}/rtc/validate",
-                             headers={"Authorization": f"Bearer {make_token('a', 'r')}"})
+        bad = await http.get(
+            f"{cli_server.http_url}/rtc/validate", headers={"Authorization": f"Bearer {make_token('a', 'r')}"}
+        )
         assert bad.status == 401
 
         # A publishing SDK participant, and a raw signal client that never answers the close handshake.
         sdk_room = rtc.Room()
         await asyncio.wait_for(sdk_room.connect(cli_server.url, _token(cli_server, "alice", "r")), TIMEOUT)
         _, feeding = await publish_tone(sdk_room)
-        silent = await http.ws_connect(f"{cli_server.url}/rtc?access_token={_token(cli_server, 'mute', 'r')}",
-                                       autoclose=False)
+        silent = await http.ws_connect(
+            f"{cli_server.url}/rtc?access_token={_token(cli_server, 'mute', 'r')}", autoclose=False
+        )
         try:
             disconnected = next_event(sdk_room, "disconnected")
             started = time.monotonic()
@@ -116,14 +128,18 @@ async def test_signals_during_shutdown_still_exit_cleanly(cli_server: RunningSer
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "framepool.devserver", *args], capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "framepool.devserver", *args], capture_output=True, text=True, timeout=60
+    )
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("--keys", "no-secret-here"), "argument --keys: expected key:secret, got 'no-secret-here'"),
-    (("--port", "http"), "argument --port: invalid int value: 'http'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--keys", "no-secret-here"), "argument --keys: expected key:secret, got 'no-secret-here'"),
+        (("--port", "http"), "argument --port: invalid int value: 'http'"),
+    ],
+)
 def test_bad_arguments_are_one_line(args: tuple[str, ...], message: str) -> None:
     result = _run(*args)
     assert result.returncode == 2
@@ -139,5 +155,7 @@ def test_occupied_port_is_one_line() -> None:
         result = _run("--port", str(port))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"framepool devserver: cannot listen on 127.0.0.1:{port}: ")
+    assert len(lines) == 1 and lines[0].startswith(
+        f"framepool devserver: cannot listen on 127.0.0.1:{port}: "
+    )
     assert "address already in use" in lines[0] and "Traceback" not in result.stdout + result.stderr

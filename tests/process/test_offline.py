@@ -22,7 +22,6 @@ SECONDS = 2.0
 FPS = 10
 
 
-
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("offline") / "sample.mp4"

@@ -87,7 +87,9 @@ async def test_realtime_overload_drops_are_counted_and_flagged(shm_unchanged: No
     pool = await started(audio_ring_ms=40)  # 4 slots of 10 ms
     try:
         sink = RecordingSink()
-        stream = await pool.attach(audio_spec("rt", "tests.procs:Count;tests.procs:Slow", realtime=True), sink)
+        stream = await pool.attach(
+            audio_spec("rt", "tests.procs:Count;tests.procs:Slow", realtime=True), sink
+        )
         accepted = [stream.push(audio_frame(seq), seq, FMT_S16, 48000, 1, 480) for seq in range(1, 201)]
         await stream.drain()
         stats = stream.stats()
@@ -97,7 +99,12 @@ async def test_realtime_overload_drops_are_counted_and_flagged(shm_unchanged: No
         # The next frame written after the drops carries the gap flag.
         assert stream.push(audio_frame(201), 201, FMT_S16, 48000, 1, 480)
         await stream.drain()
-        assert sink.payloads("count")[-1] == {"seq": 201, "first": 201, "gap": True, "pid": pool.worker_pids()[0]}
+        assert sink.payloads("count")[-1] == {
+            "seq": 201,
+            "first": 201,
+            "gap": True,
+            "pid": pool.worker_pids()[0],
+        }
         await stream.detach()
     finally:
         await pool.aclose()
@@ -166,7 +173,9 @@ async def test_unresponsive_worker_is_killed_after_ping_timeout_and_replaced(shm
         stream = await pool.attach(audio_spec("h", "tests.procs:Hang"), sink)
         old_pid = pool.worker_pids()[0]
         stream.push(audio_frame(1), 1, FMT_S16, 48000, 1, 480)
-        await sink.wait_for(lambda: "worker_restarted" in sink.event_names(), "the hung worker to be replaced")
+        await sink.wait_for(
+            lambda: "worker_restarted" in sink.event_names(), "the hung worker to be replaced"
+        )
         assert "signal 9" in sink.events[-1][1]
         assert pool.worker_pids()[0] != old_pid and pool.stats().restarts == 1
         assert _alive([old_pid]) == []  # reaped before it was replaced
@@ -180,8 +189,12 @@ async def test_output_frames_reach_the_sink(shm_unchanged: None) -> None:
         sink = RecordingSink()
         size = 64 * 48 * 3 // 2
         spec = StreamSpec(
-            stream_id="v", kind="video", processors=[parse_spec("tests.procs:EchoVideo")], realtime=False,
-            max_frame_bytes=size, output_max_frame_bytes=size,
+            stream_id="v",
+            kind="video",
+            processors=[parse_spec("tests.procs:EchoVideo")],
+            realtime=False,
+            max_frame_bytes=size,
+            output_max_frame_bytes=size,
         )
         stream = await pool.attach(spec, sink)
         frames = [np.full(size, i, dtype=np.uint8) for i in range(5)]
@@ -198,7 +211,10 @@ async def test_output_frames_reach_the_sink(shm_unchanged: None) -> None:
 
 async def test_prewarm_timeout_is_a_clear_error(shm_unchanged: None) -> None:
     pool = WorkerPool(settings(prewarm="tests.procs:prewarm_slow", prewarm_timeout=1.0))
-    with pytest.raises(PoolError, match=r"prewarm hook 'tests.procs:prewarm_slow' did not finish within prewarm_timeout = 1 s"):
+    with pytest.raises(
+        PoolError,
+        match=r"prewarm hook 'tests.procs:prewarm_slow' did not finish within prewarm_timeout = 1 s",
+    ):
         await pool.start()
     assert _alive(pool.worker_pids()) == []
     assert pool.stats().workers[0].exitcode == -signal.SIGKILL
@@ -213,12 +229,17 @@ async def test_prewarm_exception_is_a_clear_error(shm_unchanged: None) -> None:
 
 async def test_crash_loop_at_boot_halts(shm_unchanged: None) -> None:
     pool = WorkerPool(settings(prewarm="tests.procs:prewarm_exit", crash_loop_limit=3, restart_backoff=0.01))
-    with pytest.raises(CrashLoopError, match=r"died 3 times in a row before becoming ready \(last: exit code 1 \(EXIT_FAILURE\)\)"):
+    with pytest.raises(
+        CrashLoopError,
+        match=r"died 3 times in a row before becoming ready \(last: exit code 1 \(EXIT_FAILURE\)\)",
+    ):
         await pool.start()
     assert _alive(pool.worker_pids()) == []
 
 
-async def test_memory_limit_restarts_the_worker(shm_unchanged: None, caplog: pytest.LogCaptureFixture) -> None:
+async def test_memory_limit_restarts_the_worker(
+    shm_unchanged: None, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.ERROR, logger="framepool.pool")
     pool = await started(worker_memory_limit_mb=1, ping_interval=0.1, crash_loop_limit=100)
     try:
@@ -231,12 +252,15 @@ async def test_memory_limit_restarts_the_worker(shm_unchanged: None, caplog: pyt
         await pool.aclose()
 
 
-
 @pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
 async def test_workers_die_with_a_killed_supervisor(shm_unchanged: None, start_method: str) -> None:
     supervisor = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.process.pool_orphan_script", start_method,
-        stdout=asyncio.subprocess.PIPE, cwd=os.getcwd(),
+        sys.executable,
+        "-m",
+        "tests.process.pool_orphan_script",
+        start_method,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=os.getcwd(),
     )
     try:
         assert supervisor.stdout is not None
@@ -277,7 +301,10 @@ async def test_realtime_video_skips_to_the_newest_frame(shm_unchanged: None) -> 
         sink = RecordingSink()
         size = 32 * 16 * 3 // 2
         spec = StreamSpec(
-            stream_id="rv", kind="video", processors=[parse_spec("tests.procs:SlowVideo")], max_frame_bytes=size,
+            stream_id="rv",
+            kind="video",
+            processors=[parse_spec("tests.procs:SlowVideo")],
+            max_frame_bytes=size,
         )
         stream = await pool.attach(spec, sink)
         frame = np.zeros(size, dtype=np.uint8)
@@ -324,7 +351,9 @@ def _sigterm_ignored(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
-async def test_aclose_returns_only_when_every_worker_is_reaped(shm_unchanged: None, start_method: str) -> None:
+async def test_aclose_returns_only_when_every_worker_is_reaped(
+    shm_unchanged: None, start_method: str
+) -> None:
     pool = await started(workers=2, start_method=start_method)
     pids = pool.worker_pids()
     sink = RecordingSink()
@@ -376,7 +405,9 @@ async def test_audio_ring_holds_audio_ring_ms_of_the_processors_frames(
         sink = RecordingSink()
         samples = 48 * frame_ms
         spec = StreamSpec(
-            stream_id="a", kind="audio", processors=[parse_spec(f"tests.procs:Hang(frame_ms={frame_ms})")],
+            stream_id="a",
+            kind="audio",
+            processors=[parse_spec(f"tests.procs:Hang(frame_ms={frame_ms})")],
             max_frame_bytes=samples * 2,
         )
         stream = await pool.attach(spec, sink)
@@ -404,7 +435,10 @@ async def test_video_scaled_down_per_processor_maximum(shm_unchanged: None) -> N
         size = width * height * 3 // 2
         processors = ["tests.procs:SizeProbe(max_width=160)", "tests.procs:SizeProbe"]
         spec = StreamSpec(
-            stream_id="scaled", kind="video", processors=[parse_spec(p) for p in processors], realtime=False,
+            stream_id="scaled",
+            kind="video",
+            processors=[parse_spec(p) for p in processors],
+            realtime=False,
             max_frame_bytes=size,
         )
         stream = await pool.attach(spec, sink)
@@ -475,9 +509,15 @@ async def test_busy_seconds_are_current_without_drain_or_detach(shm_unchanged: N
         await pool.aclose()
 
 
-async def test_workers_of_a_killed_forkserver_are_reaped_by_a_subreaper_supervisor(shm_unchanged: None) -> None:
+async def test_workers_of_a_killed_forkserver_are_reaped_by_a_subreaper_supervisor(
+    shm_unchanged: None,
+) -> None:
     supervisor = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.process.pool_reaper_script", stdout=asyncio.subprocess.PIPE, cwd=os.getcwd(),
+        sys.executable,
+        "-m",
+        "tests.process.pool_reaper_script",
+        stdout=asyncio.subprocess.PIPE,
+        cwd=os.getcwd(),
     )
     try:
         assert supervisor.stdout is not None

@@ -25,18 +25,35 @@ from framepool.errors import ChannelError
 from framepool.processors.registry import ProcessorSpec
 
 START = WorkerStart(
-    index=2, supervisor_pid=1, cpu=1, prewarm="m:f",
-    processor_failure_limit=5, result_max_bytes=65536, log_level="info", log_format="json",
+    index=2,
+    supervisor_pid=1,
+    cpu=1,
+    prewarm="m:f",
+    processor_failure_limit=5,
+    result_max_bytes=65536,
+    log_level="info",
+    log_format="json",
 )
 
 
 def test_round_trip_every_field() -> None:
     attach = AttachStream(
-        index=7, stream_id="room/alice/TR_1", kind="audio",
-        processors=[ProcessorSpec("audio-level", {"window_ms": 100})], realtime=False,
-        labels={"room": "r"}, has_output=True, has_space_bell=True, gap=True,
+        index=7,
+        stream_id="room/alice/TR_1",
+        kind="audio",
+        processors=[ProcessorSpec("audio-level", {"window_ms": 100})],
+        realtime=False,
+        labels={"room": "r"},
+        has_output=True,
+        has_space_bell=True,
+        gap=True,
     )
-    for message in (START, attach, Ping(seq=3), StreamDetached(index=1, processed=9, errors=0, busy={"a": 0.5}, results_dropped=0)):
+    for message in (
+        START,
+        attach,
+        Ping(seq=3),
+        StreamDetached(index=1, processed=9, errors=0, busy={"a": 0.5}, results_dropped=0),
+    ):
         assert control.decode(control.encode(message)) == message
 
 
@@ -130,6 +147,8 @@ def test_malformed_datagrams(datagram: bytes, match: str) -> None:
 
 
 def test_oversize_message_refused_before_sending() -> None:
-    big = StreamDetached(index=1, processed=0, errors=0, busy={f"p{i}": 0.0 for i in range(40000)}, results_dropped=0)
+    big = StreamDetached(
+        index=1, processed=0, errors=0, busy={f"p{i}": 0.0 for i in range(40000)}, results_dropped=0
+    )
     with pytest.raises(ChannelError, match="exceeds"):
         control.encode(big)

@@ -12,7 +12,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def inner_stop_budget(settings: Settings) -> float:
     """The longest a SIGTERM may take: drain, then the jobs' shutdown ladder (one shared deadline) and the final
     status reports, then the pool: detaching streams and the worker ladder (ack, exit), one rung each."""
-    return settings.drain_timeout + settings.shutdown_timeout + REPORT_GRACE + 3 * settings.worker_shutdown_timeout
+    return (
+        settings.drain_timeout
+        + settings.shutdown_timeout
+        + REPORT_GRACE
+        + 3 * settings.worker_shutdown_timeout
+    )
 
 
 def test_systemd_stop_timeout_exceeds_drain_ladder() -> None:

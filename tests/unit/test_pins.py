@@ -4,8 +4,12 @@ from importlib.metadata import version
 
 
 def test_livekit_sdk_minor_is_the_one_the_dev_server_speaks() -> None:
-    assert version("livekit").startswith("1.2."), "livekit's signalling changes between minors: re-probe DESIGN.md's facts"
+    assert version("livekit").startswith("1.2."), (
+        "livekit's signalling changes between minors: re-probe DESIGN.md's facts"
+    )
 
 
 def test_aiortc_minor_is_the_one_the_dev_server_patches() -> None:
-    assert version("aiortc").startswith("1.16."), "the dev server patches aiortc internals: re-check them for this release"
+    assert version("aiortc").startswith("1.16."), (
+        "the dev server patches aiortc internals: re-check them for this release"
+    )

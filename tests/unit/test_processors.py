@@ -102,13 +102,16 @@ def test_windows_do_not_depend_on_frame_size_and_close_flushes_the_partial_windo
     assert outputs[0][0]["rms_dbfs"] == expected
 
 
-@pytest.mark.parametrize(("spec", "frame_ms"), [
-    ("audio-level", 100),
-    ("audio-level(window_ms=20)", 20),
-    ("audio-level(window_ms=15)", 10),
-    ("audio-level(window_ms=500)", 100),
-    ("audio-level(window_ms=500, frame_ms=10)", 10),
-])
+@pytest.mark.parametrize(
+    ("spec", "frame_ms"),
+    [
+        ("audio-level", 100),
+        ("audio-level(window_ms=20)", 20),
+        ("audio-level(window_ms=15)", 10),
+        ("audio-level(window_ms=500)", 100),
+        ("audio-level(window_ms=500, frame_ms=10)", 10),
+    ],
+)
 def test_audio_level_asks_for_frames_as_long_as_its_window(spec: str, frame_ms: int) -> None:
     """Fewer, longer frames cost the supervisor fewer SDK events; the window bounds the latency anyway."""
     fmt = instantiate(parse_spec(spec)).input_format()

@@ -7,22 +7,31 @@ from framepool.processors import VideoFormat, frame_bytes
 from framepool.processors.scale import downscale, scale_factor
 
 
-@pytest.mark.parametrize(("size", "maximum", "factor"), [
-    ((1280, 720), (640, 360), 2),
-    ((1280, 720), (500, 500), 3),
-    ((1280, 720), (0, 0), 1),
-    ((320, 240), (640, 360), 1),
-    ((1920, 1080), (0, 540), 2),
-])
-def test_scale_factor_fits_within_the_maximum(size: tuple[int, int], maximum: tuple[int, int], factor: int) -> None:
+@pytest.mark.parametrize(
+    ("size", "maximum", "factor"),
+    [
+        ((1280, 720), (640, 360), 2),
+        ((1280, 720), (500, 500), 3),
+        ((1280, 720), (0, 0), 1),
+        ((320, 240), (640, 360), 1),
+        ((1920, 1080), (0, 540), 2),
+    ],
+)
+def test_scale_factor_fits_within_the_maximum(
+    size: tuple[int, int], maximum: tuple[int, int], factor: int
+) -> None:
     fmt = VideoFormat(max_width=maximum[0], max_height=maximum[1])
     assert scale_factor(*size, fmt) == factor
-    assert (not maximum[0] or size[0] // factor <= maximum[0]) and (not maximum[1] or size[1] // factor <= maximum[1])
+    assert (not maximum[0] or size[0] // factor <= maximum[0]) and (
+        not maximum[1] or size[1] // factor <= maximum[1]
+    )
 
 
 def i420(width: int, height: int, y: np.ndarray, u: int, v: int) -> np.ndarray:
     cw, ch = (width + 1) // 2, (height + 1) // 2
-    return np.concatenate([y.ravel(), np.full(cw * ch, u, np.uint8), np.full(cw * ch, v, np.uint8)]).astype(np.uint8)
+    return np.concatenate([y.ravel(), np.full(cw * ch, u, np.uint8), np.full(cw * ch, v, np.uint8)]).astype(
+        np.uint8
+    )
 
 
 def test_i420_luma_is_block_averaged_and_chroma_kept() -> None:
@@ -73,7 +82,7 @@ def test_stream_format_of_processors_with_different_maxima_is_the_least_restrict
         assert isinstance(result, VideoFormat)
         return result
 
-    assert fmt("tests.procs:SizeProbe(max_width=160)", "tests.procs:SizeProbe(max_width=320, max_height=90)") == VideoFormat(
-        max_width=320, max_height=0
-    )
+    assert fmt(
+        "tests.procs:SizeProbe(max_width=160)", "tests.procs:SizeProbe(max_width=320, max_height=90)"
+    ) == VideoFormat(max_width=320, max_height=0)
     assert fmt("tests.procs:SizeProbe(max_width=160)", "tests.procs:SizeProbe") == VideoFormat()

@@ -10,6 +10,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_settings_reference_is_current() -> None:
     generated = subprocess.run(
         [sys.executable, "-m", "framepool.cli", "config", "--reference", "--markdown"],
-        capture_output=True, text=True, check=True, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
     ).stdout
-    assert generated.strip() in (ROOT / "docs" / "settings.md").read_text(), "docs/settings.md is stale: run `make docs`"
+    assert generated.strip() in (ROOT / "docs" / "settings.md").read_text(), (
+        "docs/settings.md is stale: run `make docs`"
+    )
