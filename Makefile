@@ -20,7 +20,7 @@ daemon/.ring-built: native/ring.c $(STAMP)
 native: daemon/.ring-built
 
 demo: native
-	$(PY) -m framepool.agent.demo
+	$(PY) -m framepool.demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check daemon processors tests benchmarks setup.py

@@ -15,7 +15,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.reduction import recv_handle
 from typing import Any
 
-from framepool import ring as fp
+from framepool.ipc import ring as fp
 
 # name: (bytes, kind, fmt, a, b, c)
 FRAMES = {

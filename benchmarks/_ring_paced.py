@@ -42,7 +42,7 @@ from _ring_common import (
     write_or_wait,
 )
 
-from framepool import ring as fp
+from framepool.ipc import ring as fp
 
 PERIOD_S = 0.015
 PERIOD_NS = int(PERIOD_S * 1e9)

@@ -36,9 +36,9 @@ sys.path.insert(
     0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 )  # `tests.procs` in workers too
 
+from framepool.ipc.ring import FMT_S16, KIND_AUDIO, POLICY_DROP_NEWEST, FrameHeader, FrameRing
 from framepool.pool import Result, StreamSpec, WorkerPool
 from framepool.processors.registry import parse_spec
-from framepool.ring import FMT_S16, KIND_AUDIO, POLICY_DROP_NEWEST, FrameHeader, FrameRing
 from framepool.settings import Settings
 
 TICK = 0.010

@@ -67,7 +67,7 @@ from _ring_common import (
 )
 from _ring_wakeup import measure_wakeup
 
-from framepool import ring as fp
+from framepool.ipc import ring as fp
 
 TRANSPORTS = ["framepool", "mp.Queue", "socketpair", "copy"]
 MODES = ["single", "batched", "paced"]

@@ -1,4 +1,4 @@
-"""Typed stub of the C extension `framepool._ring` (native/ring.c); `framepool.pyring` is its reference."""
+"""Typed stub of the C extension `framepool._ring` (native/ring.c); `framepool.ipc.pyring` is its reference."""
 
 from typing import Final, final
 

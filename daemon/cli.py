@@ -198,7 +198,7 @@ def _run_config(args: argparse.Namespace, settings: Settings | None) -> int:
 
 
 def _run_process(args: argparse.Namespace, settings: Settings | None) -> int:
-    from framepool.offline import OfflineJob, run_offline
+    from framepool.offline.runner import OfflineJob, run_offline
 
     assert settings is not None
     job = OfflineJob(

@@ -24,10 +24,10 @@ from typing import Any
 import msgspec
 from livekit import rtc
 
+from framepool.ipc.ring import FMT_I420, FMT_RGB24, FMT_RGBA, FMT_S16, FrameHeader
 from framepool.pool import Result, StreamAttachment, StreamSpec, WorkerPool, input_format_of
 from framepool.processors.api import AudioFormat, VideoFormat, frame_bytes
 from framepool.processors.registry import ProcessorSpec, parse_spec
-from framepool.ring import FMT_I420, FMT_RGB24, FMT_RGBA, FMT_S16, FrameHeader
 from framepool.tasks import TaskSet
 
 log = logging.getLogger("framepool.agent.session")

@@ -127,9 +127,7 @@ async def test_a_processed_video_track_reaches_another_participant(
     @server.rtc_session()
     async def negative(ctx: JobContext) -> None:
         await ctx.connect()
-        ctx.attach(
-            "framepool.agent.demo_processors:Negative", sources=["camera"], output=TrackOutput("negative")
-        )
+        ctx.attach("framepool.demo.processors:Negative", sources=["camera"], output=TrackOutput("negative"))
 
     async with serving(server), joined(devserver, "bob", room_name) as bob:
         subscribed: asyncio.Future[tuple[rtc.Track, str]] = asyncio.get_running_loop().create_future()

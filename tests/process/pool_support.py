@@ -12,9 +12,9 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from framepool.ipc.ring import FrameHeader
 from framepool.pool import Result, StreamSpec, WorkerPool
 from framepool.processors.registry import parse_spec
-from framepool.ring import FrameHeader
 from framepool.settings import Settings
 
 AUDIO_FRAME_BYTES = 960  # 10 ms of 48 kHz mono int16

@@ -11,8 +11,8 @@ from pathlib import Path
 import av
 import pytest
 
-from framepool.offline import OfflineJob, process_file
-from framepool.samples import write_test_sample
+from framepool.demo.samples import write_test_sample
+from framepool.offline.runner import OfflineJob, process_file
 from framepool.settings import Settings
 from tests.shm import shm_segments
 

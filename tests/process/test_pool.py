@@ -15,11 +15,11 @@ import numpy as np
 import psutil
 import pytest
 
-from framepool import worker
 from framepool.errors import CrashLoopError, PoolError, ProcessorError
+from framepool.ipc.ring import FMT_I420, FMT_S16
 from framepool.pool import PoolStats, StreamSpec, WorkerPool
 from framepool.processors.registry import parse_spec
-from framepool.ring import FMT_I420, FMT_S16
+from framepool.worker import main as worker
 from tests.process.pool_support import (
     WAIT,
     RecordingSink,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from framepool.ring import implementation
+from framepool.ipc.ring import implementation
 from tests.shm import shm_segments
 
 pytestmark = pytest.mark.process

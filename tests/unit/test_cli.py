@@ -158,7 +158,7 @@ class Terminal(io.StringIO):
 
 
 def test_progress_prints_one_line_per_interval_on_a_terminal_only() -> None:
-    from framepool.offline import PROGRESS_INTERVAL, Progress
+    from framepool.offline.runner import PROGRESS_INTERVAL, Progress
 
     now = [0.0]
     terminal = Terminal()

@@ -10,8 +10,9 @@ import struct
 import msgspec
 import pytest
 
-from framepool import control
-from framepool.control import (
+from framepool.errors import ChannelError
+from framepool.ipc import control
+from framepool.ipc.control import (
     AttachStream,
     ControlChannel,
     Ping,
@@ -21,7 +22,6 @@ from framepool.control import (
     WorkerStart,
     channel_pair,
 )
-from framepool.errors import ChannelError
 from framepool.processors.registry import ProcessorSpec
 
 START = WorkerStart(

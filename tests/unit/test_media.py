@@ -9,9 +9,11 @@ import av
 import numpy as np
 import pytest
 
-from framepool import ring
+from framepool.demo.samples import square_position, tone_samples, write_test_sample
+from framepool.demo.samples import test_pattern_frame as pattern_frame
 from framepool.errors import ConfigError, InputError
-from framepool.media import (
+from framepool.ipc import ring
+from framepool.offline.media import (
     AudioConverter,
     MediaOutput,
     VideoConverter,
@@ -20,8 +22,6 @@ from framepool.media import (
     open_input,
 )
 from framepool.processors.api import AudioFormat, VideoFormat, frame_bytes
-from framepool.samples import square_position, tone_samples, write_test_sample
-from framepool.samples import test_pattern_frame as pattern_frame
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from framepool import pyring
-from framepool.ring import implementation
+from framepool.ipc import pyring
+from framepool.ipc.ring import implementation
 
 IMPLEMENTATIONS = ["c", "python"]
 PAGE = mmap.PAGESIZE

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from framepool.processors import VideoFormat, frame_bytes
-from framepool.processors.scale import downscale, scale_factor
+from framepool.worker.scale import downscale, scale_factor
 
 
 @pytest.mark.parametrize(

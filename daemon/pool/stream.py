@@ -21,10 +21,9 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import msgspec
 from typing_extensions import Buffer
 
-from framepool import control
 from framepool.errors import PoolError, ProcessorError
-from framepool.processors.registry import ProcessorSpec
-from framepool.ring import (
+from framepool.ipc import control
+from framepool.ipc.ring import (
     KIND_AUDIO,
     KIND_VIDEO,
     POLICY_BLOCK,
@@ -34,9 +33,10 @@ from framepool.ring import (
     FrameHeader,
     FrameRing,
 )
+from framepool.processors.registry import ProcessorSpec
 
 if TYPE_CHECKING:
-    from framepool.pool_worker import WorkerProcess
+    from framepool.pool.process import WorkerProcess
 
 log = logging.getLogger("framepool.pool")
 

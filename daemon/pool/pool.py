@@ -30,13 +30,13 @@ from typing import Any
 import msgspec
 import psutil
 
-from framepool import control
 from framepool.errors import ChannelError, CrashLoopError, PoolError, ProcessorError
-from framepool.pool_stream import Result, StreamAttachment, StreamSink, StreamSpec, StreamStats
-from framepool.pool_worker import WorkerProcess, WorkerState, describe_exit, raise_fd_limit
+from framepool.ipc import control
+from framepool.pool.placement import least_loaded
+from framepool.pool.process import WorkerProcess, WorkerState, describe_exit, raise_fd_limit
+from framepool.pool.stream import Result, StreamAttachment, StreamSink, StreamSpec, StreamStats
 from framepool.processors.api import AudioFormat, VideoFormat
 from framepool.processors.registry import ProcessorSpec, instantiate
-from framepool.scheduler import least_loaded
 from framepool.settings import Settings, effective_workers, worker_cpus
 
 __all__ = [
@@ -69,7 +69,7 @@ class WorkerStats(msgspec.Struct, frozen=True, kw_only=True):
     load: float
     restarts: int
     pss_bytes: int
-    exitcode: int | None  # of the current incarnation, once it exited (see framepool.worker EXIT_*)
+    exitcode: int | None  # of the current incarnation, once it exited (see framepool.worker.main EXIT_*)
 
 
 class PoolStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -171,7 +171,7 @@ class WorkerPool:
             # Workers then fork from a server that already imported numpy and the runtime.
             # pool_forkserver keeps the server alive through a process-group SIGTERM: it reaps the workers.
             multiprocessing.get_context("forkserver").set_forkserver_preload(
-                ["framepool.worker", "framepool.pool_forkserver"]
+                ["framepool.worker.main", "framepool.pool.forkserver"]
             )
         outcomes = await asyncio.gather(*(self._boot(slot) for slot in self._slots), return_exceptions=True)
         errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]

@@ -2,7 +2,7 @@
 
 `negative` inverts the luma of every I420 frame and publishes the result as the output track, so a viewer
 can see that frames went supervisor → ring → worker → output ring → published track and back to the room.
-Loaded by name as `framepool.agent.demo_processors:Negative`.
+Loaded by name as `framepool.demo.processors:Negative`.
 """
 
 from __future__ import annotations

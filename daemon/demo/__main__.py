@@ -1,8 +1,8 @@
 """The live demo: dev server + framepool agent + a synthetic publisher + a listener (one process, supervisor side).
 
-`python -m framepool.agent.demo [--seconds 20]` starts the loopback LiveKit dev server, an AgentServer with
+`python -m framepool.demo [--seconds 20]` starts the loopback LiveKit dev server, an AgentServer with
 one automatic agent (audio-level on the microphone, video-motion and a luma negative on the camera), a
-publisher sending a tone and the moving test pattern of `framepool.samples`, and a listener that prints the
+publisher sending a tone and the moving test pattern of `framepool.demo.samples`, and a listener that prints the
 results the agent publishes as data messages and counts the frames of the processed video track. At the end
 everything shuts down in order and a summary is printed; the exit status is 0 only if results and processed
 frames both arrived.
@@ -26,9 +26,9 @@ from framepool import loop as framepool_loop
 from framepool.agent.job import JobContext, RunningJob
 from framepool.agent.server import AgentServer, pool_load
 from framepool.agent.session import DataOutput, TrackOutput
+from framepool.demo.samples import test_pattern_frame, tone
 from framepool.devserver.server import DevServer
 from framepool.logs import setup_logging
-from framepool.samples import test_pattern_frame, tone
 from framepool.settings import Settings
 
 KEY, SECRET = "devkey", "secret"
@@ -45,7 +45,7 @@ def build_server(settings: Settings) -> AgentServer:
             "audio-level(window_ms=500)", sources=["microphone"], output=DataOutput(topic="audio-level")
         )
         ctx.attach(
-            ["video-motion(emit_every=15)", "framepool.agent.demo_processors:Negative"],
+            ["video-motion(emit_every=15)", "framepool.demo.processors:Negative"],
             sources=["camera"],
             output=[DataOutput(topic="video"), TrackOutput("negative")],
         )
@@ -198,9 +198,7 @@ def summary(listener: Listener, stats: dict[str, Any], ended: list[RunningJob]) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m framepool.agent.demo", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m framepool.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="How long the publisher sends media.")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)

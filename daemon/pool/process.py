@@ -38,15 +38,16 @@ from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING
 
-from framepool import control, worker
-from framepool.control import ControlChannel
 from framepool.errors import ChannelError, PoolError
-from framepool.ring import POLICY_BLOCK, Doorbell, FrameRing
-from framepool.scheduler import LoadEstimate
+from framepool.ipc import control
+from framepool.ipc.control import ControlChannel
+from framepool.ipc.ring import POLICY_BLOCK, Doorbell, FrameRing
+from framepool.pool.placement import LoadEstimate
 from framepool.settings import Settings
+from framepool.worker import main as worker
 
 if TYPE_CHECKING:
-    from framepool.pool import StreamAttachment
+    from framepool.pool.stream import StreamAttachment
 
 log = logging.getLogger("framepool.pool")
 TOPIC_ROOM = 256  # result slot bytes beyond result_max_bytes: the topic travels in the slot too
@@ -456,9 +457,8 @@ def _start_process(
     """Blocking part of a spawn (runs in a thread): start the process, return it, its pid and a pidfd (-1 if it
     is already gone)."""
     expected_parent = _expected_parent(method)
-    process = ctx.Process(
-        target=worker.main, args=(sock, expected_parent), name=f"framepool-worker-{slot}", daemon=True
-    )  # type: ignore[attr-defined]
+    name = f"framepool-worker-{slot}"
+    process = ctx.Process(target=worker.main, args=(sock, expected_parent), name=name, daemon=True)  # type: ignore[attr-defined]
     process.start()
     _running.add(process)
     assert process.pid is not None

@@ -1,6 +1,6 @@
 """The shared-memory frame ring between the supervisor and the processor workers (both processes).
 
-`framepool.ring` re-exports the C extension `framepool._ring`; `framepool.pyring` is the pure-Python
+`framepool.ipc.ring` re-exports the C extension `framepool._ring`; `framepool.ipc.pyring` is the pure-Python
 reference with the same API and the same memory layout (the tests run both and cross them).
 `implementation("c" | "python")` returns either module.
 
@@ -90,7 +90,7 @@ def implementation(name: str) -> ModuleType:
 
         return _ring
     if name == "python":
-        from framepool import pyring
+        from framepool.ipc import pyring
 
         return pyring
     raise ValueError(f'unknown ring implementation {name!r}: expected "c" or "python"')

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from framepool.scheduler import LoadEstimate, least_loaded
+from framepool.pool.placement import LoadEstimate, least_loaded
 
 
 @dataclass

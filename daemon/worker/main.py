@@ -30,12 +30,12 @@ import sys
 import time
 from collections.abc import Callable
 
-from framepool import control
-from framepool.control import WorkerChannel
 from framepool.errors import ChannelError
+from framepool.ipc import control
+from framepool.ipc.control import WorkerChannel
+from framepool.ipc.ring import Doorbell, FrameRing, RingError
 from framepool.logs import log_context, setup_logging
-from framepool.pool_hosting import HostedStream, ResultWriter
-from framepool.ring import Doorbell, FrameRing, RingError
+from framepool.worker.hosting import HostedStream, ResultWriter
 
 # Streams whose busy seconds one pong carries at most (about 20 bytes each per processor, far below the channel's
 # message limit); the others wait for the next pong, oldest first.

@@ -25,13 +25,9 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from framepool import control
-from framepool.control import WorkerChannel
-from framepool.logs import log_context
-from framepool.processors.api import AudioFrame, PixelFormat, Processor, VideoFormat, VideoFrame, frame_bytes
-from framepool.processors.registry import instantiate
-from framepool.processors.scale import downscale, scale_factor
-from framepool.ring import (
+from framepool.ipc import control
+from framepool.ipc.control import WorkerChannel
+from framepool.ipc.ring import (
     FLAG_GAP,
     FMT_BYTES,
     FMT_I420,
@@ -45,6 +41,10 @@ from framepool.ring import (
     FrameHeader,
     FrameRing,
 )
+from framepool.logs import log_context
+from framepool.processors.api import AudioFrame, PixelFormat, Processor, VideoFormat, VideoFrame, frame_bytes
+from framepool.processors.registry import instantiate
+from framepool.worker.scale import downscale, scale_factor
 
 MAX_TOPIC_BYTES = 255
 BATCH = 256  # frames one stream may process per pass before the others get their turn
@@ -189,7 +189,7 @@ class HostedProcessor:
         self.disabled = False
         self.busy = 0.0
         fmt = instance.input_format()
-        # A video processor with a maximum resolution gets larger frames scaled down (framepool.processors.scale).
+        # A video processor with a maximum resolution gets larger frames scaled down (framepool.worker.scale).
         self.max_size = fmt if isinstance(fmt, VideoFormat) and (fmt.max_width or fmt.max_height) else None
 
 

@@ -3,7 +3,7 @@
 This module is the executable specification of `framepool._ring`: same API, same memory layout, byte for
 byte, so a C producer can feed a Python consumer and the other way round (the unit tests run every case
 against both and cross them). It is slow (every field goes through `struct`), and it is meant to be exact,
-not fast; production code uses the C extension through `framepool.ring`.
+not fast; production code uses the C extension through `framepool.ipc.ring`.
 
 Memory layout of a ring (a memfd; all integers little-endian, indices count frames, never wrap):
 

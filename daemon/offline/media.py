@@ -25,8 +25,8 @@ import numpy as np
 import numpy.typing as npt
 
 from framepool.errors import ConfigError, InputError
+from framepool.ipc.ring import FMT_I420, FMT_RGB24, FMT_RGBA, FMT_S16, FrameHeader
 from framepool.processors.api import AudioFormat, VideoFormat, frame_bytes
-from framepool.ring import FMT_I420, FMT_RGB24, FMT_RGBA, FMT_S16, FrameHeader
 
 log = logging.getLogger(__name__)
 

@@ -25,12 +25,12 @@ import av
 import msgspec
 
 from framepool.errors import EXIT_FAILURE, EXIT_OK, ProcessorError
+from framepool.ipc.ring import FrameHeader
 from framepool.logs import log_context
-from framepool.media import AudioConverter, MediaOutput, VideoConverter, decoded_frames, open_input
+from framepool.offline.media import AudioConverter, MediaOutput, VideoConverter, decoded_frames, open_input
 from framepool.pool import Result, StreamAttachment, StreamSpec, StreamStats, WorkerPool, input_format_of
 from framepool.processors.api import AudioFormat, Kind, VideoFormat
 from framepool.processors.registry import ProcessorSpec, load_class, parse_specs
-from framepool.ring import FrameHeader
 from framepool.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,22 @@
+"""The worker pool as the supervisor sees it (supervisor process).
+
+`pool` places streams on workers and restarts them, `process` is the supervisor's handle on one worker
+process, `stream` a stream attached to the pool, `placement` the choice of worker, `forkserver` what the
+forkserver preloads. Nothing here runs in a worker: workers are reached only through `framepool.ipc`.
+"""
+
+from framepool.pool.pool import PoolStats, WorkerPool, WorkerStats, input_format_of, ring_slots
+from framepool.pool.stream import Result, StreamAttachment, StreamSink, StreamSpec, StreamStats
+
+__all__ = [
+    "PoolStats",
+    "Result",
+    "StreamAttachment",
+    "StreamSink",
+    "StreamSpec",
+    "StreamStats",
+    "WorkerPool",
+    "WorkerStats",
+    "input_format_of",
+    "ring_slots",
+]
