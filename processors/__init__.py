@@ -3,6 +3,7 @@
 from framepool.processors.api import (
     AudioFormat,
     AudioFrame,
+    AudioProcessor,
     Kind,
     NoParams,
     PixelFormat,
@@ -10,24 +11,45 @@ from framepool.processors.api import (
     Processor,
     VideoFormat,
     VideoFrame,
+    VideoProcessor,
     frame_bytes,
 )
-from framepool.processors.registry import ProcessorSpec, instantiate, load_class, parse_spec, parse_specs
+from framepool.processors.kinds import KINDS, InputFormat, MediaKind, kind_of, media_kind
+from framepool.processors.registry import (
+    ProcessorSpec,
+    ResolvedSpec,
+    instantiate,
+    load_class,
+    parse_spec,
+    parse_specs,
+    resolve,
+)
+from framepool.processors.resource import WorkerResource
 
 __all__ = [
+    "KINDS",
     "AudioFormat",
     "AudioFrame",
+    "AudioProcessor",
+    "InputFormat",
     "Kind",
+    "MediaKind",
     "NoParams",
     "PixelFormat",
     "ProcessContext",
     "Processor",
     "ProcessorSpec",
+    "ResolvedSpec",
     "VideoFormat",
     "VideoFrame",
+    "VideoProcessor",
+    "WorkerResource",
     "frame_bytes",
     "instantiate",
+    "kind_of",
     "load_class",
+    "media_kind",
     "parse_spec",
     "parse_specs",
+    "resolve",
 ]

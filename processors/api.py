@@ -1,28 +1,37 @@
-"""The Processor API (worker process; the supervisor imports it to validate parameters and formats).
+"""The Processor API (worker process; the supervisor imports it to validate parameters and learn formats).
 
-A processor is synchronous, CPU-bound code: numpy in, results out. One instance per stream, created in
-the worker that hosts the stream, so it may keep state between frames. `process` receives a frame whose
-arrays are zero-copy views of a shared-memory ring slot: valid for the duration of the call only (copy
-what must outlive it). Output goes through the context: `emit` for results (sent to the room as data
-messages, or written as JSON lines offline), `publish_audio` / `publish_video` for frames of an output track.
+A processor is synchronous, CPU-bound code: numpy in, results out. Subclass `AudioProcessor[Params]` or
+`VideoProcessor[Params]`: the frame type and the parameters' type are then known to a type checker in
+`process(frame, ctx)` and `self.params`, and `Params` is taken from the type argument. One instance per
+stream, created in the worker that hosts the stream, so it may keep state between frames. `process`
+receives a frame whose arrays are zero-copy views of a shared-memory ring slot: valid for the duration of
+the call only (copy what must outlive it). Output goes through the context: `emit` for results (sent to
+the room as data messages, or written as JSON lines offline), `publish_audio` / `publish_video` for frames
+of an output track.
 
-Parameters are a msgspec Struct per processor (`Params`), so `audio-level(window_ms=abc)` fails at start
-with the parameter's name and the expected type, in the supervisor, before any worker sees it.
+The supervisor never constructs a processor. It imports the processor's module, validates the parameters
+against `Params` (so `audio-level(window_ms=abc)` fails at start with the parameter's name and the
+expected type, before any worker sees it), and asks the *class* for its input format:
+`input_format(params)` is a classmethod of the validated parameters. Whatever is slow to set up (a model)
+belongs in the constructor, which runs in the worker, or better in a `WorkerResource`
+(framepool.processors.resource), loaded once per worker and shared by the streams there.
 """
 
 from __future__ import annotations
 
 import logging
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
-Kind = Literal["audio", "video"]
+# The kinds of stream; what each one means is in framepool.processors.kinds (data: known, not attachable yet).
+Kind = Literal["audio", "video", "data"]
 PixelFormat = Literal["I420", "RGB24", "RGBA"]
 
 
@@ -136,23 +145,87 @@ class NoParams(msgspec.Struct, forbid_unknown_fields=True):
     """For processors without parameters."""
 
 
-class Processor(ABC):
-    """Subclass, set `name`, `kind` and `Params`, implement `process` (and `input_format` if it depends on parameters)."""
+FrameT = TypeVar("FrameT", AudioFrame, VideoFrame)
+ParamsT = TypeVar("ParamsT", bound=msgspec.Struct)
+
+
+def _params_argument(cls: type) -> type[msgspec.Struct] | None:
+    """The Params struct named by the type arguments of `cls`'s own Processor bases, if any."""
+    for base in cls.__dict__.get("__orig_bases__", ()):
+        origin = typing.get_origin(base)
+        if not (isinstance(origin, type) and issubclass(origin, Processor)):
+            continue
+        arguments = typing.get_args(base)
+        candidate = arguments[-1] if arguments else None
+        if isinstance(candidate, type) and issubclass(candidate, msgspec.Struct):
+            return candidate
+    return None
+
+
+class Processor(ABC, Generic[FrameT, ParamsT]):
+    """The base of every processor; subclass `AudioProcessor[Params]` or `VideoProcessor[Params]`.
+
+    Set `name`, implement `process`, and `input_format` (a classmethod) when the format depends on the
+    parameters. `Params` comes from the type argument; a class may still set `Params` itself (then it
+    must be the same class, if a type argument names one too).
+    """
 
     name: ClassVar[str]
     kind: ClassVar[Kind]
     Params: ClassVar[type[msgspec.Struct]] = NoParams
 
-    def __init__(self, params: Any) -> None:
-        self.params = params
+    def __init__(self, params: ParamsT) -> None:
+        self.params: ParamsT = params
 
-    def input_format(self) -> AudioFormat | VideoFormat:
-        """The format this processor wants its frames in."""
-        return AudioFormat() if self.kind == "audio" else VideoFormat()
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        argument = _params_argument(cls)
+        if argument is None:
+            return
+        own = cls.__dict__.get("Params")
+        if own is not None and own is not argument:
+            raise TypeError(
+                f"{cls.__qualname__}: Params is {own.__qualname__} but the type argument says "
+                f"{argument.__qualname__}"
+            )
+        cls.Params = argument
+
+    @classmethod
+    def input_format(cls, params: ParamsT) -> AudioFormat | VideoFormat:
+        """The format this processor wants its frames in, given its validated parameters.
+
+        A classmethod, so the supervisor learns it without constructing the processor; keep it cheap and
+        free of side effects (it runs in the supervisor, on its event loop). Default: the kind's default.
+        """
+        from framepool.processors.kinds import media_kind  # the kind registry imports this module
+
+        return media_kind(cls.kind).default_format()  # type: ignore[no-any-return]
 
     @abstractmethod
-    def process(self, frame: Any, ctx: ProcessContext) -> None:
-        """Handle one frame (AudioFrame or VideoFrame, per `kind`). Views are valid for this call only."""
+    def process(self, frame: FrameT, ctx: ProcessContext) -> None:
+        """Handle one frame. Its arrays are views of a ring slot, valid for this call only."""
 
-    def close(self, ctx: ProcessContext) -> None:  # noqa: B027 - optional hook, empty by default
+    def close(self, ctx: ProcessContext) -> None:
         """The stream ended: emit what is still pending (a partial window, a summary)."""
+
+
+class AudioProcessor(Processor[AudioFrame, ParamsT]):
+    """A processor of audio frames (AudioFrame), in the AudioFormat its `input_format` declares."""
+
+    kind: ClassVar[Kind] = "audio"
+
+    @classmethod
+    def input_format(cls, params: ParamsT) -> AudioFormat:
+        """Default: 48 kHz mono, 10 ms frames. Declare the longest frames your algorithm tolerates."""
+        return AudioFormat()
+
+
+class VideoProcessor(Processor[VideoFrame, ParamsT]):
+    """A processor of video frames (VideoFrame), in the VideoFormat its `input_format` declares."""
+
+    kind: ClassVar[Kind] = "video"
+
+    @classmethod
+    def input_format(cls, params: ParamsT) -> VideoFormat:
+        """Default: I420 at the native resolution."""
+        return VideoFormat()

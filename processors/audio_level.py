@@ -18,7 +18,7 @@ import msgspec
 import numpy as np
 from msgspec import Meta
 
-from framepool.processors.api import AudioFormat, AudioFrame, ProcessContext, Processor
+from framepool.processors.api import AudioFormat, AudioFrame, AudioProcessor, ProcessContext
 
 TOPIC = "audio-level"
 FULL_SCALE = 32768.0
@@ -39,6 +39,14 @@ class AudioLevelParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     floor_db: Annotated[float, Meta(le=0, description="Level reported for digital silence.")] = -120.0
 
 
+def frame_ms(params: AudioLevelParams) -> int:
+    """The frame size to ask for. Each frame costs the supervisor an SDK event (~80 µs), whatever its
+    length, so by default ask for frames as long as the window (at most 100 ms, at least 10 ms)."""
+    if params.frame_ms:
+        return params.frame_ms
+    return max(10, min(100, params.window_ms // 10 * 10))
+
+
 def level_dbfs(value: float, floor_db: float) -> float:
     """`value` (linear, relative to int16 full scale) in dBFS, clamped to the floor, rounded to 0.01 dB."""
     if value <= 0.0:
@@ -46,14 +54,11 @@ def level_dbfs(value: float, floor_db: float) -> float:
     return max(floor_db, round(20.0 * math.log10(value / FULL_SCALE), 2))
 
 
-class AudioLevel(Processor):
+class AudioLevel(AudioProcessor[AudioLevelParams]):
     name = "audio-level"
-    kind = "audio"
-    Params = AudioLevelParams
 
     def __init__(self, params: AudioLevelParams) -> None:
         super().__init__(params)
-        self.params: AudioLevelParams = params
         self._window_samples = max(1, params.sample_rate * params.window_ms // 1000)
         self._sum_squares = 0.0
         self._peak = 0
@@ -61,15 +66,9 @@ class AudioLevel(Processor):
         self._values = 0  # samples over all channels in the current window
         self._start_us = 0
 
-    def input_format(self) -> AudioFormat:
-        return AudioFormat(sample_rate=self.params.sample_rate, channels=1, frame_ms=self.frame_ms())
-
-    def frame_ms(self) -> int:
-        """The frame size to ask for. Each frame costs the supervisor an SDK event (~80 µs), whatever its
-        length, so by default ask for frames as long as the window (at most 100 ms, at least 10 ms)."""
-        if self.params.frame_ms:
-            return self.params.frame_ms
-        return max(10, min(100, self.params.window_ms // 10 * 10))
+    @classmethod
+    def input_format(cls, params: AudioLevelParams) -> AudioFormat:
+        return AudioFormat(sample_rate=params.sample_rate, channels=1, frame_ms=frame_ms(params))
 
     def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
         samples = frame.samples

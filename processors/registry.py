@@ -3,19 +3,25 @@
 A spec is written `name` or `name(key=value, key=value)`; `name` is a built-in processor's name or a
 user processor as `package.module:Class`. Values are parsed as JSON when they parse (numbers, booleans,
 quoted strings, lists), else taken as plain strings, then validated against the processor's `Params`.
+
+`resolve` is all the supervisor does with a spec: import the class, validate the parameters, ask the class
+for its kind and input format. It never constructs the processor; `instantiate` does, in the worker.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from framepool.errors import ProcessorError
 from framepool.processors.api import Processor
+from framepool.processors.kinds import InputFormat, MediaKind, media_kind
 
 BUILTIN: dict[str, str] = {
     "audio-level": "framepool.processors.audio_level:AudioLevel",
@@ -88,7 +94,7 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
-def load_class(name: str) -> type[Processor]:
+def load_class(name: str) -> type[Processor[Any, Any]]:
     """The Processor subclass for a built-in name or `module:Class`."""
     target = BUILTIN.get(name, name)
     module_name, sep, attr = target.partition(":")
@@ -104,10 +110,15 @@ def load_class(name: str) -> type[Processor]:
     cls = getattr(module, attr, None)
     if not (isinstance(cls, type) and issubclass(cls, Processor)):
         raise ProcessorError(f"processor {name!r}: {target} is not a framepool Processor subclass")
+    if not isinstance(inspect.getattr_static(cls, "input_format"), classmethod):
+        raise ProcessorError(
+            f"processor {name!r}: input_format must be a classmethod taking the validated params "
+            "(framepool learns formats without constructing processors)"
+        )
     return cls
 
 
-def validate_params(cls: type[Processor], spec: ProcessorSpec) -> Any:
+def validate_params(cls: type[Processor[Any, Any]], spec: ProcessorSpec) -> msgspec.Struct:
     """The processor's typed parameters; a bad one raises ProcessorError naming it and the expectation."""
     try:
         return msgspec.convert(spec.params, cls.Params, strict=False)
@@ -123,11 +134,40 @@ def _param_message(exc: msgspec.ValidationError) -> str:
     return f"{match.group(1)}: {message[: match.start()]}"
 
 
-def instantiate(spec: ProcessorSpec) -> Processor:
-    """Load, validate and construct; any error a user can cause is a ProcessorError."""
+@dataclass(frozen=True, slots=True)
+class ResolvedSpec:
+    """A spec resolved without running the processor: its class, parameters, kind and input format."""
+
+    spec: ProcessorSpec
+    cls: type[Processor[Any, Any]]
+    params: msgspec.Struct
+    kind: MediaKind[Any, Any]
+    fmt: InputFormat
+
+
+def resolve(spec: ProcessorSpec) -> ResolvedSpec:
+    """Import, validate, ask the class for its format; ProcessorError for anything a user can get wrong."""
     cls = load_class(spec.name)
+    try:
+        kind = media_kind(getattr(cls, "kind", ""))
+    except ProcessorError as exc:
+        raise ProcessorError(f"processor {spec.name!r}: {exc}") from None
     params = validate_params(cls, spec)
     try:
-        return cls(params)
+        fmt = cls.input_format(params)
     except (ValueError, TypeError) as exc:
-        raise ProcessorError(f"processor {spec.name!r}: {exc}") from None
+        raise ProcessorError(f"processor {spec.name!r}: input_format: {exc}") from None
+    if not isinstance(fmt, kind.format_type):
+        raise ProcessorError(
+            f"processor {spec.name!r} is a {kind.name} processor but its input_format returned {fmt!r}"
+        )
+    return ResolvedSpec(spec, cls, params, kind, fmt)
+
+
+def instantiate(spec: ProcessorSpec | ResolvedSpec) -> Processor[Any, Any]:
+    """Construct the processor (in the worker); any error a user can cause is a ProcessorError."""
+    resolved = spec if isinstance(spec, ResolvedSpec) else resolve(spec)
+    try:
+        return resolved.cls(resolved.params)
+    except (ValueError, TypeError) as exc:
+        raise ProcessorError(f"processor {resolved.spec.name!r}: {exc}") from None

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from msgspec import Meta
 
-from framepool.processors.api import ProcessContext, Processor, VideoFormat, VideoFrame
+from framepool.processors.api import ProcessContext, VideoFormat, VideoFrame, VideoProcessor
 
 TOPIC = "video-motion"
 
@@ -44,19 +44,17 @@ def motion_score(
     return float(difference.mean()), difference
 
 
-class VideoMotion(Processor):
+class VideoMotion(VideoProcessor[VideoMotionParams]):
     name = "video-motion"
-    kind = "video"
-    Params = VideoMotionParams
 
     def __init__(self, params: VideoMotionParams) -> None:
         super().__init__(params)
-        self.params: VideoMotionParams = params
         self._previous: npt.NDArray[np.uint8] | None = None
         self._in_motion = False
         self._frames = 0
 
-    def input_format(self) -> VideoFormat:
+    @classmethod
+    def input_format(cls, params: VideoMotionParams) -> VideoFormat:
         return VideoFormat(pixel_format="I420")
 
     def process(self, frame: VideoFrame, ctx: ProcessContext) -> None:

@@ -12,20 +12,24 @@ import msgspec
 from framepool.processors.api import (
     AudioFormat,
     AudioFrame,
+    AudioProcessor,
+    NoParams,
+    PixelFormat,
     ProcessContext,
     Processor,
     VideoFormat,
     VideoFrame,
+    VideoProcessor,
 )
+from framepool.processors.resource import WorkerResource
 
 
-class Noop(Processor):
+class Noop(AudioProcessor[NoParams]):
     """Does nothing: measures the pipeline's own cost."""
 
     name = "noop"
-    kind = "audio"
 
-    def process(self, frame: Any, ctx: ProcessContext) -> None:
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
         pass
 
 
@@ -33,16 +37,13 @@ class CountParams(msgspec.Struct, forbid_unknown_fields=True):
     every: int = 1
 
 
-class Count(Processor):
+class Count(AudioProcessor[CountParams]):
     """Emits the frame's seq, first sample and gap flag every `every` frames; a summary at close."""
 
     name = "count"
-    kind = "audio"
-    Params = CountParams
 
     def __init__(self, params: CountParams) -> None:
         super().__init__(params)
-        self.params: CountParams = params
         self.frames = 0
 
     def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
@@ -57,11 +58,10 @@ class Count(Processor):
         ctx.emit("summary", {"frames": self.frames})
 
 
-class EchoVideo(Processor):
+class EchoVideo(VideoProcessor[NoParams]):
     """Publishes every frame back unchanged (copied: the input view dies with the call)."""
 
     name = "echo-video"
-    kind = "video"
 
     def process(self, frame: VideoFrame, ctx: ProcessContext) -> None:
         ctx.publish_video(frame.data.copy(), frame.width, frame.height, frame.pixel_format)
@@ -71,16 +71,10 @@ class FailParams(msgspec.Struct, forbid_unknown_fields=True):
     fail_from: int = 0  # frames before this seq succeed
 
 
-class Fail(Processor):
+class Fail(AudioProcessor[FailParams]):
     """Raises for every frame from `fail_from` on."""
 
     name = "fail"
-    kind = "audio"
-    Params = FailParams
-
-    def __init__(self, params: FailParams) -> None:
-        super().__init__(params)
-        self.params: FailParams = params
 
     def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
         if frame.seq >= self.params.fail_from:
@@ -91,21 +85,16 @@ class HangParams(msgspec.Struct, forbid_unknown_fields=True):
     frame_ms: int = 10
 
 
-class Hang(Processor):
+class Hang(AudioProcessor[HangParams]):
     """Never returns from the first frame: an unresponsive worker (which holds that frame's ring slot)."""
 
     name = "hang"
-    kind = "audio"
-    Params = HangParams
 
-    def __init__(self, params: HangParams) -> None:
-        super().__init__(params)
-        self.params: HangParams = params
+    @classmethod
+    def input_format(cls, params: HangParams) -> AudioFormat:
+        return AudioFormat(frame_ms=params.frame_ms)
 
-    def input_format(self) -> AudioFormat:
-        return AudioFormat(frame_ms=self.params.frame_ms)
-
-    def process(self, frame: Any, ctx: ProcessContext) -> None:
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
         ctx.emit("hanging", frame.seq)  # tests wait for this result, then know the worker is stuck
         while True:
             time.sleep(3600)
@@ -116,16 +105,10 @@ class CrashParams(msgspec.Struct, forbid_unknown_fields=True):
     pid_file: str = ""  # crash only in the first worker that gets here (the file records it)
 
 
-class Crash(Processor):
+class Crash(AudioProcessor[CrashParams]):
     """Kills its own process with SIGKILL at frame `at_seq` (once per pid_file, if given)."""
 
     name = "crash"
-    kind = "audio"
-    Params = CrashParams
-
-    def __init__(self, params: CrashParams) -> None:
-        super().__init__(params)
-        self.params: CrashParams = params
 
     def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
         params = self.params
@@ -179,35 +162,32 @@ def prewarm_raise() -> None:
     raise RuntimeError("model file missing")
 
 
-class Slow(Processor):
+class Slow(AudioProcessor[NoParams]):
     """Takes 2 ms per frame: a worker that falls behind a realtime producer."""
 
     name = "slow"
-    kind = "audio"
 
-    def process(self, frame: Any, ctx: ProcessContext) -> None:
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
         time.sleep(0.002)
 
 
-class SlowVideo(Processor):
+class SlowVideo(VideoProcessor[NoParams]):
     """Takes 2 ms per video frame and emits the seq it saw."""
 
     name = "slow-video"
-    kind = "video"
 
     def process(self, frame: VideoFrame, ctx: ProcessContext) -> None:
         time.sleep(0.002)
         ctx.emit("seen", frame.seq)
 
 
-class LingerAtExit(Processor):
+class LingerAtExit(AudioProcessor[NoParams]):
     """At close, starts a non-daemon thread that never ends: the worker acknowledges shutdown, closes its control
     channel, then hangs in interpreter exit (joining that thread) until it is killed."""
 
     name = "linger-at-exit"
-    kind = "audio"
 
-    def process(self, frame: Any, ctx: ProcessContext) -> None:
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
         pass
 
     def close(self, ctx: ProcessContext) -> None:
@@ -221,21 +201,19 @@ class SizeProbeParams(msgspec.Struct, forbid_unknown_fields=True):
     max_height: int = 0
 
 
-class SizeProbe(Processor):
+class SizeProbe(VideoProcessor[SizeProbeParams]):
     """Declares a maximum resolution; emits the geometry it was given, a digest of the pixels and whether the
     buffer is the same object as the previous frame's (the scaled buffer is reused per stream)."""
 
     name = "size-probe"
-    kind = "video"
-    Params = SizeProbeParams
 
     def __init__(self, params: SizeProbeParams) -> None:
         super().__init__(params)
-        self.params: SizeProbeParams = params
         self.previous_buffer = 0
 
-    def input_format(self) -> VideoFormat:
-        return VideoFormat(max_width=self.params.max_width, max_height=self.params.max_height)
+    @classmethod
+    def input_format(cls, params: SizeProbeParams) -> VideoFormat:
+        return VideoFormat(max_width=params.max_width, max_height=params.max_height)
 
     def process(self, frame: VideoFrame, ctx: ProcessContext) -> None:
         import hashlib
@@ -253,3 +231,157 @@ class SizeProbe(Processor):
             },
         )
         self.previous_buffer = buffer
+
+
+class AudioProbeParams(msgspec.Struct, forbid_unknown_fields=True):
+    sample_rate: int = 48000
+    frame_ms: int = 10
+    every: int = 1
+
+
+class AudioProbe(AudioProcessor[AudioProbeParams]):
+    """Declares a sample rate and frame size from its parameters; emits what it asked for and what it got
+    every `every` frames."""
+
+    name = "audio-probe"
+
+    def __init__(self, params: AudioProbeParams) -> None:
+        super().__init__(params)
+        self.frames = 0
+
+    @classmethod
+    def input_format(cls, params: AudioProbeParams) -> AudioFormat:
+        return AudioFormat(sample_rate=params.sample_rate, frame_ms=params.frame_ms)
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        self.frames += 1
+        if self.frames % self.params.every == 0:
+            wanted = {"sample_rate": self.params.sample_rate, "frame_ms": self.params.frame_ms}
+            got = {"sample_rate": frame.sample_rate, "samples": frame.samples.shape[0]}
+            ctx.emit("probe", {"wanted": wanted, "got": got, "dtype": str(frame.samples.dtype)})
+
+
+class VideoProbeParams(msgspec.Struct, forbid_unknown_fields=True):
+    pixel_format: PixelFormat = "I420"
+
+
+class VideoProbe(VideoProcessor[VideoProbeParams]):
+    """Declares a pixel format from its parameters; emits what it asked for and what it got per frame."""
+
+    name = "video-probe"
+
+    @classmethod
+    def input_format(cls, params: VideoProbeParams) -> VideoFormat:
+        return VideoFormat(pixel_format=params.pixel_format)
+
+    def process(self, frame: VideoFrame, ctx: ProcessContext) -> None:
+        ctx.emit(
+            "probe",
+            {
+                "wanted": self.params.pixel_format,
+                "got": frame.pixel_format,
+                "bytes": frame.data.nbytes,
+                "width": frame.width,
+                "height": frame.height,
+            },
+        )
+
+
+class LegacyFormat(AudioProcessor[NoParams]):
+    """Declares its format the old way, as an instance method: the supervisor cannot ask it."""
+
+    name = "legacy-format"
+
+    def input_format(self) -> AudioFormat:  # type: ignore[override]
+        return AudioFormat()
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        pass
+
+
+class DataTap(Processor[Any, NoParams]):
+    """Claims the data kind, which is known but not attachable yet."""
+
+    name = "data-tap"
+    kind = "data"
+
+    def process(self, frame: Any, ctx: ProcessContext) -> None:
+        pass
+
+
+# -- a per-worker resource and a constructor the supervisor must never run ---------------------------------
+
+CONSTRUCTED_IN: list[int] = []  # pids ModelUser was constructed in, as this process saw them
+LOADS: list[int] = []  # pids load_model ran in, as this process saw them
+
+
+class Model:
+    """Stands in for a loaded model: knows where and how many times it was loaded."""
+
+    def __init__(self) -> None:
+        LOADS.append(os.getpid())
+        self.pid = os.getpid()
+        self.serial = len(LOADS)
+
+
+def release_marker(supervisor_pid: int | None = None) -> str:
+    """The file release_model appends to, named after the supervisor (the test reads and removes it)."""
+    return prewarm_marker(supervisor_pid).replace("-prewarm-", "-release-")
+
+
+def release_model(model: Model) -> None:
+    """Records where the model was loaded and where it is released."""
+    with open(release_marker(), "a") as marker:
+        marker.write(f"{model.pid} {os.getpid()}\n")
+
+
+class ModelUser(AudioProcessor[NoParams]):
+    """Uses a per-worker model; its constructor records the process it runs in. Emits, on its first frame,
+    the model's identity, where it was loaded, how many loads this process saw, and where it was built."""
+
+    name = "model-user"
+    model = WorkerResource(Model, release=release_model)
+
+    def __init__(self, params: NoParams) -> None:
+        super().__init__(params)
+        CONSTRUCTED_IN.append(os.getpid())
+        self.reported = False
+
+    @classmethod
+    def input_format(cls, params: NoParams) -> AudioFormat:
+        return AudioFormat(frame_ms=20)
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        if self.reported:
+            return
+        self.reported = True
+        model = self.model
+        ctx.emit(
+            "model",
+            {
+                "id": id(model),
+                "loaded_in": model.pid,
+                "loads": len(LOADS),
+                "constructed_in": CONSTRUCTED_IN[-1],
+                "pid": os.getpid(),
+            },
+        )
+
+
+def prewarm_model() -> None:
+    """A prewarm hook that loads ModelUser's resource at worker start, before any stream attaches."""
+    ModelUser.model.get()
+
+
+def load_missing_model() -> Model:
+    raise FileNotFoundError("no model at /nonexistent/model.onnx")
+
+
+class BrokenModelUser(AudioProcessor[NoParams]):
+    """Declares a per-worker resource whose load fails."""
+
+    name = "broken-model-user"
+    model = WorkerResource(load_missing_model)
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        pass

@@ -12,9 +12,8 @@ from livekit.protocol import agent as agent_pb
 
 from framepool.agent.job import JobContext
 from framepool.agent.server import Agent
-from framepool.agent.session import DataOutput, Output, TrackOutput
+from framepool.agent.session import DataOutput, Output, TrackOutput, make_rule
 from framepool.errors import ConfigError, ProcessorError
-from framepool.pool import input_format_of
 from framepool.processors.registry import ProcessorSpec, parse_spec
 from framepool.settings import AgentSpec
 
@@ -32,7 +31,9 @@ def _validated(index: int, spec: AgentSpec, kind: str, texts: list[str]) -> list
     try:
         processors = [parse_spec(text) for text in texts]
         if processors:
-            input_format_of(processors)
+            make_rule(
+                processors, None, None, None
+            )  # what ctx.attach will check, without constructing anything
     except ProcessorError as exc:
         raise ConfigError(f"agents[{index}] ({spec.agent_name or 'automatic'}) {kind}: {exc}") from None
     return processors

@@ -1,12 +1,13 @@
 """A job's room: which tracks feed which processors, and where their results go (supervisor process).
 
 `RoomSession.attach` adds a *rule*: processors, a participant/source filter and outputs. Every remote track
-that matches a rule, present or future, gets a `TrackFeed`: the SDK's AudioStream/VideoStream opened in the
-processors' input format (for audio with the largest frame they accept, since the supervisor pays per SDK
-event), and a pool `StreamAttachment` whose ring every frame is pushed into without blocking (a full ring
-drops and counts). Results come back through the feed's sink on this event loop: a `DataOutput` queues
-them for `publish_data` (one sender task per session, so a slow data channel never blocks the loop), a
-`TrackOutput` turns output frames into a published audio or video track.
+that matches a rule, present or future, gets one `TrackFeed` per distinct input format its processors
+declare (framepool.pool.format_groups: processors wanting 16 kHz and 48 kHz audio get two): the SDK's
+AudioStream/VideoStream opened in that format (for audio with the frame size the processors declare, since
+the supervisor pays per SDK event), and a pool `StreamAttachment` whose ring every frame is pushed into
+without blocking (a full ring drops and counts). Results come back through the feed's sink on this event
+loop: a `DataOutput` queues them for `publish_data` (one sender task per session, so a slow data channel
+never blocks the loop), a `TrackOutput` turns output frames into a published audio or video track.
 
 Video streams are attached to the pool on their first frame, because the ring's slot size depends on the
 resolution; a later, larger frame re-attaches with bigger slots (simulcast layers switch resolution).
@@ -17,16 +18,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 from livekit import rtc
 
+from framepool.errors import ProcessorError
 from framepool.ipc.ring import FMT_I420, FMT_RGB24, FMT_RGBA, FMT_S16, FrameHeader
-from framepool.pool import Result, StreamAttachment, StreamSpec, WorkerPool, input_format_of
-from framepool.processors.api import AudioFormat, VideoFormat, frame_bytes
+from framepool.pool import FormatGroup, Result, StreamAttachment, StreamSpec, WorkerPool, format_groups
+from framepool.processors.api import AudioFormat, Kind, VideoFormat, frame_bytes
 from framepool.processors.registry import ProcessorSpec, parse_spec
 from framepool.tasks import TaskSet
 
@@ -44,6 +46,7 @@ _FMT_TO_BUFFER = {
     FMT_RGB24: rtc.VideoBufferType.RGB24,
     FMT_RGBA: rtc.VideoBufferType.RGBA,
 }
+_TRACK_KINDS: dict[int, Kind] = {rtc.TrackKind.KIND_AUDIO: "audio", rtc.TrackKind.KIND_VIDEO: "video"}
 _SOURCES = {
     "camera": rtc.TrackSource.SOURCE_CAMERA,
     "microphone": rtc.TrackSource.SOURCE_MICROPHONE,
@@ -92,17 +95,16 @@ class Rule:
     """One ctx.attach: processors, which tracks, and where results go."""
 
     processors: list[ProcessorSpec]
-    kind: str
-    fmt: AudioFormat | VideoFormat
+    kind: Kind
+    groups: list[FormatGroup]  # one SDK stream and ring per group on every matching track
     participants: frozenset[str] | None
     sources: frozenset[int] | None
     data: DataOutput | None
     track: TrackOutput | None
-    feeds: dict[str, TrackFeed] = field(default_factory=dict)
+    feeds: dict[tuple[str, int], TrackFeed] = field(default_factory=dict)  # by (track sid, group index)
 
     def matches(self, participant: rtc.RemoteParticipant, publication: rtc.RemoteTrackPublication) -> bool:
-        kind = "audio" if publication.kind == rtc.TrackKind.KIND_AUDIO else "video"
-        if kind != self.kind:
+        if _TRACK_KINDS.get(publication.kind) != self.kind:
             return False
         if self.participants is not None and participant.identity not in self.participants:
             return False
@@ -120,7 +122,13 @@ def make_rule(
     specs = [parse_spec(p) if isinstance(p, str) else p for p in items]
     if not specs:
         raise ValueError("attach needs at least one processor")
-    fmt = input_format_of(specs)
+    groups = format_groups(specs)
+    other = next((g for g in groups if g.kind is not groups[0].kind), None)
+    if other is not None:
+        raise ProcessorError(
+            f"processors {groups[0].specs[0].name!r} and {other.specs[0].name!r} mix "
+            f"{groups[0].kind.name} and {other.kind.name} on one stream: attach each kind separately"
+        )
     outputs: list[Output] = (
         [] if output is None else [output] if isinstance(output, (DataOutput, TrackOutput)) else list(output)
     )
@@ -132,8 +140,8 @@ def make_rule(
         source_ids = frozenset(_SOURCES[s] for s in sources)
     return Rule(
         processors=specs,
-        kind="audio" if isinstance(fmt, AudioFormat) else "video",
-        fmt=fmt,
+        kind=groups[0].kind.name,
+        groups=groups,
         participants=None if participants is None else frozenset(participants),
         sources=source_ids,
         data=next((o for o in outputs if isinstance(o, DataOutput)), None),
@@ -190,9 +198,8 @@ class RoomSession:
     ) -> None:
         del track, participant
         for rule in self.rules:
-            feed = rule.feeds.pop(publication.sid, None)
-            if feed is not None:
-                self.spawn(feed.aclose())
+            for key in [key for key in rule.feeds if key[0] == publication.sid]:
+                self.spawn(rule.feeds.pop(key).aclose())
 
     def _open(
         self,
@@ -201,7 +208,7 @@ class RoomSession:
         publication: rtc.RemoteTrackPublication,
         track: rtc.Track,
     ) -> None:
-        if publication.sid in rule.feeds:
+        if (publication.sid, 0) in rule.feeds:
             return
         index = self.rules.index(rule)
         labels = {
@@ -211,16 +218,19 @@ class RoomSession:
             "source": rtc.TrackSource.Name(publication.source),
             "job_id": self.job_id,
         }
-        feed = TrackFeed(self, rule, f"{self.job_id}/{publication.sid}/{index}", track, labels)
-        rule.feeds[publication.sid] = feed
-        feed.start()
-        log.info(
-            "feeding %s track %s of %s to %s",
-            rule.kind,
-            publication.sid,
-            participant.identity,
-            ", ".join(str(p) for p in rule.processors),
-        )
+        for number, group in enumerate(rule.groups):
+            stream_id = f"{self.job_id}/{publication.sid}/{index}" + (f".{number}" if number else "")
+            feed = TrackFeed(self, rule, group, stream_id, track, labels)
+            rule.feeds[(publication.sid, number)] = feed
+            feed.start()
+            log.info(
+                "feeding %s track %s of %s to %s in %s",
+                rule.kind,
+                publication.sid,
+                participant.identity,
+                ", ".join(str(p) for p in group.specs),
+                group.fmt,
+            )
 
     def queue_result(self, result: Result, feed: TrackFeed) -> None:
         output = feed.rule.data
@@ -299,13 +309,21 @@ class RoomSession:
 
 
 class TrackFeed:
-    """One remote track feeding one rule's processors: SDK stream → ring; its sink routes the results."""
+    """One remote track feeding the processors of one rule that share an input format: SDK stream → ring;
+    its sink routes the results."""
 
     def __init__(
-        self, session: RoomSession, rule: Rule, stream_id: str, track: rtc.Track, labels: dict[str, str]
+        self,
+        session: RoomSession,
+        rule: Rule,
+        group: FormatGroup,
+        stream_id: str,
+        track: rtc.Track,
+        labels: dict[str, str],
     ) -> None:
         self.session = session
         self.rule = rule
+        self.group = group
         self.stream_id = stream_id
         self.track = track
         self.labels = labels
@@ -327,19 +345,22 @@ class TrackFeed:
     def _spec(self, max_frame_bytes: int, output_bytes: int) -> StreamSpec:
         return StreamSpec(
             stream_id=self.stream_id,
-            kind="audio" if self.rule.kind == "audio" else "video",
-            processors=self.rule.processors,
+            kind=self.group.kind.name,
+            processors=self.group.specs,
             max_frame_bytes=max_frame_bytes,
             output_max_frame_bytes=output_bytes if self._output else 0,
             labels=self.labels,
         )
 
     async def _read(self) -> None:
-        fmt = self.rule.fmt
-        if isinstance(fmt, AudioFormat):
-            await self._read_audio(fmt)
-        else:
-            await self._read_video(fmt)
+        readers: dict[str, Callable[[Any], Awaitable[None]]] = {
+            "audio": self._read_audio,
+            "video": self._read_video,
+        }
+        reader = readers.get(self.group.kind.name)
+        if reader is None:
+            raise ProcessorError(f"feed {self.stream_id}: no SDK stream for {self.group.kind.name} tracks")
+        await reader(self.group.fmt)
 
     async def _read_audio(self, fmt: AudioFormat) -> None:
         frame_size = fmt.sample_rate * fmt.frame_ms // 1000 * fmt.channels * 2

@@ -7,23 +7,21 @@ Loaded by name as `framepool.demo.processors:Negative`.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import numpy as np
 
-from framepool.processors.api import ProcessContext, Processor, VideoFormat, VideoFrame
+from framepool.processors.api import NoParams, ProcessContext, VideoFormat, VideoFrame, VideoProcessor
 
 
-class Negative(Processor):
-    name: ClassVar[str] = "negative"
-    kind: ClassVar[Any] = "video"
+class Negative(VideoProcessor[NoParams]):
+    name = "negative"
 
-    def __init__(self, params: Any) -> None:
+    def __init__(self, params: NoParams) -> None:
         super().__init__(params)
         self._out = np.empty(0, np.uint8)
         self._frames = 0
 
-    def input_format(self) -> VideoFormat:
+    @classmethod
+    def input_format(cls, params: NoParams) -> VideoFormat:
         return VideoFormat(pixel_format="I420")
 
     def process(self, frame: VideoFrame, ctx: ProcessContext) -> None:

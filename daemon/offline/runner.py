@@ -2,7 +2,9 @@
 
 The file takes the same path as a live track: the supervisor converts frames to the processors' declared
 format, pushes them into shared-memory rings, pinned workers run the processors, and results and output
-frames come back through the pool's sinks. The only difference is the stream policy: `realtime=False`
+frames come back through the pool's sinks. Each stream of the file is decoded once and converted once per
+distinct format its processors declare, into one ring per format, as a live track gets one SDK stream per
+format. The only difference is the stream policy: `realtime=False`
 makes the ring apply back-pressure (`push_wait`), so nothing is dropped, and the run checks it: every
 converted frame must be counted as processed by its worker, else the exit status is non-zero.
 
@@ -16,7 +18,7 @@ import fractions
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TextIO
@@ -28,9 +30,18 @@ from framepool.errors import EXIT_FAILURE, EXIT_OK, ProcessorError
 from framepool.ipc.ring import FrameHeader
 from framepool.logs import log_context
 from framepool.offline.media import AudioConverter, MediaOutput, VideoConverter, decoded_frames, open_input
-from framepool.pool import Result, StreamAttachment, StreamSpec, StreamStats, WorkerPool, input_format_of
-from framepool.processors.api import AudioFormat, Kind, VideoFormat
-from framepool.processors.registry import ProcessorSpec, load_class, parse_specs
+from framepool.pool import (
+    FormatGroup,
+    Result,
+    StreamAttachment,
+    StreamSpec,
+    StreamStats,
+    WorkerPool,
+    format_groups,
+)
+from framepool.processors.api import Kind, VideoFormat
+from framepool.processors.kinds import KINDS
+from framepool.processors.registry import ProcessorSpec, parse_specs
 from framepool.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -104,32 +115,17 @@ class OfflineSink:
         log.warning("stream %s: %s %s", stream_id, event, detail)
 
 
-def plan_streams(
-    container: av.container.InputContainer, specs: list[ProcessorSpec], path: Path
-) -> list[StreamRun]:
-    """Attach audio processors to every audio stream and video processors to every video stream."""
-    by_kind: dict[Kind, list[ProcessorSpec]] = {"audio": [], "video": []}
-    for spec in specs:
-        by_kind[load_class(spec.name).kind].append(spec)
-    runs: list[StreamRun] = []
-    for kind, kind_specs in by_kind.items():
-        if not kind_specs:
-            continue
-        streams = container.streams.audio if kind == "audio" else container.streams.video
-        if not streams:
-            names = ", ".join(spec.name for spec in kind_specs)
-            raise ProcessorError(f"{names} needs {kind}, but {path} has no {kind} stream")
-        fmt = input_format_of(kind_specs)
-        for stream in streams:
-            runs.append(
-                StreamRun(f"{kind}{stream.index}", kind, stream.index, kind_specs, _converter(fmt, stream))
-            )
-    return runs
+@dataclass(frozen=True, slots=True)
+class _OfflineKind:
+    """What the offline runner does for one kind: which streams of the file feed its processors, the
+    converter to their format, and the slot size of the stream's output ring."""
+
+    streams: Callable[[av.container.InputContainer], Sequence[Any]]
+    converter: Callable[[Any, Any], AudioConverter | VideoConverter]
+    output_bytes: Callable[[Any], int]
 
 
-def _converter(fmt: AudioFormat | VideoFormat, stream: Any) -> AudioConverter | VideoConverter:
-    if isinstance(fmt, AudioFormat):
-        return AudioConverter(fmt)
+def _video_converter(fmt: VideoFormat, stream: Any) -> VideoConverter:
     rate = stream.average_rate or stream.guessed_rate
     return VideoConverter(
         fmt,
@@ -139,22 +135,69 @@ def _converter(fmt: AudioFormat | VideoFormat, stream: Any) -> AudioConverter | 
     )
 
 
+# Every stream gets an output ring, written to the media file or discarded, because a processor that
+# publishes (video-motion with visualize) must work without --output-media too. It may publish the input
+# geometry in any pixel format (RGBA is the largest), or up to a second of stereo audio.
+_OFFLINE: dict[str, _OfflineKind] = {
+    "audio": _OfflineKind(
+        streams=lambda container: container.streams.audio,
+        converter=lambda fmt, stream: AudioConverter(fmt),
+        output_bytes=lambda converter: max(4 * converter.max_frame_bytes, 192_000),
+    ),
+    "video": _OfflineKind(
+        streams=lambda container: container.streams.video,
+        converter=_video_converter,
+        output_bytes=lambda converter: converter.width * converter.height * 4,
+    ),
+}
+
+
+def plan_streams(
+    container: av.container.InputContainer, specs: list[ProcessorSpec], path: Path
+) -> list[StreamRun]:
+    """Audio processors on every audio stream, video processors on every video stream: one run (converter,
+    ring) per stream of the file and distinct input format, the first format's run named after the stream
+    (`audio1`), the others with a suffix (`audio1.1`)."""
+    groups = format_groups(specs)
+    runs: list[StreamRun] = []
+    for kind in KINDS:
+        kind_groups = [group for group in groups if group.kind.name == kind]
+        if kind_groups:
+            runs += _kind_runs(container, kind, kind_groups, path)
+    return runs
+
+
+def _kind_runs(
+    container: av.container.InputContainer, kind: str, groups: list[FormatGroup], path: Path
+) -> list[StreamRun]:
+    offline = _OFFLINE.get(kind)
+    if offline is None:
+        raise ProcessorError(f"{kind} processors cannot run offline")
+    streams = offline.streams(container)
+    if not streams:
+        names = ", ".join(spec.name for group in groups for spec in group.specs)
+        raise ProcessorError(f"{names} needs {kind}, but {path} has no {kind} stream")
+    return [
+        StreamRun(
+            f"{kind}{stream.index}" + (f".{number}" if number else ""),
+            group.kind.name,
+            stream.index,
+            group.specs,
+            offline.converter(group.fmt, stream),
+        )
+        for stream in streams
+        for number, group in enumerate(groups)
+    ]
+
+
 def stream_spec(run: StreamRun, labels: dict[str, str]) -> StreamSpec:
-    frame_max = run.converter.max_frame_bytes
-    # Every stream gets an output ring, written to the media file or discarded, because a processor that
-    # publishes (video-motion with visualize) must work without --output-media too. It may publish the input
-    # geometry in any pixel format (RGBA is the largest), or up to a second of stereo audio.
-    if isinstance(run.converter, VideoConverter):
-        output_max = run.converter.width * run.converter.height * 4
-    else:
-        output_max = max(4 * frame_max, 192_000)
     return StreamSpec(
         stream_id=run.stream_id,
         kind=run.kind,
         processors=run.specs,
         realtime=False,
-        max_frame_bytes=frame_max,
-        output_max_frame_bytes=output_max,
+        max_frame_bytes=run.converter.max_frame_bytes,
+        output_max_frame_bytes=_OFFLINE[run.kind].output_bytes(run.converter),
         labels={**labels, "track": run.stream_id},
     )
 
@@ -278,15 +321,15 @@ async def _run_pool(
 
 async def _feed(container: av.container.InputContainer, runs: list[StreamRun]) -> None:
     """Decode, convert and push every frame with back-pressure; then flush the converters."""
-    by_index = {run.index: run for run in runs}
+    by_index: dict[int, list[StreamRun]] = {}
+    for run in runs:
+        by_index.setdefault(run.index, []).append(run)
     duration = container.duration / 1_000_000 if container.duration else None
     progress = Progress(duration)
     for index, frame in decoded_frames(container):
-        run = by_index.get(index)
-        if run is None:
-            continue
         assert isinstance(frame, av.AudioFrame | av.VideoFrame)
-        await _push(run, run.converter.convert(frame))  # type: ignore[arg-type]
+        for run in by_index.get(index, ()):  # decoded once, converted once per distinct format
+            await _push(run, run.converter.convert(frame))  # type: ignore[arg-type]
         if frame.time is not None:
             progress.update(frame.time)
     for run in runs:

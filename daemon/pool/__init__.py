@@ -1,14 +1,17 @@
 """The worker pool as the supervisor sees it (supervisor process).
 
-`pool` places streams on workers and restarts them, `process` is the supervisor's handle on one worker
-process, `stream` a stream attached to the pool, `placement` the choice of worker, `forkserver` what the
-forkserver preloads. Nothing here runs in a worker: workers are reached only through `framepool.ipc`.
+`pool` places streams on workers and restarts them, `formats` splits processors into streams by input
+format, `process` is the supervisor's handle on one worker process, `stream` a stream attached to the pool,
+`placement` the choice of worker, `forkserver` what the forkserver preloads. Nothing here runs in a
+worker: workers are reached only through `framepool.ipc`.
 """
 
-from framepool.pool.pool import PoolStats, WorkerPool, WorkerStats, input_format_of, ring_slots
+from framepool.pool.formats import FormatGroup, format_groups, input_format_of, ring_slots
+from framepool.pool.pool import PoolStats, WorkerPool, WorkerStats
 from framepool.pool.stream import Result, StreamAttachment, StreamSink, StreamSpec, StreamStats
 
 __all__ = [
+    "FormatGroup",
     "PoolStats",
     "Result",
     "StreamAttachment",
@@ -17,6 +20,7 @@ __all__ = [
     "StreamStats",
     "WorkerPool",
     "WorkerStats",
+    "format_groups",
     "input_format_of",
     "ring_slots",
 ]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import multiprocessing
 import time
 from collections.abc import Coroutine
@@ -32,11 +31,11 @@ import psutil
 
 from framepool.errors import ChannelError, CrashLoopError, PoolError, ProcessorError
 from framepool.ipc import control
+from framepool.pool.formats import input_format_of, ring_slots
 from framepool.pool.placement import least_loaded
 from framepool.pool.process import WorkerProcess, WorkerState, describe_exit, raise_fd_limit
 from framepool.pool.stream import Result, StreamAttachment, StreamSink, StreamSpec, StreamStats
-from framepool.processors.api import AudioFormat, VideoFormat
-from framepool.processors.registry import ProcessorSpec, instantiate
+from framepool.processors.kinds import kind_of, media_kind
 from framepool.settings import Settings, effective_workers, worker_cpus
 
 __all__ = [
@@ -53,8 +52,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("framepool.pool")
-# Even at long frames a realtime ring must absorb a frame being processed plus a burst from the SDK.
-MIN_AUDIO_RING_SLOTS = 4
 MEMORY_WARN_REARM = (
     0.9  # a worker warned about its memory is warned again after dropping below 90 % of the line
 )
@@ -78,53 +75,6 @@ class PoolStats(msgspec.Struct, frozen=True, kw_only=True):
     restarts: int
     load: float  # the busiest worker's
     halted: bool
-
-
-def input_format_of(specs: list[ProcessorSpec]) -> AudioFormat | VideoFormat:
-    """The one input format all `specs` share; ProcessorError for bad params or disagreeing processors.
-
-    Video processors may declare different maximum resolutions (each gets its frames scaled down to its own in
-    the worker): the stream's format is then the least restrictive, 0 (native) in a dimension where any of them
-    takes native frames. Each processor is constructed here once to ask it: keep heavy set-up (models) in the
-    prewarm hook, not in `__init__`.
-    """
-    if not specs:
-        raise ProcessorError("a stream needs at least one processor")
-    first = instantiate(specs[0]).input_format()
-    merged = first
-    for spec in specs[1:]:
-        other = instantiate(spec).input_format()
-        if type(other) is not type(first):
-            raise ProcessorError(
-                f"processors {specs[0].name!r} and {spec.name!r} mix audio and video on one stream"
-            )
-        if (
-            isinstance(merged, VideoFormat)
-            and isinstance(other, VideoFormat)
-            and other.pixel_format == merged.pixel_format
-        ):
-            merged = VideoFormat(
-                pixel_format=merged.pixel_format,
-                max_width=_least_restrictive(merged.max_width, other.max_width),
-                max_height=_least_restrictive(merged.max_height, other.max_height),
-            )
-        elif other != first:
-            raise ProcessorError(
-                f"processors {specs[0].name!r} and {spec.name!r} want different input formats: {first} vs {other}"
-            )
-    return merged
-
-
-def _least_restrictive(a: int, b: int) -> int:
-    return 0 if not a or not b else max(a, b)
-
-
-def ring_slots(settings: Settings, fmt: AudioFormat | VideoFormat) -> int:
-    """Slots of a stream's rings: audio holds `audio_ring_ms` of the processors' frames (at least
-    MIN_AUDIO_RING_SLOTS), video `video_ring_slots` frames."""
-    if isinstance(fmt, AudioFormat):
-        return max(MIN_AUDIO_RING_SLOTS, math.ceil(settings.audio_ring_ms / max(1, fmt.frame_ms)))
-    return settings.video_ring_slots
 
 
 class _Slot:
@@ -249,8 +199,9 @@ class WorkerPool:
         """Host a stream on the least-loaded ready worker."""
         if self._closing:
             raise PoolError("the worker pool is closed")
+        media_kind(spec.kind)  # ProcessorError for a kind that cannot be attached (yet)
         fmt = input_format_of(spec.processors)
-        if (spec.kind == "audio") != isinstance(fmt, AudioFormat):
+        if kind_of(fmt).name != spec.kind:
             raise ProcessorError(f"stream {spec.stream_id!r} is {spec.kind} but its processors take {fmt}")
         if spec.max_frame_bytes <= 0:
             raise ProcessorError(f"stream {spec.stream_id!r}: max_frame_bytes must be positive")

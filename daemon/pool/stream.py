@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 from typing_extensions import Buffer
@@ -33,12 +33,18 @@ from framepool.ipc.ring import (
     FrameHeader,
     FrameRing,
 )
+from framepool.processors.api import Kind
+from framepool.processors.kinds import media_kind
 from framepool.processors.registry import ProcessorSpec
 
 if TYPE_CHECKING:
     from framepool.pool.process import WorkerProcess
 
 log = logging.getLogger("framepool.pool")
+_REALTIME_POLICY = {
+    "drop_newest": POLICY_DROP_NEWEST,
+    "latest": POLICY_LATEST,
+}  # per kind, see processors.kinds
 
 
 class Result(msgspec.Struct, frozen=True):
@@ -69,8 +75,8 @@ class StreamSink(Protocol):
 
 class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
     stream_id: str
-    kind: Literal["audio", "video"]
-    processors: list[ProcessorSpec]  # all share one input format (see framepool.pool.input_format_of)
+    kind: Kind  # an attachable one (framepool.processors.kinds)
+    processors: list[ProcessorSpec]  # all share one input format (see framepool.pool.format_groups)
     realtime: bool = True  # False: offline back-pressure (POLICY_BLOCK), nothing lost
     max_frame_bytes: int  # ring slot size
     output_max_frame_bytes: int = 0  # >0: an output ring for ctx.publish_audio / publish_video
@@ -135,7 +141,7 @@ class StreamAttachment:
     async def open(self, worker: WorkerProcess, gap: bool) -> None:
         """Create fresh rings, hand them to `worker` and wait until it hosts the stream."""
         spec = self.spec
-        realtime_policy = POLICY_DROP_NEWEST if spec.kind == "audio" else POLICY_LATEST
+        realtime_policy = _REALTIME_POLICY[media_kind(spec.kind).realtime_ring]
         ring = FrameRing.create(
             self._slots, spec.max_frame_bytes, realtime_policy if spec.realtime else POLICY_BLOCK
         )

@@ -43,7 +43,8 @@ from framepool.ipc.ring import (
 )
 from framepool.logs import log_context
 from framepool.processors.api import AudioFrame, PixelFormat, Processor, VideoFormat, VideoFrame, frame_bytes
-from framepool.processors.registry import instantiate
+from framepool.processors.registry import ResolvedSpec, instantiate, resolve
+from framepool.processors.resource import release_all, resources_of
 from framepool.worker.scale import downscale, scale_factor
 
 MAX_TOPIC_BYTES = 255
@@ -179,16 +180,26 @@ class StreamContext:
 
 
 class HostedProcessor:
+    """One processor instance on one stream, constructed here (the supervisor never constructs one).
+
+    Per-worker resources (framepool.processors.resource) the class declares are loaded first unless this
+    worker already holds them; a load that raises fails the attach like a constructor that raises. They
+    stay loaded for later streams of the class; `release_resources` releases them when the worker exits.
+    """
+
     __slots__ = ("busy", "context", "disabled", "failures", "instance", "max_size", "name")
 
-    def __init__(self, name: str, instance: Processor, context: StreamContext) -> None:
-        self.name = name
-        self.instance = instance
+    def __init__(self, resolved: ResolvedSpec, context: StreamContext) -> None:
+        self.name = resolved.spec.name
+        # The class's resources first: they are what a constructor may want to use.
+        for resource in resources_of(resolved.cls):
+            resource.get()
+        self.instance: Processor[Any, Any] = instantiate(resolved)
         self.context = context
         self.failures = 0
         self.disabled = False
         self.busy = 0.0
-        fmt = instance.input_format()
+        fmt = resolved.fmt
         # A video processor with a maximum resolution gets larger frames scaled down (framepool.worker.scale).
         self.max_size = fmt if isinstance(fmt, VideoFormat) and (fmt.max_width or fmt.max_height) else None
 
@@ -273,7 +284,7 @@ class HostedStream:
             stream.input.bind(None, stream.space_bell)
             for i, spec in enumerate(message.processors):
                 context = StreamContext(stream, i, spec.name)
-                stream.processors.append(HostedProcessor(spec.name, instantiate(spec), context))
+                stream.processors.append(HostedProcessor(resolve(spec), context))
         except BaseException:
             control.close_fds(fds)
             stream.close()
@@ -400,3 +411,8 @@ class HostedStream:
         if self.space_bell is not None:
             self.space_bell.close()
         self.input = self.output = self.space_bell = None
+
+
+def release_resources() -> None:
+    """At worker exit: release every per-worker resource processors loaded here, newest first."""
+    release_all()

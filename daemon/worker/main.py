@@ -35,7 +35,7 @@ from framepool.ipc import control
 from framepool.ipc.control import WorkerChannel
 from framepool.ipc.ring import Doorbell, FrameRing, RingError
 from framepool.logs import log_context, setup_logging
-from framepool.worker.hosting import HostedStream, ResultWriter
+from framepool.worker.hosting import HostedStream, ResultWriter, release_resources
 
 # Streams whose busy seconds one pong carries at most (about 20 bytes each per processor, far below the channel's
 # message limit); the others wait for the next pong, oldest first.
@@ -276,6 +276,7 @@ class WorkerRuntime:
         for stream in self.streams.values():
             stream.close()
         self.streams.clear()
+        release_resources()
         self.writer.close()
         self.data_bell.close()
         self.channel.close()

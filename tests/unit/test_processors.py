@@ -11,8 +11,16 @@ import numpy as np
 import pytest
 
 from framepool.errors import ProcessorError
-from framepool.processors import AudioFormat, AudioFrame, VideoFrame, frame_bytes, instantiate, parse_spec
-from framepool.processors.audio_level import AudioLevel
+from framepool.processors import (
+    AudioFormat,
+    AudioFrame,
+    VideoFrame,
+    frame_bytes,
+    instantiate,
+    parse_spec,
+    resolve,
+)
+from framepool.processors.audio_level import AudioLevel, AudioLevelParams
 from framepool.processors.video_motion import VideoMotion
 
 
@@ -114,14 +122,13 @@ def test_windows_do_not_depend_on_frame_size_and_close_flushes_the_partial_windo
 )
 def test_audio_level_asks_for_frames_as_long_as_its_window(spec: str, frame_ms: int) -> None:
     """Fewer, longer frames cost the supervisor fewer SDK events; the window bounds the latency anyway."""
-    fmt = instantiate(parse_spec(spec)).input_format()
+    fmt = resolve(parse_spec(spec)).fmt
     assert isinstance(fmt, AudioFormat)
     assert fmt.frame_ms == frame_ms
 
 
 def test_audio_level_declares_its_format() -> None:
-    processor = instantiate(parse_spec("audio-level(frame_ms=100)"))
-    fmt = processor.input_format()
+    fmt = AudioLevel.input_format(AudioLevelParams(frame_ms=100))  # a classmethod: nothing constructed
     assert (fmt.sample_rate, fmt.channels, fmt.frame_ms) == (48000, 1, 100)
 
 
@@ -136,7 +143,7 @@ def test_audio_level_declares_its_format() -> None:
 )
 def test_bad_parameters_are_one_line_processor_errors(spec: str, fragment: str) -> None:
     with pytest.raises(ProcessorError) as info:
-        instantiate(parse_spec(spec))
+        resolve(parse_spec(spec))
     assert fragment in str(info.value) and "\n" not in str(info.value)
 
 

@@ -35,9 +35,12 @@ def block_defining(name: str) -> dict[str, Any]:
 
 
 def test_readme_processor_example_runs() -> None:
-    clipping = block_defining("class Clipping")["Clipping"]
-    processor = clipping(clipping.Params(threshold=30000))
-    assert processor.input_format() == AudioFormat(sample_rate=48000, channels=1, frame_ms=20)
+    namespace = block_defining("class Clipping")
+    clipping = namespace["Clipping"]
+    assert clipping.Params is namespace["ClippingParams"]  # taken from the type argument
+    params = clipping.Params(threshold=30000)
+    assert clipping.input_format(params) == AudioFormat(sample_rate=48000, channels=1, frame_ms=20)
+    processor = clipping(params)
     samples = np.zeros((960, 1), np.int16)
     samples[:3] = 32767
     ctx = RecordingContext()
@@ -52,7 +55,7 @@ def test_readme_agent_example_registers_one_agent() -> None:
 
 
 def test_readme_toml_example_is_valid_settings(tmp_path: Path) -> None:
-    from framepool.processors import instantiate, parse_specs
+    from framepool.processors import parse_specs, resolve
     from framepool.settings import load
 
     [toml_text] = re.findall(r"```toml\n(.*?)```", README, re.S)
@@ -62,4 +65,4 @@ def test_readme_toml_example_is_valid_settings(tmp_path: Path) -> None:
     [agent] = settings.agents
     assert (agent.agent_name, agent.job_type, agent.topic) == ("meter", "room", "analysis")
     for spec in parse_specs(",".join(agent.audio + agent.video)):
-        instantiate(spec)  # every processor named there exists and takes those parameters
+        resolve(spec)  # every processor named there exists and takes those parameters
