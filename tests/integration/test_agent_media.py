@@ -16,8 +16,9 @@ from framepool.agent.server import AgentServer
 from framepool.agent.session import DataOutput, TrackOutput
 from framepool.devserver.server import DevServer
 from framepool.devserver.signal import SignalSession
+from framepool.processors import AudioFormat, VideoFormat
 from tests.integration.agentkit import TIMEOUT, Signal, agent_settings, quiet_load, serving
-from tests.integration.sdk import joined, publish_tone, stop
+from tests.integration.sdk import joined, publish_tone, publish_video, stop
 
 pytestmark = pytest.mark.integration
 
@@ -66,6 +67,64 @@ async def test_results_reach_another_participant_on_the_topic(
     assert message["processor"] == "audio-level"
     assert str(message["track"]).startswith("TR_")
     assert isinstance(message["data"], dict)
+
+
+async def test_processors_on_one_track_wanting_different_formats_each_get_theirs(
+    devserver: DevServer, room_name: str
+) -> None:
+    """16 kHz / 20 ms and 48 kHz / 10 ms on one audio track, RGB24 and I420 on one video track: one SDK
+    stream and one ring per format, each processor receiving frames in its own."""
+    attached = Signal()
+    server = AgentServer(agent_settings(devserver), load_fnc=quiet_load)
+
+    @server.rtc_session()
+    async def probes(ctx: JobContext) -> None:
+        await ctx.connect(auto_subscribe=False)
+        output = DataOutput(topic="probes")
+        audio = [
+            "tests.procs:AudioProbe(sample_rate=16000, frame_ms=20, every=5)",
+            "tests.procs:AudioProbe(sample_rate=48000, frame_ms=10, every=10)",
+        ]
+        video = ["tests.procs:VideoProbe(pixel_format=RGB24)", "tests.procs:VideoProbe"]
+        rules = [
+            ctx.attach(processors, participants=["alice"], output=output) for processors in (audio, video)
+        ]
+        attached.set(rules)
+
+    async with serving(server), joined(devserver, "bob", room_name) as bob:
+        results = data_messages(bob, "probes")
+        async with joined(devserver, "alice", room_name) as alice:
+            rules = await attached.wait()
+            _, tone = await publish_tone(alice)
+            _, camera = await publish_video(alice, 320, 240)
+            try:
+                seen: dict[str, dict[str, object]] = {}
+                while len(seen) < 4:
+                    message = await asyncio.wait_for(results.get(), TIMEOUT)
+                    data = message["data"]
+                    assert isinstance(data, dict)
+                    seen.setdefault(str(data["wanted"]), data)
+                feeds = {key: feed.group.fmt for rule in rules for key, feed in rule.feeds.items()}
+            finally:
+                await stop(tone)
+                await stop(camera)
+    for rate, frame_ms in [(16000, 20), (48000, 10)]:
+        got = seen[str({"sample_rate": rate, "frame_ms": frame_ms})]["got"]
+        assert got == {"sample_rate": rate, "samples": rate * frame_ms // 1000}
+    for pixel_format in ("RGB24", "I420"):
+        probe = seen[pixel_format]
+        assert (probe["got"], probe["width"], probe["height"]) == (pixel_format, 320, 240)
+    assert sorted(map(str, feeds.values())) == sorted(
+        map(
+            str,
+            [
+                AudioFormat(sample_rate=16000, frame_ms=20),
+                AudioFormat(frame_ms=10),
+                VideoFormat(pixel_format="RGB24"),
+                VideoFormat(),
+            ],
+        )
+    )
 
 
 def agent_uses_single_pc(devserver: DevServer, room_name: str, identity: str) -> bool:

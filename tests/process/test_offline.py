@@ -7,12 +7,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
 
 from framepool.demo.samples import write_test_sample
 from framepool.offline.runner import OfflineJob, process_file
+from framepool.processors import frame_bytes
 from framepool.settings import Settings
 from tests.shm import shm_segments
 
@@ -29,12 +31,13 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def expected_counts(path: Path, frame_samples: int) -> tuple[int, int]:
-    """Video frames and audio frames (or windows) of `frame_samples` the file decodes to, counted with PyAV."""
+def expected_counts(path: Path, frame_samples: int, rate: int = 48000) -> tuple[int, int]:
+    """Video frames and audio frames (or windows) of `frame_samples` at `rate` the file decodes to, counted
+    with PyAV."""
     with av.open(str(path)) as container:
         video = sum(1 for _ in container.decode(video=0))
     with av.open(str(path)) as container:
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
         samples = sum(out.samples for frame in container.decode(audio=0) for out in resampler.resample(frame))
         samples += sum(out.samples for out in resampler.resample(None))
     return video, -(-samples // frame_samples)
@@ -81,6 +84,41 @@ async def test_every_decoded_frame_is_processed(sample: Path, tmp_path: Path) ->
         assert sum(1 for _ in container.decode(video=0)) == video_frames
     assert report.media_frames == {"video1": video_frames} or report.media_frames == {"video0": video_frames}
     assert shm_segments() == before
+
+
+async def test_processors_wanting_different_formats_each_get_their_own(sample: Path, tmp_path: Path) -> None:
+    """Two audio formats and two pixel formats: each file stream is decoded once and converted per format."""
+    job = OfflineJob(
+        sample,
+        "tests.procs:AudioProbe(sample_rate=16000, frame_ms=20),tests.procs:AudioProbe(frame_ms=100),"
+        "tests.procs:VideoProbe(pixel_format=RGB24),tests.procs:VideoProbe",
+        output=tmp_path / "results.jsonl",
+        summary=False,
+    )
+    report = await process_file(Settings(workers=1), job)
+    assert report.lost() == {} and not report.failed()
+    runs = {run.stream_id: run for run in report.runs}
+    [audio, video] = sorted({run.stream_id for run in report.runs if "." not in run.stream_id})
+    assert sorted(runs) == [audio, f"{audio}.1", video, f"{video}.1"]
+    lines = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    probes: dict[str, list[dict[str, Any]]] = {stream_id: [] for stream_id in runs}
+    for line in lines:
+        probes[line["stream"]].append(line["payload"])
+
+    video_frames, _ = expected_counts(sample, 960)
+    for stream_id, rate, frame_ms in [(audio, 16000, 20), (f"{audio}.1", 48000, 100)]:
+        frame_samples = rate * frame_ms // 1000
+        frames = expected_counts(sample, frame_samples, rate)[1]
+        assert runs[stream_id].decoded == runs[stream_id].processed == len(probes[stream_id]) == frames
+        for probe in probes[stream_id]:
+            assert probe["wanted"] == {"sample_rate": rate, "frame_ms": frame_ms}
+            assert probe["got"]["sample_rate"] == rate and probe["dtype"] == "int16"
+        assert {probe["got"]["samples"] for probe in probes[stream_id][:-1]} == {frame_samples}
+    for stream_id, pixel_format in [(video, "RGB24"), (f"{video}.1", "I420")]:  # in order of the specs
+        assert runs[stream_id].decoded == runs[stream_id].processed == len(probes[stream_id]) == video_frames
+        for probe in probes[stream_id]:
+            assert probe["wanted"] == probe["got"] == pixel_format
+            assert probe["bytes"] == frame_bytes(probe["width"], probe["height"], pixel_format)
 
 
 def test_cli_writes_results_and_prints_the_summary(sample: Path, tmp_path: Path) -> None:
