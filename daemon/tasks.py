@@ -57,7 +57,8 @@ async def first_completed(*awaitables: Awaitable[Any], within: float | None = No
 
     Coroutines (`event.wait()`, ...) are wrapped in tasks that this function owns: the ones still pending
     are cancelled and awaited before it returns, also when the caller is cancelled. Tasks and futures the
-    caller passes stay the caller's: they are never cancelled here, only watched.
+    caller passes stay the caller's: they are never cancelled here, only watched. An owned coroutine that
+    raised makes this raise the same exception (a caller's task keeps its exception for its owner).
     """
     owned: list[asyncio.Future[Any]] = []
     futures: list[asyncio.Future[Any]] = []
@@ -70,6 +71,9 @@ async def first_completed(*awaitables: Awaitable[Any], within: float | None = No
             futures.append(future)
     try:
         await asyncio.wait(futures, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+        for future in owned:
+            if future.done() and not future.cancelled() and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
         return tuple(future.done() for future in futures)
     finally:
         pending = [future for future in owned if not future.done()]

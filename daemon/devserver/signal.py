@@ -32,6 +32,7 @@ from livekit.protocol import rtc as rtc_pb
 from framepool.devserver.auth import AuthError, Claims, verify_request
 from framepool.devserver.media import MediaSession
 from framepool.devserver.rooms import Participant, PublishedTrack, Room, RoomRegistry, new_sid
+from framepool.tasks import first_completed
 
 log = logging.getLogger("framepool.devserver")
 
@@ -220,14 +221,7 @@ class SignalSession:
         )
 
     async def _serve(self) -> None:
-        receiving = asyncio.ensure_future(self._receive_loop())
-        left = asyncio.ensure_future(self.left.wait())
-        try:
-            await asyncio.wait({receiving, left}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (receiving, left):
-                task.cancel()
-            await asyncio.gather(receiving, left, return_exceptions=True)
+        await first_completed(self._receive_loop(), self.left.wait())
 
     async def _receive_loop(self) -> None:
         async for message in self.ws:

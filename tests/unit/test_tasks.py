@@ -81,3 +81,13 @@ async def test_first_completed_cancelled_leaves_no_task_behind() -> None:
     with pytest.raises(asyncio.CancelledError):
         await outer
     assert asyncio.all_tasks() == before
+
+
+async def test_first_completed_raises_what_its_own_coroutine_raised() -> None:
+    never = asyncio.Event()
+
+    async def fail() -> None:
+        raise ValueError("receive loop broke")
+
+    with pytest.raises(ValueError, match="receive loop broke"):
+        await first_completed(fail(), never.wait())
