@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 
@@ -49,4 +49,35 @@ class TaskSet:
             pending = list(self._tasks)
             for task in pending:
                 task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def first_completed(*awaitables: Awaitable[Any], within: float | None = None) -> tuple[bool, ...]:
+    """Wait until the first of `awaitables` finishes (or `within` seconds pass); which ones are done, in order.
+
+    Coroutines (`event.wait()`, ...) are wrapped in tasks that this function owns: the ones still pending
+    are cancelled and awaited before it returns, also when the caller is cancelled. Tasks and futures the
+    caller passes stay the caller's: they are never cancelled here, only watched. An owned coroutine that
+    raised makes this raise the same exception (a caller's task keeps its exception for its owner).
+    """
+    owned: list[asyncio.Future[Any]] = []
+    futures: list[asyncio.Future[Any]] = []
+    for awaitable in awaitables:
+        if isinstance(awaitable, asyncio.Future):
+            futures.append(awaitable)
+        else:
+            future: asyncio.Future[Any] = asyncio.ensure_future(awaitable)
+            owned.append(future)
+            futures.append(future)
+    try:
+        await asyncio.wait(futures, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+        for future in owned:
+            if future.done() and not future.cancelled() and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+        return tuple(future.done() for future in futures)
+    finally:
+        pending = [future for future in owned if not future.done()]
+        for future in pending:
+            future.cancel()
+        if pending:
             await asyncio.gather(*pending, return_exceptions=True)

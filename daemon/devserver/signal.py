@@ -17,9 +17,6 @@ livekit-server sends for a participant it no longer has, and the SDK rejoins at 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import gzip
 import logging
 import time
 from typing import Any
@@ -29,9 +26,17 @@ from google.protobuf.message import DecodeError
 from livekit.protocol import models
 from livekit.protocol import rtc as rtc_pb
 
-from framepool.devserver.auth import AuthError, Claims, verify_request
+from framepool.devserver.auth import AuthError, Claims
+from framepool.devserver.join import (
+    BadJoin,
+    authorise,
+    classic_join,
+    decode_join_request,
+    participant_from_claims,
+)
 from framepool.devserver.media import MediaSession
 from framepool.devserver.rooms import Participant, PublishedTrack, Room, RoomRegistry, new_sid
+from framepool.tasks import first_completed
 
 log = logging.getLogger("framepool.devserver")
 
@@ -43,75 +48,6 @@ PING_INTERVAL_S = 5
 PING_TIMEOUT_S = 15
 PROTOCOL_VERSION = 16
 SERVER_VERSION = "1.9.0-framepool-dev"
-_KIND_NAMES = {
-    "standard": models.ParticipantInfo.Kind.STANDARD,
-    "agent": models.ParticipantInfo.Kind.AGENT,
-    "ingress": models.ParticipantInfo.Kind.INGRESS,
-    "egress": models.ParticipantInfo.Kind.EGRESS,
-    "sip": models.ParticipantInfo.Kind.SIP,
-}
-
-
-class BadJoin(Exception):
-    """A join request that cannot be honoured, with the HTTP status livekit-server answers."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def decode_join_request(encoded: str) -> rtc_pb.JoinRequest:
-    """Decode /rtc/v1's `join_request` parameter; BadJoin(400) when it is not a valid WrappedJoinRequest."""
-    try:
-        raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-        wrapped = rtc_pb.WrappedJoinRequest.FromString(raw)
-        body = wrapped.join_request
-        if wrapped.compression == rtc_pb.WrappedJoinRequest.Compression.GZIP:
-            body = gzip.decompress(body)
-        return rtc_pb.JoinRequest.FromString(body)
-    except (binascii.Error, ValueError, DecodeError, OSError, EOFError) as exc:
-        raise BadJoin(400, f"invalid join request: {exc}") from exc
-
-
-def participant_from_claims(claims: Claims, metadata: str, attributes: dict[str, str]) -> Participant:
-    video = claims.video
-    assert video is not None
-    permission = models.ParticipantPermission(
-        can_subscribe=video.can_subscribe,
-        can_publish=video.can_publish,
-        can_publish_data=video.can_publish_data,
-        hidden=bool(video.hidden),
-        can_update_metadata=bool(video.can_update_own_metadata),
-        agent=bool(video.agent),
-        can_subscribe_metrics=bool(video.can_subscribe_metrics),
-    )
-    for source in video.can_publish_sources or []:
-        permission.can_publish_sources.append(models.TrackSource.Value(source.upper()))  # type: ignore[arg-type]
-    merged = dict(claims.attributes or {})
-    merged.update(attributes)
-    return Participant(
-        claims.identity,
-        name=claims.name,
-        kind=_KIND_NAMES.get(claims.kind or "standard", 0),
-        metadata=claims.metadata or metadata,
-        attributes=merged,
-        permission=permission,
-    )
-
-
-def authorise(request: web.Request, keys: dict[str, str]) -> Claims:
-    """Claims of a request allowed to join the room it names; AuthError otherwise."""
-    claims = verify_request(request, keys)
-    video = claims.video
-    # livekit-server answers every grant failure of a join with 401 "permissions denied" (not 403).
-    if video is None or not video.room_join:
-        raise AuthError(401, "permissions denied: token has no roomJoin grant")
-    if not video.room:
-        raise AuthError(401, "permissions denied: token names no room")
-    if not claims.identity:
-        raise AuthError(401, "permissions denied: token has no identity")
-    return claims
 
 
 class SignalSession:
@@ -220,14 +156,7 @@ class SignalSession:
         )
 
     async def _serve(self) -> None:
-        receiving = asyncio.ensure_future(self._receive_loop())
-        left = asyncio.ensure_future(self.left.wait())
-        try:
-            await asyncio.wait({receiving, left}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (receiving, left):
-                task.cancel()
-            await asyncio.gather(receiving, left, return_exceptions=True)
+        await first_completed(self._receive_loop(), self.left.wait())
 
     async def _receive_loop(self) -> None:
         async for message in self.ws:
@@ -417,9 +346,7 @@ async def handle_rtc(
     try:
         claims = authorise(request, keys)
         join = (
-            decode_join_request(request.query.get("join_request", ""))
-            if single_pc
-            else _classic_join(request)
+            decode_join_request(request.query.get("join_request", "")) if single_pc else classic_join(request)
         )
     except (AuthError, BadJoin) as exc:
         log.info("join refused %s: %s %s", request.path, exc.status, exc.message)
@@ -464,18 +391,6 @@ async def _create_room(registry: RoomRegistry, name: str, claims: Claims) -> Roo
         metadata=config.metadata,
         agents=list(config.agents),
     )
-
-
-def _classic_join(request: web.Request) -> rtc_pb.JoinRequest:
-    """The classic /rtc query (auto_subscribe, metadata, reconnect, sid) as a JoinRequest without an offer."""
-    join = rtc_pb.JoinRequest(
-        metadata=request.query.get("metadata", ""),
-        reconnect=request.query.get("reconnect", "0") in ("1", "true"),
-        participant_sid=request.query.get("sid", ""),
-    )
-    auto = request.query.get("auto_subscribe", "1")
-    join.connection_settings.auto_subscribe = auto not in ("0", "false")
-    return join
 
 
 async def _refuse_resume(
