@@ -20,11 +20,15 @@ if TYPE_CHECKING:
     from framepool.processors.api import (
         AudioFormat,
         AudioFrame,
+        AudioProcessor,
+        NoParams,
         ProcessContext,
         Processor,
         VideoFormat,
         VideoFrame,
+        VideoProcessor,
     )
+    from framepool.processors.resource import WorkerResource
 
 __version__ = "0.1.0"
 
@@ -36,24 +40,32 @@ _PUBLIC = {
     "TrackOutput": "framepool.agent",
     "AudioFormat": "framepool.processors.api",
     "AudioFrame": "framepool.processors.api",
+    "AudioProcessor": "framepool.processors.api",
+    "NoParams": "framepool.processors.api",
     "ProcessContext": "framepool.processors.api",
     "Processor": "framepool.processors.api",
     "VideoFormat": "framepool.processors.api",
     "VideoFrame": "framepool.processors.api",
+    "VideoProcessor": "framepool.processors.api",
+    "WorkerResource": "framepool.processors.resource",
 }
 
 __all__ = [
     "AgentServer",
     "AudioFormat",
     "AudioFrame",
+    "AudioProcessor",
     "DataOutput",
     "JobContext",
     "JobRequest",
+    "NoParams",
     "ProcessContext",
     "Processor",
     "TrackOutput",
     "VideoFormat",
     "VideoFrame",
+    "VideoProcessor",
+    "WorkerResource",
 ]
 
 

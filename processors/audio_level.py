@@ -7,6 +7,10 @@ Digital silence has no finite level: it is reported as `floor_db` (default -120)
 Windows are counted in samples, not frames, so a window may span frames of any size and the numbers do
 not depend on the frame size the SDK delivers. Per frame the work is a dot product and a max per window
 segment (numpy), never a Python loop over samples.
+
+Its input format follows its parameters: mono at `sample_rate`, in frames of `frame_ms`, or by default as
+long as the window (10 to 100 ms). `AudioLevel.input_format(params)` is a classmethod, so the supervisor
+learns the format without constructing the processor.
 """
 
 from __future__ import annotations

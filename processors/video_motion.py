@@ -9,6 +9,9 @@ Motion starts when the score reaches `threshold` and ends only when it falls bel
 With `visualize=true` each frame's (amplified) difference image is published as an I420 frame of the
 output video track, at the subsampled resolution; the first frame, which has no predecessor, publishes a
 black image so the output track has exactly one frame per input frame.
+
+It takes I420 frames at the native resolution whatever its parameters: `downscale` slices the luma plane,
+which is cheaper than the block average a declared maximum resolution would make the worker compute.
 """
 
 from __future__ import annotations

@@ -147,3 +147,15 @@ def test_the_supervisor_learns_formats_without_constructing(tmp_path: Path) -> N
         container.close()
     assert run.converter.max_frame_bytes == 48 * 20 * 2
     assert procs.CONSTRUCTED_IN == [] and procs.LOADS == []
+
+
+def test_the_processor_api_is_in_the_one_import() -> None:
+    import framepool
+    from framepool.processors import api, resource
+
+    assert (framepool.AudioProcessor, framepool.VideoProcessor, framepool.NoParams) == (
+        api.AudioProcessor,
+        api.VideoProcessor,
+        api.NoParams,
+    )
+    assert framepool.WorkerResource is resource.WorkerResource
