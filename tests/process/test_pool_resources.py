@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,17 @@ async def shm_unchanged() -> AsyncIterator[None]:
     before = shm_segments()
     yield
     assert shm_segments() == before
+
+
+@pytest.fixture
+def marker() -> Iterator[str]:
+    """The file the workers' release_model appends to (named after this process), removed afterwards."""
+    path = procs.release_marker(os.getpid())
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    yield path
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 async def model_report(pool: WorkerPool, stream_id: str) -> tuple[StreamAttachment, dict[str, Any]]:
@@ -56,11 +67,8 @@ def released(marker: str) -> str | None:
 
 @pytest.mark.parametrize("prewarm", ["", "tests.procs:prewarm_model"], ids=["on-attach", "at-prewarm"])
 async def test_streams_on_one_worker_share_one_model_loaded_and_released_in_the_worker(
-    shm_unchanged: None, prewarm: str
+    shm_unchanged: None, marker: str, prewarm: str
 ) -> None:
-    marker = procs.release_marker(os.getpid())
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(marker)
     pool = WorkerPool(settings(prewarm=prewarm))
     try:
         await pool.start()
@@ -81,15 +89,14 @@ async def test_streams_on_one_worker_share_one_model_loaded_and_released_in_the_
         assert released(marker) is None  # not while the worker lives
     finally:
         await pool.aclose()
-    try:
-        assert released(marker) == f"{worker_pid} {worker_pid}\n"  # once, in the worker, at its exit
-    finally:
-        os.unlink(marker)
+    assert released(marker) == f"{worker_pid} {worker_pid}\n"  # once, in the worker, at its exit
     # The supervisor (this process) imported the processor's module but never constructed or loaded it.
     assert procs.CONSTRUCTED_IN == [] and procs.LOADS == []
 
 
-async def test_a_model_that_fails_to_load_fails_the_attach_not_the_worker(shm_unchanged: None) -> None:
+async def test_a_model_that_fails_to_load_fails_the_attach_not_the_worker(
+    shm_unchanged: None, marker: str
+) -> None:
     pool = WorkerPool(settings())
     try:
         await pool.start()
