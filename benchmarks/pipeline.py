@@ -34,7 +34,7 @@ import psutil
 
 sys.path.insert(
     0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-)  # `tests.procs` in workers too
+)  # `tests.support.procs` in workers too
 
 from framepool.ipc.ring import FMT_S16, KIND_AUDIO, POLICY_DROP_NEWEST, FrameHeader, FrameRing
 from framepool.pool import Result, StreamSpec, WorkerPool
@@ -257,7 +257,9 @@ def main() -> None:
     parser.add_argument(
         "--seconds", type=float, default=None, help="measured seconds per step (default 5, quick 2)"
     )
-    parser.add_argument("--processor", default="tests.procs:Noop", help="processor spec for every stream")
+    parser.add_argument(
+        "--processor", default="tests.support.procs:Noop", help="processor spec for every stream"
+    )
     parser.add_argument("--ring-slots", type=int, default=16, help="frames per stream ring (16 = 160 ms)")
     args = parser.parse_args()
     if args.seconds is None:

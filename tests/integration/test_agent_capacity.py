@@ -12,7 +12,7 @@ from framepool.agent.job import JobContext, JobRequest, RunningJob
 from framepool.agent.server import AgentServer, RequestFunction
 from framepool.devserver.agents import dispatcher_for
 from framepool.devserver.server import DevServer
-from tests.integration.agentkit import (
+from tests.support.agentkit import (
     TIMEOUT,
     LogWatch,
     Signal,
@@ -21,7 +21,7 @@ from tests.integration.agentkit import (
     quiet_load,
     serving,
 )
-from tests.integration.agentworker import TestWorker
+from tests.support.agentworker import TestWorker
 
 pytestmark = pytest.mark.integration
 

@@ -19,11 +19,11 @@ from framepool.agent.server import AgentServer
 from framepool.devserver.server import DevServer
 from framepool.errors import ConfigError
 from framepool.settings import AgentSpec
-from tests.conftest import API_KEY, API_SECRET, make_token
-from tests.integration.agentkit import TIMEOUT, agent_settings, quiet_load, serving
-from tests.integration.sdk import joined, next_event, publish_tone, stop
-from tests.integration.test_agent_drain import ROOT, assert_gone, exit_status, worker_pids
-from tests.shm import shm_segments
+from tests.support.agentkit import TIMEOUT, agent_settings, quiet_load, serving
+from tests.support.daemon import ROOT, assert_gone, exit_status, worker_pids
+from tests.support.devserver import API_KEY, API_SECRET, make_token
+from tests.support.sdk import joined, next_event, publish_tone, stop
+from tests.support.shm import shm_segments
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +139,7 @@ async def statuses_of(room: rtc.Room) -> asyncio.Queue[bytes]:
 async def test_dev_starts_its_own_server_takes_a_job_and_exits_0_on_sigterm(room_name: str) -> None:
     shm_before = shm_segments()
     process = await framepool(
-        "dev", "--dev-port", "0", "tests.integration.agent_apps:drain_server", env=cli_env()
+        "dev", "--dev-port", "0", "tests.support.agent_apps:drain_server", env=cli_env()
     )
     seen: list[str] = []
     try:
@@ -180,7 +180,7 @@ async def test_connect_joins_the_named_room_and_exits_0_on_sigterm(
         statuses = await statuses_of(alice)
         agent_left = next_event(alice, "participant_disconnected")
         process = await framepool(
-            "connect", "--room", room_name, "tests.integration.agent_apps:endless_server", env=env
+            "connect", "--room", room_name, "tests.support.agent_apps:endless_server", env=env
         )
         seen: list[str] = []
         try:
@@ -203,7 +203,7 @@ async def test_connect_joins_the_named_room_and_exits_0_on_sigterm(
 async def test_connect_with_bad_credentials_is_one_line(devserver: DevServer, room_name: str) -> None:
     env = cli_env(LIVEKIT_URL=devserver.url, LIVEKIT_API_KEY=API_KEY, LIVEKIT_API_SECRET="not-the-secret")
     process = await framepool(
-        "connect", "--room", room_name, "tests.integration.agent_apps:endless_server", env=env
+        "connect", "--room", room_name, "tests.support.agent_apps:endless_server", env=env
     )
     _, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
     lines = err.decode().strip().splitlines()

@@ -11,9 +11,9 @@ from livekit.protocol import agent as agent_pb
 from framepool.agent.job import JobContext, JobRequest, RunningJob
 from framepool.agent.server import AgentServer
 from framepool.devserver.server import DevServer
-from tests.conftest import API_KEY, API_SECRET
-from tests.integration.agentkit import Signal, agent_settings, job_states, quiet_load, serving
-from tests.integration.sdk import joined
+from tests.support.agentkit import Signal, agent_settings, job_states, quiet_load, serving
+from tests.support.devserver import API_KEY, API_SECRET
+from tests.support.sdk import joined
 
 pytestmark = pytest.mark.integration
 

@@ -15,23 +15,22 @@ import signal
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 from livekit import api, rtc
 from livekit.protocol import agent as agent_pb
 
 from framepool.devserver.agents import dispatcher_for
 from framepool.devserver.server import DevServer
-from tests.conftest import API_KEY, API_SECRET
-from tests.integration.agentkit import LogWatch, job_states
-from tests.integration.sdk import joined
-from tests.shm import shm_segments
-from tests.signals import signal_until_exit
+from tests.support.agentkit import LogWatch, job_states
+from tests.support.daemon import ROOT, assert_gone, exit_status, worker_pids
+from tests.support.devserver import API_KEY, API_SECRET
+from tests.support.sdk import joined
+from tests.support.shm import shm_segments
+from tests.support.signals import signal_until_exit
 
 pytestmark = pytest.mark.integration
 
 TIMEOUT = 60.0
-ROOT = Path(__file__).resolve().parents[2]
 
 
 async def start_daemon(
@@ -84,7 +83,7 @@ async def test_sigterm_lets_a_running_job_finish_then_exits_zero(
     devserver: DevServer, room_name: str
 ) -> None:
     shm_before = shm_segments()
-    process = await start_daemon(devserver, "tests.integration.agent_apps:drain_server")
+    process = await start_daemon(devserver, "tests.support.agent_apps:drain_server")
     seen: list[str] = []
     try:
         await asyncio.wait_for(log_line(process, "registered 1 agent", seen), TIMEOUT)
@@ -108,35 +107,6 @@ async def test_sigterm_lets_a_running_job_finish_then_exits_zero(
             await process.wait()
 
 
-def worker_pids(process: asyncio.subprocess.Process) -> list[int]:
-    """The daemon's child processes (its processor workers), read once it has registered."""
-    pids = [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
-    assert pids, "the daemon has no worker processes"
-    return pids
-
-
-async def assert_gone(pids: list[int]) -> None:
-    """The workers have exited. A worker may still be in the kernel's exit path when the daemon's own exit is
-    seen (the pool counts a closed control channel as a stopped worker, without reaping it), so allow it a
-    bounded moment to finish dying; a worker still running its code after that is the failure."""
-    procs = []
-    for pid in pids:
-        try:
-            procs.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            continue
-    _, alive = await asyncio.to_thread(psutil.wait_procs, procs, timeout=10)
-    assert not alive, f"worker processes outlived the daemon: {[(p.pid, p.status()) for p in alive]}"
-
-
-async def exit_status(process: asyncio.subprocess.Process, seen: list[str]) -> tuple[int, str]:
-    """Wait for the daemon to exit; its status and everything it logged."""
-    assert process.stderr is not None
-    rest = await asyncio.wait_for(process.stderr.read(), TIMEOUT)
-    status = await asyncio.wait_for(process.wait(), TIMEOUT)
-    return status, "".join(seen) + rest.decode(errors="replace")
-
-
 async def running_job(alice: rtc.Room) -> None:
     """Until the endless agent's job in alice's room says it runs."""
     statuses: asyncio.Queue[bytes] = asyncio.Queue()
@@ -149,7 +119,7 @@ async def test_second_sigterm_takes_the_quick_path(devserver: DevServer, room_na
     # A drain this long cannot end inside the test: only the quick path explains the exit. The threshold
     # keeps a busy test machine from making the daemon FULL before the drain does.
     process = await start_daemon(
-        devserver, "tests.integration.agent_apps:endless_server", drain_timeout="600", load_threshold="1"
+        devserver, "tests.support.agent_apps:endless_server", drain_timeout="600", load_threshold="1"
     )
     seen: list[str] = []
     try:
@@ -190,7 +160,7 @@ async def assert_new_job_refused(devserver: DevServer, room: str) -> None:
 
 async def test_drain_timeout_ends_the_running_job_and_exits_1(devserver: DevServer, room_name: str) -> None:
     shm_before = shm_segments()
-    process = await start_daemon(devserver, "tests.integration.agent_apps:endless_server", drain_timeout="1")
+    process = await start_daemon(devserver, "tests.support.agent_apps:endless_server", drain_timeout="1")
     seen: list[str] = []
     try:
         await asyncio.wait_for(log_line(process, "registered 1 agent", seen), TIMEOUT)

@@ -16,8 +16,8 @@ from framepool.agent.server import AgentServer
 from framepool.agent.session import DataOutput, TrackOutput
 from framepool.devserver.server import DevServer
 from framepool.devserver.signal import SignalSession
-from tests.integration.agentkit import TIMEOUT, Signal, agent_settings, quiet_load, serving
-from tests.integration.sdk import joined, publish_tone, stop
+from tests.support.agentkit import TIMEOUT, Signal, agent_settings, quiet_load, serving
+from tests.support.sdk import joined, publish_tone, stop
 
 pytestmark = pytest.mark.integration
 

@@ -15,10 +15,10 @@ from framepool.agent.server import AgentServer
 from framepool.devserver.agents import dispatcher_for
 from framepool.devserver.server import DevServer
 from framepool.errors import FramepoolError
-from tests.conftest import API_KEY, API_SECRET
-from tests.integration.agentkit import TIMEOUT, Signal, agent_settings, quiet_load, serving
-from tests.integration.test_agent_drain import ROOT
-from tests.shm import shm_segments
+from tests.support.agentkit import TIMEOUT, Signal, agent_settings, quiet_load, serving
+from tests.support.daemon import ROOT
+from tests.support.devserver import API_KEY, API_SECRET
+from tests.support.shm import shm_segments
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +99,7 @@ async def test_start_with_a_failing_prewarm_is_one_line(devserver: DevServer) ->
         "-m",
         "framepool.cli",
         "start",
-        "tests.integration.agent_apps:broken_prewarm_server",
+        "tests.support.agent_apps:broken_prewarm_server",
         cwd=ROOT,
         env=env,
         stdin=asyncio.subprocess.DEVNULL,

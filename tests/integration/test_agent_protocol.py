@@ -15,8 +15,8 @@ from framepool.agent.server import AgentServer
 from framepool.devserver.server import DevServer
 from framepool.errors import ServerUnavailableError
 from framepool.settings import Settings
-from tests.conftest import API_KEY
-from tests.integration.agentkit import TIMEOUT, agent_settings, quiet_load, serving
+from tests.support.agentkit import TIMEOUT, agent_settings, quiet_load, serving
+from tests.support.devserver import API_KEY
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from framepool.agent.job import JobContext, RunningJob
 from framepool.agent.server import AgentServer
 from framepool.devserver.agents import dispatcher_for
 from framepool.devserver.server import DevServer
-from tests.conftest import API_KEY, API_SECRET
-from tests.integration.agentkit import TIMEOUT, LogWatch, Signal, agent_settings, quiet_load, serving
+from tests.support.agentkit import TIMEOUT, LogWatch, Signal, agent_settings, quiet_load, serving
+from tests.support.devserver import API_KEY, API_SECRET
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from framepool.devserver.server import DevServer
-from tests.conftest import API_KEY, API_SECRET
+from tests.support.devserver import API_KEY, API_SECRET
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """The /agent worker protocol and agent dispatch of the loopback dev server.
 
-Workers are tests.integration.agentworker.TestWorker (livekit-protocol messages over aiohttp);
+Workers are tests.support.agentworker.TestWorker (livekit-protocol messages over aiohttp);
 dispatches are made through the real livekit-api client.
 """
 
@@ -17,9 +17,9 @@ from livekit.protocol import models
 
 from framepool.devserver.agents import AGENT_DISPATCHER, MAX_MESSAGE_BYTES
 from framepool.devserver.server import DevServer
-from tests.conftest import API_KEY, API_SECRET
-from tests.integration.agentworker import TestWorker, agent_token
-from tests.integration.sdk import TIMEOUT, joined, publish_tone, stop
+from tests.support.agentworker import TestWorker, agent_token
+from tests.support.devserver import API_KEY, API_SECRET
+from tests.support.sdk import TIMEOUT, joined, publish_tone, stop
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Media through the loopback dev server with the real livekit SDK, over each signal path (tests/conftest.py)."""
+"""Media through the loopback dev server with the real livekit SDK, over each signal path (tests/integration/conftest.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from livekit.protocol import models
 
 from framepool.devserver.rooms import Participant
 from framepool.devserver.signal import SignalSession
-from tests.conftest import SignalMode
-from tests.integration.sdk import (
+from tests.support.devserver import SignalMode
+from tests.support.sdk import (
     TIMEOUT,
     joined,
     next_event,

@@ -16,8 +16,8 @@ from livekit.protocol import room as room_pb
 from livekit.protocol import rtc as rtc_pb
 
 from framepool.devserver.server import DevServer
-from tests.conftest import API_KEY, API_SECRET, make_token
-from tests.integration.sdk import TIMEOUT, joined, next_event
+from tests.support.devserver import API_KEY, API_SECRET, make_token
+from tests.support.sdk import TIMEOUT, joined, next_event
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,9 @@ import aiohttp
 import pytest
 from livekit import rtc
 
-from tests.conftest import make_token
-from tests.integration.sdk import TIMEOUT, next_event, publish_tone, stop
-from tests.signals import signal_until_exit
+from tests.support.devserver import make_token
+from tests.support.sdk import TIMEOUT, next_event, publish_tone, stop
+from tests.support.signals import signal_until_exit
 
 pytestmark = pytest.mark.process
 

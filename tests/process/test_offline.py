@@ -14,7 +14,7 @@ import pytest
 from framepool.demo.samples import write_test_sample
 from framepool.offline.runner import OfflineJob, process_file
 from framepool.settings import Settings
-from tests.shm import shm_segments
+from tests.support.shm import shm_segments
 
 pytestmark = pytest.mark.process
 
@@ -136,7 +136,9 @@ def test_unreadable_input_and_missing_stream_kind_fail_with_one_line(tmp_path: P
 
 
 def test_failing_processor_is_reported_and_fails_the_run(sample: Path) -> None:
-    result = run_cli("--log-level", "error", "process", str(sample), "-p", "tests.procs:Fail(fail_from=3)")
+    result = run_cli(
+        "--log-level", "error", "process", str(sample), "-p", "tests.support.procs:Fail(fail_from=3)"
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "event processor_disabled" in result.stdout

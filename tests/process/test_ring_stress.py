@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from framepool.ipc.ring import implementation
-from tests.shm import shm_segments
+from tests.support.shm import shm_segments
 
 pytestmark = pytest.mark.process
 

@@ -14,7 +14,7 @@ from livekit.protocol import agent as agent_pb
 from framepool.agent.server import AgentServer
 from framepool.devserver.server import DevServer
 from framepool.settings import Settings
-from tests.conftest import API_KEY, API_SECRET
+from tests.support.devserver import API_KEY, API_SECRET
 
 TIMEOUT = 30.0
 

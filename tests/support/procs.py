@@ -1,4 +1,5 @@
-"""Tiny processors and prewarm hooks for the pool's process tests (loaded in workers as `tests.procs:Name`)."""
+"""Tiny processors and prewarm hooks for the pool's process tests (worker processes, which load them by
+spec as `tests.support.procs:Name`)."""
 
 from __future__ import annotations
 

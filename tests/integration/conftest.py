@@ -1,43 +1,15 @@
-"""Shared pytest fixtures: the loopback dev server and access tokens for it."""
+"""Fixtures of the integration tier: loopback dev servers and clients for them (test process)."""
 
 from __future__ import annotations
 
-import datetime
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from livekit import api, rtc
 
 from framepool.devserver.server import DevServer
-
-API_KEY = "devkey"
-API_SECRET = "secret"
-
-
-def make_token(
-    identity: str,
-    room: str,
-    *,
-    secret: str = API_SECRET,
-    ttl: float = 600.0,
-    kind: str = "",
-    api_key: str = API_KEY,
-    **grants: Any,
-) -> str:
-    """A join token for `room` (grants override VideoGrants fields, e.g. can_publish=False)."""
-    token = (
-        api.AccessToken(api_key, secret)
-        .with_identity(identity)
-        .with_name(identity)
-        .with_ttl(datetime.timedelta(seconds=ttl))
-        .with_grants(api.VideoGrants(room_join=grants.pop("room_join", True), room=room, **grants))
-    )
-    if kind:
-        token = token.with_kind(kind)  # type: ignore[arg-type]
-    return token.to_jwt()
+from tests.support.devserver import API_KEY, API_SECRET, SignalMode
 
 
 @pytest.fixture
@@ -54,15 +26,6 @@ async def devserver() -> AsyncIterator[DevServer]:
         yield server
     finally:
         await server.aclose()
-
-
-@dataclass
-class SignalMode:
-    """A dev server and the RoomOptions that make the SDK use one of its signal paths."""
-
-    name: str
-    server: DevServer
-    options: rtc.RoomOptions
 
 
 @pytest.fixture(params=["single_pc", "classic", "fallback"])

@@ -11,7 +11,7 @@ import numpy as np
 from livekit import rtc
 
 from framepool.devserver.server import DevServer
-from tests.conftest import make_token
+from tests.support.devserver import make_token
 
 TIMEOUT = 20.0
 SAMPLE_RATE = 48000

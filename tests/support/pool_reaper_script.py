@@ -1,7 +1,7 @@
 """A supervisor that is a child subreaper, for the test of a forkserver killed under the pool: its orphaned
 workers are re-parented to this process, which must reap them itself (`os.waitid` on their pidfds).
 
-Run as `python -m tests.process.pool_reaper_script` from the repository root; prints one JSON line.
+Run as `python -m tests.support.pool_reaper_script` from the repository root; prints one JSON line.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import signal
 import psutil
 
 from framepool.pool import WorkerPool
-from tests.process.pool_support import settings
+from tests.support.pool import settings
 
 PR_SET_CHILD_SUBREAPER = 36
 
