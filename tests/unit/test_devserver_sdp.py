@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("aiortc", reason="the dev server (framepool.devserver.rtc) needs the devserver extra")
+
 from framepool.devserver.rtc import START_BITRATE_KBPS, media_sections, munge_answer
 
 OFFER = "\r\n".join(
