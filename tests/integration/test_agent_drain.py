@@ -27,10 +27,9 @@ from tests.support.devserver import API_KEY, API_SECRET
 from tests.support.sdk import joined
 from tests.support.shm import shm_segments
 from tests.support.signals import signal_until_exit
+from tests.support.timeouts import EVENT, PROCESS
 
 pytestmark = pytest.mark.integration
-
-TIMEOUT = 60.0
 
 
 async def start_daemon(
@@ -86,20 +85,20 @@ async def test_sigterm_lets_a_running_job_finish_then_exits_zero(
     process = await start_daemon(devserver, "tests.support.agent_apps:drain_server")
     seen: list[str] = []
     try:
-        await asyncio.wait_for(log_line(process, "registered 1 agent", seen), TIMEOUT)
+        await asyncio.wait_for(log_line(process, "registered 1 agent", seen), PROCESS)
         async with joined(devserver, "alice", room_name) as alice:
             statuses: asyncio.Queue[bytes] = asyncio.Queue()
             alice.on("data_received", lambda packet: statuses.put_nowait(packet.data))
-            assert await asyncio.wait_for(statuses.get(), TIMEOUT) == b"running"
+            assert await asyncio.wait_for(statuses.get(), EVENT) == b"running"
             process.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(log_line(process, "draining", seen), TIMEOUT)
+            await asyncio.wait_for(log_line(process, "draining", seen), PROCESS)
             assert process.returncode is None  # the job holds the daemon
             await alice.local_participant.publish_data(b"finish", reliable=True)
-            assert await asyncio.wait_for(statuses.get(), TIMEOUT) == b"finished"
-            await asyncio.wait_for(log_line(process, "job ended: JS_SUCCESS", seen), TIMEOUT)
+            assert await asyncio.wait_for(statuses.get(), EVENT) == b"finished"
+            await asyncio.wait_for(log_line(process, "job ended: JS_SUCCESS", seen), PROCESS)
         assert process.stderr is not None
-        rest = await asyncio.wait_for(process.stderr.read(), TIMEOUT)
-        assert await asyncio.wait_for(process.wait(), TIMEOUT) == 0, "".join(seen) + rest.decode()
+        rest = await asyncio.wait_for(process.stderr.read(), PROCESS)
+        assert await asyncio.wait_for(process.wait(), PROCESS) == 0, "".join(seen) + rest.decode()
         assert shm_segments() <= shm_before
     finally:
         if process.returncode is None:
@@ -111,7 +110,7 @@ async def running_job(alice: rtc.Room) -> None:
     """Until the endless agent's job in alice's room says it runs."""
     statuses: asyncio.Queue[bytes] = asyncio.Queue()
     alice.on("data_received", lambda packet: statuses.put_nowait(packet.data))
-    assert await asyncio.wait_for(statuses.get(), TIMEOUT) == b"running"
+    assert await asyncio.wait_for(statuses.get(), EVENT) == b"running"
 
 
 async def test_second_sigterm_takes_the_quick_path(devserver: DevServer, room_name: str) -> None:
@@ -124,12 +123,12 @@ async def test_second_sigterm_takes_the_quick_path(devserver: DevServer, room_na
     seen: list[str] = []
     try:
         with LogWatch("framepool.devserver.agents") as devserver_log:
-            await asyncio.wait_for(log_line(process, "registered 1 agent", seen), TIMEOUT)
+            await asyncio.wait_for(log_line(process, "registered 1 agent", seen), PROCESS)
             pids = worker_pids(process)
             async with joined(devserver, "alice", room_name) as alice:
                 await running_job(alice)
                 process.send_signal(signal.SIGTERM)
-                await asyncio.wait_for(log_line(process, "draining", seen), TIMEOUT)
+                await asyncio.wait_for(log_line(process, "draining", seen), PROCESS)
                 await devserver_log.wait(": WS_FULL")
                 [worker] = dispatcher_for(devserver.app, devserver).workers.values()
                 assert (worker.status, worker.draining) == (agent_pb.WS_FULL, True)
@@ -137,7 +136,7 @@ async def test_second_sigterm_takes_the_quick_path(devserver: DevServer, room_na
                 assert process.returncode is None  # the endless job holds the daemon
                 # The second signal and more after it, as from a service manager that keeps asking.
                 storm = asyncio.create_task(signal_until_exit(process, (signal.SIGTERM,), interval=0.005))
-                await asyncio.wait_for(log_line(process, "second signal", seen), TIMEOUT)
+                await asyncio.wait_for(log_line(process, "second signal", seen), PROCESS)
             status, logged = await exit_status(process, seen)
             assert (await storm)[0] == status
         assert status == 130, logged
@@ -163,7 +162,7 @@ async def test_drain_timeout_ends_the_running_job_and_exits_1(devserver: DevServ
     process = await start_daemon(devserver, "tests.support.agent_apps:endless_server", drain_timeout="1")
     seen: list[str] = []
     try:
-        await asyncio.wait_for(log_line(process, "registered 1 agent", seen), TIMEOUT)
+        await asyncio.wait_for(log_line(process, "registered 1 agent", seen), PROCESS)
         pids = worker_pids(process)
         async with joined(devserver, "alice", room_name) as alice:
             await running_job(alice)
@@ -172,9 +171,9 @@ async def test_drain_timeout_ends_the_running_job_and_exits_1(devserver: DevServ
                 "participant_disconnected", lambda p: agent_left.done() or agent_left.set_result(p.identity)
             )
             process.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(log_line(process, "drain timed out with 1 job", seen), TIMEOUT)
-            record = await asyncio.wait_for(log_line(process, "job ended", seen), TIMEOUT)
-            assert str(await asyncio.wait_for(agent_left, TIMEOUT)).startswith("agent-")
+            await asyncio.wait_for(log_line(process, "drain timed out with 1 job", seen), PROCESS)
+            record = await asyncio.wait_for(log_line(process, "job ended", seen), PROCESS)
+            assert str(await asyncio.wait_for(agent_left, EVENT)).startswith("agent-")
         status, logged = await exit_status(process, seen)
         assert status == 1, logged
         assert "job shutting down: daemon shutting down" in logged
@@ -203,7 +202,7 @@ async def test_start_without_credentials_is_one_line_exit_2(tmp_path: Path) -> N
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
+    _, err = await asyncio.wait_for(process.communicate(), PROCESS)
     assert process.returncode == 2
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1 and "missing LiveKit credentials" in lines[0], err.decode()
@@ -225,7 +224,7 @@ async def test_start_without_agents_is_a_clear_error(tmp_path: Path, devserver: 
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
+    _, err = await asyncio.wait_for(process.communicate(), PROCESS)
     assert process.returncode == 2
     assert "no agents configured" in err.decode()
 
@@ -247,6 +246,6 @@ async def test_start_against_an_unreachable_server_exits_3(tmp_path: Path) -> No
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
+    _, err = await asyncio.wait_for(process.communicate(), PROCESS)
     assert process.returncode == 3, err.decode()
     assert "framepool: cannot reach LiveKit at ws://127.0.0.1:9" in err.decode()

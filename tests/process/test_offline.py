@@ -15,6 +15,7 @@ from framepool.demo.samples import write_test_sample
 from framepool.offline.runner import OfflineJob, process_file
 from framepool.settings import Settings
 from tests.support.shm import shm_segments
+from tests.support.timeouts import PROCESS
 
 pytestmark = pytest.mark.process
 
@@ -46,7 +47,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     }
     return subprocess.run(
         [sys.executable, "-m", "framepool.cli", "--workers", "1", *args],
-        capture_output=True, text=True, env=environ, timeout=90,
+        capture_output=True, text=True, env=environ, timeout=PROCESS,
     )  # fmt: skip
 
 

@@ -21,7 +21,6 @@ from framepool.pool import PoolStats, StreamSpec, WorkerPool
 from framepool.processors.registry import parse_spec
 from framepool.worker import main as worker
 from tests.support.pool import (
-    WAIT,
     RecordingSink,
     audio_frame,
     audio_spec,
@@ -30,6 +29,7 @@ from tests.support.pool import (
 )
 from tests.support.procs import prewarm_marker
 from tests.support.shm import shm_segments
+from tests.support.timeouts import EVENT, PROCESS, PROMPT
 
 pytestmark = pytest.mark.process
 
@@ -272,14 +272,14 @@ async def test_workers_die_with_a_killed_supervisor(shm_unchanged: None, start_m
     )
     try:
         assert supervisor.stdout is not None
-        line = await asyncio.wait_for(supervisor.stdout.readline(), 60)
+        line = await asyncio.wait_for(supervisor.stdout.readline(), PROCESS)
         pids = json.loads(line)["workers"]
         assert len(pids) == 2 and all(psutil.pid_exists(pid) for pid in pids)
     finally:
         supervisor.kill()
         await supervisor.wait()
     assert supervisor.returncode == -signal.SIGKILL
-    assert await asyncio.to_thread(wait_exited, pids, 2.0) == []
+    assert await asyncio.to_thread(wait_exited, pids, PROMPT) == []
 
 
 async def test_crash_loop_after_a_restart_halts_the_pool(shm_unchanged: None) -> None:
@@ -291,7 +291,7 @@ async def test_crash_loop_after_a_restart_halts_the_pool(shm_unchanged: None) ->
         sink = RecordingSink()
         stream = await pool.attach(audio_spec("doomed", "tests.support.procs:Count"), sink)
         os.kill(pool.worker_pids()[0], signal.SIGKILL)
-        await asyncio.wait_for(pool.halted.wait(), 30)
+        await asyncio.wait_for(pool.halted.wait(), EVENT)
         assert "died 2 times in a row before becoming ready" in pool.halt_reason
         await sink.wait_for(lambda: "stream_failed" in sink.event_names(), "the stream to fail")
         with pytest.raises(PoolError, match="stopped: worker 0 died 2 times"):
@@ -482,7 +482,7 @@ async def test_memory_warning_is_logged_once_and_the_worker_keeps_running(
     try:
         pid = pool.worker_pids()[0]
         for _ in range(8):  # eight memory checks, each above the line
-            await asyncio.wait_for(pool.next_heartbeat(), WAIT)
+            await asyncio.wait_for(pool.next_heartbeat(), EVENT)
         warnings = [r.getMessage() for r in caplog.records if "warning at 1 MiB" in r.getMessage()]
         assert len(warnings) == 1 and warnings[0].startswith(f"worker 0 (pid {pid}) uses ")
         assert pool.stats().workers[0].pss_bytes > 1 << 20
@@ -510,7 +510,7 @@ async def test_busy_seconds_are_current_without_drain_or_detach(shm_unchanged: N
             await stream.push_wait(audio_frame(seq), seq, FMT_S16, 48000, 1, 480)
         await sink.wait_for(lambda: len(sink.payloads("count")) == 50, "the frames to be processed")
         # Slow sleeps 2 ms per frame: 50 frames are at least 0.1 s, and the pongs that follow report it.
-        async with asyncio.timeout(WAIT):
+        async with asyncio.timeout(EVENT):
             while stream.stats().busy["tests.support.procs:Slow"] < 0.1:
                 await pool.next_heartbeat()
         live = stream.stats().busy
@@ -533,8 +533,8 @@ async def test_workers_of_a_killed_forkserver_are_reaped_by_a_subreaper_supervis
     )
     try:
         assert supervisor.stdout is not None
-        report = json.loads(await asyncio.wait_for(supervisor.stdout.readline(), 60))
-        assert await asyncio.wait_for(supervisor.wait(), WAIT) == 0
+        report = json.loads(await asyncio.wait_for(supervisor.stdout.readline(), PROCESS))
+        assert await asyncio.wait_for(supervisor.wait(), PROCESS) == 0
     finally:
         if supervisor.returncode is None:
             supervisor.kill()

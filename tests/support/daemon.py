@@ -7,8 +7,9 @@ from pathlib import Path
 
 import psutil
 
+from tests.support.timeouts import EVENT, PROCESS
+
 ROOT = Path(__file__).resolve().parents[2]  # the repository: the daemon's cwd, so `tests.support.*` imports
-TIMEOUT = 60.0
 
 
 def worker_pids(process: asyncio.subprocess.Process) -> list[int]:
@@ -28,13 +29,13 @@ async def assert_gone(pids: list[int]) -> None:
             procs.append(psutil.Process(pid))
         except psutil.NoSuchProcess:
             continue
-    _, alive = await asyncio.to_thread(psutil.wait_procs, procs, timeout=10)
+    _, alive = await asyncio.to_thread(psutil.wait_procs, procs, timeout=EVENT)
     assert not alive, f"worker processes outlived the daemon: {[(p.pid, p.status()) for p in alive]}"
 
 
 async def exit_status(process: asyncio.subprocess.Process, seen: list[str]) -> tuple[int, str]:
     """Wait for the daemon to exit; its status and everything it logged."""
     assert process.stderr is not None
-    rest = await asyncio.wait_for(process.stderr.read(), TIMEOUT)
-    status = await asyncio.wait_for(process.wait(), TIMEOUT)
+    rest = await asyncio.wait_for(process.stderr.read(), PROCESS)
+    status = await asyncio.wait_for(process.wait(), PROCESS)
     return status, "".join(seen) + rest.decode(errors="replace")

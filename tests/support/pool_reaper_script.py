@@ -16,6 +16,7 @@ import psutil
 
 from framepool.pool import WorkerPool
 from tests.support.pool import settings
+from tests.support.timeouts import EVENT
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -28,9 +29,7 @@ async def main() -> None:
     pids = pool.worker_pids()
     server = psutil.Process(pids[0]).ppid()
     os.kill(server, signal.SIGKILL)  # its workers die of their parent-death signal and come to us
-    psutil.Process(server).wait(
-        10
-    )  # our child: reaped here, so its workers are orphans before the ladder starts
+    psutil.Process(server).wait(EVENT)  # our child: reaped here, so its workers are orphans before the ladder
     await pool.aclose()
     alive = [pid for pid in pids if psutil.pid_exists(pid)]
     codes = [w.exitcode for w in pool.stats().workers]

@@ -16,6 +16,7 @@ import pytest
 from framepool import cli
 from framepool.logs import log_context, setup_logging
 from framepool.settings import Settings, field_docs
+from tests.support.timeouts import PROCESS
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -28,7 +29,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         capture_output=True,
         text=True,
         env=environ,
-        timeout=60,
+        timeout=PROCESS,
     )
 
 
