@@ -24,6 +24,7 @@ demo: native
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check daemon processors tests benchmarks setup.py
+	$(VENV)/bin/ruff format --check daemon processors tests benchmarks setup.py
 
 # mypy cannot follow setuptools' editable package-dir mapping, so give it a symlinked tree.
 typecheck: native
@@ -36,7 +37,8 @@ unit: native
 	$(PY) -m pytest -q tests/unit
 
 # The unit tier in a venv without the dev-server extra (aiortc): it must need only the base and test
-# dependencies. Not part of `make test` (a second venv costs ~25 s once); .ci/run runs it.
+# dependencies (the target fails if aiortc got into that venv). Not part of `make test` (a second venv
+# costs ~25 s once); .ci/run runs it.
 MINIMAL := .venv-minimal
 $(MINIMAL)/.installed-stamp: pyproject.toml setup.py
 	test -x $(MINIMAL)/bin/python || $(PYTHON) -m venv $(MINIMAL)
@@ -45,7 +47,7 @@ $(MINIMAL)/.installed-stamp: pyproject.toml setup.py
 	touch $@
 
 unit-minimal: $(MINIMAL)/.installed-stamp native
-	$(MINIMAL)/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('aiortc') and 'aiortc is in $(MINIMAL)')"
+	$(MINIMAL)/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('aiortc') and 'has aiortc')"
 	$(MINIMAL)/bin/python -m pytest -q -rs tests/unit
 
 process: native

@@ -89,7 +89,7 @@ def test_bad_server_target_is_one_line(devserver: DevServer) -> None:
         load_server("json:dumps", agent_settings(devserver))
 
 
-# -- the commands as subprocesses -------------------------------------------------------------------------------
+# -- the commands as subprocesses -------------------------------------------------------------------------
 
 
 def cli_env(**values: str) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""The agent server's dispatch and job lifecycle against the loopback dev server (real SDK, real livekit-api, real pool)."""
+"""The agent server's dispatch and job lifecycle against the loopback dev server (real SDK, real livekit-api,
+real pool)."""
 
 from __future__ import annotations
 

@@ -150,7 +150,8 @@ async def test_second_sigterm_takes_the_quick_path(devserver: DevServer, room_na
 
 
 async def assert_new_job_refused(devserver: DevServer, room: str) -> None:
-    """A room created while the only worker is FULL gets no agent: its job fails with "no worker available"."""
+    """A room created while the only worker is FULL gets no agent: its job fails with "no worker
+    available"."""
     async with api.LiveKitAPI(devserver.http_url, API_KEY, API_SECRET) as lkapi:
         await lkapi.room.create_room(api.CreateRoomRequest(name=room))
         [state] = await job_states(lkapi, room)

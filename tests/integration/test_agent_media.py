@@ -1,4 +1,5 @@
-"""Frames from a room through the worker pool and back: data results, a processed video track, worker crashes."""
+"""Frames from a room through the worker pool and back: data results, a processed video track, worker
+crashes."""
 
 from __future__ import annotations
 

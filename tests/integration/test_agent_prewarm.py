@@ -1,4 +1,5 @@
-"""The per-agent prewarm hook: once per agent in the supervisor, before any job; failures are one clear line."""
+"""The per-agent prewarm hook: once per agent in the supervisor, before any job; failures are one clear
+line."""
 
 from __future__ import annotations
 

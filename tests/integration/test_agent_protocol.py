@@ -1,4 +1,5 @@
-"""The agent server's /agent client against servers that misbehave: garbage, no server, refused credentials."""
+"""The agent server's /agent client against servers that misbehave: garbage, no server, refused
+credentials."""
 
 from __future__ import annotations
 

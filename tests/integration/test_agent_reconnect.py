@@ -81,7 +81,8 @@ async def test_restart_migrates_live_jobs_and_delivers_queued_status() -> None:
                 assert jobs[end_id].job.state.status == agent_pb.JS_SUCCESS
                 assert list(server.jobs) == [keep_id]  # the live job never stopped
 
-                # The new server can end the migrated job: its termination reaches the daemon, the status comes back.
+                # The new server can end the migrated job: its termination reaches the daemon, the status
+                # comes back.
                 dispatcher_for(second.app, second).terminate(jobs[keep_id], agent_pb.JSR_UNSPECIFIED)
                 kept: RunningJob = await ended["keep"].wait()
                 assert kept.ctx.shutdown_reason == "terminated by the server"

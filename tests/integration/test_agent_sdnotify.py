@@ -1,4 +1,5 @@
-"""systemd readiness: a real `framepool start` sends READY=1 once its agents are registered and STOPPING=1 on SIGTERM."""
+"""systemd readiness: a real `framepool start` sends READY=1 once its agents are registered and STOPPING=1
+on SIGTERM."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Media through the loopback dev server with the real livekit SDK, over each signal path (tests/integration/conftest.py)."""
+"""Media through the loopback dev server with the real livekit SDK, over each signal path (the signal_mode
+fixture in tests/integration/conftest.py)."""
 
 from __future__ import annotations
 

@@ -31,7 +31,8 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def expected_counts(path: Path, frame_samples: int) -> tuple[int, int]:
-    """Video frames and audio frames (or windows) of `frame_samples` the file decodes to, counted with PyAV."""
+    """Video frames and audio frames (or windows) of `frame_samples` the file decodes to, counted with
+    PyAV."""
     with av.open(str(path)) as container:
         video = sum(1 for _ in container.decode(video=0))
     with av.open(str(path)) as container:

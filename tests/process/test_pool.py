@@ -253,7 +253,8 @@ async def test_memory_limit_restarts_the_worker(
     try:
         old_pid = pool.worker_pids()[0]
         assert psutil.pid_exists(old_pid)
-        # Any Python process is above 1 MiB of PSS: the heartbeat kills it (wait off the loop, which must run).
+        # Any Python process is above 1 MiB of PSS: the heartbeat kills it (wait off the loop, which must
+        # run).
         assert await asyncio.to_thread(wait_exited, [old_pid], 20) == []
         assert f"pid {old_pid}) uses" in caplog.text and "(limit 1 MiB); restarting it" in caplog.text
     finally:

@@ -36,7 +36,8 @@ def agent_settings(devserver: DevServer, **overrides: Any) -> Settings:
 
 
 def quiet_load(server: AgentServer) -> float:
-    """The dev server runs in the test process, so this process's CPU is not the daemon's load: report none."""
+    """The dev server runs in the test process, so this process's CPU is not the daemon's load: report
+    none."""
     del server
     return 0.0
 

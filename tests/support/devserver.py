@@ -1,4 +1,5 @@
-"""Credentials and join tokens for the loopback dev server, and the signal-path fixture's value (test process).
+"""Credentials and join tokens for the loopback dev server, and the signal-path fixture's value (test
+process).
 
 The fixtures that start dev servers live in tests/integration/conftest.py; this module needs the dev-server
 extra (aiortc) through DevServer.

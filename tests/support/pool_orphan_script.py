@@ -1,4 +1,5 @@
-"""A minimal supervisor for the kill -9 test: start a pool, attach a stream, print the pids, wait to be killed.
+"""A minimal supervisor for the kill -9 test: start a pool, attach a stream, print the pids, wait to be
+killed.
 
 Run as `python -m tests.support.pool_orphan_script START_METHOD` from the repository root.
 """

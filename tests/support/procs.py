@@ -202,8 +202,8 @@ class SlowVideo(Processor):
 
 
 class LingerAtExit(Processor):
-    """At close, starts a non-daemon thread that never ends: the worker acknowledges shutdown, closes its control
-    channel, then hangs in interpreter exit (joining that thread) until it is killed."""
+    """At close, starts a non-daemon thread that never ends: the worker acknowledges shutdown, closes its
+    control channel, then hangs in interpreter exit (joining that thread) until it is killed."""
 
     name = "linger-at-exit"
     kind = "audio"

@@ -1,4 +1,5 @@
-"""Signal storms for the CLI tests: what a user hammering Ctrl-C, or a service manager repeating SIGTERM, does."""
+"""Signal storms for the CLI tests: what a user hammering Ctrl-C, or a service manager repeating SIGTERM,
+does (test process)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The dev server's answer munging (framepool.devserver.rtc.munge_answer) on SDP shaped like libwebrtc/aiortc's."""
+"""The dev server's answer munging (framepool.devserver.rtc.munge_answer) on SDP shaped like
+libwebrtc/aiortc's."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The dev server depends on the SDK's signalling and on aiortc internals: a new minor of either must fail here first."""
+"""The dev server depends on the SDK's signalling and on aiortc internals: a new minor of either must fail
+here first."""
 
 from importlib.metadata import version
 
