@@ -1,4 +1,5 @@
-"""Frames from a room through the worker pool and back: data results, a processed video track, worker crashes."""
+"""Frames from a room through the worker pool and back: data results, a processed video track, worker
+crashes."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from framepool.agent.server import AgentServer
 from framepool.agent.session import DataOutput, TrackOutput
 from framepool.devserver.server import DevServer
 from framepool.devserver.signal import SignalSession
-from tests.integration.agentkit import TIMEOUT, Signal, agent_settings, quiet_load, serving
-from tests.integration.sdk import joined, publish_tone, stop
+from tests.support.agentkit import Signal, agent_settings, quiet_load, serving
+from tests.support.sdk import joined, publish_tone, stop
+from tests.support.timeouts import EVENT
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +61,7 @@ async def test_results_reach_another_participant_on_the_topic(
             assert agent_uses_single_pc(devserver, room_name, ctx.agent.identity) is single_peer_connection
             _, feeding = await publish_tone(alice)
             try:
-                message = await asyncio.wait_for(results.get(), TIMEOUT)
+                message = await asyncio.wait_for(results.get(), EVENT)
             finally:
                 await stop(feeding)
     assert message["participant"] == "alice"
@@ -86,16 +88,16 @@ async def test_a_killed_worker_costs_a_gap_not_the_job(devserver: DevServer, roo
             ctx: JobContext = await attached.wait()
             _, feeding = await publish_tone(alice)
             try:
-                await asyncio.wait_for(results.get(), TIMEOUT)
+                await asyncio.wait_for(results.get(), EVENT)
                 assert server.pool is not None
                 [victim] = server.pool.worker_pids()
                 os.kill(victim, signal.SIGKILL)
                 while True:  # results produced after the restart, by another process
-                    await asyncio.wait_for(results.get(), TIMEOUT)
+                    await asyncio.wait_for(results.get(), EVENT)
                     pids = server.pool.worker_pids()
                     if pids and victim not in pids:
                         break
-                await asyncio.wait_for(results.get(), TIMEOUT)
+                await asyncio.wait_for(results.get(), EVENT)
                 assert ctx.job.id in server.jobs
                 assert server.pool.stats().restarts >= 1
             finally:
@@ -142,11 +144,11 @@ async def test_a_processed_video_track_reaches_another_participant(
         async with joined(devserver, "alice", room_name) as alice:
             feeding = await publish_gray(alice, luma=40)
             try:
-                track, publisher = await asyncio.wait_for(subscribed, TIMEOUT)
+                track, publisher = await asyncio.wait_for(subscribed, EVENT)
                 assert publisher.startswith("agent-")
                 stream = rtc.VideoStream(track, format=rtc.VideoBufferType.I420)
                 try:
-                    event = await asyncio.wait_for(anext(aiter(stream)), TIMEOUT)
+                    event = await asyncio.wait_for(anext(aiter(stream)), EVENT)
                 finally:
                     await stream.aclose()
             finally:

@@ -14,7 +14,8 @@ import pytest
 from framepool.demo.samples import write_test_sample
 from framepool.offline.runner import OfflineJob, process_file
 from framepool.settings import Settings
-from tests.shm import shm_segments
+from tests.support.shm import shm_segments
+from tests.support.timeouts import PROCESS
 
 pytestmark = pytest.mark.process
 
@@ -30,7 +31,8 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def expected_counts(path: Path, frame_samples: int) -> tuple[int, int]:
-    """Video frames and audio frames (or windows) of `frame_samples` the file decodes to, counted with PyAV."""
+    """Video frames and audio frames (or windows) of `frame_samples` the file decodes to, counted with
+    PyAV."""
     with av.open(str(path)) as container:
         video = sum(1 for _ in container.decode(video=0))
     with av.open(str(path)) as container:
@@ -46,7 +48,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     }
     return subprocess.run(
         [sys.executable, "-m", "framepool.cli", "--workers", "1", *args],
-        capture_output=True, text=True, env=environ, timeout=90,
+        capture_output=True, text=True, env=environ, timeout=PROCESS,
     )  # fmt: skip
 
 
@@ -136,7 +138,9 @@ def test_unreadable_input_and_missing_stream_kind_fail_with_one_line(tmp_path: P
 
 
 def test_failing_processor_is_reported_and_fails_the_run(sample: Path) -> None:
-    result = run_cli("--log-level", "error", "process", str(sample), "-p", "tests.procs:Fail(fail_from=3)")
+    result = run_cli(
+        "--log-level", "error", "process", str(sample), "-p", "tests.support.procs:Fail(fail_from=3)"
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "event processor_disabled" in result.stdout
