@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit process integration bench native sanitize docs clean
+.PHONY: demo test lint typecheck unit unit-minimal process integration bench native sanitize docs clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,7 @@ demo: native
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check daemon processors tests benchmarks setup.py
+	$(VENV)/bin/ruff format --check daemon processors tests benchmarks setup.py
 
 # mypy cannot follow setuptools' editable package-dir mapping, so give it a symlinked tree.
 typecheck: native
@@ -34,6 +35,20 @@ typecheck: native
 
 unit: native
 	$(PY) -m pytest -q tests/unit
+
+# The unit tier in a venv without the dev-server extra (aiortc): it must need only the base and test
+# dependencies (the target fails if aiortc got into that venv). Not part of `make test` (a second venv
+# costs ~25 s once); .ci/run runs it.
+MINIMAL := .venv-minimal
+$(MINIMAL)/.installed-stamp: pyproject.toml setup.py
+	test -x $(MINIMAL)/bin/python || $(PYTHON) -m venv $(MINIMAL)
+	$(MINIMAL)/bin/python -m pip install -q --upgrade pip
+	$(MINIMAL)/bin/python -m pip install -q -e ".[test]"
+	touch $@
+
+unit-minimal: $(MINIMAL)/.installed-stamp native
+	$(MINIMAL)/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('aiortc') and 'has aiortc')"
+	$(MINIMAL)/bin/python -m pytest -q -rs tests/unit
 
 process: native
 	$(PY) -m pytest -q tests/process
@@ -64,4 +79,4 @@ docs: $(STAMP)
 	  $(VENV)/bin/framepool config --reference --markdown; } > docs/settings.md
 
 clean:
-	rm -rf $(VENV) build .typecheck .sanitize daemon/*.so daemon/.ring-built *.egg-info
+	rm -rf $(VENV) $(MINIMAL) build .typecheck .sanitize daemon/*.so daemon/.ring-built *.egg-info

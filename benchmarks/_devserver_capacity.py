@@ -4,9 +4,10 @@ room one by one while one subscriber counts, per track, what actually arrives.
 Audio: the SDK's playout timer makes an AudioStream emit frames whether or not packets arrived (lost packets
 are concealed), so the frame count alone cannot see loss. A track counts as delivered by the smaller of: the
 share of frames that carry the publisher's tone at at least half its RMS, and 1 - concealed/received samples
-from the subscriber's inbound-rtp stats. Video: every frame carries its index (see _devserver_sdk.stamp_index); delivered
-= distinct indices seen / index span over the window, so frames dropped anywhere (publisher encoder, server,
-subscriber) count, whatever resolution the single relayed simulcast layer has.
+from the subscriber's inbound-rtp stats. Video: every frame carries its index (see
+_devserver_sdk.stamp_index); delivered = distinct indices seen / index span over the window, so frames dropped
+anywhere (publisher encoder, server, subscriber) count, whatever resolution the single relayed simulcast layer
+has.
 
 A step that misses the target is measured once more (a second window) before the ramp stops, so one burst of
 load from another process on a shared machine does not end the ramp.
@@ -254,7 +255,8 @@ async def measure_window(ramp: Ramp, seconds: float, meter: CpuMeter) -> dict[st
 
 
 async def measure_step(ramp: Ramp, n: int, plan: Plan, meter: CpuMeter) -> dict[str, Any]:
-    """Grow to `n` publishers, settle, measure a window; a miss gets a second window and the better one counts."""
+    """Grow to `n` publishers, settle, measure a window; a miss gets a second window and the better one
+    counts."""
     await ramp.grow(n)
     await asyncio.sleep(plan.settle)  # jitter buffers and bandwidth estimates settle after a join
     result = await measure_window(ramp, plan.window, meter)

@@ -71,7 +71,8 @@ def free_port() -> int:
 
 
 class DevServerProcess:
-    """`python -m framepool.devserver` on a free loopback port; stopped with SIGTERM (SIGKILL as the outer rung)."""
+    """`python -m framepool.devserver` on a free loopback port; stopped with SIGTERM (SIGKILL as the outer
+    rung)."""
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -223,9 +224,11 @@ def summary_ms(samples: list[float]) -> dict[str, float]:
 
 
 async def tone(source: rtc.AudioSource, hz: float, amplitude: int, frame_ms: int = 10) -> None:
-    """A sine tone in `frame_ms` frames forever; capture_frame paces it at real time once the queue is full."""
+    """A sine tone in `frame_ms` frames forever; capture_frame paces it at real time once the queue is
+    full."""
     samples = SAMPLE_RATE * frame_ms // 1000
-    # A whole number of periods per frame would do, but a phase-continuous tone is cheap: precompute one second.
+    # A whole number of periods per frame would do, but a phase-continuous tone is cheap: precompute one
+    # second.
     second = (amplitude * np.sin(2 * np.pi * hz * np.arange(SAMPLE_RATE) / SAMPLE_RATE)).astype(np.int16)
     offset = 0
     while True:
@@ -266,7 +269,8 @@ def read_index(luma: np.ndarray) -> int:
 
 
 async def video_feed(source: rtc.VideoSource, width: int, height: int, fps: float) -> None:
-    """I420 frames at `fps` on the monotonic clock: index cells on top, a scrolling gradient below (motion)."""
+    """I420 frames at `fps` on the monotonic clock: index cells on top, a scrolling gradient below
+    (motion)."""
     buffer = np.full(width * height * 3 // 2, 128, dtype=np.uint8)
     luma = buffer[: width * height].reshape(height, width)
     gradient = np.tile(

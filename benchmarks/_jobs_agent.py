@@ -9,8 +9,8 @@ feeds' drop counters, which a `framepool start` process does not expose. It runs
 `framepool.agent.drain.serve` on the loop `framepool start` uses (`framepool.loop.run`: uvloop), so
 SIGTERM drains as there.
 
-Requests: stats -> {jobs, feeds, frames, dropped, lost, results_dropped, results_sent, restarts, workers, load,
-rooms: {room: [frames, results_sent]}};
+Requests: stats -> {jobs, feeds, frames, dropped, lost, results_dropped, results_sent, restarts, workers,
+load, rooms: {room: [frames, results_sent]}};
 assigned {room} -> {t}: when the room's job assignment reached the daemon (CLOCK_MONOTONIC);
 python_memory {top} -> {traced_bytes, growth: [[where, bytes, blocks]]}: with --tracemalloc only, the Python
 allocations that grew since the previous such request, by line (where framepool's per-job memory goes).
@@ -114,7 +114,8 @@ def stats(server: AgentServer) -> dict[str, Any]:
 
 
 class PythonMemory:
-    """tracemalloc snapshots, each compared with the previous one (a diagnostic: tracing slows the process)."""
+    """tracemalloc snapshots, each compared with the previous one (a diagnostic: tracing slows the
+    process)."""
 
     def __init__(self) -> None:
         self.previous: tracemalloc.Snapshot | None = None

@@ -1,11 +1,12 @@
-"""The SDK floor of the jobs benchmark (its own process): what receiving the job's track costs through the SDK alone.
+"""The SDK floor of the jobs benchmark (its own process): what receiving the job's track costs through the SDK
+alone.
 
 One process holds every job's room connection (one `rtc.Room` per job, as framepool's supervisor does, in the
-same connection mode: framepool's `single_peer_connection` setting) and subscribes to the room's audio track with `rtc.AudioStream` at 48 kHz mono and the frame size framepool's
-supervisor asks for (`--frame-ms`, from the processor's input format), then does nothing with the frames:
-no processing, no ring, no results. Its per-job cost is the livekit SDK's own (WebRTC receive, Opus decode,
-one AudioStream event per frame on the same uvloop loop framepool runs on); framepool's per-job cost minus
-this one is framepool's own overhead.
+same connection mode: framepool's `single_peer_connection` setting) and subscribes to the room's audio track
+with `rtc.AudioStream` at 48 kHz mono and the frame size framepool's supervisor asks for (`--frame-ms`, from
+the processor's input format), then does nothing with the frames: no processing, no ring, no results. Its
+per-job cost is the livekit SDK's own (WebRTC receive, Opus decode, one AudioStream event per frame on the
+same uvloop loop framepool runs on); framepool's per-job cost minus this one is framepool's own overhead.
 
 Its rooms join after `keep_callback_thread_states()`, as framepool's jobs do (the SDK's callback threads
 keep their Python thread state instead of building one per event): the floor is the cheapest known way to
@@ -19,8 +20,8 @@ first frame of each room is the end of its start latency (event `first_frame`).
 of audio on TOPIC, through one sender task per room as framepool does, to tell the SDK's cost of sending
 the results from framepool's own.
 
-Requests: join {url, token, room} -> {}; counts -> {counts: {room: [results-equivalent, arrival of the last]}};
-stats -> {rooms, frames}. Events: first_frame {room, t} (CLOCK_MONOTONIC).
+Requests: join {url, token, room} -> {}; counts -> {counts: {room: [results-equivalent, arrival of the
+last]}}; stats -> {rooms, frames}. Events: first_frame {room, t} (CLOCK_MONOTONIC).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Load generator of the jobs benchmark (its own process): publishers, one per room, and their result counters.
+"""Load generator of the jobs benchmark (its own process): publishers, one per room, and their result
+counters.
 
 Each `join` connects a real `livekit` SDK participant to a room and publishes a 48 kHz mono tone in 10 ms
 frames (400 Hz, so one precomputed frame repeats seamlessly; `capture_frame` paces it at real time). The
@@ -6,8 +7,9 @@ same participant counts the data messages on the results topic that arrive in it
 them (the framepool agent or a baseline job), and reports the first one's arrival as an event: the end of
 the job start latency.
 
-Requests: join {url, token, room, topic} -> {}; counts -> {counts: {room: [results, arrival of the last]}, t}. Events: first_result
-{room, t} with t on CLOCK_MONOTONIC, which is system-wide, so the harness compares it with its own clock.
+Requests: join {url, token, room, topic} -> {}; counts -> {counts: {room: [results, arrival of the last]}, t}.
+Events: first_result {room, t} with t on CLOCK_MONOTONIC, which is system-wide, so the harness compares it
+with its own clock.
 """
 
 from __future__ import annotations

@@ -7,10 +7,10 @@
 Starts a dev server, the load generator and one system as `jobs.py` does, grows it to K0 jobs, waits, reads
 /proc/<pid>/smaps of every process of its tree, grows it to K1, waits, reads again and prints, per process,
 the PSS growth per extra job by kind of mapping: `memfd:framepool-ring` (framepool's shared-memory rings,
-counted half in the supervisor and half in the worker), `anon` and `[heap]` (native and Python heaps),
-`file`, and the threads and file descriptors each extra job adds. For framepool it also prints the Python allocations that grew (tracemalloc in the agent process,
-`_jobs_agent.py --tracemalloc`), by line: what framepool itself keeps per job, as opposed to the SDK's
-native memory, which tracemalloc does not see.
+counted half in the supervisor and half in the worker), `anon` and `[heap]` (native and Python heaps), `file`,
+and the threads and file descriptors each extra job adds. For framepool it also prints the Python allocations
+that grew (tracemalloc in the agent process, `_jobs_agent.py --tracemalloc`), by line: what framepool itself
+keeps per job, as opposed to the SDK's native memory, which tracemalloc does not see.
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def print_growth(
         )
         per_job = ", ".join(f"{v:+.1f} {k}" for k, v in counts.items())
         print(
-            f"  {process}{'' if process in before else ' (new)'}: {total:.0f} kB/job ({shown}); per job {per_job}"
+            f"  {process}{'' if process in before else ' (new)'}: {total:.0f} kB/job ({shown}); "
+            f"per job {per_job}"
         )
 
 
@@ -117,14 +118,16 @@ async def diagnose(which: str, k0: int, k1: int, single_peer_connection: bool = 
         after, sample1 = tree_pss(root.pid), ProcessSet.tree(root.pid).sample()
         added = k1 - k0
         print(
-            f"{which}, K {k0} -> {k1}: PSS {(sample1.pss_bytes - sample0.pss_bytes) / added / 1024:.0f} kB per job, "
+            f"{which}, K {k0} -> {k1}: "
+            f"PSS {(sample1.pss_bytes - sample0.pss_bytes) / added / 1024:.0f} kB per job, "
             f"USS {(sample1.uss_bytes - sample0.uss_bytes) / added / 1024:.0f} kB per job"
         )
         print_growth(before, after, added)
         if which == "framepool":
             reply = await root.request({"op": "python_memory", "top": 25})
             print(
-                f"  Python allocations that grew (tracemalloc; {reply['traced_bytes'] / 1024:.0f} kB traced in all):"
+                f"  Python allocations that grew "
+                f"(tracemalloc; {reply['traced_bytes'] / 1024:.0f} kB traced in all):"
             )
             for where, size, blocks in reply["growth"]:
                 print(f"    {size / added / 1024:7.1f} kB/job {blocks / added:6.1f} blocks/job  {where}")

@@ -91,7 +91,8 @@ class Helper:
                     future.exception()
 
     def expect(self, kind: str, room: str) -> asyncio.Future[dict[str, Any]]:
-        """A future for the event `kind` about `room`; ask before causing it, so a fast event is not missed."""
+        """A future for the event `kind` about `room`; ask before causing it, so a fast event is not
+        missed."""
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._expected[(kind, room)] = future
         return future
@@ -125,7 +126,8 @@ class Helper:
         return reply
 
     async def event(self, kind: str, limit: float, contains: str = "") -> dict[str, Any]:
-        """The next event of `kind` (text lines: containing `contains`); others are dropped, callers ask for what they expect."""
+        """The next event of `kind` (text lines: containing `contains`); others are dropped, callers ask for
+        what they expect."""
 
         async def wait() -> dict[str, Any]:
             while True:

@@ -68,7 +68,8 @@ class System(ABC):
         """Start the job for `room`; the monotonic time the job was requested (the latency's start)."""
 
     async def prepare(self, jobs: int) -> None:
-        """Get ready to start `jobs` more jobs (outside the latency's span; the baseline prewarms processes)."""
+        """Get ready to start `jobs` more jobs (outside the latency's span; the baseline prewarms
+        processes)."""
         return None
 
     async def assigned_at(self, room: str) -> float | None:
@@ -87,12 +88,13 @@ class System(ABC):
         return {}
 
     def first_output(self, room: str, loadgen: Helper) -> asyncio.Future[dict[str, Any]]:
-        """A future for the end of the job's start latency: by default its first result reaching the publisher.
-        Asked before the job starts, so a fast one is not missed."""
+        """A future for the end of the job's start latency: by default its first result reaching the
+        publisher. Asked before the job starts, so a fast one is not missed."""
         return loadgen.expect("first_result", room)
 
     async def output_counts(self, loadgen: Helper) -> dict[str, list[float]]:
-        """Per room [outputs in results (100 ms windows), arrival of the last]: by default the publishers' counts."""
+        """Per room [outputs in results (100 ms windows), arrival of the last]: by default the publishers'
+        counts."""
         counts: dict[str, list[float]] = (await loadgen.request({"op": "counts"}))["counts"]
         return counts
 
@@ -222,7 +224,8 @@ class BaselineSystem(System):
 
 
 class ForkedBaselineSystem(System):
-    """Process-per-job with the job processes forked from a forkserver (`_jobs_forked.py`), as LiveKit Agents."""
+    """Process-per-job with the job processes forked from a forkserver (`_jobs_forked.py`), as LiveKit
+    Agents."""
 
     name = "baseline"
 

@@ -1,4 +1,5 @@
-"""The ring benchmark's `paced` mode: frames handed off at the source's pace, no ack (benchmark child processes).
+"""The ring benchmark's `paced` mode: frames handed off at the source's pace, no ack (benchmark child
+processes).
 
 This is how the supervisor hands frames over in production: the livekit SDK delivers a video frame every
 ~33 ms, the supervisor writes it into the stream's ring and rings the doorbell, nobody acknowledges it,

@@ -1,4 +1,5 @@
-"""Baselines of the ring benchmark: the CPU of one cross-process wake-up (parent and benchmark child processes).
+"""Baselines of the ring benchmark: the CPU of one cross-process wake-up (parent and benchmark child
+processes).
 
 - ping-pong: two pinned processes bounce an eventfd; the side woken went idle microseconds ago (on a
   virtual machine with the haltpoll cpuidle driver, its vCPU is still polling), the cheapest wake-up.

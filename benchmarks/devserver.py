@@ -1,10 +1,11 @@
-"""Benchmark of the loopback LiveKit dev server with real livekit SDK participants (runs in the benchmark process;
-the dev server runs in a child process so its CPU is measured on its own).
+"""Benchmark of the loopback LiveKit dev server with real livekit SDK participants (runs in the benchmark
+process; the dev server runs in a child process so its CPU is measured on its own).
 
 Phases, all in one run against one `python -m framepool.devserver` on a free loopback port:
 
-- baseline: the machine's busy CPU before anything starts; a bare HTTP round trip (GET /rtc/validate on a fresh
-  connection: TCP + token check) and a bare signal join (websocket to /rtc until the JoinResponse, no WebRTC).
+- baseline: the machine's busy CPU before anything starts; a bare HTTP round trip (GET /rtc/validate on a
+  fresh connection: TCP + token check) and a bare signal join (websocket to /rtc until the JoinResponse, no
+  WebRTC).
 - join: N sequential `rtc.Room.connect()` into a room where one participant publishes audio; wall time of
   connect() and of connect() start to the first `track_subscribed`.
 - latency: a 48 kHz mono AudioSource publishes silence with a 1 kHz burst every 0.5 s; the subscriber's
@@ -174,7 +175,8 @@ async def measure_joins(server: DevServerProcess, n: int) -> dict[str, Any]:
 
 
 async def burst_feed(source: rtc.AudioSource, sends: list[float], bursts: int) -> None:
-    """Silence in 10 ms frames with a 1 kHz burst every BURST_PERIOD_FRAMES, each burst's hand-over time recorded."""
+    """Silence in 10 ms frames with a 1 kHz burst every BURST_PERIOD_FRAMES, each burst's hand-over time
+    recorded."""
     samples = SAMPLE_RATE // 100
     burst = (16000 * np.sin(2 * np.pi * 1000 * np.arange(samples * BURST_FRAMES) / SAMPLE_RATE)).astype(
         np.int16
@@ -355,7 +357,8 @@ def print_table(report: dict[str, Any]) -> None:
         latency = results["latency"]
         print(
             f"  audio latency                {fmt(latency)}  ({latency['bursts_detected']}/"
-            f"{latency['bursts_sent']} bursts; subscriber jitter buffer {latency['subscriber_jitter_buffer_ms']} ms)"
+            f"{latency['bursts_sent']} bursts; "
+            f"subscriber jitter buffer {latency['subscriber_jitter_buffer_ms']} ms)"
         )
     for kind in ("audio", "video"):
         capacity = results.get(f"{kind}_capacity")
@@ -368,7 +371,8 @@ def print_table(report: dict[str, Any]) -> None:
             print(
                 f"    n={step['publishers']:<3} delivered {step.get('delivered', '-')!s:<7} "
                 f"cores: server {cpu.get('server', '-')} (loop {cpu.get('server_loop', '-')}) "
-                f"bench {cpu.get('bench', '-')} (loop {cpu.get('bench_loop', '-')}) others {cpu.get('others', '-')}"
+                f"bench {cpu.get('bench', '-')} (loop {cpu.get('bench_loop', '-')}) "
+                f"others {cpu.get('others', '-')}"
                 f"  [{step.get('busiest', step.get('error', ''))}]"
             )
     print("  ratios: " + ", ".join(f"{k} {v}" for k, v in results["ratios"].items()))

@@ -1,17 +1,18 @@
-"""Agent server density: framepool's agent server against process-per-job and the SDK's floor, in one run (harness process).
+"""Agent server density: framepool's agent server against process-per-job and the SDK's floor, in one run
+(harness process).
 
     .venv/bin/python benchmarks/jobs.py            # table, < 14 min
     .venv/bin/python benchmarks/jobs.py --json     # one JSON object: env, config, systems, ratios, targets
     .venv/bin/python benchmarks/jobs.py --quick    # smoke run, < 3 min, noisier
 
-The job is the issue's audio job: a publisher sends a 48 kHz mono tone in 10 ms frames into its own room,
-the job subscribes to it, computes audio-level (RMS/peak per 100 ms window) and publishes each window as a
-data message (10 per second) that the room's publisher counts. framepool asks the SDK for frames as long as
-the processor's window (100 ms), the baseline for 10 ms frames as a LiveKit Agents job would. The third
-system, `sdk-floor`, is the SDK alone: one process with one room connection (in framepool's connection mode)
-and one AudioStream per job at framepool's frame size, frames dropped (`_jobs_floor.py`); framepool's marginal cost minus the floor's is
-framepool's own overhead per job. Per system, in turn, on a
-fresh dev server (`python -m framepool.devserver`) and a fresh load generator (`_jobs_load.py`):
+The job is the issue's audio job: a publisher sends a 48 kHz mono tone in 10 ms frames into its own room, the
+job subscribes to it, computes audio-level (RMS/peak per 100 ms window) and publishes each window as a data
+message (10 per second) that the room's publisher counts. framepool asks the SDK for frames as long as the
+processor's window (100 ms), the baseline for 10 ms frames as a LiveKit Agents job would. The third system,
+`sdk-floor`, is the SDK alone: one process with one room connection (in framepool's connection mode) and one
+AudioStream per job at framepool's frame size, frames dropped (`_jobs_floor.py`); framepool's marginal cost
+minus the floor's is framepool's own overhead per job. Per system, in turn, on a fresh dev server
+(`python -m framepool.devserver`) and a fresh load generator (`_jobs_load.py`):
 
 1. jobs are added one at a time up to each K of the schedule; each start's latency is measured
    (`_jobs_systems` says exactly what it spans for each system);
@@ -22,17 +23,16 @@ fresh dev server (`python -m framepool.devserver`) and a fresh load generator (`
    the slopes are fitted over) three consecutive windows, whose median CPU is the point (all three are in
    the JSON, `cpu_pct_windows`): the dev server and the load generator share the 2 cores, and one window
    they disturb would otherwise move the slope; in the ramp beyond it, one window per K;
-3. after the schedule, K keeps growing in steps until drops (mean result rate per job below 99 % of
-   10/s, or framepool's ring/result drops) in two consecutive windows (at a scheduled K: in two of its
-   three), a job fails to start, K reaches
-   --max-k, or the system's time budget is spent.
+3. after the schedule, K keeps growing in steps until drops (mean result rate per job below 99 % of 10/s, or
+   framepool's ring/result drops) in two consecutive windows (at a scheduled K: in two of its three), a job
+   fails to start, K reaches --max-k, or the system's time budget is spent.
 
 Marginal memory and CPU per extra job are the least-squares slopes over the drop-free windows in which the
-machine was below 90 % busy (at saturation the SDK batches events and threads starve, which flattens the
-CPU curve; the slopes over every drop-free window are reported too); the ratios
-are framepool / baseline and framepool / sdk-floor, and framepool − sdk-floor is reported per job. The dev server and the load generator run on the same 2 cores: their CPU is
-reported per window, because when they saturate the machine the "drops" say more about them than about
-the system under test.
+machine was below 90 % busy (at saturation the SDK batches events and threads starve, which flattens the CPU
+curve; the slopes over every drop-free window are reported too); the ratios are framepool / baseline and
+framepool / sdk-floor, and framepool − sdk-floor is reported per job. The dev server and the load generator
+run on the same 2 cores: their CPU is reported per window, because when they saturate the machine the "drops"
+say more about them than about the system under test.
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ TARGET_PSS_MB = 2.0
 TARGET_CPU_PCT = 1.2
 MB = 1 << 20
 SYSTEMS = ["framepool", "sdk-floor", "baseline"]  # the default run, in this order, each on its own dev server
-# also on request (--only sdk-floor-data): the floor publishing one result-sized data message per 100 ms and room
+# Also on request (--only sdk-floor-data): the floor publishing one result-sized data message per 100 ms
+# and room.
 
 
 @dataclass
@@ -370,7 +371,8 @@ class Ramp:
             )
             self.run.limit = (
                 f"drops at K={point.k} in {bad}: result rate {point.rate_mean:.1%} (worst job "
-                f"{point.rate_min:.1%}{', inside it: ' + str(point.worst_job_inside) if point.worst_job_inside else ''}), "
+                f"{point.rate_min:.1%}"
+                f"{', inside it: ' + str(point.worst_job_inside) if point.worst_job_inside else ''}), "
                 f"counters {point.drops}, machine busy {point.machine_busy_pct:.0f} % "
                 f"of {capacity} %"
                 + (
@@ -401,7 +403,8 @@ class Ramp:
 
 
 def per_room_delta(before: dict[str, list[int]], after: dict[str, list[int]], room: str) -> dict[str, int]:
-    """Frames the supervisor read and results it published for `room` over the window (tells media from data)."""
+    """Frames the supervisor read and results it published for `room` over the window (tells media from
+    data)."""
     if room not in after:
         return {}
     first = before.get(room, [0, 0])
@@ -515,7 +518,8 @@ def ratios(framepool: SystemRun, baseline: SystemRun) -> dict[str, float | None]
 
 
 def over_floor(framepool: SystemRun, floor: SystemRun) -> dict[str, float | None]:
-    """framepool's own part of its marginal cost: framepool − sdk-floor, and the ratio framepool / sdk-floor."""
+    """framepool's own part of its marginal cost: framepool − sdk-floor, and the ratio framepool /
+    sdk-floor."""
 
     def minus(a: float | None, b: float | None) -> float | None:
         return None if a is None or b is None else a - b
@@ -599,7 +603,8 @@ def fmt(value: float | None, spec: str = ".2f", unit: str = "") -> str:
 def print_table(result: dict[str, Any]) -> None:
     env = result["env"]
     print(
-        f"jobs benchmark, {env['date']}, {env['cpus']} x {env['cpu']}, Python {env['python']}, livekit {env['livekit']}, "
+        f"jobs benchmark, {env['date']}, {env['cpus']} x {env['cpu']}, "
+        f"Python {env['python']}, livekit {env['livekit']}, "
         f"load average at start {env['loadavg_at_start'][0]:.2f} ({env['machine']})"
     )
     for name, run in result["systems"].items():
@@ -610,24 +615,29 @@ def print_table(result: dict[str, Any]) -> None:
         )
         for p in run["points"]:
             print(
-                f"  {p['k']:>3} {p['cpu_pct']:>7.1f} {p['pss_mb']:>8.1f} {p['uss_mb']:>8.1f} {p['processes']:>5} "
-                f"{p['rate_mean']:>7.1%} {p['rate_min']:>7.1%} {p['devserver_cpu_pct']:>8.1f} {p['loadgen_cpu_pct']:>9.1f} {p['machine_busy_pct']:>9.1f}  "
+                f"  {p['k']:>3} {p['cpu_pct']:>7.1f} {p['pss_mb']:>8.1f} {p['uss_mb']:>8.1f} "
+                f"{p['processes']:>5} "
+                f"{p['rate_mean']:>7.1%} {p['rate_min']:>7.1%} {p['devserver_cpu_pct']:>8.1f} "
+                f"{p['loadgen_cpu_pct']:>9.1f} {p['machine_busy_pct']:>9.1f}  "
                 f"{p['drops'] or ''}{'' if p['ok'] else '  <- drops'}"
             )
         lat, job = run["latencies_s"], run["job_start_s"]
         if lat:
             print(
                 f"  start latency (one at a time, n={len(lat)}): requested -> first result median "
-                f"{np.median(lat) * 1000:.0f} ms (max {max(lat) * 1000:.0f}); reached the system -> first result "
+                f"{np.median(lat) * 1000:.0f} ms (max {max(lat) * 1000:.0f}); "
+                "reached the system -> first result "
                 f"median {np.median(job) * 1000:.0f} ms (max {max(job) * 1000:.0f})"
             )
         if run["ramp_latencies_s"]:
             print(
-                f"  start latency in the ramp ({len(run['ramp_latencies_s'])} starts, {result['config']['ramp_concurrency']} "
+                f"  start latency in the ramp ({len(run['ramp_latencies_s'])} starts, "
+                f"{result['config']['ramp_concurrency']} "
                 f"at a time): median {np.median(run['ramp_latencies_s']) * 1000:.0f} ms"
             )
         print(
-            f"  marginal per extra job (K = {', '.join(map(str, run['fit_ks']))}): PSS {fmt(run['marginal_pss_mb'])} MB "
+            f"  marginal per extra job (K = {', '.join(map(str, run['fit_ks']))}): "
+            f"PSS {fmt(run['marginal_pss_mb'])} MB "
             f"(USS {fmt(run['marginal_uss_mb'])} MB), CPU {fmt(run['marginal_cpu_pct'])} % of a core"
             + (
                 f" (supervisor {fmt(run['marginal_supervisor_cpu_pct'])} %)"

@@ -34,7 +34,7 @@ import psutil
 
 sys.path.insert(
     0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-)  # `tests.procs` in workers too
+)  # `tests.support.procs` in workers too
 
 from framepool.ipc.ring import FMT_S16, KIND_AUDIO, POLICY_DROP_NEWEST, FrameHeader, FrameRing
 from framepool.pool import Result, StreamSpec, WorkerPool
@@ -80,7 +80,8 @@ def ring_baseline(frames: int = 200_000) -> float:
 
 
 def runqueue_wait(pids: list[int]) -> float:
-    """Seconds the workers spent runnable but waiting for a CPU (/proc/PID/schedstat): contention, not work."""
+    """Seconds the workers spent runnable but waiting for a CPU (/proc/PID/schedstat): contention, not
+    work."""
     total = 0.0
     for pid in pids:
         try:
@@ -229,10 +230,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_step(step: dict[str, Any]) -> None:
     print(
-        f"{step['streams']:>6} streams  drops {step['drop_fraction'] * 100:7.3f} %  ticks {step['tick_ratio'] * 100:6.1f} %  "
+        f"{step['streams']:>6} streams  drops {step['drop_fraction'] * 100:7.3f} %  "
+        f"ticks {step['tick_ratio'] * 100:6.1f} %  "
         f"supervisor {step['supervisor_cpu'] * 100:5.1f} % ({step['supervisor_us_per_frame']:.2f} µs/frame)  "
         f"workers {step['workers_cpu'] * 100:5.1f} % ({step['workers_us_per_frame']:.2f} µs/frame)  "
-        f"late≤{step['max_tick_late_ms']:.0f} ms  starved {step['workers_runqueue_wait'] * 100:.0f} %  {'ok' if step['ok'] else 'FAIL'}",
+        f"late≤{step['max_tick_late_ms']:.0f} ms  starved {step['workers_runqueue_wait'] * 100:.0f} %  "
+        f"{'ok' if step['ok'] else 'FAIL'}",
         flush=True,
     )
 
@@ -257,7 +260,9 @@ def main() -> None:
     parser.add_argument(
         "--seconds", type=float, default=None, help="measured seconds per step (default 5, quick 2)"
     )
-    parser.add_argument("--processor", default="tests.procs:Noop", help="processor spec for every stream")
+    parser.add_argument(
+        "--processor", default="tests.support.procs:Noop", help="processor spec for every stream"
+    )
     parser.add_argument("--ring-slots", type=int, default=16, help="frames per stream ring (16 = 160 ms)")
     args = parser.parse_args()
     if args.seconds is None:
@@ -273,11 +278,13 @@ def main() -> None:
         print(json.dumps(report, indent=2))
     else:
         print(
-            f"baseline: ring write+read {report['baseline']['ring_us']:.2f} µs/frame in one process; single stream "
-            f"{report['baseline']['single']['supervisor_us_per_frame']:.1f} + {report['baseline']['single']['workers_us_per_frame']:.1f} µs/frame"
+            f"baseline: ring write+read {report['baseline']['ring_us']:.2f} µs/frame in one process; "
+            f"single stream {report['baseline']['single']['supervisor_us_per_frame']:.1f} + "
+            f"{report['baseline']['single']['workers_us_per_frame']:.1f} µs/frame"
         )
         print(
-            f"capacity: {report['capacity_streams']} streams with < 0.1 % drops (target 1000: {'met' if report['target_met'] else 'not met'})"
+            f"capacity: {report['capacity_streams']} streams with < 0.1 % drops "
+            f"(target 1000: {'met' if report['target_met'] else 'not met'})"
         )
 
 

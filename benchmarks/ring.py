@@ -372,7 +372,8 @@ def ratios(rows: Rows, wakeup_us: float, paced_wakeup_us: float) -> dict[str, fl
     return {
         "wakeup_cpu_us": round(wakeup_us, 2),
         "paced_wakeup_cpu_us": round(paced_wakeup_us, 2),
-        # paced: one frame per period, one wake-up per frame, no ack; copy and wake-up cost more when idle (below)
+        # paced: one frame per period, one wake-up per frame, no ack; copy and wake-up cost more when idle
+        # (below)
         "framepool_1080p_paced_cpu_vs_copy_plus_wakeup": round(fp_paced / (copy + wakeup_us), 3),
         "mpqueue_vs_framepool_1080p_paced_cpu": round(both("mp.Queue", "paced") / fp_paced, 1),
         "socketpair_vs_framepool_1080p_paced_cpu": round(both("socketpair", "paced") / fp_paced, 1),
@@ -475,7 +476,8 @@ def print_table(results: list[Result], summary: dict[str, Any]) -> None:
     for r in results:
         writes = "–" if r.doorbell_writes_per_frame is None else f"{r.doorbell_writes_per_frame:.3f}"
         print(
-            f"{r.transport:<11} {r.frame:<10} {r.mode:<8} {r.cpu_us_producer:>12.1f} {r.cpu_us_consumer:>12.1f} "
+            f"{r.transport:<11} {r.frame:<10} {r.mode:<8} "
+            f"{r.cpu_us_producer:>12.1f} {r.cpu_us_consumer:>12.1f} "
             f"{r.p50_us:>9.1f} {r.p99_us:>9.1f} {r.frames_per_s:>10.0f} {writes:>11}"
         )
     print()

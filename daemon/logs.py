@@ -1,4 +1,5 @@
-"""Logging set-up and per-job log context (both processes: the supervisor and every worker call `setup_logging`).
+"""Logging set-up and per-job log context (both processes: the supervisor and every worker call
+`setup_logging`).
 
 Two formats: `text` for a person at a terminal (`time level logger message key=value ...`) and `json` for
 journald/Docker/log shippers (one object per line: ts, level, logger, msg, then the context fields). `auto`
@@ -43,7 +44,8 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 @contextmanager
 def log_context(**fields: Any) -> Iterator[None]:
-    """Add `fields` to every record logged inside the block (in this thread or task and the tasks it starts)."""
+    """Add `fields` to every record logged inside the block (in this thread or task and the tasks it
+    starts)."""
     token = _context.set({**_context.get(), **fields})
     try:
         yield
@@ -110,7 +112,8 @@ def resolve_format(fmt: LogFormat, stream: TextIO) -> Literal["text", "json"]:
 
 
 def setup_logging(level: str = "info", fmt: LogFormat = "auto", stream: TextIO | None = None) -> None:
-    """Configure the root logger once per process: one stderr handler in the chosen format (replaces earlier set-ups)."""
+    """Configure the root logger once per process: one stderr handler in the chosen format (replaces earlier
+    set-ups)."""
     target = sys.stderr if stream is None else stream
     handler = logging.StreamHandler(target)
     handler.setFormatter(JsonFormatter() if resolve_format(fmt, target) == "json" else TextFormatter())

@@ -53,7 +53,8 @@ class TaskSet:
 
 
 async def first_completed(*awaitables: Awaitable[Any], within: float | None = None) -> tuple[bool, ...]:
-    """Wait until the first of `awaitables` finishes (or `within` seconds pass); which ones are done, in order.
+    """Wait until the first of `awaitables` finishes (or `within` seconds pass); which ones are done, in
+    order.
 
     Coroutines (`event.wait()`, ...) are wrapped in tasks that this function owns: the ones still pending
     are cancelled and awaited before it returns, also when the caller is cancelled. Tasks and futures the

@@ -1,4 +1,5 @@
-"""framepool's agent server API (supervisor process): register with LiveKit, take jobs, feed room media to the worker pool.
+"""framepool's agent server API (supervisor process): register with LiveKit, take jobs, feed room media to the
+worker pool.
 
     from framepool.agent import AgentServer, JobContext, DataOutput
 

@@ -1,11 +1,12 @@
-"""Jobs: the request a user function answers, the context an entrypoint gets, and the lifecycle (supervisor process).
+"""Jobs: the request a user function answers, the context an entrypoint gets, and the lifecycle (supervisor
+process).
 
 A job ends in exactly one of these ways: JobTermination from the server, the room closing or the agent
 being removed from it, `ctx.shutdown()`, the entrypoint raising, or the daemon's shutdown. Every way runs
-the same ordered cleanup, all of it bounded by one `shutdown_timeout` deadline: detach the streams (processors' close()
-runs and their last results arrive), flush the pending results to the room, unpublish the output tracks,
-disconnect, then the shutdown callbacks. The status reported is JS_FAILED with the error text when the
-entrypoint raised (livekit-agents reports SUCCESS there, which hides broken agents) or a rung failed,
+the same ordered cleanup, all of it bounded by one `shutdown_timeout` deadline: detach the streams
+(processors' close() runs and their last results arrive), flush the pending results to the room, unpublish the
+output tracks, disconnect, then the shutdown callbacks. The status reported is JS_FAILED with the error text
+when the entrypoint raised (livekit-agents reports SUCCESS there, which hides broken agents) or a rung failed,
 JS_SUCCESS otherwise.
 """
 
@@ -85,7 +86,8 @@ class JobRequest:
 
 
 class AgentProcess:
-    """What a per-agent prewarm hook prepares once and every job of that agent shares (`ctx.proc.userdata`)."""
+    """What a per-agent prewarm hook prepares once and every job of that agent shares
+    (`ctx.proc.userdata`)."""
 
     def __init__(self, agent_name: str) -> None:
         self.agent_name = agent_name
@@ -128,7 +130,8 @@ class JobContext:
         return self.room.local_participant
 
     async def connect(self, auto_subscribe: bool = True) -> None:
-        """Join the room with the assignment's token; `auto_subscribe=False` leaves subscription to `attach`."""
+        """Join the room with the assignment's token; `auto_subscribe=False` leaves subscription to
+        `attach`."""
         if self.connected:
             return
         keep_callback_thread_states()  # before the first room: its events are the first callbacks
@@ -147,7 +150,8 @@ class JobContext:
     async def wait_for_participant(
         self, identity: str | None = None, kind: int | Sequence[int] | None = None
     ) -> rtc.RemoteParticipant:
-        """The first remote participant matching `identity`/`kind` (default: any non-agent), waiting if needed."""
+        """The first remote participant matching `identity`/`kind` (default: any non-agent), waiting if
+        needed."""
         kinds = None if kind is None else {kind} if isinstance(kind, int) else set(kind)
 
         def matches(p: rtc.RemoteParticipant) -> bool:
@@ -194,7 +198,8 @@ class JobContext:
             log.error("participant entrypoint failed", exc_info=task.exception())
 
     def add_shutdown_callback(self, callback: ShutdownCallback) -> None:
-        """Awaited at the end of the job (after disconnect), with the shutdown reason if it takes an argument."""
+        """Awaited at the end of the job (after disconnect), with the shutdown reason if it takes an
+        argument."""
         self._shutdown_callbacks.append(callback)
 
     def shutdown(self, reason: str = "") -> None:
@@ -211,7 +216,8 @@ class JobContext:
         sources: Iterable[str] | None = None,
         output: Output | Sequence[Output] | None = None,
     ) -> Rule:
-        """Feed matching tracks (present and future) to `processors` in the workers; route results to `output`.
+        """Feed matching tracks (present and future) to `processors` in the workers; route results to
+        `output`.
 
         `participants`: identities (default everyone); `sources`: camera, microphone, screen_share, ...
         (default all of the processors' kind). `output`: DataOutput (results as data messages), TrackOutput
@@ -307,7 +313,8 @@ class RunningJob:
         self.ctx.shutdown(f"disconnected ({name})")
 
     async def _cleanup(self) -> None:
-        """The shutdown ladder: one `shutdown_timeout` deadline for all rungs, each run even when an earlier one failed.
+        """The shutdown ladder: one `shutdown_timeout` deadline for all rungs, each run even when an earlier
+        one failed.
 
         One deadline, not one timeout per rung: the daemon's stop budget (drain + shutdown_timeout + the
         worker ladder) is what systemd's TimeoutStopSec and Docker's grace period are checked against, so

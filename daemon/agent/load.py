@@ -1,4 +1,5 @@
-"""The daemon's load as LiveKit sees it, and the slots reserved for jobs not yet visible in it (supervisor process).
+"""The daemon's load as LiveKit sees it, and the slots reserved for jobs not yet visible in it (supervisor
+process).
 
 The default load is max(supervisor CPU, busiest worker's processing-time fraction): the supervisor holds
 every room connection and is one event loop, so its CPU (as a fraction of one core) saturates first for
@@ -48,7 +49,8 @@ class CpuMeter:
         while len(self._samples) > 2 and now - self._samples[1][0] >= self._window:
             self._samples.popleft()
         first_t, first_cpu = self._samples[0]
-        # Two samples a few milliseconds apart say nothing about load (a burst of one callback reads as 100 %).
+        # Two samples a few milliseconds apart say nothing about load (a burst of one callback reads as 100
+        # %).
         if now - first_t >= MIN_SPAN:
             self._last = min(1.0, max(0.0, (cpu - first_cpu) / (now - first_t)))
         return self._last

@@ -261,7 +261,8 @@ class Dispatcher:
             self._assigned.pop(update.job_id, None)
 
     async def wait_registered(self, count: int = 1) -> None:
-        """Until this dispatcher has registered `count` times in all (reconnects count) and is registered now."""
+        """Until this dispatcher has registered `count` times in all (reconnects count) and is registered
+        now."""
         async with self._registration:
             await self._registration.wait_for(lambda: self.connections >= count and self.registered.is_set())
 

@@ -1,4 +1,5 @@
-"""AgentServer: the agents one daemon registers, their jobs, the shared worker pool, load and drain (supervisor process).
+"""AgentServer: the agents one daemon registers, their jobs, the shared worker pool, load and drain
+(supervisor process).
 
 Unlike livekit-agents, one daemon registers several agents: each (agent name, job type) has its own
 `Dispatcher` connection, and all of them share one `WorkerPool`, one load figure and one job table, so
@@ -33,7 +34,8 @@ from framepool.settings import Settings
 
 log = logging.getLogger("framepool.agent.server")
 
-# Beyond a job's shutdown ladder (bounded by shutdown_timeout): cancelling its entrypoint and reporting the status.
+# Beyond a job's shutdown ladder (bounded by shutdown_timeout): cancelling its entrypoint and reporting the
+# status.
 REPORT_GRACE = 1.0
 
 JobTypeName = Literal["room", "publisher", "participant"]
@@ -48,8 +50,8 @@ LoadFunction = Callable[["AgentServer"], float]
 
 
 def pool_load(server: AgentServer) -> float:
-    """Load from the workers only: for a supervisor that shares its process with something else (the in-process
-    dev server of `framepool dev` and the demo), whose CPU would otherwise read as the daemon's."""
+    """Load from the workers only: for a supervisor that shares its process with something else (the
+    in-process dev server of `framepool dev` and the demo), whose CPU would otherwise read as the daemon's."""
     return server.pool.load() if server.pool is not None else 0.0
 
 
@@ -101,7 +103,8 @@ class AgentServer:
         self._stop = asyncio.Event()
         self._job_tasks: set[asyncio.Task[None]] = set()
         self._owners: dict[str, Dispatcher] = {}
-        # Observers of finished jobs (metrics, tests): called with the RunningJob after its final status report.
+        # Observers of finished jobs (metrics, tests): called with the RunningJob after its final status
+        # report.
         self.job_ended: list[Callable[[RunningJob], None]] = []
 
     def configure(self, settings: Settings) -> None:
@@ -163,7 +166,8 @@ class AgentServer:
         for dispatcher in self.dispatchers:
             dispatcher.status_changed.set()
 
-    # -- JobHost (called by the dispatchers) ------------------------------------------------------------------
+    # -- JobHost (called by the dispatchers)
+    # ------------------------------------------------------------------
 
     def _agent_of(self, dispatcher: Dispatcher) -> Agent:
         return self.agents[self.dispatchers.index(dispatcher)]
@@ -227,7 +231,8 @@ class AgentServer:
     def live_jobs(self, dispatcher: Dispatcher) -> list[agent_pb.Job]:
         return [job.ctx.job for job_id, job in self.jobs.items() if self._owners.get(job_id) is dispatcher]
 
-    # -- jobs -------------------------------------------------------------------------------------------------
+    # -- jobs
+    # -------------------------------------------------------------------------------------------------
 
     def launch(
         self, agent: Agent, job: agent_pb.Job, url: str, token: str, report: StatusReporter
@@ -260,7 +265,8 @@ class AgentServer:
             if running is not None:
                 observer(running)
 
-    # -- lifetime -----------------------------------------------------------------------------------------------
+    # -- lifetime
+    # -----------------------------------------------------------------------------------------------
 
     def _check(self) -> None:
         if not self.agents:
@@ -278,7 +284,8 @@ class AgentServer:
         ]
         if missing:
             raise ConfigError(
-                f"missing LiveKit credentials: set {', '.join(missing)} (or livekit_url/api_key/api_secret in the config)"
+                f"missing LiveKit credentials: set {', '.join(missing)} "
+                "(or livekit_url/api_key/api_secret in the config)"
             )
         if not self.settings.livekit_url.startswith(("ws://", "wss://", "http://", "https://")):
             raise ConfigError(
@@ -286,7 +293,8 @@ class AgentServer:
             )
 
     async def start(self, pool: WorkerPool | None = None, *, register: bool = True) -> None:
-        """Start the pool (unless given one), prewarm each agent and create its dispatcher (unless `register=False`).
+        """Start the pool (unless given one), prewarm each agent and create its dispatcher (unless
+        `register=False`).
 
         A prewarm that fails or overruns `prewarm_timeout` raises FramepoolError naming the agent, after
         stopping a pool started here: nothing registers with LiveKit before every agent is ready.
@@ -352,7 +360,8 @@ class AgentServer:
             self.dispatchers.append(Dispatcher(registration, options, self))
 
     async def run(self, pool: WorkerPool | None = None) -> None:
-        """Serve until `aclose()`/drain; ServerUnavailableError if LiveKit stays unreachable, PoolError if the pool halts."""
+        """Serve until `aclose()`/drain; ServerUnavailableError if LiveKit stays unreachable, PoolError if the
+        pool halts."""
         if self.pool is None:
             await self.start(pool)
         assert self.pool is not None
@@ -383,7 +392,8 @@ class AgentServer:
         self.registered.set()
 
     async def drain(self, grace: float | None = None) -> bool:
-        """Report FULL, accept nothing, wait for running jobs up to `grace` (default drain_timeout); True if all ended."""
+        """Report FULL, accept nothing, wait for running jobs up to `grace` (default drain_timeout); True if
+        all ended."""
         timeout = self.settings.drain_timeout if grace is None else grace
         self.draining = True
         self._status_changed()

@@ -1,11 +1,12 @@
-"""The live demo: dev server + framepool agent + a synthetic publisher + a listener (one process, supervisor side).
+"""The live demo: dev server + framepool agent + a synthetic publisher + a listener (one process, supervisor
+side).
 
 `python -m framepool.demo [--seconds 20]` starts the loopback LiveKit dev server, an AgentServer with
 one automatic agent (audio-level on the microphone, video-motion and a luma negative on the camera), a
-publisher sending a tone and the moving test pattern of `framepool.demo.samples`, and a listener that prints the
-results the agent publishes as data messages and counts the frames of the processed video track. At the end
-everything shuts down in order and a summary is printed; the exit status is 0 only if results and processed
-frames both arrived.
+publisher sending a tone and the moving test pattern of `framepool.demo.samples`, and a listener that prints
+the results the agent publishes as data messages and counts the frames of the processed video track. At the
+end everything shuts down in order and a summary is printed; the exit status is 0 only if results and
+processed frames both arrived.
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ class Listener:
         if now - self._last_print.get(key, 0.0) >= 2.0:
             self._last_print[key] = now
             print(
-                f"  result  {message['topic']:<12} from {message['participant']}: {json.dumps(message['data'])}"
+                f"  result  {message['topic']:<12} from {message['participant']}: "
+                f"{json.dumps(message['data'])}"
             )
 
     def _on_track(
@@ -186,7 +188,8 @@ def summary(listener: Listener, stats: dict[str, Any], ended: list[RunningJob]) 
     for topic, count in sorted(listener.results.items()):
         print(f"  {count:6d} data messages on topic {topic!r}")
     print(
-        f"  {listener.processed_frames:6d} frames received on the processed track {listener.processed_track!r}"
+        f"  {listener.processed_frames:6d} frames received on the processed track "
+        f"{listener.processed_track!r}"
     )
     for job_id, job_stats in stats.items():
         print(f"  job {job_id}: {job_stats}")

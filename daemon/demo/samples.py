@@ -1,4 +1,5 @@
-"""Deterministic test media: a tone and a moving test pattern (supervisor side: the demo, tests, live publishing).
+"""Deterministic test media: a tone and a moving test pattern (supervisor side: the demo, tests, live
+publishing).
 
 Everything is a pure function of the sample/frame index, so a sample written twice is the same media, a
 test can predict what processors must see, and a live publisher can produce the same signal frame by frame.
@@ -139,7 +140,8 @@ def write_test_sample(
     audio: bool = True,
     video: bool = True,
 ) -> SampleInfo:
-    """Encode `seconds` of tone and test pattern to `path` (.mp4/.mkv/.mov: MPEG-4 + AAC; .webm: VP8 + Opus)."""
+    """Encode `seconds` of tone and test pattern to `path` (.mp4/.mkv/.mov: MPEG-4 + AAC; .webm: VP8 +
+    Opus)."""
     codecs = _CODECS.get(path.suffix.lower())
     if codecs is None:
         raise InputError(

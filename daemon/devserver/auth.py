@@ -5,7 +5,8 @@ livekit-server does: an HS256 JWT signed with one of the configured API secrets,
 (``iss``) the matching API key, sent as ``Authorization: Bearer <jwt>`` or, for browsers and
 websockets that cannot set headers, as the ``access_token`` query parameter. A missing,
 malformed, badly signed or expired token is 401; a valid token that lacks the grant an
-operation needs is also 401 ("permissions denied"), as livekit-server answers both (:func:`require_room_create` and friends).
+operation needs is also 401 ("permissions denied"), as livekit-server answers both
+(:func:`require_room_create` and friends).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ __all__ = [
 
 
 class AuthError(Exception):
-    """An authentication or authorisation failure with the HTTP status livekit-server answers (401 for both)."""
+    """An authentication or authorisation failure with the HTTP status livekit-server answers (401 for
+    both)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -110,7 +112,8 @@ def require_room_list(claims: Claims) -> None:
 
 
 def require_room_admin(claims: Claims, room: str) -> None:
-    """Participant operations, SendData and dispatch need ``roomAdmin`` with the grant naming exactly ``room``."""
+    """Participant operations, SendData and dispatch need ``roomAdmin`` with the grant naming exactly
+    ``room``."""
     video = _video(claims)
     if not video.room_admin or video.room != room:
         raise AuthError(401, "permissions denied")

@@ -1,4 +1,5 @@
-"""The signal endpoints /rtc/v1, /rtc and /rtc/validate of the loopback dev server (runs in the dev server process).
+"""The signal endpoints /rtc/v1, /rtc and /rtc/validate of the loopback dev server (runs in the dev server
+process).
 
 One `SignalSession` per connected participant: it owns the websocket and the participant's media
 (`MediaSession`, media.py) and is the room's `ParticipantLink` to that client. Requests are protobuf

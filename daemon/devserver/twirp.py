@@ -4,9 +4,9 @@ Routes ``POST /twirp/livekit.<Service>/<Method>`` with protobuf (``application/p
 protojson (``application/json``) bodies, answered in the request's encoding. Errors are Twirp's
 JSON ``{"code", "msg"}`` with Twirp's HTTP statuses, raised in the order a Twirp server wrapped in
 livekit-server's auth middleware raises them: a bad token (401) before routing (bad_route 404),
-routing before decoding (malformed 400), decoding before the method's grant check (401 "permissions denied", as livekit-server wraps it). Grants
-follow livekit-server: roomCreate for CreateRoom/DeleteRoom, roomList for ListRooms, roomAdmin for
-the room for participant operations, SendData and agent dispatch.
+routing before decoding (malformed 400), decoding before the method's grant check (401 "permissions denied",
+as livekit-server wraps it). Grants follow livekit-server: roomCreate for CreateRoom/DeleteRoom, roomList for
+ListRooms, roomAdmin for the room for participant operations, SendData and agent dispatch.
 """
 
 from __future__ import annotations

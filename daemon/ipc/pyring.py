@@ -406,7 +406,8 @@ class FrameRing:
         )
         if length > self.slot_size:
             raise RingError(
-                f"corrupt ring: slot {index} descriptor claims {length} bytes, the slot size is {self.slot_size}"
+                f"corrupt ring: slot {index} descriptor claims {length} bytes, "
+                f"the slot size is {self.slot_size}"
             )
         if slot >= self.slot_count:
             raise RingError(

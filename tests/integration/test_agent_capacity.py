@@ -12,8 +12,7 @@ from framepool.agent.job import JobContext, JobRequest, RunningJob
 from framepool.agent.server import AgentServer, RequestFunction
 from framepool.devserver.agents import dispatcher_for
 from framepool.devserver.server import DevServer
-from tests.integration.agentkit import (
-    TIMEOUT,
+from tests.support.agentkit import (
     LogWatch,
     Signal,
     agent_settings,
@@ -21,7 +20,8 @@ from tests.integration.agentkit import (
     quiet_load,
     serving,
 )
-from tests.integration.agentworker import TestWorker
+from tests.support.agentworker import TestWorker
+from tests.support.timeouts import EVENT
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ async def test_full_daemon_reports_ws_full_and_the_next_job_goes_elsewhere(
         async with serving(server), TestWorker(devserver.url, policy="reject") as other:
             daemon_id = server.dispatchers[0].worker_id
             await lkapi.room.create_room(api.CreateRoomRequest(name="first"))
-            assert await asyncio.wait_for(started.get(), TIMEOUT) == "first"
+            assert await asyncio.wait_for(started.get(), EVENT) == "first"
             await devserver_log.wait(f"worker {daemon_id}: WS_FULL")
             assert dispatcher_for(devserver.app, devserver).workers[daemon_id].status == agent_pb.WS_FULL
 
@@ -79,7 +79,7 @@ async def test_two_rooms_at_once_on_a_one_job_daemon_run_one_job(
             await asyncio.gather(
                 *(lkapi.room.create_room(api.CreateRoomRequest(name=name)) for name in ("one", "two"))
             )
-            winner = await asyncio.wait_for(started.get(), TIMEOUT)
+            winner = await asyncio.wait_for(started.get(), EVENT)
             await dispatch_log.wait("-> JS_FAILED (no worker available)")
             [refused] = await job_states(lkapi, "two" if winner == "one" else "one")
             assert (refused.status, refused.error) == (agent_pb.JS_FAILED, "no worker available")
@@ -92,7 +92,7 @@ async def test_two_rooms_at_once_on_a_one_job_daemon_run_one_job(
             assert ended.ctx.job.room.name == winner
             await agents_log.wait(f"worker {daemon_id}: WS_AVAILABLE")
             await lkapi.room.create_room(api.CreateRoomRequest(name="three"))
-            assert await asyncio.wait_for(started.get(), TIMEOUT) == "three"
+            assert await asyncio.wait_for(started.get(), EVENT) == "three"
 
 
 def _recording(offered: list[str]) -> RequestFunction:

@@ -19,11 +19,12 @@ from framepool.agent.server import AgentServer
 from framepool.devserver.server import DevServer
 from framepool.errors import ConfigError
 from framepool.settings import AgentSpec
-from tests.conftest import API_KEY, API_SECRET, make_token
-from tests.integration.agentkit import TIMEOUT, agent_settings, quiet_load, serving
-from tests.integration.sdk import joined, next_event, publish_tone, stop
-from tests.integration.test_agent_drain import ROOT, assert_gone, exit_status, worker_pids
-from tests.shm import shm_segments
+from tests.support.agentkit import agent_settings, quiet_load, serving
+from tests.support.daemon import ROOT, assert_gone, exit_status, worker_pids
+from tests.support.devserver import API_KEY, API_SECRET, make_token
+from tests.support.sdk import joined, next_event, publish_tone, stop
+from tests.support.shm import shm_segments
+from tests.support.timeouts import EVENT, PROCESS
 
 pytestmark = pytest.mark.integration
 
@@ -41,8 +42,8 @@ async def test_connect_runs_one_job_in_the_named_room(devserver: DevServer, room
     async with joined(devserver, "alice", room_name) as alice:
         greetings: asyncio.Queue[bytes] = asyncio.Queue()
         alice.on("data_received", lambda packet: greetings.put_nowait(packet.data))
-        status = await asyncio.wait_for(connect(server, room_name, agent_name="greeter"), TIMEOUT)
-        assert await asyncio.wait_for(greetings.get(), TIMEOUT) == f"hello {room_name}".encode()
+        status = await asyncio.wait_for(connect(server, room_name, agent_name="greeter"), EVENT)
+        assert await asyncio.wait_for(greetings.get(), EVENT) == f"hello {room_name}".encode()
     assert status == 0
 
 
@@ -55,7 +56,7 @@ async def test_connect_reports_a_failing_entrypoint(
     async def broken(ctx: JobContext) -> None:
         raise RuntimeError("no model")
 
-    assert await asyncio.wait_for(connect(server, room_name), TIMEOUT) == 1
+    assert await asyncio.wait_for(connect(server, room_name), EVENT) == 1
     assert "RuntimeError: no model" in capsys.readouterr().err
 
 
@@ -69,7 +70,7 @@ async def test_declarative_agent_publishes_results(devserver: DevServer, room_na
         async with joined(devserver, "alice", room_name) as alice:
             _, feeding = await publish_tone(alice)
             try:
-                message = await asyncio.wait_for(results.get(), TIMEOUT)
+                message = await asyncio.wait_for(results.get(), EVENT)
             finally:
                 await stop(feeding)
     assert (message["participant"], message["processor"]) == ("alice", "audio-level")
@@ -88,7 +89,7 @@ def test_bad_server_target_is_one_line(devserver: DevServer) -> None:
         load_server("json:dumps", agent_settings(devserver))
 
 
-# -- the commands as subprocesses -------------------------------------------------------------------------------
+# -- the commands as subprocesses -------------------------------------------------------------------------
 
 
 def cli_env(**values: str) -> dict[str, str]:
@@ -115,7 +116,7 @@ async def stderr_line(process: asyncio.subprocess.Process, pattern: str, seen: l
     """The match of `pattern` in the next stderr line of `process` that has one."""
     assert process.stderr is not None
     while True:
-        raw = await asyncio.wait_for(process.stderr.readline(), TIMEOUT)
+        raw = await asyncio.wait_for(process.stderr.readline(), PROCESS)
         if not raw:
             raise AssertionError(f"exited before printing {pattern!r}:\n" + "".join(seen[-30:]))
         seen.append(raw.decode(errors="replace"))
@@ -139,7 +140,7 @@ async def statuses_of(room: rtc.Room) -> asyncio.Queue[bytes]:
 async def test_dev_starts_its_own_server_takes_a_job_and_exits_0_on_sigterm(room_name: str) -> None:
     shm_before = shm_segments()
     process = await framepool(
-        "dev", "--dev-port", "0", "tests.integration.agent_apps:drain_server", env=cli_env()
+        "dev", "--dev-port", "0", "tests.support.agent_apps:drain_server", env=cli_env()
     )
     seen: list[str] = []
     try:
@@ -149,12 +150,12 @@ async def test_dev_starts_its_own_server_takes_a_job_and_exits_0_on_sigterm(room
         await stderr_line(process, r"registered 1 agent", seen)
         pids = worker_pids(process)
         alice = rtc.Room()
-        await asyncio.wait_for(alice.connect(url, make_token("alice", room_name)), TIMEOUT)
+        await asyncio.wait_for(alice.connect(url, make_token("alice", room_name)), EVENT)
         try:
             statuses = await statuses_of(alice)
-            assert await asyncio.wait_for(statuses.get(), TIMEOUT) == b"running"
+            assert await asyncio.wait_for(statuses.get(), EVENT) == b"running"
             await alice.local_participant.publish_data(b"finish", reliable=True)
-            assert await asyncio.wait_for(statuses.get(), TIMEOUT) == b"finished"
+            assert await asyncio.wait_for(statuses.get(), EVENT) == b"finished"
             await stderr_line(process, r"job ended: JS_SUCCESS", seen)
         finally:
             await alice.disconnect()
@@ -180,14 +181,14 @@ async def test_connect_joins_the_named_room_and_exits_0_on_sigterm(
         statuses = await statuses_of(alice)
         agent_left = next_event(alice, "participant_disconnected")
         process = await framepool(
-            "connect", "--room", room_name, "tests.integration.agent_apps:endless_server", env=env
+            "connect", "--room", room_name, "tests.support.agent_apps:endless_server", env=env
         )
         seen: list[str] = []
         try:
-            assert await asyncio.wait_for(statuses.get(), TIMEOUT) == b"running"
+            assert await asyncio.wait_for(statuses.get(), EVENT) == b"running"
             pids = worker_pids(process)
             process.send_signal(signal.SIGTERM)
-            assert (await asyncio.wait_for(agent_left, TIMEOUT)).identity.startswith("agent-AJ_local_")
+            assert (await asyncio.wait_for(agent_left, EVENT)).identity.startswith("agent-AJ_local_")
             status, logged = await exit_status(process, seen)
         finally:
             if process.returncode is None:
@@ -203,9 +204,9 @@ async def test_connect_joins_the_named_room_and_exits_0_on_sigterm(
 async def test_connect_with_bad_credentials_is_one_line(devserver: DevServer, room_name: str) -> None:
     env = cli_env(LIVEKIT_URL=devserver.url, LIVEKIT_API_KEY=API_KEY, LIVEKIT_API_SECRET="not-the-secret")
     process = await framepool(
-        "connect", "--room", room_name, "tests.integration.agent_apps:endless_server", env=env
+        "connect", "--room", room_name, "tests.support.agent_apps:endless_server", env=env
     )
-    _, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
+    _, err = await asyncio.wait_for(process.communicate(), PROCESS)
     lines = err.decode().strip().splitlines()
     assert process.returncode == 3, err.decode()
     assert len(lines) == 1 and lines[0].startswith(

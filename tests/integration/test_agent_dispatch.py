@@ -1,4 +1,5 @@
-"""The agent server's dispatch and job lifecycle against the loopback dev server (real SDK, real livekit-api, real pool)."""
+"""The agent server's dispatch and job lifecycle against the loopback dev server (real SDK, real livekit-api,
+real pool)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from livekit.protocol import agent as agent_pb
 from framepool.agent.job import JobContext, JobRequest, RunningJob
 from framepool.agent.server import AgentServer
 from framepool.devserver.server import DevServer
-from tests.conftest import API_KEY, API_SECRET
-from tests.integration.agentkit import Signal, agent_settings, job_states, quiet_load, serving
-from tests.integration.sdk import joined
+from tests.support.agentkit import Signal, agent_settings, job_states, quiet_load, serving
+from tests.support.devserver import API_KEY, API_SECRET
+from tests.support.sdk import joined
+from tests.support.timeouts import EVENT
 
 pytestmark = pytest.mark.integration
 
@@ -204,7 +206,7 @@ async def test_delete_dispatch_terminates_and_cleans_up(
         job: RunningJob = await finished.wait()
         assert job.status == agent_pb.JS_SUCCESS
         assert await callback.wait() == "terminated by the server"
-        assert await asyncio.wait_for(left, 10) == identity
+        assert await asyncio.wait_for(left, EVENT) == identity
         assert job.ctx.room.connection_state == rtc.ConnectionState.CONN_DISCONNECTED
         assert not server.jobs
 
@@ -241,7 +243,7 @@ async def test_devserver_restart_reregisters_and_takes_new_jobs(room_name: str) 
             second = DevServer(port=port, keys={API_KEY: API_SECRET}, departure_timeout=0.5)
             await second.start()
             try:
-                await asyncio.wait_for(dispatcher.wait_registered(2), 30)
+                await asyncio.wait_for(dispatcher.wait_registered(2), EVENT)
                 async with api.LiveKitAPI(second.http_url, API_KEY, API_SECRET) as lkapi:
                     await lkapi.room.create_room(api.CreateRoomRequest(name=room_name))
                 assert await ran.wait() == room_name

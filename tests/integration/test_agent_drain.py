@@ -15,23 +15,21 @@ import signal
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 from livekit import api, rtc
 from livekit.protocol import agent as agent_pb
 
 from framepool.devserver.agents import dispatcher_for
 from framepool.devserver.server import DevServer
-from tests.conftest import API_KEY, API_SECRET
-from tests.integration.agentkit import LogWatch, job_states
-from tests.integration.sdk import joined
-from tests.shm import shm_segments
-from tests.signals import signal_until_exit
+from tests.support.agentkit import LogWatch, job_states
+from tests.support.daemon import ROOT, assert_gone, exit_status, worker_pids
+from tests.support.devserver import API_KEY, API_SECRET
+from tests.support.sdk import joined
+from tests.support.shm import shm_segments
+from tests.support.signals import signal_until_exit
+from tests.support.timeouts import EVENT, PROCESS
 
 pytestmark = pytest.mark.integration
-
-TIMEOUT = 60.0
-ROOT = Path(__file__).resolve().parents[2]
 
 
 async def start_daemon(
@@ -84,23 +82,23 @@ async def test_sigterm_lets_a_running_job_finish_then_exits_zero(
     devserver: DevServer, room_name: str
 ) -> None:
     shm_before = shm_segments()
-    process = await start_daemon(devserver, "tests.integration.agent_apps:drain_server")
+    process = await start_daemon(devserver, "tests.support.agent_apps:drain_server")
     seen: list[str] = []
     try:
-        await asyncio.wait_for(log_line(process, "registered 1 agent", seen), TIMEOUT)
+        await asyncio.wait_for(log_line(process, "registered 1 agent", seen), PROCESS)
         async with joined(devserver, "alice", room_name) as alice:
             statuses: asyncio.Queue[bytes] = asyncio.Queue()
             alice.on("data_received", lambda packet: statuses.put_nowait(packet.data))
-            assert await asyncio.wait_for(statuses.get(), TIMEOUT) == b"running"
+            assert await asyncio.wait_for(statuses.get(), EVENT) == b"running"
             process.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(log_line(process, "draining", seen), TIMEOUT)
+            await asyncio.wait_for(log_line(process, "draining", seen), PROCESS)
             assert process.returncode is None  # the job holds the daemon
             await alice.local_participant.publish_data(b"finish", reliable=True)
-            assert await asyncio.wait_for(statuses.get(), TIMEOUT) == b"finished"
-            await asyncio.wait_for(log_line(process, "job ended: JS_SUCCESS", seen), TIMEOUT)
+            assert await asyncio.wait_for(statuses.get(), EVENT) == b"finished"
+            await asyncio.wait_for(log_line(process, "job ended: JS_SUCCESS", seen), PROCESS)
         assert process.stderr is not None
-        rest = await asyncio.wait_for(process.stderr.read(), TIMEOUT)
-        assert await asyncio.wait_for(process.wait(), TIMEOUT) == 0, "".join(seen) + rest.decode()
+        rest = await asyncio.wait_for(process.stderr.read(), PROCESS)
+        assert await asyncio.wait_for(process.wait(), PROCESS) == 0, "".join(seen) + rest.decode()
         assert shm_segments() <= shm_before
     finally:
         if process.returncode is None:
@@ -108,40 +106,11 @@ async def test_sigterm_lets_a_running_job_finish_then_exits_zero(
             await process.wait()
 
 
-def worker_pids(process: asyncio.subprocess.Process) -> list[int]:
-    """The daemon's child processes (its processor workers), read once it has registered."""
-    pids = [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
-    assert pids, "the daemon has no worker processes"
-    return pids
-
-
-async def assert_gone(pids: list[int]) -> None:
-    """The workers have exited. A worker may still be in the kernel's exit path when the daemon's own exit is
-    seen (the pool counts a closed control channel as a stopped worker, without reaping it), so allow it a
-    bounded moment to finish dying; a worker still running its code after that is the failure."""
-    procs = []
-    for pid in pids:
-        try:
-            procs.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            continue
-    _, alive = await asyncio.to_thread(psutil.wait_procs, procs, timeout=10)
-    assert not alive, f"worker processes outlived the daemon: {[(p.pid, p.status()) for p in alive]}"
-
-
-async def exit_status(process: asyncio.subprocess.Process, seen: list[str]) -> tuple[int, str]:
-    """Wait for the daemon to exit; its status and everything it logged."""
-    assert process.stderr is not None
-    rest = await asyncio.wait_for(process.stderr.read(), TIMEOUT)
-    status = await asyncio.wait_for(process.wait(), TIMEOUT)
-    return status, "".join(seen) + rest.decode(errors="replace")
-
-
 async def running_job(alice: rtc.Room) -> None:
     """Until the endless agent's job in alice's room says it runs."""
     statuses: asyncio.Queue[bytes] = asyncio.Queue()
     alice.on("data_received", lambda packet: statuses.put_nowait(packet.data))
-    assert await asyncio.wait_for(statuses.get(), TIMEOUT) == b"running"
+    assert await asyncio.wait_for(statuses.get(), EVENT) == b"running"
 
 
 async def test_second_sigterm_takes_the_quick_path(devserver: DevServer, room_name: str) -> None:
@@ -149,17 +118,17 @@ async def test_second_sigterm_takes_the_quick_path(devserver: DevServer, room_na
     # A drain this long cannot end inside the test: only the quick path explains the exit. The threshold
     # keeps a busy test machine from making the daemon FULL before the drain does.
     process = await start_daemon(
-        devserver, "tests.integration.agent_apps:endless_server", drain_timeout="600", load_threshold="1"
+        devserver, "tests.support.agent_apps:endless_server", drain_timeout="600", load_threshold="1"
     )
     seen: list[str] = []
     try:
         with LogWatch("framepool.devserver.agents") as devserver_log:
-            await asyncio.wait_for(log_line(process, "registered 1 agent", seen), TIMEOUT)
+            await asyncio.wait_for(log_line(process, "registered 1 agent", seen), PROCESS)
             pids = worker_pids(process)
             async with joined(devserver, "alice", room_name) as alice:
                 await running_job(alice)
                 process.send_signal(signal.SIGTERM)
-                await asyncio.wait_for(log_line(process, "draining", seen), TIMEOUT)
+                await asyncio.wait_for(log_line(process, "draining", seen), PROCESS)
                 await devserver_log.wait(": WS_FULL")
                 [worker] = dispatcher_for(devserver.app, devserver).workers.values()
                 assert (worker.status, worker.draining) == (agent_pb.WS_FULL, True)
@@ -167,7 +136,7 @@ async def test_second_sigterm_takes_the_quick_path(devserver: DevServer, room_na
                 assert process.returncode is None  # the endless job holds the daemon
                 # The second signal and more after it, as from a service manager that keeps asking.
                 storm = asyncio.create_task(signal_until_exit(process, (signal.SIGTERM,), interval=0.005))
-                await asyncio.wait_for(log_line(process, "second signal", seen), TIMEOUT)
+                await asyncio.wait_for(log_line(process, "second signal", seen), PROCESS)
             status, logged = await exit_status(process, seen)
             assert (await storm)[0] == status
         assert status == 130, logged
@@ -181,7 +150,8 @@ async def test_second_sigterm_takes_the_quick_path(devserver: DevServer, room_na
 
 
 async def assert_new_job_refused(devserver: DevServer, room: str) -> None:
-    """A room created while the only worker is FULL gets no agent: its job fails with "no worker available"."""
+    """A room created while the only worker is FULL gets no agent: its job fails with "no worker
+    available"."""
     async with api.LiveKitAPI(devserver.http_url, API_KEY, API_SECRET) as lkapi:
         await lkapi.room.create_room(api.CreateRoomRequest(name=room))
         [state] = await job_states(lkapi, room)
@@ -190,10 +160,10 @@ async def assert_new_job_refused(devserver: DevServer, room: str) -> None:
 
 async def test_drain_timeout_ends_the_running_job_and_exits_1(devserver: DevServer, room_name: str) -> None:
     shm_before = shm_segments()
-    process = await start_daemon(devserver, "tests.integration.agent_apps:endless_server", drain_timeout="1")
+    process = await start_daemon(devserver, "tests.support.agent_apps:endless_server", drain_timeout="1")
     seen: list[str] = []
     try:
-        await asyncio.wait_for(log_line(process, "registered 1 agent", seen), TIMEOUT)
+        await asyncio.wait_for(log_line(process, "registered 1 agent", seen), PROCESS)
         pids = worker_pids(process)
         async with joined(devserver, "alice", room_name) as alice:
             await running_job(alice)
@@ -202,9 +172,9 @@ async def test_drain_timeout_ends_the_running_job_and_exits_1(devserver: DevServ
                 "participant_disconnected", lambda p: agent_left.done() or agent_left.set_result(p.identity)
             )
             process.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(log_line(process, "drain timed out with 1 job", seen), TIMEOUT)
-            record = await asyncio.wait_for(log_line(process, "job ended", seen), TIMEOUT)
-            assert str(await asyncio.wait_for(agent_left, TIMEOUT)).startswith("agent-")
+            await asyncio.wait_for(log_line(process, "drain timed out with 1 job", seen), PROCESS)
+            record = await asyncio.wait_for(log_line(process, "job ended", seen), PROCESS)
+            assert str(await asyncio.wait_for(agent_left, EVENT)).startswith("agent-")
         status, logged = await exit_status(process, seen)
         assert status == 1, logged
         assert "job shutting down: daemon shutting down" in logged
@@ -233,7 +203,7 @@ async def test_start_without_credentials_is_one_line_exit_2(tmp_path: Path) -> N
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
+    _, err = await asyncio.wait_for(process.communicate(), PROCESS)
     assert process.returncode == 2
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1 and "missing LiveKit credentials" in lines[0], err.decode()
@@ -255,7 +225,7 @@ async def test_start_without_agents_is_a_clear_error(tmp_path: Path, devserver: 
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
+    _, err = await asyncio.wait_for(process.communicate(), PROCESS)
     assert process.returncode == 2
     assert "no agents configured" in err.decode()
 
@@ -277,6 +247,6 @@ async def test_start_against_an_unreachable_server_exits_3(tmp_path: Path) -> No
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
+    _, err = await asyncio.wait_for(process.communicate(), PROCESS)
     assert process.returncode == 3, err.decode()
     assert "framepool: cannot reach LiveKit at ws://127.0.0.1:9" in err.decode()

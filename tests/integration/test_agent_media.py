@@ -1,4 +1,5 @@
-"""Frames from a room through the worker pool and back: data results, a processed video track, worker crashes."""
+"""Frames from a room through the worker pool and back: data results, a processed video track, worker
+crashes."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from framepool.agent.session import DataOutput, TrackOutput
 from framepool.devserver.server import DevServer
 from framepool.devserver.signal import SignalSession
 from framepool.processors import AudioFormat, VideoFormat
-from tests.integration.agentkit import TIMEOUT, Signal, agent_settings, quiet_load, serving
-from tests.integration.sdk import joined, publish_tone, publish_video, stop
+from tests.support.agentkit import Signal, agent_settings, quiet_load, serving
+from tests.support.sdk import joined, publish_tone, publish_video, stop
+from tests.support.timeouts import EVENT
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +62,7 @@ async def test_results_reach_another_participant_on_the_topic(
             assert agent_uses_single_pc(devserver, room_name, ctx.agent.identity) is single_peer_connection
             _, feeding = await publish_tone(alice)
             try:
-                message = await asyncio.wait_for(results.get(), TIMEOUT)
+                message = await asyncio.wait_for(results.get(), EVENT)
             finally:
                 await stop(feeding)
     assert message["participant"] == "alice"
@@ -82,10 +84,10 @@ async def test_processors_on_one_track_wanting_different_formats_each_get_theirs
         await ctx.connect(auto_subscribe=False)
         output = DataOutput(topic="probes")
         audio = [
-            "tests.procs:AudioProbe(sample_rate=16000, frame_ms=20, every=5)",
-            "tests.procs:AudioProbe(sample_rate=48000, frame_ms=10, every=10)",
+            "tests.support.procs:AudioProbe(sample_rate=16000, frame_ms=20, every=5)",
+            "tests.support.procs:AudioProbe(sample_rate=48000, frame_ms=10, every=10)",
         ]
-        video = ["tests.procs:VideoProbe(pixel_format=RGB24)", "tests.procs:VideoProbe"]
+        video = ["tests.support.procs:VideoProbe(pixel_format=RGB24)", "tests.support.procs:VideoProbe"]
         rules = [
             ctx.attach(processors, participants=["alice"], output=output) for processors in (audio, video)
         ]
@@ -100,7 +102,7 @@ async def test_processors_on_one_track_wanting_different_formats_each_get_theirs
             try:
                 seen: dict[str, dict[str, object]] = {}
                 while len(seen) < 4:
-                    message = await asyncio.wait_for(results.get(), TIMEOUT)
+                    message = await asyncio.wait_for(results.get(), EVENT)
                     data = message["data"]
                     assert isinstance(data, dict)
                     seen.setdefault(str(data["wanted"]), data)
@@ -145,16 +147,16 @@ async def test_a_killed_worker_costs_a_gap_not_the_job(devserver: DevServer, roo
             ctx: JobContext = await attached.wait()
             _, feeding = await publish_tone(alice)
             try:
-                await asyncio.wait_for(results.get(), TIMEOUT)
+                await asyncio.wait_for(results.get(), EVENT)
                 assert server.pool is not None
                 [victim] = server.pool.worker_pids()
                 os.kill(victim, signal.SIGKILL)
                 while True:  # results produced after the restart, by another process
-                    await asyncio.wait_for(results.get(), TIMEOUT)
+                    await asyncio.wait_for(results.get(), EVENT)
                     pids = server.pool.worker_pids()
                     if pids and victim not in pids:
                         break
-                await asyncio.wait_for(results.get(), TIMEOUT)
+                await asyncio.wait_for(results.get(), EVENT)
                 assert ctx.job.id in server.jobs
                 assert server.pool.stats().restarts >= 1
             finally:
@@ -201,11 +203,11 @@ async def test_a_processed_video_track_reaches_another_participant(
         async with joined(devserver, "alice", room_name) as alice:
             feeding = await publish_gray(alice, luma=40)
             try:
-                track, publisher = await asyncio.wait_for(subscribed, TIMEOUT)
+                track, publisher = await asyncio.wait_for(subscribed, EVENT)
                 assert publisher.startswith("agent-")
                 stream = rtc.VideoStream(track, format=rtc.VideoBufferType.I420)
                 try:
-                    event = await asyncio.wait_for(anext(aiter(stream)), TIMEOUT)
+                    event = await asyncio.wait_for(anext(aiter(stream)), EVENT)
                 finally:
                     await stream.aclose()
             finally:

@@ -1,4 +1,5 @@
-"""The per-agent prewarm hook: once per agent in the supervisor, before any job; failures are one clear line."""
+"""The per-agent prewarm hook: once per agent in the supervisor, before any job; failures are one clear
+line."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from framepool.agent.server import AgentServer
 from framepool.devserver.agents import dispatcher_for
 from framepool.devserver.server import DevServer
 from framepool.errors import FramepoolError
-from tests.conftest import API_KEY, API_SECRET
-from tests.integration.agentkit import TIMEOUT, Signal, agent_settings, quiet_load, serving
-from tests.integration.test_agent_drain import ROOT
-from tests.shm import shm_segments
+from tests.support.agentkit import Signal, agent_settings, quiet_load, serving
+from tests.support.daemon import ROOT
+from tests.support.devserver import API_KEY, API_SECRET
+from tests.support.shm import shm_segments
+from tests.support.timeouts import EVENT, PROCESS
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +65,7 @@ async def test_failing_prewarm_stops_the_pool_and_registers_nothing(devserver: D
     with pytest.raises(
         FramepoolError, match=r"^agent detector: prewarm failed: ValueError: weights are corrupt$"
     ):
-        await asyncio.wait_for(server.run(), TIMEOUT)
+        await asyncio.wait_for(server.run(), EVENT)
     assert pids and not any(psutil.pid_exists(pid) for pid in pids)
     assert server.pool is None
     assert not dispatcher_for(devserver.app, devserver).workers
@@ -80,7 +82,7 @@ async def test_prewarm_that_overruns_prewarm_timeout_is_an_error(devserver: DevS
         FramepoolError,
         match=r"^agent \(automatic\): prewarm did not finish within 0.2 s \(prewarm_timeout\)$",
     ):
-        await asyncio.wait_for(server.run(), TIMEOUT)
+        await asyncio.wait_for(server.run(), EVENT)
     assert server.pool is None
 
 
@@ -99,14 +101,14 @@ async def test_start_with_a_failing_prewarm_is_one_line(devserver: DevServer) ->
         "-m",
         "framepool.cli",
         "start",
-        "tests.integration.agent_apps:broken_prewarm_server",
+        "tests.support.agent_apps:broken_prewarm_server",
         cwd=ROOT,
         env=env,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
+    _, err = await asyncio.wait_for(process.communicate(), PROCESS)
     lines = err.decode().strip().splitlines()
     assert process.returncode == 1, err.decode()
     assert lines == ["framepool: agent detector: prewarm failed: FileNotFoundError: model.onnx"]

@@ -1,4 +1,5 @@
-"""The agent server's /agent client against servers that misbehave: garbage, no server, refused credentials."""
+"""The agent server's /agent client against servers that misbehave: garbage, no server, refused
+credentials."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from framepool.agent.server import AgentServer
 from framepool.devserver.server import DevServer
 from framepool.errors import ServerUnavailableError
 from framepool.settings import Settings
-from tests.conftest import API_KEY
-from tests.integration.agentkit import TIMEOUT, agent_settings, quiet_load, serving
+from tests.support.agentkit import agent_settings, quiet_load, serving
+from tests.support.devserver import API_KEY
+from tests.support.timeouts import EVENT
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +88,7 @@ async def test_garbage_from_the_server_is_logged_and_survived(
     server = AgentServer(settings, load_fnc=quiet_load)
     server.rtc_session()(_noop)
     async with serving(server):
-        answer = await asyncio.wait_for(bad_server.answers.get(), TIMEOUT)
+        answer = await asyncio.wait_for(bad_server.answers.get(), EVENT)
         assert answer.availability.job_id == "AJ_1"
         assert answer.availability.available
         assert server.dispatchers[0].worker_id == "AW_bad"
@@ -116,7 +118,7 @@ async def test_unreachable_server_fails_after_max_retry() -> None:
     with pytest.raises(
         ServerUnavailableError, match=r"cannot reach LiveKit at .* after 2 attempts"
     ) as caught:
-        await asyncio.wait_for(server.run(), TIMEOUT)
+        await asyncio.wait_for(server.run(), EVENT)
     assert caught.value.exit_code == 3
     assert "\n" not in str(caught.value)
 
@@ -127,4 +129,4 @@ async def test_refused_credentials_fail_at_once(devserver: DevServer) -> None:
     )
     server.rtc_session()(_noop)
     with pytest.raises(ServerUnavailableError, match=r"refused agent .*HTTP 401"):
-        await asyncio.wait_for(server.run(), TIMEOUT)
+        await asyncio.wait_for(server.run(), EVENT)

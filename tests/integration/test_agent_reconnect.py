@@ -16,8 +16,9 @@ from framepool.agent.job import JobContext, RunningJob
 from framepool.agent.server import AgentServer
 from framepool.devserver.agents import dispatcher_for
 from framepool.devserver.server import DevServer
-from tests.conftest import API_KEY, API_SECRET
-from tests.integration.agentkit import TIMEOUT, LogWatch, Signal, agent_settings, quiet_load, serving
+from tests.support.agentkit import LogWatch, Signal, agent_settings, quiet_load, serving
+from tests.support.devserver import API_KEY, API_SECRET
+from tests.support.timeouts import EVENT
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +72,7 @@ async def test_restart_migrates_live_jobs_and_delivers_queued_status() -> None:
 
                 second.port = first.port
                 await second.start()
-                await asyncio.wait_for(dispatcher.wait_registered(2), TIMEOUT)
+                await asyncio.wait_for(dispatcher.wait_registered(2), EVENT)
                 await dispatcher.round_trip()  # the migration and the queued status have been handled
                 jobs = dispatcher_for(second.app, second).jobs
                 assert dispatcher.worker_id != old_worker
@@ -80,7 +81,8 @@ async def test_restart_migrates_live_jobs_and_delivers_queued_status() -> None:
                 assert jobs[end_id].job.state.status == agent_pb.JS_SUCCESS
                 assert list(server.jobs) == [keep_id]  # the live job never stopped
 
-                # The new server can end the migrated job: its termination reaches the daemon, the status comes back.
+                # The new server can end the migrated job: its termination reaches the daemon, the status
+                # comes back.
                 dispatcher_for(second.app, second).terminate(jobs[keep_id], agent_pb.JSR_UNSPECIFIED)
                 kept: RunningJob = await ended["keep"].wait()
                 assert kept.ctx.shutdown_reason == "terminated by the server"

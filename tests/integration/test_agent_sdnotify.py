@@ -1,4 +1,5 @@
-"""systemd readiness: a real `framepool start` sends READY=1 once its agents are registered and STOPPING=1 on SIGTERM."""
+"""systemd readiness: a real `framepool start` sends READY=1 once its agents are registered and STOPPING=1
+on SIGTERM."""
 
 from __future__ import annotations
 
@@ -12,16 +13,15 @@ from pathlib import Path
 import pytest
 
 from framepool.devserver.server import DevServer
-from tests.conftest import API_KEY, API_SECRET
+from tests.support.daemon import ROOT
+from tests.support.devserver import API_KEY, API_SECRET
+from tests.support.timeouts import PROCESS
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT = 60.0
-
 
 async def next_notification(sock: socket.socket) -> dict[str, str]:
-    raw = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 4096), TIMEOUT)
+    raw = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 4096), PROCESS)
     return dict(line.split("=", 1) for line in raw.decode().splitlines())
 
 
@@ -61,7 +61,7 @@ async def test_ready_after_registration_then_stopping_on_sigterm(
             process.send_signal(signal.SIGTERM)
             stopping = await next_notification(sock)
             assert stopping["STOPPING"] == "1"
-            _, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
+            _, err = await asyncio.wait_for(process.communicate(), PROCESS)
             assert process.returncode == 0, err.decode()[-2000:]
         finally:
             if process.returncode is None:

@@ -1,6 +1,6 @@
 """The /agent worker protocol and agent dispatch of the loopback dev server.
 
-Workers are tests.integration.agentworker.TestWorker (livekit-protocol messages over aiohttp);
+Workers are tests.support.agentworker.TestWorker (livekit-protocol messages over aiohttp);
 dispatches are made through the real livekit-api client.
 """
 
@@ -17,9 +17,10 @@ from livekit.protocol import models
 
 from framepool.devserver.agents import AGENT_DISPATCHER, MAX_MESSAGE_BYTES
 from framepool.devserver.server import DevServer
-from tests.conftest import API_KEY, API_SECRET
-from tests.integration.agentworker import TestWorker, agent_token
-from tests.integration.sdk import TIMEOUT, joined, publish_tone, stop
+from tests.support.agentworker import TestWorker, agent_token
+from tests.support.devserver import API_KEY, API_SECRET
+from tests.support.sdk import joined, publish_tone, stop
+from tests.support.timeouts import EVENT
 
 pytestmark = pytest.mark.integration
 
@@ -272,7 +273,7 @@ async def raw_agent_socket(
 
 
 async def closed_with(ws: aiohttp.ClientWebSocketResponse) -> int | None:
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(EVENT):
         async for _ in ws:
             pass
     return ws.close_code
@@ -303,7 +304,7 @@ async def test_json_worker_gets_json_answers(devserver: DevServer) -> None:
     async with aiohttp.ClientSession() as session:
         ws = await raw_agent_socket(devserver, session)
         await ws.send_str('{"register": {"type": "JT_ROOM", "agentName": "json"}}')
-        reply = await asyncio.wait_for(ws.receive_json(), 10)
+        reply = await asyncio.wait_for(ws.receive_json(), EVENT)
         assert reply["register"]["workerId"].startswith("AW_")
         await ws.close()
 
@@ -364,7 +365,7 @@ async def test_agent_participant_leaving_terminates_its_job(
         await lkapi.room.create_room(api.CreateRoomRequest(name=room_name))
         assignment = (await w.expect("assignment")).assignment
         agent_room = rtc.Room()
-        await asyncio.wait_for(agent_room.connect(assignment.url, assignment.token), TIMEOUT)
+        await asyncio.wait_for(agent_room.connect(assignment.url, assignment.token), EVENT)
         try:
             info = await lkapi.room.get_participant(
                 api.RoomParticipantIdentity(room=room_name, identity="agent-1")
@@ -386,7 +387,7 @@ async def test_token_room_config_suppresses_automatic_dispatch(devserver: DevSer
     )
     async with worker(devserver) as automatic, worker(devserver, agent_name="from-token") as named:
         sdk_room = rtc.Room()
-        await asyncio.wait_for(sdk_room.connect(devserver.url, token), TIMEOUT)
+        await asyncio.wait_for(sdk_room.connect(devserver.url, token), EVENT)
         try:
             job = (await named.expect("assignment")).assignment.job
             assert (job.type, job.metadata, job.room.name) == (agent_pb.JT_ROOM, "tk", room_name)

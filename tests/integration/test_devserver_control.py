@@ -13,8 +13,9 @@ from livekit.protocol import models
 from livekit.protocol import room as room_pb
 
 from framepool.devserver.server import DevServer
-from tests.conftest import API_KEY, API_SECRET
-from tests.integration.sdk import TIMEOUT, joined, next_event
+from tests.support.devserver import API_KEY, API_SECRET
+from tests.support.sdk import joined, next_event
+from tests.support.timeouts import EVENT
 
 pytestmark = pytest.mark.integration
 
@@ -270,9 +271,9 @@ async def test_list_get_update_participants(
             {"team": "blue"},
             "Alice",
         )
-        participant, _, new = await asyncio.wait_for(metadata_changed, TIMEOUT)
+        participant, _, new = await asyncio.wait_for(metadata_changed, EVENT)
         assert (participant.identity, new) == ("alice", "new-meta")
-        await asyncio.wait_for(attributes_changed, TIMEOUT)
+        await asyncio.wait_for(attributes_changed, EVENT)
         assert alice.local_participant.attributes == {"team": "blue"}
 
 
@@ -282,7 +283,7 @@ async def test_remove_participant_disconnects_it(
     async with joined(devserver, "alice", room_name) as alice:
         disconnected = next_event(alice, "disconnected")
         await lkapi.room.remove_participant(api.RoomParticipantIdentity(room=room_name, identity="alice"))
-        assert await asyncio.wait_for(disconnected, TIMEOUT) == rtc.DisconnectReason.PARTICIPANT_REMOVED
+        assert await asyncio.wait_for(disconnected, EVENT) == rtc.DisconnectReason.PARTICIPANT_REMOVED
         listed = await lkapi.room.list_participants(api.ListParticipantsRequest(room=room_name))
         assert list(listed.participants) == []
 
@@ -293,7 +294,7 @@ async def test_delete_room_disconnects_everyone(
     async with joined(devserver, "alice", room_name) as alice:
         disconnected = next_event(alice, "disconnected")
         await lkapi.room.delete_room(api.DeleteRoomRequest(room=room_name))
-        assert await asyncio.wait_for(disconnected, TIMEOUT) == rtc.DisconnectReason.ROOM_DELETED
+        assert await asyncio.wait_for(disconnected, EVENT) == rtc.DisconnectReason.ROOM_DELETED
 
 
 async def test_send_data_reaches_participants(
@@ -311,10 +312,10 @@ async def test_send_data_reaches_participants(
                 destination_identities=["alice"],
             )
         )
-        packet = await asyncio.wait_for(to_alice, TIMEOUT)
+        packet = await asyncio.wait_for(to_alice, EVENT)
         assert (packet.data, packet.topic, packet.participant) == (b"hello", "news", None)
         # Sent to everyone: bob's first packet is this one, so the targeted one did not reach him.
         await lkapi.room.send_data(
             api.SendDataRequest(room=room_name, data=b"all", kind=models.DataPacket.Kind.RELIABLE)
         )
-        assert (await asyncio.wait_for(to_bob, TIMEOUT)).data == b"all"
+        assert (await asyncio.wait_for(to_bob, EVENT)).data == b"all"

@@ -1,4 +1,5 @@
-"""Media through the loopback dev server with the real livekit SDK, over each signal path (tests/conftest.py)."""
+"""Media through the loopback dev server with the real livekit SDK, over each signal path (the signal_mode
+fixture in tests/integration/conftest.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ from livekit.protocol import models
 
 from framepool.devserver.rooms import Participant
 from framepool.devserver.signal import SignalSession
-from tests.conftest import SignalMode
-from tests.integration.sdk import (
-    TIMEOUT,
+from tests.support.devserver import SignalMode
+from tests.support.sdk import (
     joined,
     next_event,
     publish_tone,
@@ -22,6 +22,7 @@ from tests.integration.sdk import (
     stop,
     subscribed_track,
 )
+from tests.support.timeouts import EVENT
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,7 @@ async def tone_energy(track: rtc.RemoteTrack, frames: int = 50) -> float:
     stream = rtc.AudioStream(track, sample_rate=48000, num_channels=1)
     levels: list[float] = []
     try:
-        async with asyncio.timeout(TIMEOUT):
+        async with asyncio.timeout(EVENT):
             async for event in stream:
                 level = float(np.abs(np.frombuffer(event.frame.data, dtype=np.int16)).mean())
                 if levels or level > 1000:
@@ -69,7 +70,7 @@ async def test_audio_and_data_both_ways(signal_mode: SignalMode, room_name: str)
                     # Lossy packets on loopback: a few, one is enough to prove the path.
                     for _ in range(1 if reliable else 5):
                         await sender.local_participant.publish_data(b"ping", reliable=reliable, topic="t")
-                    packet = await asyncio.wait_for(received, TIMEOUT)
+                    packet = await asyncio.wait_for(received, EVENT)
                     assert (packet.data, packet.topic, packet.participant.identity) == (
                         b"ping",
                         "t",
@@ -104,7 +105,7 @@ async def test_720p_video_with_default_simulcast(signal_mode: SignalMode, room_n
             assert (remote.width, remote.height, remote.simulcasted) == (1280, 720, True)
             stream = rtc.VideoStream(track)
             sizes = []
-            async with asyncio.timeout(TIMEOUT):
+            async with asyncio.timeout(EVENT):
                 async for event in stream:
                     sizes.append((event.frame.width, event.frame.height))
                     if len(sizes) >= 30:
@@ -141,22 +142,22 @@ async def test_mute_unpublish_and_manual_subscription(signal_mode: SignalMode, r
             await subscribed_track(bob, "alice", rtc.TrackKind.KIND_AUDIO)
             muted = next_event(bob, "track_muted")
             publication.track.mute()
-            assert (await asyncio.wait_for(muted, TIMEOUT))[1].sid == publication.sid
+            assert (await asyncio.wait_for(muted, EVENT))[1].sid == publication.sid
             unmuted = next_event(bob, "track_unmuted")
             publication.track.unmute()
-            assert (await asyncio.wait_for(unmuted, TIMEOUT))[1].sid == publication.sid
+            assert (await asyncio.wait_for(unmuted, EVENT))[1].sid == publication.sid
 
             remote = bob.remote_participants["alice"].track_publications[publication.sid]
             unsubscribed = next_event(bob, "track_unsubscribed")
             remote.set_subscribed(False)
-            await asyncio.wait_for(unsubscribed, TIMEOUT)
+            await asyncio.wait_for(unsubscribed, EVENT)
             resubscribed = next_event(bob, "track_subscribed")
             remote.set_subscribed(True)
-            await asyncio.wait_for(resubscribed, TIMEOUT)
+            await asyncio.wait_for(resubscribed, EVENT)
 
             unpublished = next_event(bob, "track_unpublished")
             await alice.local_participant.unpublish_track(publication.sid)
-            assert (await asyncio.wait_for(unpublished, TIMEOUT))[0].sid == publication.sid
+            assert (await asyncio.wait_for(unpublished, EVENT))[0].sid == publication.sid
         finally:
             await stop(feeding)
 
@@ -193,12 +194,12 @@ async def test_dropped_signal_connection_reconnects_without_a_ghost(
             reconnected = next_event(alice, "reconnected")
             resubscribed = next_event(bob, "track_subscribed", lambda t, pub, p: p.identity == "alice")
             await link.ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"dropped by the test")
-            await asyncio.wait_for(reconnected, TIMEOUT)
-            track, _, _ = await asyncio.wait_for(resubscribed, TIMEOUT)
+            await asyncio.wait_for(reconnected, EVENT)
+            track, _, _ = await asyncio.wait_for(resubscribed, EVENT)
             assert await tone_energy(track, frames=10) > 3000
             assert (joins, leaves) == (["alice"], [models.DisconnectReason.SIGNAL_CLOSE])
             received = next_event(bob, "data_received")
             await alice.local_participant.publish_data(b"back", reliable=True)
-            assert (await asyncio.wait_for(received, TIMEOUT)).data == b"back"
+            assert (await asyncio.wait_for(received, EVENT)).data == b"back"
         finally:
             await stop(feeding)

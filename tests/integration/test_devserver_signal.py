@@ -16,8 +16,9 @@ from livekit.protocol import room as room_pb
 from livekit.protocol import rtc as rtc_pb
 
 from framepool.devserver.server import DevServer
-from tests.conftest import API_KEY, API_SECRET, make_token
-from tests.integration.sdk import TIMEOUT, joined, next_event
+from tests.support.devserver import API_KEY, API_SECRET, make_token
+from tests.support.sdk import joined, next_event
+from tests.support.timeouts import EVENT, QUIET
 
 pytestmark = pytest.mark.integration
 
@@ -35,15 +36,15 @@ async def test_data_reliable_lossy_topic_and_destinations(devserver: DevServer, 
         await alice.local_participant.publish_data(b"to-all", reliable=True, topic="news")
         await alice.local_participant.publish_data(b"to-bob", reliable=True, destination_identities=["bob"])
         for queue in (bob_got, carol_got):
-            packet = await asyncio.wait_for(queue.get(), TIMEOUT)
+            packet = await asyncio.wait_for(queue.get(), EVENT)
             assert (packet.data, packet.topic, packet.participant.identity) == (b"to-all", "news", "alice")
-        assert (await asyncio.wait_for(bob_got.get(), TIMEOUT)).data == b"to-bob"
+        assert (await asyncio.wait_for(bob_got.get(), EVENT)).data == b"to-bob"
         # Lossy packets on loopback: send a few, one is enough to prove the path.
         for _ in range(5):
             await alice.local_participant.publish_data(
                 b"lossy", reliable=False, destination_identities=["carol"]
             )
-        packet = await asyncio.wait_for(carol_got.get(), TIMEOUT)
+        packet = await asyncio.wait_for(carol_got.get(), EVENT)
         assert (packet.data, packet.kind) == (b"lossy", rtc.DataPacketKind.KIND_LOSSY)
         assert bob_got.empty()
 
@@ -58,7 +59,7 @@ async def test_text_stream(devserver: DevServer, room_name: str) -> None:
         tasks: set[asyncio.Task[None]] = set()
         bob.register_text_stream_handler("chat", lambda r, who: tasks.add(asyncio.create_task(read(r, who))))
         await alice.local_participant.send_text("x" * 20000, topic="chat")
-        assert await asyncio.wait_for(texts.get(), TIMEOUT) == "alice:" + "x" * 20000
+        assert await asyncio.wait_for(texts.get(), EVENT) == "alice:" + "x" * 20000
         await asyncio.gather(*tasks)
 
 
@@ -86,12 +87,12 @@ async def test_byte_stream_reaches_only_its_destination(devserver: DevServer, ro
         for start in range(0, len(payload), 20000):
             await writer.write(payload[start : start + 20000])
         await writer.aclose()
-        assert await asyncio.wait_for(received.get(), TIMEOUT) == ("alice", "frame.bin", payload)
+        assert await asyncio.wait_for(received.get(), EVENT) == ("alice", "frame.bin", payload)
         # Then a stream to everyone: the first thing carol receives must be this one, not bob's file.
         marker = await alice.local_participant.stream_bytes("marker", topic="files")
         await marker.write(b"m")
         await marker.aclose()
-        got = {await asyncio.wait_for(received.get(), TIMEOUT) for _ in range(2)}
+        got = {await asyncio.wait_for(received.get(), EVENT) for _ in range(2)}
         assert got == {("alice", "marker", b"m")}
         await asyncio.gather(*tasks)
         assert received.empty()
@@ -117,11 +118,11 @@ async def test_metadata_and_attributes_reach_others(devserver: DevServer, room_n
     ):
         changed = next_event(bob, "participant_metadata_changed")
         await alice.local_participant.set_metadata("ready")
-        participant, _old, new = await asyncio.wait_for(changed, TIMEOUT)
+        participant, _old, new = await asyncio.wait_for(changed, EVENT)
         assert (participant.identity, new) == ("alice", "ready")
         attributes = next_event(bob, "participant_attributes_changed")
         await alice.local_participant.set_attributes({"role": "speaker"})
-        await asyncio.wait_for(attributes, TIMEOUT)
+        await asyncio.wait_for(attributes, EVENT)
         assert bob.remote_participants["alice"].attributes == {"role": "speaker"}
 
 
@@ -129,7 +130,7 @@ async def test_metadata_update_without_permission_is_refused(devserver: DevServe
     async with joined(devserver, "alice", room_name) as alice:
         # SDK 1.2.1 does not surface the server's NOT_ALLOWED response: check the server did not apply it.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(alice.local_participant.set_metadata("nope"), 2.0)
+            await asyncio.wait_for(alice.local_participant.set_metadata("nope"), QUIET)
         assert devserver.rooms.get(room_name).participants["alice"].metadata == ""  # type: ignore[union-attr]
 
 
@@ -149,7 +150,7 @@ async def test_bad_tokens_are_refused(devserver: DevServer, room_name: str, case
     }
     token = tokens[case]()
     with pytest.raises(rtc.ConnectError):
-        await asyncio.wait_for(rtc.Room().connect(devserver.url, token), TIMEOUT)
+        await asyncio.wait_for(rtc.Room().connect(devserver.url, token), EVENT)
     async with aiohttp.ClientSession() as http:
         for path in ("/rtc/validate", "/rtc/v1/validate"):
             response = await http.get(
@@ -166,7 +167,7 @@ async def test_publish_without_permission_is_refused(devserver: DevServer, room_
         source = rtc.AudioSource(48000, 1)
         track = rtc.LocalAudioTrack.create_audio_track("mic", source)
         with pytest.raises(Exception):  # noqa: B017 - the SDK raises its own error type for a refused publish
-            await asyncio.wait_for(viewer.local_participant.publish_track(track), TIMEOUT)
+            await asyncio.wait_for(viewer.local_participant.publish_track(track), EVENT)
         assert not devserver.rooms.get(room_name).participants["viewer"].tracks  # type: ignore[union-attr]
 
 
@@ -186,12 +187,12 @@ async def test_join_leave_events_and_room_closes_after_departure(
     async with joined(devserver, "alice", room_name) as alice:
         arrived = next_event(alice, "participant_connected")
         async with joined(devserver, "bob", room_name):
-            assert (await asyncio.wait_for(arrived, TIMEOUT)).identity == "bob"
+            assert (await asyncio.wait_for(arrived, EVENT)).identity == "bob"
             departed = next_event(alice, "participant_disconnected")
-        assert (await asyncio.wait_for(departed, TIMEOUT)).identity == "bob"
+        assert (await asyncio.wait_for(departed, EVENT)).identity == "bob"
         room = devserver.rooms.get(room_name)
         assert room is not None
-    await asyncio.wait_for(room.closed.wait(), TIMEOUT)
+    await asyncio.wait_for(room.closed.wait(), EVENT)
     assert devserver.rooms.get(room_name) is None
 
 
@@ -199,7 +200,7 @@ async def test_room_delete_disconnects_participants(devserver: DevServer, room_n
     async with joined(devserver, "alice", room_name) as alice:
         disconnected = next_event(alice, "disconnected")
         assert await devserver.rooms.delete(room_name)
-        assert await asyncio.wait_for(disconnected, TIMEOUT) == rtc.DisconnectReason.ROOM_DELETED
+        assert await asyncio.wait_for(disconnected, EVENT) == rtc.DisconnectReason.ROOM_DELETED
 
 
 def _join_query(room: str) -> str:
@@ -223,14 +224,14 @@ async def test_malformed_signal_input_closes_only_that_connection(
         ws = await http.ws_connect(
             url, headers={"Authorization": f"Bearer {make_token('mallory', room_name)}"}, max_msg_size=0
         )
-        first = await asyncio.wait_for(ws.receive(), TIMEOUT)
+        first = await asyncio.wait_for(ws.receive(), EVENT)
         assert rtc_pb.SignalResponse.FromString(first.data).WhichOneof("message") == "join"
         await (ws.send_str(payload) if isinstance(payload, str) else ws.send_bytes(payload))
-        async with asyncio.timeout(TIMEOUT):
+        async with asyncio.timeout(EVENT):
             while not ws.closed:
                 await ws.receive()
         assert ws.close_code in (1003, 1007, 1009)
-        await asyncio.wait_for(left.wait(), TIMEOUT)
+        await asyncio.wait_for(left.wait(), EVENT)
         room = devserver.rooms.get(room_name)
         assert room is not None and "mallory" not in room.participants
         assert alice.isconnected()
@@ -251,7 +252,7 @@ async def test_full_room_refuses_joins_but_not_agents(devserver: DevServer, room
     await devserver.rooms.create(room_name, max_participants=2)
     async with joined(devserver, "alice", room_name), joined(devserver, "bob", room_name):
         with pytest.raises(rtc.ConnectError):
-            await asyncio.wait_for(rtc.Room().connect(devserver.url, make_token("carol", room_name)), TIMEOUT)
+            await asyncio.wait_for(rtc.Room().connect(devserver.url, make_token("carol", room_name)), EVENT)
         async with aiohttp.ClientSession() as http:
             response = await http.get(
                 f"{devserver.url}/rtc/v1?join_request={_join_query(room_name)}",
@@ -275,13 +276,13 @@ async def test_token_room_config_configures_the_room_it_creates(devserver: DevSe
         .to_jwt()
     )
     sdk_room = rtc.Room()
-    await asyncio.wait_for(sdk_room.connect(devserver.url, token), TIMEOUT)
+    await asyncio.wait_for(sdk_room.connect(devserver.url, token), EVENT)
     try:
         room = devserver.rooms.get(room_name)
         assert room is not None and (room.max_participants, room.metadata) == (1, "from-token")
         assert sdk_room.metadata == "from-token"
         with pytest.raises(rtc.ConnectError):
-            await asyncio.wait_for(rtc.Room().connect(devserver.url, make_token("bob", room_name)), TIMEOUT)
+            await asyncio.wait_for(rtc.Room().connect(devserver.url, make_token("bob", room_name)), EVENT)
     finally:
         await sdk_room.disconnect()
 
@@ -292,16 +293,14 @@ async def test_agent_does_not_keep_the_room_open_and_is_announced_as_agent(
     async with joined(devserver, "alice", room_name) as alice:
         arrived = next_event(alice, "participant_connected", lambda p: p.identity == "agent-1")
         async with joined(devserver, "agent-1", room_name, kind="agent", agent=True) as agent:
-            assert (
-                await asyncio.wait_for(arrived, TIMEOUT)
-            ).kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+            assert (await asyncio.wait_for(arrived, EVENT)).kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
             assert agent.remote_participants["alice"].kind == rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
             disconnected = next_event(agent, "disconnected")
             room = devserver.rooms.get(room_name)
             assert room is not None
             await alice.disconnect()
             # The server's departure_timeout (0.5 s in the fixture) after the last non-agent left.
-            assert await asyncio.wait_for(disconnected, TIMEOUT) == rtc.DisconnectReason.ROOM_CLOSED
+            assert await asyncio.wait_for(disconnected, EVENT) == rtc.DisconnectReason.ROOM_CLOSED
             assert room.closed.is_set() and devserver.rooms.get(room_name) is None
 
 
@@ -311,7 +310,7 @@ async def test_agent_alone_does_not_hold_a_room_past_its_empty_timeout(
     room = await devserver.rooms.create(room_name, empty_timeout=1)
     async with joined(devserver, "agent-1", room_name, kind="agent") as agent:
         disconnected = next_event(agent, "disconnected")
-        assert await asyncio.wait_for(disconnected, TIMEOUT) == rtc.DisconnectReason.ROOM_CLOSED
+        assert await asyncio.wait_for(disconnected, EVENT) == rtc.DisconnectReason.ROOM_CLOSED
     assert room.closed.is_set()
 
 
@@ -323,7 +322,7 @@ async def test_resume_request_is_answered_with_a_reconnect_leave(
             f"{devserver.url}/rtc?reconnect=1&sid=PA_gone&protocol=16",
             headers={"Authorization": f"Bearer {make_token('alice', room_name)}"},
         )
-        message = await asyncio.wait_for(ws.receive(), TIMEOUT)
+        message = await asyncio.wait_for(ws.receive(), EVENT)
         leave = rtc_pb.SignalResponse.FromString(message.data).leave
         assert (leave.can_reconnect, leave.reason, leave.action) == (
             True,

@@ -11,7 +11,7 @@ from livekit.rtc._ffi_client import FfiClient
 
 from framepool.agent.ffi_threads import keep_callback_thread_states
 from framepool.devserver.server import DevServer
-from tests.integration.sdk import joined
+from tests.support.sdk import joined
 
 pytestmark = pytest.mark.integration
 

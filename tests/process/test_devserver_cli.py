@@ -17,14 +17,12 @@ import aiohttp
 import pytest
 from livekit import rtc
 
-from tests.conftest import make_token
-from tests.integration.sdk import TIMEOUT, next_event, publish_tone, stop
-from tests.signals import signal_until_exit
+from tests.support.devserver import make_token
+from tests.support.sdk import next_event, publish_tone, stop
+from tests.support.signals import signal_until_exit
+from tests.support.timeouts import EVENT, PROCESS, PROMPT
 
 pytestmark = pytest.mark.process
-
-# Generous for a loaded 2-core machine; the server bounds its own shutdown at ~1.5 s (server.py).
-EXIT_WITHIN_S = 5.0
 
 
 @dataclass
@@ -43,7 +41,7 @@ async def _banner(process: asyncio.subprocess.Process) -> dict[str, str]:
     """The url / api key / api secret lines the server prints once it listens."""
     fields: dict[str, str] = {}
     assert process.stdout is not None
-    async with asyncio.timeout(30):
+    async with asyncio.timeout(PROCESS):
         while len(fields) < 3:
             line = (await process.stdout.readline()).decode()
             assert line, "dev server exited before printing its banner"
@@ -94,7 +92,7 @@ async def test_banner_validate_and_exit_on_sigterm(cli_server: RunningServer) ->
 
         # A publishing SDK participant, and a raw signal client that never answers the close handshake.
         sdk_room = rtc.Room()
-        await asyncio.wait_for(sdk_room.connect(cli_server.url, _token(cli_server, "alice", "r")), TIMEOUT)
+        await asyncio.wait_for(sdk_room.connect(cli_server.url, _token(cli_server, "alice", "r")), EVENT)
         _, feeding = await publish_tone(sdk_room)
         silent = await http.ws_connect(
             f"{cli_server.url}/rtc?access_token={_token(cli_server, 'mute', 'r')}", autoclose=False
@@ -103,11 +101,11 @@ async def test_banner_validate_and_exit_on_sigterm(cli_server: RunningServer) ->
             disconnected = next_event(sdk_room, "disconnected")
             started = time.monotonic()
             cli_server.process.send_signal(signal.SIGTERM)
-            returncode = await asyncio.wait_for(cli_server.process.wait(), 30)
+            returncode = await asyncio.wait_for(cli_server.process.wait(), PROCESS)
             elapsed = time.monotonic() - started
             assert returncode == 0
-            assert elapsed < EXIT_WITHIN_S, f"took {elapsed:.1f} s to exit after SIGTERM"
-            assert await asyncio.wait_for(disconnected, TIMEOUT) == rtc.DisconnectReason.SERVER_SHUTDOWN
+            assert elapsed < PROMPT, f"took {elapsed:.1f} s to exit after SIGTERM"
+            assert await asyncio.wait_for(disconnected, EVENT) == rtc.DisconnectReason.SERVER_SHUTDOWN
         finally:
             await stop(feeding)
             await silent.close()
@@ -129,7 +127,7 @@ async def test_signals_during_shutdown_still_exit_cleanly(cli_server: RunningSer
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "framepool.devserver", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "framepool.devserver", *args], capture_output=True, text=True, timeout=PROCESS
     )
 
 

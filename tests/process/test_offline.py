@@ -16,7 +16,8 @@ from framepool.demo.samples import write_test_sample
 from framepool.offline.runner import OfflineJob, process_file
 from framepool.processors import frame_bytes
 from framepool.settings import Settings
-from tests.shm import shm_segments
+from tests.support.shm import shm_segments
+from tests.support.timeouts import PROCESS
 
 pytestmark = pytest.mark.process
 
@@ -49,7 +50,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     }
     return subprocess.run(
         [sys.executable, "-m", "framepool.cli", "--workers", "1", *args],
-        capture_output=True, text=True, env=environ, timeout=90,
+        capture_output=True, text=True, env=environ, timeout=PROCESS,
     )  # fmt: skip
 
 
@@ -90,8 +91,8 @@ async def test_processors_wanting_different_formats_each_get_their_own(sample: P
     """Two audio formats and two pixel formats: each file stream is decoded once and converted per format."""
     job = OfflineJob(
         sample,
-        "tests.procs:AudioProbe(sample_rate=16000, frame_ms=20),tests.procs:AudioProbe(frame_ms=100),"
-        "tests.procs:VideoProbe(pixel_format=RGB24),tests.procs:VideoProbe",
+        "tests.support.procs:AudioProbe(sample_rate=16000, frame_ms=20),tests.support.procs:AudioProbe(frame_ms=100),"
+        "tests.support.procs:VideoProbe(pixel_format=RGB24),tests.support.procs:VideoProbe",
         output=tmp_path / "results.jsonl",
         summary=False,
     )
@@ -174,7 +175,9 @@ def test_unreadable_input_and_missing_stream_kind_fail_with_one_line(tmp_path: P
 
 
 def test_failing_processor_is_reported_and_fails_the_run(sample: Path) -> None:
-    result = run_cli("--log-level", "error", "process", str(sample), "-p", "tests.procs:Fail(fail_from=3)")
+    result = run_cli(
+        "--log-level", "error", "process", str(sample), "-p", "tests.support.procs:Fail(fail_from=3)"
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "event processor_disabled" in result.stdout

@@ -20,16 +20,16 @@ from framepool.ipc.ring import FMT_I420, FMT_S16
 from framepool.pool import PoolStats, StreamSpec, WorkerPool
 from framepool.processors.registry import parse_spec
 from framepool.worker import main as worker
-from tests.process.pool_support import (
-    WAIT,
+from tests.support.pool import (
     RecordingSink,
     audio_frame,
     audio_spec,
     settings,
     wait_exited,
 )
-from tests.procs import prewarm_marker
-from tests.shm import shm_segments
+from tests.support.procs import prewarm_marker
+from tests.support.shm import shm_segments
+from tests.support.timeouts import EVENT, PROCESS, PROMPT
 
 pytestmark = pytest.mark.process
 
@@ -59,7 +59,9 @@ async def test_offline_back_pressure_loses_nothing_and_shutdown_ladder(shm_uncha
         for info in pool.stats().workers:  # each worker pinned to its own CPU
             assert os.sched_getaffinity(info.pid) == {info.cpu}
         sinks = [RecordingSink(), RecordingSink()]
-        streams = [await pool.attach(audio_spec(f"s{i}", "tests.procs:Count"), sinks[i]) for i in range(2)]
+        streams = [
+            await pool.attach(audio_spec(f"s{i}", "tests.support.procs:Count"), sinks[i]) for i in range(2)
+        ]
         assert {s.worker.slot for s in streams if s.worker} == {0, 1}  # least loaded: one per worker
         for seq in range(1, 301):
             for stream in streams:
@@ -88,7 +90,7 @@ async def test_realtime_overload_drops_are_counted_and_flagged(shm_unchanged: No
     try:
         sink = RecordingSink()
         stream = await pool.attach(
-            audio_spec("rt", "tests.procs:Count;tests.procs:Slow", realtime=True), sink
+            audio_spec("rt", "tests.support.procs:Count;tests.support.procs:Slow", realtime=True), sink
         )
         accepted = [stream.push(audio_frame(seq), seq, FMT_S16, 48000, 1, 480) for seq in range(1, 201)]
         await stream.drain()
@@ -115,7 +117,9 @@ async def test_processor_exceptions_counted_then_disabled_worker_survives(shm_un
     try:
         pid = pool.worker_pids()[0]
         sink = RecordingSink()
-        stream = await pool.attach(audio_spec("bad", "tests.procs:Fail(fail_from=3);tests.procs:Count"), sink)
+        stream = await pool.attach(
+            audio_spec("bad", "tests.support.procs:Fail(fail_from=3);tests.support.procs:Count"), sink
+        )
         for seq in range(1, 11):
             await stream.push_wait(audio_frame(seq), seq, FMT_S16, 48000, 1, 480)
         await stream.drain()
@@ -135,7 +139,9 @@ async def test_bad_processor_is_a_clear_error(shm_unchanged: None) -> None:
         with pytest.raises(ProcessorError, match="cannot import 'no_such_module'"):
             await pool.attach(audio_spec("x", "no_such_module:Thing"), RecordingSink())
         with pytest.raises(ProcessorError, match="mix audio and video"):
-            await pool.attach(audio_spec("x", "tests.procs:Count;tests.procs:EchoVideo"), RecordingSink())
+            await pool.attach(
+                audio_spec("x", "tests.support.procs:Count;tests.support.procs:EchoVideo"), RecordingSink()
+            )
     finally:
         await pool.aclose()
 
@@ -144,7 +150,7 @@ async def test_worker_kill_9_mid_stream_is_replaced_and_stream_continues(shm_unc
     pool = await started()
     try:
         sink = RecordingSink()
-        stream = await pool.attach(audio_spec("k", "tests.procs:Count"), sink)
+        stream = await pool.attach(audio_spec("k", "tests.support.procs:Count"), sink)
         for seq in range(1, 51):
             await stream.push_wait(audio_frame(seq), seq, FMT_S16, 48000, 1, 480)
         await stream.drain()
@@ -170,7 +176,7 @@ async def test_unresponsive_worker_is_killed_after_ping_timeout_and_replaced(shm
     pool = await started(ping_interval=0.1, ping_timeout=1.0)
     try:
         sink = RecordingSink()
-        stream = await pool.attach(audio_spec("h", "tests.procs:Hang"), sink)
+        stream = await pool.attach(audio_spec("h", "tests.support.procs:Hang"), sink)
         old_pid = pool.worker_pids()[0]
         stream.push(audio_frame(1), 1, FMT_S16, 48000, 1, 480)
         await sink.wait_for(
@@ -191,7 +197,7 @@ async def test_output_frames_reach_the_sink(shm_unchanged: None) -> None:
         spec = StreamSpec(
             stream_id="v",
             kind="video",
-            processors=[parse_spec("tests.procs:EchoVideo")],
+            processors=[parse_spec("tests.support.procs:EchoVideo")],
             realtime=False,
             max_frame_bytes=size,
             output_max_frame_bytes=size,
@@ -210,10 +216,10 @@ async def test_output_frames_reach_the_sink(shm_unchanged: None) -> None:
 
 
 async def test_prewarm_timeout_is_a_clear_error(shm_unchanged: None) -> None:
-    pool = WorkerPool(settings(prewarm="tests.procs:prewarm_slow", prewarm_timeout=1.0))
+    pool = WorkerPool(settings(prewarm="tests.support.procs:prewarm_slow", prewarm_timeout=1.0))
     with pytest.raises(
         PoolError,
-        match=r"prewarm hook 'tests.procs:prewarm_slow' did not finish within prewarm_timeout = 1 s",
+        match=r"prewarm hook 'tests.support.procs:prewarm_slow' did not finish within prewarm_timeout = 1 s",
     ):
         await pool.start()
     assert _alive(pool.worker_pids()) == []
@@ -221,14 +227,16 @@ async def test_prewarm_timeout_is_a_clear_error(shm_unchanged: None) -> None:
 
 
 async def test_prewarm_exception_is_a_clear_error(shm_unchanged: None) -> None:
-    pool = WorkerPool(settings(prewarm="tests.procs:prewarm_raise"))
+    pool = WorkerPool(settings(prewarm="tests.support.procs:prewarm_raise"))
     with pytest.raises(PoolError, match="raised RuntimeError: model file missing"):
         await pool.start()
     assert pool.stats().workers[0].exitcode == worker.EXIT_PREWARM_FAILED
 
 
 async def test_crash_loop_at_boot_halts(shm_unchanged: None) -> None:
-    pool = WorkerPool(settings(prewarm="tests.procs:prewarm_exit", crash_loop_limit=3, restart_backoff=0.01))
+    pool = WorkerPool(
+        settings(prewarm="tests.support.procs:prewarm_exit", crash_loop_limit=3, restart_backoff=0.01)
+    )
     with pytest.raises(
         CrashLoopError,
         match=r"died 3 times in a row before becoming ready \(last: exit code 1 \(EXIT_FAILURE\)\)",
@@ -245,7 +253,8 @@ async def test_memory_limit_restarts_the_worker(
     try:
         old_pid = pool.worker_pids()[0]
         assert psutil.pid_exists(old_pid)
-        # Any Python process is above 1 MiB of PSS: the heartbeat kills it (wait off the loop, which must run).
+        # Any Python process is above 1 MiB of PSS: the heartbeat kills it (wait off the loop, which must
+        # run).
         assert await asyncio.to_thread(wait_exited, [old_pid], 20) == []
         assert f"pid {old_pid}) uses" in caplog.text and "(limit 1 MiB); restarting it" in caplog.text
     finally:
@@ -257,37 +266,39 @@ async def test_workers_die_with_a_killed_supervisor(shm_unchanged: None, start_m
     supervisor = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.process.pool_orphan_script",
+        "tests.support.pool_orphan_script",
         start_method,
         stdout=asyncio.subprocess.PIPE,
         cwd=os.getcwd(),
     )
     try:
         assert supervisor.stdout is not None
-        line = await asyncio.wait_for(supervisor.stdout.readline(), 60)
+        line = await asyncio.wait_for(supervisor.stdout.readline(), PROCESS)
         pids = json.loads(line)["workers"]
         assert len(pids) == 2 and all(psutil.pid_exists(pid) for pid in pids)
     finally:
         supervisor.kill()
         await supervisor.wait()
     assert supervisor.returncode == -signal.SIGKILL
-    assert await asyncio.to_thread(wait_exited, pids, 2.0) == []
+    assert await asyncio.to_thread(wait_exited, pids, PROMPT) == []
 
 
 async def test_crash_loop_after_a_restart_halts_the_pool(shm_unchanged: None) -> None:
     marker = prewarm_marker(os.getpid())
-    pool = await started(prewarm="tests.procs:prewarm_first_only", crash_loop_limit=2, restart_backoff=0.01)
+    pool = await started(
+        prewarm="tests.support.procs:prewarm_first_only", crash_loop_limit=2, restart_backoff=0.01
+    )
     try:
         sink = RecordingSink()
-        stream = await pool.attach(audio_spec("doomed", "tests.procs:Count"), sink)
+        stream = await pool.attach(audio_spec("doomed", "tests.support.procs:Count"), sink)
         os.kill(pool.worker_pids()[0], signal.SIGKILL)
-        await asyncio.wait_for(pool.halted.wait(), 30)
+        await asyncio.wait_for(pool.halted.wait(), EVENT)
         assert "died 2 times in a row before becoming ready" in pool.halt_reason
         await sink.wait_for(lambda: "stream_failed" in sink.event_names(), "the stream to fail")
         with pytest.raises(PoolError, match="stopped: worker 0 died 2 times"):
             await stream.push_wait(audio_frame(1), 1, FMT_S16, 48000, 1, 480)
         with pytest.raises(PoolError, match="halted"):
-            await pool.attach(audio_spec("late", "tests.procs:Count"), RecordingSink())
+            await pool.attach(audio_spec("late", "tests.support.procs:Count"), RecordingSink())
         assert pool.stats().halted
     finally:
         await pool.aclose()
@@ -303,7 +314,7 @@ async def test_realtime_video_skips_to_the_newest_frame(shm_unchanged: None) -> 
         spec = StreamSpec(
             stream_id="rv",
             kind="video",
-            processors=[parse_spec("tests.procs:SlowVideo")],
+            processors=[parse_spec("tests.support.procs:SlowVideo")],
             max_frame_bytes=size,
         )
         stream = await pool.attach(spec, sink)
@@ -327,7 +338,7 @@ async def test_shutdown_ladder_kills_a_worker_that_does_not_acknowledge(
     caplog.set_level(logging.INFO, logger="framepool.pool")
     pool = await started(worker_shutdown_timeout=0.5, ping_timeout=60.0)
     sink = RecordingSink()
-    stream = await pool.attach(audio_spec("stuck", "tests.procs:Hang"), sink)
+    stream = await pool.attach(audio_spec("stuck", "tests.support.procs:Hang"), sink)
     pid = pool.worker_pids()[0]
     await stream.push_wait(audio_frame(1), 1, FMT_S16, 48000, 1, 480)
     await sink.wait_for(lambda: bool(sink.payloads("hanging")), "the processor to hang")
@@ -357,7 +368,7 @@ async def test_aclose_returns_only_when_every_worker_is_reaped(
     pool = await started(workers=2, start_method=start_method)
     pids = pool.worker_pids()
     sink = RecordingSink()
-    stream = await pool.attach(audio_spec("r", "tests.procs:Count"), sink)
+    stream = await pool.attach(audio_spec("r", "tests.support.procs:Count"), sink)
     await stream.push_wait(audio_frame(1), 1, FMT_S16, 48000, 1, 480)
     await pool.aclose()
     assert [pid for pid in pids if psutil.pid_exists(pid)] == []  # at once: no grace for a dying worker
@@ -371,7 +382,7 @@ async def test_worker_that_closes_its_channel_but_lingers_is_killed_and_reaped(
     caplog.set_level(logging.INFO, logger="framepool.pool")
     pool = await started(start_method=start_method, worker_shutdown_timeout=0.5)
     pid = pool.worker_pids()[0]
-    await pool.attach(audio_spec("l", "tests.procs:LingerAtExit"), RecordingSink())
+    await pool.attach(audio_spec("l", "tests.support.procs:LingerAtExit"), RecordingSink())
     await pool.aclose()  # detach runs close(): the worker acks the shutdown, then hangs in its exit
     assert not psutil.pid_exists(pid)
     assert pool.stats().workers[0].exitcode == -signal.SIGKILL
@@ -407,7 +418,7 @@ async def test_audio_ring_holds_audio_ring_ms_of_the_processors_frames(
         spec = StreamSpec(
             stream_id="a",
             kind="audio",
-            processors=[parse_spec(f"tests.procs:Hang(frame_ms={frame_ms})")],
+            processors=[parse_spec(f"tests.support.procs:Hang(frame_ms={frame_ms})")],
             max_frame_bytes=samples * 2,
         )
         stream = await pool.attach(spec, sink)
@@ -433,7 +444,7 @@ async def test_video_scaled_down_per_processor_maximum(shm_unchanged: None) -> N
         sink = RecordingSink()
         width, height = 640, 360
         size = width * height * 3 // 2
-        processors = ["tests.procs:SizeProbe(max_width=160)", "tests.procs:SizeProbe"]
+        processors = ["tests.support.procs:SizeProbe(max_width=160)", "tests.support.procs:SizeProbe"]
         spec = StreamSpec(
             stream_id="scaled",
             kind="video",
@@ -472,12 +483,12 @@ async def test_memory_warning_is_logged_once_and_the_worker_keeps_running(
     try:
         pid = pool.worker_pids()[0]
         for _ in range(8):  # eight memory checks, each above the line
-            await asyncio.wait_for(pool.next_heartbeat(), WAIT)
+            await asyncio.wait_for(pool.next_heartbeat(), EVENT)
         warnings = [r.getMessage() for r in caplog.records if "warning at 1 MiB" in r.getMessage()]
         assert len(warnings) == 1 and warnings[0].startswith(f"worker 0 (pid {pid}) uses ")
         assert pool.stats().workers[0].pss_bytes > 1 << 20
         sink = RecordingSink()
-        stream = await pool.attach(audio_spec("m", "tests.procs:Count"), sink)
+        stream = await pool.attach(audio_spec("m", "tests.support.procs:Count"), sink)
         await stream.push_wait(audio_frame(1), 1, FMT_S16, 48000, 1, 480)
         await stream.drain()
         assert sink.payloads("count")[0]["pid"] == pid
@@ -492,19 +503,21 @@ async def test_busy_seconds_are_current_without_drain_or_detach(shm_unchanged: N
     pool = await started(ping_interval=0.05)
     try:
         sink = RecordingSink()
-        stream = await pool.attach(audio_spec("b", "tests.procs:Count;tests.procs:Slow"), sink)
-        assert stream.stats().busy == {"tests.procs:Count": 0.0, "tests.procs:Slow": 0.0}
+        stream = await pool.attach(
+            audio_spec("b", "tests.support.procs:Count;tests.support.procs:Slow"), sink
+        )
+        assert stream.stats().busy == {"tests.support.procs:Count": 0.0, "tests.support.procs:Slow": 0.0}
         for seq in range(1, 51):
             await stream.push_wait(audio_frame(seq), seq, FMT_S16, 48000, 1, 480)
         await sink.wait_for(lambda: len(sink.payloads("count")) == 50, "the frames to be processed")
         # Slow sleeps 2 ms per frame: 50 frames are at least 0.1 s, and the pongs that follow report it.
-        async with asyncio.timeout(WAIT):
-            while stream.stats().busy["tests.procs:Slow"] < 0.1:
+        async with asyncio.timeout(EVENT):
+            while stream.stats().busy["tests.support.procs:Slow"] < 0.1:
                 await pool.next_heartbeat()
         live = stream.stats().busy
-        assert 0 < live["tests.procs:Count"] < live["tests.procs:Slow"]
+        assert 0 < live["tests.support.procs:Count"] < live["tests.support.procs:Slow"]
         final = (await stream.detach()).busy
-        assert final["tests.procs:Slow"] >= live["tests.procs:Slow"]
+        assert final["tests.support.procs:Slow"] >= live["tests.support.procs:Slow"]
     finally:
         await pool.aclose()
 
@@ -515,14 +528,14 @@ async def test_workers_of_a_killed_forkserver_are_reaped_by_a_subreaper_supervis
     supervisor = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.process.pool_reaper_script",
+        "tests.support.pool_reaper_script",
         stdout=asyncio.subprocess.PIPE,
         cwd=os.getcwd(),
     )
     try:
         assert supervisor.stdout is not None
-        report = json.loads(await asyncio.wait_for(supervisor.stdout.readline(), 60))
-        assert await asyncio.wait_for(supervisor.wait(), WAIT) == 0
+        report = json.loads(await asyncio.wait_for(supervisor.stdout.readline(), PROCESS))
+        assert await asyncio.wait_for(supervisor.wait(), PROCESS) == 0
     finally:
         if supervisor.returncode is None:
             supervisor.kill()

@@ -15,9 +15,9 @@ from framepool.errors import ProcessorError
 from framepool.ipc.ring import FMT_S16
 from framepool.pool import StreamAttachment, StreamSpec, WorkerPool
 from framepool.processors.registry import parse_spec
-from tests import procs
-from tests.process.pool_support import RecordingSink, settings
-from tests.shm import shm_segments
+from tests.support import procs
+from tests.support.pool import RecordingSink, settings
+from tests.support.shm import shm_segments
 
 pytestmark = pytest.mark.process
 
@@ -48,7 +48,7 @@ async def model_report(pool: WorkerPool, stream_id: str) -> tuple[StreamAttachme
     spec = StreamSpec(
         stream_id=stream_id,
         kind="audio",
-        processors=[parse_spec("tests.procs:ModelUser")],
+        processors=[parse_spec("tests.support.procs:ModelUser")],
         realtime=False,
         max_frame_bytes=SAMPLES * 2,
     )
@@ -65,7 +65,9 @@ def released(marker: str) -> str | None:
     return path.read_text() if path.exists() else None
 
 
-@pytest.mark.parametrize("prewarm", ["", "tests.procs:prewarm_model"], ids=["on-attach", "at-prewarm"])
+@pytest.mark.parametrize(
+    "prewarm", ["", "tests.support.procs:prewarm_model"], ids=["on-attach", "at-prewarm"]
+)
 async def test_streams_on_one_worker_share_one_model_loaded_and_released_in_the_worker(
     shm_unchanged: None, marker: str, prewarm: str
 ) -> None:
@@ -104,7 +106,7 @@ async def test_a_model_that_fails_to_load_fails_the_attach_not_the_worker(
         spec = StreamSpec(
             stream_id="broken",
             kind="audio",
-            processors=[parse_spec("tests.procs:BrokenModelUser")],
+            processors=[parse_spec("tests.support.procs:BrokenModelUser")],
             max_frame_bytes=SAMPLES * 2,
         )
         with pytest.raises(ProcessorError, match="a processor failed to start: FileNotFoundError: no model"):

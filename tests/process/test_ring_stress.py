@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 
 from framepool.ipc.ring import implementation
-from tests.shm import shm_segments
+from tests.support.shm import shm_segments
+from tests.support.timeouts import EVENT, PROCESS
 
 pytestmark = pytest.mark.process
 
 SLOT_SIZE = 4096
 SLOT_COUNT = 8
-LOST_WAKEUP_TIMEOUT = 60.0  # a healthy run never waits this long on a doorbell
 FRAMES = {"c": 40000, "python": 6000}  # bounds each run to a second or two
 
 
@@ -84,7 +84,7 @@ def run_producer(impl_name: str, conn: Connection, frames: int, seed: int) -> No
             seq += 1
             continue
         report["waits"] += 1
-        if not space_bell.wait(LOST_WAKEUP_TIMEOUT):
+        if not space_bell.wait(EVENT):
             report["error"] = f"producer lost a wake-up at frame {seq}"
             break
     conn.send(report)
@@ -104,7 +104,7 @@ def run_consumer(impl_name: str, conn: Connection, seed: int) -> None:
             data_bell.prepare_sleep()
             if ring.pending() == 0:
                 report["waits"] += 1
-                if not data_bell.wait(LOST_WAKEUP_TIMEOUT):
+                if not data_bell.wait(EVENT):
                     report["error"] = f"consumer lost a wake-up after {report['received']} frames"
             data_bell.cancel_sleep()
             continue
@@ -155,10 +155,10 @@ def test_every_frame_arrives_once_in_order_untorn(impl_name: str, consumer_impl:
         space_bell.close()
         reports = []
         for parent_end, _ in links:
-            assert parent_end.poll(LOST_WAKEUP_TIMEOUT), "a ring process never reported"
+            assert parent_end.poll(PROCESS), "a ring process never reported"
             reports.append(parent_end.recv())
         for proc in procs:
-            proc.join(30)
+            proc.join(PROCESS)
     finally:
         for proc in procs:
             if proc.is_alive():
@@ -170,7 +170,7 @@ def test_every_frame_arrives_once_in_order_untorn(impl_name: str, consumer_impl:
     assert consumer["received"] == frames + 1
     assert consumer["stats"] == {"written": frames + 1, "dropped": 0, "skipped": 0, "read": frames + 1}
     assert producer["waits"] > 0 and consumer["waits"] > 0  # both doorbells were exercised
-    assert elapsed < LOST_WAKEUP_TIMEOUT / 2
+    assert elapsed < EVENT  # no doorbell wait ran out
     assert [proc.exitcode for proc in procs] == [0, 0]
     assert shm_segments() <= shm_before
 
@@ -191,12 +191,12 @@ def test_sigkill_leaves_nothing_in_dev_shm(impl_name: str) -> None:
     proc = ctx.Process(target=hold_a_ring, args=(impl_name, child_end), name="ring-holder")
     proc.start()
     try:
-        assert parent_end.poll(30), "the ring holder never started"
+        assert parent_end.poll(PROCESS), "the ring holder never started"
         ring_fd, page_fd = parent_end.recv()
         assert os.readlink(f"/proc/{proc.pid}/fd/{ring_fd}").startswith("/memfd:framepool-ring")
         assert os.readlink(f"/proc/{proc.pid}/fd/{page_fd}").startswith("/memfd:framepool-doorbell")
         os.kill(proc.pid, signal.SIGKILL)
-        proc.join(30)
+        proc.join(PROCESS)
     finally:
         if proc.is_alive():
             proc.kill()

@@ -16,6 +16,7 @@ import pytest
 from framepool import cli
 from framepool.logs import log_context, setup_logging
 from framepool.settings import Settings, field_docs
+from tests.support.timeouts import PROCESS
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -28,7 +29,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         capture_output=True,
         text=True,
         env=environ,
-        timeout=60,
+        timeout=PROCESS,
     )
 
 
@@ -67,7 +68,8 @@ def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
 def test_config_masks_secrets_and_layers_flags_over_env_over_toml(tmp_path: Path) -> None:
     config = tmp_path / "framepool.toml"
     config.write_text(
-        'workers = 3\nlog_level = "debug"\ncpus = [0]\n[[agents]]\nagent_name = "meter"\naudio = ["audio-level"]\n'
+        'workers = 3\nlog_level = "debug"\ncpus = [0]\n'
+        '[[agents]]\nagent_name = "meter"\naudio = ["audio-level"]\n'
     )
     result = run_cli(
         "--config", str(config), "config", "--log-level", "warning", "--cpus", "0,1",

@@ -23,6 +23,7 @@ from framepool.ipc.control import (
     channel_pair,
 )
 from framepool.processors.registry import ProcessorSpec
+from tests.support.timeouts import EVENT
 
 START = WorkerStart(
     index=2,
@@ -94,9 +95,11 @@ async def test_async_end_receives_and_sends() -> None:
         assert message == START and len(fds) == 2
         control.close_fds(fds)
         worker.send(Pong(seq=4, cpu_seconds=1.5, results_dropped=0))
-        assert await asyncio.wait_for(received.get(), 10) == Pong(seq=4, cpu_seconds=1.5, results_dropped=0)
+        assert await asyncio.wait_for(received.get(), EVENT) == Pong(
+            seq=4, cpu_seconds=1.5, results_dropped=0
+        )
         worker.close()
-        await asyncio.wait_for(failed.wait(), 10)
+        await asyncio.wait_for(failed.wait(), EVENT)
         assert "closed by the peer" in str(errors[0])
         assert channel.closed
         with pytest.raises(ChannelError, match="closed"):

@@ -1,6 +1,11 @@
-"""The dev server's answer munging (framepool.devserver.rtc.munge_answer) on SDP shaped like libwebrtc/aiortc's."""
+"""The dev server's answer munging (framepool.devserver.rtc.munge_answer) on SDP shaped like
+libwebrtc/aiortc's."""
 
 from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("aiortc", reason="the dev server (framepool.devserver.rtc) needs the devserver extra")
 
 from framepool.devserver.rtc import START_BITRATE_KBPS, media_sections, munge_answer
 

@@ -1,4 +1,5 @@
-"""Every inner timeout is paired with its outer killer: systemd's and Docker's stop timeouts exceed the drain ladder."""
+"""Every inner timeout is paired with its outer killer: systemd's and Docker's stop timeouts exceed the
+drain ladder."""
 
 import re
 from pathlib import Path
@@ -10,8 +11,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def inner_stop_budget(settings: Settings) -> float:
-    """The longest a SIGTERM may take: drain, then the jobs' shutdown ladder (one shared deadline) and the final
-    status reports, then the pool: detaching streams and the worker ladder (ack, exit), one rung each."""
+    """The longest a SIGTERM may take: drain, then the jobs' shutdown ladder (one shared deadline) and the
+    final status reports, then the pool: detaching streams and the worker ladder (ack, exit), one rung
+    each."""
     return (
         settings.drain_timeout
         + settings.shutdown_timeout

@@ -27,7 +27,7 @@ from framepool.processors import (
     resolve,
 )
 from framepool.settings import Settings
-from tests import procs
+from tests.support import procs
 
 
 class ThresholdParams(msgspec.Struct):
@@ -60,7 +60,7 @@ def test_a_params_attribute_that_contradicts_the_type_argument_is_refused() -> N
 
 def test_an_instance_method_input_format_is_a_clear_error() -> None:
     with pytest.raises(ProcessorError, match="input_format must be a classmethod"):
-        resolve(parse_spec("tests.procs:LegacyFormat"))
+        resolve(parse_spec("tests.support.procs:LegacyFormat"))
 
 
 def test_the_kind_registry_knows_data_but_refuses_to_attach_it() -> None:
@@ -70,9 +70,9 @@ def test_the_kind_registry_knows_data_but_refuses_to_attach_it() -> None:
     with pytest.raises(ProcessorError, match="data streams cannot be attached: the data plane"):
         media_kind("data")
     with pytest.raises(
-        ProcessorError, match=r"processor 'tests\.procs:DataTap': data streams cannot be attached"
+        ProcessorError, match=r"processor 'tests\.support\.procs:DataTap': data streams cannot be attached"
     ):
-        make_rule("tests.procs:DataTap", None, None, None)
+        make_rule("tests.support.procs:DataTap", None, None, None)
     with pytest.raises(ProcessorError, match="unknown stream kind 'smell'"):
         media_kind("smell")
 
@@ -96,13 +96,16 @@ def test_ring_slots_come_from_the_kind() -> None:
 
 def test_processors_wanting_different_formats_get_one_group_each() -> None:
     specs = parse_specs(
-        "tests.procs:AudioProbe(sample_rate=16000, frame_ms=20),audio-level,"
-        "tests.procs:AudioProbe(sample_rate=48000, frame_ms=100)"
+        "tests.support.procs:AudioProbe(sample_rate=16000, frame_ms=20),audio-level,"
+        "tests.support.procs:AudioProbe(sample_rate=48000, frame_ms=100)"
     )
     groups = format_groups(specs)
     assert [(group.fmt, [spec.name for spec in group.specs]) for group in groups] == [
-        (AudioFormat(sample_rate=16000, frame_ms=20), ["tests.procs:AudioProbe"]),
-        (AudioFormat(frame_ms=100), ["audio-level", "tests.procs:AudioProbe"]),  # audio-level: 100 ms frames
+        (AudioFormat(sample_rate=16000, frame_ms=20), ["tests.support.procs:AudioProbe"]),
+        (
+            AudioFormat(frame_ms=100),
+            ["audio-level", "tests.support.procs:AudioProbe"],
+        ),  # audio-level: 100 ms frames
     ]
     with pytest.raises(ProcessorError, match="need different input formats"):
         input_format_of(specs)
@@ -110,8 +113,8 @@ def test_processors_wanting_different_formats_get_one_group_each() -> None:
 
 def test_video_groups_merge_maxima_but_not_pixel_formats() -> None:
     specs = parse_specs(
-        "tests.procs:SizeProbe(max_width=160),tests.procs:VideoProbe(pixel_format=RGB24),"
-        "tests.procs:SizeProbe(max_width=320, max_height=90),video-motion"
+        "tests.support.procs:SizeProbe(max_width=160),tests.support.procs:VideoProbe(pixel_format=RGB24),"
+        "tests.support.procs:SizeProbe(max_width=320, max_height=90),video-motion"
     )
     groups = format_groups(specs)
     assert [group.fmt for group in groups] == [VideoFormat(), VideoFormat(pixel_format="RGB24")]
@@ -119,7 +122,7 @@ def test_video_groups_merge_maxima_but_not_pixel_formats() -> None:
 
 
 def test_an_attach_gets_one_group_per_format_and_refuses_mixed_kinds() -> None:
-    rule = make_rule(["tests.procs:AudioProbe(sample_rate=16000)", "audio-level"], None, None, None)
+    rule = make_rule(["tests.support.procs:AudioProbe(sample_rate=16000)", "audio-level"], None, None, None)
     assert rule.kind == "audio" and len(rule.groups) == 2
     with pytest.raises(ProcessorError, match="'audio-level' and 'video-motion' mix audio and video"):
         make_rule(["audio-level", "video-motion"], None, None, None)
@@ -134,10 +137,10 @@ def test_the_supervisor_learns_formats_without_constructing(tmp_path: Path) -> N
     from framepool.offline.runner import plan_streams
     from framepool.settings import AgentSpec
 
-    spec = parse_spec("tests.procs:ModelUser")
+    spec = parse_spec("tests.support.procs:ModelUser")
     assert input_format_of([spec]) == AudioFormat(frame_ms=20)
     make_rule([spec], None, None, None)
-    build_agents([AgentSpec(audio=["tests.procs:ModelUser"])])
+    build_agents([AgentSpec(audio=["tests.support.procs:ModelUser"])])
     path = tmp_path / "tone.mp4"
     write_test_sample(path, 0.2, video=False)
     container = open_input(path)

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from framepool.ipc import pyring
 from framepool.ipc.ring import implementation
+from tests.support.timeouts import EVENT
 
 IMPLEMENTATIONS = ["c", "python"]
 PAGE = mmap.PAGESIZE
@@ -277,7 +278,7 @@ def test_doorbell_rings_only_a_sleeper(impl: ModuleType, closing: Callable[[Any]
     bell.prepare_sleep()
     assert bell.ring() is True
     assert bell.ring() is False  # the first ring consumed the sleeping flag
-    assert bell.wait(5) is True
+    assert bell.wait(EVENT) is True
     assert bell.wait(0) is False  # wait() cleared the eventfd counter
     bell.prepare_sleep()
     bell.cancel_sleep()
@@ -317,7 +318,7 @@ def test_no_lost_wakeup_in_a_tight_loop(impl: ModuleType, closing: Callable[[Any
             if ring.write(seq.to_bytes(8, "little"), seq, 0, 3, 5, 0, 0, 0, 0):
                 space_bell.cancel_sleep()
                 seq += 1
-            elif not space_bell.wait(30):
+            elif not space_bell.wait(EVENT):
                 timeouts.append(f"producer at {seq}")
                 return
 
@@ -332,7 +333,7 @@ def test_no_lost_wakeup_in_a_tight_loop(impl: ModuleType, closing: Callable[[Any
             received += 1
             continue
         data_bell.prepare_sleep()
-        if ring.pending() == 0 and not data_bell.wait(30):
+        if ring.pending() == 0 and not data_bell.wait(EVENT):
             timeouts.append(f"consumer at {received}")
         data_bell.cancel_sleep()
     producer.join()
@@ -350,7 +351,7 @@ async def test_doorbell_wakes_an_asyncio_reader(impl: ModuleType, closing: Calla
     try:
         bell.prepare_sleep()
         await loop.run_in_executor(None, write, ring, 1)
-        await asyncio.wait_for(rung.wait(), 10)
+        await asyncio.wait_for(rung.wait(), EVENT)
         bell.clear()
         assert bell.ring() is False and bell.wait(0) is False
         assert read_one(ring)[0].seq == 1

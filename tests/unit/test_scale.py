@@ -83,6 +83,9 @@ def test_stream_format_of_processors_with_different_maxima_is_the_least_restrict
         return result
 
     assert fmt(
-        "tests.procs:SizeProbe(max_width=160)", "tests.procs:SizeProbe(max_width=320, max_height=90)"
+        "tests.support.procs:SizeProbe(max_width=160)",
+        "tests.support.procs:SizeProbe(max_width=320, max_height=90)",
     ) == VideoFormat(max_width=320, max_height=0)
-    assert fmt("tests.procs:SizeProbe(max_width=160)", "tests.procs:SizeProbe") == VideoFormat()
+    assert (
+        fmt("tests.support.procs:SizeProbe(max_width=160)", "tests.support.procs:SizeProbe") == VideoFormat()
+    )

@@ -52,7 +52,8 @@ def test_environment_aliases_and_lists() -> None:
         ),
         (
             {"FRAMEPOOL_SINGLE_PEER_CONNECTION": "maybe"},
-            "bad setting single_peer_connection = 'maybe' (from FRAMEPOOL_SINGLE_PEER_CONNECTION): expected true or false",
+            "bad setting single_peer_connection = 'maybe' (from FRAMEPOOL_SINGLE_PEER_CONNECTION): "
+            "expected true or false",
         ),
         (
             {"FRAMEPOOL_CPUS": "0,x"},

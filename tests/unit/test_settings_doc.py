@@ -1,4 +1,5 @@
-"""docs/settings.md is the generated settings reference: regenerate it with `make docs` when a field changes."""
+"""docs/settings.md is the generated settings reference: regenerate it with `make docs` when a field
+changes."""
 
 import subprocess
 import sys

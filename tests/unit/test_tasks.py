@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from framepool.tasks import TaskSet, first_completed
+from tests.support.timeouts import EVENT
 
 
 async def test_failure_is_logged_with_the_owner(caplog: pytest.LogCaptureFixture) -> None:
@@ -36,7 +37,7 @@ async def test_tasks_survive_garbage_collection_and_close_cancels_them() -> None
 
     tasks.spawn(forever())
     gc.collect()
-    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.wait_for(started.wait(), EVENT)
     assert len(tasks) == 1
     await tasks.aclose()
     assert cancelled.is_set() and len(tasks) == 0

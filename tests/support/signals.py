@@ -1,4 +1,5 @@
-"""Signal storms for the CLI tests: what a user hammering Ctrl-C, or a service manager repeating SIGTERM, does."""
+"""Signal storms for the CLI tests: what a user hammering Ctrl-C, or a service manager repeating SIGTERM,
+does (test process)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 import signal
 from collections.abc import Sequence
 
-EXIT_WITHIN_S = 30.0
+from tests.support.timeouts import PROCESS
 
 
 async def signal_until_exit(
@@ -34,7 +35,7 @@ async def signal_until_exit(
 
     hammering = asyncio.create_task(hammer())
     try:
-        status = await asyncio.wait_for(process.wait(), EXIT_WITHIN_S)
+        status = await asyncio.wait_for(process.wait(), PROCESS)
     finally:
         hammering.cancel()
     return status, sent

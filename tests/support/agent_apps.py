@@ -1,4 +1,5 @@
-"""Agent servers that the subprocess tests run with `framepool start tests.integration.agent_apps:NAME`."""
+"""Agent servers that subprocess tests run with `framepool start tests.support.agent_apps:NAME` (the daemon's
+supervisor process)."""
 
 from __future__ import annotations
 

@@ -14,9 +14,8 @@ from livekit.protocol import agent as agent_pb
 from framepool.agent.server import AgentServer
 from framepool.devserver.server import DevServer
 from framepool.settings import Settings
-from tests.conftest import API_KEY, API_SECRET
-
-TIMEOUT = 30.0
+from tests.support.devserver import API_KEY, API_SECRET
+from tests.support.timeouts import EVENT
 
 
 def agent_settings(devserver: DevServer, **overrides: Any) -> Settings:
@@ -37,7 +36,8 @@ def agent_settings(devserver: DevServer, **overrides: Any) -> Settings:
 
 
 def quiet_load(server: AgentServer) -> float:
-    """The dev server runs in the test process, so this process's CPU is not the daemon's load: report none."""
+    """The dev server runs in the test process, so this process's CPU is not the daemon's load: report
+    none."""
     del server
     return 0.0
 
@@ -47,7 +47,7 @@ async def serving(server: AgentServer) -> AsyncIterator[AgentServer]:
     """Run `server` until the block ends; every agent registered on entry."""
     task = asyncio.create_task(server.run())
     registered = asyncio.create_task(server.registered.wait())
-    done, _ = await asyncio.wait([task, registered], timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait([task, registered], timeout=EVENT, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         task.result()
     assert registered in done, "agents did not register"
@@ -55,7 +55,7 @@ async def serving(server: AgentServer) -> AsyncIterator[AgentServer]:
         yield server
     finally:
         server.stop()
-        await asyncio.wait_for(task, TIMEOUT)
+        await asyncio.wait_for(task, EVENT)
 
 
 async def job_states(lkapi: api.LiveKitAPI, room: str) -> list[agent_pb.JobState]:
@@ -76,7 +76,7 @@ class Signal:
         if not self._future.done():
             self._future.set_result(value)
 
-    async def wait(self, limit: float = TIMEOUT) -> Any:
+    async def wait(self, limit: float = EVENT) -> Any:
         return await asyncio.wait_for(asyncio.shield(self._future), limit)
 
     def is_set(self) -> bool:
@@ -117,7 +117,7 @@ class LogWatch(logging.Handler):
             if fragment in message and not future.done():
                 future.set_result(message)
 
-    async def wait(self, fragment: str, limit: float = TIMEOUT) -> str:
+    async def wait(self, fragment: str, limit: float = EVENT) -> str:
         """The first record containing `fragment`, logged before or after this call."""
         for message in self.messages:
             if fragment in message:

@@ -1,4 +1,5 @@
-"""Tiny processors and prewarm hooks for the pool's process tests (loaded in workers as `tests.procs:Name`)."""
+"""Tiny processors and prewarm hooks for the pool's process tests (worker processes, which load them by
+spec as `tests.support.procs:Name`)."""
 
 from __future__ import annotations
 
@@ -182,8 +183,8 @@ class SlowVideo(VideoProcessor[NoParams]):
 
 
 class LingerAtExit(AudioProcessor[NoParams]):
-    """At close, starts a non-daemon thread that never ends: the worker acknowledges shutdown, closes its control
-    channel, then hangs in interpreter exit (joining that thread) until it is killed."""
+    """At close, starts a non-daemon thread that never ends: the worker acknowledges shutdown, closes its
+    control channel, then hangs in interpreter exit (joining that thread) until it is killed."""
 
     name = "linger-at-exit"
 

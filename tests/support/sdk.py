@@ -11,9 +11,9 @@ import numpy as np
 from livekit import rtc
 
 from framepool.devserver.server import DevServer
-from tests.conftest import make_token
+from tests.support.devserver import make_token
+from tests.support.timeouts import EVENT
 
-TIMEOUT = 20.0
 SAMPLE_RATE = 48000
 
 
@@ -25,7 +25,7 @@ async def joined(
     sdk_room = rtc.Room()
     await asyncio.wait_for(
         sdk_room.connect(server.url, make_token(identity, room, **grants), options or rtc.RoomOptions()),
-        TIMEOUT,
+        EVENT,
     )
     try:
         yield sdk_room
@@ -82,7 +82,7 @@ async def publish_tone(
 ) -> tuple[rtc.LocalTrackPublication, asyncio.Task[None]]:
     source = rtc.AudioSource(SAMPLE_RATE, 1)
     track = rtc.LocalAudioTrack.create_audio_track(name, source)
-    publication = await asyncio.wait_for(sdk_room.local_participant.publish_track(track), TIMEOUT)
+    publication = await asyncio.wait_for(sdk_room.local_participant.publish_track(track), EVENT)
     return publication, asyncio.create_task(tone(source))
 
 
@@ -96,7 +96,7 @@ async def publish_video(
     source = rtc.VideoSource(width, height)
     track = rtc.LocalVideoTrack.create_video_track(name, source)
     options = options or rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA)
-    publication = await asyncio.wait_for(sdk_room.local_participant.publish_track(track, options), TIMEOUT)
+    publication = await asyncio.wait_for(sdk_room.local_participant.publish_track(track, options), EVENT)
     return publication, asyncio.create_task(video_pattern(source, width, height))
 
 
@@ -111,7 +111,7 @@ async def subscribed_track(sdk_room: rtc.Room, publisher: str, kind: int) -> rtc
         next_event(
             sdk_room, "track_subscribed", lambda t, pub, p: p.identity == publisher and t.kind == kind
         ),
-        TIMEOUT,
+        EVENT,
     )
     return track
 

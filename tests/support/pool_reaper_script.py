@@ -1,7 +1,7 @@
 """A supervisor that is a child subreaper, for the test of a forkserver killed under the pool: its orphaned
 workers are re-parented to this process, which must reap them itself (`os.waitid` on their pidfds).
 
-Run as `python -m tests.process.pool_reaper_script` from the repository root; prints one JSON line.
+Run as `python -m tests.support.pool_reaper_script` from the repository root; prints one JSON line.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import signal
 import psutil
 
 from framepool.pool import WorkerPool
-from tests.process.pool_support import settings
+from tests.support.pool import settings
+from tests.support.timeouts import EVENT
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -28,9 +29,7 @@ async def main() -> None:
     pids = pool.worker_pids()
     server = psutil.Process(pids[0]).ppid()
     os.kill(server, signal.SIGKILL)  # its workers die of their parent-death signal and come to us
-    psutil.Process(server).wait(
-        10
-    )  # our child: reaped here, so its workers are orphans before the ladder starts
+    psutil.Process(server).wait(EVENT)  # our child: reaped here, so its workers are orphans before the ladder
     await pool.aclose()
     alive = [pid for pid in pids if psutil.pid_exists(pid)]
     codes = [w.exitcode for w in pool.stats().workers]

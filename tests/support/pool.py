@@ -16,9 +16,9 @@ from framepool.ipc.ring import FrameHeader
 from framepool.pool import Result, StreamSpec, WorkerPool
 from framepool.processors.registry import parse_spec
 from framepool.settings import Settings
+from tests.support.timeouts import EVENT
 
 AUDIO_FRAME_BYTES = 960  # 10 ms of 48 kHz mono int16
-WAIT = 30.0  # generous bound for every awaited condition: a slow CI box must not fail a correct pool
 
 
 def settings(**overrides: Any) -> Settings:
@@ -80,7 +80,7 @@ class RecordingSink:
     def event_names(self) -> list[str]:
         return [name for name, _ in self.events]
 
-    async def wait_for(self, condition: Callable[[], bool], what: str, within: float = WAIT) -> None:
+    async def wait_for(self, condition: Callable[[], bool], what: str, within: float = EVENT) -> None:
         try:
             async with asyncio.timeout(within):
                 while not condition():

@@ -14,6 +14,8 @@ from livekit.api import AccessToken, VideoGrants
 from livekit.protocol import agent as agent_pb
 from livekit.protocol import models
 
+from tests.support.timeouts import EVENT
+
 Policy = Literal["accept", "reject", "silent", "terminate"]
 KINDS = ("register", "availability", "assignment", "termination", "pong", "go_away")
 
@@ -76,7 +78,7 @@ class TestWorker:
         assert self._ws is not None
         await self._ws.send_bytes(message.SerializeToString())
 
-    async def expect(self, kind: str, within: float = 10.0) -> agent_pb.ServerMessage:
+    async def expect(self, kind: str, within: float = EVENT) -> agent_pb.ServerMessage:
         return await asyncio.wait_for(self.inbox[kind].get(), within)
 
     async def _read(self) -> None:

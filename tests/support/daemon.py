@@ -1,0 +1,41 @@
+"""A real `framepool` daemon process as the tests see it: its workers, its exit (test process)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import psutil
+
+from tests.support.timeouts import EVENT, PROCESS
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository: the daemon's cwd, so `tests.support.*` imports
+
+
+def worker_pids(process: asyncio.subprocess.Process) -> list[int]:
+    """The daemon's child processes (its processor workers), read once it has registered."""
+    pids = [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
+    assert pids, "the daemon has no worker processes"
+    return pids
+
+
+async def assert_gone(pids: list[int]) -> None:
+    """The workers have exited. A worker may still be in the kernel's exit path when the daemon's own exit is
+    seen (the pool counts a closed control channel as a stopped worker, without reaping it), so allow it a
+    bounded moment to finish dying; a worker still running its code after that is the failure."""
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    _, alive = await asyncio.to_thread(psutil.wait_procs, procs, timeout=EVENT)
+    assert not alive, f"worker processes outlived the daemon: {[(p.pid, p.status()) for p in alive]}"
+
+
+async def exit_status(process: asyncio.subprocess.Process, seen: list[str]) -> tuple[int, str]:
+    """Wait for the daemon to exit; its status and everything it logged."""
+    assert process.stderr is not None
+    rest = await asyncio.wait_for(process.stderr.read(), PROCESS)
+    status = await asyncio.wait_for(process.wait(), PROCESS)
+    return status, "".join(seen) + rest.decode(errors="replace")
