@@ -91,7 +91,8 @@ async def test_processors_wanting_different_formats_each_get_their_own(sample: P
     """Two audio formats and two pixel formats: each file stream is decoded once and converted per format."""
     job = OfflineJob(
         sample,
-        "tests.support.procs:AudioProbe(sample_rate=16000, frame_ms=20),tests.support.procs:AudioProbe(frame_ms=100),"
+        "tests.support.procs:AudioProbe(sample_rate=16000, frame_ms=20),"
+        "tests.support.procs:AudioProbe(frame_ms=100),"
         "tests.support.procs:VideoProbe(pixel_format=RGB24),tests.support.procs:VideoProbe",
         output=tmp_path / "results.jsonl",
         summary=False,
