@@ -28,7 +28,7 @@ from typing import Any
 
 from framepool import loop as framepool_loop
 from framepool import settings as settings_module
-from framepool.errors import EXIT_FAILURE, EXIT_INTERRUPTED, ConfigError, FramepoolError
+from framepool.errors import ConfigError, ExitStatus, FramepoolError
 from framepool.logs import setup_logging
 from framepool.settings import Settings
 
@@ -270,11 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return ExitStatus.INTERRUPTED
     except BrokenPipeError:
         # `framepool config | head`: the reader left; stop quietly, and keep Python from complaining at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILURE
+        return ExitStatus.FAILURE
 
 
 if __name__ == "__main__":

@@ -5,7 +5,14 @@ process, `stream` a stream attached to the pool, `placement` the choice of worke
 forkserver preloads. Nothing here runs in a worker: workers are reached only through `framepool.ipc`.
 """
 
-from framepool.pool.pool import PoolStats, WorkerPool, WorkerStats, input_format_of, ring_slots
+from framepool.pool.pool import (
+    PoolStats,
+    WorkerPool,
+    WorkerStats,
+    close_budget,
+    input_format_of,
+    ring_slots,
+)
 from framepool.pool.stream import Result, StreamAttachment, StreamSink, StreamSpec, StreamStats
 
 __all__ = [
@@ -17,6 +24,7 @@ __all__ = [
     "StreamStats",
     "WorkerPool",
     "WorkerStats",
+    "close_budget",
     "input_format_of",
     "ring_slots",
 ]
