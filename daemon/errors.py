@@ -21,7 +21,7 @@ class ExitStatus(enum.IntEnum):
     FAILURE = 1  # jobs had to be cut short (drain timed out), a job failed (connect), or another error
     CONFIG = 2  # bad settings or command-line usage, like argparse
     UNAVAILABLE = 3  # LiveKit server unreachable or credentials refused
-    WORKER_CRASH_LOOP = 4  # processor workers kept dying at boot: halted instead of respawning forever
+    POOL_HALTED = 4  # workers cannot start (a crash loop at boot, a failed prewarm hook): the pool halted
     INTERRUPTED = 130  # a second stop signal took the quick path (128 + SIGINT, the shell's convention)
 
 
@@ -45,10 +45,14 @@ class PoolError(FramepoolError):
     """The worker pool could not start or lost a worker in a way it cannot recover from."""
 
 
-class CrashLoopError(PoolError):
-    """Workers died repeatedly before becoming ready; the pool halted."""
+class PoolHaltedError(PoolError):
+    """Workers cannot start, and another incarnation would fail the same way: the pool halted."""
 
-    exit_code = ExitStatus.WORKER_CRASH_LOOP
+    exit_code = ExitStatus.POOL_HALTED
+
+
+class CrashLoopError(PoolHaltedError):
+    """Workers died repeatedly before becoming ready; the pool halted instead of respawning forever."""
 
 
 class ProcessorError(FramepoolError):

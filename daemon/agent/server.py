@@ -34,7 +34,7 @@ from framepool.agent.protocol import (
     Dispatcher,
     Registration,
 )
-from framepool.errors import ConfigError, CrashLoopError, FramepoolError
+from framepool.errors import ConfigError, FramepoolError, PoolHaltedError
 from framepool.logs import log_context
 from framepool.pool import WorkerPool
 from framepool.settings import Settings
@@ -362,7 +362,7 @@ class AgentServer:
     async def serve(self) -> None:
         """Connect every agent and keep it registered until `stop()`.
 
-        Raises ServerUnavailableError when LiveKit stays unreachable, CrashLoopError when the pool halts. The
+        Raises ServerUnavailableError when LiveKit stays unreachable, PoolHaltedError when the pool halts. The
         connections stay open when this returns or raises (a drain still reports through them): `disconnect`
         closes them.
         """
@@ -382,7 +382,7 @@ class AgentServer:
                 if task in self._connections and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
             if halted in done:
-                raise CrashLoopError(f"worker pool halted: {self.pool.halt_reason}")
+                raise PoolHaltedError(f"worker pool halted: {self.pool.halt_reason}")
         finally:
             for task in [watch, halted, stop]:
                 task.cancel()
@@ -408,7 +408,7 @@ class AgentServer:
             self.drained.set()
 
     def end_jobs(self, reason: str) -> None:
-        """Start every running job's shutdown ladder (each bounded by shutdown_timeout); accept nothing new."""
+        """Start every running job's shutdown ladder (each bounded by shutdown_timeout); accept no new job."""
         self.draining = True
         for job in list(self.jobs.values()):
             job.terminate(reason)
@@ -433,8 +433,8 @@ class AgentServer:
             await dispatcher.aclose()
 
     async def run(self, pool: WorkerPool | None = None) -> None:
-        """`start` (unless started), `serve` until `stop()`, then `aclose`: an AgentServer embedded in a program
-        of one's own (no signals, no drain); errors as `serve` raises them."""
+        """`start` (unless started), `serve` until `stop()`, then `aclose`: an AgentServer embedded in a
+        program of one's own (no signals, no drain); errors as `serve` raises them."""
         if self.pool is None:
             await self.start(pool)
         try:

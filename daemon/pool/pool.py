@@ -11,7 +11,7 @@ fresh processor instances (the gap is counted and reported).
 The pool decides on a worker's exit code (`framepool.ipc.lifecycle.WorkerExit`), never on a message:
 - at boot, BAD_START or PREWARM_FAILED halt at once (another incarnation would fail the same way); any
   other death is retried with backoff, and `crash_loop_limit` deaths in a row before becoming ready halt
-  the pool (`CrashLoopError` at start, `halted` afterwards) instead of respawning forever;
+  the pool (`PoolHaltedError` at start, `halted` afterwards) instead of respawning forever;
 - while serving, any exit the pool did not ask for (a crash, RUNTIME_ERROR, CHANNEL_LOST, a signal) is a
   restart; a worker the pool killed itself is reported with the reason, memory kills counted apart
   (`WorkerStats.memory_restarts`).
@@ -40,7 +40,7 @@ from typing import Any
 import msgspec
 import psutil
 
-from framepool.errors import ChannelError, CrashLoopError, PoolError, ProcessorError
+from framepool.errors import ChannelError, CrashLoopError, PoolError, PoolHaltedError, ProcessorError
 from framepool.ipc import control
 from framepool.ipc.lifecycle import FATAL_AT_BOOT, WorkerExit, describe_exit
 from framepool.pool.placement import least_loaded
@@ -69,7 +69,7 @@ log = logging.getLogger("framepool.pool")
 MIN_AUDIO_RING_SLOTS = 4
 # `aclose`: detaching the streams, then each worker's ladder: ShutdownAck, exit, reaped after SIGKILL.
 CLOSE_RUNGS = 4
-# Beyond the rungs: cancelling restarts in flight, reaping, closing fds and rings (milliseconds, counted anyway).
+# Beyond the rungs: cancelling restarts in flight, reaping, closing fds and rings (milliseconds; counted).
 CLOSE_MARGIN = 0.5
 
 
@@ -130,7 +130,7 @@ def input_format_of(specs: list[ProcessorSpec]) -> AudioFormat | VideoFormat:
 
 
 def close_budget(settings: Settings) -> float:
-    """The longest `WorkerPool.aclose` takes: CLOSE_RUNGS rungs of worker_shutdown_timeout, plus CLOSE_MARGIN."""
+    """The longest `WorkerPool.aclose` takes: CLOSE_RUNGS rungs of worker_shutdown_timeout + CLOSE_MARGIN."""
     return CLOSE_RUNGS * settings.worker_shutdown_timeout + CLOSE_MARGIN
 
 
@@ -178,7 +178,7 @@ class WorkerPool:
     # -- start ----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Spawn, pin, prewarm and handshake every worker; PoolError / CrashLoopError if they cannot start."""
+        """Spawn, pin, prewarm and handshake every worker; PoolError or PoolHaltedError if they cannot."""
         if self._slots:
             raise PoolError("the worker pool is already started")
         raise_fd_limit()
@@ -197,12 +197,12 @@ class WorkerPool:
         errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
         if errors:
             await self._stop_workers()
-            raise next((e for e in errors if isinstance(e, CrashLoopError)), errors[0])
+            raise next((e for e in errors if isinstance(e, PoolHaltedError)), errors[0])
         self._spawn(self._heartbeat())
         log.info("worker pool ready", extra={"workers": count, "cpus": [s.cpu for s in self._slots]})
 
     async def _boot(self, slot: _Slot, delay: float = 0.0) -> WorkerProcess:
-        """Start a worker in `slot` until one is ready; raises PoolError / CrashLoopError."""
+        """Start a worker in `slot` until one is ready; raises PoolError or PoolHaltedError."""
         failures = 0
         while True:
             if delay:
@@ -217,7 +217,7 @@ class WorkerPool:
             worker.close()
             failures += 1
             if worker.exitcode in FATAL_AT_BOOT:  # another incarnation would fail the same way
-                raise PoolError(f"worker {slot.index} failed to start: {_boot_failure(worker)}")
+                raise PoolHaltedError(f"worker {slot.index} failed to start: {_boot_failure(worker)}")
             if failures >= self.settings.crash_loop_limit:
                 raise CrashLoopError(
                     f"worker {slot.index} died {failures} times in a row before becoming ready "
@@ -359,7 +359,7 @@ class WorkerPool:
     # -- health -----------------------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
-        """Every ping_interval: measure each ready worker's PSS (off the loop), then act on its check_health."""
+        """Every ping_interval: measure each ready worker's PSS (off the loop), act on its check_health."""
         while True:
             await asyncio.sleep(self.settings.ping_interval)
             workers = self._ready_workers()

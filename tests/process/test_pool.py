@@ -15,7 +15,7 @@ import numpy as np
 import psutil
 import pytest
 
-from framepool.errors import CrashLoopError, PoolError, ProcessorError
+from framepool.errors import CrashLoopError, PoolError, PoolHaltedError, ProcessorError
 from framepool.ipc.lifecycle import WorkerExit
 from framepool.ipc.ring import FMT_I420, FMT_S16
 from framepool.pool import PoolStats, StreamSpec, WorkerPool
@@ -220,11 +220,15 @@ async def test_prewarm_timeout_is_a_clear_error(shm_unchanged: None) -> None:
     assert pool.stats().workers[0].exitcode == -signal.SIGKILL
 
 
-async def test_prewarm_exception_is_a_clear_error(shm_unchanged: None) -> None:
+async def test_prewarm_exception_is_a_clear_error_and_halts_at_once(
+    shm_unchanged: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="framepool.pool")
     pool = WorkerPool(settings(prewarm="tests.procs:prewarm_raise"))
-    with pytest.raises(PoolError, match="raised RuntimeError: model file missing"):
+    with pytest.raises(PoolHaltedError, match="raised RuntimeError: model file missing"):
         await pool.start()
     assert pool.stats().workers[0].exitcode == WorkerExit.PREWARM_FAILED
+    assert "retrying" not in caplog.text  # decided on the exit code: another incarnation would fail too
 
 
 async def test_crash_loop_at_boot_halts(shm_unchanged: None) -> None:
