@@ -11,8 +11,8 @@ The stop ladder, each rung bounded by its own budget on the Supervisor's clock a
    running jobs may finish on their own; a second signal cuts it short (the quick path);
 2. end jobs (`shutdown_timeout` + REPORT_GRACE): every job runs its own shutdown ladder and reports;
 3. disconnect agents (AGENT_FLUSH_GRACE + AGENT_CLOSE_TIMEOUT, every agent at once);
-4. stop workers (`framepool.pool.close_budget`): detach streams, then each worker's Shutdown → ShutdownAck →
-   exit → SIGKILL.
+4. stop workers (`framepool.pool.close_budget`): detach streams, then each worker's Shutdown →
+   ShutdownAck → exit → SIGKILL.
 A rung still running at its budget is cut (cancelled) and the next one taken, so the sum, `stop_budget`,
 is a bound and not an estimate: systemd's TimeoutStopSec and Docker's stop grace are checked against it.
 `framepool connect` runs the same object for one job without registering: a signal ends that job at once
@@ -91,7 +91,7 @@ class Health(msgspec.Struct, frozen=True, kw_only=True):
     """The daemon's state as a status endpoint reports it."""
 
     phase: Phase
-    registered: bool  # every agent registered with LiveKit (at least once, and not lost since start)
+    registered: bool  # every agent registered with LiveKit now (not while connecting or reconnecting)
     pool_halted: bool
     loop_lag: float  # seconds, the worst of the last few seconds
     jobs: int
@@ -187,9 +187,10 @@ class Supervisor:
 
     @property
     def health(self) -> Health:
+        dispatchers = self.server.dispatchers
         return Health(
             phase=self.phase,
-            registered=self.server.registered.is_set(),
+            registered=bool(dispatchers) and all(d.registered.is_set() for d in dispatchers),
             pool_halted=self.pool is not None and self.pool.halted.is_set(),
             loop_lag=self.loop_lag.lag,
             jobs=len(self.server.jobs),
@@ -260,7 +261,7 @@ class Supervisor:
     # -- rungs and reports ----------------------------------------------------------------------------------
 
     async def _drain(self, budget: StopBudget, serving: asyncio.Future[None]) -> bool:
-        """DRAINING: FULL, nothing new, running jobs may finish; False if cut short (timeout, second signal)."""
+        """DRAINING: FULL, nothing new, running jobs may finish; False if cut short (timeout, 2nd signal)."""
         self.phase = Phase.DRAINING
         jobs = len(self.server.jobs)
         log.info(
@@ -293,7 +294,7 @@ class Supervisor:
         return ExitStatus.FAILURE if drained is False else ExitStatus.OK
 
     async def _notify_ready(self) -> None:
-        """systemd (Type=notify) counts the daemon as started once the pool is up and every agent registered."""
+        """systemd (Type=notify) counts the daemon as started once workers are up and agents registered."""
         await self.server.registered.wait()
         self.notifier.ready(f"{len(self.server.dispatchers)} agent(s) registered")
 

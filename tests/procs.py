@@ -253,3 +253,15 @@ class SizeProbe(Processor):
             },
         )
         self.previous_buffer = buffer
+
+
+class SysExit(Processor):
+    """Calls sys.exit(3) at its first frame: the worker must still exit with its own code (RUNTIME_ERROR)."""
+
+    name = "sys-exit"
+    kind = "audio"
+
+    def process(self, frame: Any, ctx: ProcessContext) -> None:
+        import sys
+
+        sys.exit(3)
