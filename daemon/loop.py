@@ -1,4 +1,4 @@
-"""The supervisor's event loop: uvloop through a loop factory, its clock, and a monitor of its lag (supervisor).
+"""The supervisor's event loop: uvloop through a loop factory, its clock, a monitor of its lag (supervisor).
 
 The supervisor must never block: every room connection, every ring hand-off and every control message
 shares this one loop. uvloop roughly halves the loop's own overhead per callback; it is chosen through

@@ -392,7 +392,7 @@ class WorkerProcess:
     # -- health -----------------------------------------------------------------------------------------
 
     def check_health(self, now: float) -> HealthAction:
-        """This worker's health at monotonic `now` (its last pong, its PSS as last measured), as one action."""
+        """This worker's health at monotonic `now` (its last pong, its PSS as last measured): one action."""
         if self.state is not WorkerState.READY:
             return HealthAction.NONE
         settings = self.settings
@@ -406,7 +406,7 @@ class WorkerProcess:
         if limit and self.pss > limit:
             return HealthAction.KILL_MEMORY
         if warn and self.pss > warn and not self.memory_warned:
-            # Once per crossing, not per check; re-armed only well below, so PSS hovering at the line is quiet.
+            # Once per crossing, not per check; re-armed only well below: PSS hovering at the line is quiet.
             self.memory_warned = True
             return HealthAction.WARN_MEMORY
         if self.pss < warn * MEMORY_WARN_REARM:
@@ -420,7 +420,7 @@ class WorkerProcess:
     # -- stop ----------------------------------------------------------------------------------------
 
     def kill(self, reason: str = "", killed_for: HealthAction | None = None) -> None:
-        """SIGKILL; `reason` and `killed_for` say why when the health policy decided it (for the exit report)."""
+        """SIGKILL; `reason` and `killed_for` say why when the health policy decided it (exit report)."""
         if reason and not self.kill_reason:
             self.kill_reason, self.killed_for = reason, killed_for
         self._signal(signal.SIGKILL)
@@ -432,7 +432,7 @@ class WorkerProcess:
                 signal.pidfd_send_signal(self._pidfd, signum)
 
     def exit_report(self) -> str:
-        """How this incarnation ended, for log lines: `exit code 64 (RUNTIME_ERROR)`, `signal 9 (killed: ...)`."""
+        """How this incarnation ended, for logs: `exit code 64 (RUNTIME_ERROR)`, `signal 9 (killed: ...)`."""
         text = describe_exit(self.exitcode)
         return f"{text} (killed: {self.kill_reason})" if self.kill_reason else text
 

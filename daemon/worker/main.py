@@ -49,7 +49,7 @@ log = logging.getLogger("framepool.worker")
 
 
 def main(sock: socket.socket, expected_parent: int) -> None:
-    """multiprocessing target (through `framepool.ipc.lifecycle.worker_entry`): the one place a worker exits."""
+    """multiprocessing target (via `framepool.ipc.lifecycle.worker_entry`): the one place a worker exits."""
     sys.exit(_run_worker(sock, expected_parent))
 
 
