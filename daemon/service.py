@@ -15,6 +15,7 @@ The stop ladder, each rung bounded by its own budget on the Supervisor's clock a
    ShutdownAck → exit → SIGKILL.
 A rung still running at its budget is cut (cancelled) and the next one taken, so the sum, `stop_budget`,
 is a bound and not an estimate: systemd's TimeoutStopSec and Docker's stop grace are checked against it.
+A signal during start-up (a prewarm hook may take `prewarm_timeout`) abandons it and goes to the ladder.
 `framepool connect` runs the same object for one job without registering: a signal ends that job at once
 (no drain), and the exit status is the job's.
 
@@ -183,6 +184,7 @@ class Supervisor:
         self.phase = Phase.STARTING
         self.job_status: tuple[agent_pb.JobStatus, str] = (agent_pb.JS_PENDING, "")  # the local job's
         self.quick = False  # a second signal cut the drain short
+        self._serving: asyncio.Future[None] | None = None  # AgentServer.serve(), from the main loop on
         self._tasks = TaskSet("supervisor", log)
 
     @property
@@ -202,26 +204,41 @@ class Supervisor:
             self.signals.install()
         self.loop_lag.start()
         try:
-            await self.startup()  # STARTING: workers, prewarm hooks, then registration or the one job
-            serving = asyncio.ensure_future(self.server.serve()) if self.local_job is None else None
-            ending = await self.main_loop(serving)  # READY until a signal, a failure or the job's end
-            return await self.shutdown(ending, serving)  # DRAINING, STOPPING: the stop ladder
+            started = await self.startup()  # STARTING: workers, prewarm hooks; a stop signal abandons it
+            ending = await self.main_loop() if started else Ending.SIGNAL  # READY until a signal, a failure
+            return await self.shutdown(ending)  # DRAINING, STOPPING: the stop ladder
         finally:
             self.phase = Phase.STOPPED
             self.loop_lag.stop()
+            if self._serving is not None and not self._serving.done():
+                self._serving.cancel()  # only when the ladder itself failed: serve() ends with stop()
             await self._tasks.aclose()
 
     # -- phases ---------------------------------------------------------------------------------------------
 
-    async def startup(self) -> None:
-        """Check the configuration, start the workers, run the agents' prewarm hooks; launch the local job."""
+    async def startup(self) -> bool:
+        """Start the workers, run the agents' prewarm hooks, then register (or launch the local job).
+
+        False when a stop signal came first: start-up is abandoned and the ladder stops what it started, so
+        a SIGTERM during a long prewarm costs no more than the stop budget.
+        """
         self.server.check()  # before any worker starts: a bad configuration is one line, nothing else
         self.pool = WorkerPool(self.settings)
+        starting = asyncio.ensure_future(self._start(self.pool))
+        if await first_of({True: starting, False: self.signals.first.wait()}):
+            starting.result()  # raises a start-up failure
+            return True
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        log.info("stop requested during start-up: start-up abandoned")
+        return False
+
+    async def _start(self, pool: WorkerPool) -> None:
         try:
-            await self.pool.start()
-            await self.server.start(self.pool, register=self.local_job is None)
-        except BaseException:
-            await self.pool.aclose()
+            await pool.start()
+            await self.server.start(pool, register=self.local_job is None)
+        except Exception:  # a failure, not a stop signal: nothing else will stop the workers
+            await pool.aclose()
             raise
         if self.local_job is not None:
             job = self.local_job
@@ -229,20 +246,22 @@ class Supervisor:
         else:
             self._tasks.spawn(self._notify_ready(), name="notify ready")
 
-    async def main_loop(self, serving: asyncio.Future[None] | None) -> Ending:
+    async def main_loop(self) -> Ending:
         """READY: serve until a stop signal, the server's end (stop() or a failure) or the local job's end."""
         self.phase = Phase.READY
         waits: dict[Ending, Awaitable[Any]] = {Ending.SIGNAL: self.signals.first.wait()}
-        if serving is not None:
-            waits[Ending.SERVED] = serving
+        if self.local_job is None:
+            self._serving = asyncio.ensure_future(self.server.serve())
+            waits[Ending.SERVED] = self._serving
         else:
             waits[Ending.JOB_ENDED] = self.server.jobs_ended()
         return await first_of(waits)
 
-    async def shutdown(self, ending: Ending, serving: asyncio.Future[None] | None) -> ExitStatus:
+    async def shutdown(self, ending: Ending) -> ExitStatus:
         """The stop ladder (module docstring); the exit status, or the server's failure raised."""
         budget = stop_budget(self.settings)
-        drained: bool | None = None  # None: nothing was drained (a failure, stop(), connect)
+        serving = self._serving
+        drained: bool | None = None  # None: nothing was drained (a failure, stop(), connect, start-up)
         if ending is Ending.SIGNAL and serving is not None:
             drained = await self._drain(budget, serving)
         self.phase = Phase.STOPPING
@@ -288,6 +307,8 @@ class Supervisor:
 
     def _exit_status(self, drained: bool | None) -> ExitStatus:
         if self.local_job is not None:
+            if self.job_status[0] == agent_pb.JS_PENDING:  # stopped before the job started
+                return ExitStatus.INTERRUPTED
             return ExitStatus.OK if self.job_status[0] == agent_pb.JS_SUCCESS else ExitStatus.FAILURE
         if self.quick:
             return ExitStatus.INTERRUPTED

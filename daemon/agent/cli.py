@@ -221,7 +221,7 @@ async def connect(
         local = LocalJob(agent, job, ws_url(settings.livekit_url), token)
         supervisor = Supervisor(server, local_job=local, signals=signals)
         exit_status = await supervisor.run()
-    if exit_status != ExitStatus.OK:
+    if exit_status == ExitStatus.FAILURE:
         status, error = supervisor.job_status
         print(f"framepool: job failed: {error or agent_pb.JobStatus.Name(status)}", file=sys.stderr)
     return exit_status

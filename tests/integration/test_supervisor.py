@@ -8,7 +8,7 @@ import asyncio
 import psutil
 import pytest
 
-from framepool.agent.job import JobContext
+from framepool.agent.job import AgentProcess, JobContext
 from framepool.agent.server import AgentServer
 from framepool.devserver.server import DevServer
 from framepool.errors import ExitStatus
@@ -77,3 +77,31 @@ async def test_draining_is_not_ready_and_a_second_request_takes_the_quick_path(
             assert await asyncio.wait_for(running, TIMEOUT) == ExitStatus.INTERRUPTED
         assert "second signal: ending 1 job(s) now" in service_log.messages
     assert supervisor.ladder.taken == RUNGS
+
+
+async def test_a_stop_during_a_long_prewarm_abandons_the_start_up(devserver: DevServer) -> None:
+    shm_before = shm_segments()
+    prewarming = Signal()
+
+    async def load_forever(proc: AgentProcess) -> None:
+        prewarming.set()
+        await asyncio.Event().wait()
+
+    # Only abandoning the start-up explains a prompt return: the hook would be allowed 600 s.
+    server = AgentServer(agent_settings(devserver, prewarm_timeout=600.0), load_fnc=quiet_load)
+    server.rtc_session(prewarm=load_forever)(_never)
+    signals = StopSignals()
+    supervisor = Supervisor(server, signals=signals)
+    running = asyncio.create_task(supervisor.run())
+    await prewarming.wait()
+    assert supervisor.pool is not None
+    pids = supervisor.pool.worker_pids()
+    signals.request()
+    assert await asyncio.wait_for(running, TIMEOUT) == ExitStatus.OK
+    assert supervisor.ladder.taken == RUNGS[1:]  # nothing to drain: no agent ever registered
+    assert pids and not [pid for pid in pids if psutil.pid_exists(pid)]
+    assert shm_segments() <= shm_before
+
+
+async def _never(ctx: JobContext) -> None:
+    raise AssertionError("no job may start")
