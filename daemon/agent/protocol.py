@@ -108,7 +108,8 @@ class ConnectionOptions:
     status_interval: float
     assignment_timeout: float
     max_retry: int
-    ping_interval: float = PING_INTERVAL  # the agent protocol's keep-alive, not a setting
+    # The agent protocol's keep-alive (WorkerPing), not the `ping_interval` setting (the pool's worker pings).
+    keepalive_interval: float = PING_INTERVAL
 
     @classmethod
     def from_settings(cls, settings: Settings, url: str) -> ConnectionOptions:
@@ -230,7 +231,7 @@ class Dispatcher:
                     version=reg.version,
                     namespace=reg.namespace,
                     allowed_permissions=reg.permissions,
-                    ping_interval=int(self.options.ping_interval),
+                    ping_interval=int(self.options.keepalive_interval),
                 )
             ),
         )
@@ -476,12 +477,12 @@ class Dispatcher:
 
     async def _ping_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
-            if time.monotonic() - self._last_pong > max(PONG_TIMEOUT, 3 * self.options.ping_interval):
+            if time.monotonic() - self._last_pong > max(PONG_TIMEOUT, 3 * self.options.keepalive_interval):
                 raise ConnectionError("no pong from the server")
             await self._send_now(
                 ws, agent_pb.WorkerMessage(ping=agent_pb.WorkerPing(timestamp=int(time.time() * 1000)))
             )
-            await asyncio.sleep(self.options.ping_interval)
+            await asyncio.sleep(self.options.keepalive_interval)
 
     async def _close_ws(self) -> None:
         if self._ws is not None:

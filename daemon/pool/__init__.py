@@ -1,8 +1,8 @@
 """The worker pool as the supervisor sees it (supervisor process).
 
 `pool` places streams on workers and restarts them, `process` is the supervisor's handle on one worker
-process, `stream` a stream attached to the pool, `placement` the choice of worker, `forkserver` what the
-forkserver preloads. Nothing here runs in a worker: workers are reached only through `framepool.ipc`.
+process, `spawn` starts one, `stream` a stream attached to the pool, `placement` the choice of worker,
+`forkserver` what the forkserver preloads. Nothing here runs in a worker: workers are reached only through `framepool.ipc`.
 """
 
 from framepool.pool.pool import (

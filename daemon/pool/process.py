@@ -28,29 +28,26 @@ becomes readable (loop.add_reader), everything at once, and then the doorbell is
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import enum
 import itertools
 import logging
-import multiprocessing
-import multiprocessing.forkserver
 import os
 import resource
 import signal
 import socket
 import time
-import weakref
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING
 
-from framepool.errors import ChannelError, PoolError
+from framepool.errors import ChannelError
 from framepool.ipc import control
 from framepool.ipc.control import ControlChannel
-from framepool.ipc.lifecycle import describe_exit, worker_entry
+from framepool.ipc.lifecycle import describe_exit
 from framepool.ipc.ring import POLICY_BLOCK, Doorbell, FrameRing
 from framepool.pool.placement import LoadEstimate
+from framepool.pool.spawn import forget, start_process
 from framepool.settings import Settings
 
 if TYPE_CHECKING:
@@ -61,19 +58,6 @@ TOPIC_ROOM = 256  # result slot bytes beyond result_max_bytes: the topic travels
 RECHECK_FIRST, RECHECK_MAX = 0.001, 0.1  # seconds between checks for a worker only init can reap
 # A worker warned about its memory is warned again only after dropping below 90 % of the line.
 MEMORY_WARN_REARM = 0.9
-
-
-# Workers ignore SIGTERM (the supervisor's ladder stops them), so multiprocessing's exit hook, which
-# terminates daemonic children and joins them, would wait forever for workers of a pool nobody closed.
-# This hook, registered after multiprocessing's and so run before it, kills them first.
-_running: weakref.WeakSet[BaseProcess] = weakref.WeakSet()
-
-
-@atexit.register
-def _kill_unclosed_workers() -> None:
-    for process in list(_running):
-        if process.is_alive():
-            process.kill()
 
 
 class WorkerState(enum.Enum):
@@ -154,10 +138,9 @@ class WorkerProcess:
 
     async def spawn(self) -> None:
         """Start the process and send its configuration; WorkerReady resolves `self.ready`."""
-        ctx = multiprocessing.get_context(self.settings.start_method)
         supervisor_end, worker_end = control.channel_pair()
         starting = asyncio.ensure_future(
-            asyncio.to_thread(_start_process, ctx, self.settings.start_method, worker_end, self.slot)
+            asyncio.to_thread(start_process, self.settings.start_method, worker_end, self.slot)
         )
         starting.add_done_callback(lambda _: worker_end.close())
         try:
@@ -341,7 +324,7 @@ class WorkerProcess:
         assert self._process is not None
         if self.exitcode is None:
             self.exitcode = self._process.exitcode
-        _running.discard(self._process)
+        forget(self._process)
         self._loop.remove_reader(self._process.sentinel)  # spawn: a grandchild may hold the pipe open
         self.drain_results()
         self.state = WorkerState.EXITED
@@ -502,38 +485,3 @@ def raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def _start_process(
-    ctx: multiprocessing.context.BaseContext, method: str, sock: object, slot: int
-) -> tuple[BaseProcess, int, int]:
-    """Blocking part of a spawn (runs in a thread): start the process, return it, its pid and a pidfd (-1 if it
-    is already gone)."""
-    expected_parent = _expected_parent(method)
-    name = f"framepool-worker-{slot}"
-    process = ctx.Process(  # type: ignore[attr-defined]
-        target=worker_entry, args=(sock, expected_parent), name=name, daemon=True
-    )
-    process.start()
-    _running.add(process)
-    assert process.pid is not None
-    try:
-        pidfd = os.pidfd_open(process.pid)
-    except ProcessLookupError:
-        pidfd = -1
-    return process, process.pid, pidfd
-
-
-def _expected_parent(method: str) -> int:
-    """The pid a new worker's parent has: the forkserver's under forkserver, ours under spawn."""
-    if method != "forkserver":
-        return os.getpid()
-    # The forkserver's pid is private to multiprocessing; without it the check below cannot be made exact.
-    server = multiprocessing.forkserver._forkserver
-    server.ensure_running()
-    pid = getattr(server, "_forkserver_pid", None)
-    if not isinstance(pid, int):
-        raise PoolError(
-            "cannot find the forkserver's pid (multiprocessing changed); use start_method = spawn"
-        )
-    return pid
