@@ -1,8 +1,9 @@
 # framepool agent server image. Build: docker build -t framepool .
-# Run:  docker run --rm --network host --stop-timeout 90 -e LIVEKIT_URL=... -e LIVEKIT_API_KEY=... \
+# Run:  docker run --rm --network host --stop-timeout 100 -e LIVEKIT_URL=... -e LIVEKIT_API_KEY=... \
 #         -e LIVEKIT_API_SECRET=... -v $PWD/framepool.toml:/etc/framepool/framepool.toml framepool
-# --stop-timeout (or compose's stop_grace_period, see docker-compose.yml) must exceed drain + shutdown
-# timeouts: Docker's default of 10 s would SIGKILL jobs that are still draining.
+# --stop-timeout (or compose's stop_grace_period, see docker-compose.yml) must exceed the stop budget, which
+# `framepool config --stop-budget` prints: Docker's default of 10 s would SIGKILL jobs still draining.
+# stop budget with the defaults: 86.5 s (drain 60 + end jobs 11 + disconnect 3 + stop workers 12.5)
 FROM python:3.11-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src

@@ -30,11 +30,11 @@ from _jobs_child import emit, serve_requests
 from livekit.protocol import agent as agent_pb
 
 from framepool import loop as framepool_loop
-from framepool.agent.drain import serve
 from framepool.agent.job import JobContext, RunningJob, StatusReporter
 from framepool.agent.server import Agent, AgentServer
 from framepool.agent.session import DataOutput
 from framepool.logs import setup_logging
+from framepool.service import Supervisor
 from framepool.settings import Settings
 
 
@@ -164,7 +164,7 @@ async def main(argv: list[str]) -> int:
         await server.registered.wait()
         emit({"event": "registered", "workers": server.pool.worker_pids() if server.pool else []})
 
-    serving = asyncio.create_task(serve(server))
+    serving = asyncio.create_task(Supervisor(server).run())
     announcing = asyncio.create_task(announce())
     memory = PythonMemory()
     requests = asyncio.create_task(
@@ -173,7 +173,7 @@ async def main(argv: list[str]) -> int:
     await asyncio.wait([serving, requests], return_when=asyncio.FIRST_COMPLETED)
     announcing.cancel()
     requests.cancel()
-    if not serving.done():  # stdin closed: the harness is gone, stop like `framepool start` on SIGTERM
+    if not serving.done():  # stdin closed: the harness is gone; stop without draining
         server.stop()
     return await serving
 

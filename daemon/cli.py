@@ -28,7 +28,7 @@ from typing import Any
 
 from framepool import loop as framepool_loop
 from framepool import settings as settings_module
-from framepool.errors import EXIT_FAILURE, EXIT_INTERRUPTED, ConfigError, FramepoolError
+from framepool.errors import ConfigError, ExitStatus, FramepoolError
 from framepool.logs import setup_logging
 from framepool.settings import Settings
 
@@ -105,8 +105,8 @@ def _add_config(subparsers: Any, common: argparse.ArgumentParser) -> None:
     sub = subparsers.add_parser(
         "config",
         parents=[common],
-        usage=f"{PROG} config [--reference [--markdown]] [SETTINGS FLAGS]",
-        help="Print the effective settings or the settings reference.",
+        usage=f"{PROG} config [--reference [--markdown] | --stop-budget] [SETTINGS FLAGS]",
+        help="Print the effective settings, the settings reference or the stop budget.",
     )
     sub.add_argument(
         "--reference",
@@ -115,6 +115,12 @@ def _add_config(subparsers: Any, common: argparse.ArgumentParser) -> None:
     )
     sub.add_argument(
         "--markdown", action="store_true", help="With --reference: as a Markdown table (for the README)."
+    )
+    sub.add_argument(
+        "--stop-budget",
+        action="store_true",
+        help="Print the longest a SIGTERM may take with these settings, rung by rung: systemd's "
+        "TimeoutStopSec and Docker's stop grace must exceed it.",
     )
     sub.set_defaults(handler=_run_config, needs_settings=True)
 
@@ -191,6 +197,11 @@ def _run_devserver(args: argparse.Namespace, settings: Settings | None) -> int:
 def _run_config(args: argparse.Namespace, settings: Settings | None) -> int:
     if args.reference:
         print(reference_markdown() if args.markdown else reference_text())
+    elif args.stop_budget:
+        from framepool.service import stop_budget
+
+        assert settings is not None
+        print(stop_budget(settings).describe())
     else:
         assert settings is not None
         print(to_toml(settings_module.masked(settings)))
@@ -270,11 +281,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return ExitStatus.INTERRUPTED
     except BrokenPipeError:
         # `framepool config | head`: the reader left; stop quietly, and keep Python from complaining at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILURE
+        return ExitStatus.FAILURE
 
 
 if __name__ == "__main__":

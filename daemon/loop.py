@@ -1,4 +1,4 @@
-"""The supervisor's event loop: uvloop through a loop factory, and a monitor of the loop's own lag (supervisor).
+"""The supervisor's event loop: uvloop through a loop factory, its clock, a monitor of its lag (supervisor).
 
 The supervisor must never block: every room connection, every ring hand-off and every control message
 shares this one loop. uvloop roughly halves the loop's own overhead per callback; it is chosen through
@@ -9,6 +9,10 @@ debugging with asyncio's debug mode, which uvloop lacks).
 The lag monitor is a timer that asks to run every `interval` and measures how late it actually runs:
 that delay is what every frame and every control message waits behind. It keeps the worst lag of the
 last few seconds for status reports and warns (at most once per `warn_every`) when it exceeds a limit.
+
+`Clock` is time as deadlines see it (trio's injected clock): the stop ladder takes one, so its rungs and
+deadlines can be tested with a clock the test advances instead of real time. `LoopClock` is the loop's own
+monotonic clock, the one asyncio's timeouts use. Signal handling lives in `framepool.signals`.
 """
 
 from __future__ import annotations
@@ -16,17 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import time
-from collections.abc import Callable, Coroutine
-from types import FrameType
-from typing import Any, TypeVar
+from collections.abc import Coroutine
+from typing import Any, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def loop_factory() -> Any:
@@ -44,18 +44,22 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         return runner.run(main)
 
 
-def run_service(main: Coroutine[Any, Any, T]) -> T:
-    """`run` for a command that stops on SIGTERM/SIGINT (`StopSignals`): once `main` is over, both are ignored.
+class Clock(Protocol):
+    """Monotonic seconds for deadlines; `sleep_until` returns once `now()` has reached `deadline`."""
 
-    Without this, interpreter shutdown puts the default dispositions back (Python does so for every
-    signal with a Python-level handler), and a signal landing during those last milliseconds killed
-    a process that had already stopped in order, with a misleading status (-2 or -15).
-    """
-    try:
-        return run(main)
-    finally:
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
+    def now(self) -> float: ...
+
+    async def sleep_until(self, deadline: float) -> None: ...
+
+
+class LoopClock:
+    """The running loop's monotonic clock (`loop.time()`), the one asyncio's own timeouts use."""
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def sleep_until(self, deadline: float) -> None:
+        await asyncio.sleep(max(0.0, deadline - self.now()))
 
 
 class LoopLagMonitor:
@@ -101,40 +105,3 @@ class LoopLagMonitor:
             self._last_warning = now
             log.warning("supervisor event loop ran %.0f ms late: something blocked it", lag * 1000)
         self._schedule(loop)
-
-
-class StopSignals:
-    """SIGTERM/SIGINT for a long-running command: each signal calls `on_signal` on the loop, nothing else.
-
-    Python-level handlers (`signal.signal`) rather than `loop.add_signal_handler`: asyncio and uvloop put
-    the default dispositions back when such a handler is removed or the loop closes, so a second Ctrl-C
-    or SIGTERM landing in the last moments of an orderly shutdown killed the process (exit -2 or -15)
-    instead of being absorbed. These handlers stay until `restore()`, and once the loop has closed they
-    ignore the signal. A command's own process never restores them; an embedder (a test) does.
-    """
-
-    def __init__(self, on_signal: Callable[[], None]) -> None:
-        self._on_signal = on_signal
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._previous: dict[signal.Signals, Any] = {}
-
-    def install(self) -> None:
-        """Take over SIGTERM/SIGINT for the running loop (call from the main thread, inside the loop)."""
-        self._loop = asyncio.get_running_loop()
-        for sig in STOP_SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def restore(self) -> None:
-        """Give the signals back to whatever handled them before `install`."""
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
-        self._previous.clear()
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            loop.call_soon_threadsafe(self._on_signal)
-        except RuntimeError:  # the loop closed between the check and the call: the command is already ending
-            pass

@@ -108,7 +108,12 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ] = 30.0
     ping_interval: Annotated[float, _doc("Seconds between pings to each worker.", gt=0)] = 1.0
     ping_timeout: Annotated[
-        float, _doc("Seconds without a pong before an unresponsive worker is killed.", gt=0)
+        float,
+        _doc(
+            "Seconds without a pong before an unresponsive worker's stack is dumped to the log "
+            "(SIGUSR1); it is killed at the next ping unless it answered.",
+            gt=0,
+        ),
     ] = 5.0
     worker_memory_warn_mb: Annotated[
         int, _doc("Log a warning when a worker's PSS exceeds this many MiB; 0 disables.", ge=0)
@@ -127,7 +132,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ] = 5
     worker_shutdown_timeout: Annotated[
         float,
-        _doc("Seconds each rung of a worker's shutdown ladder (ack, exit) may take before the next.", gt=0),
+        _doc(
+            "Seconds each rung of the pool's shutdown (detach streams; per worker: ack, exit, reaped "
+            "after SIGKILL) may take.",
+            gt=0,
+        ),
     ] = 3.0
     processor_failure_limit: Annotated[
         int, _doc("Consecutive exceptions after which a processor is disabled for that stream.", ge=1)
@@ -164,7 +173,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     drain_timeout: Annotated[
         float,
         _doc(
-            "Seconds running jobs may take to finish after SIGTERM (systemd TimeoutStopSec must exceed drain + shutdown).",
+            "Seconds running jobs may take to finish after SIGTERM; systemd's TimeoutStopSec must exceed "
+            "the whole stop budget (`framepool config --stop-budget`).",
             ge=0,
         ),
     ] = 60.0

@@ -14,7 +14,6 @@ gave its AgentServer: what runs is what `framepool config` shows.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import logging
 import sys
@@ -26,10 +25,10 @@ import aiohttp
 from livekit import api
 from livekit.protocol import agent as agent_pb
 
-from framepool import loop as framepool_loop
-from framepool.errors import EXIT_FAILURE, EXIT_OK, ConfigError, ServerUnavailableError
+from framepool.errors import ConfigError, ExitStatus, ServerUnavailableError
 from framepool.logs import setup_logging
 from framepool.settings import Settings
+from framepool.signals import StopSignals, run_service
 
 if (
     TYPE_CHECKING
@@ -122,25 +121,25 @@ def quiet_short_secret_warning() -> None:
 
 
 def _run_start(args: argparse.Namespace, settings: Settings | None) -> int:
-    from framepool.agent.drain import serve
+    from framepool.service import Supervisor
 
     assert settings is not None
     quiet_short_secret_warning()
     settings = with_log_format(settings, "json")
     server = load_server(args.target, settings)
-    return framepool_loop.run_service(serve(server))
+    return run_service(Supervisor(server).run())
 
 
 def _run_dev(args: argparse.Namespace, settings: Settings | None) -> int:
     assert settings is not None
     quiet_short_secret_warning()
     settings = with_log_format(settings, "text")
-    return framepool_loop.run_service(_dev(args, settings))
+    return run_service(_dev(args, settings))
 
 
 async def _dev(args: argparse.Namespace, settings: Settings) -> int:
-    from framepool.agent.drain import serve
     from framepool.devserver.server import DevServer
+    from framepool.service import Supervisor
 
     devserver = None
     if not settings.livekit_url:
@@ -158,7 +157,7 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
             from framepool.agent.server import pool_load
 
             server.load_fnc = pool_load
-        return await serve(server)
+        return await Supervisor(server).run()
     finally:
         if devserver is not None:
             await devserver.aclose()
@@ -188,15 +187,15 @@ def _run_connect(args: argparse.Namespace, settings: Settings | None) -> int:
     quiet_short_secret_warning()
     settings = with_log_format(settings, "text")
     server = load_server(args.target, settings)
-    return framepool_loop.run_service(connect(server, args.room, args.participant, args.agent))
+    return run_service(connect(server, args.room, args.participant, args.agent))
 
 
 async def connect(
     server: AgentServer, room: str, participant: str = "", agent_name: str | None = None
 ) -> int:
     """Run one job of `agent_name` in `room` now; 0 if it ends cleanly (Ctrl-C ends it cleanly too)."""
-    from framepool.agent.drain import SignalEvents
     from framepool.agent.server import ws_url
+    from framepool.service import LocalJob, Supervisor
 
     agent = _pick_agent(server, agent_name)
     settings: Settings = server.settings
@@ -217,31 +216,15 @@ async def connect(
         )
         .to_jwt()
     )
-    statuses: list[tuple[int, str]] = []
-
-    async def report(status: agent_pb.JobStatus, error: str) -> None:
-        statuses.append((status, error))
-
-    await server.start(register=False)
-    signals = SignalEvents()
-    signals.install()
-    try:
-        running = server.launch(agent, job, ws_url(settings.livekit_url), token, report)
-        interrupted = asyncio.create_task(signals.first.wait())
-        finished = asyncio.create_task(running.done.wait())
-        await asyncio.wait([interrupted, finished], return_when=asyncio.FIRST_COMPLETED)
-        interrupted.cancel()
-        if not finished.done():
-            running.terminate("interrupted")
-        await finished
-    finally:
-        signals.remove()
-        await server.aclose()
-    status, error = statuses[-1] if statuses else (agent_pb.JS_FAILED, "no status")
-    if status != agent_pb.JS_SUCCESS:
-        print(f"framepool: job failed: {error}", file=sys.stderr)
-        return EXIT_FAILURE
-    return EXIT_OK
+    # Installed here and restored at the end: `connect` also runs inside other programs (the tests).
+    with StopSignals().installed() as signals:
+        local = LocalJob(agent, job, ws_url(settings.livekit_url), token)
+        supervisor = Supervisor(server, local_job=local, signals=signals)
+        exit_status = await supervisor.run()
+    if exit_status == ExitStatus.FAILURE:
+        status, error = supervisor.job_status
+        print(f"framepool: job failed: {error or agent_pb.JobStatus.Name(status)}", file=sys.stderr)
+    return exit_status
 
 
 def _pick_agent(server: AgentServer, agent_name: str | None) -> Agent:

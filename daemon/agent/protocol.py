@@ -32,6 +32,7 @@ from livekit.protocol import agent as agent_pb
 from livekit.protocol import models
 
 from framepool.errors import ServerUnavailableError
+from framepool.settings import Settings
 from framepool.tasks import TaskSet
 
 log = logging.getLogger("framepool.agent.protocol")
@@ -42,6 +43,8 @@ BACKOFF_MAX = 10.0
 PING_INTERVAL = 5.0
 # Three missed pongs in a row: the TCP connection may look open while the server is gone.
 PONG_TIMEOUT = 3 * PING_INTERVAL
+# The websocket close handshake at the end of a connection (aiohttp's ws_close timeout).
+WS_CLOSE_TIMEOUT = 2.0
 
 
 FINAL_STATUSES = frozenset({agent_pb.JS_SUCCESS, agent_pb.JS_FAILED, agent_pb.JS_CANCELLED})
@@ -97,13 +100,28 @@ class Registration:
 
 @dataclass(frozen=True, kw_only=True)
 class ConnectionOptions:
+    """What a connection needs from the settings; no defaults here: `from_settings` is the one source."""
+
     url: str
     api_key: str
     api_secret: str
-    status_interval: float = 2.5
-    assignment_timeout: float = 7.5
-    max_retry: int = 16
-    ping_interval: float = PING_INTERVAL
+    status_interval: float
+    assignment_timeout: float
+    max_retry: int
+    # The agent protocol's keep-alive (WorkerPing), not the `ping_interval` setting (the pool's worker pings).
+    keepalive_interval: float = PING_INTERVAL
+
+    @classmethod
+    def from_settings(cls, settings: Settings, url: str) -> ConnectionOptions:
+        """The options of `settings`, for the websocket `url` (the settings' livekit_url in ws:// form)."""
+        return cls(
+            url=url,
+            api_key=settings.api_key,
+            api_secret=settings.api_secret,
+            status_interval=settings.status_interval,
+            assignment_timeout=settings.assignment_timeout,
+            max_retry=settings.max_retry,
+        )
 
 
 class _Rejected(Exception):
@@ -187,7 +205,7 @@ class Dispatcher:
             ws = await http.ws_connect(
                 url,
                 headers={"Authorization": f"Bearer {token}"},
-                timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+                timeout=aiohttp.ClientWSTimeout(ws_close=WS_CLOSE_TIMEOUT),
             )
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (401, 403):
@@ -213,7 +231,7 @@ class Dispatcher:
                     version=reg.version,
                     namespace=reg.namespace,
                     allowed_permissions=reg.permissions,
-                    ping_interval=int(self.options.ping_interval),
+                    ping_interval=int(self.options.keepalive_interval),
                 )
             ),
         )
@@ -460,12 +478,12 @@ class Dispatcher:
 
     async def _ping_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
-            if time.monotonic() - self._last_pong > max(PONG_TIMEOUT, 3 * self.options.ping_interval):
+            if time.monotonic() - self._last_pong > max(PONG_TIMEOUT, 3 * self.options.keepalive_interval):
                 raise ConnectionError("no pong from the server")
             await self._send_now(
                 ws, agent_pb.WorkerMessage(ping=agent_pb.WorkerPing(timestamp=int(time.time() * 1000)))
             )
-            await asyncio.sleep(self.options.ping_interval)
+            await asyncio.sleep(self.options.keepalive_interval)
 
     async def _close_ws(self) -> None:
         if self._ws is not None:

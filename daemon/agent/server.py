@@ -1,14 +1,15 @@
-"""AgentServer: the agents one daemon registers, their jobs, the shared worker pool, load and drain
-(supervisor process).
+"""AgentServer: the agents one daemon registers, their jobs, the shared worker pool, load and drain (supervisor process).
 
 Unlike livekit-agents, one daemon registers several agents: each (agent name, job type) has its own
 `Dispatcher` connection, and all of them share one `WorkerPool`, one load figure and one job table, so
 LiveKit sees every connection of this daemon go FULL together.
 
-Lifetime: `run()` starts the pool, runs every agent's prewarm hook, connects every dispatcher and then
-waits for `drain()` (SIGTERM) or `aclose()`. Draining reports FULL on every connection, accepts nothing,
-waits up to `drain_timeout` for the running jobs, then ends the rest through their shutdown ladder; a
-second request takes the quick path at once.
+Lifetime, in the steps the daemon's `framepool.service.Supervisor` runs as its phases and stop-ladder
+rungs: `start()` (the pool, every agent's prewarm hook, the dispatchers), `serve()` (connected and
+registered until `stop()` or a failure), `begin_drain()` (FULL on every connection, nothing new accepted;
+`drained` is set once no job runs), `end_jobs()` / `jobs_ended()` (every job's own shutdown ladder),
+`disconnect()`. `run()` and `aclose()` are the same steps without signals, drain or the Supervisor's
+clock, for code that embeds an AgentServer in its own process.
 """
 
 from __future__ import annotations
@@ -26,17 +27,27 @@ from livekit.protocol import models
 
 from framepool.agent.job import AgentProcess, Entrypoint, JobContext, JobRequest, RunningJob, StatusReporter
 from framepool.agent.load import CpuMeter, LoadTracker
-from framepool.agent.protocol import ConnectionOptions, DaemonStatus, Dispatcher, Registration
-from framepool.errors import ConfigError, CrashLoopError, FramepoolError
+from framepool.agent.protocol import (
+    WS_CLOSE_TIMEOUT,
+    ConnectionOptions,
+    DaemonStatus,
+    Dispatcher,
+    Registration,
+)
+from framepool.errors import ConfigError, FramepoolError, PoolHaltedError
 from framepool.logs import log_context
 from framepool.pool import WorkerPool
 from framepool.settings import Settings
 
 log = logging.getLogger("framepool.agent.server")
 
-# Beyond a job's shutdown ladder (bounded by shutdown_timeout): cancelling its entrypoint and reporting the
-# status.
+# Beyond a job's shutdown ladder (bounded by shutdown_timeout): cancelling its entrypoint and reporting the status.
 REPORT_GRACE = 1.0
+# `disconnect`: job statuses queued while disconnected get AGENT_FLUSH_GRACE to go out (every agent at once),
+# then the connections AGENT_CLOSE_TIMEOUT to close (the websocket close handshake, WS_CLOSE_TIMEOUT);
+# one still connecting or registering is cancelled then.
+AGENT_FLUSH_GRACE = 1.0
+AGENT_CLOSE_TIMEOUT = WS_CLOSE_TIMEOUT
 
 JobTypeName = Literal["room", "publisher", "participant"]
 JOB_TYPES: dict[str, agent_pb.JobType] = {
@@ -50,8 +61,8 @@ LoadFunction = Callable[["AgentServer"], float]
 
 
 def pool_load(server: AgentServer) -> float:
-    """Load from the workers only: for a supervisor that shares its process with something else (the
-    in-process dev server of `framepool dev` and the demo), whose CPU would otherwise read as the daemon's."""
+    """Load from the workers only: for a supervisor that shares its process with something else (the in-process
+    dev server of `framepool dev` and the demo), whose CPU would otherwise read as the daemon's."""
     return server.pool.load() if server.pool is not None else 0.0
 
 
@@ -102,9 +113,9 @@ class AgentServer:
         self.load = LoadTracker(self._measure_load, self.settings.load_threshold, self.settings.max_jobs)
         self._stop = asyncio.Event()
         self._job_tasks: set[asyncio.Task[None]] = set()
+        self._connections: list[asyncio.Task[None]] = []  # each dispatcher's run(), from serve() on
         self._owners: dict[str, Dispatcher] = {}
-        # Observers of finished jobs (metrics, tests): called with the RunningJob after its final status
-        # report.
+        # Observers of finished jobs (metrics, tests): called with the RunningJob after its final status report.
         self.job_ended: list[Callable[[RunningJob], None]] = []
 
     def configure(self, settings: Settings) -> None:
@@ -166,8 +177,7 @@ class AgentServer:
         for dispatcher in self.dispatchers:
             dispatcher.status_changed.set()
 
-    # -- JobHost (called by the dispatchers)
-    # ------------------------------------------------------------------
+    # -- JobHost (called by the dispatchers) ------------------------------------------------------------------
 
     def _agent_of(self, dispatcher: Dispatcher) -> Agent:
         return self.agents[self.dispatchers.index(dispatcher)]
@@ -231,8 +241,7 @@ class AgentServer:
     def live_jobs(self, dispatcher: Dispatcher) -> list[agent_pb.Job]:
         return [job.ctx.job for job_id, job in self.jobs.items() if self._owners.get(job_id) is dispatcher]
 
-    # -- jobs
-    # -------------------------------------------------------------------------------------------------
+    # -- jobs -------------------------------------------------------------------------------------------------
 
     def launch(
         self, agent: Agent, job: agent_pb.Job, url: str, token: str, report: StatusReporter
@@ -265,10 +274,10 @@ class AgentServer:
             if running is not None:
                 observer(running)
 
-    # -- lifetime
-    # -----------------------------------------------------------------------------------------------
+    # -- lifetime -----------------------------------------------------------------------------------------------
 
-    def _check(self) -> None:
+    def check(self) -> None:
+        """ConfigError unless there are agents and LiveKit credentials (before anything starts)."""
         if not self.agents:
             raise ConfigError(
                 "no agents to run: register one with @server.rtc_session or add [[agents]] to the config"
@@ -284,8 +293,7 @@ class AgentServer:
         ]
         if missing:
             raise ConfigError(
-                f"missing LiveKit credentials: set {', '.join(missing)} "
-                "(or livekit_url/api_key/api_secret in the config)"
+                f"missing LiveKit credentials: set {', '.join(missing)} (or livekit_url/api_key/api_secret in the config)"
             )
         if not self.settings.livekit_url.startswith(("ws://", "wss://", "http://", "https://")):
             raise ConfigError(
@@ -293,13 +301,12 @@ class AgentServer:
             )
 
     async def start(self, pool: WorkerPool | None = None, *, register: bool = True) -> None:
-        """Start the pool (unless given one), prewarm each agent and create its dispatcher (unless
-        `register=False`).
+        """Start the pool (unless given one), prewarm each agent and create its dispatcher (unless `register=False`).
 
         A prewarm that fails or overruns `prewarm_timeout` raises FramepoolError naming the agent, after
         stopping a pool started here: nothing registers with LiveKit before every agent is ready.
         """
-        self._check()
+        self.check()
         own_pool = pool is None
         if pool is None:
             pool = WorkerPool(self.settings)
@@ -342,14 +349,7 @@ class AgentServer:
         log.info("agent %s: prewarmed in %.2f s", label, time.monotonic() - started)
 
     def _create_dispatchers(self) -> None:
-        options = ConnectionOptions(
-            url=ws_url(self.settings.livekit_url),
-            api_key=self.settings.api_key,
-            api_secret=self.settings.api_secret,
-            status_interval=self.settings.status_interval,
-            assignment_timeout=self.settings.assignment_timeout,
-            max_retry=self.settings.max_retry,
-        )
+        options = ConnectionOptions.from_settings(self.settings, url=ws_url(self.settings.livekit_url))
         for agent in self.agents:
             registration = Registration(
                 job_type=JOB_TYPES[agent.job_type],
@@ -359,30 +359,34 @@ class AgentServer:
             )
             self.dispatchers.append(Dispatcher(registration, options, self))
 
-    async def run(self, pool: WorkerPool | None = None) -> None:
-        """Serve until `aclose()`/drain; ServerUnavailableError if LiveKit stays unreachable, PoolError if the
-        pool halts."""
+    async def serve(self) -> None:
+        """Connect every agent and keep it registered until `stop()`.
+
+        Raises ServerUnavailableError when LiveKit stays unreachable, PoolHaltedError when the pool halts. The
+        connections stay open when this returns or raises (a drain still reports through them): `disconnect`
+        closes them.
+        """
         if self.pool is None:
-            await self.start(pool)
-        assert self.pool is not None
-        tasks = [asyncio.create_task(d.run(), name=f"dispatcher {d.label}") for d in self.dispatchers]
+            raise RuntimeError("start() the agent server before serve()")
+        self._connections = [
+            asyncio.create_task(d.run(), name=f"dispatcher {d.label}") for d in self.dispatchers
+        ]
         watch = asyncio.create_task(self._watch_registration())
         halted = asyncio.create_task(self.pool.halted.wait())
         stop = asyncio.create_task(self._stop.wait())
         try:
-            done, _ = await asyncio.wait([*tasks, halted, stop], return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                [*self._connections, halted, stop], return_when=asyncio.FIRST_COMPLETED
+            )
             for task in done:
-                if task in tasks and task.exception() is not None:
+                if task in self._connections and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
             if halted in done:
-                raise CrashLoopError(
-                    f"worker pool halted: {getattr(self.pool, 'halt_reason', 'unknown reason')}"
-                )
+                raise PoolHaltedError(f"worker pool halted: {self.pool.halt_reason}")
         finally:
             for task in [watch, halted, stop]:
                 task.cancel()
             await asyncio.gather(watch, halted, stop, return_exceptions=True)
-            await self._shutdown(tasks)
 
     async def _watch_registration(self) -> None:
         await asyncio.gather(*(d.registered.wait() for d in self.dispatchers))
@@ -391,47 +395,63 @@ class AgentServer:
         )
         self.registered.set()
 
-    async def drain(self, grace: float | None = None) -> bool:
-        """Report FULL, accept nothing, wait for running jobs up to `grace` (default drain_timeout); True if
-        all ended."""
-        timeout = self.settings.drain_timeout if grace is None else grace
-        self.draining = True
-        self._status_changed()
-        if not self.jobs:
-            self.drained.set()
-        log.info("draining: %d job(s) running, waiting up to %.1f s", len(self.jobs), timeout)
-        try:
-            await asyncio.wait_for(self.drained.wait(), timeout)
-            return True
-        except TimeoutError:
-            log.warning("drain timed out with %d job(s) still running", len(self.jobs))
-            return False
-
     def stop(self) -> None:
-        """Make `run` return (it then ends remaining jobs and closes everything)."""
+        """Make `serve` (and `run`) return."""
         self._stop.set()
 
-    async def aclose(self) -> None:
-        """Shut down without `run` (after `start(register=False)`, as `connect` does)."""
-        await self._shutdown([])
+    def begin_drain(self) -> None:
+        """Report FULL on every connection and accept nothing new; `drained` is set once no job runs."""
+        self.draining = True
+        self._status_changed()
+        log.info("draining: %d job(s) running", len(self.jobs))
+        if not self.jobs:
+            self.drained.set()
 
-    async def _shutdown(self, dispatcher_tasks: list[asyncio.Task[None]]) -> None:
-        """End jobs (their ladders), then the dispatchers, then the pool: reverse dependency order."""
+    def end_jobs(self, reason: str) -> None:
+        """Start every running job's shutdown ladder (each bounded by shutdown_timeout); accept no new job."""
         self.draining = True
         for job in list(self.jobs.values()):
-            job.terminate("daemon shutting down")
+            job.terminate(reason)
+
+    async def jobs_ended(self) -> None:
+        """Until every job running now has finished: its shutdown ladder and its final status report."""
+        if self._job_tasks:
+            await asyncio.wait(list(self._job_tasks))
+
+    async def disconnect(self) -> None:
+        """Close every agent connection: queued job statuses first, then the websockets (see AGENT_*)."""
+        await asyncio.gather(*(d.flush(grace=AGENT_FLUSH_GRACE) for d in self.dispatchers))
+        for dispatcher in self.dispatchers:
+            dispatcher.stop()
+        connections, self._connections = self._connections, []
+        if connections:
+            _, late = await asyncio.wait(connections, timeout=AGENT_CLOSE_TIMEOUT)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*connections, return_exceptions=True)
+        for dispatcher in self.dispatchers:
+            await dispatcher.aclose()
+
+    async def run(self, pool: WorkerPool | None = None) -> None:
+        """`start` (unless started), `serve` until `stop()`, then `aclose`: an AgentServer embedded in a
+        program of one's own (no signals, no drain); errors as `serve` raises them."""
+        if self.pool is None:
+            await self.start(pool)
+        try:
+            await self.serve()
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """End every job, close the connections, then the pool (after `start`, with or without `serve`)."""
+        self.end_jobs("daemon shutting down")
         if self._job_tasks:
             _, late = await asyncio.wait(
                 list(self._job_tasks), timeout=self.settings.shutdown_timeout + REPORT_GRACE
             )
             if late:
                 log.error("%d job(s) did not finish their shutdown; closing the pool under them", len(late))
-        for dispatcher in self.dispatchers:
-            await dispatcher.flush(grace=1.0)
-            dispatcher.stop()
-        await asyncio.gather(*dispatcher_tasks, return_exceptions=True)
-        for dispatcher in self.dispatchers:
-            await dispatcher.aclose()
+        await self.disconnect()
         if self.pool is not None:
             await self.pool.aclose()
         log.info("agent server stopped")

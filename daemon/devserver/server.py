@@ -16,11 +16,11 @@ from types import TracebackType
 
 from aiohttp import web
 
-from framepool import loop as framepool_loop
 from framepool.devserver import agents, twirp
 from framepool.devserver.rooms import RoomRegistry
 from framepool.devserver.rtc import AiortcIncompatible, ice_host_addresses, install_workarounds
 from framepool.devserver.signal import handle_rtc, handle_validate
+from framepool.signals import StopSignals, run_service
 
 log = logging.getLogger("framepool.devserver")
 
@@ -130,11 +130,11 @@ class DevServer:
 async def _serve(server: DevServer) -> None:
     """Serve until SIGINT/SIGTERM, then shut down; a second signal abandons the orderly shutdown.
 
-    The handlers stay installed for the rest of the process (`StopSignals`): a signal arriving after the
-    shutdown finished is absorbed instead of killing the process with a misleading status.
+    The handlers stay installed for the rest of the process (`framepool.signals`): a signal arriving after
+    the shutdown finished is absorbed instead of killing the process with a misleading status.
     """
-    stop = asyncio.Event()
-    framepool_loop.StopSignals(stop.set).install()
+    signals = StopSignals()
+    signals.install()
     try:
         await server.start()
         key, secret = next(iter(server.keys.items()))
@@ -143,11 +143,10 @@ async def _serve(server: DevServer) -> None:
             f"  url:        {server.url}\n  api key:    {key}\n  api secret: {secret}",
             flush=True,
         )
-        await stop.wait()
+        await signals.first.wait()
         log.info("stopping dev server")
-        stop.clear()
         closing = asyncio.ensure_future(server.aclose())
-        second_signal = asyncio.ensure_future(stop.wait())
+        second_signal = asyncio.ensure_future(signals.second.wait())
         await asyncio.wait({closing, second_signal}, return_when=asyncio.FIRST_COMPLETED)
         second_signal.cancel()
         if closing.done():
@@ -170,7 +169,7 @@ def run_devserver(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = DevServer(host=host, port=port, keys=keys, departure_timeout=departure_timeout, verbose=verbose)
     try:
-        framepool_loop.run_service(_serve(server))
+        run_service(_serve(server))
     except AiortcIncompatible as exc:
         print(f"framepool devserver: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -26,7 +26,7 @@ from typing import IO, Any, TextIO
 import av
 import msgspec
 
-from framepool.errors import EXIT_FAILURE, EXIT_OK, ProcessorError
+from framepool.errors import ExitStatus, ProcessorError
 from framepool.ipc.ring import FrameHeader
 from framepool.logs import log_context
 from framepool.offline.media import AudioConverter, MediaOutput, VideoConverter, decoded_frames, open_input
@@ -254,8 +254,8 @@ async def run_offline(settings: Settings, job: OfflineJob) -> int:
     if lost:
         detail = ", ".join(f"{stream_id}: {count} frames" for stream_id, count in lost.items())
         print(f"framepool: frames lost between decoding and processing ({detail})", file=sys.stderr)
-        return EXIT_FAILURE
-    return EXIT_FAILURE if report.failed() else EXIT_OK
+        return ExitStatus.FAILURE
+    return ExitStatus.FAILURE if report.failed() else ExitStatus.OK
 
 
 async def process_file(settings: Settings, job: OfflineJob) -> OfflineReport:

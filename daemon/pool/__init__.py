@@ -1,13 +1,13 @@
 """The worker pool as the supervisor sees it (supervisor process).
 
 `pool` places streams on workers and restarts them, `formats` splits processors into streams by input
-format, `process` is the supervisor's handle on one worker process, `stream` a stream attached to the pool,
-`placement` the choice of worker, `forkserver` what the forkserver preloads. Nothing here runs in a
-worker: workers are reached only through `framepool.ipc`.
+format, `process` is the supervisor's handle on one worker process, `spawn` starts one, `stream` a stream
+attached to the pool, `placement` the choice of worker, `forkserver` what the forkserver preloads. Nothing
+here runs in a worker: workers are reached only through `framepool.ipc`.
 """
 
 from framepool.pool.formats import FormatGroup, format_groups, input_format_of, ring_slots
-from framepool.pool.pool import PoolStats, WorkerPool, WorkerStats
+from framepool.pool.pool import PoolStats, WorkerPool, WorkerStats, close_budget
 from framepool.pool.stream import Result, StreamAttachment, StreamSink, StreamSpec, StreamStats
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "StreamStats",
     "WorkerPool",
     "WorkerStats",
+    "close_budget",
     "format_groups",
     "input_format_of",
     "ring_slots",

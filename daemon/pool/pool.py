@@ -6,14 +6,24 @@ one CPU and prewarmed, and places each new stream on the least-loaded worker. It
 the process sentinel on the event loop (death), a ping every `ping_interval` (a worker silent for
 `ping_timeout` is killed), PSS memory against the warn/limit settings. A dead worker is replaced after a
 backoff that doubles per consecutive crash, and its streams are re-attached to the replacement with
-fresh processor instances (the gap is counted and reported). Workers that die `crash_loop_limit` times
-in a row before becoming ready halt the pool (`CrashLoopError` at start, `halted` afterwards) instead of
-respawning forever.
+fresh processor instances (the gap is counted and reported).
+
+The pool decides on a worker's exit code (`framepool.ipc.lifecycle.WorkerExit`), never on a message:
+- at boot, BAD_START or PREWARM_FAILED halt at once (another incarnation would fail the same way); any
+  other death is retried with backoff, and `crash_loop_limit` deaths in a row before becoming ready halt
+  the pool (`PoolHaltedError` at start, `halted` afterwards) instead of respawning forever;
+- while serving, any exit the pool did not ask for (a crash, RUNTIME_ERROR, CHANNEL_LOST, a signal) is a
+  restart; a worker the pool killed itself is reported with the reason, memory kills counted apart
+  (`WorkerStats.memory_restarts`).
+One heartbeat loop serves every worker (cheaper on two cores than one task each): it measures PSS off the
+loop, then acts on each worker's `check_health(now)`: ping, warn, dump the stack of a silent worker
+(SIGUSR1) and kill it at the next heartbeat, or kill it for memory.
 
 Shutdown (`aclose`): detach every stream (processors' close() runs, final results delivered), then per
 worker the ladder Shutdown → ShutdownAck → exit → SIGKILL, each rung bounded by
 `worker_shutdown_timeout` on the monotonic clock and logged once when taken. A rung ends when the worker is
-reaped, not when its channel closes: when `aclose` returns, no worker pid exists any more.
+reaped, not when its channel closes: when `aclose` returns, no worker pid exists any more. `close_budget`
+is the longest that takes, counted into the daemon's stop budget (`framepool.service.stop_budget`).
 """
 
 from __future__ import annotations
@@ -29,11 +39,12 @@ from typing import Any
 import msgspec
 import psutil
 
-from framepool.errors import ChannelError, CrashLoopError, PoolError, ProcessorError
+from framepool.errors import ChannelError, CrashLoopError, PoolError, PoolHaltedError, ProcessorError
 from framepool.ipc import control
+from framepool.ipc.lifecycle import FATAL_AT_BOOT, WorkerExit, describe_exit
 from framepool.pool.formats import input_format_of, ring_slots
 from framepool.pool.placement import least_loaded
-from framepool.pool.process import WorkerProcess, WorkerState, describe_exit, raise_fd_limit
+from framepool.pool.process import HealthAction, WorkerProcess, WorkerState, raise_fd_limit
 from framepool.pool.stream import Result, StreamAttachment, StreamSink, StreamSpec, StreamStats
 from framepool.processors.kinds import kind_of, media_kind
 from framepool.settings import Settings, effective_workers, worker_cpus
@@ -47,14 +58,18 @@ __all__ = [
     "StreamStats",
     "WorkerPool",
     "WorkerStats",
+    "close_budget",
     "input_format_of",
     "ring_slots",
 ]
 
 log = logging.getLogger("framepool.pool")
-MEMORY_WARN_REARM = (
-    0.9  # a worker warned about its memory is warned again after dropping below 90 % of the line
-)
+# A worker warned about its memory is warned again after dropping below 90 % of the line.
+MEMORY_WARN_REARM = 0.9
+# `aclose`: detaching the streams, then each worker's ladder: ShutdownAck, exit, reaped after SIGKILL.
+CLOSE_RUNGS = 4
+# Beyond the rungs: cancelling restarts in flight, reaping, closing fds and rings (milliseconds; counted).
+CLOSE_MARGIN = 0.5
 
 
 class WorkerStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,8 +80,9 @@ class WorkerStats(msgspec.Struct, frozen=True, kw_only=True):
     streams: int
     load: float
     restarts: int
+    memory_restarts: int  # of `restarts`, those after the pool killed the worker for worker_memory_limit_mb
     pss_bytes: int
-    exitcode: int | None  # of the current incarnation, once it exited (see framepool.worker.main EXIT_*)
+    exitcode: int | None  # of the current incarnation, once it exited (framepool.ipc.lifecycle.WorkerExit)
 
 
 class PoolStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -77,6 +93,11 @@ class PoolStats(msgspec.Struct, frozen=True, kw_only=True):
     halted: bool
 
 
+def close_budget(settings: Settings) -> float:
+    """The longest `WorkerPool.aclose` takes: CLOSE_RUNGS rungs of worker_shutdown_timeout + CLOSE_MARGIN."""
+    return CLOSE_RUNGS * settings.worker_shutdown_timeout + CLOSE_MARGIN
+
+
 class _Slot:
     """A worker position (one CPU) across the incarnations that fill it."""
 
@@ -85,6 +106,7 @@ class _Slot:
         self.cpu = cpu
         self.worker: WorkerProcess | None = None
         self.restarts = 0
+        self.memory_restarts = 0
         self.crash_streak = 0
         self.ready_at = 0.0
 
@@ -108,7 +130,7 @@ class WorkerPool:
     # -- start ----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Spawn, pin, prewarm and handshake every worker; PoolError / CrashLoopError if they cannot start."""
+        """Spawn, pin, prewarm and handshake every worker; PoolError or PoolHaltedError if they cannot."""
         if self._slots:
             raise PoolError("the worker pool is already started")
         raise_fd_limit()
@@ -127,12 +149,12 @@ class WorkerPool:
         errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
         if errors:
             await self._stop_workers()
-            raise next((e for e in errors if isinstance(e, CrashLoopError)), errors[0])
+            raise next((e for e in errors if isinstance(e, PoolHaltedError)), errors[0])
         self._spawn(self._heartbeat())
         log.info("worker pool ready", extra={"workers": count, "cpus": [s.cpu for s in self._slots]})
 
     async def _boot(self, slot: _Slot, delay: float = 0.0) -> WorkerProcess:
-        """Start a worker in `slot` until one is ready; raises PoolError / CrashLoopError."""
+        """Start a worker in `slot` until one is ready; raises PoolError or PoolHaltedError."""
         failures = 0
         while True:
             if delay:
@@ -146,8 +168,8 @@ class WorkerPool:
                 return worker
             worker.close()
             failures += 1
-            if worker.failure:  # the worker said why (a prewarm hook that raises): a restart will not help
-                raise PoolError(f"worker {slot.index} failed to start: {worker.failure}")
+            if worker.exitcode in FATAL_AT_BOOT:  # another incarnation would fail the same way
+                raise PoolHaltedError(f"worker {slot.index} failed to start: {_boot_failure(worker)}")
             if failures >= self.settings.crash_loop_limit:
                 raise CrashLoopError(
                     f"worker {slot.index} died {failures} times in a row before becoming ready "
@@ -244,8 +266,12 @@ class WorkerPool:
         slot = self._slots[worker.slot]
         if self._closing or not worker.became_ready or worker.stopping_requested:
             return  # start-up failures are handled by _boot, shutdown by aclose
-        reason = f"worker {worker.slot} (pid {worker.pid}) exited with {describe_exit(worker.exitcode)}"
-        log.error("%s; restarting it", reason)
+        reason = f"worker {worker.slot} (pid {worker.pid}) exited with {worker.exit_report()}"
+        if worker.killed_for is HealthAction.KILL_MEMORY:
+            slot.memory_restarts += 1
+            log.warning("%s; restarting it (memory restart %d of this worker)", reason, slot.memory_restarts)
+        else:
+            log.error("%s; restarting it", reason)
         orphans = list(worker.attachments.values())
         for attachment in orphans:
             attachment.worker_lost(worker)
@@ -286,64 +312,52 @@ class WorkerPool:
     # -- health -----------------------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
-        """Ping every ready worker each ping_interval; kill the silent ones; watch memory."""
+        """Every ping_interval: measure each ready worker's PSS (off the loop), act on its check_health."""
         while True:
             await asyncio.sleep(self.settings.ping_interval)
+            workers = self._ready_workers()
+            sizes = await asyncio.to_thread(_pss_of, [w.pid for w in workers])
             now = time.monotonic()
             self._pings += 1
-            for slot in self._slots:
-                worker = slot.worker
-                if worker is None or worker.state is not WorkerState.READY:
-                    continue
-                silent = now - worker.last_pong
-                if silent > self.settings.ping_timeout:
-                    log.error(
-                        "worker %d (pid %d) silent for %.1f s (ping_timeout); killing it",
-                        slot.index,
-                        worker.pid,
-                        silent,
-                    )
-                    worker.kill()
-                    continue
-                worker.send(control.Ping(seq=self._pings))
-            await self._check_memory()
+            for worker, pss in zip(workers, sizes, strict=True):
+                worker.pss = pss
+                self._act(worker, worker.check_health(now), now)
             self._beat.set_result(self._pings)
             self._beat = asyncio.get_running_loop().create_future()
+
+    def _act(self, worker: WorkerProcess, action: HealthAction, now: float) -> None:
+        who = f"worker {worker.slot} (pid {worker.pid})"
+        silent = now - worker.last_pong
+        warn, limit = self.settings.worker_memory_warn_mb, self.settings.worker_memory_limit_mb
+        match action:
+            case HealthAction.PING | HealthAction.WARN_MEMORY:
+                if action is HealthAction.WARN_MEMORY:
+                    log.warning("%s uses %d MiB (warning at %d MiB)", who, worker.pss >> 20, warn)
+                worker.send(control.Ping(seq=self._pings))
+            case HealthAction.DUMP_STACK:
+                log.error(
+                    "%s silent for %.1f s (ping_timeout); its stack follows (SIGUSR1), killed at the next "
+                    "heartbeat unless it answers",
+                    who,
+                    silent,
+                )
+                worker.dump_stack()
+            case HealthAction.KILL_HUNG:
+                log.error("%s still silent after %.1f s; killing it", who, silent)
+                worker.kill(f"silent for {silent:.1f} s", action)
+            case HealthAction.KILL_MEMORY:
+                log.error("%s uses %d MiB (limit %d MiB); restarting it", who, worker.pss >> 20, limit)
+                worker.kill(f"{worker.pss >> 20} MiB over worker_memory_limit_mb = {limit}", action)
+            case HealthAction.NONE:
+                pass
+
+    def _ready_workers(self) -> list[WorkerProcess]:
+        return [s.worker for s in self._slots if s.worker is not None and s.worker.state is WorkerState.READY]
 
     async def next_heartbeat(self) -> int:
         """Return once the next heartbeat (pings sent, memory checked) has completed; its number.
         PoolError once the pool is closed."""
         return await asyncio.shield(self._beat)
-
-    async def _check_memory(self) -> None:
-        workers = [
-            s.worker for s in self._slots if s.worker is not None and s.worker.state is WorkerState.READY
-        ]
-        sizes = await asyncio.to_thread(_pss_of, [w.pid for w in workers])
-        warn, limit = self.settings.worker_memory_warn_mb << 20, self.settings.worker_memory_limit_mb << 20
-        for worker, pss in zip(workers, sizes, strict=True):
-            worker.pss = pss
-            if limit and pss > limit and worker.state is WorkerState.READY:
-                log.error(
-                    "worker %d (pid %d) uses %d MiB (limit %d MiB); restarting it",
-                    worker.slot,
-                    worker.pid,
-                    pss >> 20,
-                    limit >> 20,
-                )
-                worker.kill()
-            elif warn and pss > warn and not worker.memory_warned:
-                # Once per crossing, not per check; re-armed only well below, so PSS hovering at the line is quiet.
-                worker.memory_warned = True
-                log.warning(
-                    "worker %d (pid %d) uses %d MiB (warning at %d MiB)",
-                    worker.slot,
-                    worker.pid,
-                    pss >> 20,
-                    warn >> 20,
-                )
-            elif pss < warn * MEMORY_WARN_REARM:
-                worker.memory_warned = False
 
     def load(self) -> float:
         """The busiest worker's CPU fraction (EWMA), 0..1."""
@@ -359,6 +373,7 @@ class WorkerPool:
                 streams=s.worker.stream_count if s.worker else 0,
                 load=s.worker.load if s.worker else 0.0,
                 restarts=s.restarts,
+                memory_restarts=s.memory_restarts,
                 pss_bytes=s.worker.pss if s.worker else 0,
                 exitcode=s.worker.exitcode if s.worker else None,
             )
@@ -416,6 +431,13 @@ class WorkerPool:
         await asyncio.gather(*(w.stop(self.settings.worker_shutdown_timeout) for w in workers))
         for worker in workers:
             worker.close()
+
+
+def _boot_failure(worker: WorkerProcess) -> str:
+    """Why a worker could not start, in the worker's own words when it gave them (WorkerFailed)."""
+    if worker.exitcode == WorkerExit.BAD_START:
+        return f"it could not use its start message ({describe_exit(worker.exitcode)}; a framepool bug)"
+    return worker.failure or describe_exit(worker.exitcode)
 
 
 def _pss_of(pids: list[int]) -> list[int]:

@@ -13,6 +13,13 @@ non-blocking reap attempt, and `pidfd_send_signal(0)` failing with ESRCH is the 
 Only when the forkserver itself died does a worker become init's to reap, with no event for it: then, and
 only then, a bounded re-check with backoff (see `_recheck`).
 
+Health is a method of the worker, not of the pool: `check_health(now)` turns what the worker last said
+(its pong) and what it weighs (PSS, measured by the pool off the loop) into one `HealthAction` for the
+pool's single heartbeat loop. A worker silent past `ping_timeout` first gets SIGUSR1, which makes it dump
+every thread's stack to the log (faulthandler), and SIGKILL one heartbeat later if it is still silent
+(gunicorn's SIGABRT before SIGKILL): the operator sees where it hung, and a worker that was only slow and
+answers in between is spared.
+
 The supervisor owns every memfd: it creates the worker's doorbells and result ring here and passes their
 fds in the start message. Results are drained from the result ring when the result doorbell's eventfd
 becomes readable (loop.add_reader), everything at once, and then the doorbell is re-armed.
@@ -21,30 +28,27 @@ becomes readable (loop.add_reader), everything at once, and then the doorbell is
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import enum
 import itertools
 import logging
-import multiprocessing
-import multiprocessing.forkserver
 import os
 import resource
 import signal
 import socket
 import time
-import weakref
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING
 
-from framepool.errors import ChannelError, PoolError
+from framepool.errors import ChannelError
 from framepool.ipc import control
 from framepool.ipc.control import ControlChannel
+from framepool.ipc.lifecycle import describe_exit
 from framepool.ipc.ring import POLICY_BLOCK, Doorbell, FrameRing
 from framepool.pool.placement import LoadEstimate
+from framepool.pool.spawn import forget, start_process
 from framepool.settings import Settings
-from framepool.worker import main as worker
 
 if TYPE_CHECKING:
     from framepool.pool.stream import StreamAttachment
@@ -52,19 +56,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("framepool.pool")
 TOPIC_ROOM = 256  # result slot bytes beyond result_max_bytes: the topic travels in the slot too
 RECHECK_FIRST, RECHECK_MAX = 0.001, 0.1  # seconds between checks for a worker only init can reap
-
-
-# Workers ignore SIGTERM (the supervisor's ladder stops them), so multiprocessing's exit hook, which
-# terminates daemonic children and joins them, would wait forever for workers of a pool nobody closed.
-# This hook, registered after multiprocessing's and so run before it, kills them first.
-_running: weakref.WeakSet[BaseProcess] = weakref.WeakSet()
-
-
-@atexit.register
-def _kill_unclosed_workers() -> None:
-    for process in list(_running):
-        if process.is_alive():
-            process.kill()
+# A worker warned about its memory is warned again only after dropping below 90 % of the line.
+MEMORY_WARN_REARM = 0.9
 
 
 class WorkerState(enum.Enum):
@@ -72,6 +65,17 @@ class WorkerState(enum.Enum):
     READY = "ready"
     STOPPING = "stopping"
     EXITED = "exited"
+
+
+class HealthAction(enum.Enum):
+    """What the pool's heartbeat does about one worker (`WorkerProcess.check_health`)."""
+
+    NONE = "none"  # not serving (starting, stopping, exited): nothing to check
+    PING = "ping"  # healthy: send the next ping
+    WARN_MEMORY = "warn memory"  # PSS just crossed worker_memory_warn_mb: warn once, then ping
+    KILL_MEMORY = "kill memory"  # PSS above worker_memory_limit_mb: kill it (the pool restarts it)
+    DUMP_STACK = "dump stack"  # silent past ping_timeout: SIGUSR1, its stack goes to the log
+    KILL_HUNG = "kill hung"  # still silent one heartbeat after its stack was dumped: SIGKILL
 
 
 class WorkerProcess:
@@ -92,6 +96,9 @@ class WorkerProcess:
         self.load_estimate = LoadEstimate()
         self.pss = 0
         self.memory_warned = False
+        self.stack_dumped = False  # SIGUSR1 sent for the current silence
+        self.killed_for: HealthAction | None = None  # why the supervisor killed it, if it did
+        self.kill_reason = ""
         self.ready = asyncio.get_running_loop().create_future()  # resolves at WorkerReady
         self.acked = asyncio.Event()
         self.exited = asyncio.Event()
@@ -131,10 +138,9 @@ class WorkerProcess:
 
     async def spawn(self) -> None:
         """Start the process and send its configuration; WorkerReady resolves `self.ready`."""
-        ctx = multiprocessing.get_context(self.settings.start_method)
         supervisor_end, worker_end = control.channel_pair()
         starting = asyncio.ensure_future(
-            asyncio.to_thread(_start_process, ctx, self.settings.start_method, worker_end, self.slot)
+            asyncio.to_thread(start_process, self.settings.start_method, worker_end, self.slot)
         )
         starting.add_done_callback(lambda _: worker_end.close())
         try:
@@ -318,7 +324,7 @@ class WorkerProcess:
         assert self._process is not None
         if self.exitcode is None:
             self.exitcode = self._process.exitcode
-        _running.discard(self._process)
+        forget(self._process)
         self._loop.remove_reader(self._process.sentinel)  # spawn: a grandchild may hold the pipe open
         self.drain_results()
         self.state = WorkerState.EXITED
@@ -366,13 +372,52 @@ class WorkerProcess:
             count += attachment.drain_output()
         return count
 
+    # -- health -----------------------------------------------------------------------------------------
+
+    def check_health(self, now: float) -> HealthAction:
+        """This worker's health at monotonic `now` (its last pong, its PSS as last measured): one action."""
+        if self.state is not WorkerState.READY:
+            return HealthAction.NONE
+        settings = self.settings
+        if now - self.last_pong > settings.ping_timeout:
+            if self.stack_dumped:
+                return HealthAction.KILL_HUNG
+            self.stack_dumped = True
+            return HealthAction.DUMP_STACK
+        self.stack_dumped = False  # it answered since: only slow, and spared
+        warn, limit = settings.worker_memory_warn_mb << 20, settings.worker_memory_limit_mb << 20
+        if limit and self.pss > limit:
+            return HealthAction.KILL_MEMORY
+        if warn and self.pss > warn and not self.memory_warned:
+            # Once per crossing, not per check; re-armed only well below: PSS hovering at the line is quiet.
+            self.memory_warned = True
+            return HealthAction.WARN_MEMORY
+        if self.pss < warn * MEMORY_WARN_REARM:
+            self.memory_warned = False
+        return HealthAction.PING
+
+    def dump_stack(self) -> None:
+        """SIGUSR1: the worker's faulthandler writes every thread's stack to its stderr, the log."""
+        self._signal(signal.SIGUSR1)
+
     # -- stop ----------------------------------------------------------------------------------------
 
-    def kill(self) -> None:
+    def kill(self, reason: str = "", killed_for: HealthAction | None = None) -> None:
+        """SIGKILL; `reason` and `killed_for` say why when the health policy decided it (exit report)."""
+        if reason and not self.kill_reason:
+            self.kill_reason, self.killed_for = reason, killed_for
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, signum: signal.Signals) -> None:
         # Through the pidfd, not the pid: a pid reaped by the forkserver meanwhile may already be reused.
         if self._pidfd >= 0 and self.state is not WorkerState.EXITED:
             with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+                signal.pidfd_send_signal(self._pidfd, signum)
+
+    def exit_report(self) -> str:
+        """How this incarnation ended, for logs: `exit code 64 (RUNTIME_ERROR)`, `signal 9 (killed: ...)`."""
+        text = describe_exit(self.exitcode)
+        return f"{text} (killed: {self.kill_reason})" if self.kill_reason else text
 
     async def stop(self, grace: float) -> None:
         """The shutdown ladder: Shutdown → ShutdownAck → exit → SIGKILL; each rung has its own deadline
@@ -440,45 +485,3 @@ def raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def describe_exit(code: int | None) -> str:
-    if code is None:
-        return "an unknown status"
-    if code < 0:
-        return f"signal {-code}"
-    names = {v: k for k, v in vars(worker).items() if k.startswith("EXIT_") and isinstance(v, int)}
-    return f"exit code {code}" + (f" ({names[code]})" if code in names else "")
-
-
-def _start_process(
-    ctx: multiprocessing.context.BaseContext, method: str, sock: object, slot: int
-) -> tuple[BaseProcess, int, int]:
-    """Blocking part of a spawn (runs in a thread): start the process, return it, its pid and a pidfd (-1 if it
-    is already gone)."""
-    expected_parent = _expected_parent(method)
-    name = f"framepool-worker-{slot}"
-    process = ctx.Process(target=worker.main, args=(sock, expected_parent), name=name, daemon=True)  # type: ignore[attr-defined]
-    process.start()
-    _running.add(process)
-    assert process.pid is not None
-    try:
-        pidfd = os.pidfd_open(process.pid)
-    except ProcessLookupError:
-        pidfd = -1
-    return process, process.pid, pidfd
-
-
-def _expected_parent(method: str) -> int:
-    """The pid a new worker's parent has: the forkserver's under forkserver, ours under spawn."""
-    if method != "forkserver":
-        return os.getpid()
-    # The forkserver's pid is private to multiprocessing; without it the check below cannot be made exact.
-    server = multiprocessing.forkserver._forkserver
-    server.ensure_running()
-    pid = getattr(server, "_forkserver_pid", None)
-    if not isinstance(pid, int):
-        raise PoolError(
-            "cannot find the forkserver's pid (multiprocessing changed); use start_method = spawn"
-        )
-    return pid

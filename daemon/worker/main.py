@@ -11,14 +11,16 @@ between batches, and sleeps on its one data doorbell plus the control socket wit
 re-check every ring, then block. Nothing spins: this machine has two cores and one belongs to the
 supervisor.
 
-Exit codes are a contract with the supervisor (`framepool.pool` reads them; the constants below):
-0 clean shutdown, 1 a bug in the runtime, 2 unusable start message, 3 prewarm hook failed, 5 orphaned
-before the parent-death signal was armed, 6 control channel lost, -9 (SIGKILL) killed by the supervisor.
+Exit codes are a contract with the pool (`framepool.ipc.lifecycle.WorkerExit`), and `main` is the one
+place the worker exits: every way out of `run` returns a WorkerExit. SIGUSR1 dumps every thread's stack
+to stderr (faulthandler, so it works even while a processor holds the interpreter in C code): the pool
+sends it to a worker that stopped answering pings before it kills it, and the operator sees where it hung.
 """
 
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import importlib
 import logging
 import os
@@ -33,6 +35,7 @@ from collections.abc import Callable
 from framepool.errors import ChannelError
 from framepool.ipc import control
 from framepool.ipc.control import WorkerChannel
+from framepool.ipc.lifecycle import WorkerExit
 from framepool.ipc.ring import Doorbell, FrameRing, RingError
 from framepool.logs import log_context, setup_logging
 from framepool.worker.hosting import HostedStream, ResultWriter, release_resources
@@ -41,62 +44,69 @@ from framepool.worker.hosting import HostedStream, ResultWriter, release_resourc
 # message limit); the others wait for the next pong, oldest first.
 BUSY_PER_PONG = 4096
 
-EXIT_CLEAN = 0  # Shutdown answered with ShutdownAck, everything closed
-EXIT_FAILURE = 1  # an unexpected exception in the runtime itself (a bug; logged)
-EXIT_BAD_START = 2  # the start message or its fds were unusable
-EXIT_PREWARM_FAILED = 3  # the prewarm hook raised or could not be imported (WorkerFailed says why)
-EXIT_ORPHANED = 5  # the supervisor died before the parent-death signal was armed
-EXIT_CHANNEL_LOST = 6  # the control channel broke: the supervisor is gone or misbehaved
-# A worker killed by the supervisor (ping timeout, memory limit, last shutdown rung) exits by SIGKILL (-9).
-
 PR_SET_PDEATHSIG = 1
 log = logging.getLogger("framepool.worker")
 
 
 def main(sock: socket.socket, expected_parent: int) -> None:
-    """multiprocessing target: run the worker and exit with its status code."""
-    arm_parent_death_signal(expected_parent)
+    """multiprocessing target (via `framepool.ipc.lifecycle.worker_entry`): the one place a worker exits."""
+    sys.exit(_run_worker(sock, expected_parent))
+
+
+def _run_worker(sock: socket.socket, expected_parent: int) -> WorkerExit:
+    if not arm_parent_death_signal(expected_parent):
+        return WorkerExit.ORPHANED
     # The supervisor decides when a worker stops (its shutdown ladder), not a Ctrl-C or a service manager's
     # SIGTERM reaching the whole process group: streams are detached first so final results are delivered.
     # A supervisor that dies anyway takes its workers along through the parent-death signal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    sys.exit(run(WorkerChannel(sock)))
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+    return run(WorkerChannel(sock))
 
 
-def arm_parent_death_signal(expected_parent: int) -> None:
-    """SIGKILL this process when its parent dies; exit at once if the parent already died."""
+def arm_parent_death_signal(expected_parent: int) -> bool:
+    """SIGKILL this process when its parent dies; False if the parent already died (nobody would signal)."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     # The parent may have died between fork and prctl: then we were re-parented and no signal will come.
-    if os.getppid() != expected_parent:
-        os._exit(EXIT_ORPHANED)
+    return os.getppid() == expected_parent
 
 
-def run(channel: WorkerChannel) -> int:
+class PrewarmFailed(Exception):
+    """The prewarm hook failed; the worker already told the supervisor why (WorkerFailed)."""
+
+
+def run(channel: WorkerChannel) -> WorkerExit:
     try:
         message, fds = channel.receive()
     except ChannelError:
-        return EXIT_CHANNEL_LOST
+        return WorkerExit.CHANNEL_LOST
     if not isinstance(message, control.WorkerStart) or len(fds) != 7:
         control.close_fds(fds)
-        return EXIT_BAD_START
+        return WorkerExit.BAD_START
     setup_logging(message.log_level, message.log_format)  # type: ignore[arg-type]
     with log_context(worker=message.index):
         try:
             runtime = WorkerRuntime.start(channel, message, fds)
         except (RingError, OSError) as exc:
             log.error("worker start failed: %s", exc)
-            return EXIT_BAD_START
+            return WorkerExit.BAD_START
+        except PrewarmFailed:
+            return WorkerExit.PREWARM_FAILED
+        except ChannelError as exc:
+            log.warning("control channel lost at start: %s", exc)
+            return WorkerExit.CHANNEL_LOST
         try:
-            return runtime.serve()
+            runtime.serve()
+            return WorkerExit.CLEAN
         except ChannelError as exc:
             log.warning("control channel lost: %s", exc)
-            return EXIT_CHANNEL_LOST
-        except Exception:
+            return WorkerExit.CHANNEL_LOST
+        except (Exception, SystemExit):  # SystemExit: a processor called sys.exit(); the worker exits here
             log.exception("worker runtime failed")
-            return EXIT_FAILURE
+            return WorkerExit.RUNTIME_ERROR
         finally:
             runtime.close()
 
@@ -163,16 +173,19 @@ class WorkerRuntime:
                 run_prewarm(start.prewarm)
             except RuntimeError as exc:
                 log.error("%s", exc)
-                channel.send(control.WorkerFailed(reason=str(exc)))
-                runtime.close()
-                sys.exit(EXIT_PREWARM_FAILED)
+                try:
+                    channel.send(control.WorkerFailed(reason=str(exc)))
+                finally:
+                    runtime.close()
+                raise PrewarmFailed(str(exc)) from None
         channel.send(control.WorkerReady(pid=os.getpid(), cpu=start.cpu))
         log.info("worker ready", extra={"pid": os.getpid(), "cpu": start.cpu})
         return runtime
 
     # -- main loop ------------------------------------------------------------------------------------
 
-    def serve(self) -> int:
+    def serve(self) -> None:
+        """Until Shutdown: process what the rings hold, answer control messages, sleep on the doorbell."""
         while not self.stopping:
             worked = self._process_ready()
             if self._control_poll.poll(0):
@@ -186,7 +199,6 @@ class WorkerRuntime:
                 continue
             self._sleep_poll.poll()
             self.data_bell.clear()
-        return EXIT_CLEAN
 
     def _process_ready(self) -> bool:
         worked = False

@@ -15,11 +15,11 @@ import numpy as np
 import psutil
 import pytest
 
-from framepool.errors import CrashLoopError, PoolError, ProcessorError
+from framepool.errors import CrashLoopError, PoolError, PoolHaltedError, ProcessorError
+from framepool.ipc.lifecycle import WorkerExit
 from framepool.ipc.ring import FMT_I420, FMT_S16
 from framepool.pool import PoolStats, StreamSpec, WorkerPool
 from framepool.processors.registry import parse_spec
-from framepool.worker import main as worker
 from tests.support.pool import (
     RecordingSink,
     audio_frame,
@@ -75,7 +75,7 @@ async def test_offline_back_pressure_loses_nothing_and_shutdown_ladder(shm_uncha
             assert sink.event_names() == ["detached"]
     finally:
         codes = [info.exitcode for info in (await _closed(pool)).workers]
-    assert codes == [worker.EXIT_CLEAN, worker.EXIT_CLEAN]
+    assert codes == [WorkerExit.CLEAN, WorkerExit.CLEAN]
     assert _alive(pids) == []  # reaped by the ladder: no grace
 
 
@@ -226,11 +226,15 @@ async def test_prewarm_timeout_is_a_clear_error(shm_unchanged: None) -> None:
     assert pool.stats().workers[0].exitcode == -signal.SIGKILL
 
 
-async def test_prewarm_exception_is_a_clear_error(shm_unchanged: None) -> None:
+async def test_prewarm_exception_is_a_clear_error_and_halts_at_once(
+    shm_unchanged: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="framepool.pool")
     pool = WorkerPool(settings(prewarm="tests.support.procs:prewarm_raise"))
-    with pytest.raises(PoolError, match="raised RuntimeError: model file missing"):
+    with pytest.raises(PoolHaltedError, match="raised RuntimeError: model file missing"):
         await pool.start()
-    assert pool.stats().workers[0].exitcode == worker.EXIT_PREWARM_FAILED
+    assert pool.stats().workers[0].exitcode == WorkerExit.PREWARM_FAILED
+    assert "retrying" not in caplog.text  # decided on the exit code: another incarnation would fail too
 
 
 async def test_crash_loop_at_boot_halts(shm_unchanged: None) -> None:
@@ -239,7 +243,7 @@ async def test_crash_loop_at_boot_halts(shm_unchanged: None) -> None:
     )
     with pytest.raises(
         CrashLoopError,
-        match=r"died 3 times in a row before becoming ready \(last: exit code 1 \(EXIT_FAILURE\)\)",
+        match=r"died 3 times in a row before becoming ready \(last: exit code 1\); halting",
     ):
         await pool.start()
     assert _alive(pool.worker_pids()) == []
@@ -372,7 +376,7 @@ async def test_aclose_returns_only_when_every_worker_is_reaped(
     await stream.push_wait(audio_frame(1), 1, FMT_S16, 48000, 1, 480)
     await pool.aclose()
     assert [pid for pid in pids if psutil.pid_exists(pid)] == []  # at once: no grace for a dying worker
-    assert [w.exitcode for w in pool.stats().workers] == [worker.EXIT_CLEAN, worker.EXIT_CLEAN]
+    assert [w.exitcode for w in pool.stats().workers] == [WorkerExit.CLEAN, WorkerExit.CLEAN]
 
 
 @pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
@@ -403,7 +407,7 @@ async def test_forkserver_survives_a_process_group_sigterm_and_still_reaps(shm_u
     os.kill(server, signal.SIGTERM)  # as `kill -TERM -- -<pgid>` would
     await pool.aclose()
     assert [pid for pid in pids if psutil.pid_exists(pid)] == []
-    assert [w.exitcode for w in pool.stats().workers] == [worker.EXIT_CLEAN, worker.EXIT_CLEAN]
+    assert [w.exitcode for w in pool.stats().workers] == [WorkerExit.CLEAN, WorkerExit.CLEAN]
     assert psutil.pid_exists(server)
 
 

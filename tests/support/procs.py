@@ -234,6 +234,17 @@ class SizeProbe(VideoProcessor[SizeProbeParams]):
         self.previous_buffer = buffer
 
 
+class SysExit(AudioProcessor[NoParams]):
+    """Calls sys.exit(3) at its first frame: the worker must still exit with its own code (RUNTIME_ERROR)."""
+
+    name = "sys-exit"
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        import sys
+
+        sys.exit(3)
+
+
 class AudioProbeParams(msgspec.Struct, forbid_unknown_fields=True):
     sample_rate: int = 48000
     frame_ms: int = 10
