@@ -189,10 +189,10 @@ class Supervisor:
 
     @property
     def health(self) -> Health:
-        dispatchers = self.server.dispatchers
+        connections = self.server.connections
         return Health(
             phase=self.phase,
-            registered=bool(dispatchers) and all(d.registered.is_set() for d in dispatchers),
+            registered=bool(connections) and all(d.registered.is_set() for d in connections),
             pool_halted=self.pool is not None and self.pool.halted.is_set(),
             loop_lag=self.loop_lag.lag,
             jobs=len(self.server.jobs),
@@ -317,7 +317,7 @@ class Supervisor:
     async def _notify_ready(self) -> None:
         """systemd (Type=notify) counts the daemon as started once workers are up and agents registered."""
         await self.server.registered.wait()
-        self.notifier.ready(f"{len(self.server.dispatchers)} agent(s) registered")
+        self.notifier.ready(f"{len(self.server.connections)} agent(s) registered")
 
     async def _job_reported(self, status: agent_pb.JobStatus, error: str) -> None:
         self.job_status = (status, error)

@@ -85,9 +85,9 @@ class JobRequest:
         self.answer = answer
 
 
-class AgentProcess:
+class SharedState:
     """What a per-agent prewarm hook prepares once and every job of that agent shares
-    (`ctx.proc.userdata`)."""
+    (`ctx.shared.userdata`)."""
 
     def __init__(self, agent_name: str) -> None:
         self.agent_name = agent_name
@@ -103,14 +103,14 @@ class JobContext:
         url: str,
         token: str,
         pool: WorkerPool,
-        proc: AgentProcess,
+        shared: SharedState,
         single_peer_connection: bool = False,
     ) -> None:
         self.job = job
         self.url = url
         self.token = token
         self.single_peer_connection = single_peer_connection
-        self.proc = proc
+        self.shared = shared
         self.room = rtc.Room()
         self.log_context_fields: dict[str, Any] = {
             "job_id": job.id,

@@ -1,11 +1,11 @@
 """AgentServer: the agents one daemon registers, their jobs, the shared worker pool, load and drain (supervisor process).
 
 Unlike livekit-agents, one daemon registers several agents: each (agent name, job type) has its own
-`Dispatcher` connection, and all of them share one `WorkerPool`, one load figure and one job table, so
+`AgentConnection`, and all of them share one `WorkerPool`, one load figure and one job table, so
 LiveKit sees every connection of this daemon go FULL together.
 
 Lifetime, in the steps the daemon's `framepool.service.Supervisor` runs as its phases and stop-ladder
-rungs: `start()` (the pool, every agent's prewarm hook, the dispatchers), `serve()` (connected and
+rungs: `start()` (the pool, every agent's prewarm hook, the connections), `serve()` (connected and
 registered until `stop()` or a failure), `begin_drain()` (FULL on every connection, nothing new accepted;
 `drained` is set once no job runs), `end_jobs()` / `jobs_ended()` (every job's own shutdown ladder),
 `disconnect()`. `run()` and `aclose()` are the same steps without signals, drain or the Supervisor's
@@ -25,15 +25,10 @@ from typing import Literal
 from livekit.protocol import agent as agent_pb
 from livekit.protocol import models
 
-from framepool.agent.job import AgentProcess, Entrypoint, JobContext, JobRequest, RunningJob, StatusReporter
+from framepool.agent.connection import WS_CLOSE_TIMEOUT, AgentConnection
+from framepool.agent.job import Entrypoint, JobContext, JobRequest, RunningJob, SharedState, StatusReporter
 from framepool.agent.load import CpuMeter, LoadTracker
-from framepool.agent.protocol import (
-    WS_CLOSE_TIMEOUT,
-    ConnectionOptions,
-    DaemonStatus,
-    Dispatcher,
-    Registration,
-)
+from framepool.agent.registration import ConnectionOptions, DaemonStatus, Registration
 from framepool.errors import ConfigError, FramepoolError, PoolHaltedError
 from framepool.logs import log_context
 from framepool.pool import WorkerPool
@@ -56,7 +51,7 @@ JOB_TYPES: dict[str, agent_pb.JobType] = {
     "participant": agent_pb.JT_PARTICIPANT,
 }
 RequestFunction = Callable[[JobRequest], Awaitable[None]]
-PrewarmFunction = Callable[[AgentProcess], Awaitable[None] | None]
+PrewarmFunction = Callable[[SharedState], Awaitable[None] | None]
 LoadFunction = Callable[["AgentServer"], float]
 
 
@@ -85,12 +80,12 @@ class Agent:
             can_subscribe=True, can_publish=True, can_publish_data=True, agent=True
         )
     )
-    proc: AgentProcess = field(init=False)
+    shared: SharedState = field(init=False)
 
     def __post_init__(self) -> None:
         if self.job_type not in JOB_TYPES:
             raise ConfigError(f"bad job type {self.job_type!r}: expected room, publisher or participant")
-        self.proc = AgentProcess(self.agent_name)
+        self.shared = SharedState(self.agent_name)
 
 
 class AgentServer:
@@ -104,7 +99,7 @@ class AgentServer:
         self.version = version
         self.pool: WorkerPool | None = None
         self.jobs: dict[str, RunningJob] = {}
-        self.dispatchers: list[Dispatcher] = []
+        self.connections: list[AgentConnection] = []
         self.registered = asyncio.Event()  # every agent registered at least once
         self.draining = False
         self.drained = asyncio.Event()
@@ -113,8 +108,8 @@ class AgentServer:
         self.load = LoadTracker(self._measure_load, self.settings.load_threshold, self.settings.max_jobs)
         self._stop = asyncio.Event()
         self._job_tasks: set[asyncio.Task[None]] = set()
-        self._connections: list[asyncio.Task[None]] = []  # each dispatcher's run(), from serve() on
-        self._owners: dict[str, Dispatcher] = {}
+        self._connection_tasks: list[asyncio.Task[None]] = []  # each connection's run(), from serve() on
+        self._owners: dict[str, AgentConnection] = {}
         # Observers of finished jobs (metrics, tests): called with the RunningJob after its final status report.
         self.job_ended: list[Callable[[RunningJob], None]] = []
 
@@ -174,19 +169,19 @@ class AgentServer:
         return DaemonStatus(self.load.full(self.draining), self.load.measured, len(self.jobs), self.draining)
 
     def _status_changed(self) -> None:
-        for dispatcher in self.dispatchers:
-            dispatcher.status_changed.set()
+        for connection in self.connections:
+            connection.status_changed.set()
 
-    # -- JobHost (called by the dispatchers) ------------------------------------------------------------------
+    # -- JobHost (called by the connections) ------------------------------------------------------------------
 
-    def _agent_of(self, dispatcher: Dispatcher) -> Agent:
-        return self.agents[self.dispatchers.index(dispatcher)]
+    def _agent_of(self, connection: AgentConnection) -> Agent:
+        return self.agents[self.connections.index(connection)]
 
     async def on_availability(
-        self, dispatcher: Dispatcher, request: agent_pb.AvailabilityRequest
+        self, connection: AgentConnection, request: agent_pb.AvailabilityRequest
     ) -> agent_pb.AvailabilityResponse:
         job = request.job
-        agent = self._agent_of(dispatcher)
+        agent = self._agent_of(connection)
         refused = agent_pb.AvailabilityResponse(job_id=job.id, available=False)
         if self.draining or not self.load.try_reserve(job.id):
             log.info("job %s declined: %s", job.id, "draining" if self.draining else "full")
@@ -218,28 +213,28 @@ class AgentServer:
             participant_attributes=answer.attributes,
         )
 
-    def on_assignment_timeout(self, dispatcher: Dispatcher, job_id: str) -> None:
+    def on_assignment_timeout(self, connection: AgentConnection, job_id: str) -> None:
         self.load.release(job_id)
         self._status_changed()
 
-    async def on_assignment(self, dispatcher: Dispatcher, assignment: agent_pb.JobAssignment) -> None:
+    async def on_assignment(self, connection: AgentConnection, assignment: agent_pb.JobAssignment) -> None:
         url = assignment.url or ws_url(self.settings.livekit_url)
 
         async def report(status: agent_pb.JobStatus, error: str) -> None:
-            await dispatcher.update_job(assignment.job.id, status, error)
+            await connection.update_job(assignment.job.id, status, error)
 
-        self._owners[assignment.job.id] = dispatcher
-        self.launch(self._agent_of(dispatcher), assignment.job, url, assignment.token, report)
+        self._owners[assignment.job.id] = connection
+        self.launch(self._agent_of(connection), assignment.job, url, assignment.token, report)
 
-    def on_termination(self, dispatcher: Dispatcher, job_id: str) -> None:
+    def on_termination(self, connection: AgentConnection, job_id: str) -> None:
         job = self.jobs.get(job_id)
         if job is None:
             log.info("termination for job %s, which is not running here", job_id)
             return
         job.terminate("terminated by the server")
 
-    def live_jobs(self, dispatcher: Dispatcher) -> list[agent_pb.Job]:
-        return [job.ctx.job for job_id, job in self.jobs.items() if self._owners.get(job_id) is dispatcher]
+    def live_jobs(self, connection: AgentConnection) -> list[agent_pb.Job]:
+        return [job.ctx.job for job_id, job in self.jobs.items() if self._owners.get(job_id) is connection]
 
     # -- jobs -------------------------------------------------------------------------------------------------
 
@@ -249,7 +244,7 @@ class AgentServer:
         """Run a job (from an assignment, or `connect`): its entrypoint, lifecycle and status reports."""
         if self.pool is None:
             raise RuntimeError("the agent server is not running")
-        ctx = JobContext(job, url, token, self.pool, agent.proc, self.settings.single_peer_connection)
+        ctx = JobContext(job, url, token, self.pool, agent.shared, self.settings.single_peer_connection)
         running = RunningJob(ctx, agent.entrypoint, report, self.settings.shutdown_timeout)
         self.jobs[job.id] = running
         self.load.started(job.id)
@@ -301,7 +296,7 @@ class AgentServer:
             )
 
     async def start(self, pool: WorkerPool | None = None, *, register: bool = True) -> None:
-        """Start the pool (unless given one), prewarm each agent and create its dispatcher (unless `register=False`).
+        """Start the pool (unless given one), prewarm each agent and create its connection (unless `register=False`).
 
         A prewarm that fails or overruns `prewarm_timeout` raises FramepoolError naming the agent, after
         stopping a pool started here: nothing registers with LiveKit before every agent is ready.
@@ -321,7 +316,7 @@ class AgentServer:
                 await pool.aclose()
             raise
         if register:
-            self._create_dispatchers()
+            self._create_connections()
 
     async def _prewarm(self, agent: Agent) -> None:
         """Run the agent's prewarm hook once, here in the supervisor, before any of its jobs can arrive.
@@ -335,7 +330,7 @@ class AgentServer:
         timeout = self.settings.prewarm_timeout
         started = time.monotonic()
         try:
-            result = agent.prewarm(agent.proc)
+            result = agent.prewarm(agent.shared)
             if inspect.isawaitable(result):
                 await asyncio.wait_for(result, timeout)
         except TimeoutError:
@@ -348,7 +343,7 @@ class AgentServer:
             raise FramepoolError(f"agent {label}: prewarm failed: {type(exc).__name__}: {exc}") from None
         log.info("agent %s: prewarmed in %.2f s", label, time.monotonic() - started)
 
-    def _create_dispatchers(self) -> None:
+    def _create_connections(self) -> None:
         options = ConnectionOptions.from_settings(self.settings, url=ws_url(self.settings.livekit_url))
         for agent in self.agents:
             registration = Registration(
@@ -357,7 +352,7 @@ class AgentServer:
                 permissions=agent.permissions,
                 version=self.version,
             )
-            self.dispatchers.append(Dispatcher(registration, options, self))
+            self.connections.append(AgentConnection(registration, options, self))
 
     async def serve(self) -> None:
         """Connect every agent and keep it registered until `stop()`.
@@ -368,18 +363,18 @@ class AgentServer:
         """
         if self.pool is None:
             raise RuntimeError("start() the agent server before serve()")
-        self._connections = [
-            asyncio.create_task(d.run(), name=f"dispatcher {d.label}") for d in self.dispatchers
+        self._connection_tasks = [
+            asyncio.create_task(d.run(), name=f"connection {d.label}") for d in self.connections
         ]
         watch = asyncio.create_task(self._watch_registration())
         halted = asyncio.create_task(self.pool.halted.wait())
         stop = asyncio.create_task(self._stop.wait())
         try:
             done, _ = await asyncio.wait(
-                [*self._connections, halted, stop], return_when=asyncio.FIRST_COMPLETED
+                [*self._connection_tasks, halted, stop], return_when=asyncio.FIRST_COMPLETED
             )
             for task in done:
-                if task in self._connections and task.exception() is not None:
+                if task in self._connection_tasks and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
             if halted in done:
                 raise PoolHaltedError(f"worker pool halted: {self.pool.halt_reason}")
@@ -389,9 +384,9 @@ class AgentServer:
             await asyncio.gather(watch, halted, stop, return_exceptions=True)
 
     async def _watch_registration(self) -> None:
-        await asyncio.gather(*(d.registered.wait() for d in self.dispatchers))
+        await asyncio.gather(*(d.registered.wait() for d in self.connections))
         log.info(
-            "registered %d agent(s): %s", len(self.dispatchers), ", ".join(d.label for d in self.dispatchers)
+            "registered %d agent(s): %s", len(self.connections), ", ".join(d.label for d in self.connections)
         )
         self.registered.set()
 
@@ -420,17 +415,17 @@ class AgentServer:
 
     async def disconnect(self) -> None:
         """Close every agent connection: queued job statuses first, then the websockets (see AGENT_*)."""
-        await asyncio.gather(*(d.flush(grace=AGENT_FLUSH_GRACE) for d in self.dispatchers))
-        for dispatcher in self.dispatchers:
-            dispatcher.stop()
-        connections, self._connections = self._connections, []
+        await asyncio.gather(*(d.flush(grace=AGENT_FLUSH_GRACE) for d in self.connections))
+        for connection in self.connections:
+            connection.stop()
+        connections, self._connection_tasks = self._connection_tasks, []
         if connections:
             _, late = await asyncio.wait(connections, timeout=AGENT_CLOSE_TIMEOUT)
             for task in late:
                 task.cancel()
             await asyncio.gather(*connections, return_exceptions=True)
-        for dispatcher in self.dispatchers:
-            await dispatcher.aclose()
+        for connection in self.connections:
+            await connection.aclose()
 
     async def run(self, pool: WorkerPool | None = None) -> None:
         """`start` (unless started), `serve` until `stop()`, then `aclose`: an AgentServer embedded in a

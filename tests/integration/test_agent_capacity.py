@@ -48,7 +48,7 @@ async def test_full_daemon_reports_ws_full_and_the_next_job_goes_elsewhere(
     server.agents[0].on_request = _recording(offered)
     with LogWatch("framepool.devserver.agents") as devserver_log:
         async with serving(server), TestWorker(devserver.url, policy="reject") as other:
-            daemon_id = server.dispatchers[0].worker_id
+            daemon_id = server.connections[0].worker_id
             await lkapi.room.create_room(api.CreateRoomRequest(name="first"))
             assert await asyncio.wait_for(started.get(), EVENT) == "first"
             await devserver_log.wait(f"worker {daemon_id}: WS_FULL")
@@ -75,7 +75,7 @@ async def test_two_rooms_at_once_on_a_one_job_daemon_run_one_job(
         LogWatch("framepool.devserver.agents") as agents_log,
     ):
         async with serving(server):
-            daemon_id = server.dispatchers[0].worker_id
+            daemon_id = server.connections[0].worker_id
             await asyncio.gather(
                 *(lkapi.room.create_room(api.CreateRoomRequest(name=name)) for name in ("one", "two"))
             )

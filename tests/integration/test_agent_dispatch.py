@@ -32,7 +32,7 @@ def ended(server: AgentServer) -> Signal:
 
 async def settled(server: AgentServer) -> None:
     """Every status sent so far has been handled by the server (a ping round trip on each connection)."""
-    await asyncio.gather(*(d.round_trip() for d in server.dispatchers))
+    await asyncio.gather(*(d.round_trip() for d in server.connections))
 
 
 async def test_automatic_dispatch_into_a_new_room(
@@ -87,7 +87,7 @@ async def test_two_agent_names_in_one_daemon(
     server.rtc_session(agent_name="alpha")(entry)
     server.rtc_session(agent_name="beta")(entry)
     async with serving(server):
-        assert len({d.worker_id for d in server.dispatchers}) == 2
+        assert len({d.worker_id for d in server.connections}) == 2
         await lkapi.room.create_room(api.CreateRoomRequest(name=room_name))
         for name in seen:
             await lkapi.agent_dispatch.create_dispatch(
@@ -238,12 +238,12 @@ async def test_devserver_restart_reregisters_and_takes_new_jobs(room_name: str) 
 
     try:
         async with serving(server):
-            [dispatcher] = server.dispatchers
+            [connection] = server.connections
             await first.aclose()
             second = DevServer(port=port, keys={API_KEY: API_SECRET}, departure_timeout=0.5)
             await second.start()
             try:
-                await asyncio.wait_for(dispatcher.wait_registered(2), EVENT)
+                await asyncio.wait_for(connection.wait_registered(2), EVENT)
                 async with api.LiveKitAPI(second.http_url, API_KEY, API_SECRET) as lkapi:
                     await lkapi.room.create_room(api.CreateRoomRequest(name=room_name))
                 assert await ran.wait() == room_name

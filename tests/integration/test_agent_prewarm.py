@@ -11,7 +11,7 @@ import psutil
 import pytest
 from livekit import api
 
-from framepool.agent.job import AgentProcess, JobContext
+from framepool.agent.job import JobContext, SharedState
 from framepool.agent.server import AgentServer
 from framepool.devserver.agents import dispatcher_for
 from framepool.devserver.server import DevServer
@@ -30,13 +30,13 @@ async def test_prewarm_runs_once_per_agent_before_any_job(devserver: DevServer, 
     calls: list[tuple[str, bool]] = []
     seen: dict[str, Signal] = {"alpha-1": Signal(), "alpha-2": Signal(), "beta-1": Signal()}
 
-    async def load_model(proc: AgentProcess) -> None:
+    async def load_model(shared: SharedState) -> None:
         # Nothing may have registered yet: a job must never meet an agent that is not prewarmed.
-        calls.append((proc.agent_name, any(d.registered.is_set() for d in server.dispatchers)))
-        proc.userdata["model"] = object()
+        calls.append((shared.agent_name, any(d.registered.is_set() for d in server.connections)))
+        shared.userdata["model"] = object()
 
     async def entry(ctx: JobContext) -> None:
-        seen[f"{ctx.job.agent_name}-{ctx.job.metadata}"].set(ctx.proc.userdata["model"])
+        seen[f"{ctx.job.agent_name}-{ctx.job.metadata}"].set(ctx.shared.userdata["model"])
 
     server.rtc_session(agent_name="alpha", prewarm=load_model)(entry)
     server.rtc_session(agent_name="beta", prewarm=load_model)(entry)
@@ -56,7 +56,7 @@ async def test_failing_prewarm_stops_the_pool_and_registers_nothing(devserver: D
     server = AgentServer(agent_settings(devserver), load_fnc=quiet_load)
     pids: list[int] = []
 
-    async def broken(proc: AgentProcess) -> None:
+    async def broken(shared: SharedState) -> None:
         assert server.pool is not None
         pids.extend(server.pool.worker_pids())
         raise ValueError("weights are corrupt")
@@ -74,7 +74,7 @@ async def test_failing_prewarm_stops_the_pool_and_registers_nothing(devserver: D
 async def test_prewarm_that_overruns_prewarm_timeout_is_an_error(devserver: DevServer) -> None:
     server = AgentServer(agent_settings(devserver, prewarm_timeout=0.2), load_fnc=quiet_load)
 
-    async def stuck(proc: AgentProcess) -> None:
+    async def stuck(shared: SharedState) -> None:
         await asyncio.Event().wait()
 
     server.rtc_session(prewarm=stuck)(_never)

@@ -91,7 +91,7 @@ async def test_garbage_from_the_server_is_logged_and_survived(
         answer = await asyncio.wait_for(bad_server.answers.get(), EVENT)
         assert answer.availability.job_id == "AJ_1"
         assert answer.availability.available
-        assert server.dispatchers[0].worker_id == "AW_bad"
+        assert server.connections[0].worker_id == "AW_bad"
     text = caplog.text
     assert "undecodable server message" in text
     assert "non-binary" in text

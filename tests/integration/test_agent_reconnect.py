@@ -48,13 +48,13 @@ async def test_restart_migrates_live_jobs_and_delivers_queued_status() -> None:
     server.job_ended.append(lambda job: ended[job.ctx.job.room.name].set(job))
     second = DevServer(port=0, keys={API_KEY: API_SECRET}, departure_timeout=0.5)
     try:
-        with LogWatch("framepool.agent.protocol") as agent_log:
+        with LogWatch("framepool.agent.connection") as agent_log:
             async with serving(server):
-                [dispatcher] = server.dispatchers
+                [connection] = server.connections
                 for room in started:
                     # Simulated jobs (as in livekit-agents' dev mode) belong to no room of the dev server, so
                     # closing its rooms on shutdown does not terminate them: only the connection is lost.
-                    await dispatcher.send(
+                    await connection.send(
                         agent_pb.WorkerMessage(
                             simulate_job=agent_pb.SimulateJobRequest(
                                 type=agent_pb.JT_ROOM, room=models.Room(name=room)
@@ -62,7 +62,7 @@ async def test_restart_migrates_live_jobs_and_delivers_queued_status() -> None:
                         )
                     )
                 keep_id, end_id = await started["keep"].wait(), await started["end"].wait()
-                old_worker = dispatcher.worker_id
+                old_worker = connection.worker_id
 
                 await first.aclose()
                 await agent_log.wait("connection failed")  # the daemon knows it is disconnected
@@ -72,12 +72,12 @@ async def test_restart_migrates_live_jobs_and_delivers_queued_status() -> None:
 
                 second.port = first.port
                 await second.start()
-                await asyncio.wait_for(dispatcher.wait_registered(2), EVENT)
-                await dispatcher.round_trip()  # the migration and the queued status have been handled
+                await asyncio.wait_for(connection.wait_registered(2), EVENT)
+                await connection.round_trip()  # the migration and the queued status have been handled
                 jobs = dispatcher_for(second.app, second).jobs
-                assert dispatcher.worker_id != old_worker
+                assert connection.worker_id != old_worker
                 assert {keep_id, end_id} <= set(jobs)
-                assert jobs[keep_id].worker_id == dispatcher.worker_id
+                assert jobs[keep_id].worker_id == connection.worker_id
                 assert jobs[end_id].job.state.status == agent_pb.JS_SUCCESS
                 assert list(server.jobs) == [keep_id]  # the live job never stopped
 
@@ -86,7 +86,7 @@ async def test_restart_migrates_live_jobs_and_delivers_queued_status() -> None:
                 dispatcher_for(second.app, second).terminate(jobs[keep_id], agent_pb.JSR_UNSPECIFIED)
                 kept: RunningJob = await ended["keep"].wait()
                 assert kept.ctx.shutdown_reason == "terminated by the server"
-                await dispatcher.round_trip()
+                await connection.round_trip()
                 assert jobs[keep_id].job.state.status == agent_pb.JS_SUCCESS
     finally:
         await second.aclose()

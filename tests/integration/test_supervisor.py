@@ -8,7 +8,7 @@ import asyncio
 import psutil
 import pytest
 
-from framepool.agent.job import AgentProcess, JobContext
+from framepool.agent.job import JobContext, SharedState
 from framepool.agent.server import AgentServer
 from framepool.devserver.server import DevServer
 from framepool.errors import ExitStatus
@@ -84,7 +84,7 @@ async def test_a_stop_during_a_long_prewarm_abandons_the_start_up(devserver: Dev
     shm_before = shm_segments()
     prewarming = Signal()
 
-    async def load_forever(proc: AgentProcess) -> None:
+    async def load_forever(shared: SharedState) -> None:
         prewarming.set()
         await asyncio.Event().wait()
 

@@ -7,7 +7,7 @@ import asyncio
 
 from livekit import rtc
 
-from framepool.agent.job import AgentProcess, JobContext
+from framepool.agent.job import JobContext, SharedState
 from framepool.agent.server import AgentServer
 
 drain_server = AgentServer()
@@ -41,7 +41,7 @@ async def run_until_terminated(ctx: JobContext) -> None:
     await asyncio.Event().wait()
 
 
-def missing_model(proc: AgentProcess) -> None:
+def missing_model(shared: SharedState) -> None:
     raise FileNotFoundError("model.onnx")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from framepool.agent.protocol import ConnectionOptions
+from framepool.agent.registration import ConnectionOptions
 from framepool.settings import Settings
 
 

@@ -1,6 +1,6 @@
 """The worker side of LiveKit's agent protocol, one connection per registered agent (supervisor process).
 
-A `Dispatcher` holds the `<url>/agent` websocket of one agent: it registers (job type, agent name,
+A `AgentConnection` holds the `<url>/agent` websocket of one agent: it registers (job type, agent name,
 permissions, version), answers AvailabilityRequest through its `JobHost`, waits for the JobAssignment of
 every job it accepted (`assignment_timeout`), forwards JobTermination, reports the daemon's load with
 UpdateWorkerStatus every `status_interval` and at once when the status changes, keeps the connection
@@ -22,25 +22,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 import aiohttp
 from google.protobuf.message import DecodeError
 from livekit import api
 from livekit.protocol import agent as agent_pb
-from livekit.protocol import models
 
+from framepool.agent.registration import PING_INTERVAL, ConnectionOptions, JobHost, Registration
 from framepool.errors import ServerUnavailableError
-from framepool.settings import Settings
 from framepool.tasks import TaskSet
 
-log = logging.getLogger("framepool.agent.protocol")
+log = logging.getLogger("framepool.agent.connection")
 
 REGISTER_TIMEOUT = 10.0
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 10.0
-PING_INTERVAL = 5.0
 # Three missed pongs in a row: the TCP connection may look open while the server is gone.
 PONG_TIMEOUT = 3 * PING_INTERVAL
 # The websocket close handshake at the end of a connection (aiohttp's ws_close timeout).
@@ -50,85 +47,11 @@ WS_CLOSE_TIMEOUT = 2.0
 FINAL_STATUSES = frozenset({agent_pb.JS_SUCCESS, agent_pb.JS_FAILED, agent_pb.JS_CANCELLED})
 
 
-class JobHost(Protocol):
-    """What the dispatcher asks of the agent server (shared by every agent's dispatcher)."""
-
-    async def on_availability(
-        self, dispatcher: Dispatcher, request: agent_pb.AvailabilityRequest
-    ) -> agent_pb.AvailabilityResponse:
-        """Decide on a job offer; an available answer must reserve a slot (released on assignment timeout)."""
-        ...
-
-    def on_assignment_timeout(self, dispatcher: Dispatcher, job_id: str) -> None: ...
-
-    async def on_assignment(self, dispatcher: Dispatcher, assignment: agent_pb.JobAssignment) -> None: ...
-
-    def on_termination(self, dispatcher: Dispatcher, job_id: str) -> None: ...
-
-    def live_jobs(self, dispatcher: Dispatcher) -> list[agent_pb.Job]:
-        """The jobs of this dispatcher still running, reported after a reconnect."""
-        ...
-
-    def worker_status(self) -> DaemonStatus:
-        """The whole daemon's status, the same on every agent's connection."""
-        ...
-
-
-class DaemonStatus(NamedTuple):
-    """What UpdateWorkerStatus reports: FULL or not, load 0..1, running jobs, draining (SIGTERM received)."""
-
-    full: bool
-    load: float
-    jobs: int
-    draining: bool
-
-
-@dataclass(frozen=True, kw_only=True)
-class Registration:
-    """What one agent registers as."""
-
-    job_type: agent_pb.JobType = agent_pb.JT_ROOM
-    agent_name: str = ""
-    permissions: models.ParticipantPermission = field(
-        default_factory=lambda: models.ParticipantPermission(
-            can_subscribe=True, can_publish=True, can_publish_data=True, agent=True
-        )
-    )
-    version: str = ""
-    namespace: str = ""
-
-
-@dataclass(frozen=True, kw_only=True)
-class ConnectionOptions:
-    """What a connection needs from the settings; no defaults here: `from_settings` is the one source."""
-
-    url: str
-    api_key: str
-    api_secret: str
-    status_interval: float
-    assignment_timeout: float
-    max_retry: int
-    # The agent protocol's keep-alive (WorkerPing), not the `ping_interval` setting (the pool's worker pings).
-    keepalive_interval: float = PING_INTERVAL
-
-    @classmethod
-    def from_settings(cls, settings: Settings, url: str) -> ConnectionOptions:
-        """The options of `settings`, for the websocket `url` (the settings' livekit_url in ws:// form)."""
-        return cls(
-            url=url,
-            api_key=settings.api_key,
-            api_secret=settings.api_secret,
-            status_interval=settings.status_interval,
-            assignment_timeout=settings.assignment_timeout,
-            max_retry=settings.max_retry,
-        )
-
-
 class _Rejected(Exception):
     """The server refused the credentials or the registration: not worth retrying."""
 
 
-class Dispatcher:
+class AgentConnection:
     """One agent's registration with LiveKit; `run` until `stop`."""
 
     def __init__(self, registration: Registration, options: ConnectionOptions, host: JobHost) -> None:
@@ -279,7 +202,7 @@ class Dispatcher:
             self._assigned.pop(update.job_id, None)
 
     async def wait_registered(self, count: int = 1) -> None:
-        """Until this dispatcher has registered `count` times in all (reconnects count) and is registered
+        """Until this connection has registered `count` times in all (reconnects count) and is registered
         now."""
         async with self._registration:
             await self._registration.wait_for(lambda: self.connections >= count and self.registered.is_set())
