@@ -45,7 +45,7 @@ from framepool.pool import WorkerPool, close_budget
 from framepool.sdnotify import Notifier
 from framepool.settings import Settings
 from framepool.signals import StopSignals
-from framepool.tasks import TaskSet
+from framepool.tasks import TaskSet, first_of
 
 log = logging.getLogger("framepool.service")
 
@@ -321,16 +321,3 @@ class Supervisor:
 
     async def _job_reported(self, status: agent_pb.JobStatus, error: str) -> None:
         self.job_status = (status, error)
-
-
-async def first_of(waits: dict[T, Awaitable[Any]]) -> T:
-    """The key of whichever awaitable completes first; the waiters made here are cancelled, while futures
-    and tasks passed in are left running (their owner decides about them)."""
-    futures = {key: asyncio.ensure_future(waitable) for key, waitable in waits.items()}
-    made = [future for key, future in futures.items() if future is not waits[key]]
-    try:
-        await asyncio.wait(futures.values(), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for future in made:
-            future.cancel()
-    return next(key for key, future in futures.items() if future.done())

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Coroutine, Mapping
+from typing import Any, TypeVar, overload
+
+K = TypeVar("K")
 
 
 class TaskSet:
@@ -52,33 +54,40 @@ class TaskSet:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def first_completed(*awaitables: Awaitable[Any], within: float | None = None) -> tuple[bool, ...]:
-    """Wait until the first of `awaitables` finishes (or `within` seconds pass); which ones are done, in
-    order.
+@overload
+async def first_of(waits: Mapping[K, Awaitable[Any]]) -> K: ...
+
+
+@overload
+async def first_of(waits: Mapping[K, Awaitable[Any]], within: float) -> K | None: ...
+
+
+async def first_of(waits: Mapping[K, Awaitable[Any]], within: float | None = None) -> K | None:
+    """The key of whichever awaitable completes first; None if `within` seconds pass first.
 
     Coroutines (`event.wait()`, ...) are wrapped in tasks that this function owns: the ones still pending
-    are cancelled and awaited before it returns, also when the caller is cancelled. Tasks and futures the
-    caller passes stay the caller's: they are never cancelled here, only watched. An owned coroutine that
-    raised makes this raise the same exception (a caller's task keeps its exception for its owner).
+    are cancelled and awaited before it returns, also when the caller is cancelled, and an owned coroutine
+    that raised makes this raise the same exception. Tasks and futures the caller passes stay the caller's:
+    they are only watched, never cancelled here (their owner decides about them and their exceptions).
     """
+    futures: dict[K, asyncio.Future[Any]] = {}
     owned: list[asyncio.Future[Any]] = []
-    futures: list[asyncio.Future[Any]] = []
-    for awaitable in awaitables:
+    for key, awaitable in waits.items():
         if isinstance(awaitable, asyncio.Future):
-            futures.append(awaitable)
+            futures[key] = awaitable
         else:
-            future: asyncio.Future[Any] = asyncio.ensure_future(awaitable)
-            owned.append(future)
-            futures.append(future)
+            made: asyncio.Future[Any] = asyncio.ensure_future(awaitable)
+            futures[key] = made
+            owned.append(made)
     try:
-        await asyncio.wait(futures, timeout=within, return_when=asyncio.FIRST_COMPLETED)
-        for future in owned:
-            if future.done() and not future.cancelled() and future.exception() is not None:
-                raise future.exception()  # type: ignore[misc]
-        return tuple(future.done() for future in futures)
+        await asyncio.wait(futures.values(), timeout=within, return_when=asyncio.FIRST_COMPLETED)
+        for done in owned:
+            if done.done() and not done.cancelled() and done.exception() is not None:
+                raise done.exception()  # type: ignore[misc]
+        return next((key for key, waited in futures.items() if waited.done()), None)
     finally:
-        pending = [future for future in owned if not future.done()]
-        for future in pending:
-            future.cancel()
+        pending = [waiter for waiter in owned if not waiter.done()]
+        for waiter in pending:
+            waiter.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)

@@ -37,7 +37,7 @@ from framepool.devserver.join import (
 )
 from framepool.devserver.media import MediaSession
 from framepool.devserver.rooms import Participant, PublishedTrack, Room, RoomRegistry, new_sid
-from framepool.tasks import first_completed
+from framepool.tasks import first_of
 
 log = logging.getLogger("framepool.devserver")
 
@@ -157,7 +157,7 @@ class SignalSession:
         )
 
     async def _serve(self) -> None:
-        await first_completed(self._receive_loop(), self.left.wait())
+        await first_of({"receiving": self._receive_loop(), "left": self.left.wait()})
 
     async def _receive_loop(self) -> None:
         async for message in self.ws:

@@ -11,7 +11,7 @@ import pytest
 
 from framepool.agent.server import AGENT_CLOSE_TIMEOUT, AGENT_FLUSH_GRACE, REPORT_GRACE, AgentServer
 from framepool.pool import close_budget
-from framepool.service import Phase, StopLadder, Supervisor, Unfinished, first_of, stop_budget
+from framepool.service import Phase, StopLadder, Supervisor, Unfinished, stop_budget
 from framepool.settings import Settings
 from framepool.signals import StopSignals
 
@@ -118,16 +118,6 @@ async def test_a_rung_that_raises_is_logged_and_the_ladder_goes_on(caplog: pytes
     assert await ladder.rung("broken", 1.0, broken) is Unfinished.FAILED
     assert await ladder.rung("after", 1.0, lambda: asyncio.sleep(0, "done")) == "done"
     assert "stop ladder: broken failed" in caplog.text and "RuntimeError: no pool" in caplog.text
-
-
-async def test_first_of_cancels_its_own_waiters_but_not_a_task_it_was_given() -> None:
-    owned = asyncio.create_task(asyncio.Event().wait())
-    signal = asyncio.Event()
-    signal.set()
-    assert await first_of({"owned": owned, "signal": signal.wait()}) == "signal"
-    await settle()
-    assert not owned.done()  # its owner decides about it
-    owned.cancel()
 
 
 def test_stop_budget_counts_every_rung() -> None:

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from framepool.tasks import TaskSet, first_completed
+from framepool.tasks import TaskSet, first_of
 from tests.support.timeouts import EVENT
 
 
@@ -60,23 +60,21 @@ async def test_close_also_ends_tasks_spawned_while_closing() -> None:
     assert late.is_set() and len(tasks) == 0
 
 
-async def test_first_completed_says_which_and_cancels_only_its_own_waiters() -> None:
+async def test_first_of_says_which_and_cancels_only_its_own_waiters() -> None:
     stop, never = asyncio.Event(), asyncio.Event()
     caller_task = asyncio.create_task(never.wait())
     asyncio.get_running_loop().call_soon(stop.set)
-    assert await first_completed(caller_task, stop.wait()) == (False, True)
-    assert not caller_task.cancelled() and not caller_task.done()  # the caller's task is left alone
-    waiter = asyncio.ensure_future(never.wait())
-    assert await first_completed(waiter, within=0.01) == (False,)
+    assert await first_of({"task": caller_task, "stop": stop.wait()}) == "stop"
+    assert not caller_task.done()  # the caller's task is left alone
+    assert await first_of({"task": caller_task}, within=0.01) is None
     caller_task.cancel()
-    waiter.cancel()
-    await asyncio.gather(caller_task, waiter, return_exceptions=True)
+    await asyncio.gather(caller_task, return_exceptions=True)
 
 
-async def test_first_completed_cancelled_leaves_no_task_behind() -> None:
+async def test_first_of_cancelled_leaves_no_task_behind() -> None:
     never = asyncio.Event()
     before = asyncio.all_tasks()
-    outer = asyncio.create_task(first_completed(never.wait(), never.wait()))
+    outer = asyncio.create_task(first_of({1: never.wait(), 2: never.wait()}))
     await asyncio.sleep(0)
     outer.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -84,11 +82,11 @@ async def test_first_completed_cancelled_leaves_no_task_behind() -> None:
     assert asyncio.all_tasks() == before
 
 
-async def test_first_completed_raises_what_its_own_coroutine_raised() -> None:
+async def test_first_of_raises_what_its_own_coroutine_raised() -> None:
     never = asyncio.Event()
 
     async def fail() -> None:
         raise ValueError("receive loop broke")
 
     with pytest.raises(ValueError, match="receive loop broke"):
-        await first_completed(fail(), never.wait())
+        await first_of({"receive": fail(), "left": never.wait()})
