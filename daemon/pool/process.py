@@ -99,7 +99,6 @@ class WorkerProcess:
         self.acked = asyncio.Event()
         self.exited = asyncio.Event()
         self.last_pong = time.monotonic()
-        self.results_dropped = 0
         self.attachments: dict[int, StreamAttachment] = {}
         self._on_exit = on_exit
         self._loop = asyncio.get_running_loop()
@@ -154,7 +153,6 @@ class WorkerProcess:
         self._loop.add_reader(self.result_bell.fileno(), self._on_result_bell)
         start = control.WorkerStart(
             index=self.slot,
-            supervisor_pid=os.getpid(),
             cpu=self.cpu,
             prewarm=self.settings.prewarm,
             processor_failure_limit=self.settings.processor_failure_limit,
@@ -223,10 +221,9 @@ class WorkerProcess:
                     self.ready.set_result(pid)
             case control.WorkerFailed(reason=reason):
                 self.failure = reason
-            case control.Pong(cpu_seconds=cpu_seconds, results_dropped=dropped, busy=busy):
+            case control.Pong(cpu_seconds=cpu_seconds, busy=busy):
                 self.last_pong = now = time.monotonic()
                 self.load_estimate.update(now, cpu_seconds)
-                self.results_dropped = dropped
                 for index, seconds in busy.items():
                     attachment = self.attachments.get(index)
                     if attachment is not None:

@@ -48,7 +48,6 @@ class ResultWriter:
         self.result_bell = result_bell
         self.space_bell = space_bell
         self.max_bytes = max_bytes
-        self.dropped = 0
 
     def emit(
         self, index: int, processor: int, seq: int, ts_us: int, topic: str, payload: Any, realtime: bool
@@ -58,10 +57,7 @@ class ResultWriter:
         if len(body) > self.max_bytes:
             raise ValueError(f"result of {len(body)} bytes exceeds result_max_bytes = {self.max_bytes}")
         shape, data = result_slot(index, processor, topic, body)
-        if self.write(self.ring, realtime, shape, data, seq, ts_us):
-            return True
-        self.dropped += 1
-        return False
+        return self.write(self.ring, realtime, shape, data, seq, ts_us)
 
     def write(
         self, ring: FrameRing, realtime: bool, shape: SlotShape, data: Any, seq: int, ts_us: int
@@ -195,7 +191,6 @@ class HostedStream:
         self.gap_next = message.gap
         self.frame_ts_us = 0
         self.out_seq = 0
-        self.processed = 0
         self.errors = 0
         self.results_dropped = 0
         self.input: FrameRing | None = None
@@ -257,7 +252,6 @@ class HostedStream:
                 del view, item
                 ring.release()
             count += 1
-        self.processed += count
         return count > 0
 
     def _process_frame(self, header: FrameHeader, view: memoryview) -> None:

@@ -166,7 +166,7 @@ class WorkerRuntime:
                 channel.send(control.WorkerFailed(reason=str(exc)))
                 runtime.close()
                 sys.exit(EXIT_PREWARM_FAILED)
-        channel.send(control.WorkerReady(pid=os.getpid(), cpu=start.cpu))
+        channel.send(control.WorkerReady(pid=os.getpid()))
         log.info("worker ready", extra={"pid": os.getpid(), "cpu": start.cpu})
         return runtime
 
@@ -226,7 +226,6 @@ class WorkerRuntime:
                     control.Pong(
                         seq=seq,
                         cpu_seconds=time.process_time(),
-                        results_dropped=self.writer.dropped,
                         busy=self._busy_report(),
                     )
                 )
@@ -254,9 +253,7 @@ class WorkerRuntime:
         stream = self.streams.pop(index, None)
         if stream is None:
             if reply:
-                self.channel.send(
-                    control.StreamDetached(index=index, processed=0, errors=0, busy={}, results_dropped=0)
-                )
+                self.channel.send(control.StreamDetached(index=index, errors=0, busy={}, results_dropped=0))
             return
         stream.process_pending(limit=None)
         stream.finish()
@@ -264,7 +261,6 @@ class WorkerRuntime:
             self.channel.send(
                 control.StreamDetached(
                     index=index,
-                    processed=stream.processed,
                     errors=stream.errors,
                     busy=stream.busy(),
                     results_dropped=stream.results_dropped,
