@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 import msgspec
 import numpy as np
 
-from framepool.ipc.ring import RingError
+from framepool.ipc.ring import FLAG_GAP, RingError
 from framepool.processors.api import AudioFrame, PixelFormat, VideoFrame, frame_bytes
 
 if TYPE_CHECKING:
@@ -230,8 +230,11 @@ def result_slot_bytes(max_body: int) -> int:
 # -- decoders ---------------------------------------------------------------------------------------------
 
 
-def decode_frame(header: Descriptor, view: memoryview, gap: bool) -> AudioFrame | VideoFrame:
-    """An input slot as the processor receives it (worker): zero-copy numpy views of `view`."""
+def decode_frame(header: Descriptor, view: memoryview, lost_before: bool) -> AudioFrame | VideoFrame:
+    """An input slot as the processor receives it (worker): zero-copy numpy views of `view`. The frame's
+    `gap` is set when the ring dropped frames before it (FLAG_GAP) or when `lost_before` says frames were
+    lost in a way the ring cannot know (a worker restart)."""
+    gap = lost_before or bool(header.flags & FLAG_GAP)
     if header.kind == KIND_AUDIO and header.fmt == FMT_S16:
         try:
             samples = np.frombuffer(view, np.int16).reshape(header.c, header.b)

@@ -348,11 +348,9 @@ class WorkerProcess:
                 return
 
     def drain_results(self, budget: int | None = None) -> int:
-        """Hand every result and output frame waiting in this worker's rings to the sinks.
-
-        A malformed slot (`framepool.ipc.slots.SlotError`) is the worker breaking the protocol: nothing of
-        it reaches a sink, the worker is killed (the pool restarts it and re-attaches its streams) and its
-        rings are not read again."""
+        """Hand every result and output frame waiting in this worker's rings to the sinks. A malformed slot
+        (SlotError) is the worker breaking the protocol: nothing of it reaches a sink, the worker is killed
+        (the pool restarts it) and its rings are not read again."""
         if self.broke_protocol:
             return 0
         try:
@@ -366,10 +364,7 @@ class WorkerProcess:
     def _drain(self, budget: int | None) -> int:
         count = 0
         ring = self.results
-        while budget is None or count < budget:
-            item = ring.peek()
-            if item is None:
-                break
+        while (budget is None or count < budget) and (item := ring.peek()) is not None:
             header, view = item
             del item
             try:

@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from framepool.ipc import control
 from framepool.ipc.control import WorkerChannel
-from framepool.ipc.ring import FLAG_GAP, Doorbell, FrameHeader, FrameRing
+from framepool.ipc.ring import Doorbell, FrameHeader, FrameRing
 from framepool.ipc.slots import AudioShape, SlotShape, VideoShape, decode_frame, pixel_layout, result_slot
 from framepool.logs import log_context
 from framepool.processors.api import PixelFormat, Processor, VideoFormat, VideoFrame
@@ -255,10 +255,9 @@ class HostedStream:
         return count > 0
 
     def _process_frame(self, header: FrameHeader, view: memoryview) -> None:
-        gap = self.gap_next or bool(header.flags & FLAG_GAP)
+        frame = decode_frame(header, view, lost_before=self.gap_next)
         self.gap_next = False
-        self.frame_ts_us = header.ts_us
-        frame = decode_frame(header, view, gap)
+        self.frame_ts_us = frame.ts_us
         if isinstance(frame, VideoFrame):
             self.scaler.new_frame()
         for processor in self.processors:

@@ -36,7 +36,8 @@ async def test_a_worker_writing_a_malformed_slot_is_killed_and_replaced(
         await stream.push_wait(audio_frame(1), 1, AUDIO_10MS)
         await sink.wait_for(lambda: "worker_restarted" in sink.event_names(), "the worker to be replaced")
         assert "signal 9" in sink.events[-1][1]  # killed, not crashed
-        assert sink.frames == [] and all(result.processor == "count" for result in sink.results)
+        # Only the other processor's results may have come through (the forged slot was never delivered).
+        assert sink.frames == [] and {result.processor for result in sink.results} <= {"tests.procs:Count"}
         assert pool.stats().restarts == 1 and not psutil.pid_exists(forger)
         await stream.push_wait(audio_frame(2), 2, AUDIO_10MS)  # frames after seq 1 are not forged
         await stream.drain()

@@ -96,7 +96,7 @@ def test_audio_round_trip_to_the_processor_and_to_the_sink(
     assert shape.write(pipe.writer, samples, 7, 1_700_000_000_000_000, FLAG_GAP)
 
     def to_processor(header: Any, view: memoryview) -> tuple[Any, ...]:
-        frame = decode_frame(header, view, gap=bool(header.flags & FLAG_GAP))
+        frame = decode_frame(header, view, lost_before=False)  # the gap comes from FLAG_GAP
         assert isinstance(frame, AudioFrame)
         fields = (frame.sample_rate, frame.channels, frame.ts_us, frame.seq, frame.gap)
         return fields, frame.samples.copy()
@@ -138,12 +138,12 @@ def test_video_round_trip_for_every_pixel_format(
         assert shape.write(pipe.writer, pixels, seq, seq * 1000)
 
     def to_processor(header: Any, view: memoryview) -> tuple[Any, ...]:
-        frame = decode_frame(header, view, gap=False)
+        frame = decode_frame(header, view, lost_before=header.seq == 1)  # a restart: no flag, still a gap
         assert isinstance(frame, VideoFrame)
         fields = (frame.width, frame.height, frame.pixel_format, frame.ts_us, frame.seq, frame.gap)
         return fields, frame.data.tobytes()
 
-    assert pipe.read(to_processor) == ((7, 5, pixel_format, 1000, 1, False), pixels.tobytes())
+    assert pipe.read(to_processor) == ((7, 5, pixel_format, 1000, 1, True), pixels.tobytes())
 
     def to_sink(header: Any, view: memoryview) -> tuple[Any, ...]:
         frame = decode_output(header, view)
@@ -245,7 +245,7 @@ def test_malformed_input_frames_never_reach_a_processor(
     pipe = pipes("c", "c")
     raw(pipe, data, kind, fmt, a, b, c)
     with pytest.raises(SlotError, match=r"^malformed slot"):
-        pipe.read(lambda header, view: decode_frame(header, view, gap=False))
+        pipe.read(lambda header, view: decode_frame(header, view, lost_before=False))
 
 
 RESULT_FORGERIES = [
