@@ -11,9 +11,10 @@ format, flags, three kind-specific words a/b/c, length, payload slot) and page-a
 slots. The ring moves descriptors without interpreting them: `framepool.ipc.slots` is the one place that
 says what they mean (an audio frame's rate, a result's stream and topic length). The producer copies a
 frame into a free slot once and publishes it with a release store of `head`; the consumer gets a zero-copy
-memoryview of the slot (valid until `release()`) and frees it with a release store of `tail`. When the consumer has released everything (it keeps up, the normal state of a realtime stream),
-the producer rewrites the slot it wrote last, so one slot's memory stays in cache instead of cycling
-through all of them (the saving is measured in benchmarks/README.md, Ring section, paced mode).
+memoryview of the slot (valid until `release()`) and frees it with a release store of `tail`. When the
+consumer has released everything (it keeps up, the normal state of a realtime stream), the producer
+rewrites the slot it wrote last, so one slot's memory stays in cache instead of cycling through all of them
+(the saving is measured in benchmarks/README.md, Ring section, paced mode).
 Policies: BLOCK (offline sources: a full ring refuses the write and the producer waits for space; nothing is
 lost), DROP_NEWEST (realtime audio: the incoming frame is dropped, counted, and the next frame written
 carries FLAG_GAP), LATEST (realtime video: drop and count the incoming frame; the consumer jumps to the

@@ -38,6 +38,11 @@ Encoders check what a processor can get wrong (`AudioShape`, `VideoShape`, `resu
 Cost. The live audio path carries one 10 ms frame per stream: shapes are immutable, so a caller keeps one
 while the geometry holds and a push is one method call and one ring write; the worker's decoder builds only
 the frame object the processor receives. Output frames and results get one small object each.
+
+Alternatives rejected: a msgspec Struct encoded into the payload (a parse and an allocation per frame, and
+the descriptor would still be read by the ring); a typed header built by the C extension (the ring would
+have to know every kind, and the Python twin with it); named aliases on the ring's header (`width` holding
+a stream index is how the descriptor was misread before this module existed).
 """
 
 from __future__ import annotations

@@ -52,7 +52,8 @@ class ResultWriter:
     def emit(
         self, index: int, processor: int, seq: int, ts_us: int, topic: str, payload: Any, realtime: bool
     ) -> bool:
-        """Write one result (ValueError for a topic or body over its limit); False if a full ring dropped it."""
+        """Write one result (ValueError for a topic or body over its limit); False if a full ring dropped
+        it."""
         body = msgspec.json.encode(payload)
         if len(body) > self.max_bytes:
             raise ValueError(f"result of {len(body)} bytes exceeds result_max_bytes = {self.max_bytes}")
