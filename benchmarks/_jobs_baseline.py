@@ -86,7 +86,7 @@ class LevelJob:
                         "track": sid,
                         "processor": "audio-level",
                         "topic": "audio-level",
-                        "ts_us": start_us,
+                        "frame_time_us": start_us,
                         "seq": seq,
                         "data": data,
                     }

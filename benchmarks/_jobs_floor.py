@@ -58,7 +58,8 @@ class Floor:
         # About the size of an audio-level result message.
         self.payload = (
             b'{"participant":"pub","track":"TR_0000000000","processor":"audio-level","topic":"audio-level",'
-            b'"ts_us":0,"seq":0,"data":{"rms_dbfs":-12.34,"peak_dbfs":-9.87,"start_us":0,"duration_ms":100.0}}'
+            b'"frame_time_us":0,"seq":0,'
+            b'"data":{"rms_dbfs":-12.34,"peak_dbfs":-9.87,"start_us":0,"duration_ms":100.0}}'
         )
 
     async def join(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -16,12 +16,13 @@ from multiprocessing.reduction import recv_handle
 from typing import Any
 
 from framepool.ipc import ring as fp
+from framepool.ipc.slots import FMT_I420, FMT_S16, KIND_AUDIO, KIND_VIDEO
 
-# name: (bytes, kind, fmt, a, b, c)
+# name: (bytes, kind, fmt, a, b, c): the raw descriptor words, as framepool.ipc.slots encodes these frames
 FRAMES = {
-    "1080p": (1920 * 1080 * 3 // 2, fp.KIND_VIDEO, fp.FMT_I420, 1920, 1080, 0),
-    "720p": (1280 * 720 * 3 // 2, fp.KIND_VIDEO, fp.FMT_I420, 1280, 720, 0),
-    "audio10ms": (480 * 2, fp.KIND_AUDIO, fp.FMT_S16, 48000, 1, 480),
+    "1080p": (1920 * 1080 * 3 // 2, KIND_VIDEO, FMT_I420, 1920, 1080, 0),
+    "720p": (1280 * 720 * 3 // 2, KIND_VIDEO, FMT_I420, 1280, 720, 0),
+    "audio10ms": (480 * 2, KIND_AUDIO, FMT_S16, 48000, 1, 480),
 }
 SOCK_HEADER = struct.Struct("<QQI")  # seq, monotonic ns, length
 

@@ -43,7 +43,7 @@ from _ring_common import (
     write_or_wait,
 )
 
-from framepool.ipc import ring as fp
+from framepool.ipc.slots import KIND_VIDEO
 
 PERIOD_S = 0.015
 PERIOD_NS = int(PERIOD_S * 1e9)
@@ -58,7 +58,7 @@ def ring_slots(frame: str) -> int:
 
     kind = FRAMES[frame][1]
     slots: int = supervisor_ring_slots(
-        Settings(), VideoFormat() if kind == fp.KIND_VIDEO else AudioFormat(frame_ms=10)
+        Settings(), VideoFormat() if kind == KIND_VIDEO else AudioFormat(frame_ms=10)
     )
     return slots
 
@@ -68,7 +68,7 @@ def frame_array(frame: str, buffer: Any) -> Any:
     import numpy as np
 
     _, kind, _, width, height, _ = FRAMES[frame]
-    if kind == fp.KIND_VIDEO:
+    if kind == KIND_VIDEO:
         return np.frombuffer(buffer, np.uint8, count=width * height).reshape(height, width)
     return np.frombuffer(buffer, np.int16)
 

@@ -36,13 +36,15 @@ sys.path.insert(
     0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 )  # `tests.support.procs` in workers too
 
-from framepool.ipc.ring import FMT_S16, KIND_AUDIO, POLICY_DROP_NEWEST, FrameHeader, FrameRing
+from framepool.ipc.ring import POLICY_DROP_NEWEST, FrameRing
+from framepool.ipc.slots import FMT_S16, KIND_AUDIO, AudioShape, OutputFrame
 from framepool.pool import Result, StreamSpec, WorkerPool
 from framepool.processors.registry import parse_spec
 from framepool.settings import Settings
 
 TICK = 0.010
 FRAME = (np.sin(np.arange(480) / 7.0) * 8000).astype(np.int16)  # deterministic 10 ms of 48 kHz mono
+SHAPE = AudioShape(48000, 1, 480)
 RAMP = [100, 250, 500, 1000, 2000, 3000, 4000, 6000]
 QUICK_RAMP = [100, 500, 1000]
 
@@ -54,7 +56,7 @@ class CountingSink:
     def on_result(self, result: Result) -> None:
         self.results += 1
 
-    def on_output_frame(self, stream_id: str, header: FrameHeader, data: memoryview) -> None:
+    def on_output_frame(self, stream_id: str, frame: OutputFrame) -> None:
         pass
 
     def on_stream_event(self, stream_id: str, event: str, detail: str) -> None:
@@ -118,7 +120,7 @@ async def run_step(pool: WorkerPool, streams: int, seconds: float, processor: st
     loop = asyncio.get_running_loop()
     for warm in range(20):  # warm-up ticks, not measured
         for a in attachments:
-            a.push(FRAME, warm, FMT_S16, 48000, 1, 480)
+            a.push(FRAME, warm, SHAPE)
         await asyncio.sleep(TICK)
     for a in attachments:
         await a.drain()
@@ -138,7 +140,7 @@ async def run_step(pool: WorkerPool, streams: int, seconds: float, processor: st
             await asyncio.sleep(0)  # behind schedule: still let the loop drain results now and then
         ts = int(deadline * 1e6)
         for a in attachments:
-            a.push(FRAME, ts, FMT_S16, 48000, 1, 480)
+            a.push(FRAME, ts, SHAPE)
         ticks += 1
         if loop.time() > start + seconds * 1.5:
             break  # hopelessly behind: stop, the tick ratio reports it

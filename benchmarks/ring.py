@@ -68,6 +68,7 @@ from _ring_common import (
 from _ring_wakeup import measure_wakeup
 
 from framepool.ipc import ring as fp
+from framepool.ipc.slots import FMT_BYTES, KIND_RESULT
 
 TRANSPORTS = ["framepool", "mp.Queue", "socketpair", "copy"]
 MODES = ["single", "batched", "paced"]
@@ -132,7 +133,7 @@ def framepool_consumer(run: Run, conn: Connection) -> dict[str, Any]:
             ring.release()
             done += 1
             if run.mode == "single":
-                ack.write(b"", done, 0, fp.KIND_RESULT, fp.FMT_BYTES, 0, 0, 0, 0)
+                ack.write(b"", done, 0, KIND_RESULT, FMT_BYTES, 0, 0, 0, 0)
     return meter.report(run, latencies_us=latencies[run.warmup :])
 
 

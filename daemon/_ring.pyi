@@ -4,14 +4,6 @@ from typing import Final, final
 
 from typing_extensions import Buffer
 
-KIND_AUDIO: Final = 1
-KIND_VIDEO: Final = 2
-KIND_RESULT: Final = 3
-FMT_S16: Final = 1
-FMT_I420: Final = 2
-FMT_RGB24: Final = 3
-FMT_RGBA: Final = 4
-FMT_BYTES: Final = 5
 FLAG_GAP: Final = 1
 FLAG_EOS: Final = 2
 POLICY_BLOCK: Final = 0
@@ -52,15 +44,11 @@ class FrameHeader:
     @property
     def flags(self) -> int: ...
     @property
-    def width(self) -> int: ...
+    def a(self) -> int: ...
     @property
-    def height(self) -> int: ...
+    def b(self) -> int: ...
     @property
-    def sample_rate(self) -> int: ...
-    @property
-    def channels(self) -> int: ...
-    @property
-    def samples(self) -> int: ...
+    def c(self) -> int: ...
     @property
     def length(self) -> int: ...
 

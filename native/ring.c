@@ -1,8 +1,9 @@
 /* framepool._ring: the shared-memory frame ring between the supervisor and the workers (both processes).
  *
  * A single-producer single-consumer ring of fixed-size slots in a memfd, plus an eventfd "doorbell".
- * The layout is specified, byte for byte, by the pure-Python reference daemon/pyring.py; both
- * implementations interoperate on the same memory (tests/unit/test_ring.py crosses them).
+ * The layout is specified, byte for byte, by the pure-Python reference daemon/ipc/pyring.py; both
+ * implementations interoperate on the same memory (tests/unit/test_ring.py crosses them). The ring moves
+ * descriptors without interpreting them: what kind, fmt, a, b and c mean is daemon/ipc/slots.py's.
  *
  * Ordering: the producer fills a slot and its descriptor, then publishes it with a release store of
  * `head`; the consumer loads `head` with acquire before reading the slot and frees it with a release store
@@ -38,8 +39,6 @@
 #define MAX_SLOT_SIZE (1ULL << 31)
 #define GIL_FREE_COPY (64 * 1024) /* below this, releasing the GIL costs more than the copy */
 
-enum { KIND_AUDIO = 1, KIND_VIDEO = 2, KIND_RESULT = 3 };
-enum { FMT_S16 = 1, FMT_I420 = 2, FMT_RGB24 = 3, FMT_RGBA = 4, FMT_BYTES = 5 };
 enum { FLAG_GAP = 1, FLAG_EOS = 2 };
 enum { POLICY_BLOCK = 0, POLICY_DROP_NEWEST = 1, POLICY_LATEST = 2 };
 
@@ -362,18 +361,16 @@ static PyMemberDef FrameHeader_members[] = {
     HEADER_MEMBER("kind", T_UINT, kind),
     HEADER_MEMBER("fmt", T_UINT, fmt),
     HEADER_MEMBER("flags", T_UINT, flags),
-    HEADER_MEMBER("width", T_UINT, a),
-    HEADER_MEMBER("height", T_UINT, b),
-    HEADER_MEMBER("sample_rate", T_UINT, a),
-    HEADER_MEMBER("channels", T_UINT, b),
-    HEADER_MEMBER("samples", T_UINT, c),
+    HEADER_MEMBER("a", T_UINT, a),
+    HEADER_MEMBER("b", T_UINT, b),
+    HEADER_MEMBER("c", T_UINT, c),
     HEADER_MEMBER("length", T_ULONGLONG, length),
     {NULL, 0, 0, 0, NULL},
 };
 
 static PyObject *FrameHeader_repr(FrameHeaderObject *self) {
     return PyUnicode_FromFormat(
-        "FrameHeader(seq=%llu, ts_us=%lld, kind=%u, fmt=%u, flags=%u, width=%u, height=%u, samples=%u, length=%llu)",
+        "FrameHeader(seq=%llu, ts_us=%lld, kind=%u, fmt=%u, flags=%u, a=%u, b=%u, c=%u, length=%llu)",
         self->seq, self->ts_us, self->kind, self->fmt, self->flags, self->a, self->b, self->c, self->length);
 }
 
@@ -383,7 +380,7 @@ static PyTypeObject FrameHeaderType = {
     .tp_dealloc = (destructor)PyObject_Free,
     .tp_repr = (reprfunc)FrameHeader_repr,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Descriptor of one frame; audio keeps (sample_rate, channels) in the (width, height) slots.",
+    .tp_doc = "The raw descriptor of one slot; framepool.ipc.slots says what kind, fmt, a, b and c mean.",
     .tp_members = FrameHeader_members,
 };
 
@@ -863,10 +860,10 @@ static int add_constants(PyObject *m) {
         const char *name;
         long value;
     } constants[] = {
-        {"KIND_AUDIO", KIND_AUDIO}, {"KIND_VIDEO", KIND_VIDEO},   {"KIND_RESULT", KIND_RESULT},
-        {"FMT_S16", FMT_S16},       {"FMT_I420", FMT_I420},       {"FMT_RGB24", FMT_RGB24},
-        {"FMT_RGBA", FMT_RGBA},     {"FMT_BYTES", FMT_BYTES},     {"FLAG_GAP", FLAG_GAP},
-        {"FLAG_EOS", FLAG_EOS},     {"POLICY_BLOCK", POLICY_BLOCK}, {"POLICY_DROP_NEWEST", POLICY_DROP_NEWEST},
+        {"FLAG_GAP", FLAG_GAP},
+        {"FLAG_EOS", FLAG_EOS},
+        {"POLICY_BLOCK", POLICY_BLOCK},
+        {"POLICY_DROP_NEWEST", POLICY_DROP_NEWEST},
         {"POLICY_LATEST", POLICY_LATEST},
     };
     for (size_t i = 0; i < sizeof constants / sizeof constants[0]; i++)

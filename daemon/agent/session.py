@@ -6,8 +6,14 @@ declare (framepool.pool.format_groups: processors wanting 16 kHz and 48 kHz audi
 AudioStream/VideoStream opened in that format (for audio with the frame size the processors declare, since
 the supervisor pays per SDK event), and a pool `StreamAttachment` whose ring every frame is pushed into
 without blocking (a full ring drops and counts). Results come back through the feed's sink on this event
-loop: a `DataOutput` queues them for `publish_data` (one sender task per session, so a slow data channel
-never blocks the loop), a `TrackOutput` turns output frames into a published audio or video track.
+loop: a `DataOutput` queues them for `publish_data` as `ResultMessage` JSON (one sender task per session,
+so a slow data channel never blocks the loop), a `TrackOutput` turns output frames into a published audio
+or video track.
+
+Every frame is stamped with its arrival time on the supervisor's wall clock (`arrival_time_us`), audio
+and video alike, so the results of one participant's tracks line up; results carry it as
+`frame_time_us` (the SDK's own video timestamp is libwebrtc's render time on CLOCK_MONOTONIC and the SDK
+gives audio none: see `framepool.ipc.slots`).
 
 Video streams are attached to the pool on their first frame, because the ring's slot size depends on the
 resolution; a later, larger frame re-attaches with bigger slots (simulcast layers switch resolution).
@@ -17,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,8 +31,17 @@ import msgspec
 from livekit import rtc
 
 from framepool.errors import ProcessorError
-from framepool.ipc.ring import FMT_I420, FMT_RGB24, FMT_RGBA, FMT_S16, FrameHeader
+from framepool.ipc.slots import (
+    PIXEL_FORMATS,
+    AudioShape,
+    OutputAudio,
+    OutputFrame,
+    OutputVideo,
+    VideoShape,
+    arrival_time_us,
+)
 from framepool.pool import FormatGroup, Result, StreamAttachment, StreamSpec, WorkerPool, format_groups
+from framepool.pool.stream import ResultMessage
 from framepool.processors.api import AudioFormat, Kind, VideoFormat, frame_bytes
 from framepool.processors.registry import ProcessorSpec, parse_spec
 from framepool.tasks import TaskSet
@@ -36,16 +50,8 @@ log = logging.getLogger("framepool.agent.session")
 
 # Slots are never smaller than one 720p frame, so the common resolution changes need no re-attach.
 MIN_VIDEO_SLOT = frame_bytes(1280, 720, "RGBA")
-_PIXEL = {
-    "I420": (rtc.VideoBufferType.I420, FMT_I420),
-    "RGB24": (rtc.VideoBufferType.RGB24, FMT_RGB24),
-    "RGBA": (rtc.VideoBufferType.RGBA, FMT_RGBA),
-}
-_FMT_TO_BUFFER = {
-    FMT_I420: rtc.VideoBufferType.I420,
-    FMT_RGB24: rtc.VideoBufferType.RGB24,
-    FMT_RGBA: rtc.VideoBufferType.RGBA,
-}
+# The SDK's buffer types carry the Processor API's pixel format names.
+_BUFFER_TYPES = {name: rtc.VideoBufferType.Value(name) for name in PIXEL_FORMATS}
 _TRACK_KINDS: dict[int, Kind] = {rtc.TrackKind.KIND_AUDIO: "audio", rtc.TrackKind.KIND_VIDEO: "video"}
 _SOURCES = {
     "camera": rtc.TrackSource.SOURCE_CAMERA,
@@ -73,18 +79,6 @@ class TrackOutput:
 
 
 Output = DataOutput | TrackOutput
-
-
-class ResultMessage(msgspec.Struct, kw_only=True):
-    """What a data message carries: the processor's payload and where it came from."""
-
-    participant: str
-    track: str
-    processor: str
-    topic: str
-    ts_us: int
-    seq: int
-    data: msgspec.Raw
 
 
 _encode = msgspec.json.Encoder().encode
@@ -236,15 +230,7 @@ class RoomSession:
         output = feed.rule.data
         if output is None:
             return
-        message = ResultMessage(
-            participant=feed.labels["participant"],
-            track=feed.labels["track"],
-            processor=result.processor,
-            topic=result.topic,
-            ts_us=result.ts_us,
-            seq=result.seq,
-            data=result.payload,
-        )
+        message = ResultMessage.of(result, feed.labels["participant"], feed.labels["track"])
         self._outbox.put_nowait((_encode(message), output, output.topic or result.topic))
 
     async def _send_results(self) -> None:
@@ -363,8 +349,9 @@ class TrackFeed:
         await reader(self.group.fmt)
 
     async def _read_audio(self, fmt: AudioFormat) -> None:
-        frame_size = fmt.sample_rate * fmt.frame_ms // 1000 * fmt.channels * 2
-        self.attachment = await self.session.pool.attach(self._spec(frame_size, frame_size), self)
+        # The stream resamples and remixes to the format, so only the frame length may vary.
+        shape = AudioShape(fmt.sample_rate, fmt.channels, fmt.sample_rate * fmt.frame_ms // 1000)
+        self.attachment = await self.session.pool.attach(self._spec(shape.nbytes, shape.nbytes), self)
         stream = rtc.AudioStream.from_track(
             track=self.track,
             sample_rate=fmt.sample_rate,
@@ -375,24 +362,22 @@ class TrackFeed:
         try:
             async for event in stream:
                 frame = event.frame
-                ok = push(
-                    frame.data.cast("B"),
-                    time.time_ns() // 1000,
-                    FMT_S16,
-                    frame.sample_rate,
-                    frame.num_channels,
-                    frame.samples_per_channel,
-                )
+                if frame.samples_per_channel != shape.samples:
+                    shape = AudioShape(fmt.sample_rate, fmt.channels, frame.samples_per_channel)
+                ok = push(frame.data.cast("B"), arrival_time_us(), shape)
                 self.frames += 1
                 self.dropped += not ok
         finally:
             await stream.aclose()
 
     async def _read_video(self, fmt: VideoFormat) -> None:
-        buffer_type, ring_fmt = _PIXEL[fmt.pixel_format]
+        layout = PIXEL_FORMATS[fmt.pixel_format]
+        buffer_type = _BUFFER_TYPES[fmt.pixel_format]
         stream = rtc.VideoStream(self.track, format=buffer_type)
+        shape: VideoShape | None = None
         try:
             async for event in stream:
+                arrived = arrival_time_us()
                 frame = event.frame
                 if frame.type != buffer_type:
                     frame = frame.convert(buffer_type)
@@ -400,8 +385,9 @@ class TrackFeed:
                 if len(data) > self._slot:
                     await self._reattach(len(data))
                 assert self.attachment is not None
-                ts_us = event.timestamp_us or time.time_ns() // 1000
-                ok = self.attachment.push(data, ts_us, ring_fmt, frame.width, frame.height, 0)
+                if shape is None or shape.width != frame.width or shape.height != frame.height:
+                    shape = VideoShape(layout, frame.width, frame.height)
+                ok = self.attachment.push(data, arrived, shape)
                 self.frames += 1
                 self.dropped += not ok
         finally:
@@ -428,9 +414,9 @@ class TrackFeed:
     def on_result(self, result: Result) -> None:
         self.session.queue_result(result, self)
 
-    def on_output_frame(self, stream_id: str, header: FrameHeader, data: memoryview) -> None:
+    def on_output_frame(self, stream_id: str, frame: OutputFrame) -> None:
         if self._output is not None:
-            self._output.frame(header, data)
+            self._output.frame(frame)
 
     def on_stream_event(self, stream_id: str, event: str, detail: str) -> None:
         level = logging.INFO if event in ("detached", "worker_restarted") else logging.WARNING
@@ -449,36 +435,36 @@ class _TrackPublisher:
         self._audio_frames: asyncio.Queue[rtc.AudioFrame] = asyncio.Queue(maxsize=50)
         self._pump: asyncio.Task[None] | None = None
 
-    def frame(self, header: FrameHeader, data: memoryview) -> None:
-        if header.fmt == FMT_S16:
-            self._audio(header, data)
-            return
+    def frame(self, frame: OutputFrame) -> None:
+        if isinstance(frame, OutputAudio):
+            self._audio(frame)
+        else:
+            self._video(frame)
+
+    def _video(self, frame: OutputVideo) -> None:
         if self.video is None:
-            self.video = rtc.VideoSource(header.width, header.height)
+            self.video = rtc.VideoSource(frame.width, frame.height)
             track = rtc.LocalVideoTrack.create_video_track(self.name, self.video)
             self.session.spawn(self.session.publish_track(track, rtc.TrackSource.SOURCE_CAMERA))
         # The ring view is read-only and valid during this call only; the SDK needs a writable buffer.
-        if len(self._buffer) != len(data):
-            self._buffer = bytearray(len(data))
-        self._buffer[:] = data
-        frame = rtc.VideoFrame(
-            header.width,
-            header.height,
-            _FMT_TO_BUFFER.get(header.fmt, rtc.VideoBufferType.I420),
-            self._buffer,
-        )
-        self.video.capture_frame(frame, timestamp_us=header.ts_us)
+        if len(self._buffer) != len(frame.data):
+            self._buffer = bytearray(len(frame.data))
+        self._buffer[:] = frame.data
+        buffer_type = _BUFFER_TYPES[frame.pixel_format]
+        video = rtc.VideoFrame(frame.width, frame.height, buffer_type, self._buffer)
+        # The SDK's capture clock is the wall clock in µs too (its default when the timestamp is 0).
+        self.video.capture_frame(video, timestamp_us=frame.frame_time_us)
 
-    def _audio(self, header: FrameHeader, data: memoryview) -> None:
+    def _audio(self, frame: OutputAudio) -> None:
         if self.audio is None:
-            self.audio = rtc.AudioSource(header.sample_rate, header.channels)
+            self.audio = rtc.AudioSource(frame.sample_rate, frame.channels)
             track = rtc.LocalAudioTrack.create_audio_track(self.name, self.audio)
             self.session.spawn(self.session.publish_track(track, rtc.TrackSource.SOURCE_MICROPHONE))
             self._pump = asyncio.create_task(self._pump_audio())
         if self._audio_frames.full():
             self._audio_frames.get_nowait()  # realtime: the newest audio matters more than a late one
         self._audio_frames.put_nowait(
-            rtc.AudioFrame(bytes(data), header.sample_rate, header.channels, header.samples)
+            rtc.AudioFrame(bytes(frame.data), frame.sample_rate, frame.channels, frame.samples)
         )
 
     async def _pump_audio(self) -> None:

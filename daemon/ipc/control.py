@@ -53,7 +53,6 @@ class WorkerStart(_Message):
     space bell (event, page), result ring."""
 
     index: int
-    supervisor_pid: int
     cpu: int | None
     prewarm: str
     processor_failure_limit: int
@@ -99,7 +98,6 @@ class Shutdown(_Message):
 
 class WorkerReady(_Message):
     pid: int
-    cpu: int | None
 
 
 class WorkerFailed(_Message):
@@ -129,10 +127,9 @@ class StreamEvent(_Message):
 
 class StreamDetached(_Message):
     index: int
-    processed: int
     errors: int
     busy: dict[str, float]
-    results_dropped: int
+    results_dropped: int  # results of this stream a full result ring refused (realtime streams only)
 
 
 class StreamDrained(_Message):
@@ -145,7 +142,6 @@ class StreamDrained(_Message):
 class Pong(_Message):
     seq: int
     cpu_seconds: float  # the worker's process CPU time so far: the supervisor derives its load
-    results_dropped: int
     # Seconds spent in each processor (in the stream's processor order) so far, for the streams that processed
     # frames since the previous pong: stream statistics stay current without a drain.
     busy: dict[int, list[float]] = {}

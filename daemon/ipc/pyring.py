@@ -15,7 +15,8 @@ Memory layout of a ring (a memfd; all integers little-endian, indices count fram
                  256  consumer-owned line: skipped u64, read u64
                  320  producer_waiting_for_space u32 (set by the producer, exchanged by the consumer)
     descriptors   PAGE + 64*(index % slot_count): seq u64, ts_us i64, kind u32, fmt u32, flags u32, a u32,
-                  b u32, c u32, length u64, slot u32 (the payload slot holding the frame)
+                  b u32, c u32, length u64, slot u32 (the payload slot holding the frame); the ring sets
+                  FLAG_GAP and otherwise moves them uninterpreted (their meaning: framepool.ipc.slots)
     payload       page-aligned; slot i at payload_offset + i * round_up(slot_size, PAGE)
 
 Payload slots: the producer rewrites `last_slot` (the slot of the newest frame) when the consumer has
@@ -54,14 +55,6 @@ except ImportError:  # pragma: no cover - only without a built extension
         """Every frame ring failure: oversize frame, corrupt or mismatched header, bad fd, closed ring."""
 
 
-KIND_AUDIO = 1
-KIND_VIDEO = 2
-KIND_RESULT = 3
-FMT_S16 = 1
-FMT_I420 = 2
-FMT_RGB24 = 3
-FMT_RGBA = 4
-FMT_BYTES = 5
 FLAG_GAP = 1
 FLAG_EOS = 2
 POLICY_BLOCK = 0
@@ -240,25 +233,17 @@ class Doorbell:
 
 @dataclass(frozen=True, slots=True)
 class FrameHeader:
-    """The descriptor of one frame; audio frames keep (sample_rate, channels) in the (width, height) slots."""
+    """The raw descriptor of one slot; `framepool.ipc.slots` says what kind, fmt, a, b and c mean."""
 
     seq: int
     ts_us: int
     kind: int
     fmt: int
     flags: int
-    width: int
-    height: int
-    samples: int
+    a: int
+    b: int
+    c: int
     length: int
-
-    @property
-    def sample_rate(self) -> int:
-        return self.width
-
-    @property
-    def channels(self) -> int:
-        return self.height
 
 
 class FrameRing:

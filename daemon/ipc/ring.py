@@ -6,13 +6,15 @@ reference with the same API and the same memory layout (the tests run both and c
 
 Design. One ring per stream and direction, single producer, single consumer. A ring is a memfd (created by
 the supervisor, passed to the worker with `socket.send_fds`): a control page holding head and tail on their
-own cache lines plus shared counters, an array of 64-byte frame descriptors (sequence, capture timestamp,
-kind, format, geometry, flags, length, payload slot) and page-aligned, pre-faulted payload slots. The
-producer copies a frame into a free slot once and publishes it with a release store of `head`; the consumer
-gets a zero-copy memoryview of the slot (valid until `release()`) and frees it with a release store of
-`tail`. When the consumer has released everything (it keeps up, the normal state of a realtime stream),
-the producer rewrites the slot it wrote last, so one slot's memory stays in cache instead of cycling
-through all of them (the saving is measured in benchmarks/README.md, Ring section, paced mode).
+own cache lines plus shared counters, an array of 64-byte frame descriptors (sequence, timestamp, kind,
+format, flags, three kind-specific words a/b/c, length, payload slot) and page-aligned, pre-faulted payload
+slots. The ring moves descriptors without interpreting them: `framepool.ipc.slots` is the one place that
+says what they mean (an audio frame's rate, a result's stream and topic length). The producer copies a
+frame into a free slot once and publishes it with a release store of `head`; the consumer gets a zero-copy
+memoryview of the slot (valid until `release()`) and frees it with a release store of `tail`. When the
+consumer has released everything (it keeps up, the normal state of a realtime stream), the producer
+rewrites the slot it wrote last, so one slot's memory stays in cache instead of cycling through all of them
+(the saving is measured in benchmarks/README.md, Ring section, paced mode).
 Policies: BLOCK (offline sources: a full ring refuses the write and the producer waits for space; nothing is
 lost), DROP_NEWEST (realtime audio: the incoming frame is dropped, counted, and the next frame written
 carries FLAG_GAP), LATEST (realtime video: drop and count the incoming frame; the consumer jumps to the
@@ -44,14 +46,6 @@ from types import ModuleType
 from framepool._ring import (
     FLAG_EOS,
     FLAG_GAP,
-    FMT_BYTES,
-    FMT_I420,
-    FMT_RGB24,
-    FMT_RGBA,
-    FMT_S16,
-    KIND_AUDIO,
-    KIND_RESULT,
-    KIND_VIDEO,
     POLICY_BLOCK,
     POLICY_DROP_NEWEST,
     POLICY_LATEST,
@@ -64,14 +58,6 @@ from framepool._ring import (
 __all__ = [
     "FLAG_EOS",
     "FLAG_GAP",
-    "FMT_BYTES",
-    "FMT_I420",
-    "FMT_RGB24",
-    "FMT_RGBA",
-    "FMT_S16",
-    "KIND_AUDIO",
-    "KIND_RESULT",
-    "KIND_VIDEO",
     "POLICY_BLOCK",
     "POLICY_DROP_NEWEST",
     "POLICY_LATEST",

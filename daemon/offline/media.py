@@ -4,6 +4,8 @@ Input frames are converted to exactly what the processors declared (`AudioFormat
 same contract the LiveKit SDK fulfils for live tracks, so a processor cannot tell a file from a room:
 audio is resampled to s16 at the declared rate and channel count and cut into `frame_ms` frames (the last
 one may be shorter); video is converted to I420/RGB24/RGBA and scaled down to fit the declared maximum.
+Their frame time is media time: µs since the start of the input, from the decoded frames' presentation
+times (audio counts resampled samples from the first frame's time).
 
 Output tracks appear only when a processor publishes its first frame, but a container's streams must all
 exist before its header is written. So frames are held back until every stream that may publish has
@@ -25,13 +27,18 @@ import numpy as np
 import numpy.typing as npt
 
 from framepool.errors import ConfigError, InputError
-from framepool.ipc.ring import FMT_I420, FMT_RGB24, FMT_RGBA, FMT_S16, FrameHeader
-from framepool.processors.api import AudioFormat, VideoFormat, frame_bytes
+from framepool.ipc.slots import (
+    PIXEL_FORMATS,
+    AudioShape,
+    FrameShape,
+    OutputAudio,
+    OutputFrame,
+    VideoShape,
+)
+from framepool.processors.api import AudioFormat, VideoFormat
 
 log = logging.getLogger(__name__)
 
-PIXEL_FORMATS = {"I420": ("yuv420p", FMT_I420), "RGB24": ("rgb24", FMT_RGB24), "RGBA": ("rgba", FMT_RGBA)}
-_AV_PIXEL = {FMT_I420: "yuv420p", FMT_RGB24: "rgb24", FMT_RGBA: "rgba"}
 OUTPUT_CODECS = {
     ".mp4": ("mpeg4", "aac"),
     ".mkv": ("mpeg4", "aac"),
@@ -76,11 +83,8 @@ def decoded_frames(
 @dataclass(slots=True)
 class ConvertedFrame:
     data: npt.NDArray[Any]  # uint8 pixels or int16 samples, contiguous
-    ts_us: int
-    fmt: int
-    a: int
-    b: int
-    c: int
+    frame_time_us: int  # media time
+    shape: FrameShape
 
 
 class AudioConverter:
@@ -111,16 +115,8 @@ class AudioConverter:
             pcm = resampled.to_ndarray().reshape(-1, self.format.channels)
             ts_us = (self._origin_us or 0) + self._samples * 1_000_000 // self.format.sample_rate
             self._samples += pcm.shape[0]
-            out.append(
-                ConvertedFrame(
-                    np.ascontiguousarray(pcm),
-                    ts_us,
-                    FMT_S16,
-                    self.format.sample_rate,
-                    self.format.channels,
-                    pcm.shape[0],
-                )
-            )
+            shape = AudioShape(self.format.sample_rate, self.format.channels, pcm.shape[0])
+            out.append(ConvertedFrame(np.ascontiguousarray(pcm), ts_us, shape))
         return out
 
 
@@ -141,11 +137,13 @@ class VideoConverter:
     """Converts to the processors' pixel format at a size within their maximum."""
 
     def __init__(self, fmt: VideoFormat, width: int, height: int, rate: fractions.Fraction | None) -> None:
-        self.av_format, self.fmt = PIXEL_FORMATS[fmt.pixel_format]
+        layout = PIXEL_FORMATS[fmt.pixel_format]
+        self.av_format = layout.ffmpeg
         self.width, self.height = fit_within(
             width, height, fmt.max_width, fmt.max_height, fmt.pixel_format == "I420"
         )
-        self.max_frame_bytes = frame_bytes(self.width, self.height, fmt.pixel_format)
+        self.shape = VideoShape(layout, self.width, self.height)
+        self.max_frame_bytes = self.shape.nbytes
         self.rate = rate or fractions.Fraction(30)
         self._frames = 0
 
@@ -160,7 +158,7 @@ class VideoConverter:
         self._frames += 1
         picture = frame.reformat(width=self.width, height=self.height, format=self.av_format)
         data = np.ascontiguousarray(picture.to_ndarray()).reshape(-1)
-        return [ConvertedFrame(data, max(0, ts_us), self.fmt, self.width, self.height, 0)]
+        return [ConvertedFrame(data, max(0, ts_us), self.shape)]
 
 
 @dataclass(slots=True)
@@ -188,9 +186,9 @@ class MediaOutput:
         self._held_bytes = 0
         self.lost_frames = 0
 
-    def write(self, stream_id: str, header: FrameHeader, data: memoryview) -> None:
-        """Copy one output frame (the memoryview dies after the call) and encode or hold it."""
-        frame = self._to_av(header, data)
+    def write(self, stream_id: str, output: OutputFrame) -> None:
+        """Copy one output frame (its memoryview dies after the call) and encode or hold it."""
+        frame = self._to_av(output)
         track = self._tracks.get(stream_id)
         if track is None:
             if self._container is not None:
@@ -201,10 +199,11 @@ class MediaOutput:
                 )
                 return
             rate = self._rates.get(stream_id) or fractions.Fraction(30)
-            track = self._tracks[stream_id] = _Track("audio" if header.fmt == FMT_S16 else "video", rate=rate)
+            kind = "audio" if isinstance(output, OutputAudio) else "video"
+            track = self._tracks[stream_id] = _Track(kind, rate=rate)
         if self._container is None:
             track.frames.append(frame)
-            self._held_bytes += len(data)
+            self._held_bytes += len(output.data)
             if set(self._tracks) >= set(self._rates) or self._held_bytes > HOLD_BYTES:
                 self._start()
         else:
@@ -225,18 +224,19 @@ class MediaOutput:
                 self._container.mux(track.stream.encode(None))
         self._container.close()
 
-    def _to_av(self, header: FrameHeader, data: memoryview) -> av.AudioFrame | av.VideoFrame:
-        if header.fmt == FMT_S16:
-            pcm = np.frombuffer(data, np.int16).reshape(1, -1)
+    def _to_av(self, output: OutputFrame) -> av.AudioFrame | av.VideoFrame:
+        if isinstance(output, OutputAudio):
+            pcm = np.frombuffer(output.data, np.int16).reshape(1, -1)
             audio = av.AudioFrame.from_ndarray(
-                pcm.copy(), format="s16", layout="stereo" if header.channels == 2 else "mono"
+                pcm.copy(), format="s16", layout="stereo" if output.channels == 2 else "mono"
             )
-            audio.sample_rate = header.sample_rate
+            audio.sample_rate = output.sample_rate
             return audio
-        pixels = np.frombuffer(data, np.uint8)
-        w, h = header.width, header.height
-        shape = {FMT_I420: (h * 3 // 2, w), FMT_RGB24: (h, w, 3), FMT_RGBA: (h, w, 4)}[header.fmt]
-        return av.VideoFrame.from_ndarray(pixels.reshape(shape).copy(), format=_AV_PIXEL[header.fmt])
+        layout = PIXEL_FORMATS[output.pixel_format]
+        w, h = output.width, output.height
+        shape = (h, w, layout.depth) if layout.depth else (h * 3 // 2, w)  # PyAV's shape of planar I420
+        pixels = np.frombuffer(output.data, np.uint8).reshape(shape)
+        return av.VideoFrame.from_ndarray(pixels.copy(), format=layout.ffmpeg)
 
     def _start(self) -> None:
         self._container = av.open(str(self.path), "w")

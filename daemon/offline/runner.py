@@ -10,6 +10,10 @@ converted frame must be counted as processed by its worker, else the exit status
 
 Decoding runs on the supervisor's loop between pushes. That is acceptable here and only here: this
 process serves no room, and back-pressure already paces decoding to the workers' speed.
+
+Results are written as JSON lines in the schema of live data messages (`framepool.pool.ResultMessage`):
+`participant` is empty, `track` names the input stream ("audio0", "video1"), and `frame_time_us` is media
+time, µs since the start of the input (live it is the supervisor's wall clock; see `framepool.ipc.slots`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import av
 import msgspec
 
 from framepool.errors import ExitStatus, ProcessorError
-from framepool.ipc.ring import FrameHeader
+from framepool.ipc.slots import OutputFrame
 from framepool.logs import log_context
 from framepool.offline.media import AudioConverter, MediaOutput, VideoConverter, decoded_frames, open_input
 from framepool.pool import (
@@ -39,6 +43,7 @@ from framepool.pool import (
     WorkerPool,
     format_groups,
 )
+from framepool.pool.stream import ResultMessage
 from framepool.processors.api import Kind, VideoFormat
 from framepool.processors.kinds import KINDS
 from framepool.processors.registry import ProcessorSpec, parse_specs
@@ -76,15 +81,6 @@ class StreamRun:
         return self.final.processed if self.final is not None else 0
 
 
-class _ResultLine(msgspec.Struct):
-    stream: str
-    processor: str
-    topic: str
-    ts_us: int
-    seq: int
-    payload: msgspec.Raw
-
-
 class OfflineSink:
     """The pool's callbacks for one stream: results to JSON lines, output frames to the media file."""
 
@@ -98,15 +94,13 @@ class OfflineSink:
     def on_result(self, result: Result) -> None:
         self._counters["results"] += 1
         if self._results is not None:
-            line = _ResultLine(
-                result.stream_id, result.processor, result.topic, result.ts_us, result.seq, result.payload
-            )
+            line = ResultMessage.of(result, participant="", track=result.stream_id)
             self._results.write(self._encoder.encode(line) + b"\n")
 
-    def on_output_frame(self, stream_id: str, header: FrameHeader, data: memoryview) -> None:
+    def on_output_frame(self, stream_id: str, frame: OutputFrame) -> None:
         self._counters["output_frames"] += 1
         if self._media is not None:
-            self._media.write(stream_id, header, data)
+            self._media.write(stream_id, frame)
 
     def on_stream_event(self, stream_id: str, event: str, detail: str) -> None:
         if event == "detached":  # the normal end of the stream
@@ -339,9 +333,7 @@ async def _feed(container: av.container.InputContainer, runs: list[StreamRun]) -
 async def _push(run: StreamRun, frames: list[Any]) -> None:
     assert run.attachment is not None
     for converted in frames:
-        await run.attachment.push_wait(
-            converted.data, converted.ts_us, converted.fmt, converted.a, converted.b, converted.c
-        )
+        await run.attachment.push_wait(converted.data, converted.frame_time_us, converted.shape)
         run.decoded += 1
 
 

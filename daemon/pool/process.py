@@ -22,7 +22,9 @@ answers in between is spared.
 
 The supervisor owns every memfd: it creates the worker's doorbells and result ring here and passes their
 fds in the start message. Results are drained from the result ring when the result doorbell's eventfd
-becomes readable (loop.add_reader), everything at once, and then the doorbell is re-armed.
+becomes readable (loop.add_reader), everything at once, and then the doorbell is re-armed. Each result and
+output slot is decoded and validated by `framepool.ipc.slots`; a malformed one is a worker breaking the
+protocol, which gets it killed (and, like any death, restarted by the pool).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from framepool.ipc import control
 from framepool.ipc.control import ControlChannel
 from framepool.ipc.lifecycle import describe_exit
 from framepool.ipc.ring import POLICY_BLOCK, Doorbell, FrameRing
+from framepool.ipc.slots import SlotError, result_slot_bytes, result_stream
 from framepool.pool.placement import LoadEstimate
 from framepool.pool.spawn import forget, start_process
 from framepool.settings import Settings
@@ -54,7 +57,6 @@ if TYPE_CHECKING:
     from framepool.pool.stream import StreamAttachment
 
 log = logging.getLogger("framepool.pool")
-TOPIC_ROOM = 256  # result slot bytes beyond result_max_bytes: the topic travels in the slot too
 RECHECK_FIRST, RECHECK_MAX = 0.001, 0.1  # seconds between checks for a worker only init can reap
 # A worker warned about its memory is warned again only after dropping below 90 % of the line.
 MEMORY_WARN_REARM = 0.9
@@ -99,11 +101,11 @@ class WorkerProcess:
         self.stack_dumped = False  # SIGUSR1 sent for the current silence
         self.killed_for: HealthAction | None = None  # why the supervisor killed it, if it did
         self.kill_reason = ""
+        self.broke_protocol = False  # it wrote a malformed slot: killed, its rings no longer read
         self.ready = asyncio.get_running_loop().create_future()  # resolves at WorkerReady
         self.acked = asyncio.Event()
         self.exited = asyncio.Event()
         self.last_pong = time.monotonic()
-        self.results_dropped = 0
         self.attachments: dict[int, StreamAttachment] = {}
         self._on_exit = on_exit
         self._loop = asyncio.get_running_loop()
@@ -121,7 +123,7 @@ class WorkerProcess:
         self.data_bell = Doorbell.create()
         self.result_bell = Doorbell.create()
         self.space_bell = Doorbell.create()
-        slot_size = settings.result_max_bytes + TOPIC_ROOM
+        slot_size = result_slot_bytes(settings.result_max_bytes)
         self.results = FrameRing.create(settings.result_ring_slots, slot_size, POLICY_BLOCK)
         self.results.bind(None, self.space_bell)
         self._rings_closed = False
@@ -157,7 +159,6 @@ class WorkerProcess:
         self._loop.add_reader(self.result_bell.fileno(), self._on_result_bell)
         start = control.WorkerStart(
             index=self.slot,
-            supervisor_pid=os.getpid(),
             cpu=self.cpu,
             prewarm=self.settings.prewarm,
             processor_failure_limit=self.settings.processor_failure_limit,
@@ -226,10 +227,9 @@ class WorkerProcess:
                     self.ready.set_result(pid)
             case control.WorkerFailed(reason=reason):
                 self.failure = reason
-            case control.Pong(cpu_seconds=cpu_seconds, results_dropped=dropped, busy=busy):
+            case control.Pong(cpu_seconds=cpu_seconds, busy=busy):
                 self.last_pong = now = time.monotonic()
                 self.load_estimate.update(now, cpu_seconds)
-                self.results_dropped = dropped
                 for index, seconds in busy.items():
                     attachment = self.attachments.get(index)
                     if attachment is not None:
@@ -341,7 +341,7 @@ class WorkerProcess:
     def _on_result_bell(self) -> None:
         self.result_bell.clear()
         budget = self.settings.result_ring_slots
-        while True:
+        while not self.broke_protocol:
             budget -= self.drain_results(budget)
             self.result_bell.prepare_sleep()
             pending = self.results.pending() or any(a.output_pending() for a in self.attachments.values())
@@ -354,18 +354,31 @@ class WorkerProcess:
                 return
 
     def drain_results(self, budget: int | None = None) -> int:
-        """Hand every result and output frame waiting in this worker's rings to the sinks."""
+        """Hand every result and output frame waiting in this worker's rings to the sinks. A malformed slot
+        (SlotError) is the worker breaking the protocol: nothing of it reaches a sink, the worker is killed
+        (the pool restarts it) and its rings are not read again."""
+        if self.broke_protocol:
+            return 0
+        try:
+            return self._drain(budget)
+        except SlotError as exc:
+            self.broke_protocol = True
+            log.error("worker %d (pid %d) wrote %s; killing it", self.slot, self.pid, str(exc))
+            self.kill()
+            return 0
+
+    def _drain(self, budget: int | None) -> int:
         count = 0
         ring = self.results
-        while budget is None or count < budget:
-            item = ring.peek()
-            if item is None:
-                break
+        while (budget is None or count < budget) and (item := ring.peek()) is not None:
             header, view = item
-            attachment = self.attachments.get(header.width)
-            if attachment is not None:
-                attachment.deliver_result(header, view)
-            del view, item
+            del item
+            try:
+                attachment = self.attachments.get(result_stream(header))
+                if attachment is not None:  # None: a stream detached meanwhile
+                    attachment.deliver_result(header, view)
+            finally:
+                view.release()  # even when raising: the ring closes later and must have no view left
             ring.release()
             count += 1
         for attachment in list(self.attachments.values()):

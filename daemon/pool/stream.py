@@ -3,7 +3,10 @@
 `StreamAttachment` is what the offline runner and the agent server hold for each stream. `push` is the
 realtime hot path: one ring write, never blocking (a full ring drops per the stream's policy and the
 ring counts it). `push_wait` is the offline path: when the ring is full it sleeps on the stream's space
-doorbell (its eventfd on the event loop) until the worker has released a slot, so nothing is lost.
+doorbell (its eventfd on the event loop) until the worker has released a slot, so nothing is lost. Both
+take the frame's shape and frame time as `framepool.ipc.slots` defines them, and results and output frames
+reach the sink decoded (and validated) by the same module: `Result`, `OutputAudio`, `OutputVideo`.
+`ResultMessage` is what a result becomes on its way out of framepool, live and offline alike.
 
 When the hosting worker dies the stream loses its rings (frames still in them are counted as lost) and
 the pool re-attaches it to the replacement worker with fresh rings and fresh processor instances; the
@@ -23,16 +26,9 @@ from typing_extensions import Buffer
 
 from framepool.errors import PoolError, ProcessorError
 from framepool.ipc import control
-from framepool.ipc.ring import (
-    KIND_AUDIO,
-    KIND_VIDEO,
-    POLICY_BLOCK,
-    POLICY_DROP_NEWEST,
-    POLICY_LATEST,
-    Doorbell,
-    FrameHeader,
-    FrameRing,
-)
+from framepool.ipc.ring import POLICY_BLOCK, POLICY_DROP_NEWEST, POLICY_LATEST, Doorbell, FrameRing
+from framepool.ipc.slots import Descriptor, FrameShape, OutputFrame, decode_output, decode_result
+from framepool.ipc.slots import Result as Result  # sinks know it as framepool.pool.Result
 from framepool.processors.api import Kind
 from framepool.processors.kinds import media_kind
 from framepool.processors.registry import ProcessorSpec
@@ -47,15 +43,31 @@ _REALTIME_POLICY = {
 }  # per kind, see processors.kinds
 
 
-class Result(msgspec.Struct, frozen=True):
-    """One `ctx.emit()`; `payload` is the JSON encoding of what the processor emitted."""
+class ResultMessage(msgspec.Struct, kw_only=True):
+    """One result as it leaves framepool, the same schema live and offline: the body of a data message
+    (JSON, on the result's topic or the output's) and one line of `framepool process --output`."""
 
-    stream_id: str
+    participant: str  # live: identity of the participant whose track it is about; offline: ""
+    track: str  # live: that track's sid; offline: the input stream ("audio0", "video1")
     processor: str
-    topic: str
-    ts_us: int
-    seq: int
-    payload: msgspec.Raw
+    topic: str  # as the processor emitted it
+    # When the frame the result is about reached framepool, in µs: live, the supervisor's wall clock (since
+    # the Unix epoch) when the SDK delivered the frame; offline, media time since the start of the input.
+    frame_time_us: int
+    seq: int  # per processor and track, from 1
+    data: msgspec.Raw  # what the processor emitted
+
+    @classmethod
+    def of(cls, result: Result, participant: str, track: str) -> ResultMessage:
+        return cls(
+            participant=participant,
+            track=track,
+            processor=result.processor,
+            topic=result.topic,
+            frame_time_us=result.frame_time_us,
+            seq=result.seq,
+            data=result.data,
+        )
 
 
 class StreamSink(Protocol):
@@ -63,8 +75,8 @@ class StreamSink(Protocol):
 
     def on_result(self, result: Result) -> None: ...
 
-    def on_output_frame(self, stream_id: str, header: FrameHeader, data: memoryview) -> None:
-        """A frame of the output track; `data` is valid during the call only."""
+    def on_output_frame(self, stream_id: str, frame: OutputFrame) -> None:
+        """A frame of the output track; `frame.data` is valid during the call only."""
         ...
 
     def on_stream_event(self, stream_id: str, event: str, detail: str) -> None:
@@ -111,7 +123,6 @@ class StreamAttachment:
         self.sink = sink
         self.worker: WorkerProcess | None = None
         self.index = 0
-        self._kind = KIND_AUDIO if spec.kind == "audio" else KIND_VIDEO
         self._slots = slots
         self._on_detached = on_detached
         self._names = [p.name for p in spec.processors]
@@ -229,22 +240,23 @@ class StreamAttachment:
 
     # -- producer -------------------------------------------------------------------------------------
 
-    def push(self, data: Buffer, ts_us: int, fmt: int, a: int, b: int, c: int, flags: int = 0) -> bool:
-        """Realtime: write the frame or drop it (counted); never blocks. False if dropped."""
+    def push(self, data: Buffer, frame_time_us: int, shape: FrameShape, flags: int = 0) -> bool:
+        """Realtime: write the frame or drop it (counted); never blocks. False if dropped.
+
+        `shape` (of the stream's kind) describes `data`; keep one while the geometry holds (see
+        `framepool.ipc.slots`, also for the clock of `frame_time_us`)."""
         self.pushed += 1
         ring = self._ring
         if ring is None:
             self._lost += 1
             return False
-        if ring.write(data, self.pushed, ts_us, self._kind, fmt, flags, a, b, c):
+        if shape.write(ring, data, self.pushed, frame_time_us, flags):
             return True
         if not self.spec.realtime:
             self._refused += 1  # an offline stream pushed without waiting: the ring does not count it
         return False
 
-    async def push_wait(
-        self, data: Buffer, ts_us: int, fmt: int, a: int, b: int, c: int, flags: int = 0
-    ) -> None:
+    async def push_wait(self, data: Buffer, frame_time_us: int, shape: FrameShape, flags: int = 0) -> None:
         """Offline: wait for space in the ring and write; nothing is lost unless the worker dies."""
         self.pushed += 1
         seq = self.pushed
@@ -257,13 +269,13 @@ class StreamAttachment:
             if ring is None:
                 await self._live.wait()
                 continue
-            if ring.write(data, seq, ts_us, self._kind, fmt, flags, a, b, c):
+            if shape.write(ring, data, seq, frame_time_us, flags):
                 return
             if bell is None:  # realtime stream: the ring dropped and counted the frame
                 return
             self._space.clear()
             bell.prepare_sleep()
-            if ring.write(data, seq, ts_us, self._kind, fmt, flags, a, b, c):
+            if shape.write(ring, data, seq, frame_time_us, flags):
                 bell.cancel_sleep()
                 return
             await self._space.wait()
@@ -328,18 +340,9 @@ class StreamAttachment:
 
     # -- consumer side (called by the hosting WorkerProcess on the event loop) --------------------------
 
-    def deliver_result(self, header: FrameHeader, view: memoryview) -> None:
-        data = bytes(view)
-        topic_length = header.samples
-        processor = header.height
-        result = Result(
-            stream_id=self.stream_id,
-            processor=self._names[processor] if processor < len(self._names) else str(processor),
-            topic=data[:topic_length].decode(errors="replace"),
-            ts_us=header.ts_us,
-            seq=header.seq,
-            payload=msgspec.Raw(data[topic_length:]),
-        )
+    def deliver_result(self, header: Descriptor, view: memoryview) -> None:
+        """Decode a result slot of this stream and hand it to the sink; SlotError if it is malformed."""
+        result = decode_result(header, view, self.stream_id, self._names)
         self._results += 1
         try:
             self.sink.on_result(result)
@@ -347,20 +350,28 @@ class StreamAttachment:
             log.exception("stream sink on_result failed", extra={"stream": self.stream_id})
 
     def drain_output(self) -> int:
+        """Hand the output frames waiting in the output ring to the sink; SlotError at a malformed one."""
         ring = self._output
         if ring is None:
             return 0
         count = 0
         while (item := ring.peek()) is not None:
             header, view = item
+            del item
             try:
-                self.sink.on_output_frame(self.stream_id, header, view)
-            except Exception:
-                log.exception("stream sink on_output_frame failed", extra={"stream": self.stream_id})
-            del view, item
+                self._deliver_output(decode_output(header, view))
+            finally:
+                # The frame's data dies here even if the sink kept the frame: the ring may close later.
+                view.release()
             ring.release()
             count += 1
         return count
+
+    def _deliver_output(self, frame: OutputFrame) -> None:
+        try:
+            self.sink.on_output_frame(self.stream_id, frame)
+        except Exception:
+            log.exception("stream sink on_output_frame failed", extra={"stream": self.stream_id})
 
     def output_pending(self) -> bool:
         return self._output is not None and self._output.pending() > 0

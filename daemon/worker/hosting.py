@@ -8,10 +8,12 @@ that need the same one). A processor that raises is counted and logged with the 
 `processor_failure_limit` consecutive failures it is disabled for that stream and the supervisor is told
 (`processor_disabled`). The worker never dies of a processor exception.
 
-Results travel through the worker's one result ring as FMT_BYTES slots: the descriptor carries the stream
-index (a), the processor index (b) and the topic length (c); the payload is the UTF-8 topic followed by the
-msgspec.json encoding of what the processor emitted. A full result ring drops the result for realtime
-streams (counted) and makes offline streams wait for space (the supervisor always drains).
+Results travel through the worker's one result ring, output frames through the stream's output ring, both
+encoded by `framepool.ipc.slots` (a result slot names the stream and the processor and carries the topic and
+the msgspec.json encoding of what the processor emitted); input frames are decoded by it too. A result or
+output frame carries the frame time of the input frame being processed. A full result or output ring drops
+for realtime streams (results dropped are counted) and makes offline streams wait for space (the supervisor
+always drains).
 """
 
 from __future__ import annotations
@@ -27,30 +29,15 @@ import numpy.typing as npt
 
 from framepool.ipc import control
 from framepool.ipc.control import WorkerChannel
-from framepool.ipc.ring import (
-    FLAG_GAP,
-    FMT_BYTES,
-    FMT_I420,
-    FMT_RGB24,
-    FMT_RGBA,
-    FMT_S16,
-    KIND_AUDIO,
-    KIND_RESULT,
-    KIND_VIDEO,
-    Doorbell,
-    FrameHeader,
-    FrameRing,
-)
+from framepool.ipc.ring import Doorbell, FrameHeader, FrameRing
+from framepool.ipc.slots import AudioShape, SlotShape, VideoShape, decode_frame, pixel_layout, result_slot
 from framepool.logs import log_context
-from framepool.processors.api import AudioFrame, PixelFormat, Processor, VideoFormat, VideoFrame, frame_bytes
+from framepool.processors.api import PixelFormat, Processor, VideoFormat, VideoFrame
 from framepool.processors.registry import ResolvedSpec, instantiate, resolve
 from framepool.processors.resource import release_all, resources_of
 from framepool.worker.scale import downscale, scale_factor
 
-MAX_TOPIC_BYTES = 255
 BATCH = 256  # frames one stream may process per pass before the others get their turn
-PIXEL_FORMATS: dict[int, PixelFormat] = {FMT_I420: "I420", FMT_RGB24: "RGB24", FMT_RGBA: "RGBA"}
-FORMAT_CODES: dict[str, int] = {name: code for code, name in PIXEL_FORMATS.items()}
 log = logging.getLogger("framepool.worker")
 
 
@@ -62,57 +49,29 @@ class ResultWriter:
         self.result_bell = result_bell
         self.space_bell = space_bell
         self.max_bytes = max_bytes
-        self.dropped = 0
 
     def emit(
         self, index: int, processor: int, seq: int, ts_us: int, topic: str, payload: Any, realtime: bool
     ) -> bool:
-        topic_bytes = topic.encode()
-        if len(topic_bytes) > MAX_TOPIC_BYTES:
-            raise ValueError(f"result topic of {len(topic_bytes)} bytes exceeds {MAX_TOPIC_BYTES}")
+        """Write one result (ValueError for a topic or body over its limit); False if a full ring dropped
+        it."""
         body = msgspec.json.encode(payload)
         if len(body) > self.max_bytes:
             raise ValueError(f"result of {len(body)} bytes exceeds result_max_bytes = {self.max_bytes}")
-        data = topic_bytes + body
-        if self.write(
-            self.ring,
-            realtime,
-            data,
-            seq,
-            ts_us,
-            KIND_RESULT,
-            FMT_BYTES,
-            0,
-            index,
-            processor,
-            len(topic_bytes),
-        ):
-            return True
-        self.dropped += 1
-        return False
+        shape, data = result_slot(index, processor, topic, body)
+        return self.write(self.ring, realtime, shape, data, seq, ts_us)
 
     def write(
-        self,
-        ring: FrameRing,
-        realtime: bool,
-        data: Any,
-        seq: int,
-        ts_us: int,
-        kind: int,
-        fmt: int,
-        flags: int,
-        a: int,
-        b: int,
-        c: int,
+        self, ring: FrameRing, realtime: bool, shape: SlotShape, data: Any, seq: int, ts_us: int
     ) -> bool:
         """Write a slot; realtime: False when full; offline: wait for the supervisor to make space."""
-        if ring.write(data, seq, ts_us, kind, fmt, flags, a, b, c):
+        if shape.write(ring, data, seq, ts_us):
             return True
         if realtime:
             return False
         while True:
             self.space_bell.prepare_sleep()
-            if ring.write(data, seq, ts_us, kind, fmt, flags, a, b, c):
+            if shape.write(ring, data, seq, ts_us):
                 self.space_bell.cancel_sleep()
                 return True
             # A finite wait only as a safety net: the supervisor rings after every release while we wait.
@@ -160,23 +119,18 @@ class StreamContext:
             raise ValueError(
                 f"publish_audio needs int16 samples shaped (samples, channels), got {samples.dtype} {samples.shape}"
             )
-        channels = samples.shape[1]
-        self._stream.publish(
-            np.ascontiguousarray(samples), KIND_AUDIO, FMT_S16, sample_rate, channels, samples.shape[0]
-        )
+        shape = AudioShape(sample_rate, samples.shape[1], samples.shape[0])
+        self._stream.publish(np.ascontiguousarray(samples), shape)
 
     def publish_video(
         self, data: npt.NDArray[np.uint8], width: int, height: int, pixel_format: PixelFormat = "I420"
     ) -> None:
-        code = FORMAT_CODES.get(pixel_format)
-        if code is None:
-            raise ValueError(f"unknown pixel format {pixel_format!r}: expected one of {sorted(FORMAT_CODES)}")
-        expected = frame_bytes(width, height, pixel_format)
-        if data.nbytes != expected:
+        shape = VideoShape(pixel_layout(pixel_format), width, height)
+        if data.nbytes != shape.nbytes:
             raise ValueError(
-                f"a {width}x{height} {pixel_format} frame has {expected} bytes, got {data.nbytes}"
+                f"a {width}x{height} {pixel_format} frame has {shape.nbytes} bytes, got {data.nbytes}"
             )
-        self._stream.publish(np.ascontiguousarray(data), KIND_VIDEO, code, width, height, 0)
+        self._stream.publish(np.ascontiguousarray(data), shape)
 
 
 class HostedProcessor:
@@ -249,7 +203,6 @@ class HostedStream:
         self.gap_next = message.gap
         self.frame_ts_us = 0
         self.out_seq = 0
-        self.processed = 0
         self.errors = 0
         self.results_dropped = 0
         self.input: FrameRing | None = None
@@ -311,28 +264,13 @@ class HostedStream:
                 del view, item
                 ring.release()
             count += 1
-        self.processed += count
         return count > 0
 
     def _process_frame(self, header: FrameHeader, view: memoryview) -> None:
-        gap = self.gap_next or bool(header.flags & FLAG_GAP)
+        frame = decode_frame(header, view, lost_before=self.gap_next)
         self.gap_next = False
-        self.frame_ts_us = header.ts_us
-        frame: AudioFrame | VideoFrame
-        if header.kind == KIND_AUDIO:
-            samples = np.frombuffer(view, np.int16).reshape(header.samples, header.channels)
-            frame = AudioFrame(samples, header.sample_rate, header.channels, header.ts_us, header.seq, gap)
-        else:
-            pixels = np.frombuffer(view, np.uint8)
-            frame = VideoFrame(
-                pixels,
-                header.width,
-                header.height,
-                PIXEL_FORMATS.get(header.fmt, "I420"),
-                header.ts_us,
-                header.seq,
-                gap,
-            )
+        self.frame_ts_us = frame.ts_us
+        if isinstance(frame, VideoFrame):
             self.scaler.new_frame()
         for processor in self.processors:
             if processor.disabled:
@@ -376,15 +314,13 @@ class HostedStream:
             )
         )
 
-    def publish(self, data: npt.NDArray[Any], kind: int, fmt: int, a: int, b: int, c: int) -> None:
+    def publish(self, data: npt.NDArray[Any], shape: AudioShape | VideoShape) -> None:
         if self.output is None:
             raise ValueError(
                 f"stream {self.stream_id!r} has no output track (attach it with output_max_frame_bytes > 0)"
             )
         self.out_seq += 1
-        self.writer.write(
-            self.output, self.realtime, data, self.out_seq, self.frame_ts_us, kind, fmt, 0, a, b, c
-        )
+        self.writer.write(self.output, self.realtime, shape, data, self.out_seq, self.frame_ts_us)
 
     def finish(self) -> None:
         """The stream ended: each processor's close() may emit its last results."""

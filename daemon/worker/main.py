@@ -178,7 +178,7 @@ class WorkerRuntime:
                 finally:
                     runtime.close()
                 raise PrewarmFailed(str(exc)) from None
-        channel.send(control.WorkerReady(pid=os.getpid(), cpu=start.cpu))
+        channel.send(control.WorkerReady(pid=os.getpid()))
         log.info("worker ready", extra={"pid": os.getpid(), "cpu": start.cpu})
         return runtime
 
@@ -238,7 +238,6 @@ class WorkerRuntime:
                     control.Pong(
                         seq=seq,
                         cpu_seconds=time.process_time(),
-                        results_dropped=self.writer.dropped,
                         busy=self._busy_report(),
                     )
                 )
@@ -266,9 +265,7 @@ class WorkerRuntime:
         stream = self.streams.pop(index, None)
         if stream is None:
             if reply:
-                self.channel.send(
-                    control.StreamDetached(index=index, processed=0, errors=0, busy={}, results_dropped=0)
-                )
+                self.channel.send(control.StreamDetached(index=index, errors=0, busy={}, results_dropped=0))
             return
         stream.process_pending(limit=None)
         stream.finish()
@@ -276,7 +273,6 @@ class WorkerRuntime:
             self.channel.send(
                 control.StreamDetached(
                     index=index,
-                    processed=stream.processed,
                     errors=stream.errors,
                     busy=stream.busy(),
                     results_dropped=stream.results_dropped,

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -216,3 +217,38 @@ async def test_a_processed_video_track_reaches_another_participant(
     luma = np.frombuffer(frame.data, np.uint8)[: frame.width * frame.height]
     assert (frame.width, frame.height) == (320, 240)
     assert abs(float(luma.mean()) - 215) < 20  # 255 - 40, through two lossy encodings
+
+
+async def test_results_of_audio_and_video_share_the_wall_clock(devserver: DevServer, room_name: str) -> None:
+    """A participant's audio and video results carry frame times on one clock, the supervisor's wall clock
+    at arrival (the SDK's video timestamp is on CLOCK_MONOTONIC and would not line up with audio)."""
+    server = AgentServer(agent_settings(devserver), load_fnc=quiet_load)
+
+    @server.rtc_session()
+    async def analysis(ctx: JobContext) -> None:
+        await ctx.connect()
+        ctx.attach("audio-level(window_ms=100)", output=DataOutput(topic="analysis"))
+        ctx.attach("video-motion", output=DataOutput(topic="analysis"))
+
+    async with serving(server), joined(devserver, "bob", room_name) as bob:
+        received: asyncio.Queue[tuple[int, dict[str, object]]] = asyncio.Queue()
+        bob.on(
+            "data_received",
+            lambda packet: received.put_nowait((time.time_ns() // 1000, json.loads(packet.data))),
+        )
+        async with joined(devserver, "alice", room_name) as alice:
+            _, tone = await publish_tone(alice)
+            video = await publish_gray(alice, luma=90)
+            latest: dict[object, tuple[int, dict[str, object]]] = {}
+            try:
+                while len(latest) < 2:
+                    arrived, message = await asyncio.wait_for(received.get(), EVENT)
+                    latest[message["processor"]] = (arrived, message)
+            finally:
+                await stop(tone)
+                await stop(video)
+    assert set(latest) == {"audio-level", "video-motion"}
+    for arrived, message in latest.values():
+        assert message["participant"] == "alice"
+        frame_time = message["frame_time_us"]
+        assert isinstance(frame_time, int) and arrived - 10_000_000 < frame_time <= arrived

@@ -72,12 +72,18 @@ async def test_every_decoded_frame_is_processed(sample: Path, tmp_path: Path) ->
 
     lines = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert len(lines) == report.results
-    assert set(lines[0]) == {"stream", "processor", "topic", "ts_us", "seq", "payload"}
+    # The schema of live data messages; the track is the input stream, the clock media time.
+    assert set(lines[0]) == {"participant", "track", "processor", "topic", "frame_time_us", "seq", "data"}
+    assert {line["participant"] for line in lines} == {""}
     levels = [line for line in lines if line["topic"] == "audio-level"]
-    scores = [line for line in lines if line["topic"] == "video-motion" and "event" not in line["payload"]]
+    scores = [line for line in lines if line["topic"] == "video-motion" and "event" not in line["data"]]
+    assert {line["track"][:5] for line in levels} == {"audio"}
+    assert {line["track"][:5] for line in scores} == {"video"}
     assert len(levels) == expected_counts(sample, 4800)[1]  # one per 100 ms window, the last one partial
-    assert all(line["payload"]["rms_dbfs"] == pytest.approx(-23.01, abs=0.2) for line in levels[1:-1])
+    assert all(line["data"]["rms_dbfs"] == pytest.approx(-23.01, abs=0.2) for line in levels[1:-1])
     assert len(scores) == video_frames
+    frame_times = [line["frame_time_us"] for line in scores]
+    assert frame_times == pytest.approx([i * 1_000_000 / FPS for i in range(video_frames)], abs=1000)
 
     with av.open(str(tmp_path / "processed.mkv")) as container:
         stream = container.streams.video[0]
@@ -105,7 +111,7 @@ async def test_processors_wanting_different_formats_each_get_their_own(sample: P
     lines = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     probes: dict[str, list[dict[str, Any]]] = {stream_id: [] for stream_id in runs}
     for line in lines:
-        probes[line["stream"]].append(line["payload"])
+        probes[line["track"]].append(line["data"])
 
     video_frames, _ = expected_counts(sample, 960)
     for stream_id, rate, frame_ms in [(audio, 16000, 20), (f"{audio}.1", 48000, 100)]:

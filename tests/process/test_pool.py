@@ -17,13 +17,15 @@ import pytest
 
 from framepool.errors import CrashLoopError, PoolError, PoolHaltedError, ProcessorError
 from framepool.ipc.lifecycle import WorkerExit
-from framepool.ipc.ring import FMT_I420, FMT_S16
+from framepool.ipc.slots import AudioShape, OutputVideo
 from framepool.pool import PoolStats, StreamSpec, WorkerPool
 from framepool.processors.registry import parse_spec
 from tests.support.pool import (
+    AUDIO_10MS,
     RecordingSink,
     audio_frame,
     audio_spec,
+    i420,
     settings,
     wait_exited,
 )
@@ -65,13 +67,17 @@ async def test_offline_back_pressure_loses_nothing_and_shutdown_ladder(shm_uncha
         assert {s.worker.slot for s in streams if s.worker} == {0, 1}  # least loaded: one per worker
         for seq in range(1, 301):
             for stream in streams:
-                await stream.push_wait(audio_frame(seq), seq * 10_000, FMT_S16, 48000, 1, 480)
+                await stream.push_wait(audio_frame(seq), seq * 10_000, AUDIO_10MS)
         for stream, sink in zip(streams, sinks, strict=True):
             await stream.drain()
             assert [p["seq"] for p in sink.payloads("count")] == list(range(1, 301))
             stats = await stream.detach()
             assert (stats.pushed, stats.processed, stats.dropped, stats.lost) == (300, 300, 0, 0)
             assert sink.payloads("summary") == [{"frames": 300}]  # close() ran, its result delivered
+            # A result carries the frame time of the frame being processed; close() the last one's.
+            times = [r.frame_time_us for r in sink.results]
+            assert times == [seq * 10_000 for seq in range(1, 301)] + [300 * 10_000]
+            assert [r.seq for r in sink.results] == list(range(1, 302))  # per processor, from 1
             assert sink.event_names() == ["detached"]
     finally:
         codes = [info.exitcode for info in (await _closed(pool)).workers]
@@ -92,14 +98,14 @@ async def test_realtime_overload_drops_are_counted_and_flagged(shm_unchanged: No
         stream = await pool.attach(
             audio_spec("rt", "tests.support.procs:Count;tests.support.procs:Slow", realtime=True), sink
         )
-        accepted = [stream.push(audio_frame(seq), seq, FMT_S16, 48000, 1, 480) for seq in range(1, 201)]
+        accepted = [stream.push(audio_frame(seq), seq, AUDIO_10MS) for seq in range(1, 201)]
         await stream.drain()
         stats = stream.stats()
         refused = accepted.count(False)
         assert refused > 0 and stats.dropped == refused
         assert stats.pushed == 200 and stats.processed == accepted.count(True)
         # The next frame written after the drops carries the gap flag.
-        assert stream.push(audio_frame(201), 201, FMT_S16, 48000, 1, 480)
+        assert stream.push(audio_frame(201), 201, AUDIO_10MS)
         await stream.drain()
         assert sink.payloads("count")[-1] == {
             "seq": 201,
@@ -121,7 +127,7 @@ async def test_processor_exceptions_counted_then_disabled_worker_survives(shm_un
             audio_spec("bad", "tests.support.procs:Fail(fail_from=3);tests.support.procs:Count"), sink
         )
         for seq in range(1, 11):
-            await stream.push_wait(audio_frame(seq), seq, FMT_S16, 48000, 1, 480)
+            await stream.push_wait(audio_frame(seq), seq, AUDIO_10MS)
         await stream.drain()
         assert sink.event_names() == ["processor_error", "processor_disabled"]
         assert "ValueError: bad frame 3" in sink.events[0][1]
@@ -152,14 +158,14 @@ async def test_worker_kill_9_mid_stream_is_replaced_and_stream_continues(shm_unc
         sink = RecordingSink()
         stream = await pool.attach(audio_spec("k", "tests.support.procs:Count"), sink)
         for seq in range(1, 51):
-            await stream.push_wait(audio_frame(seq), seq, FMT_S16, 48000, 1, 480)
+            await stream.push_wait(audio_frame(seq), seq, AUDIO_10MS)
         await stream.drain()
         old_pid = pool.worker_pids()[0]
         os.kill(old_pid, signal.SIGKILL)
         await sink.wait_for(lambda: "worker_restarted" in sink.event_names(), "the stream to be re-attached")
         assert f"pid {old_pid}" in sink.events[-1][1] and "signal 9" in sink.events[-1][1]
         for seq in range(51, 101):
-            await stream.push_wait(audio_frame(seq), seq, FMT_S16, 48000, 1, 480)
+            await stream.push_wait(audio_frame(seq), seq, AUDIO_10MS)
         await stream.drain()
         after = [p for p in sink.payloads("count") if p["pid"] != old_pid]
         assert [p["seq"] for p in after] == list(range(51, 101))  # results resume on the new worker
@@ -178,7 +184,7 @@ async def test_unresponsive_worker_is_killed_after_ping_timeout_and_replaced(shm
         sink = RecordingSink()
         stream = await pool.attach(audio_spec("h", "tests.support.procs:Hang"), sink)
         old_pid = pool.worker_pids()[0]
-        stream.push(audio_frame(1), 1, FMT_S16, 48000, 1, 480)
+        stream.push(audio_frame(1), 1, AUDIO_10MS)
         await sink.wait_for(
             lambda: "worker_restarted" in sink.event_names(), "the hung worker to be replaced"
         )
@@ -205,11 +211,12 @@ async def test_output_frames_reach_the_sink(shm_unchanged: None) -> None:
         stream = await pool.attach(spec, sink)
         frames = [np.full(size, i, dtype=np.uint8) for i in range(5)]
         for i, frame in enumerate(frames):
-            await stream.push_wait(frame, i, FMT_I420, 64, 48, 0)
+            await stream.push_wait(frame, i, i420(64, 48))
         await stream.drain()
         assert [data for _, data in sink.frames] == [f.tobytes() for f in frames]
-        header = sink.frames[0][0]
-        assert (header.width, header.height, header.fmt, header.length) == (64, 48, FMT_I420, size)
+        output = sink.frames[0][0]
+        assert isinstance(output, OutputVideo)
+        assert (output.width, output.height, output.pixel_format, output.frame_time_us) == (64, 48, "I420", 0)
         await stream.detach()
     finally:
         await pool.aclose()
@@ -300,7 +307,7 @@ async def test_crash_loop_after_a_restart_halts_the_pool(shm_unchanged: None) ->
         assert "died 2 times in a row before becoming ready" in pool.halt_reason
         await sink.wait_for(lambda: "stream_failed" in sink.event_names(), "the stream to fail")
         with pytest.raises(PoolError, match="stopped: worker 0 died 2 times"):
-            await stream.push_wait(audio_frame(1), 1, FMT_S16, 48000, 1, 480)
+            await stream.push_wait(audio_frame(1), 1, AUDIO_10MS)
         with pytest.raises(PoolError, match="halted"):
             await pool.attach(audio_spec("late", "tests.support.procs:Count"), RecordingSink())
         assert pool.stats().halted
@@ -323,7 +330,7 @@ async def test_realtime_video_skips_to_the_newest_frame(shm_unchanged: None) -> 
         )
         stream = await pool.attach(spec, sink)
         frame = np.zeros(size, dtype=np.uint8)
-        accepted = [stream.push(frame, seq, FMT_I420, 32, 16, 0) for seq in range(1, 51)]
+        accepted = [stream.push(frame, seq, i420(32, 16)) for seq in range(1, 51)]
         await stream.drain()
         stats = stream.stats()
         assert stats.pushed == 50 and stats.dropped == accepted.count(False)
@@ -344,7 +351,7 @@ async def test_shutdown_ladder_kills_a_worker_that_does_not_acknowledge(
     sink = RecordingSink()
     stream = await pool.attach(audio_spec("stuck", "tests.support.procs:Hang"), sink)
     pid = pool.worker_pids()[0]
-    await stream.push_wait(audio_frame(1), 1, FMT_S16, 48000, 1, 480)
+    await stream.push_wait(audio_frame(1), 1, AUDIO_10MS)
     await sink.wait_for(lambda: bool(sink.payloads("hanging")), "the processor to hang")
     await pool.aclose()
     assert pool.stats().workers[0].exitcode == -signal.SIGKILL
@@ -373,7 +380,7 @@ async def test_aclose_returns_only_when_every_worker_is_reaped(
     pids = pool.worker_pids()
     sink = RecordingSink()
     stream = await pool.attach(audio_spec("r", "tests.support.procs:Count"), sink)
-    await stream.push_wait(audio_frame(1), 1, FMT_S16, 48000, 1, 480)
+    await stream.push_wait(audio_frame(1), 1, AUDIO_10MS)
     await pool.aclose()
     assert [pid for pid in pids if psutil.pid_exists(pid)] == []  # at once: no grace for a dying worker
     assert [w.exitcode for w in pool.stats().workers] == [WorkerExit.CLEAN, WorkerExit.CLEAN]
@@ -426,10 +433,10 @@ async def test_audio_ring_holds_audio_ring_ms_of_the_processors_frames(
             max_frame_bytes=samples * 2,
         )
         stream = await pool.attach(spec, sink)
-        frame = np.zeros(samples, np.int16)
-        assert stream.push(frame, 1, FMT_S16, 48000, 1, samples)
+        frame, shape = np.zeros(samples, np.int16), AudioShape(48000, 1, samples)
+        assert stream.push(frame, 1, shape)
         await sink.wait_for(lambda: bool(sink.payloads("hanging")), "the processor to hang on frame 1")
-        accepted = [stream.push(frame, seq, FMT_S16, 48000, 1, samples) for seq in range(2, 2 + 2 * slots)]
+        accepted = [stream.push(frame, seq, shape) for seq in range(2, 2 + 2 * slots)]
         assert accepted.count(True) == slots - 1  # frame 1 still holds its slot
         assert stream.stats().dropped == slots + 1
     finally:
@@ -460,7 +467,7 @@ async def test_video_scaled_down_per_processor_maximum(shm_unchanged: None) -> N
         rng = np.random.default_rng(7)
         frames = [rng.integers(0, 256, size, dtype=np.uint8) for _ in range(3)]
         for seq, frame in enumerate(frames, 1):
-            await stream.push_wait(frame, seq, FMT_I420, width, height, 0)
+            await stream.push_wait(frame, seq, i420(width, height))
         await stream.drain()
         sizes = sink.payloads("size")  # per frame: the first processor's result, then the second's
         scaled, native = sizes[0::2], sizes[1::2]
@@ -493,7 +500,7 @@ async def test_memory_warning_is_logged_once_and_the_worker_keeps_running(
         assert pool.stats().workers[0].pss_bytes > 1 << 20
         sink = RecordingSink()
         stream = await pool.attach(audio_spec("m", "tests.support.procs:Count"), sink)
-        await stream.push_wait(audio_frame(1), 1, FMT_S16, 48000, 1, 480)
+        await stream.push_wait(audio_frame(1), 1, AUDIO_10MS)
         await stream.drain()
         assert sink.payloads("count")[0]["pid"] == pid
         assert pool.worker_pids() == [pid] and pool.stats().restarts == 0 and psutil.pid_exists(pid)
@@ -512,7 +519,7 @@ async def test_busy_seconds_are_current_without_drain_or_detach(shm_unchanged: N
         )
         assert stream.stats().busy == {"tests.support.procs:Count": 0.0, "tests.support.procs:Slow": 0.0}
         for seq in range(1, 51):
-            await stream.push_wait(audio_frame(seq), seq, FMT_S16, 48000, 1, 480)
+            await stream.push_wait(audio_frame(seq), seq, AUDIO_10MS)
         await sink.wait_for(lambda: len(sink.payloads("count")) == 50, "the frames to be processed")
         # Slow sleeps 2 ms per frame: 50 frames are at least 0.1 s, and the pongs that follow report it.
         async with asyncio.timeout(EVENT):

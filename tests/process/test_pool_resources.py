@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from framepool.errors import ProcessorError
-from framepool.ipc.ring import FMT_S16
+from framepool.ipc.slots import AudioShape
 from framepool.pool import StreamAttachment, StreamSpec, WorkerPool
 from framepool.processors.registry import parse_spec
 from tests.support import procs
@@ -53,7 +53,7 @@ async def model_report(pool: WorkerPool, stream_id: str) -> tuple[StreamAttachme
         max_frame_bytes=SAMPLES * 2,
     )
     stream = await pool.attach(spec, sink)
-    await stream.push_wait(np.zeros(SAMPLES, np.int16), 1, FMT_S16, 48000, 1, SAMPLES)
+    await stream.push_wait(np.zeros(SAMPLES, np.int16), 1, AudioShape(48000, 1, SAMPLES))
     await stream.drain()
     [report] = sink.payloads("model")
     return stream, report

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from framepool.ipc.ring import implementation
+from framepool.ipc.slots import FMT_BYTES, KIND_RESULT
 from tests.support.shm import shm_segments
 from tests.support.timeouts import EVENT, PROCESS
 
@@ -67,9 +68,7 @@ def run_producer(impl_name: str, conn: Connection, frames: int, seed: int) -> No
     while seq <= frames:
         flags = impl.FLAG_EOS if seq == frames else 0
         data = frame_payload(seq)
-        if ring.write(
-            data, seq, time.monotonic_ns() // 1000, impl.KIND_RESULT, impl.FMT_BYTES, flags, 0, 0, 0
-        ):
+        if ring.write(data, seq, time.monotonic_ns() // 1000, KIND_RESULT, FMT_BYTES, flags, 0, 0, 0):
             seq += 1
             if pacing.random() < 0.01:
                 time.sleep(pacing.random() * 0.001)  # pacing only: lets the consumer catch up and sleep
@@ -77,9 +76,7 @@ def run_producer(impl_name: str, conn: Connection, frames: int, seed: int) -> No
         space_bell.prepare_sleep()
         # Re-check by writing, as the daemon does: a refused write re-arms the flag that makes release() ring;
         # free_slots() would miss a release that began before this stall and consumed the flag.
-        if ring.write(
-            data, seq, time.monotonic_ns() // 1000, impl.KIND_RESULT, impl.FMT_BYTES, flags, 0, 0, 0
-        ):
+        if ring.write(data, seq, time.monotonic_ns() // 1000, KIND_RESULT, FMT_BYTES, flags, 0, 0, 0):
             space_bell.cancel_sleep()
             seq += 1
             continue

@@ -10,9 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from framepool.ipc.lifecycle import WorkerExit, describe_exit
-from framepool.ipc.ring import FMT_S16
 from framepool.pool import WorkerPool
-from tests.support.pool import RecordingSink, audio_frame, audio_spec, settings
+from tests.support.pool import AUDIO_10MS, RecordingSink, audio_frame, audio_spec, settings
 from tests.support.shm import shm_segments
 
 pytestmark = pytest.mark.process
@@ -36,7 +35,7 @@ async def test_a_hung_worker_dumps_its_stack_to_the_log_before_it_is_killed(
         sink = RecordingSink()
         stream = await pool.attach(audio_spec("h", "tests.support.procs:Hang"), sink)
         pid = pool.worker_pids()[0]
-        stream.push(audio_frame(1), 1, FMT_S16, 48000, 1, 480)
+        stream.push(audio_frame(1), 1, AUDIO_10MS)
         await sink.wait_for(lambda: "worker_restarted" in sink.event_names(), "the hung worker's restart")
     finally:
         await pool.aclose()
@@ -54,7 +53,7 @@ async def test_a_processor_calling_sys_exit_cannot_choose_the_workers_exit_code(
     try:
         sink = RecordingSink()
         stream = await pool.attach(audio_spec("x", "tests.support.procs:SysExit"), sink)
-        stream.push(audio_frame(1), 1, FMT_S16, 48000, 1, 480)
+        stream.push(audio_frame(1), 1, AUDIO_10MS)
         await sink.wait_for(lambda: "worker_restarted" in sink.event_names(), "the worker's restart")
         assert f"exited with {describe_exit(WorkerExit.RUNTIME_ERROR)}" in sink.events[-1][1]
         assert describe_exit(WorkerExit.RUNTIME_ERROR) == "exit code 64 (RUNTIME_ERROR)"

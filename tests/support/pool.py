@@ -12,13 +12,14 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from framepool.ipc.ring import FrameHeader
+from framepool.ipc.slots import PIXEL_FORMATS, AudioShape, OutputFrame, VideoShape
 from framepool.pool import Result, StreamSpec, WorkerPool
 from framepool.processors.registry import parse_spec
 from framepool.settings import Settings
 from tests.support.timeouts import EVENT
 
-AUDIO_FRAME_BYTES = 960  # 10 ms of 48 kHz mono int16
+AUDIO_10MS = AudioShape(48000, 1, 480)  # the shape of audio_frame()
+AUDIO_FRAME_BYTES = AUDIO_10MS.nbytes
 
 
 def settings(**overrides: Any) -> Settings:
@@ -48,6 +49,10 @@ def audio_spec(stream_id: str, processors: str, realtime: bool = False, **kw: An
     )
 
 
+def i420(width: int, height: int) -> VideoShape:
+    return VideoShape(PIXEL_FORMATS["I420"], width, height)
+
+
 def audio_frame(seq: int) -> np.ndarray[Any, np.dtype[np.int16]]:
     """Deterministic 10 ms mono frame whose first sample identifies it."""
     return np.full(480, seq % 30000, dtype=np.int16)
@@ -59,15 +64,15 @@ class RecordingSink:
     def __init__(self) -> None:
         self.results: list[Result] = []
         self.events: list[tuple[str, str]] = []
-        self.frames: list[tuple[FrameHeader, bytes]] = []
+        self.frames: list[tuple[OutputFrame, bytes]] = []  # the frame (its data dead) and a copy of it
         self._changed = asyncio.Event()
 
     def on_result(self, result: Result) -> None:
         self.results.append(result)
         self._changed.set()
 
-    def on_output_frame(self, stream_id: str, header: FrameHeader, data: memoryview) -> None:
-        self.frames.append((header, bytes(data)))
+    def on_output_frame(self, stream_id: str, frame: OutputFrame) -> None:
+        self.frames.append((frame, bytes(frame.data)))
         self._changed.set()
 
     def on_stream_event(self, stream_id: str, event: str, detail: str) -> None:
@@ -75,7 +80,7 @@ class RecordingSink:
         self._changed.set()
 
     def payloads(self, topic: str) -> list[Any]:
-        return [msgspec.json.decode(r.payload) for r in self.results if r.topic == topic]
+        return [msgspec.json.decode(r.data) for r in self.results if r.topic == topic]
 
     def event_names(self) -> list[str]:
         return [name for name, _ in self.events]

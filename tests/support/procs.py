@@ -397,3 +397,23 @@ class BrokenModelUser(AudioProcessor[NoParams]):
 
     def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
         pass
+
+
+class ForgeSlotParams(msgspec.Struct, forbid_unknown_fields=True):
+    slot: str = "result"  # "result" or "output"
+
+
+class ForgeSlot(AudioProcessor[ForgeSlotParams]):
+    """Writes one malformed slot on its first frame, bypassing the codec, as a hostile or broken processor
+    could (it runs in the worker, which owns the producer end of the result and output rings)."""
+
+    name = "forge-slot"
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        if frame.seq != 1:
+            return
+        stream = ctx._stream  # type: ignore[attr-defined]
+        if self.params.slot == "result":  # names processor 99 of a stream that has one
+            stream.writer.ring.write(b"t{}", 1, frame.ts_us, 3, 5, 0, stream.index, 99, 1)
+        else:  # a video frame in a pixel format that does not exist
+            stream.output.write(b"\0" * 16, 1, frame.ts_us, 2, 99, 0, 4, 4, 0)

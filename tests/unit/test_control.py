@@ -27,7 +27,6 @@ from tests.support.timeouts import EVENT
 
 START = WorkerStart(
     index=2,
-    supervisor_pid=1,
     cpu=1,
     prewarm="m:f",
     processor_failure_limit=5,
@@ -53,7 +52,7 @@ def test_round_trip_every_field() -> None:
         START,
         attach,
         Ping(seq=3),
-        StreamDetached(index=1, processed=9, errors=0, busy={"a": 0.5}, results_dropped=0),
+        StreamDetached(index=1, errors=0, busy={"a": 0.5}, results_dropped=3),
     ):
         assert control.decode(control.encode(message)) == message
 
@@ -94,10 +93,8 @@ async def test_async_end_receives_and_sends() -> None:
         message, fds = await asyncio.to_thread(worker.receive)
         assert message == START and len(fds) == 2
         control.close_fds(fds)
-        worker.send(Pong(seq=4, cpu_seconds=1.5, results_dropped=0))
-        assert await asyncio.wait_for(received.get(), EVENT) == Pong(
-            seq=4, cpu_seconds=1.5, results_dropped=0
-        )
+        worker.send(Pong(seq=4, cpu_seconds=1.5))
+        assert await asyncio.wait_for(received.get(), EVENT) == Pong(seq=4, cpu_seconds=1.5)
         worker.close()
         await asyncio.wait_for(failed.wait(), EVENT)
         assert "closed by the peer" in str(errors[0])
@@ -150,8 +147,6 @@ def test_malformed_datagrams(datagram: bytes, match: str) -> None:
 
 
 def test_oversize_message_refused_before_sending() -> None:
-    big = StreamDetached(
-        index=1, processed=0, errors=0, busy={f"p{i}": 0.0 for i in range(40000)}, results_dropped=0
-    )
+    big = StreamDetached(index=1, errors=0, busy={f"p{i}": 0.0 for i in range(40000)}, results_dropped=0)
     with pytest.raises(ChannelError, match="exceeds"):
         control.encode(big)

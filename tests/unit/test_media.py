@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fractions
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from framepool.demo.samples import square_position, tone_samples, write_test_sam
 from framepool.demo.samples import test_pattern_frame as pattern_frame
 from framepool.errors import ConfigError, InputError
 from framepool.ipc import ring
+from framepool.ipc.slots import PIXEL_FORMATS, AudioShape, FrameShape, OutputFrame, VideoShape, decode_output
 from framepool.offline.media import (
     AudioConverter,
     MediaOutput,
@@ -53,11 +55,11 @@ def test_audio_is_converted_to_declared_frames(sample: Path) -> None:
     container.close()
     assert all(f.data.dtype == np.int16 and f.data.shape[1] == 1 for f in frames)
     assert all(f.data.shape[0] == 320 for f in frames[:-1]) and 0 < frames[-1].data.shape[0] <= 320
-    assert (frames[0].a, frames[0].b, frames[0].fmt) == (16000, 1, ring.FMT_S16)
+    assert frames[0].shape == AudioShape(16000, 1, 320)
     assert sum(f.data.shape[0] for f in frames) == pytest.approx(
         16000, abs=400
     )  # encoder priming may add a little
-    assert [f.ts_us for f in frames[:3]] == [frames[0].ts_us + i * 20_000 for i in range(3)]
+    assert [f.frame_time_us for f in frames[:3]] == [frames[0].frame_time_us + i * 20_000 for i in range(3)]
 
 
 @pytest.mark.parametrize(("pixel_format", "depth"), [("I420", 1.5), ("RGB24", 3), ("RGBA", 4)])
@@ -71,9 +73,9 @@ def test_video_is_converted_and_scaled_down(sample: Path, pixel_format: str, dep
     container.close()
     assert len(frames) == 10
     width = 80 if pixel_format == "I420" else 81
-    assert (frames[0].a, frames[0].b) == (width, 60)
+    assert frames[0].shape == VideoShape(PIXEL_FORMATS[pixel_format], width, 60)  # type: ignore[index]
     assert frames[0].data.nbytes == frame_bytes(width, 60, pixel_format) == int(width * 60 * depth)  # type: ignore[arg-type]
-    assert [f.ts_us for f in frames[:2]] == [0, 100_000]
+    assert [f.frame_time_us for f in frames[:2]] == [0, 100_000]  # media time
 
 
 def test_fit_within_keeps_aspect_and_even_sizes() -> None:
@@ -92,19 +94,19 @@ def test_unreadable_inputs_are_input_errors(tmp_path: Path) -> None:
         open_input(junk)
 
 
-def ring_frames(frames: list[tuple[bytes, int, int, int, int]]) -> list[tuple[object, bytes]]:
-    """Real FrameHeaders, as the pool delivers them, by passing the frames through a real ring."""
+def ring_frames(frames: list[tuple[bytes, FrameShape]]) -> list[OutputFrame]:
+    """Output frames as the pool delivers them: through a real ring and the slot codec (each keeps a copy of
+    its payload, since the ring's view dies at release)."""
     frame_ring = ring.FrameRing.create(len(frames) + 1, max(len(f[0]) for f in frames), ring.POLICY_BLOCK)
-    out = []
+    out: list[OutputFrame] = []
     try:
-        for seq, (data, fmt, a, b, c) in enumerate(frames):
-            kind = ring.KIND_AUDIO if fmt == ring.FMT_S16 else ring.KIND_VIDEO
-            assert frame_ring.write(data, seq, seq * 1000, kind, fmt, 0, a, b, c)
+        for seq, (data, shape) in enumerate(frames):
+            assert shape.write(frame_ring, data, seq, seq * 1000)
         for _ in frames:
             peeked = frame_ring.peek()
             assert peeked is not None
             header, view = peeked
-            out.append((header, bytes(view)))
+            out.append(dataclasses.replace(decode_output(header, view), data=memoryview(bytes(view))))
             view.release()
             frame_ring.release()
     finally:
@@ -118,13 +120,14 @@ def test_media_output_holds_frames_until_every_track_appears(tmp_path: Path) -> 
     gray = np.full(frame_bytes(64, 48, "I420"), 90, np.uint8).tobytes()
     rgb = np.full(64 * 48 * 3, 200, np.uint8).tobytes()
     pcm = tone_samples(0, 4800).tobytes()
-    video = ring_frames([(gray, ring.FMT_I420, 64, 48, 0)] * 4 + [(rgb, ring.FMT_RGB24, 64, 48, 0)])
-    audio = ring_frames([(pcm, ring.FMT_S16, 48000, 1, 4800)] * 5)
-    for header, data in video:
-        output.write("video1", header, memoryview(data))  # type: ignore[arg-type]
+    i420, rgb24 = VideoShape(PIXEL_FORMATS["I420"], 64, 48), VideoShape(PIXEL_FORMATS["RGB24"], 64, 48)
+    video = ring_frames([(gray, i420)] * 4 + [(rgb, rgb24)])
+    audio = ring_frames([(pcm, AudioShape(48000, 1, 4800))] * 5)
+    for frame in video:
+        output.write("video1", frame)
     assert not path.exists()  # the audio track has not published yet
-    for header, data in audio:
-        output.write("audio0", header, memoryview(data))  # type: ignore[arg-type]
+    for frame in audio:
+        output.write("audio0", frame)
     output.close()
     assert output.frames_written() == {"video1": 5, "audio0": 5} and output.lost_frames == 0
     with av.open(str(path)) as container:

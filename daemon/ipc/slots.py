@@ -1,0 +1,363 @@
+"""What a ring slot means: one encoder and one decoder per slot kind (both processes).
+
+The rings (`framepool.ipc.ring`) move 64-byte descriptors without interpreting them: seq, ts_us, kind,
+fmt, flags, three kind-specific words a, b, c, and the payload's length. This module is the only one that
+reads or writes those words under a meaning, so the supervisor's push paths and drains and the worker's
+frame decode, result writer and output publisher cannot disagree about them:
+
+    kind        fmt                  a              b                c                  payload
+    1 audio     1 s16                sample rate    channels         samples/channel    interleaved int16 PCM
+    2 video     2 I420, 3 RGB24,     width          height           0                  the pixels
+                4 RGBA
+    3 result    5 bytes              stream index   processor index  topic length       UTF-8 topic, JSON body
+    4 data      reserved for the data plane (room data messages routed through the pool); nothing writes
+                it yet, and every decoder here rejects it
+
+Audio and video slots travel both ways: supervisor to worker on a stream's input ring (decoded into the
+Processor API's `AudioFrame` / `VideoFrame`), worker to supervisor on its output ring (`ctx.publish_audio`
+/ `publish_video`, decoded into `OutputAudio` / `OutputVideo` for the stream's sink). Results travel on the
+worker's one result ring and are decoded into `Result`.
+
+Clock. `ts_us` holds the frame time: one clock for every stream of a run, audio and video alike, so the
+results of one participant's tracks line up.
+- Live: the supervisor's wall clock, in µs since the Unix epoch (`arrival_time_us()`), read when the SDK
+  hands the frame to the supervisor: after the network, the jitter buffer and the decoder. It is not the
+  capture time, which the SDK does not expose for audio; its video timestamp (`VideoFrameEvent.timestamp_us`)
+  is libwebrtc's render time on CLOCK_MONOTONIC, which lines up with nothing else, so it is not used.
+- Offline: media time, in µs since the start of the input file (the decoded frame's presentation time; audio
+  frames cut by the resampler count samples from the first frame's time).
+A result carries the frame time of the frame its processor was handling when it emitted (for a result
+emitted by `close()`, the last frame's); an output frame carries the frame time of that input frame too.
+
+Validation. The supervisor trusts nothing a worker writes: `decode_result` and `decode_output` check kind,
+format, geometry against length, indices, topic and body before anything reaches a sink, and raise
+`SlotError` (a `RingError`), which the pool treats as a worker breaking the protocol. The worker's decoder
+checks kind, format and length too (a supervisor bug must not reach a processor as a misshapen frame).
+Encoders check what a processor can get wrong (`AudioShape`, `VideoShape`, `result_slot`).
+
+Cost. The live audio path carries one 10 ms frame per stream: shapes are immutable, so a caller keeps one
+while the geometry holds and a push is one method call and one ring write; the worker's decoder builds only
+the frame object the processor receives. Output frames and results get one small object each.
+
+Alternatives rejected: a msgspec Struct encoded into the payload (a parse and an allocation per frame, and
+the descriptor would still be read by the ring); a typed header built by the C extension (the ring would
+have to know every kind, and the Python twin with it); named aliases on the ring's header (`width` holding
+a stream index is how the descriptor was misread before this module existed).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Protocol
+
+import msgspec
+import numpy as np
+
+from framepool.ipc.ring import FLAG_GAP, RingError
+from framepool.processors.api import AudioFrame, PixelFormat, VideoFrame, frame_bytes
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from typing_extensions import Buffer
+
+KIND_AUDIO: Final = 1
+KIND_VIDEO: Final = 2
+KIND_RESULT: Final = 3
+KIND_DATA: Final = 4  # reserved for the data plane, see the module docstring
+FMT_S16: Final = 1
+FMT_I420: Final = 2
+FMT_RGB24: Final = 3
+FMT_RGBA: Final = 4
+FMT_BYTES: Final = 5
+
+MAX_TOPIC_BYTES: Final = 255  # a result's topic, UTF-8
+MAX_SAMPLE_RATE: Final = 384_000
+MAX_CHANNELS: Final = 8
+
+
+class SlotError(RingError):
+    """A descriptor that means nothing valid: unknown kind or format, geometry contradicting the length,
+    an index out of range, a topic or body that does not decode."""
+
+
+class Descriptor(Protocol):
+    """A peeked descriptor as either ring implementation returns it (`FrameHeader`)."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def ts_us(self) -> int: ...
+    @property
+    def kind(self) -> int: ...
+    @property
+    def fmt(self) -> int: ...
+    @property
+    def flags(self) -> int: ...
+    @property
+    def a(self) -> int: ...
+    @property
+    def b(self) -> int: ...
+    @property
+    def c(self) -> int: ...
+    @property
+    def length(self) -> int: ...
+
+
+class Ring(Protocol):
+    """The producer side of either ring implementation (`FrameRing.write`)."""
+
+    def write(
+        self, data: Buffer, seq: int, ts_us: int, kind: int, fmt: int, flags: int, a: int, b: int, c: int, /
+    ) -> bool: ...
+
+
+def arrival_time_us() -> int:
+    """The frame time of a live frame arriving now: the wall clock in µs since the Unix epoch."""
+    return time.time_ns() // 1000
+
+
+# -- pixel formats ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PixelLayout:
+    """One pixel format: its Processor API name, its ring code, FFmpeg's name for it and its packing."""
+
+    name: PixelFormat
+    code: int
+    ffmpeg: str  # pix_fmt of the same memory layout (PyAV)
+    depth: int  # bytes per pixel when packed; 0: planar I420 (Y full size, U and V subsampled 2x2)
+
+    def frame_bytes(self, width: int, height: int) -> int:
+        return frame_bytes(width, height, self.name)
+
+
+PIXEL_FORMATS: Final[dict[PixelFormat, PixelLayout]] = {
+    layout.name: layout
+    for layout in (
+        PixelLayout("I420", FMT_I420, "yuv420p", 0),
+        PixelLayout("RGB24", FMT_RGB24, "rgb24", 3),
+        PixelLayout("RGBA", FMT_RGBA, "rgba", 4),
+    )
+}
+_LAYOUT_OF_CODE: Final = {layout.code: layout for layout in PIXEL_FORMATS.values()}
+_LAYOUT_OF_NAME: Final[dict[str, PixelLayout]] = {layout.name: layout for layout in PIXEL_FORMATS.values()}
+
+
+def pixel_layout(name: str) -> PixelLayout:
+    """The layout called `name`; ValueError naming the known formats for anything else."""
+    layout = _LAYOUT_OF_NAME.get(name)
+    if layout is None:
+        raise ValueError(f"unknown pixel format {name!r}: expected one of {', '.join(PIXEL_FORMATS)}")
+    return layout
+
+
+# -- encoders ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AudioShape:
+    """What an audio slot says besides seq and time: interleaved int16 PCM of this rate, width and length."""
+
+    sample_rate: int
+    channels: int
+    samples: int  # per channel
+
+    def __post_init__(self) -> None:
+        fault = _audio_fault(self.sample_rate, self.channels, self.samples)
+        if fault:
+            raise ValueError(f"audio frame {fault}")
+
+    @property
+    def nbytes(self) -> int:
+        return self.samples * self.channels * 2
+
+    def write(self, ring: Ring, data: Buffer, seq: int, ts_us: int, flags: int = 0) -> bool:
+        """One ring write of `data` under this shape (`ring.write`'s result: False when full)."""
+        return ring.write(
+            data, seq, ts_us, KIND_AUDIO, FMT_S16, flags, self.sample_rate, self.channels, self.samples
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VideoShape:
+    """What a video slot says besides seq and time: a frame of this pixel layout and size."""
+
+    layout: PixelLayout
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        if self.width < 1 or self.height < 1:
+            raise ValueError(f"video frame of {self.width}x{self.height} pixels")
+
+    @property
+    def nbytes(self) -> int:
+        return self.layout.frame_bytes(self.width, self.height)
+
+    def write(self, ring: Ring, data: Buffer, seq: int, ts_us: int, flags: int = 0) -> bool:
+        return ring.write(data, seq, ts_us, KIND_VIDEO, self.layout.code, flags, self.width, self.height, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class ResultShape:
+    """What a result slot says besides seq and time: whose result it is and where its topic ends."""
+
+    stream: int  # the stream's index on its worker (AttachStream.index)
+    processor: int  # the processor's position in the stream's processor list
+    topic_bytes: int  # the payload starts with this many bytes of UTF-8 topic; the JSON body follows
+
+    def write(self, ring: Ring, data: Buffer, seq: int, ts_us: int, flags: int = 0) -> bool:
+        return ring.write(
+            data, seq, ts_us, KIND_RESULT, FMT_BYTES, flags, self.stream, self.processor, self.topic_bytes
+        )
+
+
+FrameShape = AudioShape | VideoShape
+SlotShape = AudioShape | VideoShape | ResultShape
+
+
+def result_slot(stream: int, processor: int, topic: str, body: bytes) -> tuple[ResultShape, bytes]:
+    """The shape and payload of a result slot; ValueError for a topic over MAX_TOPIC_BYTES."""
+    encoded = topic.encode()
+    if len(encoded) > MAX_TOPIC_BYTES:
+        raise ValueError(f"result topic of {len(encoded)} bytes exceeds {MAX_TOPIC_BYTES}")
+    return ResultShape(stream, processor, len(encoded)), encoded + body
+
+
+def result_slot_bytes(max_body: int) -> int:
+    """The slot size of a result ring whose bodies may be `max_body` bytes (the topic travels in the slot)."""
+    return max_body + MAX_TOPIC_BYTES
+
+
+# -- decoders ---------------------------------------------------------------------------------------------
+
+
+def decode_frame(header: Descriptor, view: memoryview, lost_before: bool) -> AudioFrame | VideoFrame:
+    """An input slot as the processor receives it (worker): zero-copy numpy views of `view`. The frame's
+    `gap` is set when the ring dropped frames before it (FLAG_GAP) or when `lost_before` says frames were
+    lost in a way the ring cannot know (a worker restart)."""
+    gap = lost_before or bool(header.flags & FLAG_GAP)
+    if header.kind == KIND_AUDIO and header.fmt == FMT_S16:
+        try:
+            samples = np.frombuffer(view, np.int16).reshape(header.c, header.b)
+        except ValueError:
+            raise _malformed(header, "audio geometry does not match its length") from None
+        return AudioFrame(samples, header.a, header.b, header.ts_us, header.seq, gap)
+    if header.kind == KIND_VIDEO:
+        layout = _video_layout(header)
+        pixels = np.frombuffer(view, np.uint8)
+        return VideoFrame(pixels, header.a, header.b, layout.name, header.ts_us, header.seq, gap)
+    raise _malformed(header, "not an audio or video frame")
+
+
+@dataclass(frozen=True, slots=True)
+class OutputAudio:
+    """A frame of a stream's output audio track (`ctx.publish_audio`), as its sink receives it."""
+
+    data: memoryview  # interleaved int16, valid during the sink call only
+    sample_rate: int
+    channels: int
+    samples: int  # per channel
+    frame_time_us: int  # of the input frame it was published for (see Clock in the module docstring)
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutputVideo:
+    """A frame of a stream's output video track (`ctx.publish_video`), as its sink receives it."""
+
+    data: memoryview  # the pixels, valid during the sink call only
+    width: int
+    height: int
+    pixel_format: PixelFormat
+    frame_time_us: int
+    seq: int
+
+
+OutputFrame = OutputAudio | OutputVideo
+
+
+def decode_output(header: Descriptor, view: memoryview) -> OutputFrame:
+    """An output slot written by a worker (supervisor); SlotError unless it is a well-formed frame."""
+    if header.kind == KIND_AUDIO:
+        fault = _audio_fault(header.a, header.b, header.c)
+        if header.fmt != FMT_S16:
+            fault = f"has format {header.fmt}, not s16"
+        elif not fault and header.length != header.b * header.c * 2:
+            fault = f"of {header.c} samples x {header.b} channels has {header.length} bytes"
+        if fault:
+            raise _malformed(header, f"audio frame {fault}")
+        return OutputAudio(view, header.a, header.b, header.c, header.ts_us, header.seq)
+    if header.kind == KIND_VIDEO:
+        layout = _video_layout(header)
+        return OutputVideo(view, header.a, header.b, layout.name, header.ts_us, header.seq)
+    raise _malformed(header, "not an audio or video frame")
+
+
+class Result(msgspec.Struct, frozen=True):
+    """One `ctx.emit()`, as a sink receives it; `data` is the JSON encoding of what the processor emitted."""
+
+    stream_id: str
+    processor: str
+    topic: str
+    frame_time_us: int  # see Clock in the module docstring
+    seq: int  # per processor and stream, from 1
+    data: msgspec.Raw
+
+
+def result_stream(header: Descriptor) -> int:
+    """The index of the stream a result slot belongs to (to route it before decoding it)."""
+    if header.kind != KIND_RESULT or header.fmt != FMT_BYTES:
+        raise _malformed(header, "not a result")
+    return header.a
+
+
+def decode_result(header: Descriptor, view: memoryview, stream_id: str, processors: Sequence[str]) -> Result:
+    """A result slot of the stream `stream_id` whose processors are `processors` (supervisor); copies the
+    payload, so the slot may be released afterwards. SlotError unless every field checks out."""
+    topic_bytes = header.c
+    if header.kind != KIND_RESULT or header.fmt != FMT_BYTES:
+        raise _malformed(header, "not a result")
+    if header.b >= len(processors):
+        raise _malformed(header, f"names processor {header.b} of a stream with {len(processors)}")
+    if topic_bytes > MAX_TOPIC_BYTES or topic_bytes > header.length:
+        raise _malformed(header, f"claims a topic of {topic_bytes} bytes")
+    payload = bytes(view)
+    try:
+        topic = payload[:topic_bytes].decode()
+        body = payload[topic_bytes:]
+        msgspec.json.decode(body)
+    except (UnicodeDecodeError, msgspec.DecodeError) as exc:
+        raise _malformed(header, f"does not decode: {exc}") from None
+    return Result(stream_id, processors[header.b], topic, header.ts_us, header.seq, msgspec.Raw(body))
+
+
+# -- checks shared by the encoders and the decoders -------------------------------------------------------
+
+
+def _audio_fault(sample_rate: int, channels: int, samples: int) -> str:
+    """Why this audio geometry is invalid ("" when it is not)."""
+    if not 1 <= sample_rate <= MAX_SAMPLE_RATE:
+        return f"at {sample_rate} Hz (1 to {MAX_SAMPLE_RATE})"
+    if not 1 <= channels <= MAX_CHANNELS:
+        return f"with {channels} channels (1 to {MAX_CHANNELS})"
+    if samples < 0:
+        return f"of {samples} samples"
+    return ""
+
+
+def _video_layout(header: Descriptor) -> PixelLayout:
+    layout = _LAYOUT_OF_CODE.get(header.fmt)
+    if layout is None:
+        raise _malformed(header, f"video frame has unknown pixel format {header.fmt}")
+    width, height = header.a, header.b
+    if width < 1 or height < 1 or header.length != layout.frame_bytes(width, height):
+        raise _malformed(header, f"{width}x{height} {layout.name} frame has {header.length} bytes")
+    return layout
+
+
+def _malformed(header: Descriptor, why: str) -> SlotError:
+    return SlotError(f"malformed slot (kind {header.kind}, seq {header.seq}): {why}")

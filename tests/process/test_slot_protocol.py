@@ -1,0 +1,48 @@
+"""A worker that writes a malformed slot breaks the protocol: nothing of it reaches a sink, the worker is
+killed and replaced, and the stream goes on (the supervisor trusts nothing a worker writes)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import psutil
+import pytest
+
+from framepool.pool import WorkerPool
+from tests.support.pool import AUDIO_10MS, RecordingSink, audio_frame, audio_spec, settings
+from tests.support.shm import shm_segments
+
+pytestmark = pytest.mark.process
+
+
+@pytest.fixture
+async def shm_unchanged() -> AsyncIterator[None]:
+    before = shm_segments()
+    yield
+    assert shm_segments() == before
+
+
+@pytest.mark.parametrize("slot", ["result", "output"])
+async def test_a_worker_writing_a_malformed_slot_is_killed_and_replaced(
+    shm_unchanged: None, slot: str
+) -> None:
+    pool = WorkerPool(settings())
+    await pool.start()
+    try:
+        sink = RecordingSink()
+        processors = f"tests.support.procs:ForgeSlot(slot={slot});tests.support.procs:Count"
+        stream = await pool.attach(audio_spec("f", processors, output_max_frame_bytes=64), sink)
+        [forger] = pool.worker_pids()
+        await stream.push_wait(audio_frame(1), 1, AUDIO_10MS)
+        await sink.wait_for(lambda: "worker_restarted" in sink.event_names(), "the worker to be replaced")
+        assert "signal 9" in sink.events[-1][1]  # killed, not crashed
+        # Only the other processor's results may have come through (the forged slot was never delivered).
+        assert sink.frames == [] and {result.processor for result in sink.results} <= {
+            "tests.support.procs:Count"
+        }
+        assert pool.stats().restarts == 1 and not psutil.pid_exists(forger)
+        await stream.push_wait(audio_frame(2), 2, AUDIO_10MS)  # frames after seq 1 are not forged
+        await stream.drain()
+        assert [p["seq"] for p in sink.payloads("count")][-1] == 2  # the stream goes on
+    finally:
+        await pool.aclose()
