@@ -1,4 +1,5 @@
-"""Typed stub of the C extension `framepool._ring` (native/ring.c); `framepool.ipc.pyring` is its reference."""
+"""Typed stub of the C extension `framepool._ring` (native/ring.c); `framepool.ipc.pyring` is its
+reference."""
 
 from typing import Final, final
 

@@ -82,9 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     common = settings_parent()
     parser = argparse.ArgumentParser(
         prog=PROG,
-        usage=f"{PROG} [SETTINGS FLAGS] COMMAND [ARGS]  (flags: `{PROG} --help`, reference: `{PROG} config --reference`)",
+        usage=(
+            f"{PROG} [SETTINGS FLAGS] COMMAND [ARGS]  (flags: `{PROG} --help`, reference: `{PROG} config "
+            "--reference`)"
+        ),
         parents=[common],
-        description="LiveKit agent server: one supervisor holds the rooms, CPU-pinned workers process frames.",
+        description=(
+            "LiveKit agent server: one supervisor holds the rooms, CPU-pinned workers process frames."
+        ),
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, prog=PROG)
     _add_config(subparsers, common)
@@ -129,7 +134,10 @@ def _add_process(subparsers: Any, common: argparse.ArgumentParser) -> None:
     sub = subparsers.add_parser(
         "process",
         parents=[common],
-        usage=f"{PROG} process INPUT --processor NAME[,NAME...] [--output FILE] [--output-media FILE] [SETTINGS FLAGS]",
+        usage=(
+            f"{PROG} process INPUT --processor NAME[,NAME...] [--output FILE] [--output-media FILE] "
+            "[SETTINGS FLAGS]"
+        ),
         help="Run processors over a media file through the worker pool (offline).",
     )
     sub.add_argument(
@@ -235,7 +243,8 @@ def _toml_value(value: Any) -> str:
 
 
 def to_toml(data: dict[str, Any]) -> str:
-    """Plain fields as `key = value`, lists of tables (agents) as `[[key]]` blocks; parses back with tomllib."""
+    """Plain fields as `key = value`, lists of tables (agents) as `[[key]]` blocks; parses back with
+    tomllib."""
     lines, tables = [], []
     for key, value in data.items():
         if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
@@ -252,7 +261,8 @@ def reference_text() -> str:
     for field, env, description, default in settings_module.field_docs():
         flag = "(TOML only)" if field in _SKIPPED_FIELDS else flag_name(field)
         blocks.append(
-            f"{field}\n    flag {flag}  env {env or '(TOML only)'}  default {_show(default)}\n    {description}"
+            f"{field}\n    flag {flag}  env {env or '(TOML only)'}  default {_show(default)}\n    "
+            f"{description}"
         )
     return "\n".join(blocks)
 

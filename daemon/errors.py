@@ -32,7 +32,8 @@ class FramepoolError(Exception):
 
 
 class ConfigError(FramepoolError):
-    """A setting or command-line value is invalid; the message names the key, the value and what was expected."""
+    """A setting or command-line value is invalid; the message names the key, the value and what was
+    expected."""
 
     exit_code = ExitStatus.CONFIG
 

@@ -73,7 +73,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     single_peer_connection: Annotated[
         bool,
         _doc(
-            "Join rooms with the SDK's single-peer-connection mode (/rtc/v1), which pre-creates 3 audio and 3 video receivers per job (about 2 MB and 6 threads more per job than the default classic pair)."
+            "Join rooms with the SDK's single-peer-connection mode (/rtc/v1), which pre-creates 3 audio and "
+            "3 video receivers per job (about 2 MB and 6 threads more per job than the default classic pair)."
         ),
     ] = False
 
@@ -89,7 +90,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     cpus: Annotated[
         list[Annotated[int, Meta(ge=0)]],
         _doc(
-            "CPUs the workers are pinned to (round robin), e.g. '1,2,3'; empty: all CPUs this process may use."
+            "CPUs the workers are pinned to (round robin), e.g. '1,2,3'; empty: all CPUs this process may "
+            "use."
         ),
     ] = []
     start_method: Annotated[
@@ -102,7 +104,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     prewarm_timeout: Annotated[
         float,
         _doc(
-            "Seconds a worker's start-up (including prewarm) may take; also bounds each agent's prewarm hook in the supervisor.",
+            "Seconds a worker's start-up (including prewarm) may take; also bounds each agent's prewarm "
+            "hook in the supervisor.",
             gt=0,
         ),
     ] = 30.0
@@ -141,18 +144,21 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     processor_failure_limit: Annotated[
         int, _doc("Consecutive exceptions after which a processor is disabled for that stream.", ge=1)
     ] = 5
-    # Milliseconds rather than frames: processors ask for 10-100 ms frames, and slots are page-rounded, so a fixed
+    # Milliseconds rather than frames: processors ask for 10-100 ms frames, and slots are page-rounded, so a
+    # fixed
     # frame count would hold 10x more audio (and memory) per stream at 100 ms than at 10 ms.
     audio_ring_ms: Annotated[
         int,
         _doc(
-            "Milliseconds of audio an audio stream's ring holds (realtime drops beyond it): max(4, ceil(audio_ring_ms / frame_ms)) slots for the processors' frame length.",
+            "Milliseconds of audio an audio stream's ring holds (realtime drops beyond it): max(4, "
+            "ceil(audio_ring_ms / frame_ms)) slots for the processors' frame length.",
             ge=10,
             le=600_000,
         ),
     ] = 320
     video_ring_slots: Annotated[int, _doc("Frames a video stream's ring holds.", ge=2, le=1024)] = 4
-    # Result slots are pre-faulted like frame slots, so slots x size is resident memory per worker: keep results small.
+    # Result slots are pre-faulted like frame slots, so slots x size is resident memory per worker: keep
+    # results small.
     result_ring_slots: Annotated[
         int,
         _doc(
@@ -247,7 +253,8 @@ def load(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Merge the layers and validate; a bad value raises ConfigError naming key, value, source and expectation."""
+    """Merge the layers and validate; a bad value raises ConfigError naming key, value, source and
+    expectation."""
     merged: dict[str, tuple[Any, str]] = {}
     if config_file is not None:
         for key, value in load_toml(config_file).items():

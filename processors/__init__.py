@@ -1,4 +1,5 @@
-"""framepool's Processor API and built-in processors (imported in workers and, for validation, the supervisor)."""
+"""framepool's Processor API and built-in processors (imported in workers and, for validation, the
+supervisor)."""
 
 from framepool.processors.api import (
     AudioFormat,

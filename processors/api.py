@@ -46,7 +46,8 @@ class AudioFormat(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class VideoFormat(msgspec.Struct, frozen=True, kw_only=True):
-    """The video a processor wants: the SDK converts to the pixel format; frames above the maximum are scaled down."""
+    """The video a processor wants: the SDK converts to the pixel format; frames above the maximum are scaled
+    down."""
 
     pixel_format: PixelFormat = "I420"
     max_width: int = 0  # 0: native resolution

@@ -36,7 +36,10 @@ class AudioLevelParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
             ge=0,
             le=1000,
             multiple_of=10,
-            description="Frame size asked of the source; 0: the window, 10 to 100 ms (results come once per window anyway).",
+            description=(
+                "Frame size asked of the source; 0: the window, 10 to 100 ms (results come once per "
+                "window anyway)."
+            ),
         ),
     ] = 0
     sample_rate: Annotated[int, Meta(ge=8000, le=192_000, description="Sample rate to measure at.")] = 48000

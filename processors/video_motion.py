@@ -63,7 +63,8 @@ class VideoMotion(VideoProcessor[VideoMotionParams]):
     def process(self, frame: VideoFrame, ctx: ProcessContext) -> None:
         step = self.params.downscale
         luma = frame.y[::step, ::step]
-        # Even dimensions so the visualisation is a valid I420 frame; copy because the view dies with the call.
+        # Even dimensions so the visualisation is a valid I420 frame; copy because the view dies with the
+        # call.
         current = np.array(luma[: luma.shape[0] & ~1, : luma.shape[1] & ~1])
         previous = self._previous
         if previous is None or previous.shape != current.shape:

@@ -1,4 +1,5 @@
-"""The agent server's subcommands: `start`, `dev`, `connect` (supervisor process; `framepool.cli` calls `register`).
+"""The agent server's subcommands: `start`, `dev`, `connect` (supervisor process; `framepool.cli` calls
+`register`).
 
 - `framepool start [module:server]`: production. JSON logs unless told otherwise. Without `module:server` it
   runs the declarative agents of the config (`[[agents]]`).

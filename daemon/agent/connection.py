@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 import aiohttp
 from google.protobuf.message import DecodeError
@@ -31,7 +30,7 @@ from livekit.protocol import agent as agent_pb
 
 from framepool.agent.registration import PING_INTERVAL, ConnectionOptions, JobHost, Registration
 from framepool.errors import ServerUnavailableError
-from framepool.tasks import TaskSet
+from framepool.tasks import TaskSet, first_of
 
 log = logging.getLogger("framepool.agent.connection")
 
@@ -224,28 +223,27 @@ class AgentConnection:
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """Receive until the connection ends, with the status and ping loops alongside."""
         self._last_pong = time.monotonic()
-        background = [asyncio.create_task(self._status_loop(ws)), asyncio.create_task(self._ping_loop(ws))]
-        stop: asyncio.Task[Any] = asyncio.create_task(self._stopping.wait())
+        # The two loops are awaited here, not in a TaskSet: their failure ends the connection (a reconnect).
+        status = asyncio.ensure_future(self._status_loop(ws))
+        pings = asyncio.ensure_future(self._ping_loop(ws))
         try:
             while True:
-                receive = asyncio.create_task(self._receive(ws))
-                done, _ = await asyncio.wait(
-                    [receive, stop, *background], return_when=asyncio.FIRST_COMPLETED
-                )
-                if receive not in done:
+                receive = asyncio.ensure_future(self._receive(ws))
+                waits = {"message": receive, "status": status, "pings": pings, "stop": self._stopping.wait()}
+                if await first_of(waits) != "message":
                     receive.cancel()
-                    for task in background:
-                        if task in done and task.exception() is not None:
-                            raise task.exception()  # type: ignore[misc]
+                    for loop in (status, pings):
+                        if loop.done() and loop.exception() is not None:
+                            raise loop.exception()  # type: ignore[misc]
                     return  # stopping
                 message = receive.result()
                 if message is None:
                     raise ConnectionError("the server closed the agent connection")
                 self._handle(message)
         finally:
-            for task in [*background, stop]:
+            for task in (status, pings):
                 task.cancel()
-            await asyncio.gather(*background, stop, return_exceptions=True)
+            await asyncio.gather(status, pings, return_exceptions=True)
 
     async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> agent_pb.ServerMessage | None:
         """The next well-formed server message; garbage is logged and skipped; None when closed."""

@@ -1,4 +1,5 @@
-"""AgentServer: the agents one daemon registers, their jobs, the shared worker pool, load and drain (supervisor process).
+"""AgentServer: the agents one daemon registers, their jobs, the shared worker pool, load and drain
+(supervisor process).
 
 Unlike livekit-agents, one daemon registers several agents: each (agent name, job type) has its own
 `AgentConnection`, and all of them share one `WorkerPool`, one load figure and one job table, so
@@ -20,7 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from livekit.protocol import agent as agent_pb
 from livekit.protocol import models
@@ -33,10 +34,12 @@ from framepool.errors import ConfigError, FramepoolError, PoolHaltedError
 from framepool.logs import log_context
 from framepool.pool import WorkerPool
 from framepool.settings import Settings
+from framepool.tasks import first_of
 
 log = logging.getLogger("framepool.agent.server")
 
-# Beyond a job's shutdown ladder (bounded by shutdown_timeout): cancelling its entrypoint and reporting the status.
+# Beyond a job's shutdown ladder (bounded by shutdown_timeout): cancelling its entrypoint and reporting the
+# status.
 REPORT_GRACE = 1.0
 # `disconnect`: job statuses queued while disconnected get AGENT_FLUSH_GRACE to go out (every agent at once),
 # then the connections AGENT_CLOSE_TIMEOUT to close (the websocket close handshake, WS_CLOSE_TIMEOUT);
@@ -56,8 +59,8 @@ LoadFunction = Callable[["AgentServer"], float]
 
 
 def pool_load(server: AgentServer) -> float:
-    """Load from the workers only: for a supervisor that shares its process with something else (the in-process
-    dev server of `framepool dev` and the demo), whose CPU would otherwise read as the daemon's."""
+    """Load from the workers only: for a supervisor that shares its process with something else (the
+    in-process dev server of `framepool dev` and the demo), whose CPU would otherwise read as the daemon's."""
     return server.pool.load() if server.pool is not None else 0.0
 
 
@@ -110,7 +113,8 @@ class AgentServer:
         self._job_tasks: set[asyncio.Task[None]] = set()
         self._connection_tasks: list[asyncio.Task[None]] = []  # each connection's run(), from serve() on
         self._owners: dict[str, AgentConnection] = {}
-        # Observers of finished jobs (metrics, tests): called with the RunningJob after its final status report.
+        # Observers of finished jobs (metrics, tests): called with the RunningJob after its final status
+        # report.
         self.job_ended: list[Callable[[RunningJob], None]] = []
 
     def configure(self, settings: Settings) -> None:
@@ -172,7 +176,8 @@ class AgentServer:
         for connection in self.connections:
             connection.status_changed.set()
 
-    # -- JobHost (called by the connections) ------------------------------------------------------------------
+    # -- JobHost (called by the connections)
+    # ------------------------------------------------------------------
 
     def _agent_of(self, connection: AgentConnection) -> Agent:
         return self.agents[self.connections.index(connection)]
@@ -236,7 +241,8 @@ class AgentServer:
     def live_jobs(self, connection: AgentConnection) -> list[agent_pb.Job]:
         return [job.ctx.job for job_id, job in self.jobs.items() if self._owners.get(job_id) is connection]
 
-    # -- jobs -------------------------------------------------------------------------------------------------
+    # -- jobs
+    # -------------------------------------------------------------------------------------------------
 
     def launch(
         self, agent: Agent, job: agent_pb.Job, url: str, token: str, report: StatusReporter
@@ -269,7 +275,8 @@ class AgentServer:
             if running is not None:
                 observer(running)
 
-    # -- lifetime -----------------------------------------------------------------------------------------------
+    # -- lifetime
+    # -----------------------------------------------------------------------------------------------
 
     def check(self) -> None:
         """ConfigError unless there are agents and LiveKit credentials (before anything starts)."""
@@ -288,7 +295,8 @@ class AgentServer:
         ]
         if missing:
             raise ConfigError(
-                f"missing LiveKit credentials: set {', '.join(missing)} (or livekit_url/api_key/api_secret in the config)"
+                f"missing LiveKit credentials: set {', '.join(missing)} (or livekit_url/api_key/api_secret "
+                "in the config)"
             )
         if not self.settings.livekit_url.startswith(("ws://", "wss://", "http://", "https://")):
             raise ConfigError(
@@ -296,7 +304,8 @@ class AgentServer:
             )
 
     async def start(self, pool: WorkerPool | None = None, *, register: bool = True) -> None:
-        """Start the pool (unless given one), prewarm each agent and create its connection (unless `register=False`).
+        """Start the pool (unless given one), prewarm each agent and create its connection (unless
+        `register=False`).
 
         A prewarm that fails or overruns `prewarm_timeout` raises FramepoolError naming the agent, after
         stopping a pool started here: nothing registers with LiveKit before every agent is ready.
@@ -366,22 +375,19 @@ class AgentServer:
         self._connection_tasks = [
             asyncio.create_task(d.run(), name=f"connection {d.label}") for d in self.connections
         ]
-        watch = asyncio.create_task(self._watch_registration())
-        halted = asyncio.create_task(self.pool.halted.wait())
-        stop = asyncio.create_task(self._stop.wait())
+        watch = asyncio.ensure_future(self._watch_registration())
+        waits: dict[object, Awaitable[Any]] = dict(enumerate(self._connection_tasks))
+        waits.update(halted=self.pool.halted.wait(), stop=self._stop.wait())
         try:
-            done, _ = await asyncio.wait(
-                [*self._connection_tasks, halted, stop], return_when=asyncio.FIRST_COMPLETED
-            )
-            for task in done:
-                if task in self._connection_tasks and task.exception() is not None:
+            ended = await first_of(waits)
+            for task in self._connection_tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
-            if halted in done:
+            if ended == "halted":
                 raise PoolHaltedError(f"worker pool halted: {self.pool.halt_reason}")
         finally:
-            for task in [watch, halted, stop]:
-                task.cancel()
-            await asyncio.gather(watch, halted, stop, return_exceptions=True)
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
 
     async def _watch_registration(self) -> None:
         await asyncio.gather(*(d.registered.wait() for d in self.connections))

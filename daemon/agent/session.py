@@ -64,7 +64,8 @@ _SOURCES = {
 
 @dataclass(frozen=True)
 class DataOutput:
-    """Results as data messages: on `topic` (empty: each result's own topic), to `destinations` (empty: everyone)."""
+    """Results as data messages: on `topic` (empty: each result's own topic), to `destinations` (empty:
+    everyone)."""
 
     topic: str = ""
     reliable: bool = True
@@ -73,7 +74,8 @@ class DataOutput:
 
 @dataclass(frozen=True)
 class TrackOutput:
-    """Output frames (ctx.publish_audio/publish_video) as a published track named `name:<source track sid>`."""
+    """Output frames (ctx.publish_audio/publish_video) as a published track named `name:<source track
+    sid>`."""
 
     name: str = "framepool"
 

@@ -21,6 +21,7 @@ from framepool.devserver.rooms import RoomRegistry
 from framepool.devserver.rtc import AiortcIncompatible, ice_host_addresses, install_workarounds
 from framepool.devserver.signal import handle_rtc, handle_validate
 from framepool.signals import StopSignals, run_service
+from framepool.tasks import first_of
 
 log = logging.getLogger("framepool.devserver")
 
@@ -146,10 +147,7 @@ async def _serve(server: DevServer) -> None:
         await signals.first.wait()
         log.info("stopping dev server")
         closing = asyncio.ensure_future(server.aclose())
-        second_signal = asyncio.ensure_future(signals.second.wait())
-        await asyncio.wait({closing, second_signal}, return_when=asyncio.FIRST_COMPLETED)
-        second_signal.cancel()
-        if closing.done():
+        if await first_of({"closed": closing, "second signal": signals.second.wait()}) == "closed":
             closing.result()
         else:
             log.warning("second signal: exiting without waiting for connections to close")

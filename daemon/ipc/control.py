@@ -1,4 +1,5 @@
-"""The supervisor-worker control channel (both processes: `ControlChannel` in the supervisor, `WorkerChannel` in a worker).
+"""The supervisor-worker control channel (both processes: `ControlChannel` in the supervisor, `WorkerChannel`
+in a worker).
 
 One `socketpair(AF_UNIX, SOCK_SEQPACKET)` per worker carries typed messages: a tagged union of msgspec
 Structs, each encoded as msgpack behind a 4-byte little-endian length prefix, one message per datagram.

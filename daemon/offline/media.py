@@ -178,7 +178,8 @@ class MediaOutput:
         codecs = OUTPUT_CODECS.get(path.suffix.lower())
         if codecs is None:
             raise ConfigError(
-                f"cannot write media as {path.suffix or 'a file without extension'}: use {', '.join(OUTPUT_CODECS)}"
+                f"cannot write media as {path.suffix or 'a file without extension'}: use "
+                f"{', '.join(OUTPUT_CODECS)}"
             )
         self.path, self._codecs, self._rates = path, codecs, candidates
         self._tracks: dict[str, _Track] = {}
@@ -213,7 +214,8 @@ class MediaOutput:
         return {key: track.written for key, track in self._tracks.items()}
 
     def close(self) -> None:
-        """Write everything held, flush the encoders, finish the file (an empty file when nothing was published)."""
+        """Write everything held, flush the encoders, finish the file (an empty file when nothing was
+        published)."""
         if self._container is None:
             if not self._tracks:
                 return

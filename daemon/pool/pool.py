@@ -1,4 +1,5 @@
-"""The worker pool: N CPU-pinned processor workers, stream placement, restarts, the shutdown ladder (supervisor process).
+"""The worker pool: N CPU-pinned processor workers, stream placement, restarts, the shutdown ladder
+(supervisor process).
 
 `WorkerPool` is the supervisor's only door to the workers. It starts `settings.effective_workers`
 processes (forkserver or spawn: both safe in a supervisor that already runs threads), each pinned to
@@ -48,6 +49,7 @@ from framepool.pool.process import HealthAction, WorkerProcess, WorkerState, rai
 from framepool.pool.stream import Result, StreamAttachment, StreamSink, StreamSpec, StreamStats
 from framepool.processors.kinds import kind_of, media_kind
 from framepool.settings import Settings, effective_workers, worker_cpus
+from framepool.tasks import first_of
 
 __all__ = [
     "PoolStats",
@@ -194,7 +196,8 @@ class WorkerPool:
             worker.close()
             what = f"the prewarm hook {self.settings.prewarm!r}" if self.settings.prewarm else "start-up"
             raise PoolError(
-                f"worker {worker.slot}: {what} did not finish within prewarm_timeout = {timeout:g} s; the worker was killed"
+                f"worker {worker.slot}: {what} did not finish within prewarm_timeout = {timeout:g} s; the "
+                "worker was killed"
             ) from None
         except ChannelError:
             await worker.exited.wait()
@@ -251,13 +254,7 @@ class WorkerPool:
                 return choice
             # Every worker is being replaced: wait for one (bounded by its own start-up timeout).
             self._any_ready.clear()
-            waiters = [
-                asyncio.ensure_future(self._any_ready.wait()),
-                asyncio.ensure_future(self.halted.wait()),
-            ]
-            _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in pending:
-                waiter.cancel()
+            await first_of({"ready": self._any_ready.wait(), "halted": self.halted.wait()})
 
     # -- failures ---------------------------------------------------------------------------------------
 

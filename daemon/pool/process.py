@@ -52,6 +52,7 @@ from framepool.ipc.slots import SlotError, result_slot_bytes, result_stream
 from framepool.pool.placement import LoadEstimate
 from framepool.pool.spawn import forget, start_process
 from framepool.settings import Settings
+from framepool.tasks import first_of
 
 if TYPE_CHECKING:
     from framepool.pool.stream import StreamAttachment
@@ -294,7 +295,8 @@ class WorkerProcess:
         if self._pid_gone():
             self._exited()
         elif self._sentinel_fired and self._recheck_handle is None:
-            # Its reaper (the forkserver) is gone and init has it: the kernel tells nobody else when that happens.
+            # Its reaper (the forkserver) is gone and init has it: the kernel tells nobody else when that
+            # happens.
             self.exitcode = (
                 None  # multiprocessing reads the server's death as 255; the real status went to init
             )
@@ -444,10 +446,10 @@ class WorkerProcess:
         who = f"worker {self.slot} (pid {self.pid})"
         log.info("%s: shutdown requested", who)
         self.send(control.Shutdown())
-        await _until(self.acked, self.exited, self._loop.time() + grace)
+        await first_of({"acked": self.acked.wait(), "exited": self.exited.wait()}, within=grace)
         if self.acked.is_set():
             log.info("%s: shutdown acknowledged", who)
-            if await _until(self.exited, self.exited, self._loop.time() + grace):
+            if await first_of({"exited": self.exited.wait()}, within=grace):
                 log.info("%s: exited with %s", who, describe_exit(self.exitcode))
                 return
             log.warning("%s: acknowledged shutdown but did not exit within %.1f s; killing it", who, grace)
@@ -457,7 +459,7 @@ class WorkerProcess:
         else:
             log.warning("%s: did not acknowledge shutdown within %.1f s; killing it", who, grace)
         self.kill()
-        if await _until(self.exited, self.exited, self._loop.time() + grace):
+        if await first_of({"exited": self.exited.wait()}, within=grace):
             log.info("%s: killed (%s)", who, describe_exit(self.exitcode))
         else:
             log.error("%s: still not reaped %.1f s after SIGKILL; giving up on it", who, grace)
@@ -481,16 +483,6 @@ class WorkerProcess:
                 bell.close()
             self.results.close()
             self._rings_closed = True
-
-
-async def _until(event: asyncio.Event, abort: asyncio.Event, deadline: float) -> bool:
-    """Wait for `event` or `abort` until the loop clock reaches `deadline`; True if either is set."""
-    waiters = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(abort.wait())}
-    timeout = max(0.0, deadline - asyncio.get_running_loop().time())
-    done, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    return bool(done)
 
 
 def raise_fd_limit() -> None:

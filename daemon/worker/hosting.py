@@ -1,4 +1,5 @@
-"""Streams hosted by a worker: processor instances, the ProcessContext they get, result and output writing (worker process).
+"""Streams hosted by a worker: processor instances, the ProcessContext they get, result and output writing
+(worker process).
 
 Per stream, one processor instance per spec, created in the worker so it may keep state between frames.
 A frame reaches `process` as zero-copy numpy views of the input ring slot, released right after the last
@@ -117,7 +118,8 @@ class StreamContext:
     def publish_audio(self, samples: npt.NDArray[np.int16], sample_rate: int) -> None:
         if samples.ndim != 2 or samples.dtype != np.int16:
             raise ValueError(
-                f"publish_audio needs int16 samples shaped (samples, channels), got {samples.dtype} {samples.shape}"
+                f"publish_audio needs int16 samples shaped (samples, channels), got {samples.dtype} "
+                f"{samples.shape}"
             )
         shape = AudioShape(sample_rate, samples.shape[1], samples.shape[0])
         self._stream.publish(np.ascontiguousarray(samples), shape)

@@ -1,4 +1,5 @@
-"""The processor worker process: start-up, the main loop, and the control messages it answers (worker process).
+"""The processor worker process: start-up, the main loop, and the control messages it answers (worker
+process).
 
 A worker is started by `framepool.pool` (multiprocessing, forkserver or spawn) with one argument that
 matters, its end of the control channel. Everything else arrives in the typed `WorkerStart` message,
@@ -40,7 +41,8 @@ from framepool.ipc.ring import Doorbell, FrameRing, RingError
 from framepool.logs import log_context, setup_logging
 from framepool.worker.hosting import HostedStream, ResultWriter, release_resources
 
-# Streams whose busy seconds one pong carries at most (about 20 bytes each per processor, far below the channel's
+# Streams whose busy seconds one pong carries at most (about 20 bytes each per processor, far below the
+# channel's
 # message limit); the others wait for the next pong, oldest first.
 BUSY_PER_PONG = 4096
 
