@@ -41,9 +41,10 @@ class TaskSet:
         return len(self._tasks)
 
     async def wait(self) -> None:
-        """Let the running tasks finish on their own (failures are logged, not raised)."""
+        """Let the running tasks finish on their own (failures are logged, not raised). Cancelling the wait
+        leaves the tasks running (asyncio.wait, not gather, which would cancel them)."""
         while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await asyncio.wait(list(self._tasks))
 
     async def aclose(self) -> None:
         """Cancel what is still running and wait until it has ended."""

@@ -28,6 +28,7 @@ from framepool.agent.ffi_threads import keep_callback_thread_states
 from framepool.agent.session import Output, RoomSession, Rule, make_rule
 from framepool.logs import log_context
 from framepool.processors.registry import ProcessorSpec
+from framepool.tasks import TaskSet
 
 if TYPE_CHECKING:
     from framepool.pool import WorkerPool
@@ -120,7 +121,8 @@ class JobContext:
         self.session = RoomSession(self.room, pool, job.id, job.room.name)
         self._shutdown_callbacks: list[ShutdownCallback] = []
         self._participant_entrypoints: list[ParticipantEntrypoint] = []
-        self._participant_tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._participant_tasks = TaskSet("participant entrypoints", log)
+        self._participants_started: set[tuple[str, int]] = set()
         self.shutdown_requested = asyncio.Event()
         self.shutdown_reason = ""
         self.connected = False
@@ -188,14 +190,9 @@ class JobContext:
             return
         for entrypoint in self._participant_entrypoints:
             key = (participant.identity, id(entrypoint))
-            if key not in self._participant_tasks:
-                task = asyncio.create_task(entrypoint(self, participant))
-                self._participant_tasks[key] = task
-                task.add_done_callback(self._participant_done)
-
-    def _participant_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("participant entrypoint failed", exc_info=task.exception())
+            if key not in self._participants_started:
+                self._participants_started.add(key)
+                self._participant_tasks.spawn(entrypoint(self, participant), name=participant.identity)
 
     def add_shutdown_callback(self, callback: ShutdownCallback) -> None:
         """Awaited at the end of the job (after disconnect), with the shutdown reason if it takes an
@@ -244,9 +241,7 @@ class JobContext:
                 log.exception("shutdown callback failed")
 
     async def cancel_participant_tasks(self) -> None:
-        for task in self._participant_tasks.values():
-            task.cancel()
-        await asyncio.gather(*self._participant_tasks.values(), return_exceptions=True)
+        await self._participant_tasks.aclose()
 
 
 StatusReporter = Callable[[agent_pb.JobStatus, str], Awaitable[None]]

@@ -34,7 +34,7 @@ from framepool.errors import ConfigError, FramepoolError, PoolHaltedError
 from framepool.logs import log_context
 from framepool.pool import WorkerPool
 from framepool.settings import Settings
-from framepool.tasks import first_of
+from framepool.tasks import TaskSet, first_of
 
 log = logging.getLogger("framepool.agent.server")
 
@@ -110,7 +110,7 @@ class AgentServer:
         self._cpu = CpuMeter()
         self.load = LoadTracker(self._measure_load, self.settings.load_threshold, self.settings.max_jobs)
         self._stop = asyncio.Event()
-        self._job_tasks: set[asyncio.Task[None]] = set()
+        self._job_tasks = TaskSet("agent server jobs", log)
         self._connection_tasks: list[asyncio.Task[None]] = []  # each connection's run(), from serve() on
         self._owners: dict[str, AgentConnection] = {}
         # Observers of finished jobs (metrics, tests): called with the RunningJob after its final status
@@ -255,19 +255,16 @@ class AgentServer:
         self.jobs[job.id] = running
         self.load.started(job.id)
         with log_context(**ctx.log_context_fields):
-            task = asyncio.create_task(running.run())
-        self._job_tasks.add(task)
-        task.add_done_callback(lambda t: self._job_finished(job.id, t))
+            task = self._job_tasks.spawn(running.run(), name=f"job {job.id}")
+        task.add_done_callback(lambda _: self._job_finished(job.id))
         self._status_changed()
         return running
 
-    def _job_finished(self, job_id: str, task: asyncio.Task[None]) -> None:
-        self._job_tasks.discard(task)
+    def _job_finished(self, job_id: str) -> None:
+        """Bookkeeping once a job's task ended (a failure outside its entrypoint is logged by TaskSet)."""
         running = self.jobs.pop(job_id, None)
         self._owners.pop(job_id, None)
         self.load.ended(job_id)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("job %s failed outside its entrypoint", job_id, exc_info=task.exception())
         if self.draining and not self.jobs:
             self.drained.set()
         self._status_changed()
@@ -416,8 +413,7 @@ class AgentServer:
 
     async def jobs_ended(self) -> None:
         """Until every job running now has finished: its shutdown ladder and its final status report."""
-        if self._job_tasks:
-            await asyncio.wait(list(self._job_tasks))
+        await self._job_tasks.wait()
 
     async def disconnect(self) -> None:
         """Close every agent connection: queued job statuses first, then the websockets (see AGENT_*)."""
@@ -446,12 +442,10 @@ class AgentServer:
     async def aclose(self) -> None:
         """End every job, close the connections, then the pool (after `start`, with or without `serve`)."""
         self.end_jobs("daemon shutting down")
-        if self._job_tasks:
-            _, late = await asyncio.wait(
-                list(self._job_tasks), timeout=self.settings.shutdown_timeout + REPORT_GRACE
-            )
-            if late:
-                log.error("%d job(s) did not finish their shutdown; closing the pool under them", len(late))
+        grace = self.settings.shutdown_timeout + REPORT_GRACE
+        if await first_of({"ended": self._job_tasks.wait()}, within=grace) is None:
+            late = len(self._job_tasks)
+            log.error("%d job(s) did not finish their shutdown; closing the pool under them", late)
         await self.disconnect()
         if self.pool is not None:
             await self.pool.aclose()

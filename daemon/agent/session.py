@@ -156,8 +156,9 @@ class RoomSession:
         self.rules: list[Rule] = []
         self.published: list[str] = []  # sids of tracks this session published
         self._outbox: asyncio.Queue[tuple[bytes, DataOutput, str]] = asyncio.Queue()
-        self._tasks = TaskSet(f"room {room_name}", log)
-        self._sender = asyncio.create_task(self._send_results())
+        self._tasks = TaskSet(f"room {room_name}", log)  # feeds, their track publishers, closes
+        self._sending = TaskSet(f"room {room_name} results", log)  # outlives the feeds: see flush_results
+        self._sending.spawn(self._send_results(), name="result sender")
         self.results_sent = 0
         room.on("track_subscribed", self._on_track_subscribed)
         room.on("track_published", self._on_track_published)
@@ -259,9 +260,9 @@ class RoomSession:
         )
         self.published.append(publication.sid)
 
-    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coroutine: Coroutine[Any, Any, None], name: str | None = None) -> asyncio.Task[None]:
         """Run a background task owned by this session (awaited by detach_streams)."""
-        self._tasks.spawn(coroutine)
+        return self._tasks.spawn(coroutine, name=name)
 
     # -- ordered cleanup (JobContext's shutdown ladder calls these in this order) ------------------------
 
@@ -275,8 +276,7 @@ class RoomSession:
     async def flush_results(self) -> None:
         """Wait until every queued result went out, then stop the sender."""
         await self._outbox.join()
-        self._sender.cancel()
-        await asyncio.gather(self._sender, return_exceptions=True)
+        await self._sending.aclose()
 
     async def unpublish(self) -> None:
         for sid in self.published:
@@ -323,12 +323,7 @@ class TrackFeed:
         self._output = _TrackPublisher(session, rule.track, labels["track"]) if rule.track else None
 
     def start(self) -> None:
-        self._reader = asyncio.create_task(self._read())
-        self._reader.add_done_callback(self._reader_done)
-
-    def _reader_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("feed %s failed", self.stream_id, exc_info=task.exception())
+        self._reader = self.session.spawn(self._read(), name=f"feed {self.stream_id}")
 
     def _spec(self, max_frame_bytes: int, output_bytes: int) -> StreamSpec:
         return StreamSpec(
@@ -462,7 +457,7 @@ class _TrackPublisher:
             self.audio = rtc.AudioSource(frame.sample_rate, frame.channels)
             track = rtc.LocalAudioTrack.create_audio_track(self.name, self.audio)
             self.session.spawn(self.session.publish_track(track, rtc.TrackSource.SOURCE_MICROPHONE))
-            self._pump = asyncio.create_task(self._pump_audio())
+            self._pump = self.session.spawn(self._pump_audio(), name=f"audio pump {self.name}")
         if self._audio_frames.full():
             self._audio_frames.get_nowait()  # realtime: the newest audio matters more than a late one
         self._audio_frames.put_nowait(

@@ -49,7 +49,7 @@ from framepool.pool.process import HealthAction, WorkerProcess, WorkerState, rai
 from framepool.pool.stream import Result, StreamAttachment, StreamSink, StreamSpec, StreamStats
 from framepool.processors.kinds import kind_of, media_kind
 from framepool.settings import Settings, effective_workers, worker_cpus
-from framepool.tasks import first_of
+from framepool.tasks import TaskSet, first_of
 
 __all__ = [
     "PoolStats",
@@ -122,7 +122,7 @@ class WorkerPool:
         self.halt_reason = ""
         self._slots: list[_Slot] = []
         self._streams: set[StreamAttachment] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("worker pool", log)
         self._any_ready = asyncio.Event()
         self._closing = False
         self._closed = asyncio.Event()
@@ -209,14 +209,7 @@ class WorkerPool:
         )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("pool task failed", exc_info=task.exception())
+        self._tasks.spawn(coroutine)
 
     # -- streams --------------------------------------------------------------------------------------
 
@@ -397,11 +390,8 @@ class WorkerPool:
             return
         self._closing = True
         try:
-            tasks = list(self._tasks)
-            for task in tasks:
-                task.cancel()
             # A cancelled restart may own a half-started worker: let it finish handing it over to its slot.
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._tasks.aclose()
             if not self._beat.done():
                 self._beat.set_exception(PoolError("the worker pool is closed"))
                 self._beat.exception()  # retrieved: nobody may be waiting
