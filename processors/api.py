@@ -61,7 +61,9 @@ class AudioFrame:
     samples: npt.NDArray[np.int16]
     sample_rate: int
     channels: int
-    ts_us: int  # capture time, microseconds
+    # The frame time in µs, the same clock as results' `frame_time_us`: live, when the frame reached the
+    # supervisor (wall clock, since the Unix epoch); offline, media time since the start of the input.
+    time_us: int
     seq: int
     gap: bool  # frames were lost just before this one (realtime drop or worker restart)
 
@@ -74,7 +76,7 @@ class VideoFrame:
     width: int
     height: int
     pixel_format: PixelFormat
-    ts_us: int
+    time_us: int  # as AudioFrame.time_us
     seq: int
     gap: bool
 

@@ -83,7 +83,7 @@ class AudioLevel(AudioProcessor[AudioLevelParams]):
         offset = 0
         while offset < total:
             if self._count == 0:
-                self._start_us = frame.ts_us + offset * 1_000_000 // frame.sample_rate
+                self._start_us = frame.time_us + offset * 1_000_000 // frame.sample_rate
             take = min(self._window_samples - self._count, total - offset)
             self._accumulate(samples[offset : offset + take])
             self._count += take

@@ -72,20 +72,22 @@ class VideoMotion(VideoProcessor[VideoMotionParams]):
         else:
             score, difference = motion_score(previous, current)
         self._previous = current
-        self._track_motion(score, frame.ts_us, ctx)
+        self._track_motion(score, frame.time_us, ctx)
         if self._frames % self.params.emit_every == 0:
-            ctx.emit(TOPIC, {"score": round(score, 3), "motion": self._in_motion, "frame_ts_us": frame.ts_us})
+            ctx.emit(
+                TOPIC, {"score": round(score, 3), "motion": self._in_motion, "frame_time_us": frame.time_us}
+            )
         self._frames += 1
         if self.params.visualize:
             self._publish_difference(difference, ctx)
 
-    def _track_motion(self, score: float, ts_us: int, ctx: ProcessContext) -> None:
+    def _track_motion(self, score: float, time_us: int, ctx: ProcessContext) -> None:
         if not self._in_motion and score >= self.params.threshold:
             self._in_motion = True
-            ctx.emit(TOPIC, {"event": "motion_start", "score": round(score, 3), "frame_ts_us": ts_us})
+            ctx.emit(TOPIC, {"event": "motion_start", "score": round(score, 3), "frame_time_us": time_us})
         elif self._in_motion and score < self.params.threshold * self.params.hysteresis:
             self._in_motion = False
-            ctx.emit(TOPIC, {"event": "motion_end", "score": round(score, 3), "frame_ts_us": ts_us})
+            ctx.emit(TOPIC, {"event": "motion_end", "score": round(score, 3), "frame_time_us": time_us})
 
     def _publish_difference(self, difference: npt.NDArray[np.int16], ctx: ProcessContext) -> None:
         height, width = difference.shape
@@ -98,6 +100,6 @@ class VideoMotion(VideoProcessor[VideoMotionParams]):
     def close(self, ctx: ProcessContext) -> None:
         if self._in_motion:
             ctx.emit(
-                TOPIC, {"event": "motion_end", "score": None, "frame_ts_us": None, "reason": "stream ended"}
+                TOPIC, {"event": "motion_end", "score": None, "frame_time_us": None, "reason": "stream ended"}
             )
             self._in_motion = False

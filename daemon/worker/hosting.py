@@ -111,7 +111,7 @@ class StreamContext:
         stream = self._stream
         self._seq += 1
         if not stream.writer.emit(
-            stream.index, self._index, self._seq, stream.frame_ts_us, topic, payload, stream.realtime
+            stream.index, self._index, self._seq, stream.frame_time_us, topic, payload, stream.realtime
         ):
             stream.results_dropped += 1
 
@@ -184,7 +184,7 @@ class FrameScaler:
                 frame.data, frame.width, frame.height, frame.pixel_format, factor, self._buffers.get(factor)
             )
             self._buffers[factor] = data
-            scaled = VideoFrame(data, width, height, frame.pixel_format, frame.ts_us, frame.seq, frame.gap)
+            scaled = VideoFrame(data, width, height, frame.pixel_format, frame.time_us, frame.seq, frame.gap)
             self._current[factor] = scaled
         return scaled
 
@@ -203,7 +203,7 @@ class HostedStream:
         self.channel = channel
         self.failure_limit = failure_limit
         self.gap_next = message.gap
-        self.frame_ts_us = 0
+        self.frame_time_us = 0
         self.out_seq = 0
         self.errors = 0
         self.results_dropped = 0
@@ -271,7 +271,7 @@ class HostedStream:
     def _process_frame(self, header: FrameHeader, view: memoryview) -> None:
         frame = decode_frame(header, view, lost_before=self.gap_next)
         self.gap_next = False
-        self.frame_ts_us = frame.ts_us
+        self.frame_time_us = frame.time_us
         if isinstance(frame, VideoFrame):
             self.scaler.new_frame()
         for processor in self.processors:
@@ -322,7 +322,7 @@ class HostedStream:
                 f"stream {self.stream_id!r} has no output track (attach it with output_max_frame_bytes > 0)"
             )
         self.out_seq += 1
-        self.writer.write(self.output, self.realtime, shape, data, self.out_seq, self.frame_ts_us)
+        self.writer.write(self.output, self.realtime, shape, data, self.out_seq, self.frame_time_us)
 
     def finish(self) -> None:
         """The stream ended: each processor's close() may emit its last results."""

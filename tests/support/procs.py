@@ -414,6 +414,6 @@ class ForgeSlot(AudioProcessor[ForgeSlotParams]):
             return
         stream = ctx._stream  # type: ignore[attr-defined]
         if self.params.slot == "result":  # names processor 99 of a stream that has one
-            stream.writer.ring.write(b"t{}", 1, frame.ts_us, 3, 5, 0, stream.index, 99, 1)
+            stream.writer.ring.write(b"t{}", 1, frame.time_us, 3, 5, 0, stream.index, 99, 1)
         else:  # a video frame in a pixel format that does not exist
-            stream.output.write(b"\0" * 16, 1, frame.ts_us, 2, 99, 0, 4, 4, 0)
+            stream.output.write(b"\0" * 16, 1, frame.time_us, 2, 99, 0, 4, 4, 0)

@@ -44,8 +44,8 @@ def test_readme_processor_example_runs() -> None:
     samples = np.zeros((960, 1), np.int16)
     samples[:3] = 32767
     ctx = RecordingContext()
-    processor.process(AudioFrame(samples, 48000, 1, ts_us=7, seq=0, gap=False), ctx)
-    assert ctx.emitted == [("clipping", {"samples": 3, "ts_us": 7})]
+    processor.process(AudioFrame(samples, 48000, 1, time_us=7, seq=0, gap=False), ctx)
+    assert ctx.emitted == [("clipping", {"samples": 3, "time_us": 7})]
 
 
 def test_readme_agent_example_registers_one_agent() -> None:

@@ -98,7 +98,7 @@ def test_audio_round_trip_to_the_processor_and_to_the_sink(
     def to_processor(header: Any, view: memoryview) -> tuple[Any, ...]:
         frame = decode_frame(header, view, lost_before=False)  # the gap comes from FLAG_GAP
         assert isinstance(frame, AudioFrame)
-        fields = (frame.sample_rate, frame.channels, frame.ts_us, frame.seq, frame.gap)
+        fields = (frame.sample_rate, frame.channels, frame.time_us, frame.seq, frame.gap)
         return fields, frame.samples.copy()
 
     fields, received = pipe.read(to_processor)
@@ -140,7 +140,7 @@ def test_video_round_trip_for_every_pixel_format(
     def to_processor(header: Any, view: memoryview) -> tuple[Any, ...]:
         frame = decode_frame(header, view, lost_before=header.seq == 1)  # a restart: no flag, still a gap
         assert isinstance(frame, VideoFrame)
-        fields = (frame.width, frame.height, frame.pixel_format, frame.ts_us, frame.seq, frame.gap)
+        fields = (frame.width, frame.height, frame.pixel_format, frame.time_us, frame.seq, frame.gap)
         return fields, frame.data.tobytes()
 
     assert pipe.read(to_processor) == ((7, 5, pixel_format, 1000, 1, True), pixels.tobytes())
