@@ -17,8 +17,6 @@ Errors: every FramepoolError becomes one line `framepool: <message>` and its exi
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import os
 import sys
@@ -95,15 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(subparsers, common)
     _add_process(subparsers, common)
     _add_devserver(subparsers, common)
-    agent_cli = importlib.import_module("framepool.agent.cli") if _has_agent_cli() else None
-    if agent_cli is not None and hasattr(agent_cli, "register"):
-        agent_cli.register(subparsers, common)
+    from framepool.agent import cli as agent_cli  # start, dev, connect (they import framepool.cli)
+
+    agent_cli.register(subparsers, common)
     return parser
-
-
-def _has_agent_cli() -> bool:
-    # The agent server's subcommands are optional while it is being built: absent module, absent commands.
-    return importlib.util.find_spec("framepool.agent.cli") is not None
 
 
 def _add_config(subparsers: Any, common: argparse.ArgumentParser) -> None:
