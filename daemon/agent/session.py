@@ -75,7 +75,8 @@ class DataOutput:
 @dataclass(frozen=True)
 class TrackOutput:
     """Output frames (ctx.publish_audio/publish_video) as a published track named `name:<source track
-    sid>`."""
+    sid>`; when the rule's processors want several input formats, the feeds of the second and later
+    formats publish as `name:<sid>.1`, `.2`, ... so no two output tracks share a name."""
 
     name: str = "framepool"
 
@@ -217,7 +218,7 @@ class RoomSession:
         }
         for number, group in enumerate(rule.groups):
             stream_id = f"{self.job_id}/{publication.sid}/{index}" + (f".{number}" if number else "")
-            feed = TrackFeed(self, rule, group, stream_id, track, labels)
+            feed = TrackFeed(self, rule, group, stream_id, track, labels, number)
             rule.feeds[(publication.sid, number)] = feed
             feed.start()
             log.info(
@@ -308,6 +309,7 @@ class TrackFeed:
         stream_id: str,
         track: rtc.Track,
         labels: dict[str, str],
+        number: int = 0,  # of the group among the rule's groups: output tracks of later ones get ".N"
     ) -> None:
         self.session = session
         self.rule = rule
@@ -320,7 +322,8 @@ class TrackFeed:
         self.dropped = 0
         self._slot = 0
         self._reader: asyncio.Task[None] | None = None
-        self._output = _TrackPublisher(session, rule.track, labels["track"]) if rule.track else None
+        source = labels["track"] + (f".{number}" if number else "")
+        self._output = _TrackPublisher(session, rule.track, source) if rule.track else None
 
     def start(self) -> None:
         self._reader = self.session.spawn(self._read(), name=f"feed {self.stream_id}")
