@@ -110,6 +110,39 @@ static PyObject *ring_error_errno(const char *what, int fd) {
     return PyErr_Format(RingError, "%s fd %d: %s", what, fd, strerror(errno));
 }
 
+/* Every memfd the supervisor shares with a worker is sealed right after it is sized: a worker that could
+   shrink it would kill the supervisor with SIGBUS on its next access to the mapping, and one that could grow
+   it could make the supervisor map memory it never meant to. F_SEAL_SEAL keeps the seals from being lifted.
+   Writes stay allowed (the rings are written by both sides); only the size is frozen. */
+#define REQUIRED_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+
+static int create_sealed_memfd(const char *name, size_t size) {
+    int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) return -1;
+    if (ftruncate(fd, (off_t)size) != 0 || fcntl(fd, F_ADD_SEALS, REQUIRED_SEALS) != 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+/* 0 if `fd` carries the seals that freeze its size; RingError otherwise (a worker must never be able to
+   resize memory the supervisor maps). */
+static int require_seals(int fd, const char *what) {
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0) {
+        ring_error_errno(what, fd);
+        return -1;
+    }
+    if ((seals & REQUIRED_SEALS) != REQUIRED_SEALS) {
+        PyErr_Format(RingError, "%s fd %d is not sealed against resizing (seals %#x)", what, fd, seals);
+        return -1;
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- Doorbell */
 
 typedef struct {
@@ -166,11 +199,10 @@ static void bell_drain(DoorbellObject *bell) {
 static PyObject *Doorbell_create(PyObject *Py_UNUSED(cls), PyObject *Py_UNUSED(args)) {
     int event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (event_fd < 0) return ring_error_errno("cannot create doorbell eventfd", -1);
-    int page_fd = memfd_create("framepool-doorbell", MFD_CLOEXEC);
-    if (page_fd < 0 || ftruncate(page_fd, (off_t)page_size) != 0) {
+    int page_fd = create_sealed_memfd("framepool-doorbell", page_size);
+    if (page_fd < 0) {
         ring_error_errno("cannot create doorbell page", page_fd);
         close(event_fd);
-        if (page_fd >= 0) close(page_fd);
         return NULL;
     }
     void *page = mmap(NULL, page_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, page_fd, 0);
@@ -197,6 +229,7 @@ static PyObject *Doorbell_attach(PyObject *Py_UNUSED(cls), PyObject *args, PyObj
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ii:attach", names, &event_fd, &page_fd)) return NULL;
     if (fstat(event_fd, &st) != 0) return ring_error_errno("bad doorbell event", event_fd);
     if (fstat(page_fd, &st) != 0) return ring_error_errno("bad doorbell page", page_fd);
+    if (require_seals(page_fd, "doorbell page") < 0) return NULL;
     if ((size_t)st.st_size < page_size)
         return PyErr_Format(RingError, "corrupt doorbell: page fd %d is smaller than one page", page_fd);
     void *page = mmap(NULL, page_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, page_fd, 0);
@@ -456,13 +489,8 @@ static PyObject *FrameRing_create(PyObject *Py_UNUSED(cls), PyObject *args, PyOb
     if (policy != POLICY_BLOCK && policy != POLICY_DROP_NEWEST && policy != POLICY_LATEST)
         return PyErr_Format(RingError, "unknown ring policy %d", policy);
     size_t total = ring_total_size((uint32_t)slot_count, (uint64_t)slot_size);
-    int fd = memfd_create("framepool-ring", MFD_CLOEXEC);
+    int fd = create_sealed_memfd("framepool-ring", total);
     if (fd < 0) return ring_error_errno("cannot create ring memfd", fd);
-    if (ftruncate(fd, (off_t)total) != 0) {
-        ring_error_errno("cannot size ring memfd", fd);
-        close(fd);
-        return NULL;
-    }
     uint8_t *base = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
     if (base == MAP_FAILED) {
         ring_error_errno("cannot map ring", fd);
@@ -521,6 +549,7 @@ static PyObject *FrameRing_attach(PyObject *Py_UNUSED(cls), PyObject *args, PyOb
     struct stat st;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i:attach", names, &fd)) return NULL;
     if (fstat(fd, &st) != 0) return ring_error_errno("bad ring", fd);
+    if (require_seals(fd, "ring") < 0) return NULL;
     size_t size = (size_t)st.st_size;
     if (size < page_size)
         return PyErr_Format(RingError, "corrupt ring header: fd %d holds %zu bytes, less than a control page", fd, size);

@@ -36,6 +36,7 @@ uncontended acquire is a lock-prefixed atomic (a full barrier). The C extension 
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import select
@@ -120,11 +121,32 @@ def _map_fd(fd: int, size: int, what: str) -> mmap.mmap:
         raise RingError(f"cannot map {what} fd {fd}: {exc}") from None
 
 
-def _fd_size(fd: int, what: str) -> int:
+# Every shared memfd is sealed right after it is sized, as in ring.c: a worker that could shrink it would
+# kill the supervisor with SIGBUS; one that could grow it could make the supervisor map memory it never meant
+# to. F_SEAL_SEAL keeps the seals from being lifted; writes stay allowed.
+REQUIRED_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+
+
+def _sealed_memfd(name: str, size: int) -> int:
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
-        return os.fstat(fd).st_size
+        os.ftruncate(fd, size)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, REQUIRED_SEALS)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _sealed_size(fd: int, what: str) -> int:
+    """The size of a shared memfd, which must be sealed against resizing; RingError otherwise."""
+    try:
+        size, seals = os.fstat(fd).st_size, fcntl.fcntl(fd, fcntl.F_GET_SEALS)
     except (OSError, OverflowError, TypeError) as exc:
         raise RingError(f"bad {what} fd {fd!r}: {exc}") from None
+    if seals & REQUIRED_SEALS != REQUIRED_SEALS:
+        raise RingError(f"{what} fd {fd} is not sealed against resizing (seals {seals:#x})")
+    return size
 
 
 class Doorbell:
@@ -144,9 +166,12 @@ class Doorbell:
     @staticmethod
     def create() -> Doorbell:
         event_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        page_fd = os.memfd_create("framepool-doorbell", os.MFD_CLOEXEC)
         try:
-            os.ftruncate(page_fd, PAGE)
+            page_fd = _sealed_memfd("framepool-doorbell", PAGE)
+        except BaseException:
+            os.close(event_fd)
+            raise
+        try:
             page = _map_fd(page_fd, PAGE, "doorbell")
         except BaseException:
             os.close(event_fd)
@@ -157,8 +182,11 @@ class Doorbell:
 
     @staticmethod
     def attach(event_fd: int, page_fd: int) -> Doorbell:
-        _fd_size(event_fd, "doorbell event")
-        if _fd_size(page_fd, "doorbell page") < PAGE:
+        try:
+            os.fstat(event_fd)
+        except (OSError, OverflowError, TypeError) as exc:
+            raise RingError(f"bad doorbell event fd {event_fd!r}: {exc}") from None
+        if _sealed_size(page_fd, "doorbell page") < PAGE:
             raise RingError(f"corrupt doorbell: page fd {page_fd} is smaller than one page")
         page = _map_fd(page_fd, PAGE, "doorbell page")
         os.set_blocking(event_fd, False)  # clear() must never block on an empty counter
@@ -278,9 +306,8 @@ class FrameRing:
         if policy not in (POLICY_BLOCK, POLICY_DROP_NEWEST, POLICY_LATEST):
             raise RingError(f"unknown ring policy {policy}")
         total = ring_geometry(slot_count, slot_size)[2]
-        fd = os.memfd_create("framepool-ring", os.MFD_CLOEXEC)
+        fd = _sealed_memfd("framepool-ring", total)
         try:
-            os.ftruncate(fd, total)
             mapping = _map_fd(fd, total, "ring")
         except BaseException:
             os.close(fd)
@@ -294,7 +321,7 @@ class FrameRing:
 
     @staticmethod
     def attach(fd: int) -> FrameRing:
-        size = _fd_size(fd, "ring")
+        size = _sealed_size(fd, "ring")
         if size < PAGE:
             raise RingError(f"corrupt ring header: fd {fd} holds {size} bytes, less than a control page")
         mapping = _map_fd(fd, size, "ring")

@@ -46,3 +46,24 @@ async def test_a_worker_writing_a_malformed_slot_is_killed_and_replaced(
         assert [p["seq"] for p in sink.payloads("count")][-1] == 2  # the stream goes on
     finally:
         await pool.aclose()
+
+
+async def test_a_processor_cannot_resize_the_shared_memory(shm_unchanged: None) -> None:
+    """Every ring and doorbell memfd is sealed: a worker's ftruncate fails with EPERM, so it cannot make the
+    supervisor's next access to the mapping a SIGBUS (this test process is the supervisor)."""
+    pool = WorkerPool(settings())
+    await pool.start()
+    try:
+        sink = RecordingSink()
+        processors = "tests.support.procs:TruncateRings;tests.support.procs:Count"
+        stream = await pool.attach(audio_spec("t", processors, output_max_frame_bytes=64), sink)
+        for seq in range(1, 4):
+            await stream.push_wait(audio_frame(seq), seq, AUDIO_10MS)
+        await stream.drain()
+        [report] = sink.payloads("truncate")
+        # input, output and result rings, and the data, result and space doorbell pages
+        assert report["tried"] >= 6 and report["refused"] == report["tried"]
+        assert [p["seq"] for p in sink.payloads("count")] == [1, 2, 3]
+        assert pool.stats().restarts == 0
+    finally:
+        await pool.aclose()

@@ -417,3 +417,33 @@ class ForgeSlot(AudioProcessor[ForgeSlotParams]):
             stream.writer.ring.write(b"t{}", 1, frame.time_us, 3, 5, 0, stream.index, 99, 1)
         else:  # a video frame in a pixel format that does not exist
             stream.output.write(b"\0" * 16, 1, frame.time_us, 2, 99, 0, 4, 4, 0)
+
+
+class TruncateRings(AudioProcessor[NoParams]):
+    """On its first frame, tries to shrink and to grow every framepool memfd its worker holds (found in
+    /proc/self/fd, as a hostile processor would), and emits how many it tried and how many refused."""
+
+    name = "truncate-rings"
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        if frame.seq != 1:
+            return
+        tried = refused = 0
+        for entry in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{entry}")
+            except OSError:
+                continue
+            if not target.startswith("/memfd:framepool-"):
+                continue
+            tried += 1
+            size = os.fstat(int(entry)).st_size
+            outcomes = []
+            for new_size in (0, size * 2):
+                try:
+                    os.ftruncate(int(entry), new_size)
+                    outcomes.append(False)
+                except PermissionError:
+                    outcomes.append(True)
+            refused += all(outcomes)
+        ctx.emit("truncate", {"tried": tried, "refused": refused})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import mmap
 import os
 import struct
@@ -139,19 +140,73 @@ def test_write_accepts_numpy_frames(impl: ModuleType, closing: Callable[[Any], A
     ring.release()
 
 
+def sealed_memfd(name: str, size: int) -> int:
+    """A memfd sealed the way the rings seal theirs, for foreign contents."""
+    fd = os.memfd_create(name, os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, size)
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+    return fd
+
+
+# Each header check on its own: the field is patched and the checksum recomputed, so only that check can
+# refuse the ring (and the test fails if that one check is deleted). Header layout in framepool.ipc.pyring.
 @pytest.mark.parametrize(
-    ("offset", "value"),
-    [(0, b"\x00"), (8, b"\x07"), (12, b"\x09"), (16, b"\xff"), (24, b"\x02"), (28, b"\x00\x00")],
-    ids=["magic", "version", "slot_count", "slot_size", "policy", "checksum"],
+    ("field", "value", "message"),
+    [
+        ("<I@8", 7, r"version 7, this build speaks 2"),
+        ("<I@12", 0, r"geometry 0 x 4096"),
+        ("<I@12", (1 << 16) + 1, r"geometry 65537 x 4096"),
+        ("<Q@16", 0, r"geometry 4 x 0"),
+        ("<Q@16", (1 << 31) + 1, r"geometry 4 x 2147483649"),
+        ("<I@24", 3, r"unknown policy 3"),
+        ("<I@12", 5, r"5 slots of 4096 bytes need more than"),
+        ("<Q@16", 8192, r"4 slots of 8192 bytes need more than"),
+    ],
+    ids=[
+        "version",
+        "no-slots",
+        "too-many-slots",
+        "empty-slots",
+        "huge-slots",
+        "policy",
+        "count-vs-size",
+        "size",
+    ],
 )
-def test_corrupt_header_is_refused_on_attach(
-    impl: ModuleType, closing: Callable[[Any], Any], offset: int, value: bytes
+def test_each_header_check_refuses_on_attach(
+    impl: ModuleType, closing: Callable[[Any], Any], field: str, value: int, message: str
+) -> None:
+    ring = closing(impl.FrameRing.create(4, 4096, impl.POLICY_BLOCK))
+    layout, offset = field.split("@")
+    size = os.fstat(ring.fd).st_size
+    with mmap.mmap(ring.fd, size) as m:
+        struct.pack_into(layout, m, int(offset), value)
+        struct.pack_into("<I", m, 28, pyring.header_checksum(bytes(m[:28])))
+    fd = os.dup(ring.fd)
+    try:
+        with pytest.raises(impl.RingError, match=r"^corrupt ring header: .*" + message):
+            impl.FrameRing.attach(fd)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize(
+    ("offset", "value", "message"),
+    [
+        (0, b"\x00", r"bad magic"),
+        (28, b"\x00\x00", r"checksum mismatch"),
+        (12, b"\x09", r"checksum mismatch"),
+    ],
+    ids=["magic", "checksum", "field-without-checksum"],
+)
+def test_magic_and_checksum_refuse_on_attach(
+    impl: ModuleType, closing: Callable[[Any], Any], offset: int, value: bytes, message: str
 ) -> None:
     ring = closing(impl.FrameRing.create(4, 4096, impl.POLICY_BLOCK))
     patch_fd(ring.fd, offset, value)
     fd = os.dup(ring.fd)
     try:
-        with pytest.raises(impl.RingError, match=r"^corrupt ring header: "):
+        with pytest.raises(impl.RingError, match=r"^corrupt ring header: " + message):
             impl.FrameRing.attach(fd)
     finally:
         os.close(fd)
@@ -160,15 +215,53 @@ def test_corrupt_header_is_refused_on_attach(
 def test_attach_refuses_bad_fds(impl: ModuleType) -> None:
     with pytest.raises(impl.RingError):
         impl.FrameRing.attach(-1)
-    fd = os.memfd_create("not-a-ring")
+    fd = sealed_memfd("not-a-ring", 0)
     try:
         with pytest.raises(impl.RingError, match=r"^corrupt ring header"):
             impl.FrameRing.attach(fd)
-        os.ftruncate(fd, 3 * PAGE)
+    finally:
+        os.close(fd)
+    fd = sealed_memfd("not-a-ring", 3 * PAGE)
+    try:
         with pytest.raises(impl.RingError, match=r"^corrupt ring header: bad magic"):
             impl.FrameRing.attach(fd)
     finally:
         os.close(fd)
+
+
+def test_rings_and_doorbells_are_sealed_against_resizing(
+    impl: ModuleType, closing: Callable[[Any], Any]
+) -> None:
+    """A worker holds these fds: if it could shrink one, the supervisor's next access would be a SIGBUS."""
+    ring = closing(impl.FrameRing.create(4, 4096, impl.POLICY_BLOCK))
+    bell = closing(impl.Doorbell.create())
+    for fd in (ring.fd, bell.page_fd):
+        size = os.fstat(fd).st_size
+        for new_size in (0, size // 2, size * 2):
+            with pytest.raises(PermissionError):
+                os.ftruncate(fd, new_size)
+        with pytest.raises(PermissionError):  # the seals cannot be lifted or changed either
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE)
+        assert os.fstat(fd).st_size == size
+    assert write(ring, 1)  # and the ring still works
+    assert ring.peek() is not None
+
+
+def test_attach_refuses_an_unsealed_memfd(impl: ModuleType, closing: Callable[[Any], Any]) -> None:
+    ring = closing(impl.FrameRing.create(4, 4096, impl.POLICY_BLOCK))
+    size = os.fstat(ring.fd).st_size
+    copy = os.memfd_create("unsealed-copy")  # a perfect ring header, but resizable
+    try:
+        os.ftruncate(copy, size)
+        with mmap.mmap(ring.fd, size) as src, mmap.mmap(copy, size) as dst:
+            dst[:PAGE] = src[:PAGE]
+        with pytest.raises(impl.RingError, match=r"ring fd \d+ is not sealed against resizing"):
+            impl.FrameRing.attach(copy)
+        bell = closing(impl.Doorbell.create())
+        with pytest.raises(impl.RingError, match=r"doorbell page fd \d+ is not sealed"):
+            impl.Doorbell.attach(bell.event_fd, copy)
+    finally:
+        os.close(copy)
 
 
 def test_create_refuses_bad_geometry(impl: ModuleType) -> None:
@@ -287,10 +380,9 @@ def test_doorbell_rings_only_a_sleeper(impl: ModuleType, closing: Callable[[Any]
 
 
 def test_doorbell_attach_refuses_a_foreign_page(impl: ModuleType) -> None:
-    page_fd = os.memfd_create("not-a-doorbell")
+    page_fd = sealed_memfd("not-a-doorbell", PAGE)
     event_fd = os.eventfd(0)
     try:
-        os.ftruncate(page_fd, PAGE)
         with pytest.raises(impl.RingError, match=r"^corrupt doorbell"):
             impl.Doorbell.attach(event_fd, page_fd)
         with pytest.raises(impl.RingError):
