@@ -170,6 +170,22 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     result_max_bytes: Annotated[
         int, _doc("Largest encoded result a processor may emit, in bytes.", ge=256, le=16 << 20)
     ] = 16 << 10
+    # A worker decides how many results it writes; the supervisor decides how many it sends and keeps.
+    result_rate: Annotated[
+        float,
+        _doc(
+            "Results per second one stream may send to its room (a burst of twice that is allowed); the "
+            "rest are dropped and counted.",
+            gt=0,
+        ),
+    ] = 200.0
+    room_outbox: Annotated[
+        int,
+        _doc(
+            "Results waiting to be sent to one room; when full the oldest is dropped and counted.",
+            ge=1,
+        ),
+    ] = 1024
 
     # Agent server
     load_threshold: Annotated[

@@ -30,6 +30,7 @@ from typing import Any
 import msgspec
 from livekit import rtc
 
+from framepool.agent.outbox import ResultOutbox, ResultRate
 from framepool.errors import ProcessorError
 from framepool.ipc.slots import (
     PIXEL_FORMATS,
@@ -156,7 +157,7 @@ class RoomSession:
         self.room_name = room_name
         self.rules: list[Rule] = []
         self.published: list[str] = []  # sids of tracks this session published
-        self._outbox: asyncio.Queue[tuple[bytes, DataOutput, str]] = asyncio.Queue()
+        self._outbox: ResultOutbox[tuple[bytes, DataOutput, str]] = ResultOutbox(pool.settings.room_outbox)
         self._tasks = TaskSet(f"room {room_name}", log)  # feeds, their track publishers, closes
         self._sending = TaskSet(f"room {room_name} results", log)  # outlives the feeds: see flush_results
         self._sending.spawn(self._send_results(), name="result sender")
@@ -232,10 +233,10 @@ class RoomSession:
 
     def queue_result(self, result: Result, feed: TrackFeed) -> None:
         output = feed.rule.data
-        if output is None:
+        if output is None or not feed.rate.allow():
             return
         message = ResultMessage.of(result, feed.labels["participant"], feed.labels["track"])
-        self._outbox.put_nowait((_encode(message), output, output.topic or result.topic))
+        self._outbox.put((_encode(message), output, output.topic or result.topic))
 
     async def _send_results(self) -> None:
         while True:
@@ -251,7 +252,7 @@ class RoomSession:
             except Exception as exc:  # a closed room must not kill the sender; the count shows losses
                 log.warning("result not published: %s", exc)
             finally:
-                self._outbox.task_done()
+                self._outbox.done()
 
     async def publish_track(
         self, track: rtc.LocalAudioTrack | rtc.LocalVideoTrack, source: rtc.TrackSource.ValueType
@@ -292,6 +293,8 @@ class RoomSession:
         return {
             "feeds": len(feeds),
             "results_sent": self.results_sent,
+            "results_dropped_outbox": self._outbox.dropped,
+            "results_dropped_rate": sum(f.rate.dropped for f in feeds),
             "frames": sum(f.frames for f in feeds),
             "dropped": sum(f.dropped for f in feeds),
         }
@@ -320,6 +323,7 @@ class TrackFeed:
         self.attachment: StreamAttachment | None = None
         self.frames = 0
         self.dropped = 0
+        self.rate = ResultRate(session.pool.settings.result_rate)  # results this feed may send
         self._slot = 0
         self._reader: asyncio.Task[None] | None = None
         source = labels["track"] + (f".{number}" if number else "")
