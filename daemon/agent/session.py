@@ -236,6 +236,22 @@ class RoomSession:
         message = ResultMessage.of(result, feed.labels["participant"], feed.labels["track"])
         self._outbox.put_nowait((_encode(message), output, output.topic or result.topic))
 
+    def queue_event(self, feed: TrackFeed, event: str, processor: str, reason: str = "") -> None:
+        """A processor stopped running on a feed: tell the room on the topic its results use (the rule's, or
+        the processor's name, which is the built-ins' topic), as JSON {event, processor, participant, track,
+        reason}."""
+        output = feed.rule.data
+        if output is None:
+            return
+        message = {
+            "event": event,
+            "processor": processor,
+            "participant": feed.labels["participant"],
+            "track": feed.labels["track"],
+            "reason": reason,
+        }
+        self._outbox.put_nowait((_encode(message), output, output.topic or processor))
+
     async def _send_results(self) -> None:
         while True:
             payload, output, topic = await self._outbox.get()
@@ -418,6 +434,8 @@ class TrackFeed:
     def on_stream_event(self, stream_id: str, event: str, detail: str) -> None:
         level = logging.INFO if event in ("detached", "worker_restarted") else logging.WARNING
         log.log(level, "stream %s: %s %s", stream_id, event, detail)
+        if event in ("processor_quarantined", "processor_disabled"):
+            self.session.queue_event(self, event, *detail.split(": ", 1))
 
 
 class _TrackPublisher:
