@@ -1,4 +1,4 @@
-"""`framepool process` with a processor that crashes its worker on every frame (issue 9, item 1, offline): it is
+"""`framepool process` with a processor that crashes its worker on every frame (issue 9, item 1): it is
 quarantined after `quarantine_incidents` incidents with a clear line, the summary says so, and the rest of
 the file is still processed (the video stream on the same worker loses nothing)."""
 
