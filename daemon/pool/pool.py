@@ -52,6 +52,8 @@ from framepool.processors.kinds import kind_of, media_kind
 from framepool.settings import Settings, effective_workers, worker_cpus
 from framepool.tasks import TaskSet, first_of
 
+STACK_DUMP_GRACE = 0.1  # seconds between SIGUSR1 and SIGKILL for a call cut off at its hard limit
+
 __all__ = [
     "PoolStats",
     "Result",
@@ -349,8 +351,15 @@ class WorkerPool:
             case HealthAction.KILL_OVER_BUDGET:
                 assert worker.overrun is not None
                 took = now - worker.overrun.started
-                log.error("%s: a processor call is %.1f s old, past its hard limit; killing it", who, took)
-                worker.kill(f"a processor call ran {took:.1f} s, past its hard limit", action)
+                log.error(
+                    "%s: a processor call is %.1f s old, past its hard limit; its stack follows (SIGUSR1), "
+                    "then it is killed",
+                    who,
+                    took,
+                )
+                worker.dump_stack()  # where the call is stuck; faulthandler writes it within milliseconds
+                reason = f"a processor call ran {took:.1f} s, past its hard limit"
+                asyncio.get_running_loop().call_later(STACK_DUMP_GRACE, worker.kill, reason, action)
             case HealthAction.KILL_MEMORY:
                 log.error("%s uses %d MiB (limit %d MiB); restarting it", who, worker.pss >> 20, limit)
                 worker.kill(f"{worker.pss >> 20} MiB over worker_memory_limit_mb = {limit}", action)

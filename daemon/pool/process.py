@@ -397,7 +397,7 @@ class WorkerProcess:
             return HealthAction.NONE
         settings = self.settings
         call = self.activity.read()
-        if call is not None and now > call.deadline:
+        if call is not None and now > call.deadline and call != self.overrun:  # once per call
             self.overrun = call
             return HealthAction.KILL_OVER_BUDGET
         if now - self.last_pong > settings.ping_timeout:

@@ -269,3 +269,23 @@ async def test_neighbour_loses_nothing_when_a_processor_stalls_its_worker_live(s
         assert stats.lost == 0 and stats.dropped <= window, stats
     finally:
         await pool.aclose()
+
+
+async def test_a_call_cut_off_at_its_hard_limit_leaves_its_stack_in_the_log(
+    shm_unchanged: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # spawn: the worker inherits this test's captured stderr (a forkserver keeps the one it started with).
+    pool = await started(
+        start_method="spawn", processor_budget_ms=100, processor_budget_hard=2, ping_timeout=30.0
+    )
+    try:
+        sink = RecordingSink()
+        stream = await pool.attach(audio_spec("h", "tests.support.procs:Hang", realtime=True), sink)
+        stream.push(audio_frame(1), 1, AUDIO_10MS)
+        await sink.wait_for(lambda: "worker_restarted" in sink.event_names(), "the cut-off")
+        assert "past its hard limit" in sink.events[-1][1] and "incident 1 of 2" in sink.events[-1][1]
+    finally:
+        await pool.aclose()
+    import re
+
+    assert re.search(r'File ".*tests/support/procs\.py", line \d+ in process', capfd.readouterr().err)
