@@ -144,6 +144,45 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     processor_failure_limit: Annotated[
         int, _doc("Consecutive exceptions after which a processor is disabled for that stream.", ge=1)
     ] = 5
+    quarantine_incidents: Annotated[
+        int,
+        _doc(
+            "Worker deaths blamed on one processor of a stream (it hung, crashed the worker, overran its "
+            "hard time limit or grew the worker past worker_memory_limit_mb) after which that processor is "
+            "quarantined on that stream: never run there again; the stream's other processors go on.",
+            ge=1,
+        ),
+    ] = 2
+    processor_budget_ms: Annotated[
+        float,
+        _doc(
+            "Time budget of one processor call in ms; 0 derives it from the stream's frame duration: "
+            "processor_budget_frames frames' worth, at least processor_budget_min_ms.",
+            ge=0,
+        ),
+    ] = 0.0
+    processor_budget_frames: Annotated[
+        float, _doc("Frames' worth of time a processor call may take (when processor_budget_ms = 0).", gt=0)
+    ] = 10.0
+    processor_budget_min_ms: Annotated[
+        float, _doc("Floor of the derived processor time budget, in ms.", gt=0)
+    ] = 250.0
+    processor_budget_hard: Annotated[
+        float,
+        _doc(
+            "A call still running after this many budgets is cut off: the worker is killed, the processor "
+            "blamed (an incident towards quarantine_incidents) and its neighbours restarted at once.",
+            ge=1,
+        ),
+    ] = 4.0
+    processor_over_budget_limit: Annotated[
+        int,
+        _doc(
+            "Consecutive calls over budget (but under the hard limit) after which a processor is "
+            "quarantined on that stream: a processor that is always slow cannot starve its neighbours.",
+            ge=1,
+        ),
+    ] = 20
     # Milliseconds rather than frames: processors ask for 10-100 ms frames, and slots are page-rounded, so a
     # fixed
     # frame count would hold 10x more audio (and memory) per stream at 100 ms than at 10 ms.

@@ -14,8 +14,8 @@ Run it with `framepool start mymodule:server` (production) or `framepool dev mym
 """
 
 from framepool.agent.job import JobContext, JobRequest, RunningJob
+from framepool.agent.outputs import DataOutput, TrackOutput
 from framepool.agent.server import Agent, AgentServer, pool_load
-from framepool.agent.session import DataOutput, TrackOutput
 
 __all__ = [
     "Agent",

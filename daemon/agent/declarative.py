@@ -11,8 +11,9 @@ from __future__ import annotations
 from livekit.protocol import agent as agent_pb
 
 from framepool.agent.job import JobContext
+from framepool.agent.outputs import DataOutput, Output, TrackOutput
 from framepool.agent.server import Agent
-from framepool.agent.session import DataOutput, Output, TrackOutput, make_rule
+from framepool.agent.session import make_rule
 from framepool.errors import ConfigError, ProcessorError
 from framepool.processors.registry import ProcessorSpec, parse_spec
 from framepool.settings import AgentSpec

@@ -25,7 +25,8 @@ from livekit.protocol import agent as agent_pb
 from livekit.protocol import models
 
 from framepool.agent.ffi_threads import keep_callback_thread_states
-from framepool.agent.session import Output, RoomSession, Rule, make_rule
+from framepool.agent.outputs import Output
+from framepool.agent.session import RoomSession, Rule, make_rule
 from framepool.logs import log_context
 from framepool.processors.registry import ProcessorSpec
 from framepool.tasks import TaskSet
@@ -220,7 +221,7 @@ class JobContext:
         (default all of the processors' kind). `output`: DataOutput (results as data messages), TrackOutput
         (output frames as a published track), or both; default DataOutput().
         """
-        from framepool.agent.session import DataOutput
+        from framepool.agent.outputs import DataOutput
 
         rule = make_rule(processors, participants, sources, DataOutput() if output is None else output)
         return self.session.attach(rule)

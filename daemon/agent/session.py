@@ -31,13 +31,12 @@ import msgspec
 from livekit import rtc
 
 from framepool.agent.outbox import ResultOutbox, ResultRate
+from framepool.agent.outputs import BUFFER_TYPES, DataOutput, Output, TrackOutput, TrackPublisher
 from framepool.errors import ProcessorError
 from framepool.ipc.slots import (
     PIXEL_FORMATS,
     AudioShape,
-    OutputAudio,
     OutputFrame,
-    OutputVideo,
     VideoShape,
     arrival_time_us,
 )
@@ -51,8 +50,6 @@ log = logging.getLogger("framepool.agent.session")
 
 # Slots are never smaller than one 720p frame, so the common resolution changes need no re-attach.
 MIN_VIDEO_SLOT = frame_bytes(1280, 720, "RGBA")
-# The SDK's buffer types carry the Processor API's pixel format names.
-_BUFFER_TYPES = {name: rtc.VideoBufferType.Value(name) for name in PIXEL_FORMATS}
 _TRACK_KINDS: dict[int, Kind] = {rtc.TrackKind.KIND_AUDIO: "audio", rtc.TrackKind.KIND_VIDEO: "video"}
 _SOURCES = {
     "camera": rtc.TrackSource.SOURCE_CAMERA,
@@ -61,28 +58,6 @@ _SOURCES = {
     "screen_share_audio": rtc.TrackSource.SOURCE_SCREENSHARE_AUDIO,
     "unknown": rtc.TrackSource.SOURCE_UNKNOWN,
 }
-
-
-@dataclass(frozen=True)
-class DataOutput:
-    """Results as data messages: on `topic` (empty: each result's own topic), to `destinations` (empty:
-    everyone)."""
-
-    topic: str = ""
-    reliable: bool = True
-    destinations: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class TrackOutput:
-    """Output frames (ctx.publish_audio/publish_video) as a published track named `name:<source track
-    sid>`; when the rule's processors want several input formats, the feeds of the second and later
-    formats publish as `name:<sid>.1`, `.2`, ... so no two output tracks share a name."""
-
-    name: str = "framepool"
-
-
-Output = DataOutput | TrackOutput
 
 
 _encode = msgspec.json.Encoder().encode
@@ -238,6 +213,22 @@ class RoomSession:
         message = ResultMessage.of(result, feed.labels["participant"], feed.labels["track"])
         self._outbox.put((_encode(message), output, output.topic or result.topic))
 
+    def queue_event(self, feed: TrackFeed, event: str, processor: str, reason: str = "") -> None:
+        """A processor stopped running on a feed: tell the room on the topic its results use (the rule's, or
+        the processor's name, which is the built-ins' topic), as JSON {event, processor, participant, track,
+        reason}."""
+        output = feed.rule.data
+        if output is None:
+            return
+        message = {
+            "event": event,
+            "processor": processor,
+            "participant": feed.labels["participant"],
+            "track": feed.labels["track"],
+            "reason": reason,
+        }
+        self._outbox.put((_encode(message), output, output.topic or processor))
+
     async def _send_results(self) -> None:
         while True:
             payload, output, topic = await self._outbox.get()
@@ -327,7 +318,7 @@ class TrackFeed:
         self._slot = 0
         self._reader: asyncio.Task[None] | None = None
         source = labels["track"] + (f".{number}" if number else "")
-        self._output = _TrackPublisher(session, rule.track, source) if rule.track else None
+        self._output = TrackPublisher(session, rule.track, source) if rule.track else None
 
     def start(self) -> None:
         self._reader = self.session.spawn(self._read(), name=f"feed {self.stream_id}")
@@ -376,7 +367,7 @@ class TrackFeed:
 
     async def _read_video(self, fmt: VideoFormat) -> None:
         layout = PIXEL_FORMATS[fmt.pixel_format]
-        buffer_type = _BUFFER_TYPES[fmt.pixel_format]
+        buffer_type = BUFFER_TYPES[fmt.pixel_format]
         stream = rtc.VideoStream(self.track, format=buffer_type)
         shape: VideoShape | None = None
         try:
@@ -425,62 +416,5 @@ class TrackFeed:
     def on_stream_event(self, stream_id: str, event: str, detail: str) -> None:
         level = logging.INFO if event in ("detached", "worker_restarted") else logging.WARNING
         log.log(level, "stream %s: %s %s", stream_id, event, detail)
-
-
-class _TrackPublisher:
-    """Output frames of one feed → a LocalVideoTrack/LocalAudioTrack, published on the first frame."""
-
-    def __init__(self, session: RoomSession, output: TrackOutput, source_sid: str) -> None:
-        self.session = session
-        self.name = f"{output.name}:{source_sid}"
-        self.video: rtc.VideoSource | None = None
-        self.audio: rtc.AudioSource | None = None
-        self._buffer = bytearray()
-        self._audio_frames: asyncio.Queue[rtc.AudioFrame] = asyncio.Queue(maxsize=50)
-        self._pump: asyncio.Task[None] | None = None
-
-    def frame(self, frame: OutputFrame) -> None:
-        if isinstance(frame, OutputAudio):
-            self._audio(frame)
-        else:
-            self._video(frame)
-
-    def _video(self, frame: OutputVideo) -> None:
-        if self.video is None:
-            self.video = rtc.VideoSource(frame.width, frame.height)
-            track = rtc.LocalVideoTrack.create_video_track(self.name, self.video)
-            self.session.spawn(self.session.publish_track(track, rtc.TrackSource.SOURCE_CAMERA))
-        # The ring view is read-only and valid during this call only; the SDK needs a writable buffer.
-        if len(self._buffer) != len(frame.data):
-            self._buffer = bytearray(len(frame.data))
-        self._buffer[:] = frame.data
-        buffer_type = _BUFFER_TYPES[frame.pixel_format]
-        video = rtc.VideoFrame(frame.width, frame.height, buffer_type, self._buffer)
-        # The SDK's capture clock is the wall clock in µs too (its default when the timestamp is 0).
-        self.video.capture_frame(video, timestamp_us=frame.frame_time_us)
-
-    def _audio(self, frame: OutputAudio) -> None:
-        if self.audio is None:
-            self.audio = rtc.AudioSource(frame.sample_rate, frame.channels)
-            track = rtc.LocalAudioTrack.create_audio_track(self.name, self.audio)
-            self.session.spawn(self.session.publish_track(track, rtc.TrackSource.SOURCE_MICROPHONE))
-            self._pump = self.session.spawn(self._pump_audio(), name=f"audio pump {self.name}")
-        if self._audio_frames.full():
-            self._audio_frames.get_nowait()  # realtime: the newest audio matters more than a late one
-        self._audio_frames.put_nowait(
-            rtc.AudioFrame(bytes(frame.data), frame.sample_rate, frame.channels, frame.samples)
-        )
-
-    async def _pump_audio(self) -> None:
-        assert self.audio is not None
-        while True:
-            await self.audio.capture_frame(await self._audio_frames.get())
-
-    async def aclose(self) -> None:
-        if self._pump is not None:
-            self._pump.cancel()
-            await asyncio.gather(self._pump, return_exceptions=True)
-        if self.audio is not None:
-            await self.audio.aclose()
-        if self.video is not None:
-            await self.video.aclose()
+        if event in ("processor_quarantined", "processor_disabled"):
+            self.session.queue_event(self, event, *detail.split(": ", 1))

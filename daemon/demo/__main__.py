@@ -25,8 +25,8 @@ from livekit import api, rtc
 
 from framepool import loop as framepool_loop
 from framepool.agent.job import JobContext, RunningJob
+from framepool.agent.outputs import DataOutput, TrackOutput
 from framepool.agent.server import AgentServer, pool_load
-from framepool.agent.session import DataOutput, TrackOutput
 from framepool.demo.samples import test_pattern_frame, tone
 from framepool.devserver.server import DevServer
 from framepool.logs import setup_logging

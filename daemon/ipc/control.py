@@ -49,9 +49,19 @@ class _Message(msgspec.Struct, tag=True, kw_only=True):
 # -- supervisor -> worker -------------------------------------------------------------------------
 
 
+class CallBudget(msgspec.Struct, frozen=True, kw_only=True):
+    """How long one processor call may take (settings processor_budget_*; see `framepool.settings`)."""
+
+    fixed_s: float = 0.0  # > 0: this budget for every stream; 0: derived from the frame duration
+    frames: float = 10.0
+    min_s: float = 0.25
+    hard: float = 4.0  # multiple of the budget at which the supervisor cuts the call off
+    over_limit: int = 20  # consecutive calls over budget that quarantine the processor
+
+
 class WorkerStart(_Message):
     """The worker's whole configuration; fds: data bell (event, page), result bell (event, page),
-    space bell (event, page), result ring."""
+    space bell (event, page), result ring, activity page (`framepool.ipc.activity`)."""
 
     index: int
     cpu: int | None
@@ -60,6 +70,7 @@ class WorkerStart(_Message):
     result_max_bytes: int
     log_level: str
     log_format: str
+    budget: CallBudget = CallBudget()
 
 
 class AttachStream(_Message):
@@ -75,6 +86,7 @@ class AttachStream(_Message):
     has_output: bool
     has_space_bell: bool
     gap: bool  # re-attached after a worker restart: the first frame carries the gap
+    quarantined: list[int] = []  # indexes of processors quarantined on this stream: never constructed or run
 
 
 class DetachStream(_Message):
@@ -118,12 +130,13 @@ class StreamAttachFailed(_Message):
 
 class StreamEvent(_Message):
     index: int
-    event: str  # "processor_error" | "processor_disabled"
+    event: str  # "processor_error" | "processor_disabled" | "processor_quarantined" (over budget)
     processor: str
     detail: str
     errors: (
         int  # the stream's processor exceptions so far (events are sent per failure streak, not per failure)
     )
+    processor_index: int = -1  # of the processor in the stream's spec (names may repeat)
 
 
 class StreamDetached(_Message):

@@ -346,9 +346,7 @@ def summary(job: OfflineJob, report: OfflineReport) -> str:
             f"  {run.stream_id} ({', '.join(str(spec) for spec in run.specs)}): decoded {run.decoded}, "
             f"processed {stats.processed}, dropped {stats.dropped}, lost {stats.lost}, errors {stats.errors}"
         )
-        lines.extend(
-            f"    {name}: {seconds * 1000:.1f} ms processing" for name, seconds in stats.busy.items()
-        )
+        lines.extend(_processor_line(name, seconds, stats) for name, seconds in stats.busy.items())
         lines.extend(f"    event {event}" for event in run.events)
     written = f" written to {job.output}" if job.output else " (not written: no --output)"
     lines.append(f"  results: {report.results}{written}")
@@ -356,3 +354,10 @@ def summary(job: OfflineJob, report: OfflineReport) -> str:
         frames = ", ".join(f"{key}: {count} frames" for key, count in report.media_frames.items())
         lines.append(f"  processed media: {job.output_media} ({frames or 'nothing published'})")
     return "\n".join(lines)
+
+
+def _processor_line(name: str, seconds: float, stats: StreamStats) -> str:
+    line = f"    {name}: {seconds * 1000:.1f} ms processing"
+    if name in stats.quarantined:
+        line += f"; QUARANTINED, not run on the rest of the stream ({stats.quarantined[name]})"
+    return line

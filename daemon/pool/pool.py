@@ -46,10 +46,13 @@ from framepool.ipc.lifecycle import FATAL_AT_BOOT, WorkerExit, describe_exit
 from framepool.pool.formats import input_format_of, ring_slots
 from framepool.pool.placement import least_loaded
 from framepool.pool.process import HealthAction, WorkerProcess, WorkerState, raise_fd_limit
+from framepool.pool.quarantine import blame_of
 from framepool.pool.stream import Result, StreamAttachment, StreamSink, StreamSpec, StreamStats
 from framepool.processors.kinds import kind_of, media_kind
 from framepool.settings import Settings, effective_workers, worker_cpus
 from framepool.tasks import TaskSet, first_of
+
+STACK_DUMP_GRACE = 0.1  # seconds between SIGUSR1 and SIGKILL for a call cut off at its hard limit
 
 __all__ = [
     "PoolStats",
@@ -257,6 +260,12 @@ class WorkerPool:
         if self._closing or not worker.became_ready or worker.stopping_requested:
             return  # start-up failures are handled by _boot, shutdown by aclose
         reason = f"worker {worker.slot} (pid {worker.pid}) exited with {worker.exit_report()}"
+        blame = blame_of(worker)
+        blamed = worker.attachments.get(blame.stream) if blame is not None else None
+        if blame is not None and blamed is not None:
+            note = blamed.incident(blame.processor, blame.reason, self.settings.quarantine_incidents)
+            reason += note
+            blamed = blamed if note else None  # a processor the stream does not have: nobody is blamed
         if worker.killed_for is HealthAction.KILL_MEMORY:
             slot.memory_restarts += 1
             log.warning("%s; restarting it (memory restart %d of this worker)", reason, slot.memory_restarts)
@@ -264,17 +273,21 @@ class WorkerPool:
             log.error("%s; restarting it", reason)
         orphans = list(worker.attachments.values())
         for attachment in orphans:
-            attachment.worker_lost(worker)
+            attachment.worker_lost(worker, keep_rings=blamed is not None and attachment is not blamed)
         worker.attachments.clear()
         worker.close()
         uptime = time.monotonic() - slot.ready_at
-        slot.crash_streak = 1 if uptime > self.settings.restart_backoff_max else slot.crash_streak + 1
+        # A death blamed on a processor is bounded by quarantine, not by backoff: replace the worker at once.
+        fresh = uptime > self.settings.restart_backoff_max or blamed is not None
+        slot.crash_streak = 1 if fresh else slot.crash_streak + 1
         slot.restarts += 1
-        self._spawn(self._replace(slot, orphans, reason))
+        self._spawn(self._replace(slot, orphans, reason, immediate=blamed is not None))
 
-    async def _replace(self, slot: _Slot, orphans: list[StreamAttachment], reason: str) -> None:
+    async def _replace(
+        self, slot: _Slot, orphans: list[StreamAttachment], reason: str, immediate: bool = False
+    ) -> None:
         try:
-            worker = await self._boot(slot, delay=self._backoff(slot.crash_streak))
+            worker = await self._boot(slot, delay=0.0 if immediate else self._backoff(slot.crash_streak))
         except PoolError as exc:
             self._halt(str(exc))
             for attachment in orphans:
@@ -335,6 +348,18 @@ class WorkerPool:
             case HealthAction.KILL_HUNG:
                 log.error("%s still silent after %.1f s; killing it", who, silent)
                 worker.kill(f"silent for {silent:.1f} s", action)
+            case HealthAction.KILL_OVER_BUDGET:
+                assert worker.overrun is not None
+                took = now - worker.overrun.started
+                log.error(
+                    "%s: a processor call is %.1f s old, past its hard limit; its stack follows (SIGUSR1), "
+                    "then it is killed",
+                    who,
+                    took,
+                )
+                worker.dump_stack()  # where the call is stuck; faulthandler writes it within milliseconds
+                reason = f"a processor call ran {took:.1f} s, past its hard limit"
+                asyncio.get_running_loop().call_later(STACK_DUMP_GRACE, worker.kill, reason, action)
             case HealthAction.KILL_MEMORY:
                 log.error("%s uses %d MiB (limit %d MiB); restarting it", who, worker.pss >> 20, limit)
                 worker.kill(f"{worker.pss >> 20} MiB over worker_memory_limit_mb = {limit}", action)

@@ -14,11 +14,12 @@ Only when the forkserver itself died does a worker become init's to reap, with n
 only then, a bounded re-check with backoff (see `_recheck`).
 
 Health is a method of the worker, not of the pool: `check_health(now)` turns what the worker last said
-(its pong) and what it weighs (PSS, measured by the pool off the loop) into one `HealthAction` for the
-pool's single heartbeat loop. A worker silent past `ping_timeout` first gets SIGUSR1, which makes it dump
-every thread's stack to the log (faulthandler), and SIGKILL one heartbeat later if it is still silent
-(gunicorn's SIGABRT before SIGKILL): the operator sees where it hung, and a worker that was only slow and
-answers in between is spared.
+(its pong), what it is doing (its activity page: a processor call past its hard limit is cut off) and what
+it weighs (PSS, measured by the pool off the loop) into one `HealthAction` for the pool's heartbeat loop.
+A worker silent past `ping_timeout` first gets SIGUSR1, which makes it dump every thread's stack to the
+log (faulthandler), and SIGKILL one heartbeat later if it is still silent (gunicorn's SIGABRT before
+SIGKILL): the operator sees where it hung, and a worker that was only slow and answers in between is
+spared.
 
 The supervisor owns every memfd: it creates the worker's doorbells and result ring here and passes their
 fds in the start message. Results are drained from the result ring when the result doorbell's eventfd
@@ -45,11 +46,13 @@ from typing import TYPE_CHECKING
 
 from framepool.errors import ChannelError
 from framepool.ipc import control
+from framepool.ipc.activity import ActivityPage, Call
 from framepool.ipc.control import ControlChannel
 from framepool.ipc.lifecycle import describe_exit
 from framepool.ipc.ring import POLICY_BLOCK, Doorbell, FrameRing
 from framepool.ipc.slots import SlotError, result_slot_bytes, result_stream
 from framepool.pool.placement import LoadEstimate
+from framepool.pool.quarantine import call_budget
 from framepool.pool.spawn import forget, start_process
 from framepool.settings import Settings
 from framepool.tasks import first_of
@@ -79,6 +82,7 @@ class HealthAction(enum.Enum):
     KILL_MEMORY = "kill memory"  # PSS above worker_memory_limit_mb: kill it (the pool restarts it)
     DUMP_STACK = "dump stack"  # silent past ping_timeout: SIGUSR1, its stack goes to the log
     KILL_HUNG = "kill hung"  # still silent one heartbeat after its stack was dumped: SIGKILL
+    KILL_OVER_BUDGET = "kill over budget"  # a processor call ran past its hard limit (the activity page)
 
 
 class WorkerProcess:
@@ -127,6 +131,8 @@ class WorkerProcess:
         slot_size = result_slot_bytes(settings.result_max_bytes)
         self.results = FrameRing.create(settings.result_ring_slots, slot_size, POLICY_BLOCK)
         self.results.bind(None, self.space_bell)
+        self.activity = ActivityPage.create()  # readable after the worker is gone: whom to blame
+        self.overrun: Call | None = None  # the call cut off by KILL_OVER_BUDGET
         self._rings_closed = False
 
     @property
@@ -166,13 +172,11 @@ class WorkerProcess:
             result_max_bytes=self.settings.result_max_bytes,
             log_level=self.settings.log_level,
             log_format=self.settings.log_format,
+            budget=call_budget(self.settings),
         )
-        fds = [
-            fd
-            for bell in (self.data_bell, self.result_bell, self.space_bell)
-            for fd in (bell.event_fd, bell.page_fd)
-        ]
-        self.send(start, [*fds, self.results.fd])
+        bells = (self.data_bell, self.result_bell, self.space_bell)
+        fds = [fd for bell in bells for fd in (bell.event_fd, bell.page_fd)]
+        self.send(start, [*fds, self.results.fd, self.activity.fd])
 
     def _adopt(self, process: BaseProcess, pidfd: int, supervisor_end: socket.socket) -> None:
         self._process, self._pidfd = process, pidfd
@@ -297,9 +301,7 @@ class WorkerProcess:
         elif self._sentinel_fired and self._recheck_handle is None:
             # Its reaper (the forkserver) is gone and init has it: the kernel tells nobody else when that
             # happens.
-            self.exitcode = (
-                None  # multiprocessing reads the server's death as 255; the real status went to init
-            )
+            self.exitcode = None  # multiprocessing reads the server's death as 255; the real status: init's
             log.warning(
                 "worker %d (pid %d): its forkserver died; waiting for init to reap it", self.slot, self.pid
             )
@@ -394,6 +396,10 @@ class WorkerProcess:
         if self.state is not WorkerState.READY:
             return HealthAction.NONE
         settings = self.settings
+        call = self.activity.read()
+        if call is not None and now > call.deadline and call != self.overrun:  # once per call
+            self.overrun = call
+            return HealthAction.KILL_OVER_BUDGET
         if now - self.last_pong > settings.ping_timeout:
             if self.stack_dumped:
                 return HealthAction.KILL_HUNG
@@ -482,6 +488,7 @@ class WorkerProcess:
             for bell in (self.data_bell, self.result_bell, self.space_bell):
                 bell.close()
             self.results.close()
+            self.activity.close()
             self._rings_closed = True
 
 

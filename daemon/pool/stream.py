@@ -8,10 +8,14 @@ take the frame's shape and frame time as `framepool.ipc.slots` defines them, and
 reach the sink decoded (and validated) by the same module: `Result`, `OutputAudio`, `OutputVideo`.
 `ResultMessage` is what a result becomes on its way out of framepool, live and offline alike.
 
-When the hosting worker dies the stream loses its rings (frames still in them are counted as lost) and
-the pool re-attaches it to the replacement worker with fresh rings and fresh processor instances; the
-first frame there carries the gap flag and the sink hears "worker_restarted". Fresh rings rather than the
-old ones: the frame the worker died on may be what killed it, and replaying it would crash the next one.
+When the hosting worker dies the pool re-attaches the stream to the replacement worker with fresh
+processor instances; the first frame there carries the gap flag and the sink hears "worker_restarted".
+Fresh rings (frames still in the old ones are counted as lost) when the death is blamed on nobody or on
+this stream: the frame the worker died on may be what killed it, and replaying it would crash the next
+one. A stream that was not in the blamed call keeps its rings, and the frames in them and those pushed
+during the restart (up to the ring's capacity) reach the replacement. A processor blamed for
+`quarantine_incidents` deaths is quarantined on this stream (`incident`, `framepool.pool.quarantine`):
+"processor_quarantined" reaches the sink, and no later incarnation constructs or runs it.
 """
 
 from __future__ import annotations
@@ -80,8 +84,9 @@ class StreamSink(Protocol):
         ...
 
     def on_stream_event(self, stream_id: str, event: str, detail: str) -> None:
-        """ "processor_error", "processor_disabled", "worker_restarted" (a gap), "detached", and
-        "stream_failed" (the pool halted or the stream's processors cannot start again: no more frames)."""
+        """ "processor_error", "processor_disabled", "processor_quarantined" (detail starts with the
+        processor's name and a colon), "worker_restarted" (a gap), "detached", and "stream_failed" (the pool
+        halted or the stream's processors cannot start again: no more frames)."""
         ...
 
 
@@ -110,6 +115,8 @@ class StreamStats(msgspec.Struct, frozen=True, kw_only=True):
     busy: dict[
         str, float
     ]  # seconds spent in each processor: at most a ping interval old (exact after drain, detach)
+    incidents: int = 0  # worker deaths blamed on one of this stream's processors
+    quarantined: dict[str, str] = {}  # processor name -> why it was quarantined on this stream
 
 
 class StreamAttachment:
@@ -142,6 +149,9 @@ class StreamAttachment:
         self._retired = {"dropped": 0, "skipped": 0, "read": 0}  # counters of rings of dead workers
         self._busy: dict[str, float] = {}  # of the current worker's processor instances
         self._busy_retired: dict[str, float] = {}  # of instances that died with earlier workers
+        self._kept = False  # the rings survived the last worker's death (a neighbour was blamed)
+        self.incidents: dict[int, int] = {}  # per processor index
+        self.quarantined: dict[int, str] = {}  # processor index -> reason
 
     @property
     def detaching(self) -> bool:
@@ -150,24 +160,21 @@ class StreamAttachment:
     # -- placement (called by the pool) ---------------------------------------------------------------
 
     async def open(self, worker: WorkerProcess, gap: bool) -> None:
-        """Create fresh rings, hand them to `worker` and wait until it hosts the stream."""
+        """Hand the rings (fresh ones unless kept across a restart) to `worker`, wait until it hosts the
+        stream."""
         spec = self.spec
-        realtime_policy = _REALTIME_POLICY[media_kind(spec.kind).realtime_ring]
-        ring = FrameRing.create(
-            self._slots, spec.max_frame_bytes, realtime_policy if spec.realtime else POLICY_BLOCK
-        )
-        ring.bind(worker.data_bell, None)
-        fds = [ring.fd]
-        self._ring, self.worker, self.index = ring, worker, worker.next_index()
-        if spec.output_max_frame_bytes > 0:
-            output_policy = POLICY_DROP_NEWEST if spec.realtime else POLICY_BLOCK
-            self._output = FrameRing.create(self._slots, spec.output_max_frame_bytes, output_policy)
+        self.worker, self.index = worker, worker.next_index()
+        if not self._kept:
+            self._create_rings()
+        self._kept = False
+        assert self._ring is not None
+        self._ring.bind(worker.data_bell, None)
+        fds = [self._ring.fd]
+        if self._output is not None:
             self._output.bind(None, worker.space_bell)
             fds.append(self._output.fd)
-        if not spec.realtime:
-            self._space_bell = bell = Doorbell.create()
-            self._loop.add_reader(bell.fileno(), self._on_space)
-            fds += [bell.event_fd, bell.page_fd]
+        if self._space_bell is not None:
+            fds += [self._space_bell.event_fd, self._space_bell.page_fd]
         worker.attachments[self.index] = self
         message = control.AttachStream(
             index=self.index,
@@ -179,6 +186,7 @@ class StreamAttachment:
             has_output=self._output is not None,
             has_space_bell=self._space_bell is not None,
             gap=gap,
+            quarantined=sorted(self.quarantined),
         )
         reply = await worker.request(message, "attach", self.index, fds)
         if isinstance(reply, control.StreamAttachFailed):
@@ -189,13 +197,32 @@ class StreamAttachment:
             self._live.set()
         # reply None: the worker died meanwhile; the pool re-attaches this stream to its replacement.
 
-    def worker_lost(self, worker: WorkerProcess) -> None:
-        """The hosting worker died: retire the rings, count what they still held."""
+    def _create_rings(self) -> None:
+        spec = self.spec
+        realtime_policy = _REALTIME_POLICY[media_kind(spec.kind).realtime_ring]
+        policy = realtime_policy if spec.realtime else POLICY_BLOCK
+        self._ring = FrameRing.create(self._slots, spec.max_frame_bytes, policy)
+        if spec.output_max_frame_bytes > 0:
+            output_policy = POLICY_DROP_NEWEST if spec.realtime else POLICY_BLOCK
+            self._output = FrameRing.create(self._slots, spec.output_max_frame_bytes, output_policy)
+        if not spec.realtime:
+            self._space_bell = bell = Doorbell.create()
+            self._loop.add_reader(bell.fileno(), self._on_space)
+
+    def worker_lost(self, worker: WorkerProcess, keep_rings: bool = False) -> None:
+        """The hosting worker died: retire the rings, count what they still held; or, when another stream's
+        processor is blamed, keep them (unbound from the dead worker's doorbells) for the replacement."""
         if self.worker is not worker:
             return
-        if self._ring is not None:
-            self._lost += self._ring.pending()
-        self._retire_rings()
+        self._kept = keep_rings and self._ring is not None
+        if self._kept:
+            for ring in (self._ring, self._output):
+                if ring is not None:
+                    ring.bind(None, None)
+        else:
+            if self._ring is not None:
+                self._lost += self._ring.pending()
+            self._retire_rings()
         self.worker = None
         self.gaps += 1
         self._errors_retired, self._errors = (
@@ -385,7 +412,39 @@ class StreamAttachment:
 
     def processor_event(self, event: control.StreamEvent) -> None:
         self._errors = max(self._errors, event.errors)
+        if event.event == "processor_quarantined":
+            if not 0 <= event.processor_index < len(self._names):
+                return  # the worker names no processor of this stream: nothing to carry, nothing to report
+            self.quarantined[event.processor_index] = event.detail
+            self._quarantine_log(event.processor_index, event.detail)
         self._notify(event.event, f"{event.processor}: {event.detail}")
+
+    def incident(self, processor: int, reason: str, limit: int) -> str:
+        """A worker death is blamed on `processor` of this stream; quarantine it at the `limit`-th. Returns
+        what the restart's log line and event add."""
+        if not 0 <= processor < len(self._names) or processor in self.quarantined:
+            return ""
+        count = self.incidents[processor] = self.incidents.get(processor, 0) + 1
+        name = self._names[processor]
+        if count < limit:
+            return f"; blamed on processor {name} ({reason}): incident {count} of {limit}"
+        detail = f"{count} incidents; last: {reason}"
+        self.quarantined[processor] = detail
+        self._quarantine_log(processor, detail)
+        self._notify("processor_quarantined", f"{name}: {detail}")
+        return f"; blamed on processor {name} ({reason}): quarantined on this stream"
+
+    def _quarantine_log(self, processor: int, detail: str) -> None:
+        labels = self.spec.labels
+        where = ", ".join(f"{key} {labels[key]}" for key in ("room", "participant", "track") if key in labels)
+        log.error(
+            "processor %s quarantined on stream %s%s: %s",
+            self._names[processor],
+            self.stream_id,
+            f" ({where})" if where else "",
+            detail,
+            extra={**labels, "stream": self.stream_id, "processor": self._names[processor]},
+        )
 
     def restarted(self, detail: str) -> None:
         self._notify("worker_restarted", detail)
@@ -417,4 +476,6 @@ class StreamAttachment:
                 name: self._busy_retired.get(name, 0.0) + self._busy.get(name, 0.0)
                 for name in dict.fromkeys(self._names)
             },
+            incidents=sum(self.incidents.values()),
+            quarantined={self._names[index]: reason for index, reason in self.quarantined.items()},
         )

@@ -20,8 +20,9 @@ always drains).
 from __future__ import annotations
 
 import logging
+import resource
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -29,11 +30,12 @@ import numpy as np
 import numpy.typing as npt
 
 from framepool.ipc import control
-from framepool.ipc.control import WorkerChannel
+from framepool.ipc.activity import ActivityPage
+from framepool.ipc.control import CallBudget, WorkerChannel
 from framepool.ipc.ring import Doorbell, FrameHeader, FrameRing
 from framepool.ipc.slots import AudioShape, SlotShape, VideoShape, decode_frame, pixel_layout, result_slot
 from framepool.logs import log_context
-from framepool.processors.api import PixelFormat, Processor, VideoFormat, VideoFrame
+from framepool.processors.api import AudioFrame, PixelFormat, Processor, VideoFormat, VideoFrame
 from framepool.processors.registry import ResolvedSpec, instantiate, resolve
 from framepool.processors.resource import release_all, resources_of
 from framepool.worker.scale import downscale, scale_factor
@@ -50,6 +52,9 @@ class ResultWriter:
         self.result_bell = result_bell
         self.space_bell = space_bell
         self.max_bytes = max_bytes
+        # Waits for space until the bell rings or the timeout passes, answering control messages meanwhile
+        # (the runtime's; a worker waiting on the supervisor's back-pressure is alive and must say so).
+        self.wait_space: Callable[[float], object] = self.space_bell.wait
 
     def emit(
         self, index: int, processor: int, seq: int, ts_us: int, topic: str, payload: Any, realtime: bool
@@ -76,7 +81,7 @@ class ResultWriter:
                 self.space_bell.cancel_sleep()
                 return True
             # A finite wait only as a safety net: the supervisor rings after every release while we wait.
-            self.space_bell.wait(1.0)
+            self.wait_space(1.0)
 
     def close(self) -> None:
         self.ring.close()
@@ -141,23 +146,72 @@ class HostedProcessor:
     Per-worker resources (framepool.processors.resource) the class declares are loaded first unless this
     worker already holds them; a load that raises fails the attach like a constructor that raises. They
     stay loaded for later streams of the class; `release_resources` releases them when the worker exits.
+    A processor quarantined on this stream (by the supervisor, carried across restarts) is never
+    constructed: its constructor or its resource may be what hurt the worker.
     """
 
-    __slots__ = ("busy", "context", "disabled", "failures", "instance", "max_size", "name")
+    __slots__ = (
+        "busy",
+        "context",
+        "disabled",
+        "failures",
+        "grown",
+        "instance",
+        "max_size",
+        "name",
+        "over_budget",
+        "over_streak",
+    )
 
-    def __init__(self, resolved: ResolvedSpec, context: StreamContext) -> None:
+    def __init__(self, resolved: ResolvedSpec, context: StreamContext, quarantined: bool = False) -> None:
         self.name = resolved.spec.name
-        # The class's resources first: they are what a constructor may want to use.
-        for resource in resources_of(resolved.cls):
-            resource.get()
-        self.instance: Processor[Any, Any] = instantiate(resolved)
+        self.instance: Processor[Any, Any] | None = None
+        if not quarantined:
+            # The class's resources first: they are what a constructor may want to use.
+            for resource_ in resources_of(resolved.cls):
+                resource_.get()
+            self.instance = instantiate(resolved)
         self.context = context
         self.failures = 0
-        self.disabled = False
+        self.disabled = quarantined
         self.busy = 0.0
+        self.over_budget = 0  # calls over the stream's budget
+        self.over_streak = 0  # consecutive ones
+        self.grown = 0  # bytes the worker's peak memory grew during this processor's calls
         fmt = resolved.fmt
         # A video processor with a maximum resolution gets larger frames scaled down (framepool.worker.scale).
         self.max_size = fmt if isinstance(fmt, VideoFormat) and (fmt.max_width or fmt.max_height) else None
+
+
+class CallWatch:
+    """Times every processor call against its stream's budget and records it in the activity page, so the
+    supervisor can cut off a call that overruns and blame the processor of a worker that died; attributes
+    growth of the worker's peak memory to the processor whose call grew it (the suspect of a memory kill).
+    """
+
+    def __init__(self, page: ActivityPage, budget: CallBudget) -> None:
+        self.page = page
+        self.budget = budget
+        self._peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self._top = 0
+
+    def budget_s(self, frame_s: float) -> float:
+        if self.budget.fixed_s > 0:
+            return self.budget.fixed_s
+        return max(self.budget.min_s, self.budget.frames * frame_s)
+
+    def enter(self, stream: int, processor: int, started: float, budget_s: float) -> None:
+        self.page.enter(stream, processor, started, started + budget_s * self.budget.hard)
+
+    def leave(self, stream: int, processor: int, hosted: HostedProcessor) -> None:
+        self.page.leave()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, never decreases
+        if peak > self._peak:
+            hosted.grown += (peak - self._peak) << 10
+            self._peak = peak
+            if hosted.grown > self._top:
+                self._top = hosted.grown
+                self.page.grew(stream, processor, hosted.grown)
 
 
 class FrameScaler:
@@ -193,7 +247,12 @@ class HostedStream:
     """One stream in a worker: its rings and processors."""
 
     def __init__(
-        self, message: control.AttachStream, writer: ResultWriter, channel: WorkerChannel, failure_limit: int
+        self,
+        message: control.AttachStream,
+        writer: ResultWriter,
+        channel: WorkerChannel,
+        failure_limit: int,
+        watch: CallWatch,
     ) -> None:
         self.index = message.index
         self.stream_id = message.stream_id
@@ -202,8 +261,11 @@ class HostedStream:
         self.writer = writer
         self.channel = channel
         self.failure_limit = failure_limit
+        self.watch = watch
         self.gap_next = message.gap
         self.frame_time_us = 0
+        self.frame_s = 1 / 30  # the frame duration, measured; a video frame rate until two frames arrived
+        self._last_time_us: int | None = None
         self.out_seq = 0
         self.errors = 0
         self.results_dropped = 0
@@ -222,8 +284,9 @@ class HostedStream:
         writer: ResultWriter,
         channel: WorkerChannel,
         config: control.WorkerStart,
+        watch: CallWatch,
     ) -> HostedStream:
-        stream = cls(message, writer, channel, config.processor_failure_limit)
+        stream = cls(message, writer, channel, config.processor_failure_limit, watch)
         try:
             expected = 1 + message.has_output + 2 * message.has_space_bell
             if len(fds) != expected:
@@ -237,9 +300,10 @@ class HostedStream:
             if message.has_space_bell:
                 stream.space_bell = Doorbell.attach(fds.pop(0), fds.pop(0))
             stream.input.bind(None, stream.space_bell)
+            quarantined = set(message.quarantined)
             for i, spec in enumerate(message.processors):
                 context = StreamContext(stream, i, spec.name)
-                stream.processors.append(HostedProcessor(resolve(spec), context))
+                stream.processors.append(HostedProcessor(resolve(spec), context, i in quarantined))
         except BaseException:
             control.close_fds(fds)
             stream.close()
@@ -249,13 +313,14 @@ class HostedStream:
     def pending(self) -> int:
         return self.input.pending() if self.input is not None else 0
 
-    def process_pending(self, limit: int | None = BATCH) -> bool:
-        """Process what the input ring holds (up to `limit` frames); True if there was anything."""
+    def process_pending(self, limit: int | None = BATCH, until: float | None = None) -> bool:
+        """Process what the input ring holds (up to `limit` frames, and no frame started after the monotonic
+        time `until` but the first); True if there was anything."""
         ring = self.input
         if ring is None:
             return False
         count = 0
-        while limit is None or count < limit:
+        while (limit is None or count < limit) and (until is None or count == 0 or time.monotonic() < until):
             item = ring.peek()
             if item is None:
                 break
@@ -271,13 +336,16 @@ class HostedStream:
     def _process_frame(self, header: FrameHeader, view: memoryview) -> None:
         frame = decode_frame(header, view, lost_before=self.gap_next)
         self.gap_next = False
+        self._frame_duration(frame)
         self.frame_time_us = frame.time_us
         if isinstance(frame, VideoFrame):
             self.scaler.new_frame()
-        for processor in self.processors:
-            if processor.disabled:
+        budget_s = self.watch.budget_s(self.frame_s)
+        for number, processor in enumerate(self.processors):
+            if processor.disabled or processor.instance is None:
                 continue
             started = time.perf_counter()
+            self.watch.enter(self.index, number, time.monotonic(), budget_s)
             try:
                 given = frame
                 if processor.max_size is not None and isinstance(frame, VideoFrame):
@@ -288,7 +356,36 @@ class HostedStream:
                 processor.failures = 0
             except Exception as exc:
                 self._failed(processor, exc, "process")
-            processor.busy += time.perf_counter() - started
+            finally:
+                self.watch.leave(self.index, number, processor)
+            elapsed = time.perf_counter() - started
+            processor.busy += elapsed
+            self._check_budget(number, processor, elapsed, budget_s)
+
+    def _frame_duration(self, frame: AudioFrame | VideoFrame) -> None:
+        if isinstance(frame, AudioFrame):
+            self.frame_s = frame.samples.shape[0] / frame.sample_rate
+            return
+        last, self._last_time_us = self._last_time_us, frame.time_us
+        if last is not None and 0 < frame.time_us - last < 1_000_000:
+            self.frame_s = 0.8 * self.frame_s + 0.2 * (frame.time_us - last) / 1e6
+
+    def _check_budget(self, number: int, processor: HostedProcessor, elapsed: float, budget_s: float) -> None:
+        if elapsed <= budget_s:
+            processor.over_streak = 0
+            return
+        processor.over_budget += 1
+        processor.over_streak += 1
+        if processor.over_streak < self.watch.budget.over_limit or processor.disabled:
+            return
+        processor.disabled = True
+        detail = (
+            f"{processor.over_streak} calls in a row over its budget of {budget_s * 1000:.0f} ms "
+            f"(last {elapsed * 1000:.0f} ms)"
+        )
+        with log_context(stream=self.stream_id, processor=processor.name, **self.labels):
+            log.error("processor %s quarantined: %s", processor.name, detail)
+        self._event("processor_quarantined", processor.name, detail, number)
 
     def _failed(self, processor: HostedProcessor, exc: Exception, where: str) -> None:
         self.errors += 1
@@ -309,10 +406,15 @@ class HostedStream:
                     f"{processor.failures} consecutive failures; last: {detail}",
                 )
 
-    def _event(self, event: str, processor: str, detail: str) -> None:
+    def _event(self, event: str, processor: str, detail: str, number: int = -1) -> None:
         self.channel.send(
             control.StreamEvent(
-                index=self.index, event=event, processor=processor, detail=detail, errors=self.errors
+                index=self.index,
+                event=event,
+                processor=processor,
+                processor_index=number,
+                detail=detail,
+                errors=self.errors,
             )
         )
 
@@ -327,7 +429,7 @@ class HostedStream:
     def finish(self) -> None:
         """The stream ended: each processor's close() may emit its last results."""
         for processor in self.processors:
-            if processor.disabled:
+            if processor.disabled or processor.instance is None:
                 continue
             started = time.perf_counter()
             try:

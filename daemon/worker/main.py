@@ -31,20 +31,25 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 
 from framepool.errors import ChannelError
 from framepool.ipc import control
+from framepool.ipc.activity import ActivityPage
 from framepool.ipc.control import WorkerChannel
 from framepool.ipc.lifecycle import WorkerExit
 from framepool.ipc.ring import Doorbell, FrameRing, RingError
 from framepool.logs import log_context, setup_logging
-from framepool.worker.hosting import HostedStream, ResultWriter, release_resources
+from framepool.worker.hosting import CallWatch, HostedStream, ResultWriter, release_resources
 
 # Streams whose busy seconds one pong carries at most (about 20 bytes each per processor, far below the
 # channel's
 # message limit); the others wait for the next pong, oldest first.
 BUSY_PER_PONG = 4096
+# Longest a pass over the rings runs before control messages are answered again: a backlog of slow frames
+# must not look like a hung worker (the pool judges liveness by pongs).
+PASS_SECONDS = 0.1
 
 PR_SET_PDEATHSIG = 1
 log = logging.getLogger("framepool.worker")
@@ -85,7 +90,7 @@ def run(channel: WorkerChannel) -> WorkerExit:
         message, fds = channel.receive()
     except ChannelError:
         return WorkerExit.CHANNEL_LOST
-    if not isinstance(message, control.WorkerStart) or len(fds) != 7:
+    if not isinstance(message, control.WorkerStart) or len(fds) != 8:
         control.close_fds(fds)
         return WorkerExit.BAD_START
     setup_logging(message.log_level, message.log_format)  # type: ignore[arg-type]
@@ -135,13 +140,22 @@ class WorkerRuntime:
     """One worker's rings, hosted streams and main loop."""
 
     def __init__(
-        self, channel: WorkerChannel, start: control.WorkerStart, bells: list[Doorbell], results: FrameRing
+        self,
+        channel: WorkerChannel,
+        start: control.WorkerStart,
+        bells: list[Doorbell],
+        results: FrameRing,
+        activity: ActivityPage,
     ) -> None:
         self.channel = channel
         self.config = start
         self.data_bell, result_bell, self.space_bell = bells
         results.bind(result_bell, None)
         self.writer = ResultWriter(results, result_bell, self.space_bell, start.result_max_bytes)
+        self.writer.wait_space = self._wait_space
+        self.watch = CallWatch(activity, start.budget)
+        # Control messages that arrived while a processor waited for space, for the main loop (in order).
+        self.deferred: deque[tuple[control.Message, list[int]]] = deque()
         self.streams: dict[int, HostedStream] = {}
         self.busy_changed: dict[
             int, None
@@ -152,6 +166,9 @@ class WorkerRuntime:
         self._sleep_poll = select.poll()
         self._sleep_poll.register(channel.fileno(), select.POLLIN)
         self._sleep_poll.register(self.data_bell.fileno(), select.POLLIN)
+        self._space_poll = select.poll()
+        self._space_poll.register(channel.fileno(), select.POLLIN)
+        self._space_poll.register(self.space_bell.fileno(), select.POLLIN)
 
     @classmethod
     def start(cls, channel: WorkerChannel, start: control.WorkerStart, fds: list[int]) -> WorkerRuntime:
@@ -169,7 +186,14 @@ class WorkerRuntime:
                 bell.close()
             control.close_fds(fds[2 * len(bells) :])
             raise
-        runtime = cls(channel, start, bells, results)
+        try:
+            activity = ActivityPage.attach(fds[7])
+        except BaseException:
+            for bell in bells:
+                bell.close()
+            results.close()
+            raise
+        runtime = cls(channel, start, bells, results, activity)
         if start.prewarm:
             try:
                 run_prewarm(start.prewarm)
@@ -190,7 +214,7 @@ class WorkerRuntime:
         """Until Shutdown: process what the rings hold, answer control messages, sleep on the doorbell."""
         while not self.stopping:
             worked = self._process_ready()
-            if self._control_poll.poll(0):
+            if self.deferred or self._control_poll.poll(0):
                 self._handle_control()
                 continue
             if worked:
@@ -204,8 +228,9 @@ class WorkerRuntime:
 
     def _process_ready(self) -> bool:
         worked = False
+        until = time.monotonic() + PASS_SECONDS
         for index, stream in list(self.streams.items()):
-            if stream.process_pending():
+            if stream.process_pending(until=until):
                 worked = True
                 self.busy_changed[index] = None
         return worked
@@ -220,8 +245,23 @@ class WorkerRuntime:
                 report[index] = [processor.busy for processor in stream.processors]
         return report
 
+    def _wait_space(self, timeout: float) -> None:
+        """A processor waits for space in a full result or output ring (offline back-pressure): answer pings
+        meanwhile, keep every other message for the main loop (it may concern the stream being processed)."""
+        events = self._space_poll.poll(int(timeout * 1000))
+        if any(fd == self.channel.fileno() for fd, _ in events):
+            message, fds = self.channel.receive()
+            if isinstance(message, control.Ping):
+                self._pong(message.seq)
+            else:
+                self.deferred.append((message, fds))
+        self.space_bell.clear()
+
+    def _pong(self, seq: int) -> None:
+        self.channel.send(control.Pong(seq=seq, cpu_seconds=time.process_time(), busy=self._busy_report()))
+
     def _handle_control(self) -> None:
-        message, fds = self.channel.receive()
+        message, fds = self.deferred.popleft() if self.deferred else self.channel.receive()
         match message:
             case control.AttachStream():
                 self._attach(message, fds)
@@ -236,13 +276,7 @@ class WorkerRuntime:
                     busy, errors = stream.busy(), stream.errors
                 self.channel.send(control.StreamDrained(index=index, token=token, errors=errors, busy=busy))
             case control.Ping(seq=seq):
-                self.channel.send(
-                    control.Pong(
-                        seq=seq,
-                        cpu_seconds=time.process_time(),
-                        busy=self._busy_report(),
-                    )
-                )
+                self._pong(seq)
             case control.Shutdown():
                 for index in list(self.streams):
                     self._detach(index, reply=False)
@@ -254,7 +288,9 @@ class WorkerRuntime:
 
     def _attach(self, message: control.AttachStream, fds: list[int]) -> None:
         try:
-            stream = HostedStream.open(message, fds, self.data_bell, self.writer, self.channel, self.config)
+            stream = HostedStream.open(
+                message, fds, self.data_bell, self.writer, self.channel, self.config, self.watch
+            )
         except Exception as exc:  # a processor's constructor may raise anything: report, do not die
             self.channel.send(
                 control.StreamAttachFailed(index=message.index, reason=f"{type(exc).__name__}: {exc}")
@@ -287,6 +323,7 @@ class WorkerRuntime:
             stream.close()
         self.streams.clear()
         release_resources()
+        self.watch.page.close()
         self.writer.close()
         self.data_bell.close()
         self.channel.close()

@@ -14,8 +14,8 @@ import pytest
 from livekit import rtc
 
 from framepool.agent.job import JobContext
+from framepool.agent.outputs import DataOutput, TrackOutput
 from framepool.agent.server import AgentServer
-from framepool.agent.session import DataOutput, TrackOutput
 from framepool.devserver.server import DevServer
 from framepool.devserver.signal import SignalSession
 from framepool.processors import AudioFormat, VideoFormat

@@ -29,7 +29,10 @@ async def test_a_hung_worker_dumps_its_stack_to_the_log_before_it_is_killed(
 ) -> None:
     caplog.set_level(logging.ERROR, logger="framepool.pool")
     # spawn: the worker inherits this test's captured stderr (a forkserver keeps the one it started with).
-    pool = WorkerPool(settings(start_method="spawn", ping_interval=0.3, ping_timeout=1.0))
+    # A hard limit far away: this is the silent-worker ladder, not the cut-off (see test_quarantine.py).
+    pool = WorkerPool(
+        settings(start_method="spawn", ping_interval=0.3, ping_timeout=1.0, processor_budget_hard=1000)
+    )
     await pool.start()
     try:
         sink = RecordingSink()

@@ -447,3 +447,88 @@ class TruncateRings(AudioProcessor[NoParams]):
                     outcomes.append(True)
             refused += all(outcomes)
         ctx.emit("truncate", {"tried": tried, "refused": refused})
+
+
+# -- misbehaving processors for quarantine (tests/process/test_quarantine.py, benchmarks/isolation.py) ----
+
+
+class StallParams(msgspec.Struct, forbid_unknown_fields=True):
+    seconds: float = 5.0  # per frame
+    from_seq: int = 1  # frames before this one are quick
+
+
+class Stall(AudioProcessor[StallParams]):
+    """Takes `seconds` on every frame from `from_seq` on: a model stuck on a lock, a blocking call."""
+
+    name = "stall"
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        if frame.seq >= self.params.from_seq:
+            time.sleep(self.params.seconds)
+
+
+class ExitCrash(AudioProcessor[NoParams]):
+    """os._exit(3) on every frame: a native library calling exit(), or a processor that does."""
+
+    name = "exit-crash"
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        os._exit(3)
+
+
+class Segfault(AudioProcessor[NoParams]):
+    """Reads address 0 through ctypes on every frame: a segfault in a native library (SIGSEGV)."""
+
+    name = "segfault"
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        import ctypes
+        import faulthandler
+
+        faulthandler.disable()  # the default action, not a stack dump: the worker dies of SIGSEGV
+        ctypes.string_at(0)
+
+
+class LeakParams(msgspec.Struct, forbid_unknown_fields=True):
+    mb_per_frame: int = 5
+
+
+class Leak(AudioProcessor[LeakParams]):
+    """Keeps `mb_per_frame` MiB of touched memory per frame, forever: a leak."""
+
+    name = "leak"
+
+    def __init__(self, params: LeakParams) -> None:
+        super().__init__(params)
+        self.kept: list[bytes] = []
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        self.kept.append(b"\x01" * (self.params.mb_per_frame << 20))
+
+
+class InitFail(AudioProcessor[NoParams]):
+    """Raises in its constructor: a processor whose model file is missing."""
+
+    name = "init-fail"
+
+    def __init__(self, params: NoParams) -> None:
+        raise FileNotFoundError("no model at /nonexistent/init-fail.onnx")
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        pass
+
+
+class HeavyVideoParams(msgspec.Struct, forbid_unknown_fields=True):
+    ms: float = 25.0
+
+
+class HeavyVideo(VideoProcessor[HeavyVideoParams]):
+    """Takes `ms` of CPU per frame (a face detector) and publishes the frame back (an effect)."""
+
+    name = "heavy-video"
+
+    def process(self, frame: VideoFrame, ctx: ProcessContext) -> None:
+        end = time.perf_counter() + self.params.ms / 1000
+        while time.perf_counter() < end:
+            pass
+        ctx.publish_video(frame.data.copy(), frame.width, frame.height, frame.pixel_format)

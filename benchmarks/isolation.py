@@ -1,0 +1,188 @@
+"""Isolation benchmark: what a bad processor costs a healthy neighbour stream on the same worker.
+
+One worker hosts two realtime 10 ms audio streams, paced by the monotonic clock on the supervisor's loop:
+a healthy neighbour (a counting processor) and a "bad" stream whose first processor misbehaves on every
+frame, beside a counting processor on the same stream:
+- `slow`:  takes 5 s per frame (a model stuck on a lock): cut off at its hard limit;
+- `crash`: os._exit on every frame (a native library calling exit);
+- `leak`:  keeps 40 MiB per frame (the worker crosses worker_memory_limit_mb);
+- `none`:  the baseline, the same two streams with the counter alone, measured in the same run.
+Each scenario runs until the bad processor is quarantined (or, for `none`, for the same fixed time), then
+two more seconds, and reports per incident the neighbour's frames lost (dropped by its full ring or lost
+with a worker) above the baseline, and the time from the first bad frame to the quarantine.
+
+Targets (checked, `ok` in the JSON): the bad processor is quarantined after exactly `quarantine_incidents`
+incidents, and the neighbour loses per incident no more than one budget window of frames: the hard limit
+(processor_budget_hard x budget, the longest a call may hold the worker) plus one heartbeat
+(ping_interval, how late the pool can notice), in 10 ms frames. Not measured here (another item of issue
+9): descendants' exit after the supervisor's death.
+
+    .venv/bin/python benchmarks/isolation.py            # table
+    .venv/bin/python benchmarks/isolation.py --json     # one JSON object
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import msgspec
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests.support.procs
+
+from framepool.ipc.slots import AudioShape
+from framepool.pool import StreamSpec, WorkerPool
+from framepool.processors.registry import parse_spec
+from framepool.settings import Settings
+
+SHAPE = AudioShape(48000, 1, 480)
+FRAME_S = 0.01
+COUNT = "tests.support.procs:Count"
+BAD = {
+    "none": "",
+    "slow": "tests.support.procs:Stall(seconds=5.0)",
+    "crash": "tests.support.procs:ExitCrash",
+    "leak": "tests.support.procs:Leak(mb_per_frame=40)",
+}
+SETTINGS: dict[str, Any] = {
+    "workers": 1,
+    "ping_interval": 0.2,
+    "ping_timeout": 5.0,
+    "restart_backoff": 0.2,
+    "quarantine_incidents": 2,
+    "processor_budget_ms": 100.0,
+    "processor_budget_hard": 2.0,
+    "worker_memory_limit_mb": 400,
+    "log_level": "error",
+}
+BASELINE_S = 3.0
+AFTER_S = 2.0
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.quarantined = asyncio.Event()
+        self.quarantined_at = 0.0
+
+    def on_result(self, result: Any) -> None:
+        pass
+
+    def on_output_frame(self, stream_id: str, frame: Any) -> None:
+        pass
+
+    def on_stream_event(self, stream_id: str, event: str, detail: str) -> None:
+        self.events.append((event, detail))
+        if event == "processor_quarantined":
+            self.quarantined_at = time.monotonic()
+            self.quarantined.set()
+
+
+def spec(stream_id: str, processors: str) -> StreamSpec:
+    return StreamSpec(
+        stream_id=stream_id,
+        kind="audio",
+        processors=[parse_spec(p) for p in processors.split(";") if p],
+        realtime=True,
+        max_frame_bytes=SHAPE.nbytes,
+    )
+
+
+async def pace(streams: list[Any], until: asyncio.Event, seconds: float) -> int:
+    """Push one frame per stream every 10 ms until `until` is set, then `seconds` more; frames pushed."""
+    data = np.zeros(480, dtype=np.int16)
+    start = time.monotonic()
+    tick = 0
+    stop_at: float | None = None
+    while stop_at is None or time.monotonic() < stop_at:
+        if stop_at is None and until.is_set():
+            stop_at = time.monotonic() + seconds
+        tick += 1
+        for stream in streams:
+            stream.push(data, tick, SHAPE)
+        await asyncio.sleep(max(0.0, start + tick * FRAME_S - time.monotonic()))
+    return tick
+
+
+async def scenario(name: str) -> dict[str, Any]:
+    pool = WorkerPool(msgspec.convert(SETTINGS, Settings))
+    await pool.start()
+    try:
+        good_sink, bad_sink = Sink(), Sink()
+        good = await pool.attach(spec("good", COUNT), good_sink)
+        bad = await pool.attach(spec("bad", f"{BAD[name]};{COUNT}"), bad_sink)
+        started = time.monotonic()
+        until = bad_sink.quarantined
+        if name == "none":
+            asyncio.get_running_loop().call_later(BASELINE_S, until.set)
+        pushed = await pace([good, bad], until, AFTER_S)
+        await good.drain()
+        stats = good.stats()
+        quarantine_s = round(bad_sink.quarantined_at - started, 3) if name != "none" else None
+        return {
+            "pushed": pushed,
+            "neighbour_processed": stats.processed,
+            "neighbour_lost": stats.dropped + stats.lost,
+            "incidents": bad.stats().incidents,
+            "quarantined": list(bad.stats().quarantined),
+            "restarts": pool.stats().restarts,
+            "wall_s": round(time.monotonic() - started, 3),
+            "quarantine_s": quarantine_s,
+        }
+    finally:
+        await pool.aclose()
+
+
+async def bench() -> dict[str, Any]:
+    window_s = SETTINGS["processor_budget_ms"] / 1000 * SETTINGS["processor_budget_hard"]
+    window_frames = int((window_s + SETTINGS["ping_interval"]) / FRAME_S)
+    results = {name: await scenario(name) for name in BAD}
+    baseline = results["none"]["neighbour_lost"]
+    ok = True
+    for name, result in results.items():
+        if name == "none":
+            continue
+        incidents = max(1, result["incidents"])
+        result["neighbour_lost_per_incident"] = round((result["neighbour_lost"] - baseline) / incidents, 1)
+        result["ok"] = (
+            result["incidents"] == SETTINGS["quarantine_incidents"]
+            and len(result["quarantined"]) == 1
+            and result["neighbour_lost_per_incident"] <= window_frames
+        )
+        ok = ok and result["ok"]
+    return {
+        "settings": SETTINGS,
+        "budget_window_frames": window_frames,
+        "scenarios": results,
+        "ok": ok,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    report = asyncio.run(bench())
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"budget window: {report['budget_window_frames']} frames of 10 ms")
+    for name, result in report["scenarios"].items():
+        print(
+            f"{name:6} neighbour lost {result['neighbour_lost']:4} of {result['pushed']:4}"
+            f"  incidents {result['incidents']}  quarantine after {result['quarantine_s']} s"
+            f"  per incident {result.get('neighbour_lost_per_incident', '-')}  ok {result.get('ok', '-')}"
+        )
+    sys.exit(0 if report["ok"] else 1)
+
+
+if __name__ == "__main__":
+    main()
