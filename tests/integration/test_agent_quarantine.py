@@ -1,0 +1,69 @@
+"""A processor that keeps killing its worker is quarantined in a live job: the room hears it, the job and
+the healthy processor on the same track go on (the real SDK against the dev server)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from livekit import rtc
+
+from framepool.agent.job import JobContext
+from framepool.agent.outputs import DataOutput
+from framepool.agent.server import AgentServer
+from framepool.devserver.server import DevServer
+from tests.support.agentkit import Signal, agent_settings, quiet_load, serving
+from tests.support.sdk import joined, publish_tone, stop
+from tests.support.timeouts import EVENT
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_crashing_processor_is_quarantined_and_the_room_hears_it(
+    devserver: DevServer, room_name: str
+) -> None:
+    attached = Signal()
+    settings = agent_settings(devserver, quarantine_incidents=2, restart_backoff=0.01)
+    server = AgentServer(settings, load_fnc=quiet_load)
+
+    @server.rtc_session()
+    async def entry(ctx: JobContext) -> None:
+        await ctx.connect(auto_subscribe=False)
+        processors = ["tests.support.procs:ExitCrash", "tests.support.procs:Count"]
+        ctx.attach(processors, participants=["alice"], output=DataOutput(topic="analysis"))
+        attached.set(ctx)
+
+    messages: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+
+    def on_data(packet: rtc.DataPacket) -> None:
+        if packet.topic == "analysis":
+            messages.put_nowait(json.loads(packet.data))
+
+    async with serving(server), joined(devserver, "bob", room_name) as bob:
+        bob.on("data_received", on_data)
+        async with joined(devserver, "alice", room_name) as alice:
+            ctx: JobContext = await attached.wait()
+            _, feeding = await publish_tone(alice)
+            try:
+                quarantined = await _next(messages, lambda m: m.get("event") == "processor_quarantined")
+                # The healthy processor on the same track keeps producing results afterwards.
+                count = await _next(messages, lambda m: m.get("processor") == "tests.support.procs:Count")
+            finally:
+                await stop(feeding)
+            assert ctx.job.id in server.jobs  # the job goes on
+    assert quarantined["processor"] == "tests.support.procs:ExitCrash"
+    assert quarantined["participant"] == "alice" and str(quarantined["track"]).startswith("TR_")
+    assert quarantined["reason"]
+    assert count["participant"] == "alice"
+    assert server.pool is not None and not server.pool.halted.is_set()
+
+
+async def _next(messages: asyncio.Queue[dict[str, object]], wanted: object) -> dict[str, object]:
+    async def take() -> dict[str, object]:
+        while True:
+            message = await messages.get()
+            if wanted(message):  # type: ignore[operator]
+                return message
+
+    return await asyncio.wait_for(take(), EVENT)
