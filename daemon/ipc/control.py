@@ -154,8 +154,7 @@ class StreamDrained(_Message):
 
 
 class Pong(_Message):
-    seq: int
-    cpu_seconds: float  # the worker's process CPU time so far: the supervisor derives its load
+    seq: int  # the Ping's: a pong that answers no outstanding ping is a protocol violation
     # Seconds spent in each processor (in the stream's processor order) so far, for the streams that processed
     # frames since the previous pong: stream statistics stay current without a drain.
     busy: dict[int, list[float]] = {}

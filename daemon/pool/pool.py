@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import resource
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -41,11 +42,11 @@ import msgspec
 import psutil
 
 from framepool.errors import ChannelError, CrashLoopError, PoolError, PoolHaltedError, ProcessorError
-from framepool.ipc import control
 from framepool.ipc.lifecycle import FATAL_AT_BOOT, WorkerExit, describe_exit
 from framepool.pool.formats import input_format_of, ring_slots
+from framepool.pool.liveness import HealthAction
 from framepool.pool.placement import least_loaded
-from framepool.pool.process import HealthAction, WorkerProcess, WorkerState, raise_fd_limit
+from framepool.pool.process import WorkerProcess, WorkerState
 from framepool.pool.quarantine import blame_of
 from framepool.pool.stream import Result, StreamAttachment, StreamSink, StreamSpec, StreamStats
 from framepool.processors.kinds import kind_of, media_kind
@@ -336,7 +337,7 @@ class WorkerPool:
             case HealthAction.PING | HealthAction.WARN_MEMORY:
                 if action is HealthAction.WARN_MEMORY:
                     log.warning("%s uses %d MiB (warning at %d MiB)", who, worker.pss >> 20, warn)
-                worker.send(control.Ping(seq=self._pings))
+                worker.ping(self._pings)
             case HealthAction.DUMP_STACK:
                 log.error(
                     "%s silent for %.1f s (ping_timeout); its stack follows (SIGUSR1), killed at the next "
@@ -461,3 +462,10 @@ def _pss_of(pids: list[int]) -> list[int]:
             size = int(psutil.Process(pid).memory_full_info().pss)
         sizes.append(size)
     return sizes
+
+
+def raise_fd_limit() -> None:
+    """Lift the soft open-file limit to the hard one: every stream holds ring fds on both sides."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

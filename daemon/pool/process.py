@@ -36,7 +36,6 @@ import enum
 import itertools
 import logging
 import os
-import resource
 import signal
 import socket
 import time
@@ -51,6 +50,7 @@ from framepool.ipc.control import ControlChannel
 from framepool.ipc.lifecycle import describe_exit
 from framepool.ipc.ring import POLICY_BLOCK, Doorbell, FrameRing
 from framepool.ipc.slots import SlotError, result_slot_bytes, result_stream
+from framepool.pool.liveness import HealthAction, PingBook, kernel_cpu_seconds
 from framepool.pool.placement import LoadEstimate
 from framepool.pool.quarantine import call_budget
 from framepool.pool.spawn import forget, start_process
@@ -71,18 +71,6 @@ class WorkerState(enum.Enum):
     READY = "ready"
     STOPPING = "stopping"
     EXITED = "exited"
-
-
-class HealthAction(enum.Enum):
-    """What the pool's heartbeat does about one worker (`WorkerProcess.check_health`)."""
-
-    NONE = "none"  # not serving (starting, stopping, exited): nothing to check
-    PING = "ping"  # healthy: send the next ping
-    WARN_MEMORY = "warn memory"  # PSS just crossed worker_memory_warn_mb: warn once, then ping
-    KILL_MEMORY = "kill memory"  # PSS above worker_memory_limit_mb: kill it (the pool restarts it)
-    DUMP_STACK = "dump stack"  # silent past ping_timeout: SIGUSR1, its stack goes to the log
-    KILL_HUNG = "kill hung"  # still silent one heartbeat after its stack was dumped: SIGKILL
-    KILL_OVER_BUDGET = "kill over budget"  # a processor call ran past its hard limit (the activity page)
 
 
 class WorkerProcess:
@@ -111,6 +99,7 @@ class WorkerProcess:
         self.acked = asyncio.Event()
         self.exited = asyncio.Event()
         self.last_pong = time.monotonic()
+        self.pings = PingBook()
         self.attachments: dict[int, StreamAttachment] = {}
         self._on_exit = on_exit
         self._loop = asyncio.get_running_loop()
@@ -232,9 +221,14 @@ class WorkerProcess:
                     self.ready.set_result(pid)
             case control.WorkerFailed(reason=reason):
                 self.failure = reason
-            case control.Pong(cpu_seconds=cpu_seconds, busy=busy):
+            case control.Pong(seq=seq, busy=busy):
+                if not self.pings.answered(seq):
+                    self._violated(f"a pong (seq {seq}) that answers no ping")
+                    return
                 self.last_pong = now = time.monotonic()
-                self.load_estimate.update(now, cpu_seconds)
+                cpu = kernel_cpu_seconds(self.pid)
+                if cpu is not None:
+                    self.load_estimate.update(now, cpu)
                 for index, seconds in busy.items():
                     attachment = self.attachments.get(index)
                     if attachment is not None:
@@ -254,7 +248,7 @@ class WorkerProcess:
                 self.drain_results()
                 self._reply("drain", key, message)
             case _:
-                log.warning("worker %d sent an unexpected %s", self.slot, type(message).__name__)
+                self._violated(f"a {type(message).__name__} message, which only the supervisor sends")
 
     def _reply(self, kind: str, key: int, message: control.Message) -> None:
         future = self._replies.get((kind, key))
@@ -366,10 +360,18 @@ class WorkerProcess:
         try:
             return self._drain(budget)
         except SlotError as exc:
-            self.broke_protocol = True
-            log.error("worker %d (pid %d) wrote %s; killing it", self.slot, self.pid, str(exc))
-            self.kill()
+            self._violated(str(exc))
             return 0
+
+    def _violated(self, what: str) -> None:
+        """The worker broke the protocol: killed (the pool restarts it), its rings not read again."""
+        self.broke_protocol = True
+        log.error("worker %d (pid %d) sent %s; killing it", self.slot, self.pid, what)
+        self.kill()
+
+    def ping(self, seq: int) -> None:
+        self.pings.sent(seq)
+        self.send(control.Ping(seq=seq))
 
     def _drain(self, budget: int | None) -> int:
         count = 0
@@ -490,10 +492,3 @@ class WorkerProcess:
             self.results.close()
             self.activity.close()
             self._rings_closed = True
-
-
-def raise_fd_limit() -> None:
-    """Lift the soft open-file limit to the hard one: every stream holds ring fds on both sides."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

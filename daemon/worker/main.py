@@ -258,7 +258,7 @@ class WorkerRuntime:
         self.space_bell.clear()
 
     def _pong(self, seq: int) -> None:
-        self.channel.send(control.Pong(seq=seq, cpu_seconds=time.process_time(), busy=self._busy_report()))
+        self.channel.send(control.Pong(seq=seq, busy=self._busy_report()))
 
     def _handle_control(self) -> None:
         message, fds = self.deferred.popleft() if self.deferred else self.channel.receive()

@@ -67,3 +67,18 @@ async def test_a_processor_cannot_resize_the_shared_memory(shm_unchanged: None) 
         assert pool.stats().restarts == 0
     finally:
         await pool.aclose()
+
+
+async def test_a_pong_that_answers_no_ping_is_a_protocol_violation(shm_unchanged: None) -> None:
+    """Liveness the worker cannot fake: an unsolicited pong kills and restarts the worker."""
+    pool = WorkerPool(settings())
+    await pool.start()
+    try:
+        sink = RecordingSink()
+        stream = await pool.attach(audio_spec("p", "tests.support.procs:FakePong"), sink)
+        [faker] = pool.worker_pids()
+        await stream.push_wait(audio_frame(1), 1, AUDIO_10MS)
+        await sink.wait_for(lambda: "worker_restarted" in sink.event_names(), "the worker to be replaced")
+        assert pool.stats().restarts == 1 and not psutil.pid_exists(faker)
+    finally:
+        await pool.aclose()

@@ -532,3 +532,16 @@ class HeavyVideo(VideoProcessor[HeavyVideoParams]):
         while time.perf_counter() < end:
             pass
         ctx.publish_video(frame.data.copy(), frame.width, frame.height, frame.pixel_format)
+
+
+class FakePong(AudioProcessor[NoParams]):
+    """On its first frame, sends the supervisor a pong it never asked for (sequence 999999), as a processor
+    faking its worker's liveness from a thread would."""
+
+    name = "fake-pong"
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        if frame.seq == 1:
+            from framepool.ipc import control
+
+            ctx._stream.channel.send(control.Pong(seq=999_999))  # type: ignore[attr-defined]

@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from framepool.pool.process import HealthAction, WorkerProcess, WorkerState
+from framepool.pool.liveness import HealthAction
+from framepool.pool.process import WorkerProcess, WorkerState
 from framepool.settings import Settings
 
 MIB = 1 << 20

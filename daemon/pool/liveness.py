@@ -1,0 +1,61 @@
+"""What the supervisor believes about a worker's liveness and load, and why (supervisor process).
+
+A worker is arbitrary code (its processors), so nothing it reports may decide whether it lives or how much
+work it gets. A pong counts only when it answers a ping this supervisor sent and has not seen answered
+(`PingBook`): an unsolicited pong, or one with a sequence never sent, is the worker breaking the protocol.
+The CPU that placement and the load figure use is read from the kernel (`/proc/<pid>/stat`), never taken
+from the worker's own report. `HealthAction` is what one heartbeat decides about a worker
+(`WorkerProcess.check_health`).
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import os
+
+# Pings a slow worker may owe at once before the oldest is forgotten (a ping interval each): a worker that
+# is only slow answers an older one, which still counts, and clears the ones before it.
+MAX_OUTSTANDING = 8
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class PingBook:
+    """The pings sent to one worker incarnation that are still unanswered."""
+
+    def __init__(self) -> None:
+        self._outstanding: collections.deque[int] = collections.deque(maxlen=MAX_OUTSTANDING)
+
+    def sent(self, seq: int) -> None:
+        self._outstanding.append(seq)
+
+    def answered(self, seq: int) -> bool:
+        """True if `seq` answers an outstanding ping (it and every older one are then settled)."""
+        if seq not in self._outstanding:
+            return False
+        while self._outstanding.popleft() != seq:
+            pass
+        return True
+
+
+def kernel_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds the kernel has charged to `pid`; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # After the command name: state is field 3 of stat(5), utime 14 and stime 15.
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+class HealthAction(enum.Enum):
+    """What the pool's heartbeat does about one worker (`WorkerProcess.check_health`)."""
+
+    NONE = "none"  # not serving (starting, stopping, exited): nothing to check
+    PING = "ping"  # healthy: send the next ping
+    WARN_MEMORY = "warn memory"  # PSS just crossed worker_memory_warn_mb: warn once, then ping
+    KILL_MEMORY = "kill memory"  # PSS above worker_memory_limit_mb: kill it (the pool restarts it)
+    DUMP_STACK = "dump stack"  # silent past ping_timeout: SIGUSR1, its stack goes to the log
+    KILL_HUNG = "kill hung"  # still silent one heartbeat after its stack was dumped: SIGKILL
+    KILL_OVER_BUDGET = "kill over budget"  # a processor call ran past its hard limit (the activity page)
