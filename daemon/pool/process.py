@@ -48,7 +48,7 @@ from framepool.ipc import control
 from framepool.ipc.activity import ActivityPage, Call
 from framepool.ipc.control import ControlChannel
 from framepool.ipc.lifecycle import describe_exit
-from framepool.ipc.ring import POLICY_BLOCK, Doorbell, FrameRing
+from framepool.ipc.ring import POLICY_BLOCK, Doorbell, FrameRing, RingError
 from framepool.ipc.slots import SlotError, result_slot_bytes, result_stream
 from framepool.pool.liveness import HealthAction, PingBook, kernel_cpu_seconds
 from framepool.pool.placement import LoadEstimate
@@ -324,7 +324,7 @@ class WorkerProcess:
             self.exitcode = self._process.exitcode
         forget(self._process)
         self._loop.remove_reader(self._process.sentinel)  # spawn: a grandchild may hold the pipe open
-        self.drain_results()
+        self.drain_results()  # never raises: whatever the worker left in its rings, the exit is handled
         self.state = WorkerState.EXITED
         if not self.ready.done():
             self.ready.set_exception(
@@ -359,7 +359,7 @@ class WorkerProcess:
             return 0
         try:
             return self._drain(budget)
-        except SlotError as exc:
+        except (SlotError, RingError) as exc:  # a malformed slot, or ring state the worker corrupted
             self._violated(str(exc))
             return 0
 

@@ -82,3 +82,24 @@ async def test_a_pong_that_answers_no_ping_is_a_protocol_violation(shm_unchanged
         assert pool.stats().restarts == 1 and not psutil.pid_exists(faker)
     finally:
         await pool.aclose()
+
+
+async def test_a_worker_that_corrupts_its_result_ring_and_exits_is_replaced(shm_unchanged: None) -> None:
+    """The drain at exit meets a corrupt ring: the exit is still handled (restart, re-attach), never a slot
+    stuck 'ready' that accepts no stream."""
+    pool = WorkerPool(settings(quarantine_incidents=1))
+    await pool.start()
+    try:
+        sink = RecordingSink()
+        processors = "tests.support.procs:CorruptThenExit;tests.support.procs:Count"
+        stream = await pool.attach(audio_spec("c", processors), sink)
+        await stream.push_wait(audio_frame(1), 1, AUDIO_10MS)
+        await sink.wait_for(lambda: "worker_restarted" in sink.event_names(), "the worker to be replaced")
+        await stream.push_wait(audio_frame(2), 2, AUDIO_10MS)
+        await stream.drain()
+        assert [p["seq"] for p in sink.payloads("count")][-1] == 2  # the stream goes on
+        other = await pool.attach(audio_spec("d", "tests.support.procs:Count"), RecordingSink())
+        await other.detach()  # and new streams are still placed
+        assert not pool.halted.is_set()
+    finally:
+        await pool.aclose()

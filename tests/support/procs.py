@@ -545,3 +545,21 @@ class FakePong(AudioProcessor[NoParams]):
             from framepool.ipc import control
 
             ctx._stream.channel.send(control.Pong(seq=999_999))  # type: ignore[attr-defined]
+
+
+class CorruptThenExit(AudioProcessor[NoParams]):
+    """On its first frame, scribbles an impossible head (a million frames ahead of the tail) into its worker's
+    result ring, then exits: the supervisor's drain at the worker's exit meets a corrupt ring."""
+
+    name = "corrupt-then-exit"
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        if frame.seq != 1:
+            return
+        import mmap
+        import struct
+
+        fd = ctx._stream.writer.ring.fd  # type: ignore[attr-defined]
+        with mmap.mmap(fd, os.fstat(fd).st_size) as shared:
+            struct.pack_into("<Q", shared, 64, 1_000_000)
+        os._exit(3)
