@@ -3,9 +3,10 @@
 A worker decides how many results it writes; the supervisor must not let that decide its own memory or the
 room's traffic. `ResultOutbox` is a bounded FIFO per room: putting never blocks (it is called from the
 pool's drain on the event loop) and a full outbox drops its oldest entry, counted, because a live result
-loses its value with age. `ResultRate` is a token bucket per stream: results beyond the rate are dropped
-and counted before they are even encoded, so a flooding processor costs its own stream's results and
-nothing else (its neighbours' results are neither delayed nor crowded out of the outbox).
+loses its value with age. Each stream's results also pass a `framepool.ratelimit.TokenBucket` first
+(`result_rate`): those beyond it are dropped and counted before they are even encoded, so a flooding
+processor costs its own stream's results and nothing else (its neighbours' results are neither delayed nor
+crowded out of the outbox).
 
 Rejected: asyncio.Queue(maxsize) (put_nowait raises when full instead of making room, and the newest
 result, not the oldest, would be lost); blocking the drain (the event loop that holds every room would
@@ -16,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
-from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -63,25 +62,3 @@ class ResultOutbox(Generic[T]):
 
     async def join(self) -> None:
         await self._idle.wait()
-
-
-class ResultRate:
-    """Token bucket: `rate` results per second, bursts up to `2 × rate`."""
-
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.burst = 2 * rate
-        self.dropped = 0
-        self._clock = clock
-        self._tokens = self.burst
-        self._last = clock()
-
-    def allow(self) -> bool:
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        self.dropped += 1
-        return False

@@ -30,7 +30,7 @@ from typing import Any
 import msgspec
 from livekit import rtc
 
-from framepool.agent.outbox import ResultOutbox, ResultRate
+from framepool.agent.outbox import ResultOutbox
 from framepool.agent.outputs import BUFFER_TYPES, DataOutput, Output, TrackOutput, TrackPublisher
 from framepool.errors import ProcessorError
 from framepool.ipc.slots import (
@@ -44,6 +44,7 @@ from framepool.pool import FormatGroup, Result, StreamAttachment, StreamSpec, Wo
 from framepool.pool.stream import ResultMessage
 from framepool.processors.api import AudioFormat, Kind, VideoFormat, frame_bytes
 from framepool.processors.registry import ProcessorSpec, parse_spec
+from framepool.ratelimit import TokenBucket
 from framepool.tasks import TaskSet
 
 log = logging.getLogger("framepool.agent.session")
@@ -314,7 +315,7 @@ class TrackFeed:
         self.attachment: StreamAttachment | None = None
         self.frames = 0
         self.dropped = 0
-        self.rate = ResultRate(session.pool.settings.result_rate)  # results this feed may send
+        self.rate = TokenBucket(session.pool.settings.result_rate)  # results this feed may send
         self._slot = 0
         self._reader: asyncio.Task[None] | None = None
         source = labels["track"] + (f".{number}" if number else "")

@@ -35,6 +35,7 @@ from framepool.processors.registry import ProcessorSpec
 
 MAX_MESSAGE = 256 << 10  # bytes of one encoded message; far above anything the pool sends
 MAX_FDS = 8  # fds one message may carry (an attach carries at most four)
+MAX_PER_TURN = 64  # messages the supervisor reads from one worker per event-loop turn
 _PREFIX = struct.Struct("<I")
 
 
@@ -328,7 +329,11 @@ class ControlChannel:
         self._flush()
 
     def _readable(self) -> None:
-        while not self._closed:
+        # At most MAX_PER_TURN messages per callback: the reader is level-triggered, so the rest wait for the
+        # next loop turn and a flooding worker cannot hold the loop that serves every room.
+        for _ in range(MAX_PER_TURN):
+            if self._closed:
+                return
             try:
                 message, fds = _receive(self._sock)
             except (BlockingIOError, InterruptedError):

@@ -18,6 +18,10 @@ import os
 # is only slow answers an older one, which still counts, and clears the ones before it.
 MAX_OUTSTANDING = 8
 _TICKS = os.sysconf("SC_CLK_TCK")
+# A worker warned about its memory is warned again only after dropping below 90 % of the line.
+MEMORY_WARN_REARM = 0.9
+# A worker answers a ping a second and reports a few events per stream: far more is a worker gone wrong.
+CONTROL_RATE = 1000.0
 
 
 class PingBook:

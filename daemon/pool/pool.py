@@ -70,8 +70,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("framepool.pool")
-# A worker warned about its memory is warned again after dropping below 90 % of the line.
-MEMORY_WARN_REARM = 0.9
 # `aclose`: detaching the streams, then each worker's ladder: ShutdownAck, exit, reaped after SIGKILL.
 CLOSE_RUNGS = 4
 # Beyond the rungs: cancelling restarts in flight, reaping, closing fds and rings (milliseconds; counted).

@@ -50,10 +50,12 @@ from framepool.ipc.control import ControlChannel
 from framepool.ipc.lifecycle import describe_exit
 from framepool.ipc.ring import POLICY_BLOCK, Doorbell, FrameRing, RingError
 from framepool.ipc.slots import SlotError, result_slot_bytes, result_stream
-from framepool.pool.liveness import HealthAction, PingBook, kernel_cpu_seconds
+from framepool.pool import liveness
+from framepool.pool.liveness import HealthAction
 from framepool.pool.placement import LoadEstimate
 from framepool.pool.quarantine import call_budget
 from framepool.pool.spawn import forget, start_process
+from framepool.ratelimit import TokenBucket
 from framepool.settings import Settings
 from framepool.tasks import first_of
 
@@ -62,8 +64,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("framepool.pool")
 RECHECK_FIRST, RECHECK_MAX = 0.001, 0.1  # seconds between checks for a worker only init can reap
-# A worker warned about its memory is warned again only after dropping below 90 % of the line.
-MEMORY_WARN_REARM = 0.9
 
 
 class WorkerState(enum.Enum):
@@ -99,7 +99,8 @@ class WorkerProcess:
         self.acked = asyncio.Event()
         self.exited = asyncio.Event()
         self.last_pong = time.monotonic()
-        self.pings = PingBook()
+        self.pings = liveness.PingBook()
+        self.message_rate = TokenBucket(liveness.CONTROL_RATE)
         self.attachments: dict[int, StreamAttachment] = {}
         self._on_exit = on_exit
         self._loop = asyncio.get_running_loop()
@@ -212,6 +213,9 @@ class WorkerProcess:
 
     def _on_message(self, message: control.Message, fds: list[int]) -> None:
         control.close_fds(fds)  # workers never send fds; do not leak any that arrive
+        if not self.message_rate.allow():
+            self._violated(f"control messages faster than {liveness.CONTROL_RATE:g} per second")
+            return
         match message:
             case control.WorkerReady(pid=pid):
                 self.state = WorkerState.READY
@@ -226,7 +230,7 @@ class WorkerProcess:
                     self._violated(f"a pong (seq {seq}) that answers no ping")
                     return
                 self.last_pong = now = time.monotonic()
-                cpu = kernel_cpu_seconds(self.pid)
+                cpu = liveness.kernel_cpu_seconds(self.pid)
                 if cpu is not None:
                     self.load_estimate.update(now, cpu)
                 for index, seconds in busy.items():
@@ -376,7 +380,9 @@ class WorkerProcess:
     def _drain(self, budget: int | None) -> int:
         count = 0
         ring = self.results
-        while (budget is None or count < budget) and (item := ring.peek()) is not None:
+        # Unbounded calls (detach, drain, exit) still stop at one ring's worth: the worker keeps writing.
+        budget = self.settings.result_ring_slots if budget is None else budget
+        while count < budget and (item := ring.peek()) is not None:
             header, view = item
             del item
             try:
@@ -388,7 +394,7 @@ class WorkerProcess:
             ring.release()
             count += 1
         for attachment in list(self.attachments.values()):
-            count += attachment.drain_output()
+            count += attachment.drain_output()  # at most its ring's slots
         return count
 
     # -- health -----------------------------------------------------------------------------------------
@@ -415,7 +421,7 @@ class WorkerProcess:
             # Once per crossing, not per check; re-armed only well below: PSS hovering at the line is quiet.
             self.memory_warned = True
             return HealthAction.WARN_MEMORY
-        if self.pss < warn * MEMORY_WARN_REARM:
+        if self.pss < warn * liveness.MEMORY_WARN_REARM:
             self.memory_warned = False
         return HealthAction.PING
 

@@ -382,7 +382,7 @@ class StreamAttachment:
         if ring is None:
             return 0
         count = 0
-        while (item := ring.peek()) is not None:
+        while count < self._slots and (item := ring.peek()) is not None:  # the worker keeps writing
             header, view = item
             del item
             try:

@@ -2,7 +2,8 @@
 
 import asyncio
 
-from framepool.agent.outbox import ResultOutbox, ResultRate
+from framepool.agent.outbox import ResultOutbox
+from framepool.ratelimit import TokenBucket
 from tests.support.timeouts import EVENT
 
 
@@ -39,7 +40,7 @@ async def test_get_waits_for_a_put() -> None:
 
 def test_the_rate_allows_a_burst_then_the_rate_and_counts_the_rest() -> None:
     now = [0.0]
-    rate = ResultRate(10, clock=lambda: now[0])
+    rate = TokenBucket(10, clock=lambda: now[0])
     assert sum(rate.allow() for _ in range(100)) == 20  # a burst of twice the rate
     assert rate.dropped == 80
     now[0] += 1.0
