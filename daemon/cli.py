@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from framepool import loop as framepool_loop
 from framepool import settings as settings_module
 from framepool.errors import ConfigError, ExitStatus, FramepoolError
 from framepool.logs import setup_logging
@@ -152,7 +151,11 @@ def _add_process(subparsers: Any, common: argparse.ArgumentParser) -> None:
         help="Processors, e.g. 'audio-level(window_ms=100),video-motion'; repeatable.",
     )
     sub.add_argument(
-        "--output", "-o", type=Path, metavar="FILE", help="Results as JSON lines (default: none written)."
+        "--output",
+        "-o",
+        type=Path,
+        metavar="FILE",
+        help="Results as JSON lines; '-' for stdout (the summary then goes to stderr). Default: none.",
     )
     sub.add_argument(
         "--output-media", type=Path, metavar="FILE", help="Processed tracks (.mp4, .mkv, .webm)."
@@ -218,6 +221,7 @@ def _run_config(args: argparse.Namespace, settings: Settings | None) -> int:
 
 def _run_process(args: argparse.Namespace, settings: Settings | None) -> int:
     from framepool.offline.runner import OfflineJob, run_offline
+    from framepool.signals import run_service
 
     assert settings is not None
     job = OfflineJob(
@@ -227,7 +231,7 @@ def _run_process(args: argparse.Namespace, settings: Settings | None) -> int:
         output_media=args.output_media,
         summary=not args.quiet,
     )
-    return framepool_loop.run(run_offline(settings, job))
+    return run_service(run_offline(settings, job))
 
 
 def _toml_value(value: Any) -> str:
