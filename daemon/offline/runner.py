@@ -382,7 +382,9 @@ async def _interruptible(
     running = asyncio.ensure_future(work)
     interrupted_by = None
     try:
-        if signals is None or await first_of({True: running, False: signals.first.wait()}):
+        if signals is None:
+            await running
+        elif await first_of({True: running, False: signals.first.wait()}):
             running.result()
         else:
             interrupted_by = signals.first_signal or signal.SIGTERM
