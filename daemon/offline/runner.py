@@ -37,15 +37,15 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import Any, TextIO
 
 import av
-import msgspec
 
-from framepool.errors import ConfigError, ExitStatus, ProcessorError
+from framepool.errors import ExitStatus, ProcessorError
 from framepool.ipc.slots import OutputFrame
 from framepool.logs import log_context
 from framepool.offline.media import AudioConverter, MediaOutput, VideoConverter, decoded_frames, open_input
+from framepool.offline.outputs import STDOUT, ResultLines, check_outputs
 from framepool.pool import (
     FormatGroup,
     Result,
@@ -55,7 +55,6 @@ from framepool.pool import (
     WorkerPool,
     format_groups,
 )
-from framepool.pool.stream import ResultMessage
 from framepool.processors.api import Kind, VideoFormat
 from framepool.processors.kinds import KINDS
 from framepool.processors.registry import ProcessorSpec, parse_specs
@@ -65,7 +64,6 @@ from framepool.tasks import first_of
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 3.0
-STDOUT = Path("-")  # `-o -`
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,46 +92,6 @@ class StreamRun:
     @property
     def processed(self) -> int:
         return self.final.processed if self.final is not None else 0
-
-
-class ResultLines:
-    """`--output`: results as JSON lines into a file or stdout. A reader that goes away (`-o - | head`)
-    stops the writing with one warning, not an error per result."""
-
-    _encoder = msgspec.json.Encoder()
-
-    def __init__(self, output: Path) -> None:
-        self.path = output
-        self.to_stdout = output == STDOUT
-        try:
-            self._file: IO[bytes] | None = sys.stdout.buffer if self.to_stdout else output.open("wb")
-        except OSError as exc:
-            raise ConfigError(f"--output {output}: {exc.strerror}") from None
-
-    def write(self, result: Result) -> None:
-        if self._file is None:
-            return
-        line = ResultMessage.of(result, participant="", track=result.stream_id)
-        try:
-            self._file.write(self._encoder.encode(line) + b"\n")
-            if self.to_stdout:  # a reader of `-o -` (jq, a test) sees each result as it comes
-                self._file.flush()
-        except BrokenPipeError:
-            log.warning("the reader of %s went away: results are no longer written", self)
-            self._file = None
-            # Python would complain at exit while flushing stdout into the closed pipe.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-    def close(self) -> None:
-        if self._file is None:
-            return
-        with contextlib.suppress(BrokenPipeError):
-            self._file.flush()
-        if not self.to_stdout:
-            self._file.close()
-
-    def __str__(self) -> str:
-        return "stdout" if self.to_stdout else str(self.path)
 
 
 class OfflineSink:
@@ -281,6 +239,7 @@ class OfflineReport:
     media_frames: dict[str, int]
     wall_s: float
     interrupted_by: int | None = None  # the stop signal that cut the run short
+    media_failure: str = ""  # why --output-media stopped being written, if it did
 
     def decoded(self) -> int:
         return sum(run.decoded for run in self.runs)
@@ -292,13 +251,13 @@ class OfflineReport:
         }
 
     def failed(self) -> bool:
-        return any(run.events for run in self.runs)
+        return bool(self.media_failure) or any(run.events for run in self.runs)
 
 
 async def run_offline(settings: Settings, job: OfflineJob) -> int:
     """`framepool process`: returns the exit status (non-zero when frames were lost or processors failed,
     128 + the signal when a stop signal cut the run short)."""
-    check_outputs(job)
+    check_outputs(job.output, job.output_media)
     signals = StopSignals()
     signals.install()  # the command's own process: never restored, late signals stay absorbed
     report = await process_file(settings, job, signals)
@@ -314,20 +273,6 @@ async def run_offline(settings: Settings, job: OfflineJob) -> int:
         print(f"framepool: frames lost between decoding and processing ({detail})", file=sys.stderr)
         return ExitStatus.FAILURE
     return ExitStatus.FAILURE if report.failed() else ExitStatus.OK
-
-
-def check_outputs(job: OfflineJob) -> None:
-    """ConfigError (one line, exit 2) for an output that cannot be written, before anything starts."""
-    for flag, path in (("--output", job.output), ("--output-media", job.output_media)):
-        if path is None or (flag == "--output" and path == STDOUT):
-            continue
-        if path.is_dir():
-            raise ConfigError(f"{flag} {path}: is a directory, expected a file")
-        directory = path.parent
-        if not directory.is_dir():
-            raise ConfigError(f"{flag} {path}: directory {directory} does not exist")
-        if not os.access(directory, os.W_OK):
-            raise ConfigError(f"{flag} {path}: directory {directory} is not writable")
 
 
 async def process_file(
@@ -371,6 +316,7 @@ async def process_file(
         media_frames,
         time.monotonic() - started,
         interrupted_by,
+        media.failure if media is not None else "",
     )
 
 
@@ -481,4 +427,6 @@ def summary(job: OfflineJob, report: OfflineReport) -> str:
     if job.output_media is not None:
         frames = ", ".join(f"{key}: {count} frames" for key, count in report.media_frames.items())
         lines.append(f"  processed media: {job.output_media} ({frames or 'nothing published'})")
+        if report.media_failure:
+            lines.append(f"    FAILED, no further frames written: {report.media_failure}")
     return "\n".join(lines)

@@ -4,6 +4,7 @@ signal, nothing left behind) and the failures that must be one line, not a trace
 from __future__ import annotations
 
 import asyncio
+import fractions
 import json
 import os
 import signal
@@ -12,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import av
+import numpy as np
 import psutil
 import pytest
 
@@ -141,3 +144,39 @@ def test_output_dash_writes_the_results_to_stdout(
     assert "audio1 (audio-level): decoded 21, processed 21" in result.stderr  # the summary
     assert "results: 21 written to stdout" in result.stderr
     assert not (tmp_path / "-").exists()
+
+
+def write_irregular_video(path: Path, frames: int = 40) -> fractions.Fraction:
+    """H.264 in MP4 with a 1/90000 time base and every other frame 1 tick late: FFmpeg reports an average
+    frame rate of 3600000/120019. Returns that rate."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        assert isinstance(stream, av.VideoStream)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = fractions.Fraction(1, 90000)
+        pts = 0
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 5, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, stream.time_base
+            pts += 3000 + i % 2
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    with av.open(str(path)) as container:
+        rate = container.streams.video[0].average_rate
+    assert rate is not None
+    return fractions.Fraction(rate)
+
+
+def test_media_output_of_an_input_with_an_irregular_frame_rate(tmp_path: Path) -> None:
+    source, target = tmp_path / "irregular.mp4", tmp_path / "processed.mp4"
+    rate = write_irregular_video(source)
+    assert rate.numerator > 65535  # 1/rate as a time base: beyond MPEG-4's limit
+    result = run_cli(
+        "--log-level", "warning", "process", str(source), "-p", "video-motion(visualize=true)",
+        "--output-media", str(target),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert "processed media: " in result.stdout and "(video0: 40 frames)" in result.stdout
+    with av.open(str(target)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 40
