@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from framepool import loop as framepool_loop
 from framepool import settings as settings_module
 from framepool.errors import ConfigError, ExitStatus, FramepoolError
 from framepool.logs import setup_logging
@@ -103,7 +102,7 @@ def _add_config(subparsers: Any, common: argparse.ArgumentParser) -> None:
     sub = subparsers.add_parser(
         "config",
         parents=[common],
-        usage=f"{PROG} config [--reference [--markdown] | --stop-budget] [SETTINGS FLAGS]",
+        usage=f"{PROG} config [--reference [--markdown] | --stop-budget | --check] [SETTINGS FLAGS]",
         help="Print the effective settings, the settings reference or the stop budget.",
     )
     sub.add_argument(
@@ -119,6 +118,12 @@ def _add_config(subparsers: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="Print the longest a SIGTERM may take with these settings, rung by rung: systemd's "
         "TimeoutStopSec and Docker's stop grace must exceed it.",
+    )
+    sub.add_argument(
+        "--check",
+        action="store_true",
+        help="Validate everything `start --config` would (settings, agents and their processors, CPUs, "
+        "LiveKit credentials) without starting anything: exit 0, or 2 with one line per problem.",
     )
     sub.set_defaults(handler=_run_config, needs_settings=True)
 
@@ -145,7 +150,11 @@ def _add_process(subparsers: Any, common: argparse.ArgumentParser) -> None:
         help="Processors, e.g. 'audio-level(window_ms=100),video-motion'; repeatable.",
     )
     sub.add_argument(
-        "--output", "-o", type=Path, metavar="FILE", help="Results as JSON lines (default: none written)."
+        "--output",
+        "-o",
+        type=Path,
+        metavar="FILE",
+        help="Results as JSON lines; '-' for stdout (the summary then goes to stderr). Default: none.",
     )
     sub.add_argument(
         "--output-media", type=Path, metavar="FILE", help="Processed tracks (.mp4, .mkv, .webm)."
@@ -198,6 +207,9 @@ def _run_devserver(args: argparse.Namespace, settings: Settings | None) -> int:
 def _run_config(args: argparse.Namespace, settings: Settings | None) -> int:
     if args.reference:
         print(reference_markdown() if args.markdown else reference_text())
+    elif args.check:
+        assert settings is not None
+        return check_config(settings)
     elif args.stop_budget:
         from framepool.service import stop_budget
 
@@ -211,6 +223,7 @@ def _run_config(args: argparse.Namespace, settings: Settings | None) -> int:
 
 def _run_process(args: argparse.Namespace, settings: Settings | None) -> int:
     from framepool.offline.runner import OfflineJob, run_offline
+    from framepool.signals import run_service
 
     assert settings is not None
     job = OfflineJob(
@@ -220,7 +233,46 @@ def _run_process(args: argparse.Namespace, settings: Settings | None) -> int:
         output_media=args.output_media,
         summary=not args.quiet,
     )
-    return framepool_loop.run(run_offline(settings, job))
+    return run_service(run_offline(settings, job))
+
+
+def check_config(settings: Settings) -> int:
+    """`framepool config --check`: one line per problem on stderr and exit 2, or a one-line summary."""
+    from framepool.agent.declarative import check_agents
+    from framepool.agent.server import AgentServer
+    from framepool.settings import effective_workers, worker_cpus
+
+    agents, problems = check_agents(settings.agents)
+    server = AgentServer(settings)
+    for agent in agents:
+        server.add_agent(agent)
+    checks = [server.check] if agents else []  # with no agent, the missing agents are the one problem
+    cpus: list[int] = []
+
+    def check_cpus() -> None:
+        cpus.extend(worker_cpus(settings))
+
+    for check in [*checks, check_cpus]:
+        try:
+            check()
+        except FramepoolError as exc:
+            problems.append(str(exc))
+    if not agents:
+        problems += _credential_problems(settings)
+    for problem in problems:
+        print(f"{PROG}: {problem}", file=sys.stderr)
+    if problems:
+        return ExitStatus.CONFIG
+    print(
+        f"configuration OK: {len(agents)} agents, {effective_workers(settings, cpus)} workers on CPUs {cpus}"
+    )
+    return ExitStatus.OK
+
+
+def _credential_problems(settings: Settings) -> list[str]:
+    names = [("LIVEKIT_URL", settings.livekit_url), ("LIVEKIT_API_KEY", settings.api_key)]
+    missing = [name for name, value in [*names, ("LIVEKIT_API_SECRET", settings.api_secret)] if not value]
+    return [f"missing LiveKit credentials: set {', '.join(missing)}"] if missing else []
 
 
 def _toml_value(value: Any) -> str:

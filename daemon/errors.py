@@ -12,6 +12,7 @@ these (0 aside), so no number means two things. The README's Operations section 
 from __future__ import annotations
 
 import enum
+import signal
 
 
 class ExitStatus(enum.IntEnum):
@@ -22,7 +23,13 @@ class ExitStatus(enum.IntEnum):
     CONFIG = 2  # bad settings or command-line usage, like argparse
     UNAVAILABLE = 3  # LiveKit server unreachable or credentials refused
     POOL_HALTED = 4  # workers cannot start (a crash loop at boot, a failed prewarm hook): the pool halted
-    INTERRUPTED = 130  # a second stop signal took the quick path (128 + SIGINT, the shell's convention)
+    INTERRUPTED = 130  # a second stop signal took the quick path, or SIGINT stopped `process` (128 + SIGINT)
+    TERMINATED = 143  # SIGTERM stopped `process` in order, its summary so far printed (128 + SIGTERM)
+
+    @classmethod
+    def of_signal(cls, signum: int) -> ExitStatus:
+        """The shell's 128 + signal for a run a stop signal cut short (`framepool process`)."""
+        return cls.TERMINATED if signum == signal.SIGTERM else cls.INTERRUPTED
 
 
 class FramepoolError(Exception):

@@ -43,6 +43,7 @@ class StopSignals:
         self.first = asyncio.Event()
         self.second = asyncio.Event()
         self.received = 0  # stop requests so far, signals or `request()` calls
+        self.first_signal: int | None = None  # the number of the first stop signal received, if any
         self._loop: asyncio.AbstractEventLoop | None = None
         self._previous: dict[signal.Signals, Any] = {}
 
@@ -76,6 +77,8 @@ class StopSignals:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
+        if self.first_signal is None:
+            self.first_signal = signum
         try:
             loop.call_soon_threadsafe(self.request)
         except RuntimeError:  # the loop closed between the check and the call: the command is ending anyway

@@ -28,6 +28,19 @@ def build_agents(specs: list[AgentSpec]) -> list[Agent]:
     return [_build(index, spec) for index, spec in enumerate(specs)]
 
 
+def check_agents(specs: list[AgentSpec]) -> tuple[list[Agent], list[str]]:
+    """`framepool config --check`: the agents that build, and one line per problem of the others."""
+    if not specs:
+        return [], ["no agents configured: add [[agents]] tables to the config file"]
+    agents, problems = [], []
+    for index, spec in enumerate(specs):
+        try:
+            agents.append(_build(index, spec))
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return agents, problems
+
+
 def _validated(index: int, spec: AgentSpec, kind: str, texts: list[str]) -> list[ProcessorSpec]:
     try:
         processors = [parse_spec(text) for text in texts]

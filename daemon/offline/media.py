@@ -11,10 +11,18 @@ Output tracks appear only when a processor publishes its first frame, but a cont
 exist before its header is written. So frames are held back until every stream that may publish has
 published once, the input has ended, or the held frames exceed a memory cap; a track that first appears
 after the header is written is counted as lost rather than corrupting the file.
+
+The output frame rate is the input's, made one every codec here accepts (`output_rate`): a file whose
+average rate has a large denominator (irregular frame times: 3600000/120061 fps) would give a time base
+MPEG-4 refuses (denominator above 65535). The encoders are opened once with the chosen rates before any
+frame is processed, so an output that cannot be written is one line (exit 2) before the run; an encoder
+failing during the run is one warning, after which that file gets no more frames and the run fails, not an
+error per frame.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fractions
 import logging
 from collections.abc import Iterator
@@ -46,6 +54,17 @@ OUTPUT_CODECS = {
     ".webm": ("libvpx", "libopus"),
 }
 HOLD_BYTES = 64 << 20
+MAX_OUTPUT_FPS = 240
+MAX_RATE_DENOMINATOR = 1001  # NTSC's 30000/1001 stays exact; MPEG-4 caps the time base's at 65535
+
+
+def output_rate(rate: fractions.Fraction | None) -> fractions.Fraction:
+    """The input's frame rate as one every output codec accepts: within 1..240 fps, the nearest fraction
+    with a denominator up to 1001 (30 fps when the input states none)."""
+    if not rate or rate <= 0:
+        return fractions.Fraction(30)
+    bounded = min(max(fractions.Fraction(rate), fractions.Fraction(1)), fractions.Fraction(MAX_OUTPUT_FPS))
+    return bounded.limit_denominator(MAX_RATE_DENOMINATOR)
 
 
 def open_input(path: Path) -> av.container.InputContainer:
@@ -181,14 +200,53 @@ class MediaOutput:
                 f"cannot write media as {path.suffix or 'a file without extension'}: use "
                 f"{', '.join(OUTPUT_CODECS)}"
             )
-        self.path, self._codecs, self._rates = path, codecs, candidates
+        self.path, self._codecs = path, codecs
+        self._rates = {key: output_rate(rate) for key, rate in candidates.items()}
+        self._check_encoders()
         self._tracks: dict[str, _Track] = {}
         self._container: av.container.OutputContainer | None = None
         self._held_bytes = 0
         self.lost_frames = 0
+        self.failure = ""  # why the file stopped being written, if it did
+
+    def _check_encoders(self) -> None:
+        """Open each encoder once, as the run will (video at each track's rate): ConfigError if one cannot."""
+        video, audio = self._codecs
+        trials = [(video, rate) for rate in dict.fromkeys(self._rates.values())] + [(audio, None)]
+        for codec, rate in trials:
+            try:
+                context = av.CodecContext.create(codec, "w")
+                if rate is None:
+                    assert isinstance(context, av.AudioCodecContext)
+                    formats = context.codec.audio_formats or ()
+                    context.sample_rate, context.layout = 48000, "stereo"
+                    if formats:
+                        context.format = formats[0]
+                else:
+                    assert isinstance(context, av.VideoCodecContext)
+                    context.width, context.height, context.pix_fmt = 64, 48, "yuv420p"
+                    context.time_base, context.framerate = 1 / rate, rate
+                context.open()
+            except (av.FFmpegError, ValueError) as exc:
+                at = f" at {rate} fps" if rate is not None else ""
+                raise ConfigError(f"cannot write {self.path}: encoder {codec}{at}: {_reason(exc)}") from None
 
     def write(self, stream_id: str, output: OutputFrame) -> None:
         """Copy one output frame (its memoryview dies after the call) and encode or hold it."""
+        if self.failure:
+            self.lost_frames += 1
+            return
+        try:
+            self._write(stream_id, output)
+        except (av.FFmpegError, ValueError) as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.failure = f"{type(exc).__name__}: {_reason(exc)}"
+        self.lost_frames += 1
+        log.warning("cannot write %s: %s; no further frames are written to it", self.path, self.failure)
+
+    def _write(self, stream_id: str, output: OutputFrame) -> None:
         frame = self._to_av(output)
         track = self._tracks.get(stream_id)
         if track is None:
@@ -199,7 +257,7 @@ class MediaOutput:
                     stream_id,
                 )
                 return
-            rate = self._rates.get(stream_id) or fractions.Fraction(30)
+            rate = self._rates.get(stream_id) or output_rate(None)
             kind = "audio" if isinstance(output, OutputAudio) else "video"
             track = self._tracks[stream_id] = _Track(kind, rate=rate)
         if self._container is None:
@@ -216,15 +274,22 @@ class MediaOutput:
     def close(self) -> None:
         """Write everything held, flush the encoders, finish the file (an empty file when nothing was
         published)."""
-        if self._container is None:
-            if not self._tracks:
-                return
-            self._start()
-        assert self._container is not None
-        for track in self._tracks.values():
-            if track.stream is not None:
-                self._container.mux(track.stream.encode(None))
-        self._container.close()
+        try:
+            if self._container is None:
+                if not self._tracks or self.failure:
+                    return
+                self._start()
+            assert self._container is not None
+            if not self.failure:
+                for track in self._tracks.values():
+                    if track.stream is not None:
+                        self._container.mux(track.stream.encode(None))
+        except (av.FFmpegError, ValueError) as exc:
+            self._fail(exc)
+        finally:
+            if self._container is not None:
+                with contextlib.suppress(av.FFmpegError, ValueError):
+                    self._container.close()
 
     def _to_av(self, output: OutputFrame) -> av.AudioFrame | av.VideoFrame:
         if isinstance(output, OutputAudio):

@@ -11,6 +11,14 @@ converted frame must be counted as processed by its worker, else the exit status
 Decoding runs on the supervisor's loop between pushes. That is acceptable here and only here: this
 process serves no room, and back-pressure already paces decoding to the workers' speed.
 
+A stop signal (SIGTERM, SIGINT) stops the run in order, as it stops the daemon: decoding ends, the pool
+takes its streams and workers down its shutdown ladder, the command prints "interrupted after N frames"
+and the summary so far, and exits 128 + the signal (130, 143). A second signal kills the workers at once
+(the quick path); later ones are absorbed (`framepool.signals`).
+
+`-o -` writes the results to stdout; the summary then goes to stderr, so stdout holds JSON lines only.
+Output paths are checked before any worker starts: a missing directory is one line, exit 2.
+
 Results are written as JSON lines in the schema of live data messages (`framepool.pool.ResultMessage`):
 `participant` is empty, `track` names the input stream ("audio0", "video1"), and `frame_time_us` is media
 time, µs since the start of the input (live it is the supervisor's wall clock; see `framepool.ipc.slots`).
@@ -18,22 +26,26 @@ time, µs since the start of the input (live it is the supervisor's wall clock; 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import fractions
 import logging
+import os
+import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import Any, TextIO
 
 import av
-import msgspec
 
 from framepool.errors import ExitStatus, ProcessorError
 from framepool.ipc.slots import OutputFrame
 from framepool.logs import log_context
 from framepool.offline.media import AudioConverter, MediaOutput, VideoConverter, decoded_frames, open_input
+from framepool.offline.outputs import STDOUT, ResultLines, check_outputs
 from framepool.pool import (
     FormatGroup,
     Result,
@@ -43,11 +55,12 @@ from framepool.pool import (
     WorkerPool,
     format_groups,
 )
-from framepool.pool.stream import ResultMessage
 from framepool.processors.api import Kind, VideoFormat
 from framepool.processors.kinds import KINDS
 from framepool.processors.registry import ProcessorSpec, parse_specs
 from framepool.settings import Settings
+from framepool.signals import StopSignals
+from framepool.tasks import first_of
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 3.0
@@ -84,18 +97,15 @@ class StreamRun:
 class OfflineSink:
     """The pool's callbacks for one stream: results to JSON lines, output frames to the media file."""
 
-    _encoder = msgspec.json.Encoder()
-
     def __init__(
-        self, run: StreamRun, results: IO[bytes] | None, media: MediaOutput | None, counters: dict[str, int]
+        self, run: StreamRun, results: ResultLines | None, media: MediaOutput | None, counters: dict[str, int]
     ) -> None:
         self._run, self._results, self._media, self._counters = run, results, media, counters
 
     def on_result(self, result: Result) -> None:
         self._counters["results"] += 1
         if self._results is not None:
-            line = ResultMessage.of(result, participant="", track=result.stream_id)
-            self._results.write(self._encoder.encode(line) + b"\n")
+            self._results.write(result)
 
     def on_output_frame(self, stream_id: str, frame: OutputFrame) -> None:
         self._counters["output_frames"] += 1
@@ -228,6 +238,11 @@ class OfflineReport:
     output_frames: int
     media_frames: dict[str, int]
     wall_s: float
+    interrupted_by: int | None = None  # the stop signal that cut the run short
+    media_failure: str = ""  # why --output-media stopped being written, if it did
+
+    def decoded(self) -> int:
+        return sum(run.decoded for run in self.runs)
 
     def lost(self) -> dict[str, int]:
         """Frames decoded but not processed, per stream (empty when nothing was lost)."""
@@ -236,14 +251,22 @@ class OfflineReport:
         }
 
     def failed(self) -> bool:
-        return any(run.events for run in self.runs)
+        return bool(self.media_failure) or any(run.events for run in self.runs)
 
 
 async def run_offline(settings: Settings, job: OfflineJob) -> int:
-    """`framepool process`: returns the exit status (non-zero when frames were lost or processors failed)."""
-    report = await process_file(settings, job)
+    """`framepool process`: returns the exit status (non-zero when frames were lost or processors failed,
+    128 + the signal when a stop signal cut the run short)."""
+    check_outputs(job.output, job.output_media)
+    signals = StopSignals()
+    signals.install()  # the command's own process: never restored, late signals stay absorbed
+    report = await process_file(settings, job, signals)
+    if report.interrupted_by is not None:
+        print(f"framepool: interrupted after {report.decoded()} frames", file=sys.stderr, flush=True)
     if job.summary:
-        print(summary(job, report))
+        print(summary(job, report), file=sys.stderr if job.output == STDOUT else sys.stdout, flush=True)
+    if report.interrupted_by is not None:
+        return ExitStatus.of_signal(report.interrupted_by)
     lost = report.lost()
     if lost:
         detail = ", ".join(f"{stream_id}: {count} frames" for stream_id, count in lost.items())
@@ -252,8 +275,12 @@ async def run_offline(settings: Settings, job: OfflineJob) -> int:
     return ExitStatus.FAILURE if report.failed() else ExitStatus.OK
 
 
-async def process_file(settings: Settings, job: OfflineJob) -> OfflineReport:
-    """Decode `job.input`, run it through a worker pool, write the outputs; FramepoolError for bad input."""
+async def process_file(
+    settings: Settings, job: OfflineJob, signals: StopSignals | None = None
+) -> OfflineReport:
+    """Decode `job.input`, run it through a worker pool, write the outputs; FramepoolError for bad input.
+
+    With `signals`, the first stop signal ends the run in order (the report says which signal)."""
     started = time.monotonic()
     specs = parse_specs(job.processors)
     if not specs:
@@ -261,13 +288,16 @@ async def process_file(settings: Settings, job: OfflineJob) -> OfflineReport:
     container = open_input(job.input)
     counters = {"results": 0, "output_frames": 0}
     media = None
+    interrupted_by: int | None = None
     try:
         runs = plan_streams(container, specs, job.input)
         media = MediaOutput(job.output_media, _candidates(runs)) if job.output_media else None
-        results = job.output.open("wb") if job.output else None
+        results = ResultLines(job.output) if job.output else None
         try:
             with log_context(input=str(job.input)):
-                await _run_pool(settings, job, container, runs, media, results, counters)
+                pool = WorkerPool(settings)
+                work = _run_streams(pool, job, container, runs, media, results, counters)
+                interrupted_by = await _interruptible(pool, work, signals)
         finally:
             if results is not None:
                 results.close()
@@ -276,9 +306,47 @@ async def process_file(settings: Settings, job: OfflineJob) -> OfflineReport:
     finally:
         container.close()
     media_frames = media.frames_written() if media is not None else {}
+    for run in runs:  # streams a stop signal cut short were never detached: their counts so far
+        if run.final is None and run.attachment is not None:
+            run.final = run.attachment.stats()
     return OfflineReport(
-        runs, counters["results"], counters["output_frames"], media_frames, time.monotonic() - started
+        runs,
+        counters["results"],
+        counters["output_frames"],
+        media_frames,
+        time.monotonic() - started,
+        interrupted_by,
+        media.failure if media is not None else "",
     )
+
+
+async def _interruptible(
+    pool: WorkerPool, work: Coroutine[Any, Any, None], signals: StopSignals | None
+) -> int | None:
+    """Run `work`, then close the pool; a stop signal cuts `work` short (returns the signal's number), a
+    second one kills the workers instead of waiting for their shutdown ladder."""
+    running = asyncio.ensure_future(work)
+    interrupted_by = None
+    try:
+        if signals is None:
+            await running
+        elif await first_of({True: running, False: signals.first.wait()}):
+            running.result()
+        else:
+            interrupted_by = signals.first_signal or signal.SIGTERM
+            log.warning("stop requested: stopping the run (a second signal kills the workers)")
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+    finally:
+        running.cancel()
+        closing = asyncio.ensure_future(pool.aclose())
+        if signals is not None and await first_of({True: closing, False: signals.second.wait()}) is False:
+            log.warning("second signal: killing the workers")
+            for pid in pool.worker_pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        await closing
+    return interrupted_by
 
 
 def _candidates(runs: list[StreamRun]) -> dict[str, fractions.Fraction | None]:
@@ -288,29 +356,30 @@ def _candidates(runs: list[StreamRun]) -> dict[str, fractions.Fraction | None]:
     }
 
 
-async def _run_pool(
-    settings: Settings,
+async def _run_streams(
+    pool: WorkerPool,
     job: OfflineJob,
     container: av.container.InputContainer,
     runs: list[StreamRun],
     media: MediaOutput | None,
-    results: IO[bytes] | None,
+    results: ResultLines | None,
     counters: dict[str, int],
 ) -> None:
-    pool = WorkerPool(settings)
-    try:
-        await pool.start()
-        labels = {"source": job.input.name}
-        for run in runs:
-            sink = OfflineSink(run, results, media, counters)
+    await pool.start()
+    labels = {"source": job.input.name}
+    for run in runs:
+        sink = OfflineSink(run, results, media, counters)
+        try:
             run.attachment = await pool.attach(stream_spec(run, labels), sink)
-        await _feed(container, runs)
-        for run in runs:
-            assert run.attachment is not None
-            await run.attachment.drain()
-            run.final = await run.attachment.detach()
-    finally:
-        await pool.aclose()
+        except ProcessorError as exc:  # one line naming the processor(s) and the error; exit 2
+            names = ", ".join(spec.name for spec in run.specs)
+            reason = str(exc).rpartition("failed to start: ")[2]
+            raise ProcessorError(f"processor {names} ({run.stream_id}) failed to start: {reason}") from None
+    await _feed(container, runs)
+    for run in runs:
+        assert run.attachment is not None
+        await run.attachment.drain()
+        run.final = await run.attachment.detach()
 
 
 async def _feed(container: av.container.InputContainer, runs: list[StreamRun]) -> None:
@@ -341,18 +410,23 @@ def summary(job: OfflineJob, report: OfflineReport) -> str:
     lines = [f"{job.input}: {len(report.runs)} streams, wall time {report.wall_s:.2f} s"]
     for run in report.runs:
         stats = run.final
-        assert stats is not None
+        if stats is None:  # a stop signal came before the stream was attached
+            lines.append(f"  {run.stream_id} ({', '.join(str(spec) for spec in run.specs)}): not started")
+            continue
         lines.append(
             f"  {run.stream_id} ({', '.join(str(spec) for spec in run.specs)}): decoded {run.decoded}, "
             f"processed {stats.processed}, dropped {stats.dropped}, lost {stats.lost}, errors {stats.errors}"
         )
         lines.extend(_processor_line(name, seconds, stats) for name, seconds in stats.busy.items())
         lines.extend(f"    event {event}" for event in run.events)
-    written = f" written to {job.output}" if job.output else " (not written: no --output)"
+    shown = "stdout" if job.output == STDOUT else job.output
+    written = f" written to {shown}" if job.output else " (not written: no --output)"
     lines.append(f"  results: {report.results}{written}")
     if job.output_media is not None:
         frames = ", ".join(f"{key}: {count} frames" for key, count in report.media_frames.items())
         lines.append(f"  processed media: {job.output_media} ({frames or 'nothing published'})")
+        if report.media_failure:
+            lines.append(f"    FAILED, no further frames written: {report.media_failure}")
     return "\n".join(lines)
 
 

@@ -2,11 +2,18 @@
 
 The target is `framepool.ipc.lifecycle.worker_entry`, which imports the worker runtime inside the child:
 the supervisor never imports `framepool.worker`.
+
+Every process multiprocessing starts for the pool (spawn workers, the forkserver, the resource tracker) is
+started from one thread, `framepool-starter`, that lives as long as the supervisor. The kernel's
+parent-death signal, which workers and the forkserver arm, fires when the *thread* that forked them ends,
+not the process: started from a thread of asyncio's default executor, they would be killed when that
+executor shuts down (the end of an event loop) while the supervisor lives on, or outlive it if it does not.
 """
 
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -29,6 +36,10 @@ def _kill_unclosed_workers() -> None:
             process.kill()
 
 
+# One thread, never ended before interpreter exit: the parent thread of every process started here.
+_starter = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="framepool-starter")
+
+
 def forget(process: BaseProcess) -> None:
     """The process has been reaped: the exit hook no longer needs to kill it."""
     _running.discard(process)
@@ -37,6 +48,11 @@ def forget(process: BaseProcess) -> None:
 def start_process(method: str, sock: object, slot: int) -> tuple[BaseProcess, int, int]:
     """Blocking part of a spawn (runs in a thread): start the process, return it, its pid and a pidfd (-1 if
     it is already gone)."""
+    return _starter.submit(_start_process, method, sock, slot).result()
+
+
+def _start_process(method: str, sock: object, slot: int) -> tuple[BaseProcess, int, int]:
+    """On the starter thread: the parent thread of the worker (spawn) or of the forkserver and tracker."""
     ctx = multiprocessing.get_context(method)
     expected_parent = _expected_parent(method)
     name = f"framepool-worker-{slot}"

@@ -399,6 +399,19 @@ class BrokenModelUser(AudioProcessor[NoParams]):
         pass
 
 
+class RaiseInInit(AudioProcessor[NoParams]):
+    """Its constructor raises, as a processor whose model file is missing does."""
+
+    name = "raise-in-init"
+
+    def __init__(self, params: NoParams) -> None:
+        super().__init__(params)
+        raise RuntimeError("weights.bin not found")
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        pass
+
+
 class ForgeSlotParams(msgspec.Struct, forbid_unknown_fields=True):
     slot: str = "result"  # "result" or "output"
 

@@ -37,3 +37,7 @@ die of their parent-death signal)."""
 QUIET = 2.0 * SCALE
 """How long a test gives something that must not happen (a refused request being applied) before it
 concludes that it did not; every run pays it in full."""
+
+ORPHANS_GONE = 2.0 * SCALE
+"""Asserted: the promise that a dead supervisor's workers, forkserver and resource tracker are gone within
+this long of its death, whatever they were doing (parent-death signals, then the tracker's end of file)."""

@@ -6,6 +6,7 @@ No number means two things across them, and the README's Operations section list
 from __future__ import annotations
 
 import re
+import signal
 from pathlib import Path
 
 from framepool.errors import ConfigError, CrashLoopError, ExitStatus, PoolHaltedError, ServerUnavailableError
@@ -46,3 +47,8 @@ def test_worker_exits_read_the_same_in_every_log_line() -> None:
     assert describe_exit(1) == "exit code 1"  # not ours: Python's status for an uncaught exception
     assert describe_exit(-9) == "signal 9"
     assert describe_exit(None) == "an unknown status"
+
+
+def test_a_run_cut_short_by_a_signal_exits_128_plus_the_signal() -> None:
+    assert ExitStatus.of_signal(signal.SIGINT) == ExitStatus.INTERRUPTED == 128 + signal.SIGINT
+    assert ExitStatus.of_signal(signal.SIGTERM) == ExitStatus.TERMINATED == 128 + signal.SIGTERM

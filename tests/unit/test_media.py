@@ -15,6 +15,7 @@ from framepool.demo.samples import test_pattern_frame as pattern_frame
 from framepool.errors import ConfigError, InputError
 from framepool.ipc import ring
 from framepool.ipc.slots import PIXEL_FORMATS, AudioShape, FrameShape, OutputFrame, VideoShape, decode_output
+from framepool.offline import media
 from framepool.offline.media import (
     AudioConverter,
     MediaOutput,
@@ -22,6 +23,7 @@ from framepool.offline.media import (
     decoded_frames,
     fit_within,
     open_input,
+    output_rate,
 )
 from framepool.processors.api import AudioFormat, VideoFormat, frame_bytes
 
@@ -142,3 +144,57 @@ def test_media_output_rejects_unknown_extensions_and_writes_nothing_without_fram
     output = MediaOutput(tmp_path / "none.webm", {"video0": None})
     output.close()
     assert not (tmp_path / "none.webm").exists()
+
+
+@pytest.mark.parametrize(
+    ("rate", "expected"),
+    [
+        (None, fractions.Fraction(30)),
+        (fractions.Fraction(30000, 1001), fractions.Fraction(30000, 1001)),  # NTSC stays exact
+        (fractions.Fraction(3600000, 120019), fractions.Fraction(12628, 421)),  # irregular frame times
+        (fractions.Fraction(90000), fractions.Fraction(240)),
+        (fractions.Fraction(1, 5), fractions.Fraction(1)),
+    ],
+)
+def test_output_rate_is_one_every_codec_accepts(
+    rate: fractions.Fraction | None, expected: fractions.Fraction
+) -> None:
+    chosen = output_rate(rate)
+    assert chosen == expected and chosen.denominator <= 1001 and 1 <= chosen <= 240
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".webm"])
+def test_media_output_writes_an_input_rate_with_a_large_denominator(tmp_path: Path, suffix: str) -> None:
+    """3600000/120019 fps (irregular frame times): as a time base, 120019/3600000 is beyond what MPEG-4
+    accepts (the encoder failed once per frame)."""
+    path = tmp_path / f"out{suffix}"
+    output = MediaOutput(path, {"video0": fractions.Fraction(3600000, 120019)})
+    gray = np.full(frame_bytes(64, 48, "I420"), 90, np.uint8).tobytes()
+    for frame in ring_frames([(gray, VideoShape(PIXEL_FORMATS["I420"], 64, 48))] * 6):
+        output.write("video0", frame)
+    output.close()
+    assert output.failure == "" and output.frames_written() == {"video0": 6}
+    with av.open(str(path)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 6
+
+
+def test_an_encoder_that_cannot_open_is_one_config_error_before_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(media.OUTPUT_CODECS, ".mp4", ("no-such-encoder", "aac"))
+    with pytest.raises(ConfigError, match=r"^cannot write .*out\.mp4: encoder no-such-encoder"):
+        MediaOutput(tmp_path / "out.mp4", {"video0": None})
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_an_encoder_failing_during_the_run_is_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    output = MediaOutput(tmp_path / "out.mp4", {"audio0": None})
+    odd = tone_samples(0, 1234).tobytes()  # 1234 Hz: a sample rate AAC cannot encode
+    for frame in ring_frames([(odd, AudioShape(1234, 1, 1234))] * 5):
+        output.write("audio0", frame)
+    output.close()
+    assert output.failure and output.lost_frames == 5
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "cannot write" in r.getMessage()]
+    assert len(warnings) == 1, caplog.text

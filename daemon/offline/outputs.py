@@ -1,0 +1,77 @@
+"""Where `framepool process` writes its results, and the check of its output paths (supervisor process).
+
+`-o -` means stdout. Output paths are checked before any worker starts, so a missing directory is one line
+(exit 2), not a traceback after the whole file was processed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import IO
+
+import msgspec
+
+from framepool.errors import ConfigError
+from framepool.pool import Result
+from framepool.pool.stream import ResultMessage
+
+log = logging.getLogger(__name__)
+STDOUT = Path("-")  # `-o -`
+
+
+def check_outputs(output: Path | None, output_media: Path | None) -> None:
+    """ConfigError (one line, exit 2) for an output that cannot be written, before anything starts."""
+    for flag, path in (("--output", output), ("--output-media", output_media)):
+        if path is None or (flag == "--output" and path == STDOUT):
+            continue
+        if path.is_dir():
+            raise ConfigError(f"{flag} {path}: is a directory, expected a file")
+        directory = path.parent
+        if not directory.is_dir():
+            raise ConfigError(f"{flag} {path}: directory {directory} does not exist")
+        if not os.access(directory, os.W_OK):
+            raise ConfigError(f"{flag} {path}: directory {directory} is not writable")
+
+
+class ResultLines:
+    """`--output`: results as JSON lines into a file or stdout. A reader that goes away (`-o - | head`)
+    stops the writing with one warning, not an error per result."""
+
+    _encoder = msgspec.json.Encoder()
+
+    def __init__(self, output: Path) -> None:
+        self.path = output
+        self.to_stdout = output == STDOUT
+        try:
+            self._file: IO[bytes] | None = sys.stdout.buffer if self.to_stdout else output.open("wb")
+        except OSError as exc:
+            raise ConfigError(f"--output {output}: {exc.strerror}") from None
+
+    def write(self, result: Result) -> None:
+        if self._file is None:
+            return
+        line = ResultMessage.of(result, participant="", track=result.stream_id)
+        try:
+            self._file.write(self._encoder.encode(line) + b"\n")
+            if self.to_stdout:  # a reader of `-o -` (jq, a test) sees each result as it comes
+                self._file.flush()
+        except BrokenPipeError:
+            log.warning("the reader of %s went away: results are no longer written", self)
+            self._file = None
+            # Python would complain at exit while flushing stdout into the closed pipe.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+    def close(self) -> None:
+        if self._file is None:
+            return
+        with contextlib.suppress(BrokenPipeError):
+            self._file.flush()
+        if not self.to_stdout:
+            self._file.close()
+
+    def __str__(self) -> str:
+        return "stdout" if self.to_stdout else str(self.path)
