@@ -36,7 +36,7 @@ from framepool.ipc.ring import Doorbell, FrameHeader, FrameRing
 from framepool.ipc.slots import AudioShape, SlotShape, VideoShape, decode_frame, pixel_layout, result_slot
 from framepool.logs import log_context
 from framepool.processors.api import AudioFrame, PixelFormat, Processor, VideoFormat, VideoFrame
-from framepool.processors.registry import ResolvedSpec, instantiate, resolve
+from framepool.processors.registry import ProcessorSpec, ResolvedSpec, instantiate, resolve
 from framepool.processors.resource import release_all, resources_of
 from framepool.worker.scale import downscale, scale_factor
 
@@ -273,6 +273,7 @@ class HostedStream:
         self.output: FrameRing | None = None
         self.space_bell: Doorbell | None = None
         self.processors: list[HostedProcessor] = []
+        self.start_failures: list[tuple[int, Exception]] = []  # live: processors that could not start
         self.scaler = FrameScaler()
 
     @classmethod
@@ -302,13 +303,32 @@ class HostedStream:
             stream.input.bind(None, stream.space_bell)
             quarantined = set(message.quarantined)
             for i, spec in enumerate(message.processors):
-                context = StreamContext(stream, i, spec.name)
-                stream.processors.append(HostedProcessor(resolve(spec), context, i in quarantined))
+                stream.processors.append(stream._host(i, spec, i in quarantined, message.realtime))
+            if len(stream.start_failures) == len(stream.processors):
+                raise stream.start_failures[0][1]  # nothing could start: the attach fails
         except BaseException:
             control.close_fds(fds)
             stream.close()
             raise
         return stream
+
+    def _host(self, index: int, spec: ProcessorSpec, quarantined: bool, live: bool) -> HostedProcessor:
+        """A live stream keeps its other processors when one fails to start (it is disabled, with an
+        event); offline, where the run cannot go on as asked, the attach fails."""
+        resolved, context = resolve(spec), StreamContext(self, index, spec.name)
+        try:
+            return HostedProcessor(resolved, context, quarantined)
+        except Exception as exc:  # a processor's constructor or resource may raise anything
+            if not live:
+                raise
+            self.start_failures.append((index, exc))
+            return HostedProcessor(resolved, context, quarantined=True)  # never constructed: disabled
+
+    def report_start_failures(self) -> None:
+        for index, exc in self.start_failures:
+            detail = f"failed to start: {type(exc).__name__}: {exc}"
+            log.error("processor %s %s; disabled on this stream", self.processors[index].name, detail)
+            self._event("processor_disabled", self.processors[index].name, detail, index)
 
     def pending(self) -> int:
         return self.input.pending() if self.input is not None else 0

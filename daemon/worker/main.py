@@ -298,6 +298,7 @@ class WorkerRuntime:
             return
         self.streams[message.index] = stream
         self.channel.send(control.StreamAttached(index=message.index))
+        stream.report_start_failures()
 
     def _detach(self, index: int, reply: bool = True) -> None:
         stream = self.streams.pop(index, None)

@@ -67,3 +67,40 @@ async def _next(messages: asyncio.Queue[dict[str, object]], wanted: object) -> d
                 return message
 
     return await asyncio.wait_for(take(), EVENT)
+
+
+async def test_a_processor_failing_to_start_is_disabled_and_its_neighbour_runs(
+    devserver: DevServer, room_name: str
+) -> None:
+    """In a live job a constructor that raises costs only that processor: the room hears
+    processor_disabled with the error, the other processor on the same track runs."""
+    attached = Signal()
+    server = AgentServer(agent_settings(devserver), load_fnc=quiet_load)
+
+    @server.rtc_session()
+    async def entry(ctx: JobContext) -> None:
+        await ctx.connect(auto_subscribe=False)
+        processors = ["tests.support.procs:RaiseInInit", "tests.support.procs:Count"]
+        ctx.attach(processors, participants=["alice"], output=DataOutput(topic="analysis"))
+        attached.set(ctx)
+
+    messages: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+
+    def on_data(packet: rtc.DataPacket) -> None:
+        if packet.topic == "analysis":
+            messages.put_nowait(json.loads(packet.data))
+
+    async with serving(server), joined(devserver, "bob", room_name) as bob:
+        bob.on("data_received", on_data)
+        async with joined(devserver, "alice", room_name) as alice:
+            await attached.wait()
+            _, feeding = await publish_tone(alice)
+            try:
+                disabled = await _next(messages, lambda m: m.get("event") == "processor_disabled")
+                count = await _next(messages, lambda m: m.get("processor") == "tests.support.procs:Count")
+            finally:
+                await stop(feeding)
+    assert disabled["processor"] == "tests.support.procs:RaiseInInit"
+    assert "failed to start: RuntimeError: weights.bin not found" in str(disabled["reason"])
+    assert count["participant"] == "alice"
+    assert server.pool is not None and server.pool.stats().restarts == 0
