@@ -85,6 +85,7 @@ class AgentConnection:
         failures = 0
         async with aiohttp.ClientSession() as http:
             while not self._stopping.is_set():
+                registrations = self.connections
                 try:
                     await self._connect_and_serve(http)
                     failures = 0
@@ -93,7 +94,9 @@ class AgentConnection:
                         f"LiveKit at {self.options.url} refused agent {self.label}: {exc}"
                     ) from None
                 except (TimeoutError, aiohttp.ClientError, OSError, ConnectionError) as exc:
-                    failures += 1
+                    # A connection that registered and later dropped starts a new streak: max_retry counts
+                    # consecutive failures, not every drop over the daemon's life.
+                    failures = 1 if self.connections > registrations else failures + 1
                     reason = _describe(exc)
                     if failures >= self.options.max_retry:
                         raise ServerUnavailableError(
@@ -109,8 +112,9 @@ class AgentConnection:
         INFO, so a wrong URL is said once at once, not found out after minutes of identical lines."""
         if failures == 1:
             log.warning(
-                "agent %s: cannot connect to LiveKit at %s: %s; retrying, up to %d more attempt(s)",
+                "agent %s: %s LiveKit at %s: %s; retrying, up to %d more attempt(s)",
                 self.label,
+                "lost the connection to" if self.connections else "cannot connect to",
                 self.options.url,
                 reason,
                 self.options.max_retry - 1,
