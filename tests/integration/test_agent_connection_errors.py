@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-from collections.abc import Iterator
 
 import pytest
 
@@ -23,14 +21,6 @@ from tests.support.timeouts import EVENT
 pytestmark = pytest.mark.integration
 
 ATTEMPTS = 3  # one first-failure line, then the retries at INFO, then the fatal error
-
-
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    """A port nothing listens on: bound for the whole test (so nothing else takes it), never listening."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize(
