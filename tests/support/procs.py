@@ -417,3 +417,24 @@ class ForgeSlot(AudioProcessor[ForgeSlotParams]):
             stream.writer.ring.write(b"t{}", 1, frame.time_us, 3, 5, 0, stream.index, 99, 1)
         else:  # a video frame in a pixel format that does not exist
             stream.output.write(b"\0" * 16, 1, frame.time_us, 2, 99, 0, 4, 4, 0)
+
+
+class BurstParams(msgspec.Struct, forbid_unknown_fields=True):
+    results: int = 100
+    done_fifo: str = ""  # a FIFO this processor writes one byte to once it has emitted everything
+
+
+class Burst(AudioProcessor[BurstParams]):
+    """Emits `results` results on its first frame, then signals `done_fifo`: a test holding the supervisor's
+    loop until then knows the results met a result ring nobody drained."""
+
+    name = "burst"
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        if frame.seq != 1:
+            return
+        for index in range(self.params.results):
+            ctx.emit("burst", index)
+        if self.params.done_fifo:
+            with open(self.params.done_fifo, "wb") as fifo:
+                fifo.write(b"!")
