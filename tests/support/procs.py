@@ -438,3 +438,17 @@ class Burst(AudioProcessor[BurstParams]):
         if self.params.done_fifo:
             with open(self.params.done_fifo, "wb") as fifo:
                 fifo.write(b"!")
+
+
+class HangAtClose(AudioProcessor[NoParams]):
+    """Emits once on its first frame, then never returns from close(): a stream whose detach never ends."""
+
+    name = "hang-at-close"
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        if frame.seq == 1:
+            ctx.emit("running", frame.seq)
+
+    def close(self, ctx: ProcessContext) -> None:
+        while True:
+            time.sleep(3600)
