@@ -373,7 +373,7 @@ def derived_memory_limit_mb(workers: int) -> int:
 def machine_memory_mb() -> int:
     """Memory this process's workers can have: the machine's, or its cgroup's limit when lower (a
     container)."""
-    total = psutil.virtual_memory().total
+    total = int(psutil.virtual_memory().total)
     try:
         limit = _CGROUP_MEMORY_MAX.read_text().strip()
         if limit != "max":
