@@ -29,8 +29,11 @@ from framepool.worker.scale import downscale, scale_factor
 
 
 def fuzz(cases: int) -> settings:
-    """`cases` examples, no per-example deadline (see the module docstring)."""
-    return settings(max_examples=cases, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    """`cases` examples, no per-example deadline, the same examples on every run (a suite that fails at
+    random is no gate; what a wider search finds is added as an explicit `@example`)."""
+    return settings(
+        max_examples=cases, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+    )
 
 
 # -- control messages --------------------------------------------------------------------------------------
@@ -90,6 +93,8 @@ def test_control_messages_round_trip(message: control.Message) -> None:
 
 @fuzz(2000)
 @given(st.binary(max_size=512))
+# A tag holding a newline: msgspec quotes it in its error, which reached the log as a forged second line.
+@example(control._PREFIX.pack(15) + msgspec.msgpack.encode({"type": "\nhutdown"}))
 def test_control_decode_of_arbitrary_bytes_is_a_message_or_a_channel_error(frame: bytes) -> None:
     _decode_or_channel_error(frame)
 
