@@ -25,6 +25,8 @@ from typing import Any, Literal, TextIO
 
 import msgspec
 
+from framepool import sdklog
+
 LogFormat = Literal["auto", "text", "json"]
 
 _NO_CONTEXT: Mapping[str, Any] = MappingProxyType({})
@@ -126,3 +128,4 @@ def setup_logging(level: str = "info", fmt: LogFormat = "auto", stream: TextIO |
     quiet = logging.DEBUG if level == "debug" else logging.WARNING
     for name in ("livekit", "aiortc", "aioice", "asyncio", "libav"):
         logging.getLogger(name).setLevel(quiet)
+    sdklog.install()  # the SDK's benign lifecycle messages at the levels they deserve (see that module)

@@ -12,6 +12,8 @@ workers get an explicit typed message, so what a worker runs with is visible in 
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import re
 import tomllib
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
+import psutil
 from msgspec import Meta
 
 from framepool.errors import ConfigError
@@ -32,6 +35,16 @@ SECRET_FIELDS = frozenset({"api_secret"})
 TOML_ONLY_FIELDS = frozenset({"agents"})  # structured: no environment variable, no flag
 
 JobType = Literal["room", "publisher", "participant"]
+
+AUTO = -1  # a memory setting derived from the machine (see Settings.__post_init__)
+# Half the memory for the workers together: the other half is the supervisor's (every room's WebRTC stack),
+# the page cache and whatever else the machine runs. The floor keeps a small machine's workers bootable
+# (an idle worker with numpy is ~60 MiB PSS).
+MEMORY_SHARE_FOR_WORKERS = 0.5
+MIN_DERIVED_LIMIT_MB = 256
+_CGROUP_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")
+
+log = logging.getLogger("framepool.settings")
 
 
 def _doc(text: str, **constraints: Any) -> Any:
@@ -119,11 +132,22 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         ),
     ] = 5.0
     worker_memory_warn_mb: Annotated[
-        int, _doc("Log a warning when a worker's PSS exceeds this many MiB; 0 disables.", ge=0)
-    ] = 0
+        int,
+        _doc(
+            "Log a warning when a worker's PSS exceeds this many MiB; 0 disables; -1 (the default): 3/4 of "
+            "the limit (of the derived limit when the limit is disabled).",
+            ge=AUTO,
+        ),
+    ] = AUTO
     worker_memory_limit_mb: Annotated[
-        int, _doc("Restart a worker whose PSS exceeds this many MiB; 0 disables.", ge=0)
-    ] = 0
+        int,
+        _doc(
+            "Restart a worker whose PSS exceeds this many MiB; 0 disables; -1 (the default): half of the "
+            "machine's memory (or of its cgroup's limit) divided among the workers, at least "
+            f"{MIN_DERIVED_LIMIT_MB} MiB.",
+            ge=AUTO,
+        ),
+    ] = AUTO
     restart_backoff: Annotated[
         float, _doc("First delay before restarting a crashed worker, doubled per consecutive crash.", ge=0)
     ] = 0.2
@@ -257,6 +281,15 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         Literal["auto", "text", "json"], _doc("Log format; auto is json when stderr is not a terminal.")
     ] = "auto"
 
+    def __post_init__(self) -> None:
+        # Resolved here, on every path that makes a Settings (defaults, files, environment, flags), so the
+        # pool and `framepool config` see the numbers in force, never the AUTO marker.
+        derived = derived_memory_limit_mb(_worker_count(self))
+        if self.worker_memory_limit_mb == AUTO:
+            self.worker_memory_limit_mb = derived
+        if self.worker_memory_warn_mb == AUTO:
+            self.worker_memory_warn_mb = (self.worker_memory_limit_mb or derived) * 3 // 4
+
 
 def field_docs() -> list[tuple[str, str, str, Any]]:
     """(field, environment variable, description, default) for every setting, in declaration order."""
@@ -360,10 +393,49 @@ def _choices(key: str) -> list[str]:
 
 
 def effective_workers(settings: Settings, available_cpus: Sequence[int]) -> int:
-    """Workers to start: as configured, else one per CPU beyond the supervisor's, at least one."""
+    """Workers to start: as configured, else one per CPU beyond the supervisor's, at least one. Logs a
+    warning when more are configured than this process may use CPUs (they would share them, each slower,
+    and the pool's load figure would read low)."""
     if settings.workers:
+        usable = len(os.sched_getaffinity(0))
+        if settings.workers > usable:
+            log.warning(
+                "workers = %d exceeds the %d CPU(s) this process may use (sched_getaffinity): workers share "
+                "CPUs and each runs slower; set workers to at most %d, or 0 for one per CPU",
+                settings.workers,
+                usable,
+                usable,
+                extra={"workers": settings.workers, "usable_cpus": usable},
+            )
         return settings.workers
     return max(1, len(available_cpus) - 1)
+
+
+def _worker_count(settings: Settings) -> int:
+    """The workers `effective_workers` will start, without validating `cpus` (that fails at start)."""
+    if settings.workers:
+        return settings.workers
+    return max(1, len(settings.cpus or os.sched_getaffinity(0)) - 1)
+
+
+def derived_memory_limit_mb(workers: int) -> int:
+    """The default worker_memory_limit_mb for `workers` workers on this machine."""
+    share = machine_memory_mb() * MEMORY_SHARE_FOR_WORKERS / max(1, workers)
+    return max(MIN_DERIVED_LIMIT_MB, int(share))
+
+
+@functools.cache
+def machine_memory_mb() -> int:
+    """Memory this process's workers can have: the machine's, or its cgroup's limit when lower (a
+    container)."""
+    total = int(psutil.virtual_memory().total)
+    try:
+        limit = _CGROUP_MEMORY_MAX.read_text().strip()
+        if limit != "max":
+            total = min(total, int(limit))
+    except (OSError, ValueError):
+        pass
+    return total >> 20
 
 
 def worker_cpus(settings: Settings) -> list[int]:

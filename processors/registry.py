@@ -65,18 +65,22 @@ def parse_specs(text: str) -> list[ProcessorSpec]:
 
 
 def _split_args(text: str) -> list[str]:
-    """Split on top-level commas: not inside brackets or quoted strings."""
+    """Split on top-level commas: not inside brackets or quoted strings (where a backslash escapes the next
+    character, as in the JSON strings `ProcessorSpec.__str__` writes)."""
     parts: list[str] = []
     current: list[str] = []
-    depth, quote = 0, ""
+    depth, quote, escaped = 0, "", False
     for char in text:
-        if quote:
+        if escaped:
+            escaped = False
+        elif quote:
+            escaped = char == "\\"
             quote = "" if char == quote else quote
         elif char in "\"'":
             quote = char
-        elif char in "([":
+        elif char in "([{":
             depth += 1
-        elif char in ")]":
+        elif char in ")]}":
             depth -= 1
         elif char == "," and depth == 0:
             parts.append("".join(current))

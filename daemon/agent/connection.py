@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 
 import aiohttp
@@ -84,6 +85,7 @@ class AgentConnection:
         failures = 0
         async with aiohttp.ClientSession() as http:
             while not self._stopping.is_set():
+                registrations = self.connections
                 try:
                     await self._connect_and_serve(http)
                     failures = 0
@@ -92,23 +94,41 @@ class AgentConnection:
                         f"LiveKit at {self.options.url} refused agent {self.label}: {exc}"
                     ) from None
                 except (TimeoutError, aiohttp.ClientError, OSError, ConnectionError) as exc:
-                    failures += 1
+                    # A connection that registered and later dropped starts a new streak: max_retry counts
+                    # consecutive failures, not every drop over the daemon's life.
+                    failures = 1 if self.connections > registrations else failures + 1
                     reason = _describe(exc)
                     if failures >= self.options.max_retry:
                         raise ServerUnavailableError(
                             f"cannot reach LiveKit at {self.options.url} after {failures} attempts: {reason}"
                         ) from None
                     delay = min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MAX)
-                    log.warning(
-                        "agent %s: connection failed (%s); retry %d/%d in %.1f s",
-                        self.label,
-                        reason,
-                        failures,
-                        self.options.max_retry,
-                        delay,
-                    )
+                    self._log_failure(failures, reason, delay)
                     await self._sleep_unless_stopping(delay)
         self.registered.clear()
+
+    def _log_failure(self, failures: int, reason: str, delay: float) -> None:
+        """The first failure of a streak is one WARNING line saying what failed; the retries after it are
+        INFO, so a wrong URL is said once at once, not found out after minutes of identical lines."""
+        if failures == 1:
+            log.warning(
+                "agent %s: %s LiveKit at %s: %s; retrying, up to %d more attempt(s)",
+                self.label,
+                "lost the connection to" if self.connections else "cannot connect to",
+                self.options.url,
+                reason,
+                self.options.max_retry - 1,
+                extra={"url": self.options.url, "cause": reason},
+            )
+            return
+        log.info(
+            "agent %s: connection failed (%s); retry %d/%d in %.1f s",
+            self.label,
+            reason,
+            failures,
+            self.options.max_retry,
+            delay,
+        )
 
     async def _sleep_unless_stopping(self, delay: float) -> None:
         try:
@@ -430,10 +450,26 @@ class AgentConnection:
 
 
 def _describe(exc: BaseException) -> str:
+    """What failed, in the operator's terms: DNS, connection refused, TLS, an HTTP status, a timeout."""
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out"
     if isinstance(exc, aiohttp.WSServerHandshakeError):
-        return f"HTTP {exc.status} {exc.message}"
+        hint = " (not a LiveKit server, or a wrong path in the URL?)" if exc.status == 404 else ""
+        return f"HTTP {exc.status} {exc.message}{hint}"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"DNS: cannot resolve {exc.host} ({_os_reason(exc)})"
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        where = f" with {exc.host}:{exc.port}" if isinstance(exc, aiohttp.ClientConnectorError) else ""
+        return f"TLS handshake{where} failed ({_os_reason(exc)}; a wss:// URL for a plain ws:// server?)"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return str(exc.os_error) if exc.os_error else str(exc)
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return f"connection refused by {exc.host}:{exc.port} (no server listening there?)"
+        return f"cannot connect to {exc.host}:{exc.port} ({_os_reason(exc)})"
     return str(exc) or type(exc).__name__
+
+
+def _os_reason(exc: BaseException) -> str:
+    cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+    if isinstance(cause, ssl.SSLError):
+        return cause.reason or str(cause)
+    return getattr(cause, "strerror", None) or str(cause)

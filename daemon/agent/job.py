@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("framepool.agent.job")
 
+# The share of shutdown_timeout (at most this many seconds, at most a quarter) kept for leaving the room.
+DISCONNECT_RESERVE = 1.0
+
 Entrypoint = Callable[["JobContext"], Awaitable[None]]
 ParticipantEntrypoint = Callable[["JobContext", rtc.RemoteParticipant], Coroutine[Any, Any, None]]
 ShutdownCallback = Callable[[str], Awaitable[None]] | Callable[[], Awaitable[None]]
@@ -319,17 +322,20 @@ class RunningJob:
         """
         ctx = self.ctx
         deadline = time.monotonic() + self.shutdown_timeout
+        # The rungs before the disconnect end a reserve early, so that one of them overrunning (a processor's
+        # close() that never returns) cannot leave the agent in the room; the ladder still fits the deadline.
+        before_disconnect = deadline - min(DISCONNECT_RESERVE, self.shutdown_timeout / 4)
         log.info("job shutting down: %s", ctx.shutdown_reason or "requested")
-        rungs: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-            ("participant tasks", ctx.cancel_participant_tasks),
-            ("detach streams", ctx.session.detach_streams),
-            ("flush results", ctx.session.flush_results),
-            ("unpublish", ctx.session.unpublish),
-            ("disconnect", ctx.room.disconnect),
-            ("shutdown callbacks", lambda: ctx.run_shutdown_callbacks(deadline)),
+        rungs: list[tuple[str, Callable[[], Awaitable[None]], float]] = [
+            ("participant tasks", ctx.cancel_participant_tasks, before_disconnect),
+            ("detach streams", ctx.session.detach_streams, before_disconnect),
+            ("flush results", ctx.session.flush_results, before_disconnect),
+            ("unpublish", ctx.session.unpublish, before_disconnect),
+            ("disconnect", ctx.room.disconnect, deadline),
+            ("shutdown callbacks", lambda: ctx.run_shutdown_callbacks(deadline), deadline),
         ]
-        for name, rung in rungs:
-            remaining = deadline - time.monotonic()
+        for name, rung, rung_deadline in rungs:
+            remaining = rung_deadline - time.monotonic()
             try:
                 if remaining <= 0:
                     raise TimeoutError

@@ -401,7 +401,16 @@ class TrackFeed:
             await asyncio.gather(self._reader, return_exceptions=True)
         if self.attachment is not None:
             stats = await self.attachment.detach()
-            log.info("feed %s detached: %s", self.stream_id, stats)
+            # The figures as fields of the record (a JSON object in json logs), not a repr in the message.
+            log.info(
+                "feed %s detached: %d frames processed, %d dropped, %d lost, %d results",
+                self.stream_id,
+                stats.processed,
+                stats.dropped,
+                stats.lost,
+                stats.results,
+                extra={"stream_stats": msgspec.to_builtins(stats)},
+            )
         if self._output is not None:
             await self._output.aclose()
 

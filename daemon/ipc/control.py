@@ -213,7 +213,9 @@ def decode(frame: bytes) -> Message:
     try:
         return _decoder.decode(memoryview(frame)[_PREFIX.size :])
     except msgspec.DecodeError as exc:
-        raise ChannelError(f"undecodable control message: {exc}") from None
+        # Escaped: msgspec quotes the offending value, which the peer chose (a newline would forge a log line)
+        escaped = str(exc).encode("unicode_escape").decode()
+        raise ChannelError(f"undecodable control message: {escaped}") from None
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:

@@ -29,12 +29,20 @@ def scale_factor(width: int, height: int, fmt: VideoFormat) -> int:
 
 
 def _box_into(plane: npt.NDArray[np.uint8], factor: int, dest: npt.NDArray[np.uint8]) -> None:
-    """Write the mean of each factor × factor block of `plane` into `dest` (out_h, out_w[, depth]); trailing
-    rows/columns that do not fill a block are dropped."""
+    """Write the mean of each block of `plane` into `dest` (out_h, out_w[, depth]); trailing rows/columns
+    that do not fill a block are dropped. A block is factor × factor, narrowed on an axis where the plane
+    has fewer than `factor` source lines per output line (a 1000×3 frame scaled by 10 is 100×1: its blocks
+    are 10 wide and 3 high)."""
     out_h, out_w = dest.shape[0], dest.shape[1]
+    fy = min(factor, plane.shape[0] // out_h)
+    fx = min(factor, plane.shape[1] // out_w)
+    if fy == fx == 1:
+        dest[...] = plane[:out_h, :out_w].reshape(dest.shape)
+        return
     depth = plane.shape[2] if plane.ndim == 3 else 1
-    cropped = plane[: out_h * factor, : out_w * factor].reshape(out_h, factor, out_w, factor, depth)
-    mean = cropped.mean(axis=(1, 3), dtype=np.float32)
+    cropped = plane[: out_h * fy, : out_w * fx].reshape(out_h, fy, out_w, fx, depth)
+    # float32 sums of uint8 are exact up to 2**24 / 255 pixels a block; only absurd factors need float64.
+    mean = cropped.mean(axis=(1, 3), dtype=np.float32 if fy * fx <= 65_000 else np.float64)
     np.rint(mean, out=mean)
     dest[...] = mean.reshape(dest.shape)
 
@@ -63,15 +71,9 @@ def downscale(
         u = data[width * height : width * height + cw * ch].reshape(ch, cw)
         v = data[width * height + cw * ch : width * height + 2 * cw * ch].reshape(ch, cw)
         _box_into(y, factor, out[: out_w * out_h].reshape(out_h, out_w))
-        chroma_factor_h, chroma_factor_w = max(1, ch // och), max(1, cw // ocw)
-        chroma_factor = min(factor, chroma_factor_h, chroma_factor_w)
         for index, plane in enumerate((u, v)):
             start = out_w * out_h + index * ocw * och
-            dest = out[start : start + ocw * och].reshape(och, ocw)
-            if chroma_factor > 1:
-                _box_into(plane, chroma_factor, dest)
-            else:
-                dest[...] = plane[:och, :ocw]
+            _box_into(plane, factor, out[start : start + ocw * och].reshape(och, ocw))
         return out, out_w, out_h
     depth = 3 if pixel_format == "RGB24" else 4
     image = data[: width * height * depth].reshape(height, width, depth)

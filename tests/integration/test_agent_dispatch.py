@@ -111,9 +111,11 @@ async def test_reject(
         await request.reject(terminate=terminate)
         asked.set(request.id)
 
+    ran: list[str] = []
+
     @server.rtc_session(agent_name="picky", on_request=on_request)
     async def entry(ctx: JobContext) -> None:
-        raise AssertionError("a rejected job must not run")
+        ran.append(ctx.job.id)  # recorded, not raised: an entrypoint error would also end in JS_FAILED
 
     async with serving(server):
         await lkapi.room.create_room(api.CreateRoomRequest(name=room_name))
@@ -122,9 +124,13 @@ async def test_reject(
         )
         await asked.wait()
         await settled(server)
-        states = await job_states(lkapi, room_name)
-        assert [s.status for s in states] == [expected]
-        assert not server.jobs
+        [state] = await job_states(lkapi, room_name)
+        # The refusal itself: the server assigned the job to no worker; rejected without terminate, it ran
+        # out of workers to offer it to; with terminate, it was cancelled without being offered further.
+        assert state.status == expected
+        assert state.worker_id == "" and state.participant_identity == ""
+        assert state.error == ("" if terminate else "no worker available")
+        assert not ran and not server.jobs
 
 
 async def test_request_function_that_raises_means_unavailable(
@@ -137,7 +143,12 @@ async def test_request_function_that_raises_means_unavailable(
         asked.set()
         raise RuntimeError("cannot decide")
 
-    server.rtc_session(agent_name="broken", on_request=on_request)(_never)
+    ran: list[str] = []
+
+    async def entry(ctx: JobContext) -> None:
+        ran.append(ctx.job.id)  # recorded, not raised: an entrypoint error would also end in JS_FAILED
+
+    server.rtc_session(agent_name="broken", on_request=on_request)(entry)
     async with serving(server):
         await lkapi.room.create_room(api.CreateRoomRequest(name=room_name))
         await lkapi.agent_dispatch.create_dispatch(
@@ -145,11 +156,10 @@ async def test_request_function_that_raises_means_unavailable(
         )
         await asked.wait()
         await settled(server)
-        assert [s.status for s in await job_states(lkapi, room_name)] == [agent_pb.JS_FAILED]
-
-
-async def _never(ctx: JobContext) -> None:
-    raise AssertionError("must not run")
+        [state] = await job_states(lkapi, room_name)
+        # Refused (answered unavailable), so never assigned: not an accepted job whose entrypoint failed.
+        assert state.status == agent_pb.JS_FAILED and state.error == "no worker available"
+        assert state.worker_id == "" and not ran and not server.jobs
 
 
 async def test_entrypoint_error_reports_failed_with_the_text(

@@ -230,10 +230,10 @@ async def test_start_without_agents_is_a_clear_error(tmp_path: Path, devserver: 
     assert "no agents configured" in err.decode()
 
 
-async def test_start_against_an_unreachable_server_exits_3(tmp_path: Path) -> None:
+async def test_start_against_an_unreachable_server_exits_3(tmp_path: Path, closed_port: int) -> None:
     config = tmp_path / "agents.toml"
     config.write_text(
-        'livekit_url = "ws://127.0.0.1:9"\napi_key = "k"\napi_secret = "s"\nmax_retry = 1\n'
+        f'livekit_url = "ws://127.0.0.1:{closed_port}"\napi_key = "k"\napi_secret = "s"\nmax_retry = 1\n'
         'workers = 1\n[[agents]]\naudio = ["audio-level"]\n'
     )
     process = await asyncio.create_subprocess_exec(
@@ -249,4 +249,5 @@ async def test_start_against_an_unreachable_server_exits_3(tmp_path: Path) -> No
     )
     _, err = await asyncio.wait_for(process.communicate(), PROCESS)
     assert process.returncode == 3, err.decode()
-    assert "framepool: cannot reach LiveKit at ws://127.0.0.1:9" in err.decode()
+    assert f"framepool: cannot reach LiveKit at ws://127.0.0.1:{closed_port}" in err.decode()
+    assert "connection refused by 127.0.0.1:" in err.decode()

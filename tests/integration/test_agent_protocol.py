@@ -4,7 +4,6 @@ credentials."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -98,16 +97,9 @@ async def test_garbage_from_the_server_is_logged_and_survived(
     assert "unknown server message (empty)" in text
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def test_unreachable_server_fails_after_max_retry() -> None:
+async def test_unreachable_server_fails_after_max_retry(closed_port: int) -> None:
     settings = Settings(
-        livekit_url=f"ws://127.0.0.1:{_free_port()}",
+        livekit_url=f"ws://127.0.0.1:{closed_port}",
         api_key=API_KEY,
         api_secret="secret",
         workers=1,

@@ -65,7 +65,7 @@ async def test_restart_migrates_live_jobs_and_delivers_queued_status() -> None:
                 old_worker = connection.worker_id
 
                 await first.aclose()
-                await agent_log.wait("connection failed")  # the daemon knows it is disconnected
+                await agent_log.wait("lost the connection to LiveKit")  # the daemon knows it is disconnected
                 finish["end"].set()
                 job: RunningJob = await ended["end"].wait()
                 assert job.status == agent_pb.JS_SUCCESS  # reported while disconnected: queued

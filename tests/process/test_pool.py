@@ -391,7 +391,9 @@ async def test_worker_that_closes_its_channel_but_lingers_is_killed_and_reaped(
     shm_unchanged: None, start_method: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="framepool.pool")
-    pool = await started(start_method=start_method, worker_shutdown_timeout=0.5)
+    # The detach and acknowledge rungs must succeed, so they get PROMPT (a loaded 2-core machine can miss
+    # 0.5 s); the exit rung never succeeds (the thread lingers) and costs that bound once.
+    pool = await started(start_method=start_method, worker_shutdown_timeout=PROMPT)
     pid = pool.worker_pids()[0]
     await pool.attach(audio_spec("l", "tests.support.procs:LingerAtExit"), RecordingSink())
     await pool.aclose()  # detach runs close(): the worker acks the shutdown, then hangs in its exit
@@ -401,7 +403,7 @@ async def test_worker_that_closes_its_channel_but_lingers_is_killed_and_reaped(
     assert rungs == [
         f"worker 0 (pid {pid}): shutdown requested",
         f"worker 0 (pid {pid}): shutdown acknowledged",
-        f"worker 0 (pid {pid}): acknowledged shutdown but did not exit within 0.5 s; killing it",
+        f"worker 0 (pid {pid}): acknowledged shutdown but did not exit within {PROMPT:.1f} s; killing it",
         f"worker 0 (pid {pid}): killed (signal 9)",
     ]
 

@@ -576,3 +576,38 @@ class CorruptThenExit(AudioProcessor[NoParams]):
         with mmap.mmap(fd, os.fstat(fd).st_size) as shared:
             struct.pack_into("<Q", shared, 64, 1_000_000)
         os._exit(3)
+
+
+class BurstParams(msgspec.Struct, forbid_unknown_fields=True):
+    results: int = 100
+    done_fifo: str = ""  # a FIFO this processor writes one byte to once it has emitted everything
+
+
+class Burst(AudioProcessor[BurstParams]):
+    """Emits `results` results on its first frame, then signals `done_fifo`: a test holding the supervisor's
+    loop until then knows the results met a result ring nobody drained."""
+
+    name = "burst"
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        if frame.seq != 1:
+            return
+        for index in range(self.params.results):
+            ctx.emit("burst", index)
+        if self.params.done_fifo:
+            with open(self.params.done_fifo, "wb") as fifo:
+                fifo.write(b"!")
+
+
+class HangAtClose(AudioProcessor[NoParams]):
+    """Emits once on its first frame, then never returns from close(): a stream whose detach never ends."""
+
+    name = "hang-at-close"
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        if frame.seq == 1:
+            ctx.emit("running", frame.seq)
+
+    def close(self, ctx: ProcessContext) -> None:
+        while True:
+            time.sleep(3600)

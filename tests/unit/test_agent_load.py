@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from framepool.agent.load import LOAD_WINDOW, CpuMeter, LoadTracker
+import time
+
+from framepool.agent.load import LOAD_WINDOW, MIN_SPAN, CpuMeter, LoadTracker
 
 
 class Clock:
@@ -50,7 +52,27 @@ def test_draining_is_full() -> None:
 
 
 def test_cpu_meter_reports_a_fraction_of_one_core() -> None:
-    meter = CpuMeter(window=60)
+    """Real CPU time over an injected clock: the span is exact, so the fraction is known to within the CPU
+    this process spends outside the busy loop (a few milliseconds)."""
+    clock = Clock()
+    meter = CpuMeter(window=LOAD_WINDOW, clock=clock)
+    assert meter.sample() == 0.0  # one sample: no span yet
+    burned = _burn_cpu(0.25)
+    clock.now += MIN_SPAN / 2
+    assert meter.sample() == 0.0  # under the minimum span: a burst reads as nothing, not as 100 %
+    clock.now += MIN_SPAN / 2
+    busy = meter.sample()  # `burned` seconds of CPU over MIN_SPAN seconds
+    assert burned / MIN_SPAN - 0.01 <= busy <= min(1.0, (burned + 0.1) / MIN_SPAN), (busy, burned)
+    assert busy >= 0.2  # FULL can be decided on it: the old test could only ever see 0.0
+    clock.now += 100 * LOAD_WINDOW  # idle for many windows: the busy samples fall out of the window
     meter.sample()
-    sum(i * i for i in range(200_000))  # some CPU between the samples
-    assert 0.0 <= meter.sample() <= 1.0
+    clock.now += MIN_SPAN
+    assert meter.sample() < 0.01
+
+
+def _burn_cpu(seconds: float) -> float:
+    """Spin until this process has used `seconds` of CPU time; the CPU time actually used."""
+    start = time.process_time()
+    while time.process_time() - start < seconds:
+        sum(i * i for i in range(10_000))
+    return time.process_time() - start

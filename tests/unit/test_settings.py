@@ -100,3 +100,36 @@ def test_field_docs_cover_every_field_with_a_description() -> None:
     assert [row[0] for row in rows] == list(Settings.__struct_fields__)
     assert all(description for _, _, description, _ in rows)
     assert rows[[r[0] for r in rows].index("workers")][:2] == ("workers", "FRAMEPOOL_WORKERS")
+
+
+def test_worker_memory_limit_is_on_by_default_and_derived_from_memory_and_workers() -> None:
+    one, four = Settings(workers=1), Settings(workers=4)
+    machine = settings.machine_memory_mb()
+    assert one.worker_memory_limit_mb == max(settings.MIN_DERIVED_LIMIT_MB, machine // 2) > 0
+    assert four.worker_memory_limit_mb == max(settings.MIN_DERIVED_LIMIT_MB, machine // 2 // 4)
+    assert one.worker_memory_warn_mb == one.worker_memory_limit_mb * 3 // 4 > 0
+    # The same through every layer, and each value overridable, 0 still disabling.
+    loaded = settings.load(environ={"FRAMEPOOL_WORKERS": "4"})
+    assert loaded.worker_memory_limit_mb == four.worker_memory_limit_mb
+    explicit = settings.load(environ={"FRAMEPOOL_WORKER_MEMORY_LIMIT_MB": "800"})
+    assert (explicit.worker_memory_limit_mb, explicit.worker_memory_warn_mb) == (800, 600)
+    off = settings.load(
+        environ={"FRAMEPOOL_WORKER_MEMORY_LIMIT_MB": "0", "FRAMEPOOL_WORKER_MEMORY_WARN_MB": "0"}
+    )
+    assert (off.worker_memory_limit_mb, off.worker_memory_warn_mb) == (0, 0)
+    warn_only = settings.load(overrides={"worker_memory_limit_mb": 0}, environ={})
+    assert warn_only.worker_memory_warn_mb == one.worker_memory_warn_mb  # warned, never killed
+    with pytest.raises(ConfigError, match="worker_memory_limit_mb = '-2'"):
+        settings.load(environ={"FRAMEPOOL_WORKER_MEMORY_LIMIT_MB": "-2"})
+
+
+def test_more_workers_than_usable_cpus_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    usable = len(os.sched_getaffinity(0))
+    with caplog.at_level("WARNING", logger="framepool.settings"):
+        assert settings.effective_workers(Settings(workers=usable), [0]) == usable
+        assert not caplog.records
+        assert settings.effective_workers(Settings(workers=usable + 1), [0]) == usable + 1
+    (record,) = caplog.records
+    assert record.levelname == "WARNING"
+    assert f"workers = {usable + 1} exceeds the {usable} CPU(s)" in record.getMessage()
+    assert (record.workers, record.usable_cpus) == (usable + 1, usable)  # type: ignore[attr-defined]
