@@ -1,5 +1,6 @@
-"""A processor that keeps killing its worker is quarantined in a live job: the room hears it, the job and
-the healthy processor on the same track go on (the real SDK against the dev server)."""
+"""A processor that keeps killing its worker (exits, segfaults, stalls, leaks) is quarantined in a live job:
+the room hears it, the job and the healthy processor on the same track go on (the real SDK against the dev
+server)."""
 
 from __future__ import annotations
 
@@ -20,17 +21,28 @@ from tests.support.timeouts import EVENT
 pytestmark = pytest.mark.integration
 
 
-async def test_a_crashing_processor_is_quarantined_and_the_room_hears_it(
-    devserver: DevServer, room_name: str
+@pytest.mark.parametrize(
+    ("bad", "overrides"),
+    [
+        ("ExitCrash", {}),
+        ("Segfault", {}),
+        ("Stall(seconds=5)", {}),
+        ("Leak(mb_per_frame=5)", {"worker_memory_limit_mb": 400, "ping_interval": 0.2}),
+    ],
+    ids=["os._exit", "SIGSEGV", "slow-5s-per-frame", "leak"],
+)
+async def test_a_bad_processor_is_quarantined_and_the_room_hears_it(
+    devserver: DevServer, room_name: str, bad: str, overrides: dict[str, object]
 ) -> None:
     attached = Signal()
-    settings = agent_settings(devserver, quarantine_incidents=2, restart_backoff=0.01)
+    settings = agent_settings(devserver, quarantine_incidents=2, restart_backoff=0.01, **overrides)
     server = AgentServer(settings, load_fnc=quiet_load)
+    name = f"tests.support.procs:{bad.split('(')[0]}"
 
     @server.rtc_session()
     async def entry(ctx: JobContext) -> None:
         await ctx.connect(auto_subscribe=False)
-        processors = ["tests.support.procs:ExitCrash", "tests.support.procs:Count"]
+        processors = [f"tests.support.procs:{bad}", "tests.support.procs:Count"]
         ctx.attach(processors, participants=["alice"], output=DataOutput(topic="analysis"))
         attached.set(ctx)
 
@@ -48,11 +60,13 @@ async def test_a_crashing_processor_is_quarantined_and_the_room_hears_it(
             try:
                 quarantined = await _next(messages, lambda m: m.get("event") == "processor_quarantined")
                 # The healthy processor on the same track keeps producing results afterwards.
+                while not messages.empty():
+                    messages.get_nowait()
                 count = await _next(messages, lambda m: m.get("processor") == "tests.support.procs:Count")
             finally:
                 await stop(feeding)
             assert ctx.job.id in server.jobs  # the job goes on
-    assert quarantined["processor"] == "tests.support.procs:ExitCrash"
+    assert quarantined["processor"] == name
     assert quarantined["participant"] == "alice" and str(quarantined["track"]).startswith("TR_")
     assert quarantined["reason"]
     assert count["participant"] == "alice"
