@@ -30,9 +30,10 @@ from framepool.agent.connection import WS_CLOSE_TIMEOUT, AgentConnection
 from framepool.agent.job import Entrypoint, JobContext, JobRequest, RunningJob, SharedState, StatusReporter
 from framepool.agent.load import CpuMeter, LoadTracker
 from framepool.agent.registration import ConnectionOptions, DaemonStatus, Registration
-from framepool.errors import ConfigError, FramepoolError, PoolHaltedError
+from framepool.errors import ConfigError, FramepoolError, PoolHaltedError, ProcessorError
 from framepool.logs import log_context
 from framepool.pool import WorkerPool
+from framepool.processors.registry import ProcessorSpec
 from framepool.settings import Settings
 from framepool.tasks import TaskSet, first_of
 
@@ -83,6 +84,8 @@ class Agent:
             can_subscribe=True, can_publish=True, can_publish_data=True, agent=True
         )
     )
+    # Processors the agent is known to attach (declarative agents): tried in a worker at start.
+    processors: list[ProcessorSpec] = field(default_factory=list, kw_only=True)
     shared: SharedState = field(init=False)
 
     def __post_init__(self) -> None:
@@ -138,16 +141,10 @@ class AgentServer:
         """Decorator registering `entrypoint(ctx)` as an agent; several per daemon."""
 
         def register(entrypoint: Entrypoint) -> Entrypoint:
-            self.add_agent(
-                Agent(
-                    entrypoint,
-                    agent_name,
-                    type,
-                    on_request or accept_all,
-                    prewarm,
-                    **({"permissions": permissions} if permissions is not None else {}),
-                )
-            )
+            agent = Agent(entrypoint, agent_name, type, on_request or accept_all, prewarm)
+            if permissions is not None:
+                agent.permissions = permissions
+            self.add_agent(agent)
             return entrypoint
 
         return register
@@ -316,6 +313,7 @@ class AgentServer:
         try:
             for agent in self.agents:
                 await self._prewarm(agent)
+            await self._probe_processors(pool)
         except BaseException:
             self.pool = None
             if own_pool:
@@ -323,6 +321,14 @@ class AgentServer:
             raise
         if register:
             self._create_connections()
+
+    async def _probe_processors(self, pool: WorkerPool) -> None:
+        """ProcessorError (exit 2) if a processor an agent declares cannot be constructed in a worker."""
+        specs = [spec for agent in self.agents for spec in agent.processors]
+        failures = await pool.probe(specs) if specs else {}
+        if failures:
+            text, reason = next(iter(failures.items()))
+            raise ProcessorError(f"processor {text} failed to start: {reason}")
 
     async def _prewarm(self, agent: Agent) -> None:
         """Run the agent's prewarm hook once, here in the supervisor, before any of its jobs can arrive.

@@ -99,6 +99,14 @@ class DrainStream(_Message):
     token: int
 
 
+class ProbeProcessors(_Message):
+    """Construct each processor once (with its per-worker resources) and drop it: a declarative agent's
+    processors are tried at start, so one whose constructor raises fails `framepool start`, not a job."""
+
+    token: int
+    processors: list[ProcessorSpec]
+
+
 class Ping(_Message):
     seq: int
 
@@ -154,6 +162,11 @@ class StreamDrained(_Message):
     busy: dict[str, float]
 
 
+class ProcessorsProbed(_Message):
+    token: int
+    failures: dict[str, str]  # processor spec text → why it could not start
+
+
 class Pong(_Message):
     seq: int  # the Ping's: a pong that answers no outstanding ping is a protocol violation
     # Seconds spent in each processor (in the stream's processor order) so far, for the streams that processed
@@ -170,6 +183,7 @@ Message = (
     | AttachStream
     | DetachStream
     | DrainStream
+    | ProbeProcessors
     | Ping
     | Shutdown
     | WorkerReady
@@ -179,6 +193,7 @@ Message = (
     | StreamEvent
     | StreamDetached
     | StreamDrained
+    | ProcessorsProbed
     | Pong
     | ShutdownAck
 )

@@ -42,6 +42,7 @@ import msgspec
 import psutil
 
 from framepool.errors import ChannelError, CrashLoopError, PoolError, PoolHaltedError, ProcessorError
+from framepool.ipc import control
 from framepool.ipc.lifecycle import FATAL_AT_BOOT, WorkerExit, describe_exit
 from framepool.pool.formats import input_format_of, ring_slots
 from framepool.pool.liveness import HealthAction
@@ -50,6 +51,7 @@ from framepool.pool.process import WorkerProcess, WorkerState
 from framepool.pool.quarantine import blame_of
 from framepool.pool.stream import Result, StreamAttachment, StreamSink, StreamSpec, StreamStats
 from framepool.processors.kinds import kind_of, media_kind
+from framepool.processors.registry import ProcessorSpec
 from framepool.settings import Settings, effective_workers, worker_cpus
 from framepool.tasks import TaskSet, first_of
 
@@ -236,6 +238,17 @@ class WorkerPool:
             self._streams.discard(attachment)
             raise
         return attachment
+
+    async def probe(self, specs: list[ProcessorSpec]) -> dict[str, str]:
+        """Construct each processor once in a worker (never here): spec text → why it could not start."""
+        for _ in range(2):  # a worker may die meanwhile: ask its replacement once
+            worker = await self._ready_worker()
+            token = worker.next_token()
+            message = control.ProbeProcessors(token=token, processors=specs)
+            reply = await worker.request(message, "probe", token)
+            if isinstance(reply, control.ProcessorsProbed):
+                return reply.failures
+        return {str(spec): "the worker died while constructing it" for spec in specs}
 
     async def _ready_worker(self) -> WorkerProcess:
         while True:

@@ -251,6 +251,8 @@ class WorkerProcess:
             case control.StreamDrained(token=key):
                 self.drain_results()
                 self._reply("drain", key, message)
+            case control.ProcessorsProbed(token=key):
+                self._reply("probe", key, message)
             case _:
                 self._violated(f"a {type(message).__name__} message, which only the supervisor sends")
 

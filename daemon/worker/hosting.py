@@ -476,3 +476,15 @@ class HostedStream:
 def release_resources() -> None:
     """At worker exit: release every per-worker resource processors loaded here, newest first."""
     release_all()
+
+
+def probe(spec: ProcessorSpec) -> str:
+    """Construct `spec`'s processor once (its resources first) and drop it: "" if it starts, else why not."""
+    try:
+        resolved = resolve(spec)
+        for resource_ in resources_of(resolved.cls):
+            resource_.get()
+        instantiate(resolved)
+    except Exception as exc:  # a processor's constructor or resource may raise anything
+        return f"{type(exc).__name__}: {exc}"
+    return ""

@@ -41,7 +41,7 @@ from framepool.ipc.control import WorkerChannel
 from framepool.ipc.lifecycle import WorkerExit
 from framepool.ipc.ring import Doorbell, FrameRing, RingError
 from framepool.logs import log_context, setup_logging
-from framepool.worker.hosting import CallWatch, HostedStream, ResultWriter, release_resources
+from framepool.worker.hosting import CallWatch, HostedStream, ResultWriter, probe, release_resources
 
 # Streams whose busy seconds one pong carries at most (about 20 bytes each per processor, far below the
 # channel's
@@ -275,6 +275,9 @@ class WorkerRuntime:
                     stream.process_pending(limit=None)
                     busy, errors = stream.busy(), stream.errors
                 self.channel.send(control.StreamDrained(index=index, token=token, errors=errors, busy=busy))
+            case control.ProbeProcessors(token=token, processors=specs):
+                failures = {str(spec): reason for spec in specs if (reason := probe(spec))}
+                self.channel.send(control.ProcessorsProbed(token=token, failures=failures))
             case control.Ping(seq=seq):
                 self._pong(seq)
             case control.Shutdown():
