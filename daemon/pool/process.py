@@ -21,11 +21,10 @@ log (faulthandler), and SIGKILL one heartbeat later if it is still silent (gunic
 SIGKILL): the operator sees where it hung, and a worker that was only slow and answers in between is
 spared.
 
-The supervisor owns every memfd: it creates the worker's doorbells and result ring here and passes their
-fds in the start message. Results are drained from the result ring when the result doorbell's eventfd
-becomes readable (loop.add_reader), everything at once, and then the doorbell is re-armed. Each result and
-output slot is decoded and validated by `framepool.ipc.slots`; a malformed one is a worker breaking the
-protocol, which gets it killed (and, like any death, restarted by the pool).
+The supervisor owns every memfd (doorbells, result ring: created here, fds passed in the start message).
+Results are drained when the result doorbell's eventfd is readable, a ring's worth per loop turn. Every
+slot is validated by `framepool.ipc.slots`; a malformed slot, a corrupt ring, a pong that answers no ping
+or a message flood is the worker breaking the protocol: it is killed (and, like any death, restarted).
 """
 
 from __future__ import annotations
