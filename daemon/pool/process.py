@@ -398,8 +398,6 @@ class WorkerProcess:
             count += attachment.drain_output()  # at most its ring's slots
         return count
 
-    # -- health -----------------------------------------------------------------------------------------
-
     def check_health(self, now: float) -> HealthAction:
         """This worker's health at monotonic `now` (its last pong, its PSS as last measured): one action."""
         if self.state is not WorkerState.READY:
