@@ -9,18 +9,21 @@ is left in /dev/shm.
 from __future__ import annotations
 
 import asyncio
+import glob
 import json
 import os
 import signal
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from livekit import api, rtc
 from livekit.protocol import agent as agent_pb
 
 from framepool.devserver.agents import dispatcher_for
 from framepool.devserver.server import DevServer
+from framepool.errors import ExitStatus
 from tests.support.agentkit import LogWatch, job_states
 from tests.support.daemon import ROOT, assert_gone, exit_status, worker_pids
 from tests.support.devserver import API_KEY, API_SECRET
@@ -251,3 +254,34 @@ async def test_start_against_an_unreachable_server_exits_3(tmp_path: Path, close
     assert process.returncode == 3, err.decode()
     assert f"framepool: cannot reach LiveKit at ws://127.0.0.1:{closed_port}" in err.decode()
     assert "connection refused by 127.0.0.1:" in err.decode()
+
+
+async def test_a_pool_halting_under_a_running_daemon_exits_4(devserver: DevServer) -> None:
+    """Registered and serving, the daemon loses its worker and the replacement cannot start (its prewarm
+    kills it every time): the pool halts instead of respawning forever and the daemon exits with
+    POOL_HALTED (4), which systemd's RestartPreventExitStatus keeps from restarting in a loop."""
+    markers_before = set(glob.glob("/tmp/framepool-test-prewarm-*"))
+    process = await start_daemon(
+        devserver,
+        "tests.support.agent_apps:endless_server",
+        prewarm="tests.support.procs:prewarm_first_only",
+        crash_loop_limit="2",
+        restart_backoff="0.01",
+    )
+    seen: list[str] = []
+    try:
+        await asyncio.wait_for(log_line(process, "registered 1 agent", seen), PROCESS)
+        # Forked by the forkserver, the daemon's child: the worker is the daemon's grandchild.
+        [worker] = [
+            p.pid for p in psutil.Process(process.pid).children(recursive=True) if p.ppid() != process.pid
+        ]
+        os.kill(worker, signal.SIGKILL)
+        status, log = await exit_status(process, seen)
+        assert status == ExitStatus.POOL_HALTED, log
+        assert "worker pool halted" in log
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        for marker in set(glob.glob("/tmp/framepool-test-prewarm-*")) - markers_before:
+            os.unlink(marker)
