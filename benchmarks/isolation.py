@@ -14,8 +14,11 @@ with a worker) above the baseline, and the time from the first bad frame to the 
 Targets (checked, `ok` in the JSON): the bad processor is quarantined after exactly `quarantine_incidents`
 incidents, and the neighbour loses per incident no more than one budget window of frames: the hard limit
 (processor_budget_hard x budget, the longest a call may hold the worker) plus one heartbeat
-(ping_interval, how late the pool can notice), in 10 ms frames. Not measured here (another item of issue
-9): descendants' exit after the supervisor's death.
+(ping_interval, how late the pool can notice), in 10 ms frames.
+
+`orphans`: a supervisor process with one worker busy in a processor that never returns is killed with
+SIGKILL; the time until every descendant (worker, forkserver, resource tracker) is gone, for each start
+method, against the same with the worker idle. Target: gone within 2 s.
 
     .venv/bin/python benchmarks/isolation.py            # table
     .venv/bin/python benchmarks/isolation.py --json     # one JSON object
@@ -139,6 +142,36 @@ async def scenario(name: str) -> dict[str, Any]:
         await pool.aclose()
 
 
+ORPHANS_TARGET_S = 2.0
+
+
+def orphans(start_method: str, busy: bool) -> dict[str, Any]:
+    """Kill -9 a supervisor (tests/support/busy_supervisor_script.py); seconds until its descendants die."""
+    import subprocess
+
+    import psutil
+
+    from tests.support.pool import wait_exited
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    args = [sys.executable, "-m", "tests.support.busy_supervisor_script", start_method]
+    child = subprocess.Popen(
+        [*args] if busy else [*args, "idle"], cwd=root, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        supervisor = json.loads(child.stdout.readline())["supervisor"]
+        family = [p.pid for p in psutil.Process(supervisor).children(recursive=True)]
+        started = time.monotonic()
+        child.kill()
+        alive = wait_exited(family, 10.0)
+        gone_s = time.monotonic() - started
+    finally:
+        child.kill()
+        child.wait()
+    return {"descendants": len(family), "gone_s": round(gone_s, 3), "left_alive": alive}
+
+
 async def bench() -> dict[str, Any]:
     window_s = SETTINGS["processor_budget_ms"] / 1000 * SETTINGS["processor_budget_hard"]
     window_frames = int((window_s + SETTINGS["ping_interval"]) / FRAME_S)
@@ -156,10 +189,19 @@ async def bench() -> dict[str, Any]:
             and result["neighbour_lost_per_incident"] <= window_frames
         )
         ok = ok and result["ok"]
+    exits = {
+        f"{method} {'busy' if busy else 'idle'}": orphans(method, busy)
+        for method in ("forkserver", "spawn")
+        for busy in (False, True)
+    }
+    for result in exits.values():
+        result["ok"] = not result["left_alive"] and result["gone_s"] <= ORPHANS_TARGET_S
+        ok = ok and result["ok"]
     return {
         "settings": SETTINGS,
         "budget_window_frames": window_frames,
         "scenarios": results,
+        "orphans": exits,
         "ok": ok,
     }
 
@@ -180,6 +222,11 @@ def main() -> None:
             f"{name:6} neighbour lost {result['neighbour_lost']:4} of {result['pushed']:4}"
             f"  incidents {result['incidents']}  quarantine after {result['quarantine_s']} s"
             f"  per incident {result.get('neighbour_lost_per_incident', '-')}  ok {result.get('ok', '-')}"
+        )
+    for name, result in report["orphans"].items():
+        print(
+            f"supervisor killed ({name}): {result['descendants']} descendants gone in {result['gone_s']} s"
+            f"  ok {result['ok']}"
         )
     sys.exit(0 if report["ok"] else 1)
 
