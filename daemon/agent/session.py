@@ -282,6 +282,7 @@ class RoomSession:
 
     def stats(self) -> dict[str, Any]:
         feeds = [feed for rule in self.rules for feed in rule.feeds.values()]
+        attachments = [feed.attachment for feed in feeds if feed.attachment is not None]
         return {
             "feeds": len(feeds),
             "results_sent": self.results_sent,
@@ -289,6 +290,8 @@ class RoomSession:
             "results_dropped_rate": sum(f.rate.dropped for f in feeds),
             "frames": sum(f.frames for f in feeds),
             "dropped": sum(f.dropped for f in feeds),
+            "incidents": sum(sum(a.incidents.values()) for a in attachments),
+            "processors_quarantined": sum(len(a.quarantined) for a in attachments),
         }
 
 

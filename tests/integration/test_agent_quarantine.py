@@ -66,6 +66,8 @@ async def test_a_bad_processor_is_quarantined_and_the_room_hears_it(
             finally:
                 await stop(feeding)
             assert ctx.job.id in server.jobs  # the job goes on
+            stats = ctx.session.stats()
+            assert stats["processors_quarantined"] == 1 and stats["incidents"] >= 2
     assert quarantined["processor"] == name
     assert quarantined["participant"] == "alice" and str(quarantined["track"]).startswith("TR_")
     assert quarantined["reason"]
