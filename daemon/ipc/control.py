@@ -241,7 +241,10 @@ def channel_pair() -> tuple[socket.socket, socket.socket]:
 def _receive(sock: socket.socket) -> tuple[Message, list[int]]:
     """Read one datagram (and its fds) from a readable socket; fds are closed if the message is bad."""
     try:
-        data, ancdata, flags, _ = sock.recvmsg(MAX_MESSAGE + _PREFIX.size + 1, socket.CMSG_SPACE(MAX_FDS * 4))
+        # MSG_CMSG_CLOEXEC: received ring fds are close-on-exec, so nothing a processor execs inherits them.
+        data, ancdata, flags, _ = sock.recvmsg(
+            MAX_MESSAGE + _PREFIX.size + 1, socket.CMSG_SPACE(MAX_FDS * 4), socket.MSG_CMSG_CLOEXEC
+        )
     except (BlockingIOError, InterruptedError):
         raise
     except OSError as exc:

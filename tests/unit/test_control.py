@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import socket
 import struct
@@ -68,6 +69,8 @@ def test_blocking_pair_passes_fds() -> None:
         assert message == Ping(seq=1)
         assert len(fds) == 1 and fds[0] != fd
         assert os.pread(fds[0], 7, 0) == b"payload"
+        assert not os.get_inheritable(fds[0])  # close-on-exec: a processor's exec never inherits a ring
+        assert fcntl.fcntl(fds[0], fcntl.F_GETFD) & fcntl.FD_CLOEXEC
         control.close_fds(fds)
     finally:
         os.close(fd)
