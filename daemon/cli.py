@@ -26,6 +26,7 @@ from typing import Any
 
 from framepool import settings as settings_module
 from framepool.errors import ConfigError, ExitStatus, FramepoolError
+from framepool.hardening import make_undumpable
 from framepool.logs import setup_logging
 from framepool.settings import Settings
 
@@ -233,6 +234,7 @@ def _run_process(args: argparse.Namespace, settings: Settings | None) -> int:
         output_media=args.output_media,
         summary=not args.quiet,
     )
+    make_undumpable()
     return run_service(run_offline(settings, job))
 
 

@@ -27,6 +27,7 @@ from livekit import api
 from livekit.protocol import agent as agent_pb
 
 from framepool.errors import ConfigError, ExitStatus, ServerUnavailableError
+from framepool.hardening import make_undumpable
 from framepool.logs import setup_logging
 from framepool.settings import Settings
 from framepool.signals import StopSignals, run_service
@@ -125,6 +126,7 @@ def _run_start(args: argparse.Namespace, settings: Settings | None) -> int:
     from framepool.service import Supervisor
 
     assert settings is not None
+    make_undumpable()
     quiet_short_secret_warning()
     settings = with_log_format(settings, "json")
     server = load_server(args.target, settings)
@@ -133,6 +135,7 @@ def _run_start(args: argparse.Namespace, settings: Settings | None) -> int:
 
 def _run_dev(args: argparse.Namespace, settings: Settings | None) -> int:
     assert settings is not None
+    make_undumpable()
     quiet_short_secret_warning()
     settings = with_log_format(settings, "text")
     return run_service(_dev(args, settings))
@@ -185,6 +188,7 @@ def replace_settings(settings: Settings, **changes: Any) -> Settings:
 
 def _run_connect(args: argparse.Namespace, settings: Settings | None) -> int:
     assert settings is not None
+    make_undumpable()
     quiet_short_secret_warning()
     settings = with_log_format(settings, "text")
     server = load_server(args.target, settings)
