@@ -1,4 +1,5 @@
-"""Settings of every tier (test process): pytest-timeout's per-test limit from tests/support/timeouts.py.
+"""Settings of every tier (test process): pytest-timeout's per-test limit from tests/support/timeouts.py,
+and the `shm_unchanged` fixture (no framepool memfd and no /dev/shm segment left behind by the test).
 
 Nothing here may import the dev-server extra: the unit tier runs without it (`make unit-minimal`).
 """
@@ -6,10 +7,12 @@ Nothing here may import the dev-server extra: the unit tier runs without it (`ma
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.support import timeouts
+from tests.support.shm import shm_segments
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -17,3 +20,11 @@ def pytest_configure(config: pytest.Config) -> None:
     """Before pytest-timeout reads its settings: the scaled limit, unless --timeout or PYTEST_TIMEOUT."""
     if config.getoption("timeout", None) is None and "PYTEST_TIMEOUT" not in os.environ:
         config.option.timeout = timeouts.PER_TEST
+
+
+@pytest.fixture
+async def shm_unchanged() -> AsyncIterator[None]:
+    """Fails the test if it leaves a framepool memfd open in this process or a segment in /dev/shm."""
+    before = shm_segments()
+    yield
+    assert shm_segments() == before

@@ -6,24 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from framepool.pool import WorkerPool
 from tests.support.pool import AUDIO_10MS, RecordingSink, audio_frame, audio_spec, settings
-from tests.support.shm import shm_segments
 from tests.support.timeouts import EVENT
 
 pytestmark = pytest.mark.process
-
-
-@pytest.fixture
-async def shm_unchanged() -> AsyncIterator[None]:
-    before = shm_segments()
-    yield
-    assert shm_segments() == before
 
 
 async def test_result_ring_overflow_drops_and_counts_every_refused_result(

@@ -9,23 +9,14 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
 
 import psutil
 import pytest
 
 from tests.support.pool import wait_exited
-from tests.support.shm import shm_segments
 from tests.support.timeouts import ORPHANS_GONE, PROCESS
 
 pytestmark = pytest.mark.process
-
-
-@pytest.fixture
-async def shm_unchanged() -> AsyncIterator[None]:
-    before = shm_segments()
-    yield
-    assert shm_segments() == before
 
 
 def descendants(pid: int) -> dict[int, str]:

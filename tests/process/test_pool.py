@@ -9,7 +9,6 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 
 import numpy as np
 import psutil
@@ -30,17 +29,9 @@ from tests.support.pool import (
     wait_exited,
 )
 from tests.support.procs import prewarm_marker
-from tests.support.shm import shm_segments
 from tests.support.timeouts import EVENT, PROCESS, PROMPT
 
 pytestmark = pytest.mark.process
-
-
-@pytest.fixture
-async def shm_unchanged() -> AsyncIterator[None]:
-    before = shm_segments()
-    yield
-    assert shm_segments() == before
 
 
 def _alive(pids: list[int]) -> list[int]:

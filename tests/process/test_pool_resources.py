@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +17,10 @@ from framepool.pool import StreamAttachment, StreamSpec, WorkerPool
 from framepool.processors.registry import parse_spec
 from tests.support import procs
 from tests.support.pool import RecordingSink, settings
-from tests.support.shm import shm_segments
 
 pytestmark = pytest.mark.process
 
 SAMPLES = 960  # ModelUser declares 20 ms frames at 48 kHz
-
-
-@pytest.fixture
-async def shm_unchanged() -> AsyncIterator[None]:
-    before = shm_segments()
-    yield
-    assert shm_segments() == before
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -17,18 +16,10 @@ from framepool.errors import ProcessorError
 from framepool.pool import StreamAttachment, StreamSpec, WorkerPool
 from framepool.processors.registry import parse_spec
 from tests.support.pool import AUDIO_10MS, RecordingSink, audio_frame, audio_spec, i420, settings
-from tests.support.shm import shm_segments
 
 pytestmark = pytest.mark.process
 COUNT = "tests.support.procs:Count"
 STALL = "tests.support.procs:Stall"
-
-
-@pytest.fixture
-async def shm_unchanged() -> AsyncIterator[None]:
-    before = shm_segments()
-    yield
-    assert shm_segments() == before
 
 
 async def started(**overrides: Any) -> WorkerPool:

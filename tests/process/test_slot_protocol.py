@@ -3,23 +3,13 @@ killed and replaced, and the stream goes on (the supervisor trusts nothing a wor
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import psutil
 import pytest
 
 from framepool.pool import WorkerPool
 from tests.support.pool import AUDIO_10MS, RecordingSink, audio_frame, audio_spec, settings
-from tests.support.shm import shm_segments
 
 pytestmark = pytest.mark.process
-
-
-@pytest.fixture
-async def shm_unchanged() -> AsyncIterator[None]:
-    before = shm_segments()
-    yield
-    assert shm_segments() == before
 
 
 @pytest.mark.parametrize("slot", ["result", "output"])

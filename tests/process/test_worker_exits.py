@@ -5,23 +5,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
 
 import pytest
 
 from framepool.ipc.lifecycle import WorkerExit, describe_exit
 from framepool.pool import WorkerPool
 from tests.support.pool import AUDIO_10MS, RecordingSink, audio_frame, audio_spec, settings
-from tests.support.shm import shm_segments
 
 pytestmark = pytest.mark.process
-
-
-@pytest.fixture
-async def shm_unchanged() -> AsyncIterator[None]:
-    before = shm_segments()
-    yield
-    assert shm_segments() == before
 
 
 async def test_a_hung_worker_dumps_its_stack_to_the_log_before_it_is_killed(
