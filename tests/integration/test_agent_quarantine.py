@@ -14,11 +14,37 @@ from framepool.agent.job import JobContext
 from framepool.agent.outputs import DataOutput
 from framepool.agent.server import AgentServer
 from framepool.devserver.server import DevServer
+from framepool.settings import Settings
 from tests.support.agentkit import Signal, agent_settings, quiet_load, serving
 from tests.support.sdk import joined, publish_tone, stop
 from tests.support.timeouts import EVENT
 
 pytestmark = pytest.mark.integration
+
+
+def analysis_server(settings: Settings, bad: str, attached: Signal) -> AgentServer:
+    """An agent attaching `bad` and a healthy counter to alice's tracks, results on topic "analysis"."""
+    server = AgentServer(settings, load_fnc=quiet_load)
+
+    @server.rtc_session()
+    async def entry(ctx: JobContext) -> None:
+        await ctx.connect(auto_subscribe=False)
+        processors = [bad, "tests.support.procs:Count"]
+        ctx.attach(processors, participants=["alice"], output=DataOutput(topic="analysis"))
+        attached.set(ctx)
+
+    return server
+
+
+def analysis_messages(room: rtc.Room) -> asyncio.Queue[dict[str, object]]:
+    messages: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+
+    def on_data(packet: rtc.DataPacket) -> None:
+        if packet.topic == "analysis":
+            messages.put_nowait(json.loads(packet.data))
+
+    room.on("data_received", on_data)
+    return messages
 
 
 @pytest.mark.parametrize(
@@ -36,24 +62,10 @@ async def test_a_bad_processor_is_quarantined_and_the_room_hears_it(
 ) -> None:
     attached = Signal()
     settings = agent_settings(devserver, quarantine_incidents=2, restart_backoff=0.01, **overrides)
-    server = AgentServer(settings, load_fnc=quiet_load)
+    server = analysis_server(settings, f"tests.support.procs:{bad}", attached)
     name = f"tests.support.procs:{bad.split('(')[0]}"
-
-    @server.rtc_session()
-    async def entry(ctx: JobContext) -> None:
-        await ctx.connect(auto_subscribe=False)
-        processors = [f"tests.support.procs:{bad}", "tests.support.procs:Count"]
-        ctx.attach(processors, participants=["alice"], output=DataOutput(topic="analysis"))
-        attached.set(ctx)
-
-    messages: asyncio.Queue[dict[str, object]] = asyncio.Queue()
-
-    def on_data(packet: rtc.DataPacket) -> None:
-        if packet.topic == "analysis":
-            messages.put_nowait(json.loads(packet.data))
-
     async with serving(server), joined(devserver, "bob", room_name) as bob:
-        bob.on("data_received", on_data)
+        messages = analysis_messages(bob)
         async with joined(devserver, "alice", room_name) as alice:
             ctx: JobContext = await attached.wait()
             _, feeding = await publish_tone(alice)
@@ -91,23 +103,9 @@ async def test_a_processor_failing_to_start_is_disabled_and_its_neighbour_runs(
     """In a live job a constructor that raises costs only that processor: the room hears
     processor_disabled with the error, the other processor on the same track runs."""
     attached = Signal()
-    server = AgentServer(agent_settings(devserver), load_fnc=quiet_load)
-
-    @server.rtc_session()
-    async def entry(ctx: JobContext) -> None:
-        await ctx.connect(auto_subscribe=False)
-        processors = ["tests.support.procs:RaiseInInit", "tests.support.procs:Count"]
-        ctx.attach(processors, participants=["alice"], output=DataOutput(topic="analysis"))
-        attached.set(ctx)
-
-    messages: asyncio.Queue[dict[str, object]] = asyncio.Queue()
-
-    def on_data(packet: rtc.DataPacket) -> None:
-        if packet.topic == "analysis":
-            messages.put_nowait(json.loads(packet.data))
-
+    server = analysis_server(agent_settings(devserver), "tests.support.procs:RaiseInInit", attached)
     async with serving(server), joined(devserver, "bob", room_name) as bob:
-        bob.on("data_received", on_data)
+        messages = analysis_messages(bob)
         async with joined(devserver, "alice", room_name) as alice:
             await attached.wait()
             _, feeding = await publish_tone(alice)
