@@ -245,7 +245,11 @@ class WorkerPool:
             worker = await self._ready_worker()
             token = worker.next_token()
             message = control.ProbeProcessors(token=token, processors=specs)
-            reply = await worker.request(message, "probe", token)
+            try:
+                reply = await worker.request(message, "probe", token, within=self.settings.prewarm_timeout)
+            except TimeoutError:
+                reason = f"did not start within prewarm_timeout = {self.settings.prewarm_timeout:g} s"
+                return {str(spec): reason for spec in specs}
             if isinstance(reply, control.ProcessorsProbed):
                 return reply.failures
         return {str(spec): "the worker died while constructing it" for spec in specs}

@@ -4,27 +4,23 @@ A `WorkerProcess` is one incarnation: spawned, handshaken, serving, then stopped
 replaces a dead incarnation with a new one in the same `slot` (same CPU). States, each with its own
 timer: starting (spawn + prewarm, bounded by prewarm_timeout) → ready (ping/pong, bounded by
 ping_timeout) → stopping (Shutdown → ShutdownAck → exit → SIGKILL, each rung bounded by
-worker_shutdown_timeout) → exited. "Exited" means reaped, not merely dying: a worker whose control
-channel closed, or whose sentinel fired, may still be running its exit (or be a zombie nobody has
-collected yet), and a supervisor that returned then would leave it to init. Two events on the loop decide
-it, never polling: the pidfd (readable once the process is dead) and the sentinel (spawn: the child's end
-of a pipe closed at exit; forkserver: the server reaped the worker and wrote its status). After either, a
-non-blocking reap attempt, and `pidfd_send_signal(0)` failing with ESRCH is the proof the pid is gone.
-Only when the forkserver itself died does a worker become init's to reap, with no event for it: then, and
-only then, a bounded re-check with backoff (see `_recheck`).
+worker_shutdown_timeout) → exited. "Exited" means reaped, not merely dying (else a supervisor that
+returned would leave it to init). Two events on the loop decide it, never polling: the pidfd (readable once
+the process is dead) and the sentinel (spawn: the child's pipe end closed; forkserver: the server reaped
+the worker and wrote its status); then a non-blocking reap, and `pidfd_send_signal(0)` failing with ESRCH
+proves the pid is gone. Only when the forkserver itself died does init reap a worker, with no event: then a
+bounded re-check. A request (attach, probe) not answered within its deadline kills the worker.
 
 Health is a method of the worker, not of the pool: `check_health(now)` turns what the worker last said
 (its pong), what it is doing (its activity page: a processor call past its hard limit is cut off) and what
 it weighs (PSS, measured by the pool off the loop) into one `HealthAction` for the pool's heartbeat loop.
-A worker silent past `ping_timeout` first gets SIGUSR1, which makes it dump every thread's stack to the
-log (faulthandler), and SIGKILL one heartbeat later if it is still silent (gunicorn's SIGABRT before
-SIGKILL): the operator sees where it hung, and a worker that was only slow and answers in between is
-spared.
+A worker silent past `ping_timeout` first gets SIGUSR1 (faulthandler writes every thread's stack to the
+log), and SIGKILL one heartbeat later if still silent: the operator sees where it hung, and a worker that
+was only slow and answers in between is spared.
 
-The supervisor owns every memfd (doorbells, result ring: created here, fds passed in the start message).
-Results are drained when the result doorbell's eventfd is readable, a ring's worth per loop turn. Every
-slot is validated by `framepool.ipc.slots`; a malformed slot, a corrupt ring, a pong that answers no ping
-or a message flood is the worker breaking the protocol: it is killed (and, like any death, restarted).
+The supervisor owns every memfd; results are drained a ring's worth per loop turn, every slot validated by
+`framepool.ipc.slots`. A malformed slot, a corrupt ring, a pong that answers no ping or a message flood is
+the worker breaking the protocol: it is killed (and, like any death, restarted).
 """
 
 from __future__ import annotations
@@ -132,8 +128,6 @@ class WorkerProcess:
     def stream_count(self) -> int:
         return len(self.attachments)
 
-    # -- start ------------------------------------------------------------------------------------------
-
     async def spawn(self) -> None:
         """Start the process and send its configuration; WorkerReady resolves `self.ready`."""
         supervisor_end, worker_end = control.channel_pair()
@@ -185,16 +179,22 @@ class WorkerProcess:
             self._on_channel_error(exc)
 
     async def request(
-        self, message: control.Message, kind: str, key: int, fds: list[int] | None = None
+        self, message: control.Message, kind: str, key: int, fds: list[int] | None = None, within: float = 0
     ) -> control.Message | None:
-        """Send and wait for the reply identified by (kind, key); None if the worker exits first."""
+        """Send and wait for the reply identified by (kind, key); None if the worker exits first. With
+        `within` (s), a worker that has not answered by then is killed: TimeoutError."""
         future: asyncio.Future[control.Message] = self._loop.create_future()
         self._replies[(kind, key)] = future
         self.send(message, fds)
         if self.state is WorkerState.EXITED:
             future.cancel()
         try:
+            if within:
+                return await asyncio.wait_for(future, within)
             return await future
+        except TimeoutError:
+            self.kill(f"no answer to its {kind} request within {within:g} s", HealthAction.KILL_HUNG)
+            raise
         except asyncio.CancelledError:
             if future.cancelled() and self.state is WorkerState.EXITED:
                 return None

@@ -188,7 +188,12 @@ class StreamAttachment:
             gap=gap,
             quarantined=sorted(self.quarantined),
         )
-        reply = await worker.request(message, "attach", self.index, fds)
+        try:  # constructing processors may load models, as a prewarm hook does; one that hangs is a failure
+            within = worker.settings.prewarm_timeout
+            reply = await worker.request(message, "attach", self.index, fds, within=within)
+        except TimeoutError:
+            reason = f"TimeoutError: its processors did not start within prewarm_timeout = {within:g} s"
+            reply = control.StreamAttachFailed(index=self.index, reason=reason)
         if isinstance(reply, control.StreamAttachFailed):
             worker.attachments.pop(self.index, None)
             self._close_rings()

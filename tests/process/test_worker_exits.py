@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from framepool.errors import ProcessorError
 from framepool.ipc.lifecycle import WorkerExit, describe_exit
 from framepool.pool import WorkerPool
 from tests.support.pool import AUDIO_10MS, RecordingSink, audio_frame, audio_spec, settings
@@ -72,5 +73,26 @@ async def test_a_memory_kill_is_reported_apart_from_crashes(
         stats = pool.stats().workers[0]
         assert stats.memory_restarts >= 1 and stats.memory_restarts == stats.restarts
         assert "restarting it (memory restart 1 of this worker)" in caplog.text
+    finally:
+        await pool.aclose()
+
+
+async def test_an_attach_that_never_answers_kills_the_worker_and_fails_the_attach(
+    shm_unchanged: None,
+) -> None:
+    """A processor whose constructor hangs: the attach fails after prewarm_timeout with one line, the worker
+    is killed and replaced, and other streams can be attached (no endless re-attach of the hung one)."""
+    pool = WorkerPool(settings(prewarm_timeout=1.0, ping_timeout=60.0))
+    await pool.start()
+    try:
+        [hung] = pool.worker_pids()
+        with pytest.raises(ProcessorError, match="did not start within prewarm_timeout = 1 s"):
+            await pool.attach(audio_spec("h", "tests.support.procs:HangInInit"), RecordingSink())
+        sink = RecordingSink()
+        stream = await pool.attach(audio_spec("ok", "tests.support.procs:Count"), sink)
+        await stream.push_wait(audio_frame(1), 1, AUDIO_10MS)
+        await stream.drain()
+        assert [p["seq"] for p in sink.payloads("count")] == [1]
+        assert hung not in pool.worker_pids() and pool.stats().restarts == 1
     finally:
         await pool.aclose()

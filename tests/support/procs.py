@@ -611,3 +611,16 @@ class HangAtClose(AudioProcessor[NoParams]):
     def close(self, ctx: ProcessContext) -> None:
         while True:
             time.sleep(3600)
+
+
+class HangInInit(AudioProcessor[NoParams]):
+    """Its constructor never returns, as one stuck downloading a model does."""
+
+    name = "hang-in-init"
+
+    def __init__(self, params: NoParams) -> None:
+        super().__init__(params)
+        time.sleep(3600)
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        pass
