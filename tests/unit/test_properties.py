@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import string
 import typing
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -23,6 +22,7 @@ from hypothesis import strategies as st
 from framepool import settings as fp_settings
 from framepool.errors import ChannelError, ConfigError
 from framepool.ipc import control, slots
+from framepool.ipc.pyring import FrameHeader as Header  # a descriptor as the ring hands it over
 from framepool.processors.api import VideoFormat
 from framepool.processors.registry import ProcessorSpec, parse_spec
 from framepool.worker.scale import downscale, scale_factor
@@ -134,21 +134,6 @@ def _decode_or_channel_error(frame: bytes) -> None:
 
 
 # -- slot descriptors --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Header:
-    """A descriptor as the ring hands it over: the words' widths are the ring's (`pyring._DESC`)."""
-
-    seq: int
-    ts_us: int
-    kind: int
-    fmt: int
-    flags: int
-    a: int
-    b: int
-    c: int
-    length: int
 
 
 u32 = st.integers(0, 2**32 - 1)
