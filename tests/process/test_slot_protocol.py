@@ -93,3 +93,23 @@ async def test_a_worker_that_corrupts_its_result_ring_and_exits_is_replaced(shm_
         assert not pool.halted.is_set()
     finally:
         await pool.aclose()
+
+
+async def test_a_worker_flooding_its_control_channel_is_killed(shm_unchanged: None) -> None:
+    """More control messages than any worker sends (a ping a second, a few events) cost that worker a
+    restart, never the supervisor's loop; the stream goes on."""
+    pool = WorkerPool(settings())
+    await pool.start()
+    try:
+        sink = RecordingSink()
+        processors = "tests.support.procs:FloodControl;tests.support.procs:Count"
+        stream = await pool.attach(audio_spec("f", processors, output_max_frame_bytes=64), sink)
+        [flooder] = pool.worker_pids()
+        await stream.push_wait(audio_frame(1), 1, AUDIO_10MS)
+        await sink.wait_for(lambda: "worker_restarted" in sink.event_names(), "the worker to be replaced")
+        assert not psutil.pid_exists(flooder)
+        await stream.push_wait(audio_frame(2), 2, AUDIO_10MS)
+        await stream.drain()
+        assert [p["seq"] for p in sink.payloads("count")][-1] == 2
+    finally:
+        await pool.aclose()

@@ -624,3 +624,22 @@ class HangInInit(AudioProcessor[NoParams]):
 
     def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
         pass
+
+
+class FloodControl(AudioProcessor[NoParams]):
+    """On its first frame, sends the supervisor 20,000 control messages as fast as it can (a processor
+    flooding its worker's control channel)."""
+
+    name = "flood-control"
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        if frame.seq != 1:
+            return
+        from framepool.ipc import control
+
+        stream = ctx._stream  # type: ignore[attr-defined]
+        event = control.StreamEvent(
+            index=stream.index, event="processor_error", processor="x", detail="", errors=0
+        )
+        for _ in range(20_000):
+            stream.channel.send(event)
