@@ -49,7 +49,7 @@ from framepool.pool.liveness import HealthAction
 from framepool.pool.placement import least_loaded
 from framepool.pool.process import WorkerProcess, WorkerState
 from framepool.pool.quarantine import blame_of
-from framepool.pool.stream import Result, StreamAttachment, StreamSink, StreamSpec, StreamStats
+from framepool.pool.stream import StreamAttachment, StreamSink, StreamSpec
 from framepool.processors.kinds import kind_of, media_kind
 from framepool.processors.registry import ProcessorSpec
 from framepool.settings import Settings, effective_workers, worker_cpus
@@ -57,19 +57,7 @@ from framepool.tasks import TaskSet, first_of
 
 STACK_DUMP_GRACE = 0.1  # seconds between SIGUSR1 and SIGKILL for a call cut off at its hard limit
 
-__all__ = [
-    "PoolStats",
-    "Result",
-    "StreamAttachment",
-    "StreamSink",
-    "StreamSpec",
-    "StreamStats",
-    "WorkerPool",
-    "WorkerStats",
-    "close_budget",
-    "input_format_of",
-    "ring_slots",
-]
+__all__ = ["PoolStats", "WorkerPool", "WorkerStats", "close_budget"]  # the package re-exports the rest
 
 log = logging.getLogger("framepool.pool")
 # `aclose`: detaching the streams, then each worker's ladder: ShutdownAck, exit, reaped after SIGKILL.

@@ -64,6 +64,16 @@ async def start_daemon(
     )
 
 
+async def start_config(config: Path, env: dict[str, str] | None = None) -> tuple[int | None, bytes]:
+    """`framepool start --config config` to its end: its exit status and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "framepool.cli", "start", "--config", str(config),
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), PROCESS)
+    return process.returncode, err
+
+
 async def log_line(process: asyncio.subprocess.Process, fragment: str, seen: list[str]) -> dict[str, object]:
     """The next JSON log record of `process` whose message contains `fragment`."""
     assert process.stderr is not None
@@ -194,20 +204,8 @@ async def test_start_without_credentials_is_one_line_exit_2(tmp_path: Path) -> N
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "FRAMEPOOL_"))}
     config = tmp_path / "agents.toml"
     config.write_text('[[agents]]\naudio = ["audio-level"]\n')
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "framepool.cli",
-        "start",
-        "--config",
-        str(config),
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(process.communicate(), PROCESS)
-    assert process.returncode == 2
+    returncode, err = await start_config(config, env)
+    assert returncode == 2
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1 and "missing LiveKit credentials" in lines[0], err.decode()
 
@@ -217,19 +215,8 @@ async def test_start_without_agents_is_a_clear_error(tmp_path: Path, devserver: 
     config.write_text(
         f'livekit_url = "{devserver.url}"\napi_key = "{API_KEY}"\napi_secret = "{API_SECRET}"\n'
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "framepool.cli",
-        "start",
-        "--config",
-        str(config),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(process.communicate(), PROCESS)
-    assert process.returncode == 2
+    returncode, err = await start_config(config)
+    assert returncode == 2
     assert "no agents configured" in err.decode()
 
 
@@ -239,19 +226,8 @@ async def test_start_against_an_unreachable_server_exits_3(tmp_path: Path, close
         f'livekit_url = "ws://127.0.0.1:{closed_port}"\napi_key = "k"\napi_secret = "s"\nmax_retry = 1\n'
         'workers = 1\n[[agents]]\naudio = ["audio-level"]\n'
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "framepool.cli",
-        "start",
-        "--config",
-        str(config),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(process.communicate(), PROCESS)
-    assert process.returncode == 3, err.decode()
+    returncode, err = await start_config(config)
+    assert returncode == 3, err.decode()
     assert f"framepool: cannot reach LiveKit at ws://127.0.0.1:{closed_port}" in err.decode()
     assert "connection refused by 127.0.0.1:" in err.decode()
 
