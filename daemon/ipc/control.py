@@ -79,6 +79,7 @@ class AttachStream(_Message):
     bell (event, page) if `has_space_bell` (offline streams, whose producer waits for space)."""
 
     index: int
+    key: int  # written at the start of each of this stream's result slots (framepool.ipc.slots)
     stream_id: str
     kind: str
     processors: list[ProcessorSpec]

@@ -31,7 +31,13 @@ emitted by `close()`, the last frame's); an output frame carries the frame time 
 
 Validation. The supervisor trusts nothing a worker writes: `decode_result` and `decode_output` check kind,
 format, geometry against length, indices, topic and body before anything reaches a sink, and raise
-`SlotError` (a `RingError`), which the pool treats as a worker breaking the protocol. The worker's decoder
+`SlotError` (a `RingError`), which the pool treats as a worker breaking the protocol. A worker's result ring
+is shared by all the streams it hosts, which may belong to different jobs and rooms, so the stream index in
+a result slot is not enough to say whose result it is: every result slot starts with its stream's key, a
+random 64-bit number the supervisor gives the stream when it attaches it, and a slot whose key is not the
+key of the stream its index names is rejected (a processor that writes another stream's index cannot make
+its result reach that stream's room without that stream's key). Output frames need no key: each stream has
+its own output ring. The worker's decoder
 checks kind, format and length too (a supervisor bug must not reach a processor as a misshapen frame).
 Encoders check what a processor can get wrong (`AudioShape`, `VideoShape`, `result_slot`).
 
@@ -47,6 +53,7 @@ a stream index is how the descriptor was misread before this module existed).
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
@@ -73,6 +80,7 @@ FMT_RGBA: Final = 4
 FMT_BYTES: Final = 5
 
 MAX_TOPIC_BYTES: Final = 255  # a result's topic, UTF-8
+KEY_BYTES: Final = 8  # a result slot's payload starts with its stream's key (see Validation above)
 MAX_SAMPLE_RATE: Final = 384_000
 MAX_CHANNELS: Final = 8
 
@@ -219,17 +227,24 @@ FrameShape = AudioShape | VideoShape
 SlotShape = AudioShape | VideoShape | ResultShape
 
 
-def result_slot(stream: int, processor: int, topic: str, body: bytes) -> tuple[ResultShape, bytes]:
-    """The shape and payload of a result slot; ValueError for a topic over MAX_TOPIC_BYTES."""
+def result_slot(stream: int, key: int, processor: int, topic: str, body: bytes) -> tuple[ResultShape, bytes]:
+    """The shape and payload of a result slot of the stream with index `stream` and key `key`; ValueError
+    for a topic over MAX_TOPIC_BYTES."""
     encoded = topic.encode()
     if len(encoded) > MAX_TOPIC_BYTES:
         raise ValueError(f"result topic of {len(encoded)} bytes exceeds {MAX_TOPIC_BYTES}")
-    return ResultShape(stream, processor, len(encoded)), encoded + body
+    return ResultShape(stream, processor, len(encoded)), key.to_bytes(KEY_BYTES, "little") + encoded + body
 
 
 def result_slot_bytes(max_body: int) -> int:
-    """The slot size of a result ring whose bodies may be `max_body` bytes (the topic travels in the slot)."""
-    return max_body + MAX_TOPIC_BYTES
+    """The slot size of a result ring whose bodies may be `max_body` bytes (key and topic travel in the
+    slot)."""
+    return KEY_BYTES + MAX_TOPIC_BYTES + max_body
+
+
+def new_stream_key() -> int:
+    """A stream's key (supervisor, at attach): unguessable, so a forged index cannot come with it."""
+    return secrets.randbits(8 * KEY_BYTES)
 
 
 # -- decoders ---------------------------------------------------------------------------------------------
@@ -315,17 +330,24 @@ def result_stream(header: Descriptor) -> int:
     return header.a
 
 
-def decode_result(header: Descriptor, view: memoryview, stream_id: str, processors: Sequence[str]) -> Result:
-    """A result slot of the stream `stream_id` whose processors are `processors` (supervisor); copies the
-    payload, so the slot may be released afterwards. SlotError unless every field checks out."""
+def decode_result(
+    header: Descriptor, view: memoryview, stream_id: str, processors: Sequence[str], key: int
+) -> Result:
+    """A result slot of the stream `stream_id` whose processors are `processors` and whose key is `key`
+    (supervisor); copies the payload, so the slot may be released afterwards. SlotError unless every field
+    checks out."""
     topic_bytes = header.c
     if header.kind != KIND_RESULT or header.fmt != FMT_BYTES:
         raise _malformed(header, "not a result")
     if header.b >= len(processors):
         raise _malformed(header, f"names processor {header.b} of a stream with {len(processors)}")
-    if topic_bytes > MAX_TOPIC_BYTES or topic_bytes > header.length:
+    if header.length < KEY_BYTES:
+        raise _malformed(header, f"has {header.length} bytes, too few for a stream key")
+    if topic_bytes > MAX_TOPIC_BYTES or KEY_BYTES + topic_bytes > header.length:
         raise _malformed(header, f"claims a topic of {topic_bytes} bytes")
-    payload = bytes(view)
+    if int.from_bytes(view[:KEY_BYTES], "little") != key:
+        raise _malformed(header, f"names stream {header.a} without that stream's key")
+    payload = bytes(view[KEY_BYTES:])
     try:
         topic = payload[:topic_bytes].decode()
         body = payload[topic_bytes:]

@@ -31,7 +31,14 @@ from typing_extensions import Buffer
 from framepool.errors import PoolError, ProcessorError
 from framepool.ipc import control
 from framepool.ipc.ring import POLICY_BLOCK, POLICY_DROP_NEWEST, POLICY_LATEST, Doorbell, FrameRing
-from framepool.ipc.slots import Descriptor, FrameShape, OutputFrame, decode_output, decode_result
+from framepool.ipc.slots import (
+    Descriptor,
+    FrameShape,
+    OutputFrame,
+    decode_output,
+    decode_result,
+    new_stream_key,
+)
 from framepool.ipc.slots import Result as Result  # sinks know it as framepool.pool.Result
 from framepool.processors.api import Kind
 from framepool.processors.kinds import media_kind
@@ -130,6 +137,7 @@ class StreamAttachment:
         self.sink = sink
         self.worker: WorkerProcess | None = None
         self.index = 0
+        self.key = 0  # the stream's result key on its current worker (framepool.ipc.slots)
         self._slots = slots
         self._on_detached = on_detached
         self._names = [p.name for p in spec.processors]
@@ -163,7 +171,7 @@ class StreamAttachment:
         """Hand the rings (fresh ones unless kept across a restart) to `worker`, wait until it hosts the
         stream."""
         spec = self.spec
-        self.worker, self.index = worker, worker.next_index()
+        self.worker, self.index, self.key = worker, worker.next_index(), new_stream_key()
         if not self._kept:
             self._create_rings()
         self._kept = False
@@ -178,6 +186,7 @@ class StreamAttachment:
         worker.attachments[self.index] = self
         message = control.AttachStream(
             index=self.index,
+            key=self.key,
             stream_id=spec.stream_id,
             kind=spec.kind,
             processors=spec.processors,
@@ -374,7 +383,7 @@ class StreamAttachment:
 
     def deliver_result(self, header: Descriptor, view: memoryview) -> None:
         """Decode a result slot of this stream and hand it to the sink; SlotError if it is malformed."""
-        result = decode_result(header, view, self.stream_id, self._names)
+        result = decode_result(header, view, self.stream_id, self._names, self.key)
         self._results += 1
         try:
             self.sink.on_result(result)

@@ -56,16 +56,14 @@ class ResultWriter:
         # (the runtime's; a worker waiting on the supervisor's back-pressure is alive and must say so).
         self.wait_space: Callable[[float], object] = self.space_bell.wait
 
-    def emit(
-        self, index: int, processor: int, seq: int, ts_us: int, topic: str, payload: Any, realtime: bool
-    ) -> bool:
-        """Write one result (ValueError for a topic or body over its limit); False if a full ring dropped
-        it."""
+    def emit(self, stream: HostedStream, processor: int, seq: int, topic: str, payload: Any) -> bool:
+        """Write one result of `stream` (ValueError for a topic or body over its limit); False if a full ring
+        dropped it."""
         body = msgspec.json.encode(payload)
         if len(body) > self.max_bytes:
             raise ValueError(f"result of {len(body)} bytes exceeds result_max_bytes = {self.max_bytes}")
-        shape, data = result_slot(index, processor, topic, body)
-        return self.write(self.ring, realtime, shape, data, seq, ts_us)
+        shape, data = result_slot(stream.index, stream.key, processor, topic, body)
+        return self.write(self.ring, stream.realtime, shape, data, seq, stream.frame_time_us)
 
     def write(
         self, ring: FrameRing, realtime: bool, shape: SlotShape, data: Any, seq: int, ts_us: int
@@ -115,9 +113,7 @@ class StreamContext:
     def emit(self, topic: str, payload: Any) -> None:
         stream = self._stream
         self._seq += 1
-        if not stream.writer.emit(
-            stream.index, self._index, self._seq, stream.frame_time_us, topic, payload, stream.realtime
-        ):
+        if not stream.writer.emit(stream, self._index, self._seq, topic, payload):
             stream.results_dropped += 1
 
     def publish_audio(self, samples: npt.NDArray[np.int16], sample_rate: int) -> None:
@@ -255,6 +251,7 @@ class HostedStream:
         watch: CallWatch,
     ) -> None:
         self.index = message.index
+        self.key = message.key
         self.stream_id = message.stream_id
         self.labels: Mapping[str, str] = dict(message.labels)
         self.realtime = message.realtime

@@ -38,6 +38,40 @@ async def test_a_worker_writing_a_malformed_slot_is_killed_and_replaced(
         await pool.aclose()
 
 
+async def test_a_result_forged_under_another_streams_index_never_reaches_that_stream(
+    shm_unchanged: None,
+) -> None:
+    """Two streams (of two jobs, in two rooms) share one worker and its result ring. A processor of the first
+    writes well-formed results under the second's index: they carry the first stream's key, so none reaches
+    the second stream's sink; the worker is killed as a protocol violation and both streams go on."""
+    pool = WorkerPool(settings())
+    await pool.start()
+    try:
+        victim_sink, forger_sink = RecordingSink(), RecordingSink()
+        victim = await pool.attach(audio_spec("room-b", "tests.support.procs:Count"), victim_sink)
+        forger = await pool.attach(
+            audio_spec("room-a", "tests.support.procs:ForgeIndex;tests.support.procs:Count"), forger_sink
+        )
+        [worker] = pool.worker_pids()
+        await victim.push_wait(audio_frame(1), 1, AUDIO_10MS)
+        await victim.drain()
+        await forger.push_wait(audio_frame(1), 1, AUDIO_10MS)
+        await forger_sink.wait_for(
+            lambda: "worker_restarted" in forger_sink.event_names(), "the worker to be replaced"
+        )
+        assert pool.stats().restarts == 1 and not psutil.pid_exists(worker)
+        for seq in (2, 3):
+            await victim.push_wait(audio_frame(seq), seq, AUDIO_10MS)
+            await forger.push_wait(audio_frame(seq), seq, AUDIO_10MS)
+        await victim.drain()
+        await forger.drain()
+        assert all("forged" not in payload for payload in victim_sink.payloads("count"))
+        assert [p["seq"] for p in victim_sink.payloads("count")][-1] == 3  # the victim goes on
+        assert [p["seq"] for p in forger_sink.payloads("count")][-1] == 3
+    finally:
+        await pool.aclose()
+
+
 async def test_a_processor_cannot_resize_the_shared_memory(shm_unchanged: None) -> None:
     """Every ring and doorbell memfd is sealed: a worker's ftruncate fails with EPERM, so it cannot make the
     supervisor's next access to the mapping a SIGBUS (this test process is the supervisor)."""

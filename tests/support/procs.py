@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 
+from framepool.ipc.slots import result_slot
 from framepool.processors.api import (
     AudioFormat,
     AudioFrame,
@@ -430,6 +431,23 @@ class ForgeSlot(AudioProcessor[ForgeSlotParams]):
             stream.writer.ring.write(b"t{}", 1, frame.time_us, 3, 5, 0, stream.index, 99, 1)
         else:  # a video frame in a pixel format that does not exist
             stream.output.write(b"\0" * 16, 1, frame.time_us, 2, 99, 0, 4, 4, 0)
+
+
+class ForgeIndex(AudioProcessor[NoParams]):
+    """On its first frame, writes a well-formed result (with its own stream's key, the one it can know) under
+    the index of every other stream its worker might host, as a processor trying to reach another job's
+    room would."""
+
+    name = "forge-index"
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        if frame.seq != 1:
+            return
+        stream = ctx._stream  # type: ignore[attr-defined]
+        for index in range(1, 9):
+            if index != stream.index:
+                shape, data = result_slot(index, stream.key, 0, "count", b'{"forged":true}')
+                shape.write(stream.writer.ring, data, 1, frame.time_us)
 
 
 class TruncateRings(AudioProcessor[NoParams]):

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -184,14 +185,15 @@ def test_decode_output_of_arbitrary_descriptors_is_a_frame_or_a_slot_error(
 
 
 @fuzz(1000)
-@given(headers, st.data(), st.lists(st.text(max_size=4), max_size=3))
+@given(headers, st.data(), st.lists(st.text(max_size=4), max_size=3), st.booleans())
 def test_decode_result_of_arbitrary_descriptors_is_a_result_or_a_slot_error(
-    header: Header, data: st.DataObject, processors: list[str]
+    header: Header, data: st.DataObject, processors: list[str], right_key: bool
 ) -> None:
     view = _payload(header, data)
+    key = int.from_bytes(view[: slots.KEY_BYTES], "little") ^ (not right_key)  # reach the checks after it
     try:
         slots.result_stream(header)
-        result = slots.decode_result(header, view, "s", processors)
+        result = slots.decode_result(header, view, "s", processors, key)
     except slots.SlotError as exc:
         assert "\n" not in str(exc)
     else:
@@ -200,11 +202,19 @@ def test_decode_result_of_arbitrary_descriptors_is_a_result_or_a_slot_error(
 
 
 @fuzz(500)
-@given(st.integers(0, 2**16), st.integers(0, 2**16), st.text(max_size=300), st.binary(max_size=64))
-def test_result_slots_written_are_decoded_back(stream: int, processor: int, topic: str, body: bytes) -> None:
+@given(
+    st.integers(0, 2**16),
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**16),
+    st.text(max_size=300),
+    st.binary(max_size=64),
+)
+def test_result_slots_written_are_decoded_back(
+    stream: int, key: int, processor: int, topic: str, body: bytes
+) -> None:
     body = msgspec.json.encode(body.hex())
     try:
-        shape, payload = slots.result_slot(stream, processor, topic, body)
+        shape, payload = slots.result_slot(stream, key, processor, topic, body)
     except ValueError:
         assert len(topic.encode()) > slots.MAX_TOPIC_BYTES
         return
@@ -218,9 +228,11 @@ def test_result_slots_written_are_decoded_back(stream: int, processor: int, topi
     shape.write(Recorder(), payload, 7, 1)
     header = written[0]
     names = [f"p{i}" for i in range(processor + 1)]
-    result = slots.decode_result(header, memoryview(payload), "s", names)
+    result = slots.decode_result(header, memoryview(payload), "s", names, key)
     assert (slots.result_stream(header), result.processor, result.topic) == (stream, f"p{processor}", topic)
     assert bytes(result.data) == body
+    with pytest.raises(slots.SlotError, match="without that stream's key"):
+        slots.decode_result(header, memoryview(payload), "s", names, key ^ 1)
 
 
 # -- settings ----------------------------------------------------------------------------------------------

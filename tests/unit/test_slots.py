@@ -17,6 +17,7 @@ from framepool.ipc.slots import (
     FMT_BYTES,
     FMT_I420,
     FMT_S16,
+    KEY_BYTES,
     KIND_AUDIO,
     KIND_DATA,
     KIND_RESULT,
@@ -160,12 +161,12 @@ def test_result_round_trip(pipes: Callable[..., Pipe], writer: str, reader: str)
     pipe = pipes(writer, reader, result_slot_bytes(64))
     topic = "ü" * (MAX_TOPIC_BYTES // 2)  # two bytes each: the limit counts UTF-8 bytes
     body = msgspec.json.encode({"level": -3.5, "ok": True})
-    shape, data = result_slot(5, 1, topic, body)
+    shape, data = result_slot(5, KEY, 1, topic, body)
     assert (shape.stream, shape.processor, shape.topic_bytes) == (5, 1, MAX_TOPIC_BYTES - 1)
     assert shape.write(pipe.writer, data, 3, -40)
 
     def decode(header: Any, view: memoryview) -> tuple[int, Result]:
-        return result_stream(header), decode_result(header, view, "room/alice/TR_1", ["first", "second"])
+        return result_stream(header), decode_result(header, view, "room/alice/TR_1", ["first", "second"], KEY)
 
     index, result = pipe.read(decode)
     assert index == 5
@@ -198,7 +199,7 @@ def test_encoders_refuse_what_a_processor_can_get_wrong() -> None:
     with pytest.raises(ValueError, match="0x480"):
         VideoShape(PIXEL_FORMATS["I420"], 0, 480)
     with pytest.raises(ValueError, match=f"result topic of {MAX_TOPIC_BYTES + 1} bytes exceeds"):
-        result_slot(1, 0, "t" * (MAX_TOPIC_BYTES + 1), b"{}")
+        result_slot(1, KEY, 0, "t" * (MAX_TOPIC_BYTES + 1), b"{}")
 
 
 def test_slot_error_is_a_ring_error() -> None:
@@ -248,17 +249,32 @@ def test_malformed_input_frames_never_reach_a_processor(
         pipe.read(lambda header, view: decode_frame(header, view, lost_before=False))
 
 
+KEY = 0x0123456789ABCDEF  # the stream key these tests decode with
+K = KEY.to_bytes(KEY_BYTES, "little")
 RESULT_FORGERIES = [
-    pytest.param(b"t{}", KIND_AUDIO, FMT_S16, 1, 0, 1, "not a result", id="kind"),
-    pytest.param(b"t{}", KIND_RESULT, FMT_S16, 1, 0, 1, "not a result", id="format"),
-    pytest.param(b"t{}", KIND_RESULT, FMT_BYTES, 1, 2, 1, "names processor 2 of a stream with 2", id="index"),
-    pytest.param(b"t{}", KIND_RESULT, FMT_BYTES, 1, 0, 4, "claims a topic of 4 bytes", id="past the end"),
+    pytest.param(K + b"t{}", KIND_AUDIO, FMT_S16, 1, 0, 1, "not a result", id="kind"),
+    pytest.param(K + b"t{}", KIND_RESULT, FMT_S16, 1, 0, 1, "not a result", id="format"),
     pytest.param(
-        b"t" * 300, KIND_RESULT, FMT_BYTES, 1, 0, 256, "claims a topic of 256 bytes", id="long topic"
+        K + b"t{}", KIND_RESULT, FMT_BYTES, 1, 2, 1, "names processor 2 of a stream with 2", id="index"
     ),
-    pytest.param(b"\xff{}", KIND_RESULT, FMT_BYTES, 1, 0, 1, "does not decode", id="topic utf-8"),
-    pytest.param(b't{"a":', KIND_RESULT, FMT_BYTES, 1, 0, 1, "does not decode", id="body json"),
-    pytest.param(b"t{} {}", KIND_RESULT, FMT_BYTES, 1, 0, 1, "does not decode", id="trailing json"),
+    pytest.param(K + b"t{}", KIND_RESULT, FMT_BYTES, 1, 0, 4, "claims a topic of 4 bytes", id="past the end"),
+    pytest.param(
+        K + b"t" * 300, KIND_RESULT, FMT_BYTES, 1, 0, 256, "claims a topic of 256 bytes", id="long topic"
+    ),
+    pytest.param(K + b"\xff{}", KIND_RESULT, FMT_BYTES, 1, 0, 1, "does not decode", id="topic utf-8"),
+    pytest.param(K + b't{"a":', KIND_RESULT, FMT_BYTES, 1, 0, 1, "does not decode", id="body json"),
+    pytest.param(K + b"t{} {}", KIND_RESULT, FMT_BYTES, 1, 0, 1, "does not decode", id="trailing json"),
+    pytest.param(b"t{}", KIND_RESULT, FMT_BYTES, 1, 0, 0, "too few for a stream key", id="no key"),
+    pytest.param(
+        (KEY + 1).to_bytes(KEY_BYTES, "little") + b"t{}",
+        KIND_RESULT,
+        FMT_BYTES,
+        1,
+        0,
+        1,
+        "names stream 1 without that stream's key",
+        id="another stream's key",
+    ),
 ]
 
 
@@ -270,7 +286,7 @@ def test_malformed_results_are_rejected(
     pipe = pipes(impl, impl)
     raw(pipe, data, kind, fmt, a, b, c)
     with pytest.raises(SlotError, match=why):
-        pipe.read(lambda header, view: decode_result(header, view, "s", ["p", "q"]))
+        pipe.read(lambda header, view: decode_result(header, view, "s", ["p", "q"], KEY))
     if kind != KIND_RESULT or fmt != FMT_BYTES:
         raw(pipe, data, kind, fmt, a, b, c, seq=2)
         with pytest.raises(SlotError, match="not a result"):
