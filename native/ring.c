@@ -706,7 +706,9 @@ static PyObject *FrameRing_pending(FrameRingObject *self, PyObject *Py_UNUSED(ig
     if (ring_live(self) < 0) return NULL;
     uint64_t tail = atomic_load_explicit(&self->ctrl->tail, memory_order_acquire);
     uint64_t head = atomic_load_explicit(&self->ctrl->head, memory_order_acquire);
-    return PyLong_FromLongLong((long long)(head - tail));
+    /* Clamped to 0..slot_count: the other side writes one of the two counters and may lie. */
+    uint64_t pending = tail > head ? 0 : head - tail;
+    return PyLong_FromUnsignedLongLong(pending > self->slot_count ? self->slot_count : pending);
 }
 
 static PyObject *peek_result(FrameRingObject *self) {
@@ -852,7 +854,7 @@ static PyMethodDef FrameRing_methods[] = {
     {"peek", (PyCFunction)FrameRing_peek, METH_NOARGS,
      "(header, memoryview) of the next frame, or None; the view is valid until release()."},
     {"release", (PyCFunction)FrameRing_release, METH_NOARGS, "Free the slot returned by the last peek."},
-    {"pending", (PyCFunction)FrameRing_pending, METH_NOARGS, NULL},
+    {"pending", (PyCFunction)FrameRing_pending, METH_NOARGS, "Frames written, not yet released (0..slot_count)."},
     {"stats", (PyCFunction)FrameRing_stats, METH_NOARGS, "{written, dropped, skipped, read}, shared by both sides."},
     {"close", (PyCFunction)FrameRing_close, METH_NOARGS, "Unmap and close; refused while frame views exist."},
     {NULL, NULL, 0, NULL},

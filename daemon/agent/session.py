@@ -41,7 +41,7 @@ from framepool.ipc.slots import (
     arrival_time_us,
 )
 from framepool.pool import FormatGroup, Result, StreamAttachment, StreamSpec, WorkerPool, format_groups
-from framepool.pool.stream import ResultMessage
+from framepool.pool.results import ResultMessage
 from framepool.processors.api import AudioFormat, Kind, VideoFormat, frame_bytes
 from framepool.processors.registry import ProcessorSpec, parse_spec
 from framepool.ratelimit import TokenBucket

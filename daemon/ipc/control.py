@@ -27,6 +27,7 @@ import os
 import socket
 import struct
 from collections.abc import Callable, Sequence
+from typing import Annotated
 
 import msgspec
 
@@ -41,6 +42,12 @@ _PREFIX = struct.Struct("<I")
 
 class ChannelClosed(ChannelError):
     """The peer closed its end: normally because its process is exiting."""
+
+
+# Counters and seconds a worker reports: bounded by type, so a negative, NaN or absurd value is a malformed
+# message (the worker is killed), never a number in the supervisor's statistics.
+Count = Annotated[int, msgspec.Meta(ge=0, le=1 << 53)]
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=1e9)]
 
 
 class _Message(msgspec.Struct, tag=True, kw_only=True):
@@ -143,24 +150,22 @@ class StreamEvent(_Message):
     event: str  # "processor_error" | "processor_disabled" | "processor_quarantined" (over budget)
     processor: str
     detail: str
-    errors: (
-        int  # the stream's processor exceptions so far (events are sent per failure streak, not per failure)
-    )
+    errors: Count  # the stream's processor exceptions so far (sent per failure streak, not per failure)
     processor_index: int = -1  # of the processor in the stream's spec (names may repeat)
 
 
 class StreamDetached(_Message):
     index: int
-    errors: int
-    busy: dict[str, float]
-    results_dropped: int  # results of this stream a full result ring refused (realtime streams only)
+    errors: Count
+    busy: dict[str, Seconds]
+    results_dropped: Count  # results of this stream a full result ring refused (realtime streams only)
 
 
 class StreamDrained(_Message):
     index: int
     token: int
-    errors: int
-    busy: dict[str, float]
+    errors: Count
+    busy: dict[str, Seconds]
 
 
 class ProcessorsProbed(_Message):
@@ -172,7 +177,7 @@ class Pong(_Message):
     seq: int  # the Ping's: a pong that answers no outstanding ping is a protocol violation
     # Seconds spent in each processor (in the stream's processor order) so far, for the streams that processed
     # frames since the previous pong: stream statistics stay current without a drain.
-    busy: dict[int, list[float]] = {}
+    busy: dict[int, list[Seconds]] = {}
 
 
 class ShutdownAck(_Message):

@@ -448,8 +448,10 @@ class FrameRing:
                 self._space_bell._wake()
 
     def pending(self) -> int:
+        """Frames written and not yet released, clamped to 0..slot_count (the other side may lie)."""
         q = self._live()
-        return q[_HEAD // 8] - q[_TAIL // 8]
+        head, tail = q[_HEAD // 8], q[_TAIL // 8]
+        return 0 if tail > head else min(head - tail, self.slot_count)
 
     def stats(self) -> dict[str, int]:
         q = self._live()

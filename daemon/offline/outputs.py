@@ -17,7 +17,7 @@ import msgspec
 
 from framepool.errors import ConfigError
 from framepool.pool import Result
-from framepool.pool.stream import ResultMessage
+from framepool.pool.results import ResultMessage
 
 log = logging.getLogger(__name__)
 STDOUT = Path("-")  # `-o -`

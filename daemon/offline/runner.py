@@ -19,9 +19,10 @@ and the summary so far, and exits 128 + the signal (130, 143). A second signal k
 `-o -` writes the results to stdout; the summary then goes to stderr, so stdout holds JSON lines only.
 Output paths are checked before any worker starts: a missing directory is one line, exit 2.
 
-Results are written as JSON lines in the schema of live data messages (`framepool.pool.ResultMessage`):
-`participant` is empty, `track` names the input stream ("audio0", "video1"), and `frame_time_us` is media
-time, µs since the start of the input (live it is the supervisor's wall clock; see `framepool.ipc.slots`).
+Results are written as JSON lines in the schema of live data messages
+(`framepool.pool.results.ResultMessage`): `participant` is empty, `track` names the input stream ("audio0",
+"video1"), and `frame_time_us` is media time, µs since the start of the input (live it is the
+supervisor's wall clock; see `framepool.ipc.slots`).
 """
 
 from __future__ import annotations

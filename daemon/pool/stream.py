@@ -6,7 +6,6 @@ ring counts it). `push_wait` is the offline path: when the ring is full it sleep
 doorbell (its eventfd on the event loop) until the worker has released a slot, so nothing is lost. Both
 take the frame's shape and frame time as `framepool.ipc.slots` defines them, and results and output frames
 reach the sink decoded (and validated) by the same module: `Result`, `OutputAudio`, `OutputVideo`.
-`ResultMessage` is what a result becomes on its way out of framepool, live and offline alike.
 
 When the hosting worker dies the pool re-attaches the stream to the replacement worker with fresh
 processor instances; the first frame there carries the gap flag and the sink hears "worker_restarted".
@@ -52,33 +51,6 @@ _REALTIME_POLICY = {
     "drop_newest": POLICY_DROP_NEWEST,
     "latest": POLICY_LATEST,
 }  # per kind, see processors.kinds
-
-
-class ResultMessage(msgspec.Struct, kw_only=True):
-    """One result as it leaves framepool, the same schema live and offline: the body of a data message
-    (JSON, on the result's topic or the output's) and one line of `framepool process --output`."""
-
-    participant: str  # live: identity of the participant whose track it is about; offline: ""
-    track: str  # live: that track's sid; offline: the input stream ("audio0", "video1")
-    processor: str
-    topic: str  # as the processor emitted it
-    # When the frame the result is about reached framepool, in µs: live, the supervisor's wall clock (since
-    # the Unix epoch) when the SDK delivered the frame; offline, media time since the start of the input.
-    frame_time_us: int
-    seq: int  # per processor and track, from 1
-    data: msgspec.Raw  # what the processor emitted
-
-    @classmethod
-    def of(cls, result: Result, participant: str, track: str) -> ResultMessage:
-        return cls(
-            participant=participant,
-            track=track,
-            processor=result.processor,
-            topic=result.topic,
-            frame_time_us=result.frame_time_us,
-            seq=result.seq,
-            data=result.data,
-        )
 
 
 class StreamSink(Protocol):
@@ -259,7 +231,7 @@ class StreamAttachment:
     def _retire_rings(self) -> None:
         """Keep the input ring's counters (the stream's totals outlive its rings), then close the rings."""
         if self._ring is not None:
-            for key, value in self._ring.stats().items():
+            for key, value in self._ring_counts().items():
                 if key in self._retired:
                     self._retired[key] += value
         self._close_rings()
@@ -471,8 +443,19 @@ class StreamAttachment:
 
     # -- statistics -----------------------------------------------------------------------------------
 
+    def _ring_counts(self) -> dict[str, int]:
+        """The input ring's counters, those the worker writes (read, skipped) clamped to what was written: a
+        worker can make its own stream's figures wrong, never impossible."""
+        if self._ring is None:
+            return {}
+        counts = self._ring.stats()
+        written = counts["written"]
+        counts["read"] = read = min(counts["read"], written)
+        counts["skipped"] = min(counts["skipped"], written - read)
+        return counts
+
     def stats(self) -> StreamStats:
-        live = self._ring.stats() if self._ring is not None else {}
+        live = self._ring_counts()
         retired = self._retired
         return StreamStats(
             stream_id=self.stream_id,

@@ -169,6 +169,44 @@ async def test_worker_kill_9_mid_stream_is_replaced_and_stream_continues(shm_unc
         await pool.aclose()
 
 
+async def test_a_worker_killed_with_frames_in_flight_counts_exactly_those_frames_lost(
+    shm_unchanged: None,
+) -> None:
+    """Ten frames processed, the eleventh in the processor when the worker is killed, four more waiting in
+    the ring: exactly those five are lost, and every frame pushed is processed, dropped or lost."""
+    pool = await started()
+    try:
+        sink = RecordingSink()
+        processors = "tests.support.procs:Count;tests.support.procs:Stall(seconds=60, from_seq=11)"
+        stream = await pool.attach(audio_spec("k", processors), sink)
+        for seq in range(1, 16):
+            await stream.push_wait(audio_frame(seq), seq, AUDIO_10MS)
+        await sink.wait_for(lambda: len(sink.payloads("count")) == 11, "frame 11 to reach the stall")
+        os.kill(pool.worker_pids()[0], signal.SIGKILL)
+        await sink.wait_for(lambda: "worker_restarted" in sink.event_names(), "the stream to be re-attached")
+        stats = stream.stats()
+        assert (stats.pushed, stats.processed, stats.lost, stats.dropped) == (15, 10, 5, 0), stats
+    finally:
+        await pool.aclose()
+
+
+async def test_counters_a_worker_scribbles_give_possible_statistics(shm_unchanged: None) -> None:
+    """The worker owns its input ring's tail, read and skipped counters: scribbled, they still give stream
+    figures that add up (nothing processed or skipped that was not pushed, nothing lost below zero)."""
+    pool = await started()
+    try:
+        sink = RecordingSink()
+        stream = await pool.attach(audio_spec("s", "tests.support.procs:ScribbleCounters"), sink)
+        for seq in range(1, 4):
+            await stream.push_wait(audio_frame(seq), seq, AUDIO_10MS)
+        await sink.wait_for(lambda: "worker_restarted" in sink.event_names(), "the stream to be re-attached")
+        stats = stream.stats()
+        assert stats.pushed == 3 and 0 <= stats.lost <= 3, stats
+        assert stats.processed + stats.skipped <= stats.pushed, stats
+    finally:
+        await pool.aclose()
+
+
 async def test_unresponsive_worker_is_killed_after_ping_timeout_and_replaced(shm_unchanged: None) -> None:
     pool = await started(ping_interval=0.1, ping_timeout=1.0)
     try:

@@ -3,8 +3,10 @@ spec as `tests.support.procs:Name`)."""
 
 from __future__ import annotations
 
+import mmap
 import os
 import signal
+import struct
 import time
 from typing import Any
 
@@ -448,6 +450,22 @@ class ForgeIndex(AudioProcessor[NoParams]):
             if index != stream.index:
                 shape, data = result_slot(index, stream.key, 0, "count", b'{"forged":true}')
                 shape.write(stream.writer.ring, data, 1, frame.time_us)
+
+
+class ScribbleCounters(AudioProcessor[NoParams]):
+    """On its third frame, writes absurd values into the counters its worker owns in the stream's input ring
+    (tail past the head, frames read and skipped in the quintillions), then exits."""
+
+    name = "scribble-counters"
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        if frame.seq != 3:
+            return
+        fd = ctx._stream.input.fd  # type: ignore[attr-defined]
+        with mmap.mmap(fd, os.fstat(fd).st_size) as shared:  # tail, skipped, read: see native/ring.c
+            for offset in (128, 256, 264):
+                struct.pack_into("<Q", shared, offset, 1 << 62)
+        os._exit(3)
 
 
 class TruncateRings(AudioProcessor[NoParams]):

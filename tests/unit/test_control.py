@@ -40,6 +40,7 @@ START = WorkerStart(
 def test_round_trip_every_field() -> None:
     attach = AttachStream(
         index=7,
+        key=(1 << 64) - 1,
         stream_id="room/alice/TR_1",
         kind="audio",
         processors=[ProcessorSpec("audio-level", {"window_ms": 100})],
@@ -153,3 +154,23 @@ def test_oversize_message_refused_before_sending() -> None:
     big = StreamDetached(index=1, errors=0, busy={f"p{i}": 0.0 for i in range(40000)}, results_dropped=0)
     with pytest.raises(ChannelError, match="exceeds"):
         control.encode(big)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "StreamDetached", "index": 1, "errors": -1, "busy": {}, "results_dropped": 0},
+        {"type": "StreamDetached", "index": 1, "errors": 0, "busy": {}, "results_dropped": 1 << 60},
+        {"type": "StreamDrained", "index": 1, "token": 1, "errors": 0, "busy": {"p": -0.5}},
+        {"type": "Pong", "seq": 1, "busy": {1: [float("nan")]}},
+        {"type": "Pong", "seq": 1, "busy": {1: [float("inf")]}},
+        {"type": "StreamEvent", "index": 1, "event": "e", "processor": "p", "detail": "", "errors": -3},
+    ],
+    ids=["negative count", "absurd count", "negative seconds", "nan seconds", "infinite seconds", "errors"],
+)
+def test_counters_a_worker_reports_are_bounded_by_type(message: dict[str, object]) -> None:
+    """A worker's counters reach stream statistics: a negative, NaN or absurd value is a malformed message
+    (the supervisor kills the worker), never a figure."""
+    body = msgspec.msgpack.encode(message)
+    with pytest.raises(ChannelError, match="undecodable control message: Expected"):
+        control.decode(struct.pack("<I", len(body)) + body)

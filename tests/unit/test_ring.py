@@ -593,3 +593,21 @@ def test_any_interleaving_delivers_what_the_policy_promises(
                 assert (header.seq, data) == (expected, payload(expected, 1 + expected % 64))
     finally:
         ring.close()
+
+
+@pytest.mark.parametrize(("tail", "expected"), [(4, 1), (100, 0), (0, 4)], ids=["honest", "ahead", "behind"])
+def test_pending_is_clamped_whatever_the_peer_writes(
+    impl: ModuleType, closing: Callable[[Any], Any], tail: int, expected: int
+) -> None:
+    """`pending` counts frames written and not released: the supervisor adds it to a stream's lost frames
+    when a worker dies, so a tail the worker scribbled (past the head, or further back than the ring holds)
+    must give a number between 0 and the ring's slots, never a negative or a huge one."""
+    ring = closing(impl.FrameRing.create(4, 64, impl.POLICY_BLOCK))
+    for seq in range(1, 3):
+        write(ring, seq, 8)
+        read_one(ring)
+    for seq in range(3, 6):
+        write(ring, seq, 8)  # head 5, tail 2: three pending
+    assert ring.pending() == 3
+    patch_fd(ring.fd, 128, struct.pack("<Q", tail))  # the consumer's tail (offset 128, see native/ring.c)
+    assert ring.pending() == expected
