@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar, overload
 
 K = TypeVar("K")
+T = TypeVar("T")
 
 
 class TaskSet:
@@ -92,3 +93,15 @@ async def first_of(waits: Mapping[K, Awaitable[Any]], within: float | None = Non
             waiter.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def while_moving(future: asyncio.Future[T], within: float, moved: Callable[[], bool] | None) -> T:
+    """The result of `future`; TimeoutError once `within` seconds pass and `moved()` (asked at each period's
+    end; None: never) says the work behind it did not move meanwhile. The future itself is never cancelled
+    here: it stays its owner's."""
+    while True:
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), within)
+        except TimeoutError:
+            if moved is None or not moved():
+                raise

@@ -63,3 +63,14 @@ class HealthAction(enum.Enum):
     DUMP_STACK = "dump stack"  # silent past ping_timeout: SIGUSR1, its stack goes to the log
     KILL_HUNG = "kill hung"  # still silent one heartbeat after its stack was dumped: SIGKILL
     KILL_OVER_BUDGET = "kill over budget"  # a processor call ran past its hard limit (the activity page)
+
+
+def memory_action(pss: int, warned: bool, warn: int, limit: int) -> tuple[HealthAction, bool]:
+    """What a worker's PSS (bytes) calls for against the warn and limit lines (bytes, 0: none), and whether
+    it stands warned afterwards: warned once per crossing, re-armed only well below (MEMORY_WARN_REARM), so a
+    PSS hovering at the line is quiet."""
+    if limit and pss > limit:
+        return HealthAction.KILL_MEMORY, warned
+    if warn and pss > warn and not warned:
+        return HealthAction.WARN_MEMORY, True
+    return HealthAction.PING, warned and pss >= warn * MEMORY_WARN_REARM

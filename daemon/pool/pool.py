@@ -231,7 +231,7 @@ class WorkerPool:
         """Construct each processor once in a worker (never here): spec text → why it could not start."""
         for _ in range(2):  # a worker may die meanwhile: ask its replacement once
             worker = await self._ready_worker()
-            token = worker.next_token()
+            token = next(worker.tokens)
             message = control.ProbeProcessors(token=token, processors=specs)
             try:
                 reply = await worker.request(message, "probe", token, within=self.settings.prewarm_timeout)

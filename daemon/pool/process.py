@@ -9,14 +9,14 @@ returned would leave it to init). Two events on the loop decide it, never pollin
 the process is dead) and the sentinel (spawn: the child's pipe end closed; forkserver: the server reaped
 the worker and wrote its status); then a non-blocking reap, and `pidfd_send_signal(0)` failing with ESRCH
 proves the pid is gone. Only when the forkserver itself died does init reap a worker, with no event: then a
-bounded re-check. A request (attach, probe) not answered within its deadline kills the worker.
+bounded re-check. Every request has a deadline (attach, probe: prewarm_timeout; drain, detach: ping_timeout
+unless the stream moved meanwhile); a worker that misses it is killed.
 
-Health is a method of the worker, not of the pool: `check_health(now)` turns what the worker last said
-(its pong), what it is doing (its activity page: a processor call past its hard limit is cut off) and what
-it weighs (PSS, measured by the pool off the loop) into one `HealthAction` for the pool's heartbeat loop.
-A worker silent past `ping_timeout` first gets SIGUSR1 (faulthandler writes every thread's stack to the
-log), and SIGKILL one heartbeat later if still silent: the operator sees where it hung, and a worker that
-was only slow and answers in between is spared.
+Health is a method of the worker: `check_health(now)` turns what the worker last said (its pong), what it
+is doing (its activity page: a processor call past its hard limit is cut off) and what it weighs (PSS,
+measured by the pool off the loop) into one `HealthAction` for the pool's heartbeat. A worker silent past
+`ping_timeout` gets SIGUSR1 (faulthandler logs every thread's stack), then SIGKILL one heartbeat later if
+still silent: the operator sees where it hung, and one only slow that answers in between is spared.
 
 The supervisor owns every memfd; results are drained a ring's worth per loop turn, every slot validated by
 `framepool.ipc.slots`. A malformed slot, a corrupt ring, a pong that answers no ping or a message flood is
@@ -52,7 +52,7 @@ from framepool.pool.quarantine import call_budget
 from framepool.pool.spawn import forget, start_process
 from framepool.ratelimit import TokenBucket
 from framepool.settings import Settings
-from framepool.tasks import first_of
+from framepool.tasks import first_of, while_moving
 
 if TYPE_CHECKING:
     from framepool.pool.stream import StreamAttachment
@@ -99,8 +99,8 @@ class WorkerProcess:
         self.attachments: dict[int, StreamAttachment] = {}
         self._on_exit = on_exit
         self._loop = asyncio.get_running_loop()
-        self._indexes = itertools.count(1)
-        self._tokens = itertools.count(1)
+        self.indexes = itertools.count(1)  # of the streams it hosts (AttachStream.index)
+        self.tokens = itertools.count(1)  # of drain and probe requests
         self._pings = itertools.count(1)
         self._replies: dict[tuple[str, int], asyncio.Future[control.Message]] = {}
         self._process: BaseProcess | None = None
@@ -179,10 +179,18 @@ class WorkerProcess:
             self._on_channel_error(exc)
 
     async def request(
-        self, message: control.Message, kind: str, key: int, fds: list[int] | None = None, within: float = 0
+        self,
+        message: control.Message,
+        kind: str,
+        key: int,
+        fds: list[int] | None = None,
+        *,
+        within: float = 0,
+        progress: Callable[[], bool] | None = None,
     ) -> control.Message | None:
         """Send and wait for the reply identified by (kind, key); None if the worker exits first. With
-        `within` (s), a worker that has not answered by then is killed: TimeoutError."""
+        `within` (s), a worker that has not answered by then is killed (TimeoutError), unless `progress`
+        says the work the request waits for moved since the last look: then it gets another `within`."""
         future: asyncio.Future[control.Message] = self._loop.create_future()
         self._replies[(kind, key)] = future
         self.send(message, fds)
@@ -190,7 +198,7 @@ class WorkerProcess:
             future.cancel()
         try:
             if within:
-                return await asyncio.wait_for(future, within)
+                return await while_moving(future, within, progress)
             return await future
         except TimeoutError:
             self.kill(f"no answer to its {kind} request within {within:g} s", HealthAction.KILL_HUNG)
@@ -201,12 +209,6 @@ class WorkerProcess:
             raise
         finally:
             self._replies.pop((kind, key), None)
-
-    def next_index(self) -> int:
-        return next(self._indexes)
-
-    def next_token(self) -> int:
-        return next(self._tokens)
 
     # -- events from the loop ----------------------------------------------------------------------------
 
@@ -413,16 +415,13 @@ class WorkerProcess:
             self.stack_dumped = True
             return HealthAction.DUMP_STACK
         self.stack_dumped = False  # it answered since: only slow, and spared
-        warn, limit = settings.worker_memory_warn_mb << 20, settings.worker_memory_limit_mb << 20
-        if limit and self.pss > limit:
-            return HealthAction.KILL_MEMORY
-        if warn and self.pss > warn and not self.memory_warned:
-            # Once per crossing, not per check; re-armed only well below: PSS hovering at the line is quiet.
-            self.memory_warned = True
-            return HealthAction.WARN_MEMORY
-        if self.pss < warn * liveness.MEMORY_WARN_REARM:
-            self.memory_warned = False
-        return HealthAction.PING
+        action, self.memory_warned = liveness.memory_action(
+            self.pss,
+            self.memory_warned,
+            settings.worker_memory_warn_mb << 20,
+            settings.worker_memory_limit_mb << 20,
+        )
+        return action
 
     def dump_stack(self) -> None:
         """SIGUSR1: the worker's faulthandler writes every thread's stack to its stderr, the log."""

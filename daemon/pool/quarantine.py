@@ -18,7 +18,9 @@ backoff, so healthy neighbours lose at most what arrives while the blamed call h
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -72,3 +74,16 @@ def blame_of(worker: WorkerProcess) -> Blame | None:
     else:
         reason = f"the worker died in its call with {worker.exit_report()}"
     return Blame(call.stream, call.processor, reason)
+
+
+def log_quarantined(stream_id: str, labels: Mapping[str, str], processor: str, detail: str) -> None:
+    """One error line: `processor` is quarantined on the stream `stream_id` (labels: room, participant...)."""
+    where = ", ".join(f"{key} {labels[key]}" for key in ("room", "participant", "track") if key in labels)
+    logging.getLogger("framepool.pool").error(
+        "processor %s quarantined on stream %s%s: %s",
+        processor,
+        stream_id,
+        f" ({where})" if where else "",
+        detail,
+        extra={**labels, "stream": stream_id, "processor": processor},
+    )

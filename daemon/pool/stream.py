@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 from typing_extensions import Buffer
@@ -39,6 +40,7 @@ from framepool.ipc.slots import (
     new_stream_key,
 )
 from framepool.ipc.slots import Result as Result  # sinks know it as framepool.pool.Result
+from framepool.pool.quarantine import log_quarantined
 from framepool.processors.api import Kind
 from framepool.processors.kinds import media_kind
 from framepool.processors.registry import ProcessorSpec
@@ -123,9 +125,8 @@ class StreamAttachment:
         self.failure = ""  # set when the pool halted and this stream cannot continue
         self.pushed = 0
         self.gaps = 0
-        self._refused = self._lost = self._errors = self._errors_retired = self._results = (
-            self._results_dropped
-        ) = 0
+        self._refused = self._lost = self._errors = self._errors_retired = 0
+        self._results = self._results_dropped = self._outputs = 0  # results (delivered, dropped), outputs
         self._retired = {"dropped": 0, "skipped": 0, "read": 0}  # counters of rings of dead workers
         self._busy: dict[str, float] = {}  # of the current worker's processor instances
         self._busy_retired: dict[str, float] = {}  # of instances that died with earlier workers
@@ -143,7 +144,7 @@ class StreamAttachment:
         """Hand the rings (fresh ones unless kept across a restart) to `worker`, wait until it hosts the
         stream."""
         spec = self.spec
-        self.worker, self.index, self.key = worker, worker.next_index(), new_stream_key()
+        self.worker, self.index, self.key = worker, next(worker.indexes), new_stream_key()
         if not self._kept:
             self._create_rings()
         self._kept = False
@@ -304,8 +305,16 @@ class StreamAttachment:
             if worker is None or not self._live.is_set():
                 await self._live.wait()
                 continue
-            token = worker.next_token()
-            reply = await worker.request(control.DrainStream(index=self.index, token=token), "drain", token)
+            token = next(worker.tokens)
+            try:
+                reply = await worker.request(
+                    control.DrainStream(index=self.index, token=token),
+                    "drain",
+                    token,
+                    **self._deadline(worker),
+                )
+            except TimeoutError:  # the worker was killed: the pool re-attaches the stream
+                reply = None
             if isinstance(reply, control.StreamDrained):
                 self._busy = reply.busy
                 self._errors = max(self._errors, reply.errors)
@@ -319,7 +328,12 @@ class StreamAttachment:
         self._final = self._loop.create_future()
         worker = self.worker
         if worker is not None and self._live.is_set():
-            reply = await worker.request(control.DetachStream(index=self.index), "detach", self.index)
+            try:
+                reply = await worker.request(
+                    control.DetachStream(index=self.index), "detach", self.index, **self._deadline(worker)
+                )
+            except TimeoutError:  # the worker was killed: its final results are lost, the detach completes
+                reply = None
             if isinstance(reply, control.StreamDetached):
                 self._busy = reply.busy
                 self._errors = max(self._errors, reply.errors)
@@ -335,6 +349,24 @@ class StreamAttachment:
         self._on_detached(self)
         self._notify("detached", "")
         return stats
+
+    def _deadline(self, worker: WorkerProcess) -> dict[str, Any]:
+        """A drain or detach request's deadline: answered within ping_timeout, or the stream moved meanwhile
+        (frames read, results or output delivered, or one of its processor calls running within its own time
+        limit, which the pool's heartbeat enforces); a worker that does neither is killed."""
+        last = [(-1, -1, -1)]
+
+        def moved() -> bool:
+            now, call = (
+                (self._ring_counts().get("read", 0), self._results, self._outputs),
+                worker.activity.read(),
+            )
+            running = call is not None and call.stream == self.index and time.monotonic() <= call.deadline
+            moved, last[0] = now != last[0], now
+            return moved or running
+
+        moved()
+        return {"within": worker.settings.ping_timeout, "progress": moved}
 
     def abandon(self, reason: str) -> None:
         """The pool closed without this stream detaching in time: free its rings, finish its detach."""
@@ -381,6 +413,7 @@ class StreamAttachment:
         return count
 
     def _deliver_output(self, frame: OutputFrame) -> None:
+        self._outputs += 1
         try:
             self.sink.on_output_frame(self.stream_id, frame)
         except Exception:
@@ -391,10 +424,9 @@ class StreamAttachment:
 
     def busy_reported(self, seconds: list[float]) -> None:
         """A pong's busy seconds of this stream's processors, in processor order."""
-        busy: dict[str, float] = {}
+        self._busy = dict.fromkeys(self._names, 0.0)
         for name, value in zip(self._names, seconds, strict=False):
-            busy[name] = busy.get(name, 0.0) + value
-        self._busy = busy
+            self._busy[name] += value
 
     def processor_event(self, event: control.StreamEvent) -> None:
         self._errors = max(self._errors, event.errors)
@@ -402,7 +434,9 @@ class StreamAttachment:
             if not 0 <= event.processor_index < len(self._names):
                 return  # the worker names no processor of this stream: nothing to carry, nothing to report
             self.quarantined[event.processor_index] = event.detail
-            self._quarantine_log(event.processor_index, event.detail)
+            log_quarantined(
+                self.stream_id, self.spec.labels, self._names[event.processor_index], event.detail
+            )
         self._notify(event.event, f"{event.processor}: {event.detail}")
 
     def incident(self, processor: int, reason: str, limit: int) -> str:
@@ -416,21 +450,9 @@ class StreamAttachment:
             return f"; blamed on processor {name} ({reason}): incident {count} of {limit}"
         detail = f"{count} incidents; last: {reason}"
         self.quarantined[processor] = detail
-        self._quarantine_log(processor, detail)
+        log_quarantined(self.stream_id, self.spec.labels, self._names[processor], detail)
         self._notify("processor_quarantined", f"{name}: {detail}")
         return f"; blamed on processor {name} ({reason}): quarantined on this stream"
-
-    def _quarantine_log(self, processor: int, detail: str) -> None:
-        labels = self.spec.labels
-        where = ", ".join(f"{key} {labels[key]}" for key in ("room", "participant", "track") if key in labels)
-        log.error(
-            "processor %s quarantined on stream %s%s: %s",
-            self._names[processor],
-            self.stream_id,
-            f" ({where})" if where else "",
-            detail,
-            extra={**labels, "stream": self.stream_id, "processor": self._names[processor]},
-        )
 
     def restarted(self, detail: str) -> None:
         self._notify("worker_restarted", detail)

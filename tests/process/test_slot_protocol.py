@@ -147,3 +147,32 @@ async def test_a_worker_flooding_its_control_channel_is_killed(shm_unchanged: No
         assert [p["seq"] for p in sink.payloads("count")][-1] == 2
     finally:
         await pool.aclose()
+
+
+@pytest.mark.parametrize("request_", ["drain", "detach"])
+async def test_a_worker_that_ignores_a_request_is_killed_at_its_deadline(
+    shm_unchanged: None, request_: str
+) -> None:
+    """Liveness the worker cannot fake: it answers every ping but never a drain or detach. The request's
+    deadline (ping_timeout without progress) kills it, and the drain or detach completes."""
+    pool = WorkerPool(settings(ping_interval=0.2, ping_timeout=1.0))
+    await pool.start()
+    try:
+        sink = RecordingSink()
+        processors = "tests.support.procs:Count;tests.support.procs:SwallowReplies"
+        stream = await pool.attach(audio_spec("r", processors), sink)
+        [worker] = pool.worker_pids()
+        await stream.push_wait(audio_frame(1), 1, AUDIO_10MS)
+        await sink.wait_for(lambda: len(sink.payloads("count")) == 1, "the first frame to be processed")
+        if request_ == "drain":
+            await stream.drain()  # answered by the replacement, which has seen no frame
+        else:
+            stats = await stream.detach()
+            assert stats.processed == 1, stats
+        for _ in range(50):  # heartbeats (0.2 s) until the replacement has started
+            if pool.stats().restarts:
+                break
+            await pool.next_heartbeat()
+        assert pool.stats().restarts == 1 and not psutil.pid_exists(worker)
+    finally:
+        await pool.aclose()

@@ -468,6 +468,25 @@ class ScribbleCounters(AudioProcessor[NoParams]):
         os._exit(3)
 
 
+class SwallowReplies(AudioProcessor[NoParams]):
+    """From its first frame on, its worker never answers a drain or detach request (its control channel drops
+    those replies) while it goes on answering pings: a worker that looks alive and ignores requests."""
+
+    name = "swallow-replies"
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        channel = ctx._stream.channel  # type: ignore[attr-defined]
+        if getattr(channel, "swallowing", False):
+            return
+        send = channel.send
+
+        def swallow(message: Any) -> None:
+            if type(message).__name__ not in ("StreamDrained", "StreamDetached"):
+                send(message)
+
+        channel.send, channel.swallowing = swallow, True
+
+
 class TruncateRings(AudioProcessor[NoParams]):
     """On its first frame, tries to shrink and to grow every framepool memfd its worker holds (found in
     /proc/self/fd, as a hostile processor would), and emits how many it tried and how many refused."""

@@ -59,24 +59,29 @@ msgpack_ints = st.integers(-(2**63), 2**63 - 1)
 
 
 def _field_strategy(hint: Any) -> st.SearchStrategy[Any]:
-    """A field's values from its annotation, integers kept in msgpack's range (the encoder's own limit)."""
+    """A field's values from its annotation: integers kept in msgpack's range (the encoder's own limit),
+    bounded counts and seconds (control.Count, control.Seconds) within their bounds."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Annotated:
+        base, meta = args[0], args[1]
+        return (st.integers if base is int else st.floats)(meta.ge, meta.le)
     if hint is int:
         return msgpack_ints
     if hint == int | None:
         return msgpack_ints | st.none()
-    if hint == dict[int, list[float]]:
-        return st.dictionaries(msgpack_ints, st.lists(st.floats(), max_size=4), max_size=4)
     if hint == list[ProcessorSpec]:
         return st.lists(processor_specs, max_size=3)
-    if hint == list[int]:
-        return st.lists(msgpack_ints, max_size=4)
+    if origin is list:
+        return st.lists(_field_strategy(args[0]), max_size=4)
+    if origin is dict:
+        return st.dictionaries(_field_strategy(args[0]), _field_strategy(args[1]), max_size=4)
     if isinstance(hint, type) and hasattr(hint, "__struct_fields__"):  # a nested Struct (CallBudget)
         return _message_strategy(hint)
     return st.from_type(hint)
 
 
 def _message_strategy(cls: type[Any]) -> st.SearchStrategy[Any]:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     return st.builds(cls, **{name: _field_strategy(hints[name]) for name in cls.__struct_fields__})
 
 
