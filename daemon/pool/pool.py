@@ -75,6 +75,7 @@ class WorkerStats(msgspec.Struct, frozen=True, kw_only=True):
     load: float
     restarts: int
     memory_restarts: int  # of `restarts`, those after the pool killed the worker for worker_memory_limit_mb
+    protocol_restarts: int  # of `restarts`, those after it broke the protocol (framepool.pool.process)
     pss_bytes: int
     exitcode: int | None  # of the current incarnation, once it exited (framepool.ipc.lifecycle.WorkerExit)
 
@@ -101,6 +102,7 @@ class _Slot:
         self.worker: WorkerProcess | None = None
         self.restarts = 0
         self.memory_restarts = 0
+        self.protocol_restarts = 0
         self.crash_streak = 0
         self.ready_at = 0.0
 
@@ -285,6 +287,7 @@ class WorkerPool:
         fresh = uptime > self.settings.restart_backoff_max or blamed is not None
         slot.crash_streak = 1 if fresh else slot.crash_streak + 1
         slot.restarts += 1
+        slot.protocol_restarts += worker.broke_protocol
         self._spawn(self._replace(slot, orphans, reason, immediate=blamed is not None))
 
     async def _replace(
@@ -393,6 +396,7 @@ class WorkerPool:
                 load=s.worker.load if s.worker else 0.0,
                 restarts=s.restarts,
                 memory_restarts=s.memory_restarts,
+                protocol_restarts=s.protocol_restarts,
                 pss_bytes=s.worker.pss if s.worker else 0,
                 exitcode=s.worker.exitcode if s.worker else None,
             )

@@ -374,7 +374,7 @@ class WorkerProcess:
         """The worker broke the protocol: killed (the pool restarts it), its rings not read again."""
         self.broke_protocol = True
         log.error("worker %d (pid %d) sent %s; killing it", self.slot, self.pid, what)
-        self.kill()
+        self.kill(f"it broke the protocol: {what}")
 
     def ping(self, seq: int) -> None:
         self.pings.sent(seq)

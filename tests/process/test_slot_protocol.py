@@ -31,6 +31,7 @@ async def test_a_worker_writing_a_malformed_slot_is_killed_and_replaced(
             "tests.support.procs:Count"
         }
         assert pool.stats().restarts == 1 and not psutil.pid_exists(forger)
+        assert pool.stats().workers[0].protocol_restarts == 1
         await stream.push_wait(audio_frame(2), 2, AUDIO_10MS)  # frames after seq 1 are not forged
         await stream.drain()
         assert [p["seq"] for p in sink.payloads("count")][-1] == 2  # the stream goes on
@@ -60,6 +61,7 @@ async def test_a_result_forged_under_another_streams_index_never_reaches_that_st
             lambda: "worker_restarted" in forger_sink.event_names(), "the worker to be replaced"
         )
         assert pool.stats().restarts == 1 and not psutil.pid_exists(worker)
+        assert pool.stats().workers[0].protocol_restarts == 1
         for seq in (2, 3):
             await victim.push_wait(audio_frame(seq), seq, AUDIO_10MS)
             await forger.push_wait(audio_frame(seq), seq, AUDIO_10MS)
@@ -104,6 +106,7 @@ async def test_a_pong_that_answers_no_ping_is_a_protocol_violation(shm_unchanged
         await stream.push_wait(audio_frame(1), 1, AUDIO_10MS)
         await sink.wait_for(lambda: "worker_restarted" in sink.event_names(), "the worker to be replaced")
         assert pool.stats().restarts == 1 and not psutil.pid_exists(faker)
+        assert pool.stats().workers[0].protocol_restarts == 1
     finally:
         await pool.aclose()
 
@@ -174,5 +177,6 @@ async def test_a_worker_that_ignores_a_request_is_killed_at_its_deadline(
                 break
             await pool.next_heartbeat()
         assert pool.stats().restarts == 1 and not psutil.pid_exists(worker)
+        assert pool.stats().workers[0].protocol_restarts == 0  # killed as hung, not as a protocol breaker
     finally:
         await pool.aclose()
