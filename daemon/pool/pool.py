@@ -48,6 +48,7 @@ from framepool.pool.formats import input_format_of, ring_slots
 from framepool.pool.liveness import HealthAction
 from framepool.pool.placement import least_loaded
 from framepool.pool.process import WorkerProcess, WorkerState
+from framepool.pool import spawn
 from framepool.pool.quarantine import blame_of
 from framepool.pool.stream import StreamAttachment, StreamSink, StreamSpec
 from framepool.processors.kinds import kind_of, media_kind
@@ -133,6 +134,7 @@ class WorkerPool:
         # Workers take CPUs round robin; with no explicit list the first CPU is left to the supervisor.
         offset = 0 if self.settings.cpus or len(cpus) < 2 else 1
         self._slots = [_Slot(i, cpus[(i + offset) % len(cpus)]) for i in range(count)]
+        spawn.configure(self.settings)  # the workers' environment and sandbox
         if self.settings.start_method == "forkserver":
             # Workers then fork from a server that already imported numpy and the runtime.
             # pool_forkserver keeps the server alive through a process-group SIGTERM: it reaps the workers.
