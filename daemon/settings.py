@@ -152,8 +152,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         list[Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\*?$")]],
         _doc(
             "Environment variables passed to the workers besides PATH, HOME, LANG, LANGUAGE, LC_*, TZ, "
-            "TMPDIR, PYTHON*, OMP_*, MKL_* and OPENBLAS_* (a trailing '*' passes every name with that prefix); "
-            "nothing else of the supervisor's environment reaches them, LIVEKIT_* never does.",
+            "TMPDIR, PYTHON*, OMP_*, MKL_* and OPENBLAS_* (a trailing '*' passes every name with that "
+            "prefix); nothing else of the supervisor's environment reaches them, LIVEKIT_* never does.",
         ),
     ] = []
     sandbox: Annotated[

@@ -38,6 +38,7 @@ import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 from framepool.errors import PoolError
 from framepool.ipc.lifecycle import WorkerLaunch, worker_entry
@@ -102,20 +103,23 @@ def _current_launch() -> WorkerLaunch:
     return _launch or WorkerLaunch(env=worker_environment((), os.environ))
 
 
-def _spawnv_passfds(path: str, args: list[str], passfds: Sequence[int]) -> int:
+def _spawnv_passfds(path: Any, args: Any, passfds: Sequence[int]) -> int:
     """multiprocessing's fork-exec helper; on the starter thread, with the allow-listed environment."""
     if not getattr(_on_starter, "active", False):
         return _original_spawnv_passfds(path, args, passfds)
     env = [os.fsencode(f"{key}={value}") for key, value in _current_launch().env.items()]
     fds = tuple(sorted(map(int, passfds)))
+    # The same call as multiprocessing.util.spawnv_passfds, with `env` instead of None (inherit). Typed Any:
+    # the stub wants a str cwd and a callable preexec_fn where the runtime (and multiprocessing) pass None.
+    fork_exec: Any = _posixsubprocess.fork_exec
+    vfork = () if sys.version_info >= (3, 14) else (getattr(subprocess, "_USE_VFORK", True),)
     errpipe_read, errpipe_write = os.pipe()
     try:
-        # The same call as multiprocessing.util.spawnv_passfds, with `env` instead of None (inherit).
-        common = (args, [os.fsencode(path)], True, fds, None, env, -1, -1, -1, -1, -1, -1)
-        tail = (errpipe_read, errpipe_write, False, False, -1, None, None, None, -1, None)
-        if sys.version_info >= (3, 14):
-            return _posixsubprocess.fork_exec(*common, *tail)
-        return _posixsubprocess.fork_exec(*common, *tail, subprocess._USE_VFORK)  # type: ignore[attr-defined]
+        pid: int = fork_exec(
+            args, [os.fsencode(path)], True, fds, None, env, -1, -1, -1, -1, -1, -1,
+            errpipe_read, errpipe_write, False, False, -1, None, None, None, -1, None, *vfork,
+        )  # fmt: skip
+        return pid
     finally:
         os.close(errpipe_read)
         os.close(errpipe_write)
