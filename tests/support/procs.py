@@ -151,12 +151,14 @@ def prewarm_first_only() -> None:
 
 
 def prewarm_marker(supervisor_pid: int | None = None) -> str:
-    import multiprocessing
-
-    if supervisor_pid is None:
-        parent = multiprocessing.parent_process()
-        supervisor_pid = parent.pid if parent is not None and parent.pid is not None else 0
+    if supervisor_pid is None:  # in a worker, which is not told the supervisor's pid: /proc tells it
+        supervisor_pid = _supervisor_chain()[-1] if _parent_is_forkserver() else os.getppid()
     return f"/tmp/framepool-test-prewarm-{supervisor_pid}"
+
+
+def _parent_is_forkserver() -> bool:
+    with open(f"/proc/{os.getppid()}/cmdline", "rb") as file:
+        return b"multiprocessing.forkserver" in file.read()
 
 
 def prewarm_raise() -> None:
