@@ -148,6 +148,30 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             ge=AUTO,
         ),
     ] = AUTO
+    worker_env: Annotated[
+        list[Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\*?$")]],
+        _doc(
+            "Environment variables passed to the workers besides PATH, HOME, LANG, LANGUAGE, LC_*, TZ, "
+            "TMPDIR, PYTHON*, OMP_*, MKL_* and OPENBLAS_* (a trailing '*' passes every name with that "
+            "prefix); nothing else of the supervisor's environment reaches them, LIVEKIT_* never does.",
+        ),
+    ] = []
+    sandbox: Annotated[
+        bool,
+        _doc(
+            "Sandbox the workers for processors that are not fully trusted: run them as sandbox_user, with "
+            "no_new_privs, non-dumpable and a seccomp filter (no signals to or /proc access into other "
+            "processes, no ptrace, namespaces or mounts); a worker that cannot set it up fails to start.",
+        ),
+    ] = False
+    sandbox_user: Annotated[
+        str,
+        _doc(
+            "User (name or uid) sandboxed workers run as; switching needs the supervisor to run as root, "
+            "else this must be the supervisor's own user. It must be able to read Python and the processors.",
+            min_length=1,
+        ),
+    ] = "nobody"
     restart_backoff: Annotated[
         float, _doc("First delay before restarting a crashed worker, doubled per consecutive crash.", ge=0)
     ] = 0.2
@@ -319,7 +343,8 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
         name = env_name(field)
         if name and name in environ:
             raw = environ[name]
-            value: Any = [item for item in re.split(r"[,\s]+", raw) if item] if field == "cpus" else raw
+            listed = field in ("cpus", "worker_env")
+            value: Any = [item for item in re.split(r"[,\s]+", raw) if item] if listed else raw
             layer[field] = (value, name)
     return layer
 

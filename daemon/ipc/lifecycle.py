@@ -9,10 +9,16 @@ the worker exits with exactly one of these codes, from one place (`framepool.wor
 pool decides on the code, never on a message. The values sit in a block of their own, above the
 `framepool` command's `ExitStatus` values and below the shell's 128+signal, so no number means two
 things; only 0 is shared, and it means a clean end in both.
+
+`WorkerLaunch` is what a worker must know before it reads its first control message: the environment it
+runs with (allow-listed by the supervisor, `framepool.pool.spawn`) and whether it sandboxes itself
+(`framepool.worker.sandbox`) before any processor code is imported. It travels as the multiprocessing
+target's argument, never through the environment.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import socket
 
@@ -26,12 +32,22 @@ class WorkerExit(enum.IntEnum):
     PREWARM_FAILED = 66  # the prewarm hook raised or cannot be imported (WorkerFailed says why): halts
     ORPHANED = 67  # the supervisor died before the parent-death signal was armed: nobody is left to care
     CHANNEL_LOST = 68  # the control channel broke (the supervisor is gone or misbehaved): restarted
+    SANDBOX_FAILED = 69  # sandbox = true but it could not be set up (WorkerFailed says why): the pool halts
     # Killed by the supervisor (ping timeout after a SIGUSR1 stack dump, memory limit, the last
     # shutdown rung) is not a code but SIGKILL: multiprocessing reports it as -9.
 
 
 # Exits after which a new incarnation would fail the same way: the pool halts instead of respawning.
-FATAL_AT_BOOT = frozenset({WorkerExit.BAD_START, WorkerExit.PREWARM_FAILED})
+FATAL_AT_BOOT = frozenset({WorkerExit.BAD_START, WorkerExit.PREWARM_FAILED, WorkerExit.SANDBOX_FAILED})
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerLaunch:
+    """What a worker applies to itself first, before its start message (pickled by multiprocessing)."""
+
+    env: dict[str, str]  # the worker's whole environment (os.environ is replaced by it)
+    sandbox: bool = False
+    sandbox_user: str = "nobody"
 
 
 def describe_exit(code: int | None) -> str:
@@ -46,8 +62,8 @@ def describe_exit(code: int | None) -> str:
         return f"exit code {code}"
 
 
-def worker_entry(sock: socket.socket, expected_parent: int) -> None:
+def worker_entry(sock: socket.socket, expected_parent: int, launch: WorkerLaunch) -> None:
     """The multiprocessing target (runs in the new worker process): the worker runtime, imported here."""
     from framepool.worker.main import main
 
-    main(sock, expected_parent)
+    main(sock, expected_parent, launch)

@@ -21,6 +21,12 @@ die of theirs, and the tracker, whose pipe they all held, reads its end of file 
 tied to the *thread* that started the server; `framepool.pool.spawn` starts it (and every worker) from one
 thread that lives as long as the supervisor. If the supervisor died before the signal was armed, no
 worker exists yet, so the alive pipe's end of file ends the server the ordinary way.
+
+Why non-dumpable: the server runs as the supervisor's user, unsandboxed, and forks every future worker;
+were it dumpable, a sandboxed worker running as that same user could write into /proc/<server>/mem and so
+run code outside the sandbox. Its children inherit the flag, so a new worker is non-dumpable until it
+decides (`framepool.worker.main`: an unsandboxed worker makes itself dumpable again). Its environment is
+already the workers' allow-listed one (`framepool.pool.spawn` execs it with that environment).
 """
 
 from __future__ import annotations
@@ -29,7 +35,11 @@ import ctypes
 import signal
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+_libc = ctypes.CDLL(None, use_errno=True)
+if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
     raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed in the forkserver")
+if _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+    raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed in the forkserver")

@@ -44,6 +44,7 @@ import psutil
 from framepool.errors import ChannelError, CrashLoopError, PoolError, PoolHaltedError, ProcessorError
 from framepool.ipc import control
 from framepool.ipc.lifecycle import FATAL_AT_BOOT, WorkerExit, describe_exit
+from framepool.pool import spawn
 from framepool.pool.formats import input_format_of, ring_slots
 from framepool.pool.liveness import HealthAction
 from framepool.pool.placement import least_loaded
@@ -135,6 +136,7 @@ class WorkerPool:
         # Workers take CPUs round robin; with no explicit list the first CPU is left to the supervisor.
         offset = 0 if self.settings.cpus or len(cpus) < 2 else 1
         self._slots = [_Slot(i, cpus[(i + offset) % len(cpus)]) for i in range(count)]
+        spawn.configure(self.settings)  # the workers' environment and sandbox
         if self.settings.start_method == "forkserver":
             # Workers then fork from a server that already imported numpy and the runtime.
             # pool_forkserver keeps the server alive through a process-group SIGTERM: it reaps the workers.

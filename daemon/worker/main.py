@@ -1,11 +1,13 @@
 """The processor worker process: start-up, the main loop, and the control messages it answers (worker
 process).
 
-A worker is started by `framepool.pool` (multiprocessing, forkserver or spawn) with one argument that
-matters, its end of the control channel. Everything else arrives in the typed `WorkerStart` message,
-never through the environment. Start-up order: die with the supervisor (PR_SET_PDEATHSIG, then check
-that the parent did not die before that took effect), read WorkerStart, pin to the CPU, map the rings,
-run the prewarm hook, announce WorkerReady.
+A worker is started by `framepool.pool` (multiprocessing, forkserver or spawn) with its end of the control
+channel and a `WorkerLaunch` (its environment, whether to sandbox itself). Everything else arrives in the
+typed `WorkerStart` message, never through the environment. Start-up order: replace the environment with
+the allow-listed one and drop multiprocessing's record of the supervisor's pid, sandbox itself if asked
+(`framepool.worker.sandbox`: the user switch clears the parent-death signal, so it comes first), die with
+the supervisor (PR_SET_PDEATHSIG, then check that the parent did not die before that took effect), read
+WorkerStart, pin to the CPU, map the rings, run the prewarm hook, announce WorkerReady.
 
 The main loop drains every input ring that has frames (a batch per wake-up), answers control messages
 between batches, and sleeps on its one data doorbell plus the control socket with `poll`: prepare_sleep,
@@ -24,6 +26,8 @@ import ctypes
 import faulthandler
 import importlib
 import logging
+import multiprocessing
+import multiprocessing.process
 import os
 import resource
 import select
@@ -38,9 +42,10 @@ from framepool.errors import ChannelError
 from framepool.ipc import control
 from framepool.ipc.activity import ActivityPage
 from framepool.ipc.control import WorkerChannel
-from framepool.ipc.lifecycle import WorkerExit
+from framepool.ipc.lifecycle import WorkerExit, WorkerLaunch
 from framepool.ipc.ring import Doorbell, FrameRing, RingError
 from framepool.logs import log_context, setup_logging
+from framepool.worker import sandbox
 from framepool.worker.hosting import CallWatch, HostedStream, ResultWriter, probe, release_resources
 
 # Streams whose busy seconds one pong carries at most (about 20 bytes each per processor, far below the
@@ -52,15 +57,25 @@ BUSY_PER_PONG = 4096
 PASS_SECONDS = 0.1
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 log = logging.getLogger("framepool.worker")
 
 
-def main(sock: socket.socket, expected_parent: int) -> None:
+def main(sock: socket.socket, expected_parent: int, launch: WorkerLaunch) -> None:
     """multiprocessing target (via `framepool.ipc.lifecycle.worker_entry`): the one place a worker exits."""
-    sys.exit(_run_worker(sock, expected_parent))
+    sys.exit(_run_worker(sock, expected_parent, launch))
 
 
-def _run_worker(sock: socket.socket, expected_parent: int) -> WorkerExit:
+def _run_worker(sock: socket.socket, expected_parent: int, launch: WorkerLaunch) -> WorkerExit:
+    apply_launch(launch)
+    if launch.sandbox:
+        try:
+            sandbox.apply(launch.sandbox_user)
+        except sandbox.SandboxError as exc:
+            return _sandbox_failed(WorkerChannel(sock), str(exc))
+    else:
+        # Forked from the (non-dumpable) forkserver: stay debuggable by the operator, as a spawned worker is.
+        ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
     if not arm_parent_death_signal(expected_parent):
         return WorkerExit.ORPHANED
     # The supervisor decides when a worker stops (its shutdown ladder), not a Ctrl-C or a service manager's
@@ -70,6 +85,27 @@ def _run_worker(sock: socket.socket, expected_parent: int) -> WorkerExit:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     return run(WorkerChannel(sock))
+
+
+def apply_launch(launch: WorkerLaunch) -> None:
+    """The pool's environment (a forked worker holds its forkserver's); no copy of the supervisor's pid,
+    which multiprocessing hands a forkserver child (the parent it records is the supervisor)."""
+    os.environ.clear()
+    os.environ.update(launch.env)
+    multiprocessing.current_process()._parent_pid = None  # type: ignore[attr-defined]
+    multiprocessing.process._parent_process = None  # type: ignore[attr-defined]
+
+
+def _sandbox_failed(channel: WorkerChannel, reason: str) -> WorkerExit:
+    """Read the start message (so the supervisor's send never meets a closed socket), say why, exit."""
+    log.error("%s", reason)
+    try:
+        _message, fds = channel.receive()
+        control.close_fds(fds)
+        channel.send(control.WorkerFailed(reason=reason))
+    except ChannelError:
+        return WorkerExit.CHANNEL_LOST
+    return WorkerExit.SANDBOX_FAILED
 
 
 def arm_parent_death_signal(expected_parent: int) -> bool:

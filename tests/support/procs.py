@@ -154,12 +154,14 @@ def prewarm_first_only() -> None:
 
 
 def prewarm_marker(supervisor_pid: int | None = None) -> str:
-    import multiprocessing
-
-    if supervisor_pid is None:
-        parent = multiprocessing.parent_process()
-        supervisor_pid = parent.pid if parent is not None and parent.pid is not None else 0
+    if supervisor_pid is None:  # in a worker, which is not told the supervisor's pid: /proc tells it
+        supervisor_pid = _supervisor_chain()[-1] if _parent_is_forkserver() else os.getppid()
     return f"/tmp/framepool-test-prewarm-{supervisor_pid}"
+
+
+def _parent_is_forkserver() -> bool:
+    with open(f"/proc/{os.getppid()}/cmdline", "rb") as file:
+        return b"multiprocessing.forkserver" in file.read()
 
 
 def prewarm_raise() -> None:
@@ -698,3 +700,131 @@ class FloodControl(AudioProcessor[NoParams]):
         )
         for _ in range(20_000):
             stream.channel.send(event)
+
+
+# -- hostile processors for the trust boundary (sandbox) --
+
+
+class EnvProbeParams(msgspec.Struct, forbid_unknown_fields=True):
+    secret: str = ""
+
+
+class EnvProbe(AudioProcessor[EnvProbeParams]):
+    """On its first frame, reports what a processor can learn of the supervisor: the names in its
+    environment, whether `secret` appears in os.environ or /proc/self/environ, and the supervisor's pid as
+    multiprocessing would tell it."""
+
+    name = "env-probe"
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        if frame.seq != 1:
+            return
+        import multiprocessing
+
+        with open("/proc/self/environ", "rb") as file:
+            raw = file.read()
+        secret = self.params.secret.encode()
+        parent = multiprocessing.parent_process()
+        ctx.emit(
+            "env",
+            {
+                "names": sorted(os.environ),
+                "proc_names": sorted(item.split(b"=", 1)[0].decode() for item in raw.split(b"\0") if item),
+                "secret_in_environ": any(self.params.secret in value for value in os.environ.values()),
+                "secret_in_proc": secret in raw,
+                "livekit_in_proc": b"LIVEKIT_" in raw,
+                "parent_pid": None if parent is None else parent.pid,
+                "recorded_parent": multiprocessing.current_process()._parent_pid,  # type: ignore[attr-defined]
+            },
+        )
+
+
+class TrespassParams(msgspec.Struct, forbid_unknown_fields=True):
+    victim: int = 0  # another worker's pid
+
+
+def _attempt(action: Any) -> str:
+    """'ok' or the name of the error an attempt raised."""
+    try:
+        action()
+    except OSError as exc:
+        return type(exc).__name__
+    return "ok"
+
+
+def _open_fds(pid: int) -> str:
+    """Open every fd of `pid` through /proc (its memfds are its rings); 'ok' if any opened."""
+    outcomes = set()
+    for fd in range(64):
+        try:
+            os.close(os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY))
+            return "ok"
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            outcomes.add(type(exc).__name__)
+    return ",".join(sorted(outcomes)) or "none"
+
+
+def _supervisor_chain() -> list[int]:
+    """The parent and the grandparent (the supervisor under forkserver), as /proc tells anyone."""
+    parent = os.getppid()
+    with open(f"/proc/{parent}/status") as file:
+        grandparent = int(next(line for line in file if line.startswith("PPid:")).split()[1])
+    return [parent, grandparent]
+
+
+def _unshare_user() -> str:
+    """unshare(CLONE_NEWUSER) through libc (os.unshare is Python 3.12+): 'ok' or the errno's name."""
+    import ctypes
+    import errno
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x10000000) == 0:
+        return "ok"
+    return errno.errorcode.get(ctypes.get_errno(), "?")
+
+
+class Trespass(AudioProcessor[TrespassParams]):
+    """On its first frame, tries what a processor must not be able to do in a sandboxed worker (signal
+    the supervisor or a neighbour, read the supervisor's /proc, open a neighbour's rings) and what a worker
+    must still do (threads, numpy, signal itself), and emits every outcome."""
+
+    name = "trespass"
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        if frame.seq != 1:
+            return
+        import threading
+
+        import numpy as np
+
+        victim = self.params.victim
+        chain = _supervisor_chain()
+        thread = threading.Thread(target=lambda: None)
+        thread.start()
+        thread.join()
+        ctx.emit(
+            "trespass",
+            {
+                "uid": os.getuid(),
+                "pid": os.getpid(),
+                "victim": victim,
+                "chain": chain,
+                "kill": {str(pid): _attempt(lambda pid=pid: os.kill(pid, 0)) for pid in chain},
+                "kill_group": _attempt(lambda: os.kill(0, 0)),
+                "kill_victim": _attempt(lambda: os.kill(victim, 0)),
+                "kill_self": _attempt(lambda: os.kill(os.getpid(), 0)),
+                "environ": {
+                    str(pid): _attempt(lambda pid=pid: open(f"/proc/{pid}/environ").close()) for pid in chain
+                },
+                "fd_dir": {
+                    str(pid): _attempt(lambda pid=pid: os.listdir(f"/proc/{pid}/fd")) for pid in chain
+                },
+                "victim_fds": _open_fds(victim),
+                "regain_root": _attempt(lambda: os.setuid(0)),
+                "unshare": _unshare_user(),
+                "numpy": float(np.dot(np.ones((64, 64)), np.ones((64, 64))).sum()),
+                "thread": not thread.is_alive(),
+            },
+        )
