@@ -274,6 +274,28 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         ),
     ] = 1024
 
+    # Room data (framepool.agent.intake)
+    data_sender_rate: Annotated[
+        float,
+        _doc(
+            "Data messages per second one participant may make framepool take (packets, streams, RPC calls, "
+            "DTMF, attribute changes; a burst of twice that is allowed); the rest are dropped and counted "
+            "against that participant.",
+            gt=0,
+        ),
+    ] = 100.0
+    data_stream_max_bytes: Annotated[
+        int,
+        _doc(
+            "Largest text or byte stream framepool reads; a longer one ends with an error and is counted "
+            "(also passed to the SDK, which then never buffers more).",
+            ge=1,
+        ),
+    ] = 1 << 20
+    data_streams_open: Annotated[
+        int, _doc("Streams of one job read at once; more are refused and counted.", ge=1)
+    ] = 32
+
     # Agent server
     load_threshold: Annotated[
         float, _doc("Load at which the daemon reports itself full to LiveKit.", gt=0, le=1)

@@ -25,6 +25,7 @@ from livekit.protocol import agent as agent_pb
 from livekit.protocol import models
 
 from framepool.agent.ffi_threads import keep_callback_thread_states
+from framepool.agent.intake import Consumer, DataIntake
 from framepool.agent.outputs import Output
 from framepool.agent.session import RoomSession, Rule, make_rule
 from framepool.logs import log_context
@@ -123,6 +124,8 @@ class JobContext:
             "agent": job.agent_name or "(automatic)",
         }
         self.session = RoomSession(self.room, pool, job.id, job.room.name)
+        self.settings = pool.settings
+        self.intakes: list[DataIntake] = []
         self._shutdown_callbacks: list[ShutdownCallback] = []
         self._participant_entrypoints: list[ParticipantEntrypoint] = []
         self._participant_tasks = TaskSet("participant entrypoints", log)
@@ -145,10 +148,16 @@ class JobContext:
             self.url,
             self.token,
             rtc.RoomOptions(
-                auto_subscribe=auto_subscribe, single_peer_connection=self.single_peer_connection
+                auto_subscribe=auto_subscribe,
+                single_peer_connection=self.single_peer_connection,
+                data_stream=rtc.room.DataStreamOptions(
+                    max_payload_byte_length=self.settings.data_stream_max_bytes
+                ),
             ),
         )
         self.connected = True
+        for intake in self.intakes:
+            intake.start()
         self.room.on("participant_connected", self._on_participant)
         for participant in self.room.remote_participants.values():
             self._on_participant(participant)
@@ -208,6 +217,22 @@ class JobContext:
         if not self.shutdown_requested.is_set():
             self.shutdown_reason = reason
             self.shutdown_requested.set()
+
+    def receive_data(self, consumer: Consumer, *, rpc_methods: Iterable[str] = ()) -> DataIntake:
+        """Hand every data event of the room (packets, text and byte streams on any topic, calls of
+        `rpc_methods`, DTMF, attribute and metadata changes) to `consumer` as a `DataMessage`, from now until
+        the job ends. `consumer` runs on the event loop and must not block; returning False says it could not
+        take the message (counted; an RPC caller gets framepool's SATURATED error). See
+        `framepool.agent.intake`."""
+        intake = DataIntake(self.room, self.job.id, consumer, self.settings, rpc_methods)
+        self.intakes.append(intake)
+        if self.connected:
+            intake.start()
+        return intake
+
+    async def close_intakes(self) -> None:
+        for intake in self.intakes:
+            await intake.aclose()
 
     def attach(
         self,
@@ -328,6 +353,7 @@ class RunningJob:
         log.info("job shutting down: %s", ctx.shutdown_reason or "requested")
         rungs: list[tuple[str, Callable[[], Awaitable[None]], float]] = [
             ("participant tasks", ctx.cancel_participant_tasks, before_disconnect),
+            ("data intake", ctx.close_intakes, before_disconnect),
             ("detach streams", ctx.session.detach_streams, before_disconnect),
             ("flush results", ctx.session.flush_results, before_disconnect),
             ("unpublish", ctx.session.unpublish, before_disconnect),
