@@ -277,21 +277,14 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Room data (framepool.agent.intake)
     data_sender_rate: Annotated[
         float,
-        _doc(
-            "Data messages per second one participant may make framepool take (packets, streams, RPC calls, "
-            "DTMF, attribute changes; a burst of twice that is allowed); the rest are dropped and counted "
-            "against that participant.",
-            gt=0,
-        ),
-    ] = 100.0
+        _doc("Data messages per second one participant may send framepool (twice that as a burst); the "
+             "rest are dropped and counted against that participant.", gt=0),
+    ] = 100.0  # fmt: skip
     data_stream_max_bytes: Annotated[
         int,
-        _doc(
-            "Largest text or byte stream framepool reads; a longer one ends with an error and is counted "
-            "(also passed to the SDK, which then never buffers more).",
-            ge=1,
-        ),
-    ] = 1 << 20
+        _doc("Largest text or byte stream framepool reads (the SDK is told too); a longer one ends with an "
+             "error and is counted.", ge=1),
+    ] = 1 << 20  # fmt: skip
     data_streams_open: Annotated[
         int, _doc("Streams of one job read at once; more are refused and counted.", ge=1)
     ] = 32
