@@ -27,6 +27,7 @@ from livekit.protocol import models
 from framepool.agent.ffi_threads import keep_callback_thread_states
 from framepool.agent.intake import Consumer, DataIntake
 from framepool.agent.outputs import Output
+from framepool.agent.room_outputs import RoomOutputs
 from framepool.agent.session import RoomSession, Rule, make_rule
 from framepool.logs import log_context
 from framepool.processors.registry import ProcessorSpec
@@ -126,6 +127,7 @@ class JobContext:
         self.session = RoomSession(self.room, pool, job.id, job.room.name)
         self.settings = pool.settings
         self.intakes: list[DataIntake] = []
+        self.outputs = RoomOutputs(self.room, self.settings.room_outbox)  # packets, text, attributes, RPC
         self._shutdown_callbacks: list[ShutdownCallback] = []
         self._participant_entrypoints: list[ParticipantEntrypoint] = []
         self._participant_tasks = TaskSet("participant entrypoints", log)
@@ -356,8 +358,10 @@ class RunningJob:
             ("data intake", ctx.close_intakes, before_disconnect),
             ("detach streams", ctx.session.detach_streams, before_disconnect),
             ("flush results", ctx.session.flush_results, before_disconnect),
+            ("flush outputs", ctx.outputs.flush, before_disconnect),
             ("unpublish", ctx.session.unpublish, before_disconnect),
             ("disconnect", ctx.room.disconnect, deadline),
+            ("close outputs", ctx.outputs.aclose, deadline),
             ("shutdown callbacks", lambda: ctx.run_shutdown_callbacks(deadline), deadline),
         ]
         for name, rung, rung_deadline in rungs:

@@ -58,17 +58,21 @@ class DaemonStatus(NamedTuple):
     draining: bool
 
 
+def default_permissions() -> models.ParticipantPermission:
+    """An agent's participant permissions unless it says otherwise, as livekit-agents' defaults: subscribe,
+    publish, publish data, update its own metadata and attributes (`ctx.outputs.set_attributes`)."""
+    return models.ParticipantPermission(
+        can_subscribe=True, can_publish=True, can_publish_data=True, can_update_metadata=True, agent=True
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class Registration:
     """What one agent registers as."""
 
     job_type: agent_pb.JobType = agent_pb.JT_ROOM
     agent_name: str = ""
-    permissions: models.ParticipantPermission = field(
-        default_factory=lambda: models.ParticipantPermission(
-            can_subscribe=True, can_publish=True, can_publish_data=True, agent=True
-        )
-    )
+    permissions: models.ParticipantPermission = field(default_factory=default_permissions)
     version: str = ""
     namespace: str = ""
 

@@ -29,7 +29,7 @@ from livekit.protocol import models
 from framepool.agent.connection import WS_CLOSE_TIMEOUT, AgentConnection
 from framepool.agent.job import Entrypoint, JobContext, JobRequest, RunningJob, SharedState, StatusReporter
 from framepool.agent.load import CpuMeter, LoadTracker
-from framepool.agent.registration import ConnectionOptions, DaemonStatus, Registration
+from framepool.agent.registration import ConnectionOptions, DaemonStatus, Registration, default_permissions
 from framepool.errors import ConfigError, FramepoolError, PoolHaltedError, ProcessorError
 from framepool.logs import log_context
 from framepool.pool import WorkerPool
@@ -79,11 +79,7 @@ class Agent:
     job_type: JobTypeName = "room"
     on_request: RequestFunction = accept_all
     prewarm: PrewarmFunction | None = None
-    permissions: models.ParticipantPermission = field(
-        default_factory=lambda: models.ParticipantPermission(
-            can_subscribe=True, can_publish=True, can_publish_data=True, agent=True
-        )
-    )
+    permissions: models.ParticipantPermission = field(default_factory=default_permissions)
     # Processors the agent is known to attach (declarative agents): tried in a worker at start.
     processors: list[ProcessorSpec] = field(default_factory=list, kw_only=True)
     shared: SharedState = field(init=False)
