@@ -120,13 +120,14 @@ def cpu_seconds() -> float:
 async def flood_beside_healthy(
     pool: WorkerPool, flood: str, seconds: float, sink_work_s: float = 0.0
 ) -> dict[str, Any]:
-    """A healthy stream (Count) and a flooding one (`FLOODS[flood]`) on different workers of a started 2-worker
-    pool, paced at 10 ms for `seconds`, the loop lag probed meanwhile; figures for the healthy stream."""
+    """A healthy stream (Count) and a flooding one (`FLOODS[flood]`) on different workers of a started
+    2-worker pool, paced at 10 ms for `seconds`, the loop lag probed meanwhile; figures for the healthy
+    stream."""
     healthy_sink, flood_sink = CountingSink(sink_work_s), CountingSink(sink_work_s)
     healthy = await pool.attach(spec("healthy", HEALTHY), healthy_sink)
     flooder = await pool.attach(spec("flood", FLOODS[flood], output=True), flood_sink)
     assert healthy.worker is not None and flooder.worker is not None
-    assert healthy.worker.slot != flooder.worker.slot, "the flooder must not share the healthy stream's worker"
+    assert healthy.worker.slot != flooder.worker.slot, "the flooder must not share the healthy one's worker"
     restarts = pool.stats().restarts
     probe = LagProbe()
     wall, cpu = time.monotonic(), cpu_seconds()
