@@ -16,10 +16,12 @@ messages, the loop lag p99 stays under 20 ms and the healthy stream gets every r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import select
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -88,6 +90,24 @@ class TurnProbe:
         assert self.delivered == count, f"{self.delivered} {what}, expected {count}"
 
 
+@contextlib.contextmanager
+def beside(pool: WorkerPool) -> Iterator[None]:
+    """Keep this thread (the loop) off the CPU of the pool's worker meanwhile: the drain and the worker's
+    writes run in parallel, as in production, so an uncapped drain would find the ring refilled every
+    time (sharing a CPU they alternate, and any drain ends after one ring)."""
+    cpus = os.sched_getaffinity(0)
+    [worker] = pool.stats().workers
+    others = cpus - {worker.cpu}
+    if not others:
+        yield
+        return
+    os.sched_setaffinity(0, others)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, cpus)
+
+
 def hold_loop_until_written(fifo: Path) -> None:
     """Block the loop (on purpose) until the worker signals the FIFO: whatever it wrote meanwhile waits."""
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a blocking open would wait for the writer forever
@@ -133,11 +153,12 @@ async def test_the_result_drain_yields_the_loop_after_its_budget(shm_unchanged: 
     pool = WorkerPool(settings(result_ring_slots=budget))
     await pool.start()
     try:
-        sink = TurnProbe(work_s=20e-6)
+        sink = TurnProbe(work_s=50e-6)
         flood = "tests.support.procs:FloodResults(per_frame=200000)"
         stream = await pool.attach(audio_spec("r", flood, realtime=True), sink)
-        assert stream.push(audio_frame(1), 1, AUDIO_10MS)
-        await stream.drain()  # the worker is done with the frame: every result it wrote was delivered
+        with beside(pool):
+            assert stream.push(audio_frame(1), 1, AUDIO_10MS)
+            await stream.drain()  # the worker is done with the frame: every result it wrote was delivered
         stats = await stream.detach()
         assert sink.delivered + stats.results_dropped == 200_000 and sink.delivered > 20 * budget
         assert max(sink.batches) <= 2 * budget, max(sink.batches)
