@@ -119,6 +119,7 @@ class WorkerProcess:
         self.activity = ActivityPage.create()  # readable after the worker is gone: whom to blame
         self.overrun: Call | None = None  # the call cut off by KILL_OVER_BUDGET
         self._rings_closed = False
+        self._drain_next_turn: asyncio.Handle | None = None
 
     @property
     def load(self) -> float:
@@ -343,19 +344,20 @@ class WorkerProcess:
         self.exited.set()
         self._on_exit(self)
 
-    def _on_result_bell(self) -> None:
+    def _on_result_bell(self, scheduled: bool = False) -> None:
+        if self._rings_closed or (self._drain_next_turn and not scheduled):
+            return  # or a second drain chain per turn would start each time the worker rings (it may at will)
+        self._drain_next_turn = None
         self.result_bell.clear()
         budget = self.settings.result_ring_slots
         while not self.broke_protocol:
             budget -= self.drain_results(budget)
             self.result_bell.prepare_sleep()
-            pending = self.results.pending() or any(a.output_pending() for a in self.attachments.values())
-            if not pending:
+            if not (self.results.pending() or any(a.output_pending() for a in self.attachments.values())):
                 return
             self.result_bell.cancel_sleep()
-            if budget <= 0:
-                # Let the rest of the loop run; finish on the next turn (the bell is not re-armed meanwhile).
-                self._loop.call_soon(self._on_result_bell)
+            if budget <= 0:  # let the rest of the loop run, finish next turn (the bell is not re-armed)
+                self._drain_next_turn = self._loop.call_soon(self._on_result_bell, True)
                 return
 
     def drain_results(self, budget: int | None = None) -> int:
@@ -383,8 +385,7 @@ class WorkerProcess:
     def _drain(self, budget: int | None) -> int:
         count = 0
         ring = self.results
-        # Unbounded calls (detach, drain, exit) still stop at one ring's worth: the worker keeps writing.
-        budget = self.settings.result_ring_slots if budget is None else budget
+        budget = self.settings.result_ring_slots if budget is None else budget  # detach, exit: one ring
         while count < budget and (item := ring.peek()) is not None:
             header, view = item
             del item

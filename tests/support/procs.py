@@ -828,3 +828,67 @@ class Trespass(AudioProcessor[TrespassParams]):
                 "thread": not thread.is_alive(),
             },
         )
+
+
+# -- flooding processors for the trust boundary (loop budget) --
+
+
+class FloodParams(msgspec.Struct, forbid_unknown_fields=True):
+    per_frame: int = 2000  # results or output frames per input frame: far more than one loop turn drains
+    ring_bell: bool = False  # also write the supervisor's result doorbell after every one, asleep or not
+
+
+class FloodResults(AudioProcessor[FloodParams]):
+    """Emits `per_frame` results per input frame as fast as it can: with 10 ms frames its worker writes
+    results without pause (a realtime stream's full result ring drops the rest, counted by the worker)."""
+
+    name = "flood-results"
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        bell = ctx._stream.writer.result_bell.event_fd if self.params.ring_bell else -1  # type: ignore[attr-defined]
+        for index in range(self.params.per_frame):
+            ctx.emit("flood", index)
+            if bell >= 0:
+                os.eventfd_write(bell, 1)
+
+
+class FloodOutput(AudioProcessor[FloodParams]):
+    """Publishes `per_frame` copies of its input frame on its output audio track per input frame, as fast as
+    it can (the stream needs an output ring: output_max_frame_bytes >= 960)."""
+
+    name = "flood-output"
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        bell = ctx._stream.writer.result_bell.event_fd if self.params.ring_bell else -1  # type: ignore[attr-defined]
+        for _ in range(self.params.per_frame):
+            ctx.publish_audio(frame.samples, 48000)
+            if bell >= 0:
+                os.eventfd_write(bell, 1)
+
+
+class ControlBurstParams(msgspec.Struct, forbid_unknown_fields=True):
+    messages: int = 150  # well under the control rate's burst: the worker is not killed for it
+    done_fifo: str = ""  # a FIFO this processor writes one byte to once every message is sent
+
+
+class ControlBurst(AudioProcessor[ControlBurstParams]):
+    """On its first frame, sends `messages` valid StreamEvents back to back on its worker's control channel,
+    then signals `done_fifo`: a test holding the supervisor's loop until then knows they all wait in the
+    socket at once."""
+
+    name = "control-burst"
+
+    def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
+        if frame.seq != 1:
+            return
+        from framepool.ipc import control
+
+        stream = ctx._stream  # type: ignore[attr-defined]
+        for number in range(self.params.messages):
+            event = control.StreamEvent(
+                index=stream.index, event="processor_error", processor="burst", detail=str(number), errors=0
+            )
+            stream.channel.send(event)
+        if self.params.done_fifo:
+            with open(self.params.done_fifo, "wb") as fifo:
+                fifo.write(b"!")
