@@ -1,10 +1,10 @@
 """The worker pool as the supervisor sees it (supervisor process).
 
 `pool` places streams on workers and restarts them, `formats` splits processors into streams by input
-format, `process` is the supervisor's handle on one worker process, `spawn` starts one, `stream` a stream
-attached to the pool, `results` the schema of a result leaving framepool, `placement` the choice of worker,
-`forkserver` what the forkserver preloads. Nothing here runs in a worker: workers are reached only through
-`framepool.ipc`.
+format, `process` is the supervisor's handle on one worker process, `spawn` starts one, `ladder` stops one,
+`stream` a stream attached to the pool, `results` the schema of a result leaving framepool, `placement` the
+choice of worker, `forkserver` what the forkserver preloads. Nothing here runs in a worker: workers are
+reached only through `framepool.ipc`.
 """
 
 from framepool.pool.formats import FormatGroup, format_groups, input_format_of, ring_slots

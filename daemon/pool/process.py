@@ -45,14 +45,14 @@ from framepool.ipc.control import ControlChannel
 from framepool.ipc.lifecycle import describe_exit
 from framepool.ipc.ring import POLICY_BLOCK, Doorbell, FrameRing, RingError
 from framepool.ipc.slots import SlotError, result_slot_bytes, result_stream
-from framepool.pool import liveness
+from framepool.pool import ladder, liveness
 from framepool.pool.liveness import HealthAction
 from framepool.pool.placement import LoadEstimate
 from framepool.pool.quarantine import call_budget
 from framepool.pool.spawn import forget, start_process
 from framepool.ratelimit import TokenBucket
 from framepool.settings import Settings
-from framepool.tasks import first_of, while_moving
+from framepool.tasks import while_moving
 
 if TYPE_CHECKING:
     from framepool.pool.stream import StreamAttachment
@@ -102,7 +102,8 @@ class WorkerProcess:
         self.indexes = itertools.count(1)  # of the streams it hosts (AttachStream.index)
         self.tokens = itertools.count(1)  # of drain and probe requests
         self._pings = itertools.count(1)
-        self._replies: dict[tuple[str, int], asyncio.Future[control.Message]] = {}
+        self._replies: dict[tuple[str, int], asyncio.Future[control.Message]] = {}  # awaited
+        self._asked: set[tuple[str, int]] = set()  # sent and not answered yet, awaited or not
         self._process: BaseProcess | None = None
         self._pidfd = -1
         self._dead = False  # the pidfd fired: the process is gone or a zombie
@@ -194,6 +195,7 @@ class WorkerProcess:
         says the work the request waits for moved since the last look: then it gets another `within`."""
         future: asyncio.Future[control.Message] = self._loop.create_future()
         self._replies[(kind, key)] = future
+        self._asked.add((kind, key))
         self.send(message, fds)
         if self.state is WorkerState.EXITED:
             future.cancel()
@@ -215,6 +217,8 @@ class WorkerProcess:
 
     def _on_message(self, message: control.Message, fds: list[int]) -> None:
         control.close_fds(fds)  # workers never send fds; do not leak any that arrive
+        if self.broke_protocol:
+            return  # being killed: nothing more it says counts
         if not self.message_rate.allow():
             self._violated(f"control messages faster than {liveness.CONTROL_RATE:g} per second")
             return
@@ -248,17 +252,23 @@ class WorkerProcess:
             case control.StreamAttached(index=key) | control.StreamAttachFailed(index=key):
                 self._reply("attach", key, message)
             case control.StreamDetached(index=key):
-                self.drain_results()
-                self._reply("detach", key, message)
+                self._reply("detach", key, message, drain=True)
             case control.StreamDrained(token=key):
-                self.drain_results()
-                self._reply("drain", key, message)
+                self._reply("drain", key, message, drain=True)
             case control.ProcessorsProbed(token=key):
                 self._reply("probe", key, message)
             case _:
                 self._violated(f"a {type(message).__name__} message, which only the supervisor sends")
 
-    def _reply(self, kind: str, key: int, message: control.Message) -> None:
+    def _reply(self, kind: str, key: int, message: control.Message, drain: bool = False) -> None:
+        """A reply: to a request sent (its requester may have given up since), or a protocol violation. With
+        `drain`, the results the worker wrote before replying are delivered first."""
+        if (kind, key) not in self._asked:
+            self._violated(f"a {type(message).__name__} that answers no request")
+            return
+        self._asked.discard((kind, key))
+        if drain:
+            self.drain_results()
         future = self._replies.get((kind, key))
         if future is not None and not future.done():
             future.set_result(message)
@@ -448,34 +458,11 @@ class WorkerProcess:
         return f"{text} (killed: {self.kill_reason})" if self.kill_reason else text
 
     async def stop(self, grace: float) -> None:
-        """The shutdown ladder: Shutdown → ShutdownAck → exit → SIGKILL; each rung has its own deadline
-        on the loop's monotonic clock and logs one line when taken. Every rung ends with the process reaped
-        (`exited`), so when this returns the pid is gone (unless even SIGKILL did not end it within `grace`,
-        which is logged as an error)."""
-        if self.state is WorkerState.EXITED:
-            return
-        self.state = WorkerState.STOPPING
-        self.stopping_requested = True
-        who = f"worker {self.slot} (pid {self.pid})"
-        log.info("%s: shutdown requested", who)
-        self.send(control.Shutdown())
-        await first_of({"acked": self.acked.wait(), "exited": self.exited.wait()}, within=grace)
-        if self.acked.is_set():
-            log.info("%s: shutdown acknowledged", who)
-            if await first_of({"exited": self.exited.wait()}, within=grace):
-                log.info("%s: exited with %s", who, describe_exit(self.exitcode))
-                return
-            log.warning("%s: acknowledged shutdown but did not exit within %.1f s; killing it", who, grace)
-        elif self.exited.is_set():
-            log.warning("%s: exited with %s before acknowledging shutdown", who, describe_exit(self.exitcode))
-            return
-        else:
-            log.warning("%s: did not acknowledge shutdown within %.1f s; killing it", who, grace)
-        self.kill()
-        if await first_of({"exited": self.exited.wait()}, within=grace):
-            log.info("%s: killed (%s)", who, describe_exit(self.exitcode))
-        else:
-            log.error("%s: still not reaped %.1f s after SIGKILL; giving up on it", who, grace)
+        """The shutdown ladder (`framepool.pool.ladder`): when this returns the pid is gone (or, if even
+        SIGKILL did not end it within `grace`, an error was logged)."""
+        if self.state is not WorkerState.EXITED:
+            self.state, self.stopping_requested = WorkerState.STOPPING, True
+            await ladder.climb(self, grace)
 
     def close(self) -> None:
         """Release the supervisor's side of everything (after exit)."""

@@ -95,13 +95,17 @@ async def test_a_processor_cannot_resize_the_shared_memory(shm_unchanged: None) 
         await pool.aclose()
 
 
-async def test_a_pong_that_answers_no_ping_is_a_protocol_violation(shm_unchanged: None) -> None:
-    """Liveness the worker cannot fake: an unsolicited pong kills and restarts the worker."""
+@pytest.mark.parametrize("reply", ["pong", "drained", "detached"])
+async def test_a_reply_that_answers_no_request_is_a_protocol_violation(
+    shm_unchanged: None, reply: str
+) -> None:
+    """Liveness the worker cannot fake, work it cannot order: an unsolicited pong, drain or detach reply
+    kills and restarts the worker."""
     pool = WorkerPool(settings())
     await pool.start()
     try:
         sink = RecordingSink()
-        stream = await pool.attach(audio_spec("p", "tests.support.procs:FakePong"), sink)
+        stream = await pool.attach(audio_spec("p", f"tests.support.procs:FakePong(reply={reply})"), sink)
         [faker] = pool.worker_pids()
         await stream.push_wait(audio_frame(1), 1, AUDIO_10MS)
         await sink.wait_for(lambda: "worker_restarted" in sink.event_names(), "the worker to be replaced")

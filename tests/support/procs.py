@@ -604,9 +604,14 @@ class HeavyVideo(VideoProcessor[HeavyVideoParams]):
         ctx.publish_video(frame.data.copy(), frame.width, frame.height, frame.pixel_format)
 
 
-class FakePong(AudioProcessor[NoParams]):
-    """On its first frame, sends the supervisor a pong it never asked for (sequence 999999), as a processor
-    faking its worker's liveness from a thread would."""
+class FakePongParams(msgspec.Struct, forbid_unknown_fields=True):
+    reply: str = "pong"  # or "drained", "detached": a reply to a request that was never sent
+
+
+class FakePong(AudioProcessor[FakePongParams]):
+    """On its first frame, sends the supervisor a reply it never asked for (a pong of sequence 999999, or a
+    drain or detach reply), as a processor faking its worker's liveness, or making the supervisor drain its
+    rings at will, would."""
 
     name = "fake-pong"
 
@@ -614,7 +619,13 @@ class FakePong(AudioProcessor[NoParams]):
         if frame.seq == 1:
             from framepool.ipc import control
 
-            ctx._stream.channel.send(control.Pong(seq=999_999))  # type: ignore[attr-defined]
+            index = ctx._stream.index  # type: ignore[attr-defined]
+            reply = {
+                "pong": control.Pong(seq=999_999),
+                "drained": control.StreamDrained(index=index, token=999_999, errors=0, busy={}),
+                "detached": control.StreamDetached(index=index, errors=0, busy={}, results_dropped=0),
+            }[self.params.reply]
+            ctx._stream.channel.send(reply)  # type: ignore[attr-defined]
 
 
 class CorruptThenExit(AudioProcessor[NoParams]):
