@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import aiohttp
 import pytest
 import pytest_asyncio
-from livekit import rtc
+from livekit import api, rtc
 from livekit.protocol import models
 
 from framepool.devserver.server import DevServer
@@ -141,9 +143,14 @@ async def test_text_and_byte_streams_with_attributes(server: Server, room_name: 
         assert {await asyncio.wait_for(streams.get(), EVENT) for _ in range(2)} == {
             (who, "alice", (("lang", "en"),), long_text) for who in ("bob", "carol")
         }
-        kinds = [r.kind for r in server.tap.in_room(room_name)]
+        relayed = server.tap.in_room(room_name)
+        kinds = [r.kind for r in relayed]
         assert kinds[0] == "stream_header" and kinds[-1] == "stream_trailer"
         assert kinds.count("stream_chunk") >= 2
+        # Compressed (every recipient allows it) but too large to go inline.
+        header = relayed[0].packet.stream_header
+        assert header.compression == models.DataStream.CompressionType.DEFLATE_RAW
+        assert not header.inline_content
         writer = await alice.local_participant.stream_bytes(
             "blob.bin", topic="files", attributes={"part": "1"}, destination_identities=["carol"]
         )
@@ -291,3 +298,38 @@ async def test_transcriptions_are_relayed_from_agents_only(server: Server, room_
         assert [(s.id, s.text, s.final) for s in segments] == [("seg-hello", "hello", True)]
         assert participant.identity == "alice"
         assert data.relayed["transcription"] == 1 and heard.empty()
+
+
+async def test_hidden_sender_is_not_named(server: Server, room_name: str) -> None:
+    async with (
+        joined(server.devserver, "observer", room_name, hidden=True) as observer,
+        joined(server.devserver, "bob", room_name) as bob,
+    ):
+        bob_got = queue_of(bob, "data_received")
+        relayed = server.tap.next(lambda r: r.room == room_name and r.kind == "user")
+        await observer.local_participant.publish_data(b"psst", reliable=True, topic="t")
+        packet = await got(bob_got)
+        assert isinstance(packet, rtc.DataPacket)
+        assert (packet.data, packet.topic, packet.participant) == (b"psst", "t", None)
+        stamped = (await asyncio.wait_for(relayed, EVENT)).packet
+        assert (stamped.participant_identity, stamped.user.participant_identity) == ("", "")
+
+
+async def test_a_retried_send_data_is_delivered_once(server: Server, room_name: str) -> None:
+    """livekit-api gives each SendData a fresh nonce; a retry of the same request repeats it, and the server
+    delivers it once (livekit-server remembers a room's last 100 nonces)."""
+    token = api.AccessToken(API_KEY, API_SECRET).with_grants(api.VideoGrants(room_admin=True, room=room_name))
+    headers = {"Content-Type": "application/protobuf", "Authorization": f"Bearer {token.to_jwt()}"}
+    url = server.devserver.http_url + "/twirp/livekit.RoomService/SendData"
+    async with joined(server.devserver, "bob", room_name) as bob, aiohttp.ClientSession() as session:
+        bob_got = queue_of(bob, "data_received")
+        first, second = uuid.uuid4().bytes, uuid.uuid4().bytes
+        for data, nonce in ((b"once", first), (b"once", first), (b"next", second)):
+            body = api.SendDataRequest(
+                room=room_name, data=data, kind=api.DataPacket.Kind.RELIABLE, nonce=nonce
+            )
+            async with session.post(url, data=body.SerializeToString(), headers=headers) as response:
+                assert response.status == 200
+        received = [await got(bob_got), await got(bob_got)]
+        assert [p.data for p in received if isinstance(p, rtc.DataPacket)] == [b"once", b"next"]
+        assert server.devserver.rooms.get(room_name).data.dropped["duplicate_nonce"] == 1  # type: ignore[union-attr]
