@@ -25,6 +25,26 @@ _KIND_NAMES = {
 }
 
 
+_SDK_NAMES = {
+    "js": models.ClientInfo.SDK.JS,
+    "ios": models.ClientInfo.SDK.SWIFT,
+    "swift": models.ClientInfo.SDK.SWIFT,
+    "android": models.ClientInfo.SDK.ANDROID,
+    "flutter": models.ClientInfo.SDK.FLUTTER,
+    "go": models.ClientInfo.SDK.GO,
+    "unity": models.ClientInfo.SDK.UNITY,
+    "reactnative": models.ClientInfo.SDK.REACT_NATIVE,
+    "rust": models.ClientInfo.SDK.RUST,
+    "python": models.ClientInfo.SDK.PYTHON,
+    "cpp": models.ClientInfo.SDK.CPP,
+    "unityweb": models.ClientInfo.SDK.UNITY_WEB,
+    "node": models.ClientInfo.SDK.NODE,
+    "esp32": models.ClientInfo.SDK.ESP32,
+}
+
+_CAPABILITY_NAMES = frozenset(models.ClientInfo.Capability.keys())
+
+
 class BadJoin(Exception):
     """A join request that cannot be honoured, with the HTTP status livekit-server answers."""
 
@@ -47,7 +67,9 @@ def decode_join_request(encoded: str) -> rtc_pb.JoinRequest:
         raise BadJoin(400, f"invalid join request: {exc}") from exc
 
 
-def participant_from_claims(claims: Claims, metadata: str, attributes: dict[str, str]) -> Participant:
+def participant_from_claims(
+    claims: Claims, metadata: str, attributes: dict[str, str], client_info: models.ClientInfo
+) -> Participant:
     video = claims.video
     assert video is not None
     permission = models.ParticipantPermission(
@@ -70,6 +92,7 @@ def participant_from_claims(claims: Claims, metadata: str, attributes: dict[str,
         metadata=claims.metadata or metadata,
         attributes=merged,
         permission=permission,
+        client_info=client_info,
     )
 
 
@@ -88,12 +111,47 @@ def authorise(request: web.Request, keys: dict[str, str]) -> Claims:
 
 
 def classic_join(request: web.Request) -> rtc_pb.JoinRequest:
-    """The classic /rtc query (auto_subscribe, metadata, reconnect, sid) as a JoinRequest without an offer."""
+    """The classic /rtc query (client info, auto_subscribe, metadata, reconnect, sid) as a JoinRequest
+    without an offer."""
     join = rtc_pb.JoinRequest(
         metadata=request.query.get("metadata", ""),
         reconnect=request.query.get("reconnect", "0") in ("1", "true"),
         participant_sid=request.query.get("sid", ""),
     )
+    join.client_info.CopyFrom(client_info_from_query(request))
     auto = request.query.get("auto_subscribe", "1")
     join.connection_settings.auto_subscribe = auto not in ("0", "false")
     return join
+
+
+def client_info_from_query(request: web.Request) -> models.ClientInfo:
+    """The classic /rtc query's client description, parsed as livekit-server's ParseClientInfo does.
+
+    `protocol` is the signal protocol; `client_protocol` and the comma-separated `capabilities` names are
+    what other clients read from ParticipantInfo (RPC v2, inline and compressed data streams).
+    """
+    query = request.query
+    info = models.ClientInfo(
+        version=query.get("version", ""),
+        os=query.get("os", ""),
+        os_version=query.get("os_version", ""),
+        device_model=query.get("device_model", ""),
+        browser=query.get("browser", ""),
+        browser_version=query.get("browser_version", ""),
+        network=query.get("network", ""),
+        sdk=_SDK_NAMES.get(query.get("sdk", ""), models.ClientInfo.SDK.UNKNOWN),
+        protocol=_int32(query.get("protocol", "")),
+        client_protocol=_int32(query.get("client_protocol", "")),
+    )
+    for name in query.get("capabilities", "").split(","):
+        if name.strip() in _CAPABILITY_NAMES:
+            info.capabilities.append(models.ClientInfo.Capability.Value(name.strip()))  # type: ignore[arg-type]
+    return info
+
+
+def _int32(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        return 0
+    return value if -(2**31) <= value < 2**31 else 0

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("framepool.devserver")
 
+DATA_PACKET_CHANNELS = ("_reliable", "_lossy")
+
 
 class Downstream:
     """One track this participant receives: the proxy feeding its m-line, and the mid once placed."""
@@ -72,7 +74,14 @@ class MediaSession:
         self.publisher.on("datachannel", self._on_datachannel)
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
-        reliable = channel.label != "_lossy"
+        """A channel the client opened: `_reliable` and `_lossy` carry DataPackets, relayed in arrival order.
+
+        Others (the SDK's `_data_track`, for data tracks) are not DataPackets; this server ignores them.
+        """
+        if channel.label not in DATA_PACKET_CHANNELS:
+            log.debug("data channel %r of %s ignored", channel.label, self.session.participant.identity)
+            return
+        reliable = channel.label == "_reliable"
         if self.single_pc:
             self.channels[channel.label] = channel
             if channel.readyState == "open":
@@ -82,7 +91,7 @@ class MediaSession:
         @channel.on("message")
         def on_message(message: bytes | str) -> None:
             if isinstance(message, bytes):
-                self.session.registry.spawn(self.session.on_data(message, reliable))
+                self.session.on_data(message, reliable)
 
     def expect_track(self, cid: str, track: PublishedTrack) -> None:
         """An AddTrackRequest was accepted: its media will come on an m-line whose msid names `cid`."""

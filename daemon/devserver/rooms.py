@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from livekit.protocol import agent_dispatch, models
 from livekit.protocol import rtc as rtc_pb
 
+from framepool.devserver.data import RoomData, broadcast
 from framepool.devserver.rtc import FrameRelay
 from framepool.tasks import TaskSet
 
@@ -34,7 +35,7 @@ def new_sid(prefix: str) -> str:
 
 
 class RoomEvents(Protocol):
-    """Listener interface (every method optional, may be async) registered with RoomRegistry.add_listener."""
+    """Listener interface (every method optional, may be async but data_relayed) for add_listener."""
 
     def room_created(self, room: Room) -> None: ...
     def participant_joined(self, room: Room, participant: Participant) -> None: ...
@@ -43,6 +44,9 @@ class RoomEvents(Protocol):
         self, room: Room, participant: Participant, reason: models.DisconnectReason
     ) -> None: ...
     def room_closed(self, room: Room) -> None: ...
+    def data_relayed(
+        self, room: Room, sender: Participant | None, packet: models.DataPacket
+    ) -> None: ...  # synchronous
 
 
 class ParticipantLink(Protocol):
@@ -83,6 +87,7 @@ class Participant:
         permission: models.ParticipantPermission | None = None,
         link: ParticipantLink | None = None,
         auto_subscribe: bool = True,
+        client_info: models.ClientInfo | None = None,
     ) -> None:
         self.identity = identity
         self.sid = new_sid("PA_")
@@ -102,6 +107,10 @@ class Participant:
         self.tracks: dict[str, PublishedTrack] = {}
         self.state = models.ParticipantInfo.State.JOINED
         self.version = 1
+        # What the client told the server about itself: others' SDKs choose RPC v2, inline data streams and
+        # compression from its client_protocol and capabilities (ParticipantInfo), as with livekit-server.
+        self.client_info = client_info if client_info is not None else models.ClientInfo()
+        self.last_reliable_seq = 0
 
     @property
     def is_agent(self) -> bool:
@@ -127,6 +136,8 @@ class Participant:
             permission=self.permission,
             is_publisher=bool(self.tracks),
             tracks=[t.info for t in self.tracks.values()],
+            client_protocol=self.client_info.client_protocol,
+            capabilities=self.client_info.capabilities,
         )
 
     def touch(self) -> None:
@@ -162,6 +173,7 @@ class Room:
         # Admitted but not joined yet (the websocket is being set up): they count against max_participants.
         self.admitted: set[str] = set()
         self.closed = asyncio.Event()
+        self.data = RoomData()
         self._close_timer: asyncio.TimerHandle | None = None
 
     def to_proto(self) -> models.Room:
@@ -224,12 +236,17 @@ class Room:
             # An agent alone does not keep a room open: the pending empty/departure close stays armed.
             self._cancel_close()
         self.participants[participant.identity] = participant
+        client = participant.client_info
         log.info(
-            "join room=%s identity=%s sid=%s kind=%s",
+            "join room=%s identity=%s sid=%s kind=%s sdk=%s %s protocol=%d client_protocol=%d",
             self.name,
             participant.identity,
             participant.sid,
             models.ParticipantInfo.Kind.Name(participant.kind),
+            models.ClientInfo.SDK.Name(client.sdk),
+            client.version,
+            client.protocol,
+            client.client_protocol,
         )
         await self.announce(participant)
         await self.registry.emit("participant_joined", self, participant)
@@ -356,19 +373,9 @@ class Room:
         await self.announce(participant)
         return participant
 
-    async def send_data(
-        self, packet: models.DataPacket, destination_identities: list[str], sender: Participant | None
-    ) -> None:
-        """Deliver a data packet to everyone (or to the listed identities) except its sender."""
-        payload = packet.SerializeToString()
-        reliable = packet.kind != models.DataPacket.Kind.LOSSY
-        wanted = set(destination_identities)
-        for participant in list(self.participants.values()):
-            if participant is sender or participant.link is None:
-                continue
-            if wanted and participant.identity not in wanted:
-                continue
-            participant.link.send_data(payload, reliable)
+    def send_data(self, packet: models.DataPacket, sender: Participant | None) -> None:
+        """Deliver a stamped data packet to its destinations (data.py; `sender` None: the server's own)."""
+        broadcast(self, packet, sender)
 
 
 class RoomRegistry:
@@ -394,6 +401,16 @@ class RoomRegistry:
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run a background coroutine owned by the registry; its failure is logged, never lost."""
         return self._tasks.spawn(coroutine)
+
+    def tap_data(self, room: Room, sender: Participant | None, packet: models.DataPacket) -> None:
+        """Hand a relayed data packet to listeners with `data_relayed`, synchronously (order is kept)."""
+        for listener in list(self._listeners):
+            handler: Callable[..., Any] | None = getattr(listener, "data_relayed", None)
+            if handler is not None:
+                try:
+                    handler(room, sender, packet)
+                except Exception:
+                    log.exception("room listener %r failed on data_relayed", listener)
 
     async def emit(self, event: str, *args: Any) -> None:
         for listener in list(self._listeners):

@@ -28,6 +28,7 @@ from livekit.protocol import models
 from livekit.protocol import rtc as rtc_pb
 
 from framepool.devserver.auth import AuthError, Claims
+from framepool.devserver.data import relay_from_client
 from framepool.devserver.join import (
     BadJoin,
     authorise,
@@ -47,8 +48,12 @@ WS_CLOSE_TIMEOUT_S = 1.0
 PC_CLOSE_TIMEOUT_S = 2.0
 PING_INTERVAL_S = 5
 PING_TIMEOUT_S = 15
-PROTOCOL_VERSION = 16
-SERVER_VERSION = "1.9.0-framepool-dev"
+# The livekit-server whose data plane this server mirrors: 1.13.2 is the first to pass each client's
+# client_protocol and capabilities to the others (ParticipantInfo), from which their SDKs choose RPC v2
+# (server >= 1.8.0 and callee client_protocol >= 1) and inline, compressed data streams (>= 2, and
+# CAP_COMPRESSION_DEFLATE_RAW). Build metadata keeps the precedence of 1.13.2 (the SDK parses semver).
+PROTOCOL_VERSION = 17
+SERVER_VERSION = "1.13.2+framepool-dev"
 
 
 class SignalSession:
@@ -312,25 +317,14 @@ class SignalSession:
         if self.room is not None:
             self.registry.spawn(self.room.unpublish(self.participant, track.sid))
 
-    async def on_data(self, payload: bytes, reliable: bool) -> None:
-        """A DataPacket from the client: stamp the sender and forward it with destination filtering."""
-        if self.room is None or not self.participant.permission.can_publish_data:
+    def on_data(self, payload: bytes, reliable: bool) -> None:
+        """A DataPacket from the client's _reliable or _lossy channel: relay it (data.py), in order."""
+        if self.room is None:
             return
         try:
-            packet = models.DataPacket.FromString(payload)
-        except DecodeError:
-            log.warning("undecodable data packet from %s dropped", self.participant.identity)
-            return
-        packet.participant_identity = self.participant.identity
-        packet.participant_sid = self.participant.sid
-        packet.kind = models.DataPacket.Kind.RELIABLE if reliable else models.DataPacket.Kind.LOSSY
-        if packet.HasField("user"):
-            packet.user.participant_identity = self.participant.identity
-            packet.user.participant_sid = self.participant.sid
-        destinations = list(packet.destination_identities)
-        if packet.HasField("user") and not destinations:
-            destinations = list(packet.user.destination_identities)
-        await self.room.send_data(packet, destinations, self.participant)
+            relay_from_client(self.room, self.participant, payload, reliable)
+        except Exception:  # called from aiortc's SCTP receive path: a failure must not break the transport
+            log.exception("relaying a data packet from %s failed", self.participant.identity)
 
 
 def _summary(message: Any) -> str:
@@ -356,7 +350,9 @@ async def handle_rtc(
         return web.Response(status=503, text="server is shutting down")
     if join.reconnect:
         return await _refuse_resume(request, claims, join)
-    participant = participant_from_claims(claims, join.metadata, dict(join.participant_attributes))
+    participant = participant_from_claims(
+        claims, join.metadata, dict(join.participant_attributes), join.client_info
+    )
     video = claims.video
     assert video is not None
     room = registry.get(video.room) or await _create_room(registry, video.room, claims)

@@ -103,9 +103,7 @@ class ManagedRoom(RoomView, Protocol):
         name: str | None,
         permission: models.ParticipantPermission | None,
     ) -> ParticipantView | None: ...
-    async def send_data(
-        self, packet: models.DataPacket, destination_identities: list[str], sender: None
-    ) -> None: ...
+    def send_data(self, packet: models.DataPacket, sender: None) -> None: ...
 
 
 class RoomDirectory(RoomListenerRegistry, Protocol):
@@ -255,7 +253,7 @@ class RoomService:
         if req.HasField("topic"):
             user.topic = req.topic
         packet = models.DataPacket(kind=req.kind, destination_identities=destinations, user=user)
-        await room.send_data(packet, destinations, None)
+        room.send_data(packet, None)
         return room_pb.SendDataResponse()
 
 
