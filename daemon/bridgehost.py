@@ -97,6 +97,12 @@ class BridgeHost:
             log.info("bridge started (pid %d)", process.pid)
         return await process.wait()
 
+    async def finished(self) -> int | None:
+        """Wait for the host to give up (halted on a config error, or stopped); the last exit code."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        return self.exit_codes[-1] if self.exit_codes else None
+
     async def stop(self) -> int | None:
         """SIGTERM the bridge, wait for it to deliver and exit (SIGKILL past the deadline); its exit code."""
         self._stopping.set()

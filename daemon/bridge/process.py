@@ -113,14 +113,14 @@ async def serve(start: BridgeStart, sinks: list[Sink]) -> None:
             log.info("sink %s: %s", runner.sink.name, msgspec.to_builtins(runner.stats))
 
 
-async def _until_stopped(tasks: list[asyncio.Task[None]], stopping: asyncio.Event, timeout: float) -> None:
-    """Run until asked to stop (or a runner fails), then give the runners `timeout` to catch up."""
+async def _until_stopped(tasks: list[asyncio.Task[None]], stopping: asyncio.Event, grace: float) -> None:
+    """Run until asked to stop (or a runner fails), then give the runners `grace` seconds to catch up."""
     stop_wait = asyncio.ensure_future(stopping.wait())
     try:
         done, _ = await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
         failed = [task for task in done if task is not stop_wait and task.exception() is not None]
         if not failed:
-            _, late = await asyncio.wait(tasks, timeout=timeout)
+            _, late = await asyncio.wait(tasks, timeout=grace)
             if late:
                 log.warning("stop timeout: %d sink(s) not caught up, left in their spools", len(late))
             failed = [task for task in tasks if task.done() and not task.cancelled() and task.exception()]

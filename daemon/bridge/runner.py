@@ -22,7 +22,6 @@ import os
 import random
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import msgspec
 
@@ -37,7 +36,7 @@ RECHECK = 1.0  # seconds between re-reads without a wake-up (a lost inotify even
 log = logging.getLogger("framepool.bridge")
 
 
-class DeliveryOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class DeliveryOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     batch_max: int = 100  # records per deliver call
     batch_ms: float = 20.0  # how long a batch that is not full waits for more records
     retry_initial: float = 0.5  # seconds before the first retry; doubled per failure
@@ -111,10 +110,10 @@ class SinkRunner:
                 await self._wait_change(left)
         return records
 
-    async def _wait_change(self, timeout: float) -> None:
+    async def _wait_change(self, seconds: float) -> None:
         waits = [asyncio.ensure_future(self._changed.wait()), asyncio.ensure_future(self._stopping.wait())]
         try:
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waits:
                 waiter.cancel()
@@ -123,7 +122,7 @@ class SinkRunner:
         pending = events
         while pending:
             try:
-                await self._retrying("deliver", lambda: self.sink.deliver(pending))
+                await self._retrying("deliver", lambda batch=pending: self.sink.deliver(batch))
             except SinkRejected as exc:
                 refused = list(exc.events) if exc.events is not None else pending
                 await asyncio.to_thread(self._dead_letter, refused, str(exc))

@@ -294,7 +294,7 @@ class SpoolWriter:
 
 
 class SpoolReader:
-    """The bridge's end of one spool: records in order from the checkpoint, then `commit` what was delivered."""
+    """The bridge's end of one spool: records in order from the checkpoint; `commit` what was delivered."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory

@@ -81,7 +81,7 @@ class WebhookReceiver:
         body = await request.read()
         headers = {key.lower(): value for key, value in request.headers.items()}
         data = json.loads(body)
-        events = data["events"] if "events" in data else [data]
+        events = data.get("events", [data])
         status = self.answers.popleft() if self.answers else 200
         refusals = [code for code in map(self.refuse, events) if code is not None]
         if status == 200 and refusals:
@@ -101,10 +101,10 @@ class WebhookReceiver:
     def delivered_ids(self) -> set[str]:
         return {event["event_id"] for event in self.delivered()}
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float = EVENT) -> None:
-        async with asyncio.timeout(timeout), self._changed:
+    async def wait_until(self, predicate: Callable[[], bool], within: float = EVENT) -> None:
+        async with asyncio.timeout(within), self._changed:
             await self._changed.wait_for(predicate)
 
-    async def wait_for_events(self, count: int, timeout: float = EVENT) -> None:
+    async def wait_for_events(self, count: int, within: float = EVENT) -> None:
         """Until `count` distinct events were acknowledged."""
-        await self.wait_until(lambda: len(self.delivered_ids()) >= count, timeout)
+        await self.wait_until(lambda: len(self.delivered_ids()) >= count, within)
