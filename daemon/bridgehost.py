@@ -22,14 +22,51 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import msgspec
 
 from framepool.bridge.process import BridgeExit, BridgeStart
+from framepool.bridge.runner import DeliveryOptions
+from framepool.ipc.spool import SpoolWriter, sink_spool
+from framepool.settings import Settings
 
 STABLE_RUN = 30.0  # seconds a bridge must run for the restart backoff to start again from its minimum
 KILL_MARGIN = 5.0  # seconds after stop_timeout before SIGKILL
 log = logging.getLogger("framepool.bridgehost")
+
+
+def bridge_start(settings: Settings) -> BridgeStart:
+    """The bridge's start document from the settings (the supervisor's one source of truth)."""
+    delivery = DeliveryOptions(
+        batch_max=settings.bridge_batch_max,
+        batch_ms=settings.bridge_batch_ms,
+        retry_initial=settings.bridge_retry_initial,
+        retry_max=settings.bridge_retry_max,
+    )
+    return BridgeStart(
+        spool_dir=str(Path(settings.spool_dir).absolute()),
+        sinks=list(settings.sinks),
+        delivery=delivery,
+        stop_timeout=settings.bridge_stop_timeout,
+        parent_pid=os.getpid(),
+        log_level=settings.log_level,
+        log_format=settings.log_format,
+    )
+
+
+def open_spools(settings: Settings) -> dict[str, SpoolWriter]:
+    """One writer per configured sink, by sink name: the intake appends to them (`SpoolWriter.append` from
+    the loop: one write(), never a wait; False when full, counted). Close them after the bridge stopped."""
+    spool_dir = Path(settings.spool_dir).absolute()
+    return {
+        spec.name: SpoolWriter(
+            sink_spool(spool_dir, spec.name),
+            max_bytes=settings.spool_max_mb << 20,
+            commit_interval=settings.spool_commit_ms / 1000,
+        )
+        for spec in settings.sinks
+    }
 
 
 class BridgeHost:

@@ -29,8 +29,12 @@ def message(seq: int, room: str = "r", payload: bytes = b"x" * 40) -> DataMessag
     )  # fmt: skip
 
 
-def writer(directory: Path, max_bytes: int = 1 << 20, segment_bytes: int = 1 << 20) -> SpoolWriter:
-    return SpoolWriter(directory, max_bytes=max_bytes, commit_interval=0.01, segment_bytes=segment_bytes)
+def writer(
+    directory: Path, max_bytes: int = 1 << 20, segment_bytes: int = 1 << 20, commit_interval: float = 0.01
+) -> SpoolWriter:
+    return SpoolWriter(
+        directory, max_bytes=max_bytes, commit_interval=commit_interval, segment_bytes=segment_bytes
+    )
 
 
 def read_all(reader: SpoolReader) -> list[DataMessage]:
@@ -91,7 +95,8 @@ def test_garbage_after_the_last_good_record_of_a_final_segment_is_skipped(tmp_pa
 
 def test_a_full_spool_refuses_the_newest_counts_them_and_takes_more_once_delivered(tmp_path: Path) -> None:
     record = len(encode_record(message(1)))
-    spool = writer(tmp_path, max_bytes=record * 10, segment_bytes=record * 3)
+    # No timed commits here: only the explicit flush() below rescans the disk.
+    spool = writer(tmp_path, max_bytes=record * 10, segment_bytes=record * 3, commit_interval=3600)
     results = [spool.append(message(seq)) for seq in range(1, 16)]
     assert results == [True] * 10 + [False] * 5
     assert spool.stats.refused == 5 and spool.stats.appended == 10
