@@ -26,13 +26,14 @@ import msgspec
 import psutil
 from msgspec import Meta
 
+from framepool.bridge.registry import SinkSpec
 from framepool.errors import ConfigError
 
 ENV_PREFIX = "FRAMEPOOL_"
 # The LiveKit tools' own variable names, so one environment serves livekit-cli, the SDK and framepool.
 ENV_ALIASES = {"livekit_url": "LIVEKIT_URL", "api_key": "LIVEKIT_API_KEY", "api_secret": "LIVEKIT_API_SECRET"}
 SECRET_FIELDS = frozenset({"api_secret"})
-TOML_ONLY_FIELDS = frozenset({"agents"})  # structured: no environment variable, no flag
+TOML_ONLY_FIELDS = frozenset({"agents", "sinks"})  # structured: no environment variable, no flag
 
 JobType = Literal["room", "publisher", "participant"]
 
@@ -319,6 +320,41 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     log_format: Annotated[
         Literal["auto", "text", "json"], _doc("Log format; auto is json when stderr is not a terminal.")
     ] = "auto"
+
+    # Bridges: room data delivered to external systems through an on-disk spool per sink (docs/dataflows.md)
+    sinks: Annotated[
+        list[SinkSpec],
+        _doc("Sinks room data is delivered to (TOML [[sinks]] tables only; docs/dataflows.md)."),
+    ] = []
+    spool_dir: Annotated[
+        str, _doc("Directory of the sinks' spools (one per sink): persistent and local.", min_length=1)
+    ] = "framepool-spool"
+    spool_max_mb: Annotated[
+        int,
+        _doc(
+            "Most MiB one sink's spool may hold; beyond it the newest events are refused and counted.", ge=1
+        ),
+    ] = 1024
+    spool_commit_ms: Annotated[
+        float,
+        _doc(
+            "Milliseconds between the spool's group commits (fdatasync): what a machine crash may lose.", gt=0
+        ),
+    ] = 20.0
+    bridge_batch_max: Annotated[int, _doc("Events per delivery to a sink.", ge=1, le=100_000)] = 100
+    bridge_batch_ms: Annotated[
+        float, _doc("Milliseconds a delivery that is not full waits for more events.", ge=0)
+    ] = 20.0
+    bridge_retry_initial: Annotated[
+        float,
+        _doc("Seconds before the first retry of a failed delivery; doubled per failure, jittered.", gt=0),
+    ] = 0.5
+    bridge_retry_max: Annotated[
+        float, _doc("Longest wait between retries of a delivery (a Retry-After may ask for more).", gt=0)
+    ] = 30.0
+    bridge_stop_timeout: Annotated[
+        float, _doc("Seconds the bridge process may take at stop to deliver what its spools hold.", ge=0)
+    ] = 10.0
 
     def __post_init__(self) -> None:
         # Resolved here, on every path that makes a Settings (defaults, files, environment, flags), so the
