@@ -116,7 +116,8 @@ LISTENERS = room(("alice", {"lang": "en"}), ("bob", {"lang": "fr"}), ("carol", {
 
 def test_destinations_chosen_by_a_fixed_attribute_value() -> None:
     flow = pipeline(
-        '[[route]]\n[[route.to_room]]\ntopic = "captions.fr"\ndestination_attribute = "lang"\ndestination_values = ["fr"]',
+        '[[route]]\n[[route.to_room]]\ntopic = "captions.fr"\ndestination_attribute = "lang"\n'
+        'destination_values = ["fr"]',
         LISTENERS,
     )
     (publish,) = of_type(flow.process(message(b"bonjour", sender="agent-x")), PublishData)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 
 from framepool.dataflow import ToBridge
-from framepool.processors.messages import DataMessage
 from framepool.dataflow.transcripts import ATTRIBUTE_FINAL, ATTRIBUTE_SEGMENT_ID, segment_event_id
+from framepool.processors.messages import DataMessage
 from tests.support.dataflow import message, of_type, pipeline
 
 FLOW = '[[transcripts]]\nto_bridges = ["pg", "hook"]'
