@@ -13,8 +13,9 @@ import math
 from collections import Counter
 from typing import Any
 
+import msgspec
+
 from framepool.dataflow.config import AggregateConfig
-from framepool.dataflow.envelope import as_key
 
 NUMERIC_FUNCTIONS = frozenset({"sum", "mean", "min", "max"})
 
@@ -34,7 +35,7 @@ class Accumulator:
         self.low: Any = None
         self.high: Any = None
         self.last: Any = None
-        self.distinct: set[str] | None = None
+        self.distinct: set[bytes] | None = None  # values as JSON, so 5 and "5" differ
 
     def add(self, function: str, value: Any, max_distinct: int) -> bool:
         """Take one value; False when a distinct set is full (the value is counted but not remembered)."""
@@ -47,7 +48,7 @@ class Accumulator:
         elif function == "distinct":
             seen = self.distinct if self.distinct is not None else set()
             self.distinct = seen
-            key = as_key(value)
+            key = msgspec.json.encode(value)
             if key not in seen:
                 if len(seen) >= max_distinct:
                     return False
