@@ -242,7 +242,7 @@ def check_config(settings: Settings) -> int:
     """`framepool config --check`: one line per problem on stderr and exit 2, or a one-line summary."""
     from framepool.agent.declarative import check_agents
     from framepool.agent.server import AgentServer
-    from framepool.settings import effective_workers, worker_cpus
+    from framepool.machine import effective_workers, worker_cpus
 
     agents, problems = check_agents(settings.agents)
     server = AgentServer(settings)

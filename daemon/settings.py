@@ -12,22 +12,21 @@ workers get an explicit typed message, so what a worker runs with is visible in 
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
 import tomllib
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
-import psutil
 from msgspec import Meta
 
 from framepool.bridge.registry import SinkSpec
 from framepool.errors import ConfigError
+from framepool.machine import MIN_DERIVED_LIMIT_MB, derived_memory_limit_mb
 
 ENV_PREFIX = "FRAMEPOOL_"
 # The LiveKit tools' own variable names, so one environment serves livekit-cli, the SDK and framepool.
@@ -37,13 +36,8 @@ TOML_ONLY_FIELDS = frozenset({"agents", "sinks"})  # structured: no environment 
 
 JobType = Literal["room", "publisher", "participant"]
 
-AUTO = -1  # a memory setting derived from the machine (see Settings.__post_init__)
-# Half the memory for the workers together: the other half is the supervisor's (every room's WebRTC stack),
-# the page cache and whatever else the machine runs. The floor keeps a small machine's workers bootable
-# (an idle worker with numpy is ~60 MiB PSS).
-MEMORY_SHARE_FOR_WORKERS = 0.5
-MIN_DERIVED_LIMIT_MB = 256
-_CGROUP_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")
+AUTO = -1  # a memory setting derived from the machine (see Settings.__post_init__, framepool.machine)
+
 
 log = logging.getLogger("framepool.settings")
 
@@ -468,63 +462,11 @@ def _choices(key: str) -> list[str]:
     return [str(choice) for choice in typing.get_args(inner)] if typing.get_origin(inner) is Literal else []
 
 
-def effective_workers(settings: Settings, available_cpus: Sequence[int]) -> int:
-    """Workers to start: as configured, else one per CPU beyond the supervisor's, at least one. Logs a
-    warning when more are configured than this process may use CPUs (they would share them, each slower,
-    and the pool's load figure would read low)."""
-    if settings.workers:
-        usable = len(os.sched_getaffinity(0))
-        if settings.workers > usable:
-            log.warning(
-                "workers = %d exceeds the %d CPU(s) this process may use (sched_getaffinity): workers share "
-                "CPUs and each runs slower; set workers to at most %d, or 0 for one per CPU",
-                settings.workers,
-                usable,
-                usable,
-                extra={"workers": settings.workers, "usable_cpus": usable},
-            )
-        return settings.workers
-    return max(1, len(available_cpus) - 1)
-
-
 def _worker_count(settings: Settings) -> int:
     """The workers `effective_workers` will start, without validating `cpus` (that fails at start)."""
     if settings.workers:
         return settings.workers
     return max(1, len(settings.cpus or os.sched_getaffinity(0)) - 1)
-
-
-def derived_memory_limit_mb(workers: int) -> int:
-    """The default worker_memory_limit_mb for `workers` workers on this machine."""
-    share = machine_memory_mb() * MEMORY_SHARE_FOR_WORKERS / max(1, workers)
-    return max(MIN_DERIVED_LIMIT_MB, int(share))
-
-
-@functools.cache
-def machine_memory_mb() -> int:
-    """Memory this process's workers can have: the machine's, or its cgroup's limit when lower (a
-    container)."""
-    total = int(psutil.virtual_memory().total)
-    try:
-        limit = _CGROUP_MEMORY_MAX.read_text().strip()
-        if limit != "max":
-            total = min(total, int(limit))
-    except (OSError, ValueError):
-        pass
-    return total >> 20
-
-
-def worker_cpus(settings: Settings) -> list[int]:
-    """CPUs available for pinning workers, validated against what this process may run on."""
-    allowed = sorted(os.sched_getaffinity(0))
-    if not settings.cpus:
-        return allowed
-    missing = [cpu for cpu in settings.cpus if cpu not in allowed]
-    if missing:
-        raise ConfigError(
-            f"bad setting cpus = {settings.cpus!r}: CPU {missing[0]} is not available (allowed: {allowed})"
-        )
-    return list(settings.cpus)
 
 
 def masked(settings: Settings) -> dict[str, Any]:

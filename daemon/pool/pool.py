@@ -44,6 +44,7 @@ import psutil
 from framepool.errors import ChannelError, CrashLoopError, PoolError, PoolHaltedError, ProcessorError
 from framepool.ipc import control
 from framepool.ipc.lifecycle import FATAL_AT_BOOT, WorkerExit, describe_exit
+from framepool.machine import effective_workers, worker_cpus
 from framepool.pool import spawn
 from framepool.pool.formats import input_format_of, ring_slots
 from framepool.pool.liveness import HealthAction
@@ -53,7 +54,7 @@ from framepool.pool.quarantine import blame_of
 from framepool.pool.stream import StreamAttachment, StreamSink, StreamSpec
 from framepool.processors.kinds import kind_of, media_kind
 from framepool.processors.registry import ProcessorSpec
-from framepool.settings import Settings, effective_workers, worker_cpus
+from framepool.settings import Settings
 from framepool.tasks import TaskSet, first_of
 
 STACK_DUMP_GRACE = 0.1  # seconds between SIGUSR1 and SIGKILL for a call cut off at its hard limit

@@ -1,5 +1,5 @@
 """The process line, read from the source with `ast`: supervisor code never imports the worker package, and
-the worker never imports supervisor code. Both sides meet only in what either may import: `ipc/` (the
+the worker never imports supervisor code, and the bridge process imports neither. Both sides meet only in what either may import: `ipc/` (the
 control channel, the rings, the worker's entry point and exit codes), `processors/`, settings, logs, errors.
 """
 
@@ -17,6 +17,8 @@ DAEMON = Path(__file__).resolve().parents[2] / "daemon"
 SUPERVISOR_SIDE = (
     "pool/",
     "agent/",
+    "dataflow/",
+    "bridgehost.py",
     "offline/",
     "devserver/",
     "demo/",
@@ -31,6 +33,9 @@ WORKER_SIDE = ("worker/",)
 SUPERVISOR_PACKAGES = (
     "framepool.pool",
     "framepool.agent",
+    "framepool.dataflow",
+    "framepool.bridge",
+    "framepool.bridgehost",
     "framepool.offline",
     "framepool.devserver",
     "framepool.demo",
@@ -105,6 +110,16 @@ def test_supervisor_code_does_not_import_the_worker(path: Path) -> None:
 def test_worker_code_does_not_import_supervisor_code(path: Path) -> None:
     crossing = sorted(name for name in imports_of(path) if within(name, SUPERVISOR_PACKAGES))
     assert not crossing, f"{path.relative_to(DAEMON)} imports {crossing}: only ipc, processors, settings, ..."
+
+
+@pytest.mark.parametrize("path", modules_under(("bridge/",)), ids=lambda p: p.relative_to(DAEMON).as_posix())
+def test_the_bridge_process_imports_neither_side(path: Path) -> None:
+    """The bridge process meets the supervisor only through the spool (framepool.ipc.spool)."""
+    others = tuple(p for p in SUPERVISOR_PACKAGES if not p.startswith("framepool.bridge")) + (
+        "framepool.worker",
+    )
+    crossing = sorted(name for name in imports_of(path) if within(name, others))
+    assert not crossing, f"{path.relative_to(DAEMON)} imports {crossing}: the spool is the bridge's only door"
 
 
 def test_the_check_sees_every_form_of_import() -> None:

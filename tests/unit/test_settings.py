@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from framepool import settings
+from framepool import machine, settings
 from framepool.errors import ConfigError
 from framepool.settings import Settings
 
@@ -85,14 +85,14 @@ def test_secret_value_is_not_echoed_in_errors_or_output() -> None:
 
 
 def test_effective_workers_and_cpu_validation() -> None:
-    assert settings.effective_workers(Settings(), [0, 1]) == 1
-    assert settings.effective_workers(Settings(), [0]) == 1
-    assert settings.effective_workers(Settings(), [0, 1, 2, 3]) == 3
-    assert settings.effective_workers(Settings(workers=5), [0, 1]) == 5
+    assert machine.effective_workers(Settings(), [0, 1]) == 1
+    assert machine.effective_workers(Settings(), [0]) == 1
+    assert machine.effective_workers(Settings(), [0, 1, 2, 3]) == 3
+    assert machine.effective_workers(Settings(workers=5), [0, 1]) == 5
     allowed = sorted(os.sched_getaffinity(0))
-    assert settings.worker_cpus(Settings()) == allowed
+    assert machine.worker_cpus(Settings()) == allowed
     with pytest.raises(ConfigError, match="CPU 4096 is not available"):
-        settings.worker_cpus(Settings(cpus=[4096]))
+        machine.worker_cpus(Settings(cpus=[4096]))
 
 
 def test_field_docs_cover_every_field_with_a_description() -> None:
@@ -104,9 +104,9 @@ def test_field_docs_cover_every_field_with_a_description() -> None:
 
 def test_worker_memory_limit_is_on_by_default_and_derived_from_memory_and_workers() -> None:
     one, four = Settings(workers=1), Settings(workers=4)
-    machine = settings.machine_memory_mb()
-    assert one.worker_memory_limit_mb == max(settings.MIN_DERIVED_LIMIT_MB, machine // 2) > 0
-    assert four.worker_memory_limit_mb == max(settings.MIN_DERIVED_LIMIT_MB, machine // 2 // 4)
+    total = machine.machine_memory_mb()
+    assert one.worker_memory_limit_mb == max(machine.MIN_DERIVED_LIMIT_MB, total // 2) > 0
+    assert four.worker_memory_limit_mb == max(machine.MIN_DERIVED_LIMIT_MB, total // 2 // 4)
     assert one.worker_memory_warn_mb == one.worker_memory_limit_mb * 3 // 4 > 0
     # The same through every layer, and each value overridable, 0 still disabling.
     loaded = settings.load(environ={"FRAMEPOOL_WORKERS": "4"})
@@ -126,9 +126,9 @@ def test_worker_memory_limit_is_on_by_default_and_derived_from_memory_and_worker
 def test_more_workers_than_usable_cpus_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     usable = len(os.sched_getaffinity(0))
     with caplog.at_level("WARNING", logger="framepool.settings"):
-        assert settings.effective_workers(Settings(workers=usable), [0]) == usable
+        assert machine.effective_workers(Settings(workers=usable), [0]) == usable
         assert not caplog.records
-        assert settings.effective_workers(Settings(workers=usable + 1), [0]) == usable + 1
+        assert machine.effective_workers(Settings(workers=usable + 1), [0]) == usable + 1
     (record,) = caplog.records
     assert record.levelname == "WARNING"
     assert f"workers = {usable + 1} exceeds the {usable} CPU(s)" in record.getMessage()
