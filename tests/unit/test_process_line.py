@@ -1,6 +1,7 @@
-"""The process line, read from the source with `ast`: supervisor code never imports the worker package, and
-the worker never imports supervisor code, and the bridge process imports neither. Both sides meet only in what either may import: `ipc/` (the
-control channel, the rings, the worker's entry point and exit codes), `processors/`, settings, logs, errors.
+"""The process line, read from the source with `ast`: supervisor code never imports the worker package,
+the worker never imports supervisor code, and the bridge process imports neither. Both sides meet only in
+what either may import: `ipc/` (the control channel, the rings, the spool, the worker's entry point and exit
+codes), `processors/`, settings, logs, errors.
 """
 
 from __future__ import annotations
@@ -115,9 +116,7 @@ def test_worker_code_does_not_import_supervisor_code(path: Path) -> None:
 @pytest.mark.parametrize("path", modules_under(("bridge/",)), ids=lambda p: p.relative_to(DAEMON).as_posix())
 def test_the_bridge_process_imports_neither_side(path: Path) -> None:
     """The bridge process meets the supervisor only through the spool (framepool.ipc.spool)."""
-    others = tuple(p for p in SUPERVISOR_PACKAGES if not p.startswith("framepool.bridge")) + (
-        "framepool.worker",
-    )
+    others = (*(p for p in SUPERVISOR_PACKAGES if not p.startswith("framepool.bridge")), "framepool.worker")
     crossing = sorted(name for name in imports_of(path) if within(name, others))
     assert not crossing, f"{path.relative_to(DAEMON)} imports {crossing}: the spool is the bridge's only door"
 
