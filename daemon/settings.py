@@ -66,6 +66,12 @@ class AgentSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     participant_identity: Annotated[
         str, _doc("Only process tracks of this participant; empty: everyone.")
     ] = ""
+    data: Annotated[
+        dict[str, Any], _doc("Data flows of the room (route, transform, aggregate...): docs/dataflows.md.")
+    ] = {}
+    rpc_methods: Annotated[
+        list[str], _doc("RPC methods participants may call on the agent (data flows).")
+    ] = []
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

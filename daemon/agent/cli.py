@@ -199,7 +199,7 @@ async def connect(
     server: AgentServer, room: str, participant: str = "", agent_name: str | None = None
 ) -> int:
     """Run one job of `agent_name` in `room` now; 0 if it ends cleanly (Ctrl-C ends it cleanly too)."""
-    from framepool.agent.server import ws_url
+    from framepool.agent.registration import ws_url
     from framepool.service import LocalJob, Supervisor
 
     agent = _pick_agent(server, agent_name)
@@ -248,7 +248,8 @@ def _pick_agent(server: AgentServer, agent_name: str | None) -> Agent:
 
 async def _simulated_job(settings: Settings, room: str, participant: str, agent: Agent) -> agent_pb.Job:
     """A Job like the server would send, for a room created (or found) through RoomService."""
-    from framepool.agent.server import JOB_TYPES, http_url
+    from framepool.agent.registration import http_url
+    from framepool.agent.server import JOB_TYPES
 
     if not (settings.livekit_url and settings.api_key and settings.api_secret):
         raise ConfigError(

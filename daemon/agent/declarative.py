@@ -3,7 +3,9 @@
 Each `AgentSpec` becomes an `Agent` whose entrypoint joins the room without auto-subscription (only the
 tracks its processors need are subscribed), attaches its audio and video processors with its outputs, and
 then lives as long as the room. For participant and publisher jobs only the job's participant is processed.
-Processor specs are validated when the agents are built, so a typo fails `framepool start` at once.
+Its `data` table (route, transform, aggregate, moderate, transcripts: `framepool.dataflow`) runs on every
+data event of the room. Processor specs and data flows are validated when the agents are built, so a typo
+fails `framepool start` at once.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from framepool.agent.job import JobContext
 from framepool.agent.outputs import DataOutput, Output, TrackOutput
 from framepool.agent.server import Agent
 from framepool.agent.session import make_rule
+from framepool.dataflow.pipeline import load_dataflow
 from framepool.errors import ConfigError, ProcessorError
 from framepool.processors.registry import ProcessorSpec, parse_spec
 from framepool.settings import AgentSpec
@@ -56,8 +59,12 @@ def _validated(index: int, spec: AgentSpec, kind: str, texts: list[str]) -> list
 def _build(index: int, spec: AgentSpec) -> Agent:
     audio = _validated(index, spec, "audio", spec.audio)
     video = _validated(index, spec, "video", spec.video)
-    if not audio and not video:
-        raise ConfigError(f"agents[{index}] ({spec.agent_name or 'automatic'}): no audio or video processors")
+    dataflow = load_dataflow(spec.data, where=f"agents[{index}].data") if spec.data else None
+    if not audio and not video and dataflow is None:
+        raise ConfigError(
+            f"agents[{index}] ({spec.agent_name or 'automatic'}): no audio or video processors and no data "
+            "flows"
+        )
 
     def outputs(publish: bool) -> list[Output]:
         chosen: list[Output] = [DataOutput(topic=spec.topic, reliable=spec.reliable)]
@@ -66,6 +73,8 @@ def _build(index: int, spec: AgentSpec) -> Agent:
         return chosen
 
     async def entrypoint(ctx: JobContext) -> None:
+        if dataflow is not None:
+            ctx.run_dataflow(dataflow, rpc_methods=spec.rpc_methods)
         await ctx.connect(auto_subscribe=False)
         participants = None
         if spec.participant_identity:

@@ -134,6 +134,11 @@ class DataIntake:
                 self.room.local_participant.unregister_rpc_method(method)
         await self._streams.aclose()
 
+    def next_seq(self) -> int:
+        """The job's next sequence number (what the data-flow stages derive takes its place in the order)."""
+        self._seq += 1
+        return self._seq
+
     def stats(self) -> IntakeStats:
         return IntakeStats(
             received=dict(self._received),
@@ -167,19 +172,18 @@ class DataIntake:
         topic: str = "",
         reliable: bool = True,
         attributes: dict[str, str] | None = None,
-    ) -> bool:
-        """Make the message and hand it over; False if the consumer did not take it (counted)."""
-        self._seq += 1
+    ) -> DataMessage | None:
+        """Make the message and hand it over; None if the consumer did not take it (counted)."""
         now = self._clock()
         message = DataMessage(
             event_id=new_event_id(now),
-            seq=self._seq,
+            seq=self.next_seq(),
             job=self.job_id,
             room=self.room.name,
             kind=kind,
             topic=topic,
             sender=participant.identity if participant is not None else "",
-            sender_kind=_sender_kind(participant),
+            sender_kind=sender_kind(participant),
             received_us=now // 1000,
             reliable=reliable,
             attributes=dict(participant.attributes)
@@ -194,9 +198,9 @@ class DataIntake:
             taken = False
         if taken:
             self._received[kind] += 1
-        else:
-            self._refused += 1
-        return taken
+            return message
+        self._refused += 1
+        return None
 
     def _on_packet(self, packet: rtc.DataPacket) -> None:
         sender = packet.participant.identity if packet.participant is not None else ""
@@ -222,12 +226,13 @@ class DataIntake:
 
     async def _on_rpc(self, data: rtc.RpcInvocationData) -> str:
         participant = self.room.remote_participants.get(data.caller_identity)
-        if not self._admit(data.caller_identity) or not self._deliver(
+        taken = self._admit(data.caller_identity) and self._deliver(
             "rpc", participant, data.payload.encode(), data.method
-        ):
+        )
+        if not taken:
             self._rpc_saturated += 1
             raise rtc.RpcError(SATURATED, "framepool is saturated; retry later")
-        return json.dumps({"accepted": True, "seq": self._seq})
+        return json.dumps({"accepted": True, "event_id": taken.event_id})
 
     # -- streams ----------------------------------------------------------------------------------------
 
@@ -274,7 +279,8 @@ class DataIntake:
         self._deliver(kind, participant, b"".join(chunks), info.topic, attributes=dict(info.attributes or {}))
 
 
-def _sender_kind(participant: rtc.Participant | None) -> SenderKind:
+def sender_kind(participant: rtc.Participant | None) -> SenderKind:
+    """The participant's kind by name (`framepool.processors.messages.SenderKind`)."""
     if participant is None:
         return "unknown"
     return _SENDER_KINDS.get(participant.kind, "unknown")

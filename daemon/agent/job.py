@@ -16,7 +16,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,9 @@ from framepool.processors.registry import ProcessorSpec
 from framepool.tasks import TaskSet
 
 if TYPE_CHECKING:
+    from framepool.agent.dataplane import JobDataPlane
+    from framepool.dataflow.pipeline import CompiledDataflow
+    from framepool.ipc.spool import SpoolWriter
     from framepool.pool import WorkerPool
 
 log = logging.getLogger("framepool.agent.job")
@@ -112,6 +115,7 @@ class JobContext:
         pool: WorkerPool,
         shared: SharedState,
         single_peer_connection: bool = False,
+        spools: Mapping[str, SpoolWriter] | None = None,
     ) -> None:
         self.job = job
         self.url = url
@@ -127,6 +131,8 @@ class JobContext:
         self.session = RoomSession(self.room, pool, job.id, job.room.name)
         self.settings = pool.settings
         self.intakes: list[DataIntake] = []
+        self.dataplanes: list[JobDataPlane] = []
+        self.spools = spools or {}  # the daemon's bridge spools by sink name (dataplane.Bridges)
         self.outputs = RoomOutputs(self.room, self.settings.room_outbox)  # packets, text, attributes, RPC
         self._shutdown_callbacks: list[ShutdownCallback] = []
         self._participant_entrypoints: list[ParticipantEntrypoint] = []
@@ -232,9 +238,21 @@ class JobContext:
             intake.start()
         return intake
 
+    def run_dataflow(self, compiled: CompiledDataflow, *, rpc_methods: Iterable[str] = ()) -> JobDataPlane:
+        """Run a compiled data flow (`framepool.dataflow.load_dataflow`) on every data event of the room,
+        its intents carried out: room outputs, bridges, RoomService actions (framepool.agent.dataplane)."""
+        from framepool.agent.dataplane import JobDataPlane
+
+        plane = JobDataPlane(self, compiled, self.spools, rpc_methods)
+        self.dataplanes.append(plane)
+        return plane
+
     async def close_intakes(self) -> None:
+        """Stop taking data events; then the data flows' open windows emit (before the outputs flush)."""
         for intake in self.intakes:
             await intake.aclose()
+        for plane in self.dataplanes:
+            await plane.aclose()
 
     def attach(
         self,

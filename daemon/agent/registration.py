@@ -101,3 +101,20 @@ class ConnectionOptions:
             assignment_timeout=settings.assignment_timeout,
             max_retry=settings.max_retry,
         )
+
+
+def ws_url(url: str) -> str:
+    """The websocket form of a LiveKit URL (the settings accept http(s):// as LiveKit's own tools do)."""
+    if url.startswith("http://"):
+        return "ws://" + url[len("http://") :]
+    if url.startswith("https://"):
+        return "wss://" + url[len("https://") :]
+    return url
+
+
+def http_url(url: str) -> str:
+    """The HTTP form of a LiveKit URL, for the server APIs (RoomService, AgentDispatchService)."""
+    url = ws_url(url)
+    if url.startswith("ws://"):
+        return "http://" + url[len("ws://") :]
+    return "https://" + url[len("wss://") :] if url.startswith("wss://") else url

@@ -27,9 +27,16 @@ from livekit.protocol import agent as agent_pb
 from livekit.protocol import models
 
 from framepool.agent.connection import WS_CLOSE_TIMEOUT, AgentConnection
+from framepool.agent.dataplane import Bridges
 from framepool.agent.job import Entrypoint, JobContext, JobRequest, RunningJob, SharedState, StatusReporter
 from framepool.agent.load import CpuMeter, LoadTracker
-from framepool.agent.registration import ConnectionOptions, DaemonStatus, Registration, default_permissions
+from framepool.agent.registration import (
+    ConnectionOptions,
+    DaemonStatus,
+    Registration,
+    default_permissions,
+    ws_url,
+)
 from framepool.errors import ConfigError, FramepoolError, PoolHaltedError, ProcessorError
 from framepool.logs import log_context
 from framepool.pool import WorkerPool
@@ -100,6 +107,7 @@ class AgentServer:
         self.agents: list[Agent] = []
         self.version = version
         self.pool: WorkerPool | None = None
+        self.bridges = Bridges(self.settings)  # the sinks' spools and bridge process, started by start()
         self.jobs: dict[str, RunningJob] = {}
         self.connections: list[AgentConnection] = []
         self.registered = asyncio.Event()  # every agent registered at least once
@@ -121,6 +129,7 @@ class AgentServer:
         if self.pool is not None:
             raise RuntimeError("configure() must come before start()")
         self.settings = settings
+        self.bridges = Bridges(settings)
         self.load = LoadTracker(self._measure_load, settings.load_threshold, settings.max_jobs)
 
     # -- registration -------------------------------------------------------------------------------------
@@ -243,7 +252,15 @@ class AgentServer:
         """Run a job (from an assignment, or `connect`): its entrypoint, lifecycle and status reports."""
         if self.pool is None:
             raise RuntimeError("the agent server is not running")
-        ctx = JobContext(job, url, token, self.pool, agent.shared, self.settings.single_peer_connection)
+        ctx = JobContext(
+            job,
+            url,
+            token,
+            self.pool,
+            agent.shared,
+            self.settings.single_peer_connection,
+            self.bridges.spools,
+        )
         running = RunningJob(ctx, agent.entrypoint, report, self.settings.shutdown_timeout)
         self.jobs[job.id] = running
         self.load.started(job.id)
@@ -310,8 +327,10 @@ class AgentServer:
             for agent in self.agents:
                 await self._prewarm(agent)
             await self._probe_processors(pool)
+            await self.bridges.start()
         except BaseException:
             self.pool = None
+            await self.bridges.aclose()
             if own_pool:
                 await pool.aclose()
             raise
@@ -449,23 +468,7 @@ class AgentServer:
             late = len(self._job_tasks)
             log.error("%d job(s) did not finish their shutdown; closing the pool under them", late)
         await self.disconnect()
+        await self.bridges.aclose()  # after every job: nothing appends to the spools any more
         if self.pool is not None:
             await self.pool.aclose()
         log.info("agent server stopped")
-
-
-def ws_url(url: str) -> str:
-    """The websocket form of a LiveKit URL (the settings accept http(s):// as LiveKit's own tools do)."""
-    if url.startswith("http://"):
-        return "ws://" + url[len("http://") :]
-    if url.startswith("https://"):
-        return "wss://" + url[len("https://") :]
-    return url
-
-
-def http_url(url: str) -> str:
-    """The HTTP form of a LiveKit URL, for the server APIs (RoomService, AgentDispatchService)."""
-    url = ws_url(url)
-    if url.startswith("ws://"):
-        return "http://" + url[len("ws://") :]
-    return "https://" + url[len("wss://") :] if url.startswith("wss://") else url
