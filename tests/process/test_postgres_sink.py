@@ -14,9 +14,11 @@ import asyncio
 import datetime
 import json
 import random
+import re
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ import msgspec
 import pytest
 from hypothesis import given
 
-from framepool.bridge.postgres_sink import PostgresConfig, PostgresSink
+from framepool.bridge.postgres_sink import TABLE_DDL, PostgresConfig, PostgresSink
 from framepool.bridge.sink import SinkRejected, SinkUnavailable
 from framepool.processors.messages import DataMessage
 from tests.support import timeouts
@@ -37,6 +39,7 @@ __all__ = ["postgres_server"]  # the module-scoped fixture
 pytestmark = pytest.mark.process
 
 ROOT = Path(__file__).resolve().parents[2]
+SINKS_DOC = (ROOT / "docs" / "sinks.md").read_text()
 SELECT = """SELECT event_id::text, seq, job, room, kind, topic, sender, sender_kind, received_us, reliable,
                    attributes::text, payload FROM {table} {where} ORDER BY room, job, seq"""
 
@@ -251,3 +254,21 @@ async def count_rows(server: PostgresServer, sent: set[str]) -> tuple[int, int]:
         return int(row[0]), int(row[1])
     finally:
         await conn.close()
+
+
+async def test_the_documented_table_and_queries_are_the_real_ones(
+    postgres_server: PostgresServer, conn: Any
+) -> None:
+    """docs/sinks.md shows the sink's own DDL, and its queries run against a table the sink filled."""
+    ddl, *queries = re.findall(r"```sql\n(.*?)```", SINKS_DOC, re.S)
+    assert (
+        ddl.split()
+        == TABLE_DDL.format(table="framepool_events", index="framepool_events_room_job_seq").split()
+    )
+    chat = msgspec.structs.replace(room_traffic("doc", 1)[0], room="lobby", kind="text", topic="lk.chat")
+    sink = await open_sink(postgres_server, "framepool_events")
+    await sink.deliver([chat, msgspec.structs.replace(chat, event_id=str(uuid.uuid4()), seq=2, kind="dtmf")])
+    await sink.close()
+    everything, transcript = [await conn.fetch(query) for query in queries[0].split(";\n\n")]
+    assert [row["seq"] for row in everything] == [1, 2]
+    assert [(row["sender"], row["text"]) for row in transcript] == [(chat.sender, chat.text())]

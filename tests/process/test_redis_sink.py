@@ -10,7 +10,10 @@ does what the bridge does on SinkUnavailable: deliver the same batch again.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as redis
@@ -27,6 +30,7 @@ from tests.support.sink_data import fuzz, messages, room_traffic
 __all__ = ["redis_server"]  # the module-scoped fixture
 pytestmark = pytest.mark.process
 
+SINKS_DOC = (Path(__file__).resolve().parents[2] / "docs" / "sinks.md").read_text()
 RETRY_PAUSE = 0.02  # the test's stand-in for the bridge's backoff
 
 
@@ -158,3 +162,35 @@ async def test_streams_are_trimmed_to_about_maxlen(redis_server: RedisServer, cl
     assert 500 <= length < 1000, length  # `MAXLEN ~` trims whole nodes of the radix tree
     newest = await client.xrevrange("trim:room-0", count=1)
     assert message_from_entry(newest[0][1]) == events[-1]
+
+
+async def test_the_documented_consumer_handles_each_event_once(redis_server: RedisServer) -> None:
+    """docs/sinks.md's consumer, run as written over a stream holding a re-delivered batch."""
+    (code,) = re.findall(r"```python\n(.*?)```", SINKS_DOC, re.S)
+    events = room_traffic("consumer", 30, rooms=1)
+    sink = RedisStreamsSink("doc", RedisStreamsConfig(url=redis_server.url, key="doc:{room}"))
+    await sink.open()
+    await sink.deliver(events[:20])
+    await sink.deliver(events[10:])  # the bridge sent a batch again
+    await sink.close()
+    handled: list[DataMessage] = []
+    all_handled = asyncio.Event()
+
+    async def handle(msg: DataMessage) -> None:
+        handled.append(msg)
+        if len(handled) == len(events):
+            all_handled.set()
+
+    namespace: dict[str, Any] = {"handle": handle}
+    exec(code, namespace)
+    conn, other = redis.Redis.from_url(redis_server.url), redis.Redis.from_url(redis_server.url)
+    consuming = asyncio.create_task(namespace["consume"](conn, "doc:room-0", "archive", "consumer-1"))
+    await asyncio.wait_for(all_handled.wait(), timeouts.EVENT)
+    # The consumer runs forever; deleting its stream ends it with an error (a cancelled redis-py read
+    # does not return before its BLOCK timeout).
+    await other.delete("doc:room-0")
+    with pytest.raises(redis.ResponseError):
+        await asyncio.wait_for(consuming, timeouts.EVENT)
+    await conn.aclose()
+    await other.aclose()
+    assert handled == events
