@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit unit-minimal process integration bench native sanitize docs clean
+.PHONY: demo test lint typecheck unit unit-minimal process integration bench native sanitize docs clean servers
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,25 @@ daemon/.ring-built: native/ring.c $(STAMP)
 	touch $@
 
 native: daemon/.ring-built
+
+# The real Redis and PostgreSQL the sink tests start on loopback (tests/support/redis_server.py,
+# postgres_server.py): Debian's packages, installed only when tests/support/servers.py finds no binaries.
+# apt needs root (or password-less sudo); without either this fails with the one command to run.
+SERVERS_STAMP := $(VENV)/.servers-stamp
+$(SERVERS_STAMP): $(STAMP) tests/support/servers.py
+	@missing="$$($(PY) -m tests.support.servers missing)"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	  else echo "make servers: as root, run: apt-get install -y --no-install-recommends $$missing" >&2; exit 1; fi; \
+	  echo "make servers: installing $$missing"; \
+	  $$sudo apt-get update -q && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing && \
+	  test -z "$$($(PY) -m tests.support.servers missing)"; \
+	fi
+	touch $@
+
+servers: $(SERVERS_STAMP)
 
 demo: native
 	$(PY) -m framepool.demo
@@ -50,13 +69,13 @@ unit-minimal: $(MINIMAL)/.installed-stamp native
 	$(MINIMAL)/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('aiortc') and 'has aiortc')"
 	$(MINIMAL)/bin/python -m pytest -q -rs tests/unit
 
-process: native
+process: native servers
 	$(PY) -m pytest -q tests/process
 
-integration: native
+integration: native servers
 	$(PY) -m pytest -q tests/integration
 
-test: lint typecheck sanitize native
+test: lint typecheck sanitize native servers
 	$(PY) -m pytest -q tests
 
 # ASan/UBSan build of the ring in a separate tree, so a concurrent test run never loads it by accident.
