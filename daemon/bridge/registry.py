@@ -21,7 +21,7 @@ from framepool.errors import ConfigError
 
 BUILTIN = {
     "webhook": "framepool.bridge.webhook:WebhookSink",
-    "redis": "framepool.bridge.redis_sink:RedisStreamSink",
+    "redis": "framepool.bridge.redis_sink:RedisStreamsSink",
     "postgres": "framepool.bridge.postgres_sink:PostgresSink",
 }
 NAME = r"^[A-Za-z0-9_.-]{1,64}$"  # a sink's name is also its spool directory's name
