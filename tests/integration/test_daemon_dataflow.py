@@ -13,12 +13,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from livekit import rtc
 
 from framepool.devserver.server import DevServer
 from tests.support.daemon import ROOT, assert_gone, exit_status
 from tests.support.devserver import API_KEY, API_SECRET
-from tests.support.sdk import joined, next_event
+from tests.support.sdk import agent_of, joined
 from tests.support.timeouts import EVENT, PROCESS
 from tests.support.webhook import WebhookReceiver
 
@@ -66,9 +65,7 @@ async def test_a_configured_data_flow_reaches_its_webhook_and_the_daemon_stops_c
         await asyncio.wait_for(_until_line(process, seen, "registered 1 agent"), PROCESS)
         reading = asyncio.ensure_future(_until_line(process, seen, "\0never"))
         async with joined(devserver, "sensor", room_name) as sensor:
-            agent = await asyncio.wait_for(
-                next_event(sensor, "participant_connected", lambda p: p.kind == AGENT_KIND), PROCESS
-            )
+            agent = await asyncio.wait_for(agent_of(sensor), PROCESS)
             children = psutil.Process(process.pid).children(recursive=True)
             commands = [" ".join(child.cmdline()) for child in children]
             for n in range(20):
@@ -92,9 +89,6 @@ async def test_a_configured_data_flow_reaches_its_webhook_and_the_daemon_stops_c
     assert [json.loads(e["payload"])["n"] for e in delivered][:20] == list(range(20))
     assert all(attempt.verified for attempt in receiver.attempts)
     assert any("framepool.bridge" in command for command in commands)  # it ran, as its own process
-
-
-AGENT_KIND = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
 
 
 async def _until_line(process: asyncio.subprocess.Process, seen: list[str], text: str) -> None:

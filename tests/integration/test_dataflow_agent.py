@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from livekit import rtc
 
 from framepool.agent.declarative import build_agents
 from framepool.agent.server import AgentServer
@@ -18,12 +17,11 @@ from framepool.bridge.registry import SinkSpec
 from framepool.devserver.server import DevServer
 from framepool.settings import AgentSpec
 from tests.support.agentkit import agent_settings, quiet_load, serving
-from tests.support.sdk import joined, next_event
+from tests.support.sdk import agent_of, joined, next_event
 from tests.support.timeouts import EVENT
 from tests.support.webhook import WebhookReceiver
 
 pytestmark = pytest.mark.integration
-AGENT_KIND = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
 
 POLL = {
     "aggregate": [
@@ -56,8 +54,7 @@ async def test_a_live_poll_tallies_votes_and_bridges_every_one(
     server.agents.append(agent)
     try:
         async with serving(server), joined(devserver, "alice", room_name) as alice:
-            agent_joined = next_event(alice, "participant_connected", lambda p: p.kind == AGENT_KIND)
-            agent_identity = (await asyncio.wait_for(agent_joined, EVENT)).identity
+            agent_identity = (await asyncio.wait_for(agent_of(alice), EVENT)).identity
             tallies: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
             alice.on(
                 "data_received",
