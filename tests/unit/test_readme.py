@@ -58,7 +58,7 @@ def test_readme_toml_example_is_valid_settings(tmp_path: Path) -> None:
     from framepool.processors import parse_specs, resolve
     from framepool.settings import load
 
-    toml_text, poll = re.findall(r"```toml\n(.*?)```", README, re.S)
+    toml_text, _poll = re.findall(r"```toml\n(.*?)```", README, re.S)
     config = tmp_path / "framepool.toml"
     config.write_text(toml_text)
     settings = load(config, environ={})
