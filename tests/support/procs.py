@@ -916,6 +916,7 @@ class CountMessagesParams(msgspec.Struct, forbid_unknown_fields=True):
     stall_seq: int = 0
     max_message_bytes: int = 20 * 1024
     queue: int = 64
+    label: str = ""  # in every emitted result, to tell two instances apart
 
 
 class CountMessages(DataProcessor[CountMessagesParams]):
@@ -936,9 +937,10 @@ class CountMessages(DataProcessor[CountMessagesParams]):
     def process_message(self, msg: DataMessage, ctx: ProcessContext) -> None:
         self.count += 1
         about = {"kind": msg.kind, "topic": msg.topic, "sender": msg.sender, "text": msg.text()}
+        about["label"] = self.params.label
         ctx.emit("data-count", {"count": self.count, "seq": msg.seq, "pid": os.getpid(), **about})
         if self.params.stall_seq and msg.seq == self.params.stall_seq:
             time.sleep(self.params.stall_seconds)
 
     def close(self, ctx: ProcessContext) -> None:
-        ctx.emit("data-summary", {"count": self.count})
+        ctx.emit("data-summary", {"count": self.count, "label": self.params.label})
