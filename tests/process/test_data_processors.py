@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +19,8 @@ from framepool.processors.api import DataFormat
 from framepool.processors.messages import DataMessage, new_event_id
 from framepool.processors.registry import parse_spec
 from tests.support.pool import RecordingSink, settings
+from tests.support.shm import shm_segments
+from tests.support.timeouts import PROCESS
 
 pytestmark = pytest.mark.process
 
@@ -132,3 +137,26 @@ async def test_a_worker_killed_mid_stream_loses_exactly_the_messages_in_flight(s
         assert (stats.pushed, stats.processed, stats.lost) == (20, 15, 5)
     finally:
         await pool.aclose()
+
+
+def test_a_declarative_data_processor_failing_to_start_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """The supervisor constructs declarative data processors once in a worker at start, as media ones."""
+    before = shm_segments()
+    config = tmp_path / "framepool.toml"
+    config.write_text(
+        'workers = 1\n\n[[agents]]\nagent_name = "counter"\n'
+        f"data_processors = ['votes = {COUNT}(refuse=\"weights missing\")']\n"
+        '[[agents.data.route]]\nmatch = { topic = "vote" }\nto_processors = ["votes"]\n'
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("FRAMEPOOL_", "LIVEKIT_"))}
+    environ.update(LIVEKIT_URL="ws://127.0.0.1:1", LIVEKIT_API_KEY="key", LIVEKIT_API_SECRET="secret")
+    result = subprocess.run(
+        [sys.executable, "-m", "framepool.cli", "start", "--config", str(config)],
+        capture_output=True, text=True, env=environ, timeout=PROCESS,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f'processor {COUNT}(refuse="weights missing") failed to start: RuntimeError: weights missing' in (
+        result.stderr
+    )
+    assert shm_segments() == before

@@ -917,6 +917,7 @@ class CountMessagesParams(msgspec.Struct, forbid_unknown_fields=True):
     max_message_bytes: int = 20 * 1024
     queue: int = 64
     label: str = ""  # in every emitted result, to tell two instances apart
+    refuse: str = ""  # raise RuntimeError(refuse) in the constructor: a model that is missing
 
 
 class CountMessages(DataProcessor[CountMessagesParams]):
@@ -932,6 +933,8 @@ class CountMessages(DataProcessor[CountMessagesParams]):
 
     def __init__(self, params: CountMessagesParams) -> None:
         super().__init__(params)
+        if params.refuse:
+            raise RuntimeError(params.refuse)
         self.count = 0
 
     def process_message(self, msg: DataMessage, ctx: ProcessContext) -> None:
