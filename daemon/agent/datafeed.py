@@ -64,7 +64,7 @@ def named_specs(processors: DataProcessors) -> dict[str, ProcessorSpec]:
         kind = resolve(spec).kind.name
         if kind != "data":
             raise ProcessorError(
-                f"processor {spec.name!r} is a {kind} processor: attach it with ctx.attach, not attach_data"
+                f"processor {spec.name!r} takes {kind}, not data: attach it with ctx.attach, not attach_data"
             )
         named[name] = spec
     return named

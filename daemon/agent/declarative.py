@@ -72,6 +72,8 @@ def _data_processors(
     for text in spec.data_processors:
         match = _NAMED.match(text)
         name, spec_text = (match["name"], match["spec"]) if match else (text.split("(")[0].strip(), text)
+        if name in texts:
+            raise ConfigError(f"{where} data_processors: the name {name!r} is given twice")
         texts[name] = spec_text
     try:
         named = named_specs({name: parse_spec(text) for name, text in texts.items()}) if texts else {}
