@@ -49,3 +49,22 @@ def test_a_bad_data_processor_declaration_fails_at_start_with_one_line(spec: Age
 def test_a_data_processor_among_the_audio_processors_points_to_data_processors() -> None:
     with pytest.raises(ConfigError, match=f"'{COUNT}' is a data processor: attach it with ctx.attach_data"):
         build_agents([AgentSpec(audio=[COUNT])])
+
+
+def test_the_readme_data_processor_example_counts_the_last_vote_per_sender() -> None:
+    from framepool.processors import DataProcessor, NoParams
+    from tests.unit.test_data_slots import message
+    from tests.unit.test_readme import RecordingContext, block_defining
+
+    counter_class = block_defining("class VoteCounter")["VoteCounter"]
+    assert issubclass(counter_class, DataProcessor) and counter_class.kind == "data"
+    counter = counter_class(NoParams())
+    ctx = RecordingContext()
+    for sender, payload in (("alice", b'{"choice": "A"}'), ("bob", b'{"choice": "B"}'), ("bob", b"not json")):
+        counter.process_message(message(sender=sender, payload=payload), ctx)
+    counter.process_message(message(sender="bob", payload=b'{"choice": "A"}'), ctx)
+    assert ctx.emitted == [
+        ("poll.tally", {"A": 1}),
+        ("poll.tally", {"A": 1, "B": 1}),
+        ("poll.tally", {"A": 2}),
+    ]
