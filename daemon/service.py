@@ -11,7 +11,9 @@ The stop ladder, each rung bounded by its own budget on the Supervisor's clock a
    running jobs may finish on their own; a second signal cuts it short (the quick path);
 2. end jobs (`shutdown_timeout` + REPORT_GRACE): every job runs its own shutdown ladder and reports;
 3. disconnect agents (AGENT_FLUSH_GRACE + AGENT_CLOSE_TIMEOUT, every agent at once);
-4. stop workers (`framepool.pool.close_budget`): detach streams, then each worker's Shutdown →
+4. stop bridges (with sinks: `bridge_stop_timeout` + margins): close the spools, then the bridge process
+   delivers what they hold and exits (SIGKILL past its deadline);
+5. stop workers (`framepool.pool.close_budget`): detach streams, then each worker's Shutdown →
    ShutdownAck → exit → SIGKILL.
 A rung still running at its budget is cut (cancelled) and the next one taken, so the sum, `stop_budget`,
 is a bound and not an estimate: systemd's TimeoutStopSec and Docker's stop grace are checked against it.
@@ -38,6 +40,7 @@ from typing import Any, NamedTuple, TypeVar
 import msgspec
 from livekit.protocol import agent as agent_pb
 
+from framepool.agent.dataplane import bridges_budget
 from framepool.agent.server import AGENT_CLOSE_TIMEOUT, AGENT_FLUSH_GRACE, REPORT_GRACE, Agent, AgentServer
 from framepool.errors import ExitStatus
 from framepool.loop import Clock, LoopClock, LoopLagMonitor
@@ -59,14 +62,16 @@ class StopBudget(NamedTuple):
     end_jobs: float
     disconnect: float
     stop_workers: float
+    stop_bridges: float = 0.0  # with sinks configured: the bridge delivers what is spooled, then exits
 
     @property
     def total(self) -> float:
         """What an outer killer (TimeoutStopSec, Docker's stop grace) must exceed."""
-        return self.drain + self.end_jobs + self.disconnect + self.stop_workers
+        return sum(self)
 
     def describe(self) -> str:
-        parts = " + ".join(f"{name.replace('_', ' ')} {value:g}" for name, value in self._asdict().items())
+        rungs = [(name, value) for name, value in self._asdict().items() if value or name != "stop_bridges"]
+        parts = " + ".join(f"{name.replace('_', ' ')} {value:g}" for name, value in rungs)
         return f"{self.total:g} s ({parts})"
 
 
@@ -77,6 +82,7 @@ def stop_budget(settings: Settings) -> StopBudget:
         end_jobs=settings.shutdown_timeout + REPORT_GRACE,
         disconnect=AGENT_FLUSH_GRACE + AGENT_CLOSE_TIMEOUT,
         stop_workers=close_budget(settings),
+        stop_bridges=bridges_budget(settings),
     )
 
 
@@ -270,6 +276,8 @@ class Supervisor:
         reason = "interrupted" if self.local_job is not None else "daemon shutting down"
         await self.ladder.rung("end jobs", budget.end_jobs, lambda: self._end_jobs(reason))
         await self.ladder.rung("disconnect agents", budget.disconnect, self.server.disconnect)
+        if budget.stop_bridges:  # after every job: nothing appends to the spools any more
+            await self.ladder.rung("stop bridges", budget.stop_bridges, self.server.bridges.aclose)
         if self.pool is not None:
             await self.ladder.rung("stop workers", budget.stop_workers, self.pool.aclose)
         log.info("agent server stopped")

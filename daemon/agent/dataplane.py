@@ -29,7 +29,7 @@ from livekit.protocol import models
 
 from framepool.agent.intake import DataIntake, sender_kind
 from framepool.agent.registration import http_url
-from framepool.bridgehost import BridgeHost, bridge_start, open_spools
+from framepool.bridgehost import KILL_MARGIN, BridgeHost, bridge_start, open_spools
 from framepool.dataflow.intents import (
     Intent,
     ParticipantView,
@@ -51,6 +51,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("framepool.agent.dataplane")
 TICK = 0.25  # seconds between pipeline ticks: the resolution of window closes and periodic emissions
+
+
+SPOOL_CLOSE_GRACE = 2.0  # seconds for the spools' final fdatasync before the bridge is told to stop
+
+
+def bridges_budget(settings: Settings) -> float:
+    """The longest `Bridges.aclose` takes (0 without sinks): the daemon's stop budget counts it."""
+    return settings.bridge_stop_timeout + KILL_MARGIN + SPOOL_CLOSE_GRACE if settings.sinks else 0.0
 
 
 class Bridges:

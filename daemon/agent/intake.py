@@ -259,24 +259,29 @@ class DataIntake:
                 data = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
                 size += len(data)
                 if size > cap:
-                    self._over_cap += 1
-                    log.warning(
-                        "job %s: a %s stream from %s on topic %r is over data_stream_max_bytes (%d); dropped",
-                        self.job_id, kind, identity, reader.info.topic, cap,
-                    )  # fmt: skip
                     reader.close()
+                    self._refuse_oversize(kind, identity, reader.info.topic)
                     return
                 chunks.append(data)
         except rtc.StreamError as exc:  # the FFI ended it: over its cap (the declared size says), or aborted
             if (reader.info.size or 0) > cap:
-                self._over_cap += 1
+                self._refuse_oversize(kind, identity, reader.info.topic)
             else:
                 self._stream_errors += 1
-            log.info("job %s: a %s stream from %s ended with an error: %s", self.job_id, kind, identity, exc)
+                log.info(
+                    "job %s: a %s stream from %s ended with an error: %s", self.job_id, kind, identity, exc
+                )
             return
         info = reader.info
         participant = self.room.remote_participants.get(identity)
         self._deliver(kind, participant, b"".join(chunks), info.topic, attributes=dict(info.attributes or {}))
+
+    def _refuse_oversize(self, kind: DataKind, identity: str, topic: str) -> None:
+        self._over_cap += 1
+        log.warning(
+            "job %s: a %s stream from %s on topic %r is over data_stream_max_bytes (%d); dropped",
+            self.job_id, kind, identity, topic, self.settings.data_stream_max_bytes,
+        )  # fmt: skip
 
 
 def sender_kind(participant: rtc.Participant | None) -> SenderKind:

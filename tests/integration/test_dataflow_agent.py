@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from livekit import rtc
 
 from framepool.agent.declarative import build_agents
 from framepool.agent.server import AgentServer
@@ -18,12 +17,11 @@ from framepool.bridge.registry import SinkSpec
 from framepool.devserver.server import DevServer
 from framepool.settings import AgentSpec
 from tests.support.agentkit import agent_settings, quiet_load, serving
-from tests.support.sdk import joined, next_event
+from tests.support.sdk import agent_of, joined, next_event
 from tests.support.timeouts import EVENT
 from tests.support.webhook import WebhookReceiver
 
 pytestmark = pytest.mark.integration
-AGENT_KIND = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
 
 POLL = {
     "aggregate": [
@@ -56,8 +54,7 @@ async def test_a_live_poll_tallies_votes_and_bridges_every_one(
     server.agents.append(agent)
     try:
         async with serving(server), joined(devserver, "alice", room_name) as alice:
-            agent_joined = next_event(alice, "participant_connected", lambda p: p.kind == AGENT_KIND)
-            agent_identity = (await asyncio.wait_for(agent_joined, EVENT)).identity
+            agent_identity = (await asyncio.wait_for(agent_of(alice), EVENT)).identity
             tallies: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
             alice.on(
                 "data_received",
@@ -95,3 +92,59 @@ async def _tally_reaching(tallies: asyncio.Queue[dict[str, Any]], expected: dict
         tally = await asyncio.wait_for(tallies.get(), EVENT)
         if tally["results"] == expected:
             return expected
+
+
+CAPTIONS = {
+    "route": [
+        {
+            "match": {"topic": "captions"},
+            "to_room": [
+                {
+                    "topic": "captions.local",
+                    "destination_attribute": "lang",
+                    "destination_value_from": "payload.lang",
+                }
+            ],
+        }
+    ]
+}
+
+
+async def test_an_attribute_routed_fan_out_reaches_only_the_matching_listeners(
+    devserver: DevServer, room_name: str
+) -> None:
+    """Captions go to the listeners whose `lang` attribute is the caption's language, and to nobody else."""
+    server = AgentServer(agent_settings(devserver), load_fnc=quiet_load)
+    [agent] = build_agents([AgentSpec(data=CAPTIONS)])
+    server.agents.append(agent)
+    async with (
+        serving(server),
+        joined(devserver, "speaker", room_name) as speaker,
+        joined(devserver, "anne", room_name, attributes={"lang": "fr"}) as anne,
+        joined(devserver, "bernd", room_name, attributes={"lang": "de"}) as bernd,
+    ):
+        agent_identity = (await asyncio.wait_for(agent_of(speaker), EVENT)).identity
+        got: dict[str, asyncio.Queue[dict[str, str]]] = {"anne": asyncio.Queue(), "bernd": asyncio.Queue()}
+        for name, room in (("anne", anne), ("bernd", bernd)):
+            room.on(
+                "data_received",
+                lambda p, name=name: (
+                    got[name].put_nowait(json.loads(p.data)) if p.topic == "captions.local" else None
+                ),
+            )
+        to_agent = [agent_identity]
+        for lang, text in (("fr", "bonjour"), ("de", "guten Tag"), ("fr", "au revoir")):
+            payload = json.dumps({"lang": lang, "text": text}).encode()
+            await speaker.local_participant.publish_data(
+                payload, topic="captions", destination_identities=to_agent
+            )
+        anne_got = [await asyncio.wait_for(got["anne"].get(), EVENT) for _ in range(2)]
+        bernd_got = [await asyncio.wait_for(got["bernd"].get(), EVENT)]
+        await speaker.local_participant.publish_data(
+            json.dumps({"lang": "de", "text": "ende"}).encode(),
+            topic="captions",
+            destination_identities=to_agent,
+        )
+        bernd_got.append(await asyncio.wait_for(got["bernd"].get(), EVENT))  # anne's share came before this
+    assert [c["text"] for c in anne_got] == ["bonjour", "au revoir"] and got["anne"].empty()
+    assert [c["text"] for c in bernd_got] == ["guten Tag", "ende"]

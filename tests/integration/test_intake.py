@@ -161,3 +161,26 @@ async def test_a_stream_over_the_cap_ends_in_an_error_and_is_counted(
         stats = ctx.intakes[0].stats()
     assert not any(m.topic == "big" for m in received.messages)
     assert stats.streams_over_cap == 1, stats
+
+
+async def test_rpc_to_the_job_beyond_the_declared_methods_and_the_v1_limit(
+    devserver: DevServer, room_name: str
+) -> None:
+    """An undeclared method gets LiveKit's UNSUPPORTED_METHOD; a payload over RPC v1's 15,360 B reaches the
+    job whole (the SDK sends it over v2 to a server and a callee that support it)."""
+    big = "x" * 20_000
+    async with (
+        receiving_job(devserver, room_name) as (ctx, received),
+        joined(devserver, "bob", room_name) as bob,
+    ):
+        await _wait_for_remote(bob, ctx.agent.identity)
+        with pytest.raises(rtc.RpcError) as error:
+            await bob.local_participant.perform_rpc(
+                destination_identity=ctx.agent.identity, method="not-declared", payload="x"
+            )
+        answer = await bob.local_participant.perform_rpc(
+            destination_identity=ctx.agent.identity, method="vote", payload=big
+        )
+        message = await received.first(lambda m: m.kind == "rpc")
+    assert error.value.code == rtc.RpcError.ErrorCode.UNSUPPORTED_METHOD
+    assert message.payload == big.encode() and json.loads(answer)["event_id"] == message.event_id

@@ -27,9 +27,11 @@ def make_token(
     ttl: float = 600.0,
     kind: str = "",
     api_key: str = API_KEY,
+    attributes: dict[str, str] | None = None,
     **grants: Any,
 ) -> str:
-    """A join token for `room` (grants override VideoGrants fields, e.g. can_publish=False)."""
+    """A join token for `room` (grants override VideoGrants fields, e.g. can_publish=False; `attributes`
+    are the participant's from the start)."""
     token = (
         api.AccessToken(api_key, secret)
         .with_identity(identity)
@@ -39,6 +41,8 @@ def make_token(
     )
     if kind:
         token = token.with_kind(kind)  # type: ignore[arg-type]
+    if attributes:
+        token = token.with_attributes(attributes)
     return token.to_jwt()
 
 

@@ -15,6 +15,7 @@ from tests.support.devserver import make_token
 from tests.support.timeouts import EVENT
 
 SAMPLE_RATE = 48000
+AGENT_KIND = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
 
 
 @asynccontextmanager
@@ -119,3 +120,14 @@ async def subscribed_track(sdk_room: rtc.Room, publisher: str, kind: int) -> rtc
 async def stop(task: asyncio.Task[Any]) -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+async def agent_of(room: rtc.Room) -> rtc.RemoteParticipant:
+    """The agent participant of `room`, once it has joined (it may have before `room` connected)."""
+    joining = next_event(room, "participant_connected", lambda p: p.kind == AGENT_KIND)
+    present = [p for p in room.remote_participants.values() if p.kind == AGENT_KIND]
+    if present:
+        joining.cancel()
+        return present[0]
+    participant: rtc.RemoteParticipant = await joining
+    return participant

@@ -58,7 +58,7 @@ def test_readme_toml_example_is_valid_settings(tmp_path: Path) -> None:
     from framepool.processors import parse_specs, resolve
     from framepool.settings import load
 
-    [toml_text] = re.findall(r"```toml\n(.*?)```", README, re.S)
+    toml_text, _poll = re.findall(r"```toml\n(.*?)```", README, re.S)
     config = tmp_path / "framepool.toml"
     config.write_text(toml_text)
     settings = load(config, environ={})
@@ -66,3 +66,19 @@ def test_readme_toml_example_is_valid_settings(tmp_path: Path) -> None:
     assert (agent.agent_name, agent.job_type, agent.topic) == ("meter", "room", "analysis")
     for spec in parse_specs(",".join(agent.audio + agent.video)):
         resolve(spec)  # every processor named there exists and takes those parameters
+
+
+def test_readme_data_flow_example_builds(tmp_path: Path) -> None:
+    """The live poll of "Room data": valid settings, a data flow that compiles, a sink whose options check."""
+    from framepool.agent.declarative import build_agents
+    from framepool.bridge import registry
+    from framepool.settings import load
+
+    poll = re.findall(r"```toml\n(.*?)```", README, re.S)[1]
+    config = tmp_path / "framepool.toml"
+    config.write_text(poll)
+    settings = load(config, environ={})
+    [agent] = build_agents(settings.agents)
+    assert agent.agent_name == "poll"
+    [sink] = settings.sinks
+    registry.sink_config(sink)

@@ -9,7 +9,10 @@ import logging
 
 import pytest
 
+from framepool.agent.dataplane import SPOOL_CLOSE_GRACE
 from framepool.agent.server import AGENT_CLOSE_TIMEOUT, AGENT_FLUSH_GRACE, REPORT_GRACE, AgentServer
+from framepool.bridge.registry import SinkSpec
+from framepool.bridgehost import KILL_MARGIN
 from framepool.pool import close_budget
 from framepool.service import Phase, StopLadder, Supervisor, Unfinished, stop_budget
 from framepool.settings import Settings
@@ -127,8 +130,18 @@ def test_stop_budget_counts_every_rung() -> None:
     assert budget.end_jobs == 10 + REPORT_GRACE  # the job ladder, then the final status report
     assert budget.disconnect == AGENT_FLUSH_GRACE + AGENT_CLOSE_TIMEOUT  # once, not once per agent
     assert budget.stop_workers == close_budget(settings) >= 4 * 3  # detach, ack, exit, reap after SIGKILL
+    assert budget.stop_bridges == 0 and "bridges" not in budget.describe()  # no sinks, no bridge
     assert budget.total == sum(budget)
     assert budget.describe().startswith(f"{budget.total:g} s (drain 60 + end jobs 11 + ")
+    with_sinks = stop_budget(
+        Settings(
+            sinks=[SinkSpec(name="s", type="webhook", options={"url": "http://x"})], bridge_stop_timeout=7
+        )
+    )
+    assert with_sinks.stop_bridges == 7 + KILL_MARGIN + SPOOL_CLOSE_GRACE
+    assert (
+        with_sinks.total == budget.total + with_sinks.stop_bridges and "stop bridges" in with_sinks.describe()
+    )
 
 
 async def test_health_before_start() -> None:

@@ -180,3 +180,17 @@ def test_damage_anywhere_yields_a_prefix_of_what_was_written(
     got = read_all(SpoolReader(directory))
     assert got[-1:] == [sent[0]]  # the later segment is always reached
     assert got[:-1] == sent[: len(got) - 1]  # segment 1: a prefix of what was written, nothing invented
+
+
+def test_a_full_spool_refuses_without_touching_the_disk(tmp_path: Path) -> None:
+    """What keeps the supervisor's loop unaffected by a full spool: a refused append is a comparison and a
+    count, no write (every file stays byte for byte as it was) and no wait; the refusals are all counted."""
+    record = len(encode_record(message(1)))
+    spool = writer(tmp_path, max_bytes=record * 4, segment_bytes=record * 4, commit_interval=3600)
+    assert all(spool.append(message(seq)) for seq in range(1, 5))
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    refused = [spool.append(message(seq)) for seq in range(5, 10_005)]
+    after = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    assert not any(refused) and spool.stats.refused == 10_000
+    assert after == before
+    spool.close()
