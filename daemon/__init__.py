@@ -21,6 +21,8 @@ if TYPE_CHECKING:
         AudioFormat,
         AudioFrame,
         AudioProcessor,
+        DataFormat,
+        DataProcessor,
         NoParams,
         ProcessContext,
         Processor,
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
         VideoFrame,
         VideoProcessor,
     )
+    from framepool.processors.messages import DataMessage
     from framepool.processors.resource import WorkerResource
 
 __version__ = "0.1.0"
@@ -41,6 +44,9 @@ _PUBLIC = {
     "AudioFormat": "framepool.processors.api",
     "AudioFrame": "framepool.processors.api",
     "AudioProcessor": "framepool.processors.api",
+    "DataFormat": "framepool.processors.api",
+    "DataMessage": "framepool.processors.messages",
+    "DataProcessor": "framepool.processors.api",
     "NoParams": "framepool.processors.api",
     "ProcessContext": "framepool.processors.api",
     "Processor": "framepool.processors.api",
@@ -55,7 +61,10 @@ __all__ = [
     "AudioFormat",
     "AudioFrame",
     "AudioProcessor",
+    "DataFormat",
+    "DataMessage",
     "DataOutput",
+    "DataProcessor",
     "JobContext",
     "JobRequest",
     "NoParams",

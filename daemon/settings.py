@@ -72,6 +72,12 @@ class AgentSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     rpc_methods: Annotated[
         list[str], _doc("RPC methods participants may call on the agent (data flows).")
     ] = []
+    data_processors: Annotated[
+        list[str],
+        _doc(
+            "Data processors in the worker pool, 'name = module:Class(key=value)', for routes' to_processors."
+        ),
+    ] = []
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

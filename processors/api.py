@@ -2,7 +2,9 @@
 
 A processor is synchronous, CPU-bound code: numpy in, results out. Subclass `AudioProcessor[Params]` or
 `VideoProcessor[Params]`: the frame type and the parameters' type are then known to a type checker in
-`process(frame, ctx)` and `self.params`, and `Params` is taken from the type argument. One instance per
+`process(frame, ctx)` and `self.params`, and `Params` is taken from the type argument. A data processor
+(`DataProcessor[Params]`) gets the room's data messages instead (`process_message(msg, ctx)`, a
+`framepool.processors.messages.DataMessage`, decoded from its ring slot: a copy it may keep). One instance per
 stream, created in the worker that hosts the stream, so it may keep state between frames. `process`
 receives a frame whose arrays are zero-copy views of a shared-memory ring slot: valid for the duration of
 the call only (copy what must outlive it). Output goes through the context: `emit` for results (sent to
@@ -30,7 +32,9 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-# The kinds of stream; what each one means is in framepool.processors.kinds (data: known, not attachable yet).
+from framepool.processors.messages import DataMessage
+
+# The kinds of stream; what each one means is in framepool.processors.kinds.
 Kind = Literal["audio", "video", "data"]
 PixelFormat = Literal["I420", "RGB24", "RGBA"]
 
@@ -52,6 +56,23 @@ class VideoFormat(msgspec.Struct, frozen=True, kw_only=True):
     pixel_format: PixelFormat = "I420"
     max_width: int = 0  # 0: native resolution
     max_height: int = 0
+
+
+class DataFormat(msgspec.Struct, frozen=True, kw_only=True):
+    """What a data processor takes: messages whose msgpack encoding fits `max_message_bytes` (one ring slot;
+    a larger one is refused and counted, never split: see framepool.ipc.slots), and a queue of `queue`
+    messages between the supervisor and the worker (a full queue refuses the newest, counted)."""
+
+    # Room data packets are at most 15 KiB; the rest of the message (ids, topic, sender, attributes) fits
+    # in the remaining 5 KiB. Declare more to receive long text or byte streams.
+    max_message_bytes: int = 20 * 1024
+    queue: int = 64
+
+    def __post_init__(self) -> None:
+        if not 1024 <= self.max_message_bytes <= 64 << 20:
+            raise ValueError(f"max_message_bytes = {self.max_message_bytes}: expected 1 KiB to 64 MiB")
+        if not 2 <= self.queue <= 4096:
+            raise ValueError(f"queue = {self.queue}: expected 2 to 4096 messages")
 
 
 @dataclass(slots=True)
@@ -148,7 +169,7 @@ class NoParams(msgspec.Struct, forbid_unknown_fields=True):
     """For processors without parameters."""
 
 
-FrameT = TypeVar("FrameT", AudioFrame, VideoFrame)
+FrameT = TypeVar("FrameT", AudioFrame, VideoFrame, DataMessage)
 ParamsT = TypeVar("ParamsT", bound=msgspec.Struct)
 
 
@@ -166,7 +187,8 @@ def _params_argument(cls: type) -> type[msgspec.Struct] | None:
 
 
 class Processor(ABC, Generic[FrameT, ParamsT]):
-    """The base of every processor; subclass `AudioProcessor[Params]` or `VideoProcessor[Params]`.
+    """The base of every processor; subclass `AudioProcessor[Params]`, `VideoProcessor[Params]` or
+    `DataProcessor[Params]`.
 
     Set `name`, implement `process`, and `input_format` (a classmethod) when the format depends on the
     parameters. `Params` comes from the type argument; a class may still set `Params` itself (then it
@@ -194,7 +216,7 @@ class Processor(ABC, Generic[FrameT, ParamsT]):
         cls.Params = argument
 
     @classmethod
-    def input_format(cls, params: ParamsT) -> AudioFormat | VideoFormat:
+    def input_format(cls, params: ParamsT) -> AudioFormat | VideoFormat | DataFormat:
         """The format this processor wants its frames in, given its validated parameters.
 
         A classmethod, so the supervisor learns it without constructing the processor; keep it cheap and
@@ -232,3 +254,25 @@ class VideoProcessor(Processor[VideoFrame, ParamsT]):
     def input_format(cls, params: ParamsT) -> VideoFormat:
         """Default: I420 at the native resolution."""
         return VideoFormat()
+
+
+class DataProcessor(Processor[DataMessage, ParamsT]):
+    """A processor of the room's data messages (packets, text and byte streams, RPC calls, DTMF, attribute
+    changes: `DataMessage`), sent to it by a data flow's route (`to_processors`) or by an agent
+    (`ctx.attach_data`). Implement `process_message`; `ctx.emit` results reach the room like other results.
+    One instance per job and data stream, in one worker: its state is lost if that worker dies (the
+    replacement starts with a fresh instance, and the messages it held are counted lost)."""
+
+    kind: ClassVar[Kind] = "data"
+
+    @classmethod
+    def input_format(cls, params: ParamsT) -> DataFormat:
+        """Default: messages up to 20 KiB (every data packet), a queue of 64."""
+        return DataFormat()
+
+    @abstractmethod
+    def process_message(self, msg: DataMessage, ctx: ProcessContext) -> None:
+        """Handle one message (a copy: it may be kept)."""
+
+    def process(self, frame: DataMessage, ctx: ProcessContext) -> None:
+        self.process_message(frame, ctx)

@@ -4,15 +4,18 @@ Code that used to branch `if audio ... else video` asks this registry instead: w
 receive (frame type), what they declare (format type, and the format of one that declares nothing), how
 many slots a stream's ring gets and what a realtime ring does when its worker falls behind. Audio refuses
 the newest frame (`drop_newest`): what is queued stays continuous, the hole comes at the end of a burst.
-Video lets the worker skip to the newest frame (`latest`): a late picture is worth nothing.
+Video lets the worker skip to the newest frame (`latest`): a late picture is worth nothing. Data refuses the
+newest message (`drop_newest`): what is queued stays in the room's order, and a message is never overwritten
+by a later one (each may be a vote or a command).
 
 Code that is specific to one process and one kind (the SDK stream the supervisor opens, the converter the
 offline runner uses) keeps it in a table keyed by kind name; a kind such a table lacks is an error there,
 never silently "the other kind".
 
-`data` is registered so that its name is known and reserved, but it is not attachable: the data plane (room
-data through the worker pool) is later work. Asking for a data stream fails with that reason instead of a
-stub that pretends.
+`data` streams carry the room's data messages (`framepool.processors.messages.DataMessage`, the "frame" a
+data processor receives) to data processors in the workers. Their format (`DataFormat`) is what the
+processors declare: the largest message (the ring's slot size) and the queue (its slots); the ring budget
+settings do not apply, since a message has no duration to size a ring by.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from framepool.errors import ProcessorError
-from framepool.processors.api import AudioFormat, AudioFrame, Kind, VideoFormat, VideoFrame
+from framepool.processors.api import AudioFormat, AudioFrame, DataFormat, Kind, VideoFormat, VideoFrame
+from framepool.processors.messages import DataMessage
 
 __all__ = [
     "AUDIO",
@@ -39,10 +43,10 @@ __all__ = [
     "media_kind",
 ]
 
-InputFormat = AudioFormat | VideoFormat
+InputFormat = AudioFormat | VideoFormat | DataFormat
 RealtimeRing = Literal["drop_newest", "latest"]
-FrameT = TypeVar("FrameT", AudioFrame, VideoFrame)
-FormatT = TypeVar("FormatT", AudioFormat, VideoFormat)
+FrameT = TypeVar("FrameT", AudioFrame, VideoFrame, DataMessage)
+FormatT = TypeVar("FormatT", AudioFormat, VideoFormat, DataFormat)
 
 # Even at long frames a realtime audio ring must absorb a frame being processed plus a burst from the SDK.
 MIN_AUDIO_RING_SLOTS = 4
@@ -97,16 +101,19 @@ def _video_slots(fmt: VideoFormat, budget: RingBudget) -> int:
     return budget.video_ring_slots
 
 
+def _data_slots(fmt: DataFormat, budget: RingBudget) -> int:
+    del budget
+    return fmt.queue
+
+
 AUDIO: MediaKind[AudioFrame, AudioFormat] = MediaKind(
     "audio", AudioFrame, AudioFormat, "drop_newest", _audio_slots
 )
 VIDEO: MediaKind[VideoFrame, VideoFormat] = MediaKind(
     "video", VideoFrame, VideoFormat, "latest", _video_slots
 )
-DATA = PendingKind(
-    "data",
-    "the data plane (room data messages through the worker pool) is not built yet; "
-    "data processors cannot be attached",
+DATA: MediaKind[DataMessage, DataFormat] = MediaKind(
+    "data", DataMessage, DataFormat, "drop_newest", _data_slots
 )
 KINDS: dict[str, MediaKind[Any, Any] | PendingKind] = {kind.name: kind for kind in (AUDIO, VIDEO, DATA)}
 

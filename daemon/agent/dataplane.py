@@ -10,6 +10,8 @@ the loop), then the bridge, which delivers what is spooled within `bridge_stop_t
 makes goes through the pipeline, and the intents that come back are carried out here, the one place with
 side effects: room outputs through `ctx.outputs` (bounded, rate-limited), bridge events appended to their
 sink's spool (never a wait; a full spool refuses and counts), RoomService actions through the server API.
+`ToProcessors` hands the message to the job's data processors in the
+worker pool (`ctx.attach_data`, framepool.agent.datafeed): one ring write per data stream, never a wait.
 A timer ticks the pipeline (window closes, periodic emissions) every `TICK` seconds; at the end of the job
 the pipeline is flushed (windows still open emit) before the outputs are.
 """
@@ -158,7 +160,7 @@ class JobDataPlane:
                 case ToBridge():
                     self._to_bridge(intent)
                 case ToProcessors():
-                    self._once("to_processors", "data processors in the worker pool are not available yet")
+                    self._to_processors(intent)
                 case RoomServiceAction():
                     self._tasks.spawn(self._room_action(intent), name=f"room action {intent.kind}")
             self.counters[type(intent).__name__] += 1
@@ -170,6 +172,19 @@ class JobDataPlane:
             self.counters["bridge_unknown"] += 1
         elif not writer.append(intent.message):
             self.counters["bridge_refused"] += 1  # the spool is full: refused, counted in the writer too
+
+    def _to_processors(self, intent: ToProcessors) -> None:
+        """One ring write per data stream the named processors share (usually one per job)."""
+        feeds = self.ctx.data_processors
+        for name in intent.processors:
+            if name not in feeds:
+                self._once(
+                    f"processor {name}", f"no data processor named {name!r} is attached; not sent to it"
+                )
+                self.counters["processors_unknown"] += 1
+        for feed in dict.fromkeys(feeds[name] for name in intent.processors if name in feeds):
+            if not feed.send(intent.message, intent.processors):
+                self.counters["processors_refused"] += 1  # oversize, full or restarting: counted by the feed
 
     def _once(self, key: str, text: str) -> None:
         if key not in self._warned:

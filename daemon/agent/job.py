@@ -34,7 +34,9 @@ from framepool.processors.registry import ProcessorSpec
 from framepool.tasks import TaskSet
 
 if TYPE_CHECKING:
+    from framepool.agent.datafeed import DataFeed, DataProcessors
     from framepool.agent.dataplane import JobDataPlane
+    from framepool.agent.outputs import DataOutput
     from framepool.dataflow.pipeline import CompiledDataflow
     from framepool.ipc.spool import SpoolWriter
     from framepool.pool import WorkerPool
@@ -132,6 +134,7 @@ class JobContext:
         self.settings = pool.settings
         self.intakes: list[DataIntake] = []
         self.dataplanes: list[JobDataPlane] = []
+        self.data_processors: dict[str, DataFeed] = {}  # by name, for routes' to_processors (attach_data)
         self.spools = spools or {}  # the daemon's bridge spools by sink name (dataplane.Bridges)
         self.outputs = RoomOutputs(self.room, self.settings.room_outbox)  # packets, text, attributes, RPC
         self._shutdown_callbacks: list[ShutdownCallback] = []
@@ -253,6 +256,31 @@ class JobContext:
             await intake.aclose()
         for plane in self.dataplanes:
             await plane.aclose()
+        for feed in dict.fromkeys(self.data_processors.values()):  # after the planes: their flush may send
+            await feed.aclose()
+
+    async def attach_data(self, processors: DataProcessors, *, output: DataOutput | None = None) -> DataFeed:
+        """Run data processors (`DataProcessor` subclasses) in the worker pool for this job; their results go
+        to `output` (default DataOutput()) like other processors' results. Returns once they run in a worker.
+
+        `processors`: specs (each named by its spec name) or a mapping name → spec, the names a data flow's
+        route sends to (`to_processors`). Nothing reaches them by itself: a route does, or the agent hands
+        messages over, all of the room's with `ctx.receive_data(feed.send)`, or some with `feed.send(msg)`.
+        One worker hosts them; if it dies they restart there with fresh state (framepool.agent.datafeed)."""
+        from framepool.agent.datafeed import DataFeed, named_specs
+        from framepool.agent.outputs import DataOutput
+
+        named = named_specs(processors)
+        taken = [name for name in named if name in self.data_processors]
+        if taken:
+            raise ValueError(f"data processor {taken[0]!r} is already attached to this job")
+        number = len(dict.fromkeys(self.data_processors.values()))
+        labels = {"room": self.job.room.name, "job_id": self.job.id, "source": "data"}
+        stream_id = f"{self.job.id}/data/{number}"
+        feed = DataFeed(self.session.pool, named, stream_id, labels, self.outputs, output or DataOutput())
+        await feed.open()
+        self.data_processors.update(dict.fromkeys(named, feed))
+        return feed
 
     def attach(
         self,

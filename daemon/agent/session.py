@@ -97,6 +97,9 @@ def make_rule(
     if not specs:
         raise ValueError("attach needs at least one processor")
     groups = format_groups(specs)
+    data = next((g for g in groups if g.kind.name == "data"), None)
+    if data is not None:
+        raise ProcessorError(f"{data.specs[0].name!r} is a data processor: attach it with ctx.attach_data")
     other = next((g for g in groups if g.kind is not groups[0].kind), None)
     if other is not None:
         raise ProcessorError(

@@ -10,13 +10,24 @@ frame decode, result writer and output publisher cannot disagree about them:
     2 video     2 I420, 3 RGB24,     width          height           0                  the pixels
                 4 RGBA
     3 result    5 bytes              stream index   processor index  topic length       UTF-8 topic, JSON body
-    4 data      reserved for the data plane (room data messages routed through the pool); nothing writes
-                it yet, and every decoder here rejects it
+    4 data      6 msgpack            processors     0                0                  a DataMessage, msgpack
 
 Audio and video slots travel both ways: supervisor to worker on a stream's input ring (decoded into the
 Processor API's `AudioFrame` / `VideoFrame`), worker to supervisor on its output ring (`ctx.publish_audio`
 / `publish_video`, decoded into `OutputAudio` / `OutputVideo` for the stream's sink). Results travel on the
-worker's one result ring and are decoded into `Result`.
+worker's one result ring and are decoded into `Result`. Data slots travel supervisor to worker on a data
+stream's input ring (`data_slot`, `decode_message`): one room data message per slot, in msgpack, and in `a`
+the bit set of the stream's processors it is for (bit i: processor i; a route names the processors it sends
+to, so one stream serves every data processor of a job with one ring write per message).
+
+Data messages and slot size. A data slot holds one whole message: a message whose encoding is larger than
+the stream's slot (`DataFormat.max_message_bytes`, default 20 KiB: every data packet, RPC payload, DTMF
+digit and attribute change fits) is refused by the supervisor and counted (`oversize`), never split over
+consecutive slots. Splitting was rejected: the ring writes one slot at a time, so a realtime ring that
+fills half-way through a message would deliver a torn one (or the producer would need a multi-slot
+reservation in both ring implementations), and the worker would keep reassembly state that a restart
+loses. Long texts and byte streams (up to `data_stream_max_bytes`) reach a processor that declares a
+`max_message_bytes` large enough, at the cost of that much shared memory per queue slot.
 
 Clock. `ts_us` holds the frame time: one clock for every stream of a run, audio and video alike, so the
 results of one participant's tracks line up.
@@ -63,6 +74,7 @@ import numpy as np
 
 from framepool.ipc.ring import FLAG_GAP, RingError
 from framepool.processors.api import AudioFrame, PixelFormat, VideoFrame, frame_bytes
+from framepool.processors.messages import DataMessage
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -72,17 +84,19 @@ if TYPE_CHECKING:
 KIND_AUDIO: Final = 1
 KIND_VIDEO: Final = 2
 KIND_RESULT: Final = 3
-KIND_DATA: Final = 4  # reserved for the data plane, see the module docstring
+KIND_DATA: Final = 4
 FMT_S16: Final = 1
 FMT_I420: Final = 2
 FMT_RGB24: Final = 3
 FMT_RGBA: Final = 4
 FMT_BYTES: Final = 5
+FMT_MSGPACK: Final = 6
 
 MAX_TOPIC_BYTES: Final = 255  # a result's topic, UTF-8
 KEY_BYTES: Final = 8  # a result slot's payload starts with its stream's key (see Validation above)
 MAX_SAMPLE_RATE: Final = 384_000
 MAX_CHANNELS: Final = 8
+MAX_DATA_PROCESSORS: Final = 32  # bits of a data slot's `a`
 
 
 class SlotError(RingError):
@@ -223,8 +237,33 @@ class ResultShape:
         )
 
 
-FrameShape = AudioShape | VideoShape
-SlotShape = AudioShape | VideoShape | ResultShape
+@dataclass(frozen=True, slots=True)
+class DataShape:
+    """What a data slot says besides seq and time: which of the stream's processors the message is for."""
+
+    targets: int  # bit i: processor i
+
+    def __post_init__(self) -> None:
+        if not 0 < self.targets < 1 << MAX_DATA_PROCESSORS:
+            raise ValueError(
+                f"data slot for processors {self.targets:#x}: none, or beyond the 32 a slot names"
+            )
+
+    def write(self, ring: Ring, data: Buffer, seq: int, ts_us: int, flags: int = 0) -> bool:
+        return ring.write(data, seq, ts_us, KIND_DATA, FMT_MSGPACK, flags, self.targets, 0, 0)
+
+
+FrameShape = AudioShape | VideoShape | DataShape
+SlotShape = AudioShape | VideoShape | DataShape | ResultShape
+_data_encoder = msgspec.msgpack.Encoder()
+_data_decoder = msgspec.msgpack.Decoder(DataMessage)
+
+
+def data_slot(message: DataMessage, targets: int) -> tuple[DataShape, bytes]:
+    """The shape and payload of a data slot carrying `message` to the processors in the bit set `targets`
+    (supervisor); its frame time is the message's `received_us`. The caller compares the payload's length
+    with the slot size (a larger message is refused, see the module docstring)."""
+    return DataShape(targets), _data_encoder.encode(message)
 
 
 def result_slot(stream: int, key: int, processor: int, topic: str, body: bytes) -> tuple[ResultShape, bytes]:
@@ -266,6 +305,25 @@ def decode_frame(header: Descriptor, view: memoryview, lost_before: bool) -> Aud
         pixels = np.frombuffer(view, np.uint8)
         return VideoFrame(pixels, header.a, header.b, layout.name, header.ts_us, header.seq, gap)
     raise _malformed(header, "not an audio or video frame")
+
+
+def decode_message(header: Descriptor, view: memoryview, processors: int) -> tuple[DataMessage, int]:
+    """A data slot as the worker receives it, for a stream with `processors` processors: the message (a
+    copy, it may outlive the slot) and the bit set of the processors it is for. SlotError unless the
+    descriptor and the msgpack body check out."""
+    if header.kind != KIND_DATA or header.fmt != FMT_MSGPACK:
+        raise _malformed(header, "not a data message")
+    targets = header.a
+    if header.b or header.c or not 0 < targets < 1 << min(processors, MAX_DATA_PROCESSORS):
+        raise _malformed(
+            header, f"names processors {targets:#x} of a stream with {processors} (b, c must be 0)"
+        )
+    if header.length != len(view):
+        raise _malformed(header, f"claims {header.length} bytes in a view of {len(view)}")
+    try:
+        return _data_decoder.decode(view), targets
+    except msgspec.DecodeError as exc:  # ValidationError included: a field of the wrong type
+        raise _malformed(header, f"does not decode as a DataMessage: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ splits the processors attached to one track into as many streams as they have di
 processors that want 16 kHz and 48 kHz audio, or RGB24 and I420 video, each get frames in their own
 format. Video processors that take the same pixel format but different maximum resolutions share one
 stream in the least restrictive size (0, native, in a dimension where any of them takes native frames);
-the worker scales the frames down for each processor that asked for less (framepool.worker.scale).
+the worker scales the frames down for each processor that asked for less (framepool.worker.scale). Data
+processors always share one stream: the largest message and the longest queue any of them declares.
 
 Nothing here constructs a processor: formats come from `input_format(params)`, a classmethod
 (framepool.processors.registry.resolve). The supervisor imports processor modules, never runs their
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from framepool.errors import ProcessorError
-from framepool.processors.api import VideoFormat
+from framepool.processors.api import DataFormat, VideoFormat
 from framepool.processors.kinds import InputFormat, MediaKind, RingBudget, kind_of
 from framepool.processors.registry import ProcessorSpec, resolve
 
@@ -82,6 +83,10 @@ def _shared(a: InputFormat, b: InputFormat) -> InputFormat | None:
             pixel_format=a.pixel_format,
             max_width=_least_restrictive(a.max_width, b.max_width),
             max_height=_least_restrictive(a.max_height, b.max_height),
+        )
+    if isinstance(a, DataFormat) and isinstance(b, DataFormat):
+        return DataFormat(
+            max_message_bytes=max(a.max_message_bytes, b.max_message_bytes), queue=max(a.queue, b.queue)
         )
     return None
 

@@ -1,13 +1,13 @@
 """Streams hosted by a worker: processor instances, the ProcessContext they get, result and output writing
 (worker process).
 
-Per stream, one processor instance per spec, created in the worker so it may keep state between frames.
-A frame reaches `process` as zero-copy numpy views of the input ring slot, released right after the last
-processor returns; a video processor whose VideoFormat sets a maximum resolution gets frames above it
-scaled down first, into a buffer the stream reuses (per distinct scale factor, shared by the processors
-that need the same one). A processor that raises is counted and logged with the stream's labels; after
-`processor_failure_limit` consecutive failures it is disabled for that stream and the supervisor is told
-(`processor_disabled`). The worker never dies of a processor exception.
+Per stream, one processor instance per spec, created in the worker so it may keep state between frames. A
+frame reaches `process` as zero-copy numpy views of the input ring slot, released right after the last
+processor returns (a data message: a decoded copy, for the processors its slot names); a video processor whose
+VideoFormat sets a maximum resolution gets frames above it scaled down first, into a buffer the stream reuses
+(one per scale factor, shared by the processors needing it). A processor that raises is counted and logged
+with the stream's labels; after `processor_failure_limit` consecutive failures it is disabled for that stream
+and the supervisor is told (`processor_disabled`). The worker never dies of a processor exception.
 
 Results travel through the worker's one result ring, output frames through the stream's output ring, both
 encoded by `framepool.ipc.slots` (a result slot names the stream and the processor and carries the topic and
@@ -33,9 +33,19 @@ from framepool.ipc import control
 from framepool.ipc.activity import ActivityPage
 from framepool.ipc.control import CallBudget, WorkerChannel
 from framepool.ipc.ring import Doorbell, FrameHeader, FrameRing
-from framepool.ipc.slots import AudioShape, SlotShape, VideoShape, decode_frame, pixel_layout, result_slot
+from framepool.ipc.slots import (
+    KIND_DATA,
+    AudioShape,
+    SlotShape,
+    VideoShape,
+    decode_frame,
+    decode_message,
+    pixel_layout,
+    result_slot,
+)
 from framepool.logs import log_context
 from framepool.processors.api import AudioFrame, PixelFormat, Processor, VideoFormat, VideoFrame
+from framepool.processors.messages import DataMessage
 from framepool.processors.registry import ProcessorSpec, ResolvedSpec, instantiate, resolve
 from framepool.processors.resource import release_all, resources_of
 from framepool.worker.scale import downscale, scale_factor
@@ -351,24 +361,27 @@ class HostedStream:
         return count > 0
 
     def _process_frame(self, header: FrameHeader, view: memoryview) -> None:
-        frame = decode_frame(header, view, lost_before=self.gap_next)
+        frame: AudioFrame | VideoFrame | DataMessage
+        targets = -1  # the processors it is for, as bits: all of them, unless a data slot names some
+        if header.kind == KIND_DATA:
+            frame, targets = decode_message(header, view, len(self.processors))
+        else:
+            frame = decode_frame(header, view, lost_before=self.gap_next)
+            self._frame_duration(frame)
         self.gap_next = False
-        self._frame_duration(frame)
-        self.frame_time_us = frame.time_us
+        self.frame_time_us = header.ts_us
         if isinstance(frame, VideoFrame):
             self.scaler.new_frame()
         budget_s = self.watch.budget_s(self.frame_s)
         for number, processor in enumerate(self.processors):
-            if processor.disabled or processor.instance is None:
+            if processor.disabled or processor.instance is None or not targets >> number & 1:
                 continue
             started = time.perf_counter()
             self.watch.enter(self.index, number, time.monotonic(), budget_s)
             try:
                 given = frame
                 if processor.max_size is not None and isinstance(frame, VideoFrame):
-                    given = self.scaler.scaled(
-                        frame, processor.max_size
-                    )  # counted as the processor's busy time
+                    given = self.scaler.scaled(frame, processor.max_size)  # counted as its busy time
                 processor.instance.process(given, processor.context)
                 processor.failures = 0
             except Exception as exc:

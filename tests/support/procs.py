@@ -17,6 +17,8 @@ from framepool.processors.api import (
     AudioFormat,
     AudioFrame,
     AudioProcessor,
+    DataFormat,
+    DataProcessor,
     NoParams,
     PixelFormat,
     ProcessContext,
@@ -25,6 +27,7 @@ from framepool.processors.api import (
     VideoFrame,
     VideoProcessor,
 )
+from framepool.processors.messages import DataMessage
 from framepool.processors.resource import WorkerResource
 
 
@@ -903,3 +906,44 @@ class ControlBurst(AudioProcessor[ControlBurstParams]):
         if self.params.done_fifo:
             with open(self.params.done_fifo, "wb") as fifo:
                 fifo.write(b"!")
+
+
+# -- a data processor (room data messages through the worker pool) ------------------------------------------
+
+
+class CountMessagesParams(msgspec.Struct, forbid_unknown_fields=True):
+    stall_seconds: float = 0.0  # taken on the message whose job seq is `stall_seq` (0: none)
+    stall_seq: int = 0
+    max_message_bytes: int = 20 * 1024
+    queue: int = 64
+    label: str = ""  # in every emitted result, to tell two instances apart
+    refuse: str = ""  # raise RuntimeError(refuse) in the constructor: a model that is missing
+
+
+class CountMessages(DataProcessor[CountMessagesParams]):
+    """Counts the data messages it receives and emits each one back (its count, what it was, the worker's
+    pid) on topic `data-count`; `data-summary` at close. Optionally stalls on one message, so a test can
+    kill its worker with a known number of messages in flight."""
+
+    name = "count-messages"
+
+    @classmethod
+    def input_format(cls, params: CountMessagesParams) -> DataFormat:
+        return DataFormat(max_message_bytes=params.max_message_bytes, queue=params.queue)
+
+    def __init__(self, params: CountMessagesParams) -> None:
+        super().__init__(params)
+        if params.refuse:
+            raise RuntimeError(params.refuse)
+        self.count = 0
+
+    def process_message(self, msg: DataMessage, ctx: ProcessContext) -> None:
+        self.count += 1
+        about = {"kind": msg.kind, "topic": msg.topic, "sender": msg.sender, "text": msg.text()}
+        about["label"] = self.params.label
+        ctx.emit("data-count", {"count": self.count, "seq": msg.seq, "pid": os.getpid(), **about})
+        if self.params.stall_seq and msg.seq == self.params.stall_seq:
+            time.sleep(self.params.stall_seconds)
+
+    def close(self, ctx: ProcessContext) -> None:
+        ctx.emit("data-summary", {"count": self.count, "label": self.params.label})

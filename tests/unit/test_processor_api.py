@@ -63,24 +63,22 @@ def test_an_instance_method_input_format_is_a_clear_error() -> None:
         resolve(parse_spec("tests.support.procs:LegacyFormat"))
 
 
-def test_the_kind_registry_knows_data_but_refuses_to_attach_it() -> None:
+def test_the_kind_registry_knows_every_kind_and_data_streams_are_attached_apart() -> None:
     assert list(KINDS) == ["audio", "video", "data"]
     assert (media_kind("audio").frame_type, media_kind("video").frame_type) == (AudioFrame, VideoFrame)
     assert kind_of(VideoFormat(pixel_format="RGBA")) is media_kind("video")
-    with pytest.raises(ProcessorError, match="data streams cannot be attached: the data plane"):
-        media_kind("data")
     with pytest.raises(
-        ProcessorError, match=r"processor 'tests\.support\.procs:DataTap': data streams cannot be attached"
+        ProcessorError, match=r"'tests\.support\.procs:DataTap' is a data processor: attach it with"
     ):
         make_rule("tests.support.procs:DataTap", None, None, None)
     with pytest.raises(ProcessorError, match="unknown stream kind 'smell'"):
         media_kind("smell")
 
 
-async def test_the_pool_refuses_a_data_stream_before_anything_else() -> None:
-    pool = WorkerPool(Settings(workers=1))  # not started: the kind is checked first
+async def test_the_pool_refuses_a_stream_whose_processors_are_of_another_kind() -> None:
+    pool = WorkerPool(Settings(workers=1))  # not started: the kinds are checked first
     spec = StreamSpec(stream_id="d", kind="data", processors=[parse_spec("audio-level")], max_frame_bytes=1)
-    with pytest.raises(ProcessorError, match="data streams cannot be attached"):
+    with pytest.raises(ProcessorError, match="stream 'd' is data but its processors take AudioFormat"):
         await pool.attach(spec, sink=None)  # type: ignore[arg-type]
 
 
