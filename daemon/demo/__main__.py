@@ -1,12 +1,14 @@
-"""The live demo: dev server + framepool agent + a synthetic publisher + a listener (one process, supervisor
-side).
+"""The live demo: dev server + framepool agent + a synthetic publisher + voters + a listener (one process,
+supervisor side; the agent's workers and its bridge process are its children).
 
-`python -m framepool.demo [--seconds 20]` starts the loopback LiveKit dev server, an AgentServer with
-one automatic agent (audio-level on the microphone, video-motion and a luma negative on the camera), a
-publisher sending a tone and the moving test pattern of `framepool.demo.samples`, and a listener that prints
-the results the agent publishes as data messages and counts the frames of the processed video track. At the
-end everything shuts down in order and a summary is printed; the exit status is 0 only if results and
-processed frames both arrived.
+`python -m framepool.demo [--seconds 20]` starts the loopback LiveKit dev server, a webhook receiver on
+loopback, an AgentServer with one automatic agent (audio-level on the microphone, video-motion and a luma
+negative on the camera, and the live poll's data flow of `framepool.demo.poll`, bridged to the webhook), a
+publisher sending a tone and the moving test pattern of `framepool.demo.samples`, four voters, and a
+listener that prints the results and tallies the agent publishes and counts the frames of the processed
+video track. At the end everything shuts down in order and a summary is printed; the exit status is 0 only if
+results and processed frames arrived, the final tally matched the votes and every vote reached the webhook
+with a valid signature.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import collections
 import json
 import sys
+import tempfile
 import time
 import uuid
 import warnings
@@ -27,6 +30,8 @@ from framepool import loop as framepool_loop
 from framepool.agent.job import JobContext, RunningJob
 from framepool.agent.outputs import DataOutput, TrackOutput
 from framepool.agent.server import AgentServer, pool_load
+from framepool.dataflow.pipeline import load_dataflow
+from framepool.demo.poll import POLL, VOTES, PollOutcome, TallyListener, VoteReceiver, expected_tally, vote
 from framepool.demo.samples import test_pattern_frame, tone
 from framepool.devserver.server import DevServer
 from framepool.logs import setup_logging
@@ -50,6 +55,7 @@ def build_server(settings: Settings) -> AgentServer:
             sources=["camera"],
             output=[DataOutput(topic="video"), TrackOutput("negative")],
         )
+        ctx.run_dataflow(load_dataflow(POLL))  # the live poll: tally published, every vote to the webhook
 
     return server
 
@@ -106,6 +112,8 @@ class Listener:
         room.on("track_subscribed", self._on_track)
 
     def _on_data(self, packet: rtc.DataPacket) -> None:
+        if (packet.topic or "").startswith("poll"):
+            return  # the poll's tallies: TallyListener's
         self.results[packet.topic or ""] += 1
         message = json.loads(packet.data)
         key = f"{packet.topic}/{message.get('topic')}"
@@ -148,42 +156,89 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 async def run_demo(seconds: float, log_level: LogLevel = "warning") -> int:
     devserver = DevServer(port=0, keys={KEY: SECRET}, departure_timeout=0.5)
     await devserver.start()
-    # The workers log as the supervisor does (they set up their own logging from these settings).
-    settings = Settings(
-        livekit_url=devserver.url,
-        api_key=KEY,
-        api_secret=SECRET,
-        status_interval=1.0,
-        log_level=log_level,
-        log_format="text",
-    )
+    receiver = VoteReceiver()
+    await receiver.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="framepool-demo-spool-") as spool_dir:
+            # The workers log as the supervisor does (they set up their own logging from these settings).
+            settings = Settings(
+                livekit_url=devserver.url,
+                api_key=KEY,
+                api_secret=SECRET,
+                status_interval=1.0,
+                log_level=log_level,
+                log_format="text",
+                sinks=[receiver.sink()],
+                spool_dir=spool_dir,
+            )
+            return await run_room(settings, seconds, receiver)
+    finally:
+        await receiver.stop()
+        await devserver.aclose()
+
+
+async def run_room(settings: Settings, seconds: float, receiver: VoteReceiver) -> int:
     server = build_server(settings)
     ended: list[RunningJob] = []
     server.job_ended.append(ended.append)
     serving = asyncio.create_task(server.run())
     room_name = f"demo-{uuid.uuid4().hex[:6]}"
     publisher, viewer = rtc.Room(), rtc.Room()
+    voters = {identity: rtc.Room() for identity in dict(VOTES)}
     listener = Listener(viewer)
+    poll = PollOutcome(receiver, TallyListener(viewer))
+    stats: dict[str, Any] = {}
     try:
         await asyncio.wait_for(server.registered.wait(), 60)
         print(
-            f"framepool demo: dev server {devserver.url}, agent registered, room {room_name}, {seconds:.0f} s"
+            f"framepool demo: dev server {settings.livekit_url}, agent registered, room {room_name}, "
+            f"{seconds:.0f} s; votes bridged to the webhook {receiver.url}"
         )
-        await viewer.connect(devserver.url, token("listener", room_name))
-        await publisher.connect(devserver.url, token("publisher", room_name))
-        await publish(publisher, seconds)
-        stats = {job.id: job.ctx.session.stats() for job in server.jobs.values()}
+        for identity, room in [("listener", viewer), ("publisher", publisher), *voters.items()]:
+            await room.connect(settings.livekit_url, token(identity, room_name))
+        agent = await asyncio.wait_for(agent_identity(viewer), 30)
+        await asyncio.gather(publish(publisher, seconds), vote(voters, agent, seconds * 0.5 / len(VOTES)))
+        poll.completed = await settled(poll)
+        stats = {job.id: job_stats(job.ctx) for job in server.jobs.values()}
     finally:
-        await publisher.disconnect()
-        await viewer.disconnect()
+        for room in [publisher, viewer, *voters.values()]:
+            await room.disconnect()
         await listener.aclose()
         server.stop()
         await asyncio.gather(serving, return_exceptions=True)
-        await devserver.aclose()
-    return summary(listener, stats, ended)
+    return summary(listener, stats, ended, poll)
 
 
-def summary(listener: Listener, stats: dict[str, Any], ended: list[RunningJob]) -> int:
+async def agent_identity(room: rtc.Room) -> str:
+    """The identity of the agent in `room`, once it has joined."""
+    joined = asyncio.Event()
+    room.on("participant_connected", lambda participant: joined.set())
+    while True:
+        for participant in room.remote_participants.values():
+            if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+                return participant.identity
+        joined.clear()
+        await joined.wait()
+
+
+async def settled(poll: PollOutcome, within: float = 15.0) -> bool:
+    """Wait for the final tally (topic and attribute) and every vote at the webhook; False at the deadline."""
+    waits = [poll.listener.wait_for(expected_tally()), poll.receiver.wait_for(len(VOTES))]
+    try:
+        await asyncio.wait_for(asyncio.gather(*waits), within)
+    except TimeoutError:
+        return False
+    return True
+
+
+def job_stats(ctx: JobContext) -> dict[str, Any]:
+    figures: dict[str, Any] = dict(ctx.session.stats())
+    for plane in ctx.dataplanes:
+        figures.update({f"dataflow_{name}": count for name, count in sorted(plane.counters.items())})
+    return figures
+
+
+def summary(listener: Listener, stats: dict[str, Any], ended: list[RunningJob], poll: PollOutcome) -> int:
     print("\nsummary")
     for topic, count in sorted(listener.results.items()):
         print(f"  {count:6d} data messages on topic {topic!r}")
@@ -191,12 +246,17 @@ def summary(listener: Listener, stats: dict[str, Any], ended: list[RunningJob]) 
         f"  {listener.processed_frames:6d} frames received on the processed track "
         f"{listener.processed_track!r}"
     )
-    for job_id, job_stats in stats.items():
-        print(f"  job {job_id}: {job_stats}")
+    poll_ok = poll.report()
+    for job_id, figures in stats.items():
+        print(f"  job {job_id}: {figures}")
     for job in ended:
         print(f"  job {job.id} ended: {'success' if not job.error else job.error}")
-    ok = bool(listener.results) and listener.processed_frames > 0 and all(not job.error for job in ended)
-    print("  demo OK" if ok else "  demo FAILED: no results or no processed frames")
+    media_ok = bool(listener.results) and listener.processed_frames > 0
+    ok = media_ok and poll_ok and all(not job.error for job in ended)
+    if ok:
+        print("  demo OK")
+    else:
+        print(f"  demo FAILED: {'media results' if not media_ok else 'the poll'} (see above)")
     return 0 if ok else 1
 
 
