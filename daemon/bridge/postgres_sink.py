@@ -209,7 +209,15 @@ class PostgresSink:
             return await work
         except _DataRefused:
             raise
-        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        # InternalClientError: asyncpg's protocol state after the server vanished mid-operation (seen when
+        # the server is SIGKILLed between two batches): the connection is unusable, the events not at fault.
+        except (
+            TimeoutError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+            OSError,
+        ) as exc:
             if _is_data_error(exc):
                 raise _DataRefused from exc  # row by row, a single bad event
             if self._conn is not None:
