@@ -124,6 +124,8 @@ class BridgeHost:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         self.process = process
+        if self._stopping.is_set():  # stop() came while this one was starting: it must not outlive it
+            self._terminate()
         assert process.stdin is not None and process.stdout is not None
         with contextlib.suppress(ConnectionError):
             process.stdin.write(self.start_document)
@@ -141,19 +143,27 @@ class BridgeHost:
         return self.exit_codes[-1] if self.exit_codes else None
 
     async def stop(self) -> int | None:
-        """SIGTERM the bridge, wait for it to deliver and exit (SIGKILL past the deadline); its exit code."""
+        """SIGTERM the bridge, wait for it to deliver and exit (SIGKILL past the deadline); its exit code.
+        A restart under way when this is called is stopped the same way: `_run_once` signals a bridge that
+        starts after the stop was asked for."""
         self._stopping.set()
+        self._terminate()
+        if self._task is not None:
+            budget = self.stop_timeout + KILL_MARGIN
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), budget)
+            except TimeoutError:
+                log.error("bridge did not stop within %.1f s: killed", budget)
+                process = self.process
+                if process is not None and process.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(process.pid, signal.SIGKILL)
+                await self._task
+        process = self.process
+        return None if process is None else process.returncode
+
+    def _terminate(self) -> None:
         process = self.process
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), self.stop_timeout + KILL_MARGIN)
-            except TimeoutError:
-                log.error("bridge did not stop within %.1f s: killed", self.stop_timeout + KILL_MARGIN)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGKILL)
-                await process.wait()
-        if self._task is not None:
-            await self._task
-        return None if process is None else process.returncode

@@ -212,3 +212,23 @@ async def test_the_bridge_dies_with_its_supervisor(tmp_path: Path, receiver: Web
     await asyncio.wait_for(script.wait(), EVENT)
     _, alive = psutil.wait_procs([bridge], timeout=ORPHANS_GONE)
     assert not alive, f"bridge {bridge_pid} outlived its supervisor"
+
+
+async def test_a_stop_during_a_restart_stops_the_bridge_that_was_starting(
+    tmp_path: Path, receiver: WebhookReceiver, spool: SpoolWriter
+) -> None:
+    """stop() right after the bridge died, while the host is starting its replacement: the replacement is
+    stopped too (it once ran on unsignalled and stop() never returned), and no bridge process is left."""
+    for attempt in range(5):
+        host = BridgeHost(
+            start_document(tmp_path, receiver.url), restart_backoff=0.0, restart_backoff_max=0.0
+        )
+        host.start()
+        await asyncio.wait_for(host.ready.wait(), PROCESS)
+        pid = host.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(0.01 * attempt)  # somewhere in the restart: reaping, spawning, starting up
+        await asyncio.wait_for(host.stop(), PROCESS)
+        children = psutil.Process().children(recursive=True)
+        assert not [c for c in children if "framepool.bridge" in " ".join(c.cmdline())]
