@@ -13,16 +13,14 @@ delivered it): one machine, one clock, millisecond resolution for Redis.
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import asyncpg
 import redis.asyncio as aioredis
 
 from framepool.bridge.postgres_sink import TABLE_DDL
 from framepool.bridge.registry import SinkSpec
+from tests.support import postgres_server as postgres_server_module
+from tests.support import redis_server as redis_server_module
 from tests.support.postgres_server import PostgresServer
 from tests.support.redis_server import RedisServer
 from tests.support.servers import free_port, postgres_bindir, redis_server_binary
@@ -40,30 +38,12 @@ def missing(kind: str) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def redis_running() -> Iterator[RedisServer]:
-    with tempfile.TemporaryDirectory(prefix="framepool-bench-redis-") as directory:
-        server = RedisServer(Path(directory))
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+def redis_running() -> contextlib.AbstractContextManager[RedisServer]:
+    return redis_server_module.redis_running("framepool-bench-redis-")
 
 
-@contextlib.contextmanager
-def postgres_running() -> Iterator[PostgresServer]:
-    directory = Path(tempfile.mkdtemp(prefix="framepool-bench-pg-"))
-    try:
-        server = PostgresServer(directory)
-        server.init()
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+def postgres_running() -> contextlib.AbstractContextManager[PostgresServer]:
+    return postgres_server_module.postgres_running("framepool-bench-pg-")
 
 
 def redis_sink(url: str) -> SinkSpec:

@@ -13,17 +13,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import random
 import signal
-import sys
 from pathlib import Path
 
 import psutil
 import pytest
 
 from framepool.devserver.server import DevServer
-from tests.support.daemon import ROOT, exit_status
+from tests.support.daemon import exit_status, logged, read_log, start_with_config
 from tests.support.devserver import API_KEY, API_SECRET
 from tests.support.sdk import agent_of, joined
 from tests.support.timeouts import EVENT, PROCESS
@@ -87,24 +85,13 @@ async def test_hostile_room_data_is_counted_not_buffered(
     await receiver.start()
     config = tmp_path / "framepool.toml"
     config.write_text(CONFIG.format(spool=tmp_path / "spool", url=receiver.url))
-    env = {
-        **os.environ,
-        "LIVEKIT_URL": devserver.url,
-        "LIVEKIT_API_KEY": API_KEY,
-        "LIVEKIT_API_SECRET": API_SECRET,
-        "FRAMEPOOL_WORKERS": "1",
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framepool.cli", "start", "--config", str(config),
-        cwd=ROOT, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    process = await start_with_config(devserver.url, API_KEY, API_SECRET, config)
     seen: list[str] = []
     packets = random_packets(rng)
     try:
-        await asyncio.wait_for(_until_line(process, seen, "registered 1 agent"), PROCESS)
         arrived = asyncio.Event()
-        reading = asyncio.ensure_future(_tail(process, seen, arrived))
+        reading = asyncio.ensure_future(read_log(process, seen, arrived))
+        await asyncio.wait_for(logged(seen, arrived, "registered 1 agent"), PROCESS)
         daemon = psutil.Process(process.pid)
         async with joined(devserver, "mallory", room_name, can_update_own_metadata=True) as mallory:
             agent = await asyncio.wait_for(agent_of(mallory), PROCESS)
@@ -118,7 +105,7 @@ async def test_hostile_room_data_is_counted_not_buffered(
             for _ in range(OVERSIZE):
                 await me.send_bytes(rng.randbytes(2 << 20), topic="huge", destination_identities=to_agent)
             await receiver.wait_for_events(PACKETS, within=EVENT * 2)
-            await asyncio.wait_for(_logged(seen, arrived, "over data_stream_max_bytes", OVERSIZE), EVENT)
+            await asyncio.wait_for(logged(seen, arrived, "over data_stream_max_bytes", OVERSIZE), EVENT)
             after = daemon.memory_info().rss
         process.send_signal(signal.SIGTERM)
         reading.cancel()
@@ -150,24 +137,3 @@ def _payload(event: dict[str, object]) -> bytes:
     if "payload_base64" in event:
         return base64.b64decode(str(event["payload_base64"]))
     return str(event.get("payload", "")).encode()
-
-
-async def _until_line(process: asyncio.subprocess.Process, seen: list[str], text: str) -> None:
-    assert process.stderr is not None
-    while line := await process.stderr.readline():
-        seen.append(line.decode(errors="replace"))
-        if text in seen[-1]:
-            return
-
-
-async def _tail(process: asyncio.subprocess.Process, seen: list[str], arrived: asyncio.Event) -> None:
-    assert process.stderr is not None
-    while line := await process.stderr.readline():
-        seen.append(line.decode(errors="replace"))
-        arrived.set()
-
-
-async def _logged(seen: list[str], arrived: asyncio.Event, text: str, count: int) -> None:
-    while sum(text in line for line in seen) < count:
-        arrived.clear()
-        await arrived.wait()

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 from pathlib import Path
 
 import psutil
 import pytest
 
 from framepool.devserver.server import DevServer
-from tests.support.daemon import ROOT, assert_gone, exit_status
+from tests.support.daemon import assert_gone, exit_status, logged, read_log, start_with_config
 from tests.support.devserver import API_KEY, API_SECRET
 from tests.support.sdk import agent_of, joined
 from tests.support.timeouts import EVENT, PROCESS
@@ -48,22 +46,12 @@ async def test_a_configured_data_flow_reaches_its_webhook_and_the_daemon_stops_c
     await receiver.start()
     config = tmp_path / "framepool.toml"
     config.write_text(CONFIG.format(spool=tmp_path / "spool", url=receiver.url, secret=receiver.secret))
-    env = {
-        **os.environ,
-        "LIVEKIT_URL": devserver.url,
-        "LIVEKIT_API_KEY": API_KEY,
-        "LIVEKIT_API_SECRET": API_SECRET,
-        "FRAMEPOOL_WORKERS": "1",
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "framepool.cli", "start", "--config", str(config),
-        cwd=ROOT, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    process = await start_with_config(devserver.url, API_KEY, API_SECRET, config)
     seen: list[str] = []
     try:
-        await asyncio.wait_for(_until_line(process, seen, "registered 1 agent"), PROCESS)
-        reading = asyncio.ensure_future(_until_line(process, seen, "\0never"))
+        arrived = asyncio.Event()
+        reading = asyncio.ensure_future(read_log(process, seen, arrived))
+        await asyncio.wait_for(logged(seen, arrived, "registered 1 agent"), PROCESS)
         async with joined(devserver, "sensor", room_name) as sensor:
             agent = await asyncio.wait_for(agent_of(sensor), PROCESS)
             children = psutil.Process(process.pid).children(recursive=True)
@@ -89,12 +77,3 @@ async def test_a_configured_data_flow_reaches_its_webhook_and_the_daemon_stops_c
     assert [json.loads(e["payload"])["n"] for e in delivered][:20] == list(range(20))
     assert all(attempt.verified for attempt in receiver.attempts)
     assert any("framepool.bridge" in command for command in commands)  # it ran, as its own process
-
-
-async def _until_line(process: asyncio.subprocess.Process, seen: list[str], text: str) -> None:
-    """Read the daemon's log into `seen` until a line holds `text` (or it ends)."""
-    assert process.stderr is not None
-    while line := await process.stderr.readline():
-        seen.append(line.decode(errors="replace"))
-        if text in seen[-1]:
-            return

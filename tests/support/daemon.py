@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from pathlib import Path
 
 import psutil
@@ -39,3 +41,29 @@ async def exit_status(process: asyncio.subprocess.Process, seen: list[str]) -> t
     rest = await asyncio.wait_for(process.stderr.read(), PROCESS)
     status = await asyncio.wait_for(process.wait(), PROCESS)
     return status, "".join(seen) + rest.decode(errors="replace")
+
+
+async def start_with_config(url: str, key: str, secret: str, config: Path) -> asyncio.subprocess.Process:
+    """`framepool start --config config` against the LiveKit at `url` (one worker), its log on stderr."""
+    env = {**os.environ, "LIVEKIT_URL": url, "LIVEKIT_API_KEY": key, "LIVEKIT_API_SECRET": secret}
+    env["FRAMEPOOL_WORKERS"] = "1"
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "framepool.cli", "start", "--config", str(config),
+        cwd=ROOT, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def read_log(process: asyncio.subprocess.Process, seen: list[str], arrived: asyncio.Event) -> None:
+    """Append the daemon's log lines to `seen` until it closes stderr, setting `arrived` at each."""
+    assert process.stderr is not None
+    while line := await process.stderr.readline():
+        seen.append(line.decode(errors="replace"))
+        arrived.set()
+
+
+async def logged(seen: list[str], arrived: asyncio.Event, text: str, count: int = 1) -> None:
+    """Until `count` lines of `seen` hold `text` (`read_log` fills it)."""
+    while sum(text in line for line in seen) < count:
+        arrived.clear()
+        await arrived.wait()

@@ -11,6 +11,7 @@ runs crash recovery. Installed by `make servers` (Debian's postgresql).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -92,10 +93,10 @@ class PostgresServer:
             self.server.stop(signal.SIGINT, timeouts.PROMPT)
 
 
-@pytest.fixture(scope="module")
-def postgres_server() -> Iterator[PostgresServer]:
-    """One PostgreSQL cluster for the module, stopped and removed at the end."""
-    directory = Path(tempfile.mkdtemp(prefix="framepool-pg-"))
+@contextlib.contextmanager
+def postgres_running(prefix: str = "framepool-pg-") -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster in a fresh temp directory, stopped and removed on exit (fixture, benchmarks)."""
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         server = PostgresServer(directory)
         server.init()
@@ -106,3 +107,10 @@ def postgres_server() -> Iterator[PostgresServer]:
             server.stop()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL cluster for the module, stopped and removed at the end."""
+    with postgres_running() as server:
+        yield server

@@ -8,6 +8,7 @@ stream holds every acknowledged event after a crash. Installed by `make servers`
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import tempfile
 from collections.abc import Iterator
@@ -65,13 +66,20 @@ class RedisServer:
             self.server.stop(signal.SIGTERM, timeouts.PROMPT)
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    """One Redis for the module, stopped (and its directory removed) at the end."""
-    with tempfile.TemporaryDirectory(prefix="framepool-redis-") as directory:
+@contextlib.contextmanager
+def redis_running(prefix: str = "framepool-redis-") -> Iterator[RedisServer]:
+    """A Redis in a fresh temp directory, stopped and the directory removed on exit (fixture, benchmarks)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as directory:
         server = RedisServer(Path(directory))
         server.start()
         try:
             yield server
         finally:
             server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """One Redis for the module, stopped (and its directory removed) at the end."""
+    with redis_running() as server:
+        yield server
