@@ -133,4 +133,7 @@ def _build(index: int, spec: AgentSpec) -> Agent:
             ctx.attach(video, participants=participants, output=outputs(spec.publish_video))
 
     entrypoint.__name__ = f"declarative_{spec.agent_name or 'automatic'}_{spec.job_type}"
-    return Agent(entrypoint, spec.agent_name, spec.job_type, processors=[*audio, *video, *data.values()])
+    sinks = dataflow.config.sinks() if dataflow is not None else set()
+    return Agent(
+        entrypoint, spec.agent_name, spec.job_type, processors=[*audio, *video, *data.values()], sinks=sinks
+    )

@@ -37,6 +37,8 @@ from framepool.agent.registration import (
     default_permissions,
     ws_url,
 )
+from framepool.bridge import registry as sink_registry
+from framepool.bridge.registry import SinkSpec
 from framepool.errors import ConfigError, FramepoolError, PoolHaltedError, ProcessorError
 from framepool.logs import log_context
 from framepool.pool import WorkerPool
@@ -89,6 +91,8 @@ class Agent:
     permissions: models.ParticipantPermission = field(default_factory=default_permissions)
     # Processors the agent is known to attach (declarative agents): tried in a worker at start.
     processors: list[ProcessorSpec] = field(default_factory=list, kw_only=True)
+    # Bridge sinks its data flows send to (declarative agents): each must be configured, checked at start.
+    sinks: set[str] = field(default_factory=set, kw_only=True)
     shared: SharedState = field(init=False)
 
     def __post_init__(self) -> None:
@@ -309,6 +313,7 @@ class AgentServer:
             raise ConfigError(
                 f"bad setting livekit_url = {self.settings.livekit_url!r}: expected a ws:// or wss:// URL"
             )
+        check_sinks(self.settings.sinks, self.agents)
 
     async def start(self, pool: WorkerPool | None = None, *, register: bool = True) -> None:
         """Start the pool (unless given one), prewarm each agent and create its connection (unless
@@ -472,3 +477,17 @@ class AgentServer:
         if self.pool is not None:
             await self.pool.aclose()
         log.info("agent server stopped")
+
+
+def check_sinks(specs: list[SinkSpec], agents: list[Agent]) -> None:
+    """ConfigError unless every sink's options are valid and every sink a data flow names is configured."""
+    sink_registry.check(specs)
+    configured = {spec.name for spec in specs}
+    for agent in agents:
+        unknown = sorted(agent.sinks - configured)
+        if unknown:
+            known = ", ".join(sorted(configured)) or "none"
+            raise ConfigError(
+                f"agent {agent.agent_name or '(automatic)'}: its data flow sends to sink {unknown[0]!r}, "
+                f"which is not configured ([[sinks]] names: {known})"
+            )

@@ -126,6 +126,13 @@ class DataflowConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     transcripts: list[TranscriptsConfig] = []
     route: list[RouteConfig] = []
 
+    def sinks(self) -> set[str]:
+        """Every bridge sink name a stage sends to (each must be a configured `[[sinks]]` name)."""
+        lists = [stage.to_bridges for stage in self.route] + [stage.to_bridges for stage in self.aggregate]
+        lists += [stage.to_bridges for stage in self.transcripts]
+        lists += [stage.notify_bridges for stage in self.moderate]
+        return {sink for names in lists for sink in names}
+
 
 def convert(raw: Mapping[str, Any], where: str = "data") -> DataflowConfig:
     """The validated structure (no expression compiled yet); ConfigError naming the key path."""
