@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,9 +16,9 @@ from framepool.pool import StreamAttachment, StreamSpec, WorkerPool
 from framepool.processors.api import DataFormat
 from framepool.processors.messages import DataMessage, new_event_id
 from framepool.processors.registry import parse_spec
+from tests.support.daemon import start_refused
 from tests.support.pool import RecordingSink, settings
 from tests.support.shm import shm_segments
-from tests.support.timeouts import PROCESS
 
 pytestmark = pytest.mark.process
 
@@ -148,12 +146,7 @@ def test_a_declarative_data_processor_failing_to_start_is_one_line_and_exit_2(tm
         f"data_processors = ['votes = {COUNT}(refuse=\"weights missing\")']\n"
         '[[agents.data.route]]\nmatch = { topic = "vote" }\nto_processors = ["votes"]\n'
     )
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("FRAMEPOOL_", "LIVEKIT_"))}
-    environ.update(LIVEKIT_URL="ws://127.0.0.1:1", LIVEKIT_API_KEY="key", LIVEKIT_API_SECRET="secret")
-    result = subprocess.run(
-        [sys.executable, "-m", "framepool.cli", "start", "--config", str(config)],
-        capture_output=True, text=True, env=environ, timeout=PROCESS,
-    )  # fmt: skip
+    result = start_refused(config)  # nothing listens at its LiveKit: refused before connecting
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert f'processor {COUNT}(refuse="weights missing") failed to start: RuntimeError: weights missing' in (

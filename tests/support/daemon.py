@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -67,3 +68,14 @@ async def logged(seen: list[str], arrived: asyncio.Event, text: str, count: int 
     while sum(text in line for line in seen) < count:
         arrived.clear()
         await arrived.wait()
+
+
+def start_refused(config: Path) -> subprocess.CompletedProcess[str]:
+    """`framepool start --config config` pointed at a LiveKit where nothing listens, run to its end: for
+    configurations that must be refused before any connection is tried."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("FRAMEPOOL_", "LIVEKIT_"))}
+    environ.update(LIVEKIT_URL="ws://127.0.0.1:1", LIVEKIT_API_KEY="key", LIVEKIT_API_SECRET="secret")
+    return subprocess.run(
+        [sys.executable, "-m", "framepool.cli", "start", "--config", str(config)],
+        capture_output=True, text=True, env=environ, timeout=PROCESS,
+    )  # fmt: skip
