@@ -10,6 +10,7 @@ $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test,devserver]"
+	$(PY) -m pip install -q --no-deps "silero-vad==6.2.3"  # the VAD model file only; torch is not needed
 	touch $(STAMP)
 
 # Rebuild the extension in place whenever its C source changes.
@@ -63,6 +64,7 @@ $(MINIMAL)/.installed-stamp: pyproject.toml setup.py
 	test -x $(MINIMAL)/bin/python || $(PYTHON) -m venv $(MINIMAL)
 	$(MINIMAL)/bin/python -m pip install -q --upgrade pip
 	$(MINIMAL)/bin/python -m pip install -q -e ".[test]"
+	$(MINIMAL)/bin/python -m pip install -q --no-deps "silero-vad==6.2.3"
 	touch $@
 
 unit-minimal: $(MINIMAL)/.installed-stamp native

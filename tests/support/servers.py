@@ -1,4 +1,5 @@
-"""Where the Redis and PostgreSQL binaries the sink tests run are, and how one of them runs as a child
+"""Where the Redis and PostgreSQL binaries the sink tests run are (and the reference tools the processor
+tests run: espeak-ng, multimon-ng), and how one of them runs as a child
 whose log is awaited (test process; `make servers` asks this module which Debian packages to install).
 
     python -m tests.support.servers missing    # prints the Debian packages to install, nothing when none
@@ -56,6 +57,10 @@ def missing_packages() -> list[str]:
         missing.append("redis-server")
     if postgres_bindir() is None:
         missing.append("postgresql")
+    # Reference tools the processor tests run: speech for the VAD corpus and DTMF talk-off, a DTMF decoder.
+    for tool, package in (("espeak-ng", "espeak-ng"), ("multimon-ng", "multimon-ng")):
+        if shutil.which(tool) is None:
+            missing.append(package)
     return missing
 
 
