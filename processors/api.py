@@ -164,6 +164,19 @@ class ProcessContext(Protocol):
         """Send a frame of the output video track."""
         ...
 
+    def send_bytes(
+        self,
+        topic: str,
+        data: bytes,
+        *,
+        name: str,
+        mime_type: str = "application/octet-stream",
+        attributes: Mapping[str, str] | None = None,
+    ) -> None:
+        """Send a blob too large for a data message (a JPEG): live, a LiveKit byte stream on `topic` named
+        `name`; offline, a file beside the results, named in a result line."""
+        ...
+
 
 class NoParams(msgspec.Struct, forbid_unknown_fields=True):
     """For processors without parameters."""
@@ -229,6 +242,14 @@ class Processor(ABC, Generic[FrameT, ParamsT]):
     @abstractmethod
     def process(self, frame: FrameT, ctx: ProcessContext) -> None:
         """Handle one frame. Its arrays are views of a ring slot, valid for this call only."""
+
+    @classmethod
+    def end_of_drain(cls) -> None:
+        """Batch what `process` queued: called in the worker once after each pass over the input rings in
+        which a stream of this class processed a frame, and before a stream of this class is drained or
+        detached (so before its `close`). A processor that runs one model call for many streams queues
+        its input in `process` (in per-worker state: a WorkerResource) and makes the one call here,
+        delivering each stream's results through the context its input came with. Default: nothing."""
 
     def close(self, ctx: ProcessContext) -> None:
         """The stream ended: emit what is still pending (a partial window, a summary)."""
