@@ -67,7 +67,8 @@ class Sharpness(VideoProcessor[SharpnessParams]):
         super().__init__(params)
         self._blur = HeldCondition(params.min_duration_ms * 1000)
         self._values: list[float] = []  # the current interval's
-        self._start_us = 0
+        self._start_us = 0  # the current interval's first frame
+        self._end_us = 0  # and last
         self._last_us = 0
         self._frames = 0
         self._blurred_frames = 0
@@ -92,6 +93,7 @@ class Sharpness(VideoProcessor[SharpnessParams]):
         if not self._values:
             self._start_us = frame.time_us
         self._values.append(value)
+        self._end_us = frame.time_us
 
     def _track_blur(self, value: float, time_us: int, ctx: ProcessContext) -> None:
         threshold = self.params.threshold
@@ -126,7 +128,7 @@ class Sharpness(VideoProcessor[SharpnessParams]):
             TOPIC,
             {
                 "start_us": self._start_us,
-                "end_us": self._last_us,
+                "end_us": self._end_us,
                 "frames": len(self._values),
                 "mean": float(values.mean()),
                 "min": float(values.min()),

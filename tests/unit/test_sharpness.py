@@ -122,7 +122,10 @@ def test_intervals_report_mean_min_max_of_their_frames() -> None:
     assert [p["frames"] for p in intervals] == [15, 15, 15, 2]  # 500 ms at 30 fps, the last partial
     for index, line in enumerate(intervals):
         chunk = np.asarray(reference[index * 15 : index * 15 + 15])
-        assert line["start_us"] == time_of(index * 15)
+        assert (line["start_us"], line["end_us"]) == (
+            time_of(index * 15),
+            time_of(index * 15 + len(chunk) - 1),
+        )
         assert line["mean"] == pytest.approx(chunk.mean(), rel=1e-6)
         assert (line["min"], line["max"]) == pytest.approx((chunk.min(), chunk.max()), rel=1e-6)
 
