@@ -26,6 +26,9 @@ from framepool.processors.kinds import InputFormat, MediaKind, media_kind
 BUILTIN: dict[str, str] = {
     "audio-level": "framepool.processors.audio_level:AudioLevel",
     "video-motion": "framepool.processors.video_motion:VideoMotion",
+    "scene-cut": "framepool.processors.scene_cut:SceneCut",
+    "sharpness": "framepool.processors.sharpness:Sharpness",
+    "brightness": "framepool.processors.brightness:Brightness",
 }
 
 _SPEC = re.compile(r"^\s*(?P<name>[A-Za-z0-9_.:\-]+)\s*(?:\((?P<args>.*)\))?\s*$", re.S)
