@@ -26,6 +26,8 @@ from framepool.processors.kinds import InputFormat, MediaKind, media_kind
 BUILTIN: dict[str, str] = {
     "audio-level": "framepool.processors.audio_level:AudioLevel",
     "video-motion": "framepool.processors.video_motion:VideoMotion",
+    "black-frame": "framepool.processors.black_frame:BlackFrame",
+    "frozen-frame": "framepool.processors.frozen_frame:FrozenFrame",
 }
 
 _SPEC = re.compile(r"^\s*(?P<name>[A-Za-z0-9_.:\-]+)\s*(?:\((?P<args>.*)\))?\s*$", re.S)
