@@ -29,6 +29,8 @@ BUILTIN: dict[str, str] = {
     "scene-cut": "framepool.processors.scene_cut:SceneCut",
     "sharpness": "framepool.processors.sharpness:Sharpness",
     "brightness": "framepool.processors.brightness:Brightness",
+    "black-frame": "framepool.processors.black_frame:BlackFrame",
+    "frozen-frame": "framepool.processors.frozen_frame:FrozenFrame",
 }
 
 _SPEC = re.compile(r"^\s*(?P<name>[A-Za-z0-9_.:\-]+)\s*(?:\((?P<args>.*)\))?\s*$", re.S)
