@@ -25,6 +25,7 @@ from framepool.processors.kinds import InputFormat, MediaKind, media_kind
 
 BUILTIN: dict[str, str] = {
     "audio-level": "framepool.processors.audio_level:AudioLevel",
+    "loudness": "framepool.processors.loudness:Loudness",
     "video-motion": "framepool.processors.video_motion:VideoMotion",
     "scene-cut": "framepool.processors.scene_cut:SceneCut",
     "sharpness": "framepool.processors.sharpness:Sharpness",
