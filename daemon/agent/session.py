@@ -7,7 +7,8 @@ AudioStream/VideoStream opened in that format (for audio with the frame size the
 the supervisor pays per SDK event), and a pool `StreamAttachment` whose ring every frame is pushed into
 without blocking (a full ring drops and counts). Results come back through the feed's sink on this event
 loop: a `DataOutput` queues them for `publish_data` as `ResultMessage` JSON (one sender task per session,
-so a slow data channel never blocks the loop), a `TrackOutput` turns output frames into a published audio
+so a slow data channel never blocks the loop) and blobs (`ctx.send_bytes`) as byte streams on their own
+topic (`framepool.agent.bytestreams`), a `TrackOutput` turns output frames into a published audio
 or video track.
 
 Every frame is stamped with its arrival time on the supervisor's wall clock (`arrival_time_us`), audio
@@ -30,9 +31,11 @@ from typing import Any
 import msgspec
 from livekit import rtc
 
+from framepool.agent.bytestreams import ByteStreamSender
 from framepool.agent.outbox import ResultOutbox
 from framepool.agent.outputs import BUFFER_TYPES, DataOutput, Output, TrackOutput, TrackPublisher
 from framepool.errors import ProcessorError
+from framepool.ipc.blobs import Blob, blob_attributes
 from framepool.ipc.slots import (
     PIXEL_FORMATS,
     AudioShape,
@@ -140,6 +143,7 @@ class RoomSession:
         self._tasks = TaskSet(f"room {room_name}", log)  # feeds, their track publishers, closes
         self._sending = TaskSet(f"room {room_name} results", log)  # outlives the feeds: see flush_results
         self._sending.spawn(self._send_results(), name="result sender")
+        self.blobs = ByteStreamSender(room, pool.settings.bytes_in_flight)  # ctx.send_bytes
         self.results_sent = 0
         room.on("track_subscribed", self._on_track_subscribed)
         room.on("track_published", self._on_track_published)
@@ -217,6 +221,15 @@ class RoomSession:
         message = ResultMessage.of(result, feed.labels["participant"], feed.labels["track"])
         self._outbox.put((_encode(message), output, output.topic or result.topic))
 
+    def queue_blob(self, blob: Blob, feed: TrackFeed) -> None:
+        """A blob of a feed whose rule sends results to the room: a byte stream on the blob's own topic
+        (framepool.agent.bytestreams), to the rule's destinations."""
+        output = feed.rule.data
+        if output is None or not feed.blob_rate.allow():
+            return
+        attributes = blob_attributes(blob, feed.labels["participant"], feed.labels["track"])
+        self.blobs.put(blob, attributes, output.destinations)
+
     def queue_event(self, feed: TrackFeed, event: str, processor: str, reason: str = "") -> None:
         """A processor stopped running on a feed: tell the room on the topic its results use (the rule's, or
         the processor's name, which is the built-ins' topic), as JSON {event, processor, participant, track,
@@ -274,6 +287,8 @@ class RoomSession:
         """Wait until every queued result went out, then stop the sender."""
         await self._outbox.join()
         await self._sending.aclose()
+        await self.blobs.flush()
+        await self.blobs.aclose()
 
     async def unpublish(self) -> None:
         for sid in self.published:
@@ -291,6 +306,8 @@ class RoomSession:
             "results_sent": self.results_sent,
             "results_dropped_outbox": self._outbox.dropped,
             "results_dropped_rate": sum(f.rate.dropped for f in feeds),
+            "blobs": msgspec.to_builtins(self.blobs.stats()),
+            "blobs_dropped_rate": sum(f.blob_rate.dropped for f in feeds),
             "frames": sum(f.frames for f in feeds),
             "dropped": sum(f.dropped for f in feeds),
             "incidents": sum(sum(a.incidents.values()) for a in attachments),
@@ -322,6 +339,7 @@ class TrackFeed:
         self.frames = 0
         self.dropped = 0
         self.rate = TokenBucket(session.pool.settings.result_rate)  # results this feed may send
+        self.blob_rate = TokenBucket(session.pool.settings.bytes_rate)  # and blobs
         self._slot = 0
         self._reader: asyncio.Task[None] | None = None
         source = labels["track"] + (f".{number}" if number else "")
@@ -424,6 +442,9 @@ class TrackFeed:
 
     def on_result(self, result: Result) -> None:
         self.session.queue_result(result, self)
+
+    def on_blob(self, blob: Blob) -> None:
+        self.session.queue_blob(blob, self)
 
     def on_output_frame(self, stream_id: str, frame: OutputFrame) -> None:
         if self._output is not None:

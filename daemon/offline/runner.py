@@ -48,6 +48,7 @@ from framepool.logs import log_context
 from framepool.offline.media import AudioConverter, MediaOutput, VideoConverter, decoded_frames, open_input
 from framepool.offline.outputs import STDOUT, ResultLines, check_outputs
 from framepool.pool import (
+    Blob,
     FormatGroup,
     Result,
     StreamAttachment,
@@ -107,6 +108,11 @@ class OfflineSink:
         self._counters["results"] += 1
         if self._results is not None:
             self._results.write(result)
+
+    def on_blob(self, blob: Blob) -> None:
+        self._counters["blobs"] += 1
+        if self._results is not None:
+            self._results.write_blob(blob)
 
     def on_output_frame(self, stream_id: str, frame: OutputFrame) -> None:
         self._counters["output_frames"] += 1
@@ -287,7 +293,7 @@ async def process_file(
     if not specs:
         raise ProcessorError("no processor given: --processor NAME[,NAME...]")
     container = open_input(job.input)
-    counters = {"results": 0, "output_frames": 0}
+    counters = {"results": 0, "output_frames": 0, "blobs": 0}
     media = None
     interrupted_by: int | None = None
     try:
