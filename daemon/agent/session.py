@@ -16,6 +16,12 @@ and video alike, so the results of one participant's tracks line up; results car
 `frame_time_us` (the SDK's own video timestamp is libwebrtc's render time on CLOCK_MONOTONIC and the SDK
 gives audio none: see `framepool.ipc.slots`).
 
+An AudioFormat with `channels=0` asks for the track's own channel count: 2 when the publication's audio
+features include TF_STEREO (what a publisher declares: LiveKit's JS SDK for a stereo microphone or
+`forceStereo`; the Rust-based SDKs, this Python one included, declare nothing even for a two-channel
+AudioSource, so their tracks count as mono), else 1. The decoded Opus stream itself cannot tell: the SDK's
+AudioStream remixes to whatever it is asked for and gives no source channel count.
+
 Video streams are attached to the pool on their first frame, because the ring's slot size depends on the
 resolution; a later, larger frame re-attaches with bigger slots (simulcast layers switch resolution).
 """
@@ -30,6 +36,7 @@ from typing import Any
 
 import msgspec
 from livekit import rtc
+from livekit.rtc._proto.track_pb2 import AudioTrackFeature  # not exported by livekit.rtc
 
 from framepool.agent.bytestreams import ByteStreamSender
 from framepool.agent.outbox import ResultOutbox
@@ -200,9 +207,10 @@ class RoomSession:
             "source": rtc.TrackSource.Name(publication.source),
             "job_id": self.job_id,
         }
+        channels = 2 if AudioTrackFeature.TF_STEREO in publication.audio_features else 1
         for number, group in enumerate(rule.groups):
             stream_id = f"{self.job_id}/{publication.sid}/{index}" + (f".{number}" if number else "")
-            feed = TrackFeed(self, rule, group, stream_id, track, labels, number)
+            feed = TrackFeed(self, rule, group, stream_id, track, labels, number, channels)
             rule.feeds[(publication.sid, number)] = feed
             feed.start()
             log.info(
@@ -328,6 +336,7 @@ class TrackFeed:
         track: rtc.Track,
         labels: dict[str, str],
         number: int = 0,  # of the group among the rule's groups: output tracks of later ones get ".N"
+        channels: int = 1,  # the track's own (2: its publisher declared stereo), for AudioFormat channels=0
     ) -> None:
         self.session = session
         self.rule = rule
@@ -335,6 +344,7 @@ class TrackFeed:
         self.stream_id = stream_id
         self.track = track
         self.labels = labels
+        self.channels = channels
         self.attachment: StreamAttachment | None = None
         self.frames = 0
         self.dropped = 0
@@ -370,6 +380,7 @@ class TrackFeed:
 
     async def _read_audio(self, fmt: AudioFormat) -> None:
         # The stream resamples and remixes to the format, so only the frame length may vary.
+        fmt = msgspec.structs.replace(fmt, channels=fmt.channels or self.channels)
         shape = AudioShape(fmt.sample_rate, fmt.channels, fmt.sample_rate * fmt.frame_ms // 1000)
         self.attachment = await self.session.pool.attach(self._spec(shape.nbytes, shape.nbytes), self)
         stream = rtc.AudioStream.from_track(

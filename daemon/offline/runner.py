@@ -152,7 +152,7 @@ def _video_converter(fmt: VideoFormat, stream: Any) -> VideoConverter:
 _OFFLINE: dict[str, _OfflineKind] = {
     "audio": _OfflineKind(
         streams=lambda container: container.streams.audio,
-        converter=lambda fmt, stream: AudioConverter(fmt),
+        converter=lambda fmt, stream: AudioConverter(fmt, stream.codec_context.channels),
         output_bytes=lambda converter: max(4 * converter.max_frame_bytes, 192_000),
     ),
     "video": _OfflineKind(
