@@ -9,11 +9,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import msgspec
+import numpy as np
 import pytest
 
 from framepool.ipc import control
 from framepool.ipc.activity import ActivityPage
 from framepool.ipc.control import CallBudget
+from framepool.processors.api import AudioFrame
 from framepool.processors.registry import parse_spec, resolve
 from framepool.worker.context import StreamContext
 from framepool.worker.drain import EndOfDrain
