@@ -86,9 +86,6 @@ def hosted(
 
 def process(stream: HostedStream, drain: EndOfDrain, seq: int) -> None:
     """What `_process_frame` does for each processor: call it, note the batching ones."""
-    import numpy as np
-
-    from framepool.processors.api import AudioFrame
 
     frame = AudioFrame(np.zeros((480, 1), np.int16), 48000, 1, seq * 10_000, seq, False)
     for number, processor in enumerate(stream.processors):
