@@ -60,12 +60,14 @@ class EndOfDrain:
 
     def before_drain(self, stream: HostedStream) -> None:
         """Before `stream` is drained or detached: one call per batching class among its processors."""
+        classes: dict[ProcessorClass, dict[int, Instance]] = {}
         for number, hosted in enumerate(stream.processors):
-            if not hosted.batches or hosted.disabled or hosted.instance is None:
-                continue
-            noted = self._noted.pop(type(hosted.instance), {})
-            noted.setdefault(id(hosted), (stream, number, hosted))
-            self._call(type(hosted.instance), list(noted.values()))
+            if hosted.batches and not hosted.disabled and hosted.instance is not None:
+                cls = type(hosted.instance)
+                noted = classes.setdefault(cls, self._noted.pop(cls, {}))
+                noted.setdefault(id(hosted), (stream, number, hosted))
+        for cls, noted in classes.items():
+            self._call(cls, list(noted.values()))
 
     def _call(self, cls: ProcessorClass, involved: list[Instance]) -> None:
         stream, number, blamed = involved[0]
