@@ -3,8 +3,11 @@
 The supervisor hands frames over at the size the room sends them: scaling there would put per-pixel
 work on the one process that must never block. The worker scales instead, just before `process`, by
 the smallest integer factor that fits the frame within the processor's maximum, averaging each
-factor × factor block (a box filter: cheap, alias-free enough for analysis, exact for flat areas).
-Integer factors keep it one reshape and one mean per plane; a frame of 1280×720 with a maximum of
+factor × factor block (a box filter: cheap, alias-free enough for analysis, exact for flat areas), the
+mean rounded half up. Square blocks go through OpenCV's INTER_AREA resize, which computes exactly that
+block mean in fixed point (about 50× cheaper than numpy's reshape and mean: 0.16 ms instead of 9 ms for
+a 720p luma plane halved on the machine in the README); OpenCV is imported by the first worker that scales,
+never by one that does not. A frame of 1280×720 with a maximum of
 640×360 becomes exactly 640×360, one with a maximum of 500×500 becomes 426×240.
 """
 
@@ -39,11 +42,17 @@ def _box_into(plane: npt.NDArray[np.uint8], factor: int, dest: npt.NDArray[np.ui
     if fy == fx == 1:
         dest[...] = plane[:out_h, :out_w].reshape(dest.shape)
         return
+    cropped_plane = plane[: out_h * fy, : out_w * fx]
+    if fy == fx and (plane.ndim == 2 or plane.shape[2] in (3, 4)):
+        import cv2  # the worker that scales only: OpenCV costs memory a worker that does not scale never pays
+
+        cv2.resize(cropped_plane, (out_w, out_h), dst=dest, interpolation=cv2.INTER_AREA)
+        return
     depth = plane.shape[2] if plane.ndim == 3 else 1
-    cropped = plane[: out_h * fy, : out_w * fx].reshape(out_h, fy, out_w, fx, depth)
+    cropped = cropped_plane.reshape(out_h, fy, out_w, fx, depth)
     # float32 sums of uint8 are exact up to 2**24 / 255 pixels a block; only absurd factors need float64.
     mean = cropped.mean(axis=(1, 3), dtype=np.float32 if fy * fx <= 65_000 else np.float64)
-    np.rint(mean, out=mean)
+    np.floor(mean + 0.5, out=mean)  # half up, as INTER_AREA rounds
     dest[...] = mean.reshape(dest.shape)
 
 

@@ -41,7 +41,7 @@ def test_i420_luma_is_block_averaged_and_chroma_kept() -> None:
     assert (w, h) == (4, 2)
     assert out.size == frame_bytes(4, 2, "I420")
     expected = luma.reshape(2, 2, 4, 2).mean(axis=(1, 3))
-    np.testing.assert_array_equal(out[:8].reshape(2, 4), np.rint(expected).astype(np.uint8))
+    np.testing.assert_array_equal(out[:8].reshape(2, 4), np.floor(expected + 0.5).astype(np.uint8))
     assert set(out[8:10]) == {90} and set(out[10:12]) == {200}
 
 
@@ -62,6 +62,29 @@ def test_rgb_block_average() -> None:
     assert (w, h) == (2, 2)
     np.testing.assert_array_equal(out.reshape(2, 2, 3)[0, 0], (150, 75, 0))
     np.testing.assert_array_equal(out.reshape(2, 2, 3)[1, 1], (0, 0, 0))
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "factor"), [(1280, 720, 2), (641, 361, 3), (1000, 3, 10), (7, 5, 2)]
+)
+@pytest.mark.parametrize("pixel_format", ["I420", "RGB24", "RGBA"])
+def test_every_block_is_its_mean_rounded_half_up(
+    width: int, height: int, factor: int, pixel_format: str
+) -> None:
+    """Square and narrowed blocks alike: each output value is the mean of its block, ties rounded up."""
+    rng = np.random.default_rng(width * height * factor)
+    size = frame_bytes(width, height, pixel_format)  # type: ignore[arg-type]
+    data = rng.integers(0, 256, size, dtype=np.uint8)
+    out, w, h = downscale(data, width, height, pixel_format, factor)  # type: ignore[arg-type]
+    if pixel_format == "I420":  # the luma plane; the chroma planes take the same path at half the size
+        planes = [(data[: width * height], out[: w * h], width, height, 1)]
+    else:
+        planes = [(data, out, width, height, 3 if pixel_format == "RGB24" else 4)]
+    for source, scaled, pw, ph, depth in planes:
+        image = source.reshape(ph, pw, depth).astype(np.float64)
+        fy, fx = min(factor, ph // h), min(factor, pw // w)
+        blocks = image[: h * fy, : w * fx].reshape(h, fy, w, fx, depth).mean(axis=(1, 3))
+        np.testing.assert_array_equal(scaled.reshape(h, w, depth), np.floor(blocks + 0.5).astype(np.uint8))
 
 
 def test_output_buffer_is_reused_when_the_size_matches() -> None:
