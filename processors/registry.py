@@ -25,9 +25,15 @@ from framepool.processors.kinds import InputFormat, MediaKind, media_kind
 
 BUILTIN: dict[str, str] = {
     "audio-level": "framepool.processors.audio_level:AudioLevel",
+    "loudness": "framepool.processors.loudness:Loudness",
     "video-motion": "framepool.processors.video_motion:VideoMotion",
     "vad": "framepool.processors.vad:Vad",
     "silence": "framepool.processors.silence:Silence",
+    "scene-cut": "framepool.processors.scene_cut:SceneCut",
+    "sharpness": "framepool.processors.sharpness:Sharpness",
+    "brightness": "framepool.processors.brightness:Brightness",
+    "black-frame": "framepool.processors.black_frame:BlackFrame",
+    "frozen-frame": "framepool.processors.frozen_frame:FrozenFrame",
 }
 
 _SPEC = re.compile(r"^\s*(?P<name>[A-Za-z0-9_.:\-]+)\s*(?:\((?P<args>.*)\))?\s*$", re.S)
