@@ -27,6 +27,8 @@ BUILTIN: dict[str, str] = {
     "audio-level": "framepool.processors.audio_level:AudioLevel",
     "loudness": "framepool.processors.loudness:Loudness",
     "video-motion": "framepool.processors.video_motion:VideoMotion",
+    "vad": "framepool.processors.vad:Vad",
+    "silence": "framepool.processors.silence:Silence",
     "scene-cut": "framepool.processors.scene_cut:SceneCut",
     "sharpness": "framepool.processors.sharpness:Sharpness",
     "brightness": "framepool.processors.brightness:Brightness",
