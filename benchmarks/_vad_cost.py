@@ -136,6 +136,28 @@ def memory_per_stream(streams: int = 32, separate_processes: int = 8) -> dict[st
     }
 
 
+def report(quick: bool = False) -> dict[str, Any]:
+    """Both measures at 32 streams, and the issue's targets judged on them (benchmarks/processors.py)."""
+    cpu = batched_vs_separate(32, 3.0 if quick else 10.0)
+    memory = memory_per_stream(32, 4 if quick else 8)
+    return {
+        "cpu": cpu,
+        "memory": memory,
+        "targets": {
+            "vad batched over 32 streams / 32 sessions": {
+                "ratio": cpu["ratio"],
+                "limit": 0.5,
+                "met": cpu["ratio"] <= 0.5,
+            },
+            "vad PSS per extra stream (MB)": {
+                "mb": memory["shared_extra_stream_mb"],
+                "limit": 1.0,
+                "met": memory["shared_extra_stream_mb"] <= 1.0,
+            },
+        },
+    }
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--hold"]:
         _hold_streams(int(sys.argv[2]))
