@@ -26,6 +26,8 @@ from framepool.processors.kinds import InputFormat, MediaKind, media_kind
 BUILTIN: dict[str, str] = {
     "audio-level": "framepool.processors.audio_level:AudioLevel",
     "video-motion": "framepool.processors.video_motion:VideoMotion",
+    "privacy-blur": "framepool.processors.privacy_blur:PrivacyBlur",
+    "snapshot": "framepool.processors.snapshot:Snapshot",
 }
 
 _SPEC = re.compile(r"^\s*(?P<name>[A-Za-z0-9_.:\-]+)\s*(?:\((?P<args>.*)\))?\s*$", re.S)
