@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml setup.py
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test,devserver]"
 	$(PY) -m pip install -q --no-deps "silero-vad==6.2.3"  # the VAD model file only; torch is not needed
+	$(PY) -m pip install -q --no-deps "scenedetect==0.7.2"  # scene-cut's reference; keeps cv2 headless 4.x
 	touch $(STAMP)
 
 # Rebuild the extension in place whenever its C source changes.
@@ -64,7 +65,7 @@ $(MINIMAL)/.installed-stamp: pyproject.toml setup.py
 	test -x $(MINIMAL)/bin/python || $(PYTHON) -m venv $(MINIMAL)
 	$(MINIMAL)/bin/python -m pip install -q --upgrade pip
 	$(MINIMAL)/bin/python -m pip install -q -e ".[test]"
-	$(MINIMAL)/bin/python -m pip install -q --no-deps "silero-vad==6.2.3"
+	$(MINIMAL)/bin/python -m pip install -q --no-deps "silero-vad==6.2.3" "scenedetect==0.7.2"
 	touch $@
 
 unit-minimal: $(MINIMAL)/.installed-stamp native

@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from framepool.agentspec import AgentSpec as AgentSpec  # settings files name it here
 from framepool.bridge.registry import SinkSpec
 from framepool.errors import ConfigError
 from framepool.machine import MIN_DERIVED_LIMIT_MB, derived_memory_limit_mb
@@ -34,8 +35,6 @@ ENV_ALIASES = {"livekit_url": "LIVEKIT_URL", "api_key": "LIVEKIT_API_KEY", "api_
 SECRET_FIELDS = frozenset({"api_secret"})
 TOML_ONLY_FIELDS = frozenset({"agents", "sinks"})  # structured: no environment variable, no flag
 
-JobType = Literal["room", "publisher", "participant"]
-
 AUTO = -1  # a memory setting derived from the machine (see Settings.__post_init__, framepool.machine)
 
 
@@ -44,40 +43,6 @@ log = logging.getLogger("framepool.settings")
 
 def _doc(text: str, **constraints: Any) -> Any:
     return Meta(description=text, **constraints)
-
-
-class AgentSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """A declarative agent: registered with LiveKit and run without any Python (TOML `[[agents]]`)."""
-
-    agent_name: Annotated[str, _doc("Name for explicit dispatch; empty means automatic dispatch.")] = ""
-    job_type: Annotated[JobType, _doc("room, publisher or participant.")] = "room"
-    audio: Annotated[
-        list[str], _doc("Processors for every subscribed audio track, e.g. 'audio-level(window_ms=100)'.")
-    ] = []
-    video: Annotated[list[str], _doc("Processors for every subscribed video track.")] = []
-    topic: Annotated[
-        str, _doc("Data topic the results are published on; empty: each result's own topic.")
-    ] = ""
-    reliable: Annotated[
-        bool, _doc("Publish results reliably (ordered, retransmitted) rather than lossy.")
-    ] = True
-    publish_video: Annotated[bool, _doc("Publish processed video frames as a track.")] = False
-    publish_audio: Annotated[bool, _doc("Publish processed audio frames as a track.")] = False
-    participant_identity: Annotated[
-        str, _doc("Only process tracks of this participant; empty: everyone.")
-    ] = ""
-    data: Annotated[
-        dict[str, Any], _doc("Data flows of the room (route, transform, aggregate...): docs/dataflows.md.")
-    ] = {}
-    rpc_methods: Annotated[
-        list[str], _doc("RPC methods participants may call on the agent (data flows).")
-    ] = []
-    data_processors: Annotated[
-        list[str],
-        _doc(
-            "Data processors in the worker pool, 'name = module:Class(key=value)', for routes' to_processors."
-        ),
-    ] = []
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -280,6 +245,20 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             ge=1,
         ),
     ] = 1024
+    # Blobs (ctx.send_bytes, framepool.ipc.blobs): the blob ring is pre-faulted, slots x bytes_max per worker.
+    bytes_max: Annotated[
+        int, _doc("Largest blob a processor may send (ctx.send_bytes), in bytes.", ge=1024, le=64 << 20)
+    ] = 4 << 20
+    bytes_ring_slots: Annotated[
+        int, _doc("Blobs a worker's blob ring holds; 0: no ring, send_bytes raises.", ge=0, le=64)
+    ] = 2
+    bytes_rate: Annotated[
+        float, _doc("Blobs per second one stream may send to its room (twice that as a burst).", gt=0)
+    ] = 5.0
+    bytes_in_flight: Annotated[
+        int, _doc("Blobs waiting to be sent to one room (besides the one being sent); when full the oldest "
+                  "is dropped and counted.", ge=1)
+    ] = 4  # fmt: skip
 
     # Room data (framepool.agent.intake)
     data_sender_rate: Annotated[

@@ -43,6 +43,8 @@ class AudioFormat(msgspec.Struct, frozen=True, kw_only=True):
     """The audio a processor wants: the SDK resamples and remixes to it."""
 
     sample_rate: int = 48000
+    # 1 or 2; 0: as the source (live, 2 when the publisher declared the track stereo, else 1; offline, the
+    # file's channel count, at most 2): the frames' `channels` says which.
     channels: int = 1
     # The largest frame the processor accepts. Larger frames cost the supervisor far less CPU per second
     # (one SDK event per frame), so declare the largest your algorithm tolerates.

@@ -25,9 +25,15 @@ from framepool.processors.kinds import InputFormat, MediaKind, media_kind
 
 BUILTIN: dict[str, str] = {
     "audio-level": "framepool.processors.audio_level:AudioLevel",
+    "loudness": "framepool.processors.loudness:Loudness",
     "video-motion": "framepool.processors.video_motion:VideoMotion",
     "privacy-blur": "framepool.processors.privacy_blur:PrivacyBlur",
     "snapshot": "framepool.processors.snapshot:Snapshot",
+    "scene-cut": "framepool.processors.scene_cut:SceneCut",
+    "sharpness": "framepool.processors.sharpness:Sharpness",
+    "brightness": "framepool.processors.brightness:Brightness",
+    "black-frame": "framepool.processors.black_frame:BlackFrame",
+    "frozen-frame": "framepool.processors.frozen_frame:FrozenFrame",
 }
 
 _SPEC = re.compile(r"^\s*(?P<name>[A-Za-z0-9_.:\-]+)\s*(?:\((?P<args>.*)\))?\s*$", re.S)

@@ -17,7 +17,8 @@ instances (their state is gone); the messages the dead worker held are counted `
 Results (`ctx.emit` in a data processor) leave as the other processors' do: `ResultMessage` JSON published on
 the output's topic (or the result's own), at most `result_rate` per second per feed, through the job's room
 outputs (`ctx.outputs`: bounded, never blocking). A data result has no track: `participant` and `track` are
-empty, `frame_time_us` is the `received_us` of the message being handled.
+empty, `frame_time_us` is the `received_us` of the message being handled. Blobs (`ctx.send_bytes`) leave as
+byte streams through the room's `ByteStreamSender` (framepool.agent.bytestreams).
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
+from framepool.agent.bytestreams import ByteStreamSender
 from framepool.agent.outputs import DataOutput
 from framepool.agent.room_outputs import RoomOutputs
 from framepool.errors import ProcessorError
+from framepool.ipc.blobs import Blob, blob_attributes
 from framepool.ipc.slots import MAX_DATA_PROCESSORS, OutputFrame, data_slot
 from framepool.pool import Result, StreamAttachment, StreamSpec, WorkerPool, input_format_of
 from framepool.pool.results import ResultMessage
@@ -91,6 +94,7 @@ class DataFeed:
         labels: Mapping[str, str],
         outputs: RoomOutputs,
         output: DataOutput,
+        blobs: ByteStreamSender | None = None,
     ) -> None:
         self.pool = pool
         self.names = list(processors)
@@ -101,6 +105,8 @@ class DataFeed:
         self.output = output
         self.attachment: StreamAttachment | None = None
         self.rate = TokenBucket(pool.settings.result_rate)
+        self.blobs = blobs  # the room's byte streams (framepool.agent.bytestreams); None: blobs dropped
+        self.blob_rate = TokenBucket(pool.settings.bytes_rate)
         self.oversize = 0
         self._bits = {name: 1 << index for index, name in enumerate(self.names)}
         self._all = (1 << len(self.names)) - 1
@@ -150,6 +156,10 @@ class DataFeed:
 
     def on_output_frame(self, stream_id: str, frame: OutputFrame) -> None:
         del stream_id, frame  # a data stream has no output ring: nothing arrives here
+
+    def on_blob(self, blob: Blob) -> None:
+        if self.blobs is not None and self.blob_rate.allow():
+            self.blobs.put(blob, blob_attributes(blob, "", ""), self.output.destinations)
 
     def on_stream_event(self, stream_id: str, event: str, detail: str) -> None:
         level = logging.INFO if event in ("detached", "worker_restarted") else logging.WARNING

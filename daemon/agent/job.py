@@ -277,7 +277,15 @@ class JobContext:
         number = len(dict.fromkeys(self.data_processors.values()))
         labels = {"room": self.job.room.name, "job_id": self.job.id, "source": "data"}
         stream_id = f"{self.job.id}/data/{number}"
-        feed = DataFeed(self.session.pool, named, stream_id, labels, self.outputs, output or DataOutput())
+        feed = DataFeed(
+            self.session.pool,
+            named,
+            stream_id,
+            labels,
+            self.outputs,
+            output or DataOutput(),
+            self.session.blobs,
+        )
         await feed.open()
         self.data_processors.update(dict.fromkeys(named, feed))
         return feed

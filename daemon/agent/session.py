@@ -7,13 +7,20 @@ AudioStream/VideoStream opened in that format (for audio with the frame size the
 the supervisor pays per SDK event), and a pool `StreamAttachment` whose ring every frame is pushed into
 without blocking (a full ring drops and counts). Results come back through the feed's sink on this event
 loop: a `DataOutput` queues them for `publish_data` as `ResultMessage` JSON (one sender task per session,
-so a slow data channel never blocks the loop), a `TrackOutput` turns output frames into a published audio
+so a slow data channel never blocks the loop) and blobs (`ctx.send_bytes`) as byte streams on their own
+topic (`framepool.agent.bytestreams`), a `TrackOutput` turns output frames into a published audio
 or video track.
 
 Every frame is stamped with its arrival time on the supervisor's wall clock (`arrival_time_us`), audio
 and video alike, so the results of one participant's tracks line up; results carry it as
 `frame_time_us` (the SDK's own video timestamp is libwebrtc's render time on CLOCK_MONOTONIC and the SDK
 gives audio none: see `framepool.ipc.slots`).
+
+An AudioFormat with `channels=0` asks for the track's own channel count: 2 when the publication's audio
+features include TF_STEREO (what a publisher declares: LiveKit's JS SDK for a stereo microphone or
+`forceStereo`; the Rust-based SDKs, this Python one included, declare nothing even for a two-channel
+AudioSource, so their tracks count as mono), else 1. The decoded Opus stream itself cannot tell: the SDK's
+AudioStream remixes to whatever it is asked for and gives no source channel count.
 
 Video streams are attached to the pool on their first frame, because the ring's slot size depends on the
 resolution; a later, larger frame re-attaches with bigger slots (simulcast layers switch resolution).
@@ -29,10 +36,13 @@ from typing import Any
 
 import msgspec
 from livekit import rtc
+from livekit.rtc._proto.track_pb2 import AudioTrackFeature  # not exported by livekit.rtc
 
+from framepool.agent.bytestreams import ByteStreamSender
 from framepool.agent.outbox import ResultOutbox
 from framepool.agent.outputs import BUFFER_TYPES, DataOutput, Output, TrackOutput, TrackPublisher
 from framepool.errors import ProcessorError
+from framepool.ipc.blobs import Blob, blob_attributes
 from framepool.ipc.slots import (
     PIXEL_FORMATS,
     AudioShape,
@@ -140,6 +150,7 @@ class RoomSession:
         self._tasks = TaskSet(f"room {room_name}", log)  # feeds, their track publishers, closes
         self._sending = TaskSet(f"room {room_name} results", log)  # outlives the feeds: see flush_results
         self._sending.spawn(self._send_results(), name="result sender")
+        self.blobs = ByteStreamSender(room, pool.settings.bytes_in_flight)  # ctx.send_bytes
         self.results_sent = 0
         room.on("track_subscribed", self._on_track_subscribed)
         room.on("track_published", self._on_track_published)
@@ -196,9 +207,10 @@ class RoomSession:
             "source": rtc.TrackSource.Name(publication.source),
             "job_id": self.job_id,
         }
+        channels = 2 if AudioTrackFeature.TF_STEREO in publication.audio_features else 1
         for number, group in enumerate(rule.groups):
             stream_id = f"{self.job_id}/{publication.sid}/{index}" + (f".{number}" if number else "")
-            feed = TrackFeed(self, rule, group, stream_id, track, labels, number)
+            feed = TrackFeed(self, rule, group, stream_id, track, labels, number, channels)
             rule.feeds[(publication.sid, number)] = feed
             feed.start()
             log.info(
@@ -216,6 +228,15 @@ class RoomSession:
             return
         message = ResultMessage.of(result, feed.labels["participant"], feed.labels["track"])
         self._outbox.put((_encode(message), output, output.topic or result.topic))
+
+    def queue_blob(self, blob: Blob, feed: TrackFeed) -> None:
+        """A blob of a feed whose rule sends results to the room: a byte stream on the blob's own topic
+        (framepool.agent.bytestreams), to the rule's destinations."""
+        output = feed.rule.data
+        if output is None or not feed.blob_rate.allow():
+            return
+        attributes = blob_attributes(blob, feed.labels["participant"], feed.labels["track"])
+        self.blobs.put(blob, attributes, output.destinations)
 
     def queue_event(self, feed: TrackFeed, event: str, processor: str, reason: str = "") -> None:
         """A processor stopped running on a feed: tell the room on the topic its results use (the rule's, or
@@ -274,6 +295,8 @@ class RoomSession:
         """Wait until every queued result went out, then stop the sender."""
         await self._outbox.join()
         await self._sending.aclose()
+        await self.blobs.flush()
+        await self.blobs.aclose()
 
     async def unpublish(self) -> None:
         for sid in self.published:
@@ -291,6 +314,8 @@ class RoomSession:
             "results_sent": self.results_sent,
             "results_dropped_outbox": self._outbox.dropped,
             "results_dropped_rate": sum(f.rate.dropped for f in feeds),
+            "blobs": msgspec.to_builtins(self.blobs.stats()),
+            "blobs_dropped_rate": sum(f.blob_rate.dropped for f in feeds),
             "frames": sum(f.frames for f in feeds),
             "dropped": sum(f.dropped for f in feeds),
             "incidents": sum(sum(a.incidents.values()) for a in attachments),
@@ -311,6 +336,7 @@ class TrackFeed:
         track: rtc.Track,
         labels: dict[str, str],
         number: int = 0,  # of the group among the rule's groups: output tracks of later ones get ".N"
+        channels: int = 1,  # the track's own (2: its publisher declared stereo), for AudioFormat channels=0
     ) -> None:
         self.session = session
         self.rule = rule
@@ -318,10 +344,12 @@ class TrackFeed:
         self.stream_id = stream_id
         self.track = track
         self.labels = labels
+        self.channels = channels
         self.attachment: StreamAttachment | None = None
         self.frames = 0
         self.dropped = 0
         self.rate = TokenBucket(session.pool.settings.result_rate)  # results this feed may send
+        self.blob_rate = TokenBucket(session.pool.settings.bytes_rate)  # and blobs
         self._slot = 0
         self._reader: asyncio.Task[None] | None = None
         source = labels["track"] + (f".{number}" if number else "")
@@ -352,6 +380,7 @@ class TrackFeed:
 
     async def _read_audio(self, fmt: AudioFormat) -> None:
         # The stream resamples and remixes to the format, so only the frame length may vary.
+        fmt = msgspec.structs.replace(fmt, channels=fmt.channels or self.channels)
         shape = AudioShape(fmt.sample_rate, fmt.channels, fmt.sample_rate * fmt.frame_ms // 1000)
         self.attachment = await self.session.pool.attach(self._spec(shape.nbytes, shape.nbytes), self)
         stream = rtc.AudioStream.from_track(
@@ -424,6 +453,9 @@ class TrackFeed:
 
     def on_result(self, result: Result) -> None:
         self.session.queue_result(result, self)
+
+    def on_blob(self, blob: Blob) -> None:
+        self.session.queue_blob(blob, self)
 
     def on_output_frame(self, stream_id: str, frame: OutputFrame) -> None:
         if self._output is not None:

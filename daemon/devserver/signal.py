@@ -257,7 +257,8 @@ class SignalSession:
             disable_dtx=add.disable_dtx,
             source=add.source,
             layers=add.layers,
-            stereo=add.stereo,
+            stereo=add.stereo or models.AudioTrackFeature.TF_STEREO in add.audio_features,
+            audio_features=audio_features(add),
             disable_red=add.disable_red,
             stream=add.stream,
             mime_type="audio/opus" if add.type == models.TrackType.AUDIO else "video/VP8",
@@ -423,3 +424,12 @@ async def handle_validate(request: web.Request, keys: dict[str, str]) -> web.Res
     except AuthError as exc:
         return web.Response(status=exc.status, text=exc.message)
     return web.Response(text="success")
+
+
+def audio_features(add: rtc_pb.AddTrackRequest) -> list[models.AudioTrackFeature]:
+    """A published track's audio features as LiveKit's server announces them: the publisher's, with
+    TF_STEREO also when it set only the older `stereo` flag (subscribers read the features)."""
+    features: list[models.AudioTrackFeature] = list(add.audio_features)
+    if add.stereo and models.AudioTrackFeature.TF_STEREO not in features:
+        features.append(models.AudioTrackFeature.TF_STEREO)
+    return features

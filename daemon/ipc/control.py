@@ -35,7 +35,7 @@ from framepool.errors import ChannelError
 from framepool.processors.registry import ProcessorSpec
 
 MAX_MESSAGE = 256 << 10  # bytes of one encoded message; far above anything the pool sends
-MAX_FDS = 8  # fds one message may carry (an attach carries at most four)
+MAX_FDS = 9  # fds one message may carry (WorkerStart with a blob ring; an attach carries at most four)
 MAX_PER_TURN = 64  # messages the supervisor reads from one worker per event-loop turn
 _PREFIX = struct.Struct("<I")
 
@@ -69,7 +69,8 @@ class CallBudget(msgspec.Struct, frozen=True, kw_only=True):
 
 class WorkerStart(_Message):
     """The worker's whole configuration; fds: data bell (event, page), result bell (event, page),
-    space bell (event, page), result ring, activity page (`framepool.ipc.activity`)."""
+    space bell (event, page), result ring, activity page (`framepool.ipc.activity`), then the blob ring
+    (`framepool.ipc.blobs`) when `bytes_max` > 0."""
 
     index: int
     cpu: int | None
@@ -78,6 +79,7 @@ class WorkerStart(_Message):
     result_max_bytes: int
     log_level: str
     log_format: str
+    bytes_max: int = 0  # largest ctx.send_bytes blob; 0: no blob ring (send_bytes raises)
     budget: CallBudget = CallBudget()
 
 

@@ -11,6 +11,10 @@ frame decode, result writer and output publisher cannot disagree about them:
                 4 RGBA
     3 result    5 bytes              stream index   processor index  topic length       UTF-8 topic, JSON body
     4 data      6 msgpack            processors     0                0                  a DataMessage, msgpack
+    5 blob      5 bytes              stream index   processor index  header length      key, header, data
+
+Blob slots (`ctx.send_bytes`) travel on the worker's blob ring and are encoded and decoded by
+`framepool.ipc.blobs`, under the same rules as results (the stream's key first, everything validated).
 
 Audio and video slots travel both ways: supervisor to worker on a stream's input ring (decoded into the
 Processor API's `AudioFrame` / `VideoFrame`), worker to supervisor on its output ring (`ctx.publish_audio`

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -107,9 +108,12 @@ class ConvertedFrame:
 
 
 class AudioConverter:
-    """Resamples to the processors' s16 format and cuts `frame_ms` frames."""
+    """Resamples to the processors' s16 format and cuts `frame_ms` frames; `channels=0` in the format means
+    the input stream's own channel count (`source_channels`), at most 2."""
 
-    def __init__(self, fmt: AudioFormat) -> None:
+    def __init__(self, fmt: AudioFormat, source_channels: int = 1) -> None:
+        if fmt.channels == 0:
+            fmt = msgspec.structs.replace(fmt, channels=min(max(source_channels, 1), 2))
         self.format = fmt
         self.frame_samples = fmt.sample_rate * fmt.frame_ms // 1000
         layout = {1: "mono", 2: "stereo"}.get(fmt.channels)

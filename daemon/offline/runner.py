@@ -48,6 +48,7 @@ from framepool.logs import log_context
 from framepool.offline.media import AudioConverter, MediaOutput, VideoConverter, decoded_frames, open_input
 from framepool.offline.outputs import STDOUT, ResultLines, check_outputs
 from framepool.pool import (
+    Blob,
     FormatGroup,
     Result,
     StreamAttachment,
@@ -108,6 +109,11 @@ class OfflineSink:
         if self._results is not None:
             self._results.write(result)
 
+    def on_blob(self, blob: Blob) -> None:
+        self._counters["blobs"] += 1
+        if self._results is not None:
+            self._results.write_blob(blob)
+
     def on_output_frame(self, stream_id: str, frame: OutputFrame) -> None:
         self._counters["output_frames"] += 1
         if self._media is not None:
@@ -146,7 +152,7 @@ def _video_converter(fmt: VideoFormat, stream: Any) -> VideoConverter:
 _OFFLINE: dict[str, _OfflineKind] = {
     "audio": _OfflineKind(
         streams=lambda container: container.streams.audio,
-        converter=lambda fmt, stream: AudioConverter(fmt),
+        converter=lambda fmt, stream: AudioConverter(fmt, stream.codec_context.channels),
         output_bytes=lambda converter: max(4 * converter.max_frame_bytes, 192_000),
     ),
     "video": _OfflineKind(
@@ -287,7 +293,7 @@ async def process_file(
     if not specs:
         raise ProcessorError("no processor given: --processor NAME[,NAME...]")
     container = open_input(job.input)
-    counters = {"results": 0, "output_frames": 0}
+    counters = {"results": 0, "output_frames": 0, "blobs": 0}
     media = None
     interrupted_by: int | None = None
     try:

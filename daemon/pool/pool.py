@@ -46,12 +46,13 @@ from framepool.ipc import control
 from framepool.ipc.lifecycle import FATAL_AT_BOOT, WorkerExit, describe_exit
 from framepool.machine import effective_workers, worker_cpus
 from framepool.pool import spawn
+from framepool.pool.contract import StreamSink, StreamSpec
 from framepool.pool.formats import input_format_of, ring_slots
 from framepool.pool.liveness import HealthAction
 from framepool.pool.placement import least_loaded
 from framepool.pool.process import WorkerProcess, WorkerState
 from framepool.pool.quarantine import blame_of
-from framepool.pool.stream import StreamAttachment, StreamSink, StreamSpec
+from framepool.pool.stream import StreamAttachment
 from framepool.processors.kinds import kind_of, media_kind
 from framepool.processors.registry import ProcessorSpec
 from framepool.settings import Settings

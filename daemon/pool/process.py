@@ -46,6 +46,7 @@ from framepool.ipc.lifecycle import describe_exit
 from framepool.ipc.ring import POLICY_BLOCK, Doorbell, FrameRing, RingError
 from framepool.ipc.slots import SlotError, result_slot_bytes, result_stream
 from framepool.pool import ladder, liveness
+from framepool.pool.blobring import blob_ring
 from framepool.pool.liveness import HealthAction
 from framepool.pool.placement import LoadEstimate
 from framepool.pool.quarantine import call_budget
@@ -111,16 +112,20 @@ class WorkerProcess:
         self._recheck_delay = RECHECK_FIRST
         self._recheck_handle: asyncio.TimerHandle | None = None
         self._channel: ControlChannel | None = None
+        self._create_rings(settings)
+        self.overrun: Call | None = None  # the call cut off by KILL_OVER_BUDGET
+        self._rings_closed = False
+        self._drain_next_turn: asyncio.Handle | None = None
+
+    def _create_rings(self, settings: Settings) -> None:
         self.data_bell = Doorbell.create()
         self.result_bell = Doorbell.create()
         self.space_bell = Doorbell.create()
         slot_size = result_slot_bytes(settings.result_max_bytes)
         self.results = FrameRing.create(settings.result_ring_slots, slot_size, POLICY_BLOCK)
         self.results.bind(None, self.space_bell)
+        self.blobs = blob_ring(settings.bytes_ring_slots, settings.bytes_max, self.space_bell)  # send_bytes
         self.activity = ActivityPage.create()  # readable after the worker is gone: whom to blame
-        self.overrun: Call | None = None  # the call cut off by KILL_OVER_BUDGET
-        self._rings_closed = False
-        self._drain_next_turn: asyncio.Handle | None = None
 
     @property
     def load(self) -> float:
@@ -155,13 +160,15 @@ class WorkerProcess:
             prewarm=self.settings.prewarm,
             processor_failure_limit=self.settings.processor_failure_limit,
             result_max_bytes=self.settings.result_max_bytes,
+            bytes_max=self.settings.bytes_max if self.blobs is not None else 0,
             log_level=self.settings.log_level,
             log_format=self.settings.log_format,
             budget=call_budget(self.settings),
         )
         bells = (self.data_bell, self.result_bell, self.space_bell)
         fds = [fd for bell in bells for fd in (bell.event_fd, bell.page_fd)]
-        self.send(start, [*fds, self.results.fd, self.activity.fd])
+        blob_fd = [self.blobs.fd] if self.blobs is not None else []
+        self.send(start, [*fds, self.results.fd, self.activity.fd, *blob_fd])
 
     def _adopt(self, process: BaseProcess, pidfd: int, supervisor_end: socket.socket) -> None:
         self._process, self._pidfd = process, pidfd
@@ -363,7 +370,8 @@ class WorkerProcess:
         while not self.broke_protocol:
             budget -= self.drain_results(budget)
             self.result_bell.prepare_sleep()
-            if not (self.results.pending() or any(a.output_pending() for a in self.attachments.values())):
+            rings = (self.results.pending(), self.blobs is not None and self.blobs.pending())
+            if not (any(rings) or any(a.output_pending() for a in self.attachments.values())):
                 return
             self.result_bell.cancel_sleep()
             if budget <= 0:  # let the rest of the loop run, finish next turn (the bell is not re-armed)
@@ -407,6 +415,7 @@ class WorkerProcess:
                 view.release()  # even when raising: the ring closes later and must have no view left
             ring.release()
             count += 1
+        count += self.blobs.drain(self.attachments) if self.blobs is not None else 0
         for attachment in list(self.attachments.values()):
             count += attachment.drain_output()  # at most its ring's slots
         return count
@@ -482,5 +491,7 @@ class WorkerProcess:
             for bell in (self.data_bell, self.result_bell, self.space_bell):
                 bell.close()
             self.results.close()
+            if self.blobs is not None:
+                self.blobs.close()
             self.activity.close()
             self._rings_closed = True

@@ -23,13 +23,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-import msgspec
 from typing_extensions import Buffer
 
 from framepool.errors import PoolError, ProcessorError
 from framepool.ipc import control
+from framepool.ipc.blobs import decode_blob
 from framepool.ipc.ring import POLICY_BLOCK, POLICY_DROP_NEWEST, POLICY_LATEST, Doorbell, FrameRing
 from framepool.ipc.slots import (
     Descriptor,
@@ -40,10 +40,9 @@ from framepool.ipc.slots import (
     new_stream_key,
 )
 from framepool.ipc.slots import Result as Result  # sinks know it as framepool.pool.Result
+from framepool.pool.contract import StreamSink, StreamSpec, StreamStats
 from framepool.pool.quarantine import log_quarantined
-from framepool.processors.api import Kind
 from framepool.processors.kinds import media_kind
-from framepool.processors.registry import ProcessorSpec
 
 if TYPE_CHECKING:
     from framepool.pool.process import WorkerProcess
@@ -53,51 +52,6 @@ _REALTIME_POLICY = {
     "drop_newest": POLICY_DROP_NEWEST,
     "latest": POLICY_LATEST,
 }  # per kind, see processors.kinds
-
-
-class StreamSink(Protocol):
-    """Where a stream's output goes; called on the supervisor's event loop, must not block."""
-
-    def on_result(self, result: Result) -> None: ...
-
-    def on_output_frame(self, stream_id: str, frame: OutputFrame) -> None:
-        """A frame of the output track; `frame.data` is valid during the call only."""
-        ...
-
-    def on_stream_event(self, stream_id: str, event: str, detail: str) -> None:
-        """ "processor_error", "processor_disabled", "processor_quarantined" (detail starts with the
-        processor's name and a colon), "worker_restarted" (a gap), "detached", and "stream_failed" (the pool
-        halted or the stream's processors cannot start again: no more frames)."""
-        ...
-
-
-class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
-    stream_id: str
-    kind: Kind  # an attachable one (framepool.processors.kinds)
-    processors: list[ProcessorSpec]  # all share one input format (see framepool.pool.format_groups)
-    realtime: bool = True  # False: offline back-pressure (POLICY_BLOCK), nothing lost
-    max_frame_bytes: int  # ring slot size
-    output_max_frame_bytes: int = 0  # >0: an output ring for ctx.publish_audio / publish_video
-    labels: dict[str, str] = {}  # room, participant, track, source: log context in both processes
-
-
-class StreamStats(msgspec.Struct, frozen=True, kw_only=True):
-    stream_id: str
-    worker: int  # slot of the hosting worker, -1 while it is being replaced or after detach
-    pushed: int  # frames offered to push / push_wait
-    dropped: int  # refused by a full realtime ring
-    skipped: int  # video: older frames the worker jumped over to reach the newest
-    processed: int  # frames the worker handed to the processors
-    lost: int  # frames that died with a worker (in its ring, or pushed while it was replaced)
-    gaps: int  # worker restarts this stream went through
-    errors: int  # processor exceptions
-    results: int  # results delivered to the sink
-    results_dropped: int  # results a full result ring refused (realtime only)
-    busy: dict[
-        str, float
-    ]  # seconds spent in each processor: at most a ping interval old (exact after drain, detach)
-    incidents: int = 0  # worker deaths blamed on one of this stream's processors
-    quarantined: dict[str, str] = {}  # processor name -> why it was quarantined on this stream
 
 
 class StreamAttachment:
@@ -127,6 +81,7 @@ class StreamAttachment:
         self.gaps = 0
         self._refused = self._lost = self._errors = self._errors_retired = 0
         self._results = self._results_dropped = self._outputs = 0  # results (delivered, dropped), outputs
+        self._blobs = 0  # delivered
         self._retired = {"dropped": 0, "skipped": 0, "read": 0}  # counters of rings of dead workers
         self._busy: dict[str, float] = {}  # of the current worker's processor instances
         self._busy_retired: dict[str, float] = {}  # of instances that died with earlier workers
@@ -354,11 +309,11 @@ class StreamAttachment:
         """A drain or detach request's deadline: answered within ping_timeout, or the stream moved meanwhile
         (frames read, results or output delivered, or one of its processor calls running within its own time
         limit, which the pool's heartbeat enforces); a worker that does neither is killed."""
-        last = [(-1, -1, -1)]
+        last = [(-1, -1, -1, -1)]
 
         def moved() -> bool:
             now, call = (
-                (self._ring_counts().get("read", 0), self._results, self._outputs),
+                (self._ring_counts().get("read", 0), self._results, self._outputs, self._blobs),
                 worker.activity.read(),
             )
             running = call is not None and call.stream == self.index and time.monotonic() <= call.deadline
@@ -393,6 +348,15 @@ class StreamAttachment:
             self.sink.on_result(result)
         except Exception:
             log.exception("stream sink on_result failed", extra={"stream": self.stream_id})
+
+    def deliver_blob(self, header: Descriptor, view: memoryview, max_data: int) -> None:
+        """Decode a blob slot of this stream and hand it to the sink; SlotError if it is malformed."""
+        blob = decode_blob(header, view, self.stream_id, self._names, self.key, max_data)
+        self._blobs += 1
+        try:
+            self.sink.on_blob(blob)
+        except Exception:
+            log.exception("stream sink on_blob failed", extra={"stream": self.stream_id})
 
     def drain_output(self) -> int:
         """Hand the output frames waiting in the output ring to the sink; SlotError at a malformed one."""
@@ -491,6 +455,7 @@ class StreamAttachment:
             errors=self._errors_retired + self._errors,
             results=self._results,
             results_dropped=self._results_dropped,
+            blobs=self._blobs,
             busy={
                 name: self._busy_retired.get(name, 0.0) + self._busy.get(name, 0.0)
                 for name in dict.fromkeys(self._names)

@@ -1,5 +1,4 @@
-"""Streams hosted by a worker: processor instances, the ProcessContext they get, result and output writing
-(worker process).
+"""Streams hosted by a worker: processor instances, their calls and failures (worker process).
 
 Per stream, one processor instance per spec, created in the worker so it may keep state between frames. A
 frame reaches `process` as zero-copy numpy views of the input ring slot, released right after the last
@@ -7,14 +6,12 @@ processor returns (a data message: a decoded copy, for the processors its slot n
 VideoFormat sets a maximum resolution gets frames above it scaled down first, into a buffer the stream reuses
 (one per scale factor, shared by the processors needing it). A processor that raises is counted and logged
 with the stream's labels; after `processor_failure_limit` consecutive failures it is disabled for that stream
-and the supervisor is told (`processor_disabled`). The worker never dies of a processor exception.
+and the supervisor is told (`processor_disabled`). The worker never dies of a processor exception. A
+processor whose class batches across streams (`end_of_drain`) is noted in the worker's `EndOfDrain`
+(framepool.worker.drain) each time it processes a frame.
 
-Results travel through the worker's one result ring, output frames through the stream's output ring, both
-encoded by `framepool.ipc.slots` (a result slot names the stream and the processor and carries the topic and
-the msgspec.json encoding of what the processor emitted); input frames are decoded by it too. A result or
-output frame carries the frame time of the input frame being processed. A full result or output ring drops
-for realtime streams (results dropped are counted) and makes offline streams wait for space (the supervisor
-always drains).
+Input frames are decoded by `framepool.ipc.slots`; what processors emit, send and publish goes through
+their `StreamContext` and the worker's `ResultWriter` (framepool.worker.context).
 """
 
 from __future__ import annotations
@@ -22,10 +19,9 @@ from __future__ import annotations
 import logging
 import resource
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -33,117 +29,21 @@ from framepool.ipc import control
 from framepool.ipc.activity import ActivityPage
 from framepool.ipc.control import CallBudget, WorkerChannel
 from framepool.ipc.ring import Doorbell, FrameHeader, FrameRing
-from framepool.ipc.slots import (
-    KIND_DATA,
-    AudioShape,
-    SlotShape,
-    VideoShape,
-    decode_frame,
-    decode_message,
-    pixel_layout,
-    result_slot,
-)
+from framepool.ipc.slots import KIND_DATA, AudioShape, VideoShape, decode_frame, decode_message
 from framepool.logs import log_context
-from framepool.processors.api import AudioFrame, PixelFormat, Processor, VideoFormat, VideoFrame
+from framepool.processors.api import AudioFrame, Processor, VideoFormat, VideoFrame
 from framepool.processors.messages import DataMessage
 from framepool.processors.registry import ProcessorSpec, ResolvedSpec, instantiate, resolve
 from framepool.processors.resource import release_all, resources_of
+from framepool.worker.context import ResultWriter, StreamContext
 from framepool.worker.scale import downscale, scale_factor
 
+if TYPE_CHECKING:
+    from framepool.worker.drain import EndOfDrain
+
 BATCH = 256  # frames one stream may process per pass before the others get their turn
+_NO_BATCHING = Processor.end_of_drain.__func__  # type: ignore[attr-defined]
 log = logging.getLogger("framepool.worker")
-
-
-class ResultWriter:
-    """The producer side of the worker's result ring (and the space-wait shared with output rings)."""
-
-    def __init__(self, ring: FrameRing, result_bell: Doorbell, space_bell: Doorbell, max_bytes: int) -> None:
-        self.ring = ring
-        self.result_bell = result_bell
-        self.space_bell = space_bell
-        self.max_bytes = max_bytes
-        # Waits for space until the bell rings or the timeout passes, answering control messages meanwhile
-        # (the runtime's; a worker waiting on the supervisor's back-pressure is alive and must say so).
-        self.wait_space: Callable[[float], object] = self.space_bell.wait
-
-    def emit(self, stream: HostedStream, processor: int, seq: int, topic: str, payload: Any) -> bool:
-        """Write one result of `stream` (ValueError for a topic or body over its limit); False if a full ring
-        dropped it."""
-        body = msgspec.json.encode(payload)
-        if len(body) > self.max_bytes:
-            raise ValueError(f"result of {len(body)} bytes exceeds result_max_bytes = {self.max_bytes}")
-        shape, data = result_slot(stream.index, stream.key, processor, topic, body)
-        return self.write(self.ring, stream.realtime, shape, data, seq, stream.frame_time_us)
-
-    def write(
-        self, ring: FrameRing, realtime: bool, shape: SlotShape, data: Any, seq: int, ts_us: int
-    ) -> bool:
-        """Write a slot; realtime: False when full; offline: wait for the supervisor to make space."""
-        if shape.write(ring, data, seq, ts_us):
-            return True
-        if realtime:
-            return False
-        while True:
-            self.space_bell.prepare_sleep()
-            if shape.write(ring, data, seq, ts_us):
-                self.space_bell.cancel_sleep()
-                return True
-            # A finite wait only as a safety net: the supervisor rings after every release while we wait.
-            self.wait_space(1.0)
-
-    def close(self) -> None:
-        self.ring.close()
-        self.result_bell.close()
-        self.space_bell.close()
-
-
-class StreamContext:
-    """The ProcessContext of one processor on one stream."""
-
-    def __init__(self, stream: HostedStream, processor_index: int, name: str) -> None:
-        self._stream = stream
-        self._index = processor_index
-        self._seq = 0
-        self._log = logging.LoggerAdapter(
-            logging.getLogger(f"framepool.processor.{name}"), dict(stream.labels)
-        )
-
-    @property
-    def stream_id(self) -> str:
-        return self._stream.stream_id
-
-    @property
-    def labels(self) -> Mapping[str, str]:
-        return self._stream.labels
-
-    @property
-    def log(self) -> logging.LoggerAdapter[logging.Logger]:
-        return self._log
-
-    def emit(self, topic: str, payload: Any) -> None:
-        stream = self._stream
-        self._seq += 1
-        if not stream.writer.emit(stream, self._index, self._seq, topic, payload):
-            stream.results_dropped += 1
-
-    def publish_audio(self, samples: npt.NDArray[np.int16], sample_rate: int) -> None:
-        if samples.ndim != 2 or samples.dtype != np.int16:
-            raise ValueError(
-                f"publish_audio needs int16 samples shaped (samples, channels), got {samples.dtype} "
-                f"{samples.shape}"
-            )
-        shape = AudioShape(sample_rate, samples.shape[1], samples.shape[0])
-        self._stream.publish(np.ascontiguousarray(samples), shape)
-
-    def publish_video(
-        self, data: npt.NDArray[np.uint8], width: int, height: int, pixel_format: PixelFormat = "I420"
-    ) -> None:
-        shape = VideoShape(pixel_layout(pixel_format), width, height)
-        if data.nbytes != shape.nbytes:
-            raise ValueError(
-                f"a {width}x{height} {pixel_format} frame has {shape.nbytes} bytes, got {data.nbytes}"
-            )
-        self._stream.publish(np.ascontiguousarray(data), shape)
 
 
 class HostedProcessor:
@@ -157,9 +57,11 @@ class HostedProcessor:
     """
 
     __slots__ = (
+        "batches",
         "busy",
         "context",
         "disabled",
+        "drain_failures",
         "failures",
         "grown",
         "instance",
@@ -178,8 +80,12 @@ class HostedProcessor:
                 resource_.get()
             self.instance = instantiate(resolved)
         self.context = context
-        self.failures = 0
+        self.failures = 0  # consecutive failures of process() and close()
+        self.drain_failures = 0  # consecutive failures of its class's end_of_drain()
         self.disabled = quarantined
+        # Its class batches across streams: noted in the worker's EndOfDrain after each process().
+        overridden = getattr(resolved.cls.end_of_drain, "__func__", None) is not _NO_BATCHING
+        self.batches = self.instance is not None and overridden
         self.busy = 0.0
         self.over_budget = 0  # calls over the stream's budget
         self.over_streak = 0  # consecutive ones
@@ -259,6 +165,7 @@ class HostedStream:
         channel: WorkerChannel,
         failure_limit: int,
         watch: CallWatch,
+        batches: EndOfDrain | None = None,
     ) -> None:
         self.index = message.index
         self.key = message.key
@@ -269,6 +176,7 @@ class HostedStream:
         self.channel = channel
         self.failure_limit = failure_limit
         self.watch = watch
+        self.batches = batches  # where its batching processors are noted (None: the worker runs none)
         self.gap_next = message.gap
         self.frame_time_us = 0
         self.frame_s = 1 / 30  # the frame duration, measured; a video frame rate until two frames arrived
@@ -293,8 +201,9 @@ class HostedStream:
         channel: WorkerChannel,
         config: control.WorkerStart,
         watch: CallWatch,
+        batches: EndOfDrain | None = None,
     ) -> HostedStream:
-        stream = cls(message, writer, channel, config.processor_failure_limit, watch)
+        stream = cls(message, writer, channel, config.processor_failure_limit, watch, batches)
         try:
             expected = 1 + message.has_output + 2 * message.has_space_bell
             if len(fds) != expected:
@@ -388,6 +297,8 @@ class HostedStream:
                 self._failed(processor, exc, "process")
             finally:
                 self.watch.leave(self.index, number, processor)
+            if processor.batches and self.batches is not None:
+                self.batches.processed(self, number, processor)
             elapsed = time.perf_counter() - started
             processor.busy += elapsed
             self._check_budget(number, processor, elapsed, budget_s)
@@ -418,22 +329,25 @@ class HostedStream:
         self._event("processor_quarantined", processor.name, detail, number)
 
     def _failed(self, processor: HostedProcessor, exc: Exception, where: str) -> None:
-        self.errors += 1
         processor.failures += 1
+        self.failed(processor, exc, where, processor.failures)
+
+    def failed(self, processor: HostedProcessor, exc: Exception, where: str, consecutive: int) -> None:
+        """`processor` raised in `where` (its `consecutive`-th failure there in a row): counted, logged and
+        reported at the first, disabled on this stream at `processor_failure_limit`."""
+        self.errors += 1
         detail = f"{where}() raised {type(exc).__name__}: {exc}"
         with log_context(stream=self.stream_id, processor=processor.name, **self.labels):
-            if processor.failures == 1:
+            if consecutive == 1:
                 log.warning("processor %s %s", processor.name, detail, exc_info=exc)
                 self._event("processor_error", processor.name, detail)
-            if processor.failures >= self.failure_limit and not processor.disabled:
+            if consecutive >= self.failure_limit and not processor.disabled:
                 processor.disabled = True
-                log.error(
-                    "processor %s disabled after %d consecutive failures", processor.name, processor.failures
-                )
+                log.error("processor %s disabled after %d consecutive failures", processor.name, consecutive)
                 self._event(
                     "processor_disabled",
                     processor.name,
-                    f"{processor.failures} consecutive failures; last: {detail}",
+                    f"{consecutive} consecutive failures; last: {detail}",
                 )
 
     def _event(self, event: str, processor: str, detail: str, number: int = -1) -> None:

@@ -46,7 +46,9 @@ from framepool.ipc.lifecycle import WorkerExit, WorkerLaunch
 from framepool.ipc.ring import Doorbell, FrameRing, RingError
 from framepool.logs import log_context, setup_logging
 from framepool.worker import sandbox
-from framepool.worker.hosting import CallWatch, HostedStream, ResultWriter, probe, release_resources
+from framepool.worker.context import ResultWriter
+from framepool.worker.drain import EndOfDrain
+from framepool.worker.hosting import CallWatch, HostedStream, probe, release_resources
 
 # Streams whose busy seconds one pong carries at most (about 20 bytes each per processor, far below the
 # channel's
@@ -126,7 +128,7 @@ def run(channel: WorkerChannel) -> WorkerExit:
         message, fds = channel.receive()
     except ChannelError:
         return WorkerExit.CHANNEL_LOST
-    if not isinstance(message, control.WorkerStart) or len(fds) != 8:
+    if not isinstance(message, control.WorkerStart) or len(fds) != 8 + (message.bytes_max > 0):
         control.close_fds(fds)
         return WorkerExit.BAD_START
     setup_logging(message.log_level, message.log_format)  # type: ignore[arg-type]
@@ -182,14 +184,20 @@ class WorkerRuntime:
         bells: list[Doorbell],
         results: FrameRing,
         activity: ActivityPage,
+        blobs: FrameRing | None,
     ) -> None:
         self.channel = channel
         self.config = start
         self.data_bell, result_bell, self.space_bell = bells
-        results.bind(result_bell, None)
-        self.writer = ResultWriter(results, result_bell, self.space_bell, start.result_max_bytes)
+        for ring in (results, blobs):
+            if ring is not None:
+                ring.bind(result_bell, None)
+        self.writer = ResultWriter(
+            results, result_bell, self.space_bell, start.result_max_bytes, blobs, start.bytes_max
+        )
         self.writer.wait_space = self._wait_space
         self.watch = CallWatch(activity, start.budget)
+        self.batches = EndOfDrain(self.watch, lambda: self.streams.values())
         # Control messages that arrived while a processor waited for space, for the main loop (in order).
         self.deferred: deque[tuple[control.Message, list[int]]] = deque()
         self.streams: dict[int, HostedStream] = {}
@@ -222,14 +230,19 @@ class WorkerRuntime:
                 bell.close()
             control.close_fds(fds[2 * len(bells) :])
             raise
+        activity: ActivityPage | None = None
         try:
             activity = ActivityPage.attach(fds[7])
+            blobs = FrameRing.attach(fds[8]) if len(fds) > 8 else None
         except BaseException:
             for bell in bells:
                 bell.close()
             results.close()
+            if activity is not None:
+                activity.close()
+            control.close_fds(fds[8:])
             raise
-        runtime = cls(channel, start, bells, results, activity)
+        runtime = cls(channel, start, bells, results, activity, blobs)
         if start.prewarm:
             try:
                 run_prewarm(start.prewarm)
@@ -269,6 +282,7 @@ class WorkerRuntime:
             if stream.process_pending(until=until):
                 worked = True
                 self.busy_changed[index] = None
+        self.batches.end_pass()
         return worked
 
     def _busy_report(self) -> dict[int, list[float]]:
@@ -309,6 +323,7 @@ class WorkerRuntime:
                 errors = 0
                 if stream is not None:
                     stream.process_pending(limit=None)
+                    self.batches.before_drain(stream)
                     busy, errors = stream.busy(), stream.errors
                 self.channel.send(control.StreamDrained(index=index, token=token, errors=errors, busy=busy))
             case control.ProbeProcessors(token=token, processors=specs):
@@ -328,7 +343,7 @@ class WorkerRuntime:
     def _attach(self, message: control.AttachStream, fds: list[int]) -> None:
         try:
             stream = HostedStream.open(
-                message, fds, self.data_bell, self.writer, self.channel, self.config, self.watch
+                message, fds, self.data_bell, self.writer, self.channel, self.config, self.watch, self.batches
             )
         except Exception as exc:  # a processor's constructor may raise anything: report, do not die
             self.channel.send(
@@ -346,6 +361,7 @@ class WorkerRuntime:
                 self.channel.send(control.StreamDetached(index=index, errors=0, busy={}, results_dropped=0))
             return
         stream.process_pending(limit=None)
+        self.batches.before_drain(stream)
         stream.finish()
         if reply:
             self.channel.send(

@@ -13,7 +13,7 @@ import msgspec
 import numpy as np
 
 from framepool.ipc.slots import PIXEL_FORMATS, AudioShape, OutputFrame, VideoShape
-from framepool.pool import Result, StreamSpec, WorkerPool
+from framepool.pool import Blob, Result, StreamSpec, WorkerPool
 from framepool.processors.registry import parse_spec
 from framepool.settings import Settings
 from tests.support.timeouts import EVENT
@@ -65,6 +65,7 @@ class RecordingSink:
         self.results: list[Result] = []
         self.events: list[tuple[str, str]] = []
         self.frames: list[tuple[OutputFrame, bytes]] = []  # the frame (its data dead) and a copy of it
+        self.blobs: list[Blob] = []
         self._changed = asyncio.Event()
 
     def on_result(self, result: Result) -> None:
@@ -73,6 +74,10 @@ class RecordingSink:
 
     def on_output_frame(self, stream_id: str, frame: OutputFrame) -> None:
         self.frames.append((frame, bytes(frame.data)))
+        self._changed.set()
+
+    def on_blob(self, blob: Blob) -> None:
+        self.blobs.append(blob)
         self._changed.set()
 
     def on_stream_event(self, stream_id: str, event: str, detail: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 from framepool.agent.session import make_rule
 from framepool.errors import ProcessorError
 from framepool.pool import WorkerPool, format_groups, input_format_of, ring_slots
-from framepool.pool.stream import StreamSpec
+from framepool.pool.contract import StreamSpec
 from framepool.processors import (
     KINDS,
     AudioFormat,
