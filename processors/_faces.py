@@ -56,9 +56,7 @@ def cascade(filename: str) -> cv2.CascadeClassifier:
 
 
 def load_cascades() -> Cascades:
-    """The worker's classifiers. Also makes OpenCV single-threaded in this process: the worker is pinned to
-    one core, and OpenCV's thread pool would only contend with it (and with the other workers)."""
-    cv2.setNumThreads(1)
+    """The worker's classifiers."""
     return Cascades(frontal=cascade(FRONTAL), profile=cascade(PROFILE))
 
 

@@ -6,7 +6,8 @@ regions around detected faces are rewritten: every other pixel is bit-identical 
 Cost is what shapes the design (target: ≤ 10 % of a core at 640×360, 30 fps). Detection is the expensive
 part, so it runs at a reduced resolution (`detect_width`, default 320 px) and rate (`detections_per_s`,
 default 5, on media time), and the boxes are held between detections; the cascades are loaded once per
-worker (`framepool.processors._faces`) and OpenCV runs single-threaded there. Per frame the work is one
+worker (`framepool.processors._faces`) and OpenCV runs single-threaded there
+(`framepool.processors._opencv_threads`). Per frame the work is one
 copy of the buffer plus the redaction inside the boxes.
 
 A face the detector loses for one detection (a turned head, motion blur) stays covered for `hold_ms`; a
@@ -38,6 +39,7 @@ import numpy as np
 from msgspec import Meta
 
 from framepool.processors._faces import Box, CascadeDetector, FaceDetector, dilated, load_cascades, overlaps
+from framepool.processors._opencv_threads import OPENCV_ONE_THREAD
 from framepool.processors._redaction import Mode, redact
 from framepool.processors.api import ProcessContext, VideoFormat, VideoFrame, VideoProcessor
 from framepool.processors.resource import WorkerResource
@@ -101,6 +103,7 @@ class PrivacyBlurParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
 
 class PrivacyBlur(VideoProcessor[PrivacyBlurParams]):
     name = "privacy-blur"
+    opencv_threads = OPENCV_ONE_THREAD
     cascades = WorkerResource(load_cascades)
 
     def __init__(

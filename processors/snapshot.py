@@ -14,17 +14,19 @@ Intervals are counted in media time from the first frame: [t0, t0 + interval), [
   the first frame of the next, or on close for the last, partial one). Only the best candidate so far is
   copied (one buffer per stream), never every frame.
 
-Usable means neither black nor frozen. These checks are small approximations of FFmpeg's `blackdetect` and
-`freezedetect` with their default thresholds, on luma only:
-- black: at least `black_ratio` (0.98, blackdetect's pic_th) of the luma samples are ≤ `black_luma` (37:
-  16 + 0.10 × 219, blackdetect's pix_th 0.10 on limited-range video);
-- frozen: the luma has not changed (mean absolute difference to the previous frame ≤ `frozen_mad`, 0.256
-  levels: freezedetect's noise -60 dB of 256) for at least `frozen_ms` (2 s, freezedetect's d). A still
-  picture that never changes (a slide) counts as frozen after `frozen_ms`: its last change was already
-  snapshotted, and a vision model gains nothing from the same picture again. `skip_frozen=false` sends it.
+Usable means neither black nor frozen, decided with the functions of the `black-frame` and `frozen-frame`
+processors, so a snapshot is skipped exactly when those would count the picture:
+- black: FFmpeg `blackdetect`'s test of one picture: at least `picture_black_ratio_th` (0.98) of the luma
+  samples at or below the black level (`pixel_black_th` 0.10 of the limited luma range: 37);
+- frozen: FFmpeg `freezedetect`'s: the picture differs from the last picture that changed by a mean
+  absolute difference (all planes, 0..1) of at most `frozen_noise` (0.001, -60 dB), and that change is at
+  least `frozen_ms` (2 s, freezedetect's d) old. A still picture that never changes (a slide) counts as
+  frozen after `frozen_ms`: its last change was already snapshotted, and a vision model gains nothing
+  from the same picture again. `skip_frozen=false` sends it.
 
-Per frame, only the freeze tracking (one L1 norm and one copy of the luma plane) runs for every frame; the
-black check and the Laplacian run on candidates only (every frame in `sharpest` mode). Decoding-side
+Per frame, only the freeze tracking (one L1 norm, and a copy of the frame when it changed) runs for every
+frame; the black check and the Laplacian (`sharpness`'s `laplacian_variance`) run on candidates only
+(every frame in `sharpest` mode). Decoding-side
 choices (colour conversion, odd sizes, scaling before encoding) are in `framepool.processors._jpeg`.
 """
 
@@ -32,14 +34,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import cv2
 import msgspec
 import numpy as np
 import numpy.typing as npt
 from msgspec import Meta
 
 from framepool.processors._jpeg import encode_jpeg, fitted, i420_to_bgr
+from framepool.processors._opencv_threads import OPENCV_ONE_THREAD
 from framepool.processors.api import ProcessContext, VideoFormat, VideoFrame, VideoProcessor
+from framepool.processors.black_frame import BlackFrameParams, is_black
+from framepool.processors.frozen_frame import FrozenFrameParams, is_frozen
+from framepool.processors.sharpness import laplacian_variance
 
 TOPIC = "snapshot"
 
@@ -59,52 +64,45 @@ class SnapshotParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         int, Meta(ge=0, le=16384, description="Wider frames are scaled down to this width; 0: native.")
     ] = 1280
     skip_black: Annotated[bool, Meta(description="Never send a black frame.")] = True
-    black_luma: Annotated[int, Meta(ge=0, le=255, description="A luma sample at or below this is dark.")] = 37
-    black_ratio: Annotated[
-        float, Meta(gt=0, le=1, description="A frame is black when this fraction of its luma is dark.")
+    pixel_black_th: Annotated[
+        float,
+        Meta(ge=0, le=1, description="Black level, a share of the limited luma range (blackdetect pix_th)."),
+    ] = 0.10
+    picture_black_ratio_th: Annotated[
+        float, Meta(ge=0, le=1, description="Share of black luma samples that makes a frame black (pic_th).")
     ] = 0.98
     skip_frozen: Annotated[bool, Meta(description="Never send a frozen frame.")] = True
-    frozen_mad: Annotated[
+    frozen_noise: Annotated[
         float,
-        Meta(ge=0, le=255, description="Luma mean absolute difference at or below which nothing changed."),
-    ] = 0.256
+        Meta(
+            ge=0, le=1, description="Largest mean absolute difference (0..1) still frozen (freezedetect n)."
+        ),
+    ] = 0.001
     frozen_ms: Annotated[
-        int, Meta(ge=0, le=3_600_000, description="A frame is frozen once nothing changed for this long.")
+        int, Meta(ge=0, le=3_600_000, description="A frame is frozen once nothing changed for this long (d).")
     ] = 2000
 
 
-def laplacian_variance(luma: npt.NDArray[np.uint8]) -> float:
-    """Variance of the 3×3 Laplacian of `luma` (OpenCV's `Laplacian(luma, CV_64F).var()`): int16 holds the
-    Laplacian of 8-bit samples exactly (|value| ≤ 1020) and is ~6 times faster than float64."""
-    _mean, deviation = cv2.meanStdDev(cv2.Laplacian(luma, cv2.CV_16S))
-    return float(deviation[0, 0]) ** 2
-
-
-def is_black(luma: npt.NDArray[np.uint8], black_luma: int, black_ratio: float) -> bool:
-    """Whether at least `black_ratio` of the luma samples are ≤ `black_luma`."""
-    return int(np.count_nonzero(luma <= black_luma)) >= black_ratio * luma.size
-
-
 class FreezeTracker:
-    """When the luma last changed by more than `frozen_mad` (mean absolute difference between frames)."""
+    """`freezedetect`'s state for one stream: the last picture that changed (the reference) and its time."""
 
-    def __init__(self, frozen_mad: float, frozen_us: int) -> None:
-        self._frozen_mad = frozen_mad
-        self._frozen_us = frozen_us
-        self._previous: npt.NDArray[np.uint8] | None = None
-        self._changed_us = 0
+    def __init__(self, params: FrozenFrameParams) -> None:
+        self._params = params
+        self._frozen_us = round(params.duration * 1_000_000)
+        self._reference = np.empty(0, np.uint8)
+        self._geometry = (0, 0)
+        self._reference_us = 0
 
-    def frozen(self, luma: npt.NDArray[np.uint8], time_us: int) -> bool:
-        """Track this frame; whether nothing has changed for `frozen_us` up to it."""
-        previous = self._previous
-        if previous is None or previous.shape != luma.shape:
-            self._previous = np.array(luma)  # the frame's view dies with the call
-            self._changed_us = time_us
-            return False
-        if cv2.norm(luma, previous, cv2.NORM_L1) > self._frozen_mad * luma.size:
-            self._changed_us = time_us
-        np.copyto(previous, luma)
-        return time_us - self._changed_us >= self._frozen_us
+    def frozen(self, frame: VideoFrame) -> bool:
+        """Track this frame; whether it is frozen (unchanged since a reference at least `duration` old)."""
+        geometry = (frame.width, frame.height)
+        if geometry == self._geometry and is_frozen(self._reference, frame.data, *geometry, self._params):
+            return frame.time_us - self._reference_us >= self._frozen_us
+        if self._reference.size != frame.data.size:
+            self._reference = np.empty_like(frame.data)
+        np.copyto(self._reference, frame.data)  # the frame's buffer dies with the call
+        self._geometry, self._reference_us = geometry, frame.time_us
+        return False
 
 
 class Candidate:
@@ -129,11 +127,16 @@ class Candidate:
 
 class Snapshot(VideoProcessor[SnapshotParams]):
     name = "snapshot"
+    opencv_threads = OPENCV_ONE_THREAD
 
     def __init__(self, params: SnapshotParams) -> None:
         super().__init__(params)
-        cv2.setNumThreads(1)  # the worker is pinned to one core: OpenCV's thread pool would only contend
-        self._freeze = FreezeTracker(params.frozen_mad, params.frozen_ms * 1000)
+        self._black = BlackFrameParams(
+            pixel_black_th=params.pixel_black_th, picture_black_ratio_th=params.picture_black_ratio_th
+        )
+        self._freeze = FreezeTracker(
+            FrozenFrameParams(noise=params.frozen_noise, duration=params.frozen_ms / 1000)
+        )
         self._interval_us = params.interval_ms * 1000
         self._start_us: int | None = None  # the first frame's time: intervals count from it
         self._interval = 0  # the current interval's index
@@ -147,7 +150,7 @@ class Snapshot(VideoProcessor[SnapshotParams]):
 
     def process(self, frame: VideoFrame, ctx: ProcessContext) -> None:
         luma = frame.y
-        frozen = self.params.skip_frozen and self._freeze.frozen(luma, frame.time_us)
+        frozen = self.params.skip_frozen and self._freeze.frozen(frame)
         if self._start_us is None:
             self._start_us = frame.time_us
         interval = (frame.time_us - self._start_us) // self._interval_us
@@ -170,7 +173,7 @@ class Snapshot(VideoProcessor[SnapshotParams]):
         if frozen:
             self._stats["skipped_frozen"] += 1
             return False
-        if self.params.skip_black and is_black(luma, self.params.black_luma, self.params.black_ratio):
+        if self.params.skip_black and is_black(luma, self._black):
             self._stats["skipped_black"] += 1
             return False
         return True

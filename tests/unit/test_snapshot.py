@@ -198,19 +198,22 @@ def test_frozen_frames_are_skipped_until_the_picture_moves() -> None:
     assert ctx.events("summary")[0]["skipped_frozen"] == 20  # while a snapshot was due: 3.0 s to 4.9 s
 
 
-def test_changes_at_the_noise_threshold_are_not_frozen() -> None:
-    """Every third luma sample one level up in every other frame: a mean absolute difference of 1/3 between
-    consecutive frames, above the default 0.256 and below 0.34."""
+@pytest.mark.parametrize(
+    ("every", "noise", "frozen"),
+    [(2, 0.001, False), (2, 0.0014, True), (3, 0.001, True), (3, 0.0008, False)],
+)
+def test_changes_near_the_noise_threshold(every: int, noise: float, frozen: bool) -> None:
+    """Every `every`-th luma sample one level up in every other frame. freezedetect's difference counts all
+    planes (3072 luma + 1536 chroma samples here) over 256: 1536/4608/256 = 0.00130 for every second
+    sample, 1024/4608/256 = 0.00087 for every third."""
     base = noise_frames(1)[0]
     frames = []
     for index in range(40):
         frame = base.copy()
-        frame[: 64 * 48][::3] += index % 2
+        frame[: 64 * 48][::every] += index % 2
         frames.append(frame)
-    ctx = snap("snapshot(interval_ms=1000)", frames, 64, 48, 10)
-    assert snapshot_times(ctx) == [0, 1_000_000, 2_000_000, 3_000_000]
-    frozen = snap("snapshot(interval_ms=1000, frozen_mad=0.34)", frames, 64, 48, 10)
-    assert snapshot_times(frozen) == [0, 1_000_000]
+    ctx = snap(f"snapshot(interval_ms=1000, frozen_noise={noise})", frames, 64, 48, 10)
+    assert snapshot_times(ctx) == ([0, 1_000_000] if frozen else [0, 1_000_000, 2_000_000, 3_000_000])
 
 
 def test_parameters_are_validated() -> None:
