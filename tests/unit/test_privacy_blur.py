@@ -91,14 +91,21 @@ def scene(key: str) -> tuple[U8, list[Box]]:
 
 @pytest.mark.parametrize("key", list(SCENES))
 def test_detected_boxes_match_the_labels(key: str) -> None:
-    """Detection at 320 px wide (the default); boxes compared undilated, as the `faces` event reports them."""
+    """Detection at 320 px wide (the default); boxes compared undilated, as the `faces` event reports them
+    (measured IoU 0.67 to 0.73; the dilated regions' IoU is lower, 0.37 to 0.44, as they are 1.5 times
+    wider and taller)."""
     picture, labels = scene(key)
     height, width = picture.shape[:2]
     ctx = blur_frames("privacy-blur", [rgb_to_i420(picture)], width, height)
     boxes = found_boxes(ctx)
     assert len(boxes) == len(labels)
+    regions = [dilated(box, PrivacyBlurParams().dilate, width, height) for box in boxes]
     for label in labels:
         assert max(iou(label, box) for box in boxes) >= 0.5
+        # The cascade's boxes stop above the chin; the dilated region covers the whole labelled face.
+        assert any(
+            r[0] <= label[0] and r[1] <= label[1] and label[2] <= r[2] and label[3] <= r[3] for r in regions
+        )
 
 
 @pytest.mark.parametrize("name", ["coffee", "chelsea", "rocket"])
