@@ -140,7 +140,7 @@ class Snapshot(VideoProcessor[SnapshotParams]):
         self._interval_us = params.interval_ms * 1000
         self._start_us: int | None = None  # the first frame's time: intervals count from it
         self._interval = 0  # the current interval's index
-        self._due = True  # latest: the current interval has no snapshot yet (sharpest: see Candidate)
+        self._due = True  # select=latest: the current interval has no snapshot yet
         self._candidate = Candidate()
         self._stats = {"snapshots": 0, "bytes": 0, "skipped_black": 0, "skipped_frozen": 0}
 
