@@ -27,13 +27,10 @@ BUILTIN: dict[str, str] = {
     "audio-level": "framepool.processors.audio_level:AudioLevel",
     "loudness": "framepool.processors.loudness:Loudness",
     "video-motion": "framepool.processors.video_motion:VideoMotion",
-<<<<<<< HEAD
     "vad": "framepool.processors.vad:Vad",
     "silence": "framepool.processors.silence:Silence",
-=======
     "privacy-blur": "framepool.processors.privacy_blur:PrivacyBlur",
     "snapshot": "framepool.processors.snapshot:Snapshot",
->>>>>>> snapshot
     "scene-cut": "framepool.processors.scene_cut:SceneCut",
     "sharpness": "framepool.processors.sharpness:Sharpness",
     "brightness": "framepool.processors.brightness:Brightness",
