@@ -25,6 +25,8 @@ from framepool.processors.kinds import InputFormat, MediaKind, media_kind
 
 BUILTIN: dict[str, str] = {
     "audio-level": "framepool.processors.audio_level:AudioLevel",
+    "audio-quality": "framepool.processors.audio_quality:AudioQuality",
+    "dtmf": "framepool.processors.dtmf:Dtmf",
     "video-motion": "framepool.processors.video_motion:VideoMotion",
 }
 
