@@ -74,7 +74,7 @@ def analyse(samples: Blocks) -> tuple[npt.NDArray[np.complex128], npt.NDArray[np
     blocks = np.lib.stride_tricks.as_strided(
         samples, shape=(count, BLOCK), strides=(HOP * samples.strides[0], samples.strides[0]), writeable=False
     )
-    bins: npt.NDArray[np.complex128] = blocks @ _KERNEL
+    bins = np.asarray(blocks @ _KERNEL, np.complex128)
     energy: npt.NDArray[np.float64] = np.einsum("ij,ij->i", blocks, blocks)
     return bins, energy
 
