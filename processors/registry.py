@@ -26,6 +26,8 @@ from framepool.processors.kinds import InputFormat, MediaKind, media_kind
 BUILTIN: dict[str, str] = {
     "audio-level": "framepool.processors.audio_level:AudioLevel",
     "loudness": "framepool.processors.loudness:Loudness",
+    "audio-quality": "framepool.processors.audio_quality:AudioQuality",
+    "dtmf": "framepool.processors.dtmf:Dtmf",
     "video-motion": "framepool.processors.video_motion:VideoMotion",
     "vad": "framepool.processors.vad:Vad",
     "silence": "framepool.processors.silence:Silence",
