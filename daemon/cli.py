@@ -78,8 +78,11 @@ def load_settings(args: argparse.Namespace) -> Settings:
 
 def build_parser() -> argparse.ArgumentParser:
     common = settings_parent()
+    # No abbreviations: argparse classifies every argument against this parser's options first, and with
+    # abbreviations `process ... --processor X` is "ambiguous" among the --processor-* settings flags.
     parser = argparse.ArgumentParser(
         prog=PROG,
+        allow_abbrev=False,
         usage=(
             f"{PROG} [SETTINGS FLAGS] COMMAND [ARGS]  (flags: `{PROG} --help`, reference: `{PROG} config "
             "--reference`)"

@@ -186,3 +186,18 @@ def test_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
     monkeypatch.setattr(cli, "_run_config", interrupted)
     assert cli.main(["config"]) == 130
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["process", "in.wav", "--processor", "loudness"],
+        ["process", "--processor", "loudness", "in.wav"],
+        ["--workers", "1", "process", "in.wav", "--processor", "vad,silence", "--output", "out.jsonl"],
+    ],
+)
+def test_process_takes_its_processor_flag_in_any_position(argv: list[str]) -> None:
+    """`--processor` is also a prefix of the --processor-* settings flags: it must not read as ambiguous."""
+    args = cli.build_parser().parse_args(argv)
+    assert args.command == "process" and str(args.input) == "in.wav"
+    assert args.processor == [argv[argv.index("--processor") + 1]]
