@@ -79,7 +79,23 @@ def open_input(path: Path) -> av.container.InputContainer:
     if not (container.streams.audio or container.streams.video):
         container.close()
         raise InputError(f"input {path} has no audio or video stream")
+    for stream in container.streams.audio:
+        _name_unordered_layout(stream.codec_context)
     return container
+
+
+DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
+def _name_unordered_layout(codec: Any) -> None:
+    """Decode with FFmpeg's default layout for the channel count when the file names none (a WAV without a
+    channel mask: "2 channels"). A frame of such a layout, once pushed through one resampler, is refused by
+    the next ("Invalid argument"), and an audio stream whose processors want two formats converts each frame
+    twice."""
+    layout = codec.layout
+    default = DEFAULT_LAYOUTS.get(layout.nb_channels)
+    if default and all(channel.name == "NONE" for channel in layout.channels):
+        codec.layout = default
 
 
 def _reason(exc: BaseException) -> str:
@@ -129,12 +145,19 @@ class AudioConverter:
     def max_frame_bytes(self) -> int:
         return self.frame_samples * self.format.channels * 2
 
+    def _describe(self) -> str:
+        return f"{self.format.sample_rate} Hz, {self.format.channels} channel(s)"
+
     def convert(self, frame: av.AudioFrame | None) -> list[ConvertedFrame]:
         """Converted frames for `frame` (None flushes the resampler at the end of the input)."""
         if frame is not None and self._origin_us is None:
             self._origin_us = max(0, round((frame.time or 0.0) * 1_000_000))
         out = []
-        for resampled in self._resampler.resample(frame):
+        try:
+            resampled_frames = self._resampler.resample(frame)
+        except av.FFmpegError as exc:
+            raise InputError(f"audio cannot be converted to {self._describe()}: {_reason(exc)}") from None
+        for resampled in resampled_frames:
             pcm = resampled.to_ndarray().reshape(-1, self.format.channels)
             ts_us = (self._origin_us or 0) + self._samples * 1_000_000 // self.format.sample_rate
             self._samples += pcm.shape[0]

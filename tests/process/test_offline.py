@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import numpy as np
 import pytest
 
 from framepool.demo.samples import write_test_sample
@@ -190,3 +191,37 @@ def test_failing_processor_is_reported_and_fails_the_run(sample: Path) -> None:
     assert "event processor_disabled" in result.stdout
     line = next(line for line in result.stdout.splitlines() if "decoded" in line)
     assert "errors 5" in line  # processor_failure_limit consecutive failures, then disabled
+
+
+def write_wav_without_channel_mask(path: Path, channels: int, seconds: float = 1.0) -> None:
+    """A PCM WAV as PyAV writes it: no channel mask, so FFmpeg decodes it as "2 channels" (no order)."""
+    rate = 48000
+    tone = (8000 * np.sin(2 * np.pi * 440 * np.arange(int(rate * seconds)) / rate)).astype(np.int16)
+    block = np.repeat(tone[:, None], channels, axis=1)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=rate, layout="stereo" if channels == 2 else "mono")
+        frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="s16", layout=stream.layout.name)
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    with av.open(str(path)) as container:
+        assert {channel.name for channel in container.streams.audio[0].codec_context.layout.channels} == {
+            "NONE"
+        }
+
+
+async def test_a_wav_without_channel_mask_converts_to_every_format(tmp_path: Path) -> None:
+    """Processors wanting the source's stereo and mono of the same stereo file: each gets every frame (a frame
+    of an unnamed layout, once converted to stereo, was refused by the mono converter: "Invalid argument")."""
+    path = tmp_path / "nomask.wav"
+    write_wav_without_channel_mask(path, 2)
+    job = OfflineJob(
+        path,
+        "tests.support.procs:AudioProbe(frame_ms=100, channels=0),"
+        "tests.support.procs:AudioProbe(frame_ms=100)",
+        output=tmp_path / "results.jsonl",
+        summary=False,
+    )
+    report = await process_file(Settings(workers=1), job)
+    assert report.lost() == {} and not report.failed()
+    assert sorted((run.decoded, run.processed) for run in report.runs) == [(10, 10), (10, 10)]

@@ -257,6 +257,7 @@ class AudioProbeParams(msgspec.Struct, forbid_unknown_fields=True):
     sample_rate: int = 48000
     frame_ms: int = 10
     every: int = 1
+    channels: int = 1  # 0: the source's
 
 
 class AudioProbe(AudioProcessor[AudioProbeParams]):
@@ -271,7 +272,7 @@ class AudioProbe(AudioProcessor[AudioProbeParams]):
 
     @classmethod
     def input_format(cls, params: AudioProbeParams) -> AudioFormat:
-        return AudioFormat(sample_rate=params.sample_rate, frame_ms=params.frame_ms)
+        return AudioFormat(sample_rate=params.sample_rate, frame_ms=params.frame_ms, channels=params.channels)
 
     def process(self, frame: AudioFrame, ctx: ProcessContext) -> None:
         self.frames += 1
