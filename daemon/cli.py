@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     from framepool.agent import cli as agent_cli  # start, dev, connect (they import framepool.cli)
 
     agent_cli.register(subparsers, common)
+    from framepool.ops import probe  # framepool health
+
+    probe.register(subparsers, common)
     return parser
 
 

@@ -8,7 +8,8 @@ debugging with asyncio's debug mode, which uvloop lacks).
 
 The lag monitor is a timer that asks to run every `interval` and measures how late it actually runs:
 that delay is what every frame and every control message waits behind. It keeps the worst lag of the
-last few seconds for status reports and warns (at most once per `warn_every`) when it exceeds a limit.
+last few seconds for status reports, counts stalls (ticks later than `warn_above`) and warns (at most
+once per `warn_every`) when it exceeds a limit.
 
 `Clock` is time as deadlines see it (trio's injected clock): the stop ladder takes one, so its rungs and
 deadlines can be tested with a clock the test advances instead of real time. `LoopClock` is the loop's own
@@ -71,17 +72,24 @@ class LoopLagMonitor:
         self.interval = interval
         self.warn_above = warn_above
         self.warn_every = warn_every
+        self.window = window  # seconds `lag` looks back
         self._window = max(1, round(window / interval))
         self._recent: list[float] = []
         self._handle: asyncio.TimerHandle | None = None
         self._expected = 0.0
         self._last_warning = -float("inf")
         self.worst = 0.0  # worst lag ever seen, seconds
+        self.stalls = 0  # ticks later than warn_above
 
     @property
     def lag(self) -> float:
         """The worst lag of the last few seconds, in seconds."""
         return max(self._recent, default=0.0)
+
+    @property
+    def overdue(self) -> float:
+        """How late the pending tick is now: a stall that just ended, seen before the tick records it."""
+        return max(0.0, time.monotonic() - self._expected) if self._handle is not None else 0.0
 
     def start(self) -> None:
         self._schedule(asyncio.get_running_loop())
@@ -101,6 +109,7 @@ class LoopLagMonitor:
         self._recent.append(lag)
         del self._recent[: -self._window]
         self.worst = max(self.worst, lag)
+        self.stalls += lag > self.warn_above
         if lag > self.warn_above and now - self._last_warning >= self.warn_every:
             self._last_warning = now
             log.warning("supervisor event loop ran %.0f ms late: something blocked it", lag * 1000)

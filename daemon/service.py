@@ -4,7 +4,8 @@
 shutdown, read top to bottom. The Supervisor owns everything the daemon's top level needs: the worker
 pool, the agent server and its connections (`framepool.agent.server.AgentServer`), the stop signals
 (`framepool.signals`), the loop-lag monitor, the systemd notifier and the stop ladder. Its `health` is a
-property anyone can read (status endpoints build on it).
+property anyone can read; `http` (framepool.ops) serves /livez, /readyz and /status from the start of
+start-up until after the stop ladder.
 
 The stop ladder, each rung bounded by its own budget on the Supervisor's clock and logged once when taken:
 1. drain (first SIGTERM/SIGINT; `drain_timeout`): every connection reports FULL, nothing new is accepted,
@@ -44,6 +45,7 @@ from framepool.agent.dataplane import bridges_budget
 from framepool.agent.server import AGENT_CLOSE_TIMEOUT, AGENT_FLUSH_GRACE, REPORT_GRACE, Agent, AgentServer
 from framepool.errors import ExitStatus
 from framepool.loop import Clock, LoopClock, LoopLagMonitor
+from framepool.ops.http import HttpServer
 from framepool.pool import WorkerPool, close_budget
 from framepool.sdnotify import Notifier
 from framepool.settings import Settings
@@ -192,6 +194,7 @@ class Supervisor:
         self.quick = False  # a second signal cut the drain short
         self._serving: asyncio.Future[None] | None = None  # AgentServer.serve(), from the main loop on
         self._tasks = TaskSet("supervisor", log)
+        self.http = HttpServer(self)  # /livez, /readyz, /status (framepool.ops): the daemon's, not connect's
 
     @property
     def health(self) -> Health:
@@ -219,6 +222,7 @@ class Supervisor:
             if self._serving is not None and not self._serving.done():
                 self._serving.cancel()  # only when the ladder itself failed: serve() ends with stop()
             await self._tasks.aclose()
+            await self.http.aclose()  # last: probes see the whole stop
 
     # -- phases ---------------------------------------------------------------------------------------------
 
@@ -229,6 +233,8 @@ class Supervisor:
         a SIGTERM during a long prewarm costs no more than the stop budget.
         """
         self.server.check()  # before any worker starts: a bad configuration is one line, nothing else
+        if self.local_job is None:
+            await self.http.start()  # before the workers: probes answer (503) during a long start-up
         self.pool = WorkerPool(self.settings)
         starting = asyncio.ensure_future(self._start(self.pool))
         if await first_of({True: starting, False: self.signals.first.wait()}):
@@ -302,7 +308,9 @@ class Supervisor:
             "server ended": serving,
         }
         outcome = await self.ladder.rung("drain", budget.drain, lambda: first_of(waits))
-        if outcome is Unfinished.CUT:
+        if outcome == "drained":
+            log.info("drain ended: every job finished")
+        elif outcome is Unfinished.CUT:
             log.warning("drain timed out with %d job(s) still running", len(self.server.jobs))
         elif outcome == "second signal":
             self.quick = True

@@ -305,6 +305,17 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     log_format: Annotated[
         Literal["auto", "text", "json"], _doc("Log format; auto is json when stderr is not a terminal.")
     ] = "auto"
+    http_host: Annotated[str, _doc("Address of the health and status endpoints (framepool.ops).")] = "0.0.0.0"
+    http_port: Annotated[
+        int,
+        _doc("Port of /livez, /readyz, /status and /metrics on the supervisor; 0 disables.", ge=0, le=65535),
+    ] = 8081
+    live_max_lag: Annotated[
+        float,
+        _doc(
+            "/livez answers 503 while the supervisor loop was this many seconds late in the last 5 s.", gt=0
+        ),
+    ] = 2.0
 
     # Bridges: room data delivered to external systems through an on-disk spool per sink (docs/dataflows.md)
     sinks: Annotated[

@@ -1,5 +1,6 @@
 """Settings of every tier (test process): pytest-timeout's per-test limit from tests/support/timeouts.py,
-and the `shm_unchanged` fixture (no framepool memfd and no /dev/shm segment left behind by the test).
+no HTTP endpoints by default, and the `shm_unchanged` fixture (no framepool memfd and no /dev/shm segment
+left behind by the test).
 
 Nothing here may import the dev-server extra: the unit tier runs without it (`make unit-minimal`).
 """
@@ -13,6 +14,10 @@ import pytest
 
 from tests.support import timeouts
 from tests.support.shm import shm_segments
+
+# Daemons the tests start (in this process or as children, which inherit the environment) serve no HTTP
+# unless a test asks for a port: a fixed default port would make concurrent daemons fail to start.
+os.environ.setdefault("FRAMEPOOL_HTTP_PORT", "0")
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -29,7 +29,7 @@ from google.protobuf.message import DecodeError
 from livekit import api
 from livekit.protocol import agent as agent_pb
 
-from framepool.agent.registration import PING_INTERVAL, ConnectionOptions, JobHost, Registration
+from framepool.agent.registration import PING_INTERVAL, ConnectionOptions, DaemonStatus, JobHost, Registration
 from framepool.errors import ServerUnavailableError
 from framepool.tasks import TaskSet, first_of
 
@@ -71,12 +71,27 @@ class AgentConnection:
         self._pong_waiters: list[asyncio.Future[int]] = []
         self._status_seq = 0
         self.connections = 0  # successful registrations, for tests and logs
+        self.failure = (
+            ""  # why `run` gave up (retries exhausted, credentials refused): the daemon is not live
+        )
+        self.last_status: DaemonStatus | None = None  # the UpdateWorkerStatus last sent
         self._registration = asyncio.Condition()
 
     @property
     def label(self) -> str:
         kind = agent_pb.JobType.Name(self.registration.job_type)
         return f"{self.registration.agent_name or '(automatic)'}/{kind}"
+
+    @property
+    def state(self) -> str:
+        """connecting, registered, reconnecting, closed (stopped) or failed (gave up), for status reports."""
+        if self.failure:
+            return "failed"
+        if self.registered.is_set():
+            return "registered"
+        if self._stopping.is_set():
+            return "closed"
+        return "reconnecting" if self.connections else "connecting"
 
     # -- connection loop ----------------------------------------------------------------------
 
@@ -90,18 +105,18 @@ class AgentConnection:
                     await self._connect_and_serve(http)
                     failures = 0
                 except _Rejected as exc:
-                    raise ServerUnavailableError(
-                        f"LiveKit at {self.options.url} refused agent {self.label}: {exc}"
-                    ) from None
+                    self.failure = f"LiveKit at {self.options.url} refused agent {self.label}: {exc}"
+                    raise ServerUnavailableError(self.failure) from None
                 except (TimeoutError, aiohttp.ClientError, OSError, ConnectionError) as exc:
                     # A connection that registered and later dropped starts a new streak: max_retry counts
                     # consecutive failures, not every drop over the daemon's life.
                     failures = 1 if self.connections > registrations else failures + 1
                     reason = _describe(exc)
                     if failures >= self.options.max_retry:
-                        raise ServerUnavailableError(
+                        self.failure = (
                             f"cannot reach LiveKit at {self.options.url} after {failures} attempts: {reason}"
-                        ) from None
+                        )
+                        raise ServerUnavailableError(self.failure) from None
                     delay = min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_MAX)
                     self._log_failure(failures, reason, delay)
                     await self._sleep_unless_stopping(delay)
@@ -397,7 +412,7 @@ class AgentConnection:
     async def _status_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """UpdateWorkerStatus every status_interval, and at once when `status_changed` is set."""
         while True:
-            status = self.host.worker_status()
+            status = self.last_status = self.host.worker_status()
             self._status_seq += 1
             await self._send_now(
                 ws,

@@ -345,6 +345,7 @@ class RunningJob:
         self.error = ""
         self.done = asyncio.Event()
         self.status: agent_pb.JobStatus = agent_pb.JS_PENDING
+        self.started_at = time.time()  # unix seconds, for status reports
 
     @property
     def id(self) -> str:

@@ -30,6 +30,7 @@ is the longest that takes, counted into the daemon's stop budget (`framepool.ser
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import multiprocessing
@@ -119,6 +120,8 @@ class WorkerPool:
         self.halt_reason = ""
         self._slots: list[_Slot] = []
         self._streams: set[StreamAttachment] = set()
+        # StreamStats counters summed over detached streams: totals over the pool's life never decrease.
+        self.detached_counts: collections.Counter[str] = collections.Counter()
         self._tasks = TaskSet("worker pool", log)
         self._any_ready = asyncio.Event()
         self._closing = False
@@ -224,7 +227,7 @@ class WorkerPool:
         if not self._slots:
             raise PoolError("the worker pool is not started: await pool.start() first")
         worker = await self._ready_worker()
-        attachment = StreamAttachment(spec, sink, ring_slots(self.settings, fmt), self._streams.discard)
+        attachment = StreamAttachment(spec, sink, ring_slots(self.settings, fmt), self._stream_detached)
         self._streams.add(attachment)
         try:
             await attachment.open(worker, gap=False)
@@ -232,6 +235,15 @@ class WorkerPool:
             self._streams.discard(attachment)
             raise
         return attachment
+
+    def _stream_detached(self, attachment: StreamAttachment) -> None:
+        self._streams.discard(attachment)
+        final = msgspec.structs.asdict(attachment.stats())
+        self.detached_counts.update({k: v for k, v in final.items() if type(v) is int and k != "worker"})
+
+    def attachments(self) -> list[StreamAttachment]:
+        """The streams attached now (status reports; `detached_counts` holds the final counts of the rest)."""
+        return list(self._streams)
 
     async def probe(self, specs: list[ProcessorSpec]) -> dict[str, str]:
         """Construct each processor once in a worker (never here): spec text → why it could not start."""

@@ -440,6 +440,11 @@ class StreamAttachment:
         counts["skipped"] = min(counts["skipped"], written - read)
         return counts
 
+    def occupancy(self) -> float:
+        """The share of the input ring's slots holding frames not yet read (0 without a ring)."""
+        ring = self._ring
+        return ring.pending() / ring.slot_count if ring is not None else 0.0
+
     def stats(self) -> StreamStats:
         live = self._ring_counts()
         retired = self._retired

@@ -47,3 +47,20 @@ def missing_model(shared: SharedState) -> None:
 
 broken_prewarm_server = AgentServer()
 broken_prewarm_server.rtc_session(agent_name="detector", prewarm=missing_model)(run_until_terminated)
+
+
+lingering_server = AgentServer()
+
+
+@lingering_server.rtc_session()
+async def linger_at_shutdown(ctx: JobContext) -> None:
+    """Runs until the room ends; then its shutdown callback lingers until shutdown_timeout cuts it, which
+    holds the daemon's stop ladder at "end jobs" for that long."""
+
+    async def linger() -> None:
+        await asyncio.Event().wait()
+
+    ctx.add_shutdown_callback(linger)
+    await ctx.connect()
+    await ctx.room.local_participant.publish_data(b"running", topic="status")
+    await asyncio.Event().wait()

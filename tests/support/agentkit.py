@@ -30,6 +30,7 @@ def agent_settings(devserver: DevServer, **overrides: Any) -> Settings:
         "shutdown_timeout": 5.0,
         "assignment_timeout": 5.0,
         "drain_timeout": 10.0,
+        "http_port": 0,  # concurrent daemons must not compete for the default port
     }
     values.update(overrides)
     return Settings(**values)
