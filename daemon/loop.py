@@ -8,8 +8,8 @@ debugging with asyncio's debug mode, which uvloop lacks).
 
 The lag monitor is a timer that asks to run every `interval` and measures how late it actually runs:
 that delay is what every frame and every control message waits behind. It keeps the worst lag of the
-last few seconds for status reports, counts stalls (ticks later than `warn_above`) and warns (at most
-once per `warn_every`) when it exceeds a limit.
+last few seconds for status reports, every lag in a `Distribution` and a count of stalls (lags over
+`warn_above`) for metrics, and warns (at most once per `warn_every`) when a lag exceeds that limit.
 
 `Clock` is time as deadlines see it (trio's injected clock): the stop ladder takes one, so its rungs and
 deadlines can be tested with a clock the test advances instead of real time. `LoopClock` is the loop's own
@@ -25,9 +25,13 @@ import time
 from collections.abc import Coroutine
 from typing import Any, Protocol, TypeVar
 
+from framepool.distribution import Distribution
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# Seconds: a healthy loop sits in the first buckets; 0.1 s is a stall (warn_above), 5 s a watchdog's concern.
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 def loop_factory() -> Any:
@@ -79,6 +83,7 @@ class LoopLagMonitor:
         self._expected = 0.0
         self._last_warning = -float("inf")
         self.worst = 0.0  # worst lag ever seen, seconds
+        self.lags = Distribution(LAG_BUCKETS)  # every tick's lag
         self.stalls = 0  # ticks later than warn_above
 
     @property
@@ -109,6 +114,7 @@ class LoopLagMonitor:
         self._recent.append(lag)
         del self._recent[: -self._window]
         self.worst = max(self.worst, lag)
+        self.lags.observe(lag)
         self.stalls += lag > self.warn_above
         if lag > self.warn_above and now - self._last_warning >= self.warn_every:
             self._last_warning = now

@@ -63,6 +63,7 @@ JOB_TYPES: dict[str, agent_pb.JobType] = {
     "publisher": agent_pb.JT_PUBLISHER,
     "participant": agent_pb.JT_PARTICIPANT,
 }
+REQUEST_DECISIONS = ("accepted", "rejected", "full", "draining")  # how a job request was answered
 RequestFunction = Callable[[JobRequest], Awaitable[None]]
 PrewarmFunction = Callable[[SharedState], Awaitable[None] | None]
 LoadFunction = Callable[["AgentServer"], float]
@@ -127,6 +128,7 @@ class AgentServer:
         # Observers of finished jobs (metrics, tests): called with the RunningJob after its final status
         # report.
         self.job_ended: list[Callable[[RunningJob], None]] = []
+        self.job_requests, self.assignment_timeouts = dict.fromkeys(REQUEST_DECISIONS, 0), 0  # for metrics
 
     def configure(self, settings: Settings) -> None:
         """Replace the settings (the CLI's flags, environment and TOML win over what the module passed)."""
@@ -182,8 +184,7 @@ class AgentServer:
         for connection in self.connections:
             connection.status_changed.set()
 
-    # -- JobHost (called by the connections)
-    # ------------------------------------------------------------------
+    # -- JobHost (called by the connections) ---------------------------------------------------------------
 
     def _agent_of(self, connection: AgentConnection) -> Agent:
         return self.agents[self.connections.index(connection)]
@@ -195,7 +196,9 @@ class AgentServer:
         agent = self._agent_of(connection)
         refused = agent_pb.AvailabilityResponse(job_id=job.id, available=False)
         if self.draining or not self.load.try_reserve(job.id):
-            log.info("job %s declined: %s", job.id, "draining" if self.draining else "full")
+            decision = "draining" if self.draining else "full"
+            self.job_requests[decision] += 1
+            log.info("job %s declined: %s", job.id, decision)
             return refused
         job_request = JobRequest(job, agent.agent_name)
         try:
@@ -209,6 +212,7 @@ class AgentServer:
         except Exception:
             log.exception("job %s: the request function raised", job.id)
         answer = job_request.answer
+        self.job_requests["accepted" if answer is not None and answer.available else "rejected"] += 1
         if answer is None or not answer.available:
             self.load.release(job.id)
             return agent_pb.AvailabilityResponse(
@@ -225,6 +229,7 @@ class AgentServer:
         )
 
     def on_assignment_timeout(self, connection: AgentConnection, job_id: str) -> None:
+        self.assignment_timeouts += 1
         self.load.release(job_id)
         self._status_changed()
 
@@ -247,8 +252,7 @@ class AgentServer:
     def live_jobs(self, connection: AgentConnection) -> list[agent_pb.Job]:
         return [job.ctx.job for job_id, job in self.jobs.items() if self._owners.get(job_id) is connection]
 
-    # -- jobs
-    # -------------------------------------------------------------------------------------------------
+    # -- jobs -----------------------------------------------------------------------------------------------
 
     def launch(
         self, agent: Agent, job: agent_pb.Job, url: str, token: str, report: StatusReporter
@@ -286,8 +290,7 @@ class AgentServer:
             if running is not None:
                 observer(running)
 
-    # -- lifetime
-    # -----------------------------------------------------------------------------------------------
+    # -- lifetime -------------------------------------------------------------------------------------------
 
     def check(self) -> None:
         """ConfigError unless there are agents and LiveKit credentials (before anything starts)."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -152,6 +153,8 @@ class RoomSession:
         self._sending.spawn(self._send_results(), name="result sender")
         self.blobs = ByteStreamSender(room, pool.settings.bytes_in_flight)  # ctx.send_bytes
         self.results_sent = 0
+        # Monotonic: the job's start (its assignment) and its first frame handed to the pool (metrics).
+        self.started_at, self.first_frame_at = time.monotonic(), 0.0
         room.on("track_subscribed", self._on_track_subscribed)
         room.on("track_published", self._on_track_published)
         room.on("track_unsubscribed", self._on_track_gone)
@@ -398,6 +401,8 @@ class TrackFeed:
                 ok = push(frame.data.cast("B"), arrival_time_us(), shape)
                 self.frames += 1
                 self.dropped += not ok
+                if self.frames == 1:
+                    self.session.first_frame_at = self.session.first_frame_at or time.monotonic()
         finally:
             await stream.aclose()
 
@@ -421,6 +426,8 @@ class TrackFeed:
                 ok = self.attachment.push(data, arrived, shape)
                 self.frames += 1
                 self.dropped += not ok
+                if self.frames == 1:
+                    self.session.first_frame_at = self.session.first_frame_at or time.monotonic()
         finally:
             await stream.aclose()
 

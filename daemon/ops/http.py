@@ -3,7 +3,8 @@
 aiohttp serves, on `http_host`:`http_port` (8081 by default, as LiveKit's agent servers; 0 disables):
 - `/livez` and `/`: 200 while the daemon can do its job, else 503 (`framepool.ops.health.liveness`);
 - `/readyz`: 200 while it should be sent work, else 503 (`readiness`);
-- `/status`: always 200, the JSON document of `framepool.ops.status`.
+- `/status`: always 200, the JSON document of `framepool.ops.status`;
+- `/metrics`: always 200, Prometheus text (`framepool.ops.metrics`).
 A 503's body says why in one line; the access log is off (a probe every few seconds would drown the log).
 
 Why on the supervisor's loop and not in a thread or a worker: the loop is what has to be alive, so a probe
@@ -28,6 +29,8 @@ from aiohttp import web
 
 from framepool.errors import ConfigError
 from framepool.ops.health import ReadinessLog, Verdict, liveness, readiness
+from framepool.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from framepool.ops.metrics import Metrics
 from framepool.ops.status import StatusSources, build_status, encode
 
 if TYPE_CHECKING:
@@ -68,14 +71,22 @@ def _answer(verdict: Verdict, word: str) -> web.Response:
     return web.Response(status=503, text=f"not {word}: {verdict.reason}\n", headers=NO_STORE)
 
 
-def build_app(supervisor: Supervisor, sources: StatusSources, readiness_log: ReadinessLog) -> web.Application:
-    """The application and its routes; the metrics exporter adds /metrics to what this returns."""
+def build_app(
+    supervisor: Supervisor, sources: StatusSources, readiness_log: ReadinessLog, metrics: Metrics
+) -> web.Application:
+    """The application and its routes."""
     endpoints = Endpoints(supervisor, sources, readiness_log)
     app = web.Application()
     app.router.add_get("/", endpoints.livez)
     app.router.add_get("/livez", endpoints.livez)
     app.router.add_get("/readyz", endpoints.readyz)
     app.router.add_get("/status", endpoints.status)
+
+    async def serve_metrics(request: web.Request) -> web.Response:
+        # The content type as a header: aiohttp's content_type= would drop its "version=0.0.4" parameter.
+        return web.Response(body=metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    app.router.add_get("/metrics", serve_metrics)
     return app
 
 
@@ -86,6 +97,7 @@ class HttpServer:
         self.supervisor = supervisor
         self.sources = StatusSources(supervisor.server)  # before any job: ended jobs' counters are kept
         self.readiness_log = ReadinessLog()
+        self.metrics = Metrics(supervisor)  # before any job too: it observes every job's end
         self._runner: web.AppRunner | None = None
         self._watch: asyncio.TimerHandle | None = None
 
@@ -95,7 +107,7 @@ class HttpServer:
         host, port = settings.http_host, settings.http_port
         if not port:
             return
-        app = build_app(self.supervisor, self.sources, self.readiness_log)
+        app = build_app(self.supervisor, self.sources, self.readiness_log, self.metrics)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=CLOSE_TIMEOUT)
         await runner.setup()
         try:
@@ -108,7 +120,7 @@ class HttpServer:
                 "(FRAMEPOOL_HTTP_PORT) to a free port, or 0 to disable"
             ) from None
         self._runner = runner
-        log.info("health and status on http://%s:%d (/livez, /readyz, /status)", host, port)
+        log.info("health and status on http://%s:%d (/livez, /readyz, /status, /metrics)", host, port)
         self._look(asyncio.get_running_loop())
 
     def _look(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -9,7 +9,7 @@ a heartbeat old, zero in a worker's first second) and streams (ring counters, oc
 plane's counters.
 
 Totals never decrease over the daemon's life: a detached stream's final counts stay in the pool
-(`WorkerPool.detached_counts`) and an ended job's data-plane counters in `StatusSources`, which must be
+(`WorkerPool.stream_totals`) and an ended job's data-plane counters in `StatusSources`, which must be
 created before the first job starts. The metrics exporter reads the same sources: `build_status` for the
 document, or the per-section functions (`agent_entries`, `worker_entries`, `stream_entries`, `totals`,
 `data_counters`) that each take the Supervisor and the StatusSources.
@@ -179,7 +179,7 @@ class StatusSources:
 def build_status(supervisor: Supervisor, sources: StatusSources) -> Status:
     """The whole /status document (module docstring)."""
     live, ready = liveness(supervisor), readiness(supervisor)
-    attachments = supervisor.pool.attachments() if supervisor.pool is not None else []
+    attachments = supervisor.pool.streams() if supervisor.pool is not None else []
     return Status(
         version=framepool.__version__,
         pid=os.getpid(),
@@ -195,7 +195,7 @@ def build_status(supervisor: Supervisor, sources: StatusSources) -> Status:
         jobs=job_entries(supervisor, attachments),
         workers=worker_entries(supervisor, sources),
         streams=stream_entries(attachments),
-        totals=totals(supervisor, attachments),
+        totals=totals(supervisor),
         data=data_counters(supervisor, sources),
     )
 
@@ -282,14 +282,12 @@ def stream_entries(attachments: list[StreamAttachment]) -> list[StreamEntry]:
     return entries
 
 
-def totals(supervisor: Supervisor, attachments: list[StreamAttachment]) -> Totals:
+def totals(supervisor: Supervisor) -> Totals:
     """Over the daemon's life: the streams attached now plus the final counts of those detached."""
     counts: collections.Counter[str] = collections.Counter()
     if supervisor.pool is not None:
-        counts.update(supervisor.pool.detached_counts)
-    for attachment in attachments:
-        stats = msgspec.structs.asdict(attachment.stats())
-        counts.update({k: v for k, v in stats.items() if type(v) is int and k != "worker"})
+        for figures in supervisor.pool.stream_totals().by_kind.values():
+            counts.update({name: int(value) for name, value in figures.items()})
     return Totals(
         frames_in=counts["pushed"],
         frames_out=counts["processed"],

@@ -59,5 +59,6 @@ class StreamStats(msgspec.Struct, frozen=True, kw_only=True):
         str, float
     ]  # seconds spent in each processor: at most a ping interval old (exact after drain, detach)
     blobs: int = 0  # blobs (ctx.send_bytes) delivered to the sink
+    outputs: int = 0  # output frames (ctx.publish_audio / publish_video) delivered to the sink
     incidents: int = 0  # worker deaths blamed on one of this stream's processors
     quarantined: dict[str, str] = {}  # processor name -> why it was quarantined on this stream

@@ -4,15 +4,18 @@ A worker is arbitrary code (its processors), so nothing it reports may decide wh
 work it gets. A pong counts only when it answers a ping this supervisor sent and has not seen answered
 (`PingBook`): an unsolicited pong, or one with a sequence never sent, is the worker breaking the protocol.
 The CPU that placement and the load figure use is read from the kernel (`/proc/<pid>/stat`), never taken
-from the worker's own report. `HealthAction` is what one heartbeat decides about a worker
-(`WorkerProcess.check_health`).
+from the worker's own report, and so is its memory (`pss_of`). `HealthAction` is what one heartbeat decides
+about a worker (`WorkerProcess.check_health`).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
 import os
+
+import psutil
 
 # Pings a slow worker may owe at once before the oldest is forgotten (a ping interval each): a worker that
 # is only slow answers an older one, which still counts, and clears the ones before it.
@@ -74,3 +77,14 @@ def memory_action(pss: int, warned: bool, warn: int, limit: int) -> tuple[Health
     if warn and pss > warn and not warned:
         return HealthAction.WARN_MEMORY, True
     return HealthAction.PING, warned and pss >= warn * MEMORY_WARN_REARM
+
+
+def pss_of(pids: list[int]) -> list[int]:
+    """Proportional set size of each process (0 if it is gone); blocking /proc reads, run in a thread."""
+    sizes = []
+    for pid in pids:
+        size = 0
+        with contextlib.suppress(psutil.Error):
+            size = int(psutil.Process(pid).memory_full_info().pss)
+        sizes.append(size)
+    return sizes

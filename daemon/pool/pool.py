@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import multiprocessing
 import resource
@@ -40,14 +39,14 @@ from collections.abc import Coroutine
 from typing import Any
 
 import msgspec
-import psutil
 
 from framepool.errors import ChannelError, CrashLoopError, PoolError, PoolHaltedError, ProcessorError
 from framepool.ipc import control
 from framepool.ipc.lifecycle import FATAL_AT_BOOT, WorkerExit, describe_exit
 from framepool.machine import effective_workers, worker_cpus
-from framepool.pool import spawn
+from framepool.pool import liveness, spawn
 from framepool.pool.contract import StreamSink, StreamSpec
+from framepool.pool.figures import PoolTimings, StreamTotals, restart_reason
 from framepool.pool.formats import input_format_of, ring_slots
 from framepool.pool.liveness import HealthAction
 from framepool.pool.placement import least_loaded
@@ -81,6 +80,8 @@ class WorkerStats(msgspec.Struct, frozen=True, kw_only=True):
     memory_restarts: int  # of `restarts`, those after the pool killed the worker for worker_memory_limit_mb
     protocol_restarts: int  # of `restarts`, those after it broke the protocol (framepool.pool.process)
     pss_bytes: int
+    cpu_seconds: float  # the kernel's CPU count of every incarnation in this slot (the dead: last reading)
+    restart_reasons: dict[str, int]  # `restarts` by reason (framepool.pool.figures.restart_reason)
     exitcode: int | None  # of the current incarnation, once it exited (framepool.ipc.lifecycle.WorkerExit)
 
 
@@ -107,8 +108,16 @@ class _Slot:
         self.restarts = 0
         self.memory_restarts = 0
         self.protocol_restarts = 0
+        self.restart_reasons: collections.Counter[str] = collections.Counter()
+        self.cpu_retired = 0.0  # CPU seconds of the incarnations that exited
         self.crash_streak = 0
         self.ready_at = 0.0
+
+    def cpu_seconds(self) -> float:
+        """The kernel's CPU count of every incarnation: the exited ones' last readings, the current's now."""
+        worker = self.worker
+        live = worker is not None and worker.state is not WorkerState.EXITED
+        return self.cpu_retired + (worker.cpu_time() if worker is not None and live else 0.0)
 
 
 class WorkerPool:
@@ -120,8 +129,8 @@ class WorkerPool:
         self.halt_reason = ""
         self._slots: list[_Slot] = []
         self._streams: set[StreamAttachment] = set()
-        # StreamStats counters summed over detached streams: totals over the pool's life never decrease.
-        self.detached_counts: collections.Counter[str] = collections.Counter()
+        self.timings = PoolTimings()
+        self._retired = StreamTotals()  # what detached streams counted
         self._tasks = TaskSet("worker pool", log)
         self._any_ready = asyncio.Event()
         self._closing = False
@@ -179,12 +188,8 @@ class WorkerPool:
                     f"(last: {describe_exit(worker.exitcode)}); halting instead of respawning"
                 )
             delay = self._backoff(failures)
-            log.warning(
-                "worker %d died at start with %s; retrying in %.2f s",
-                slot.index,
-                describe_exit(worker.exitcode),
-                delay,
-            )
+            exit_text = describe_exit(worker.exitcode)
+            log.warning("worker %d died at start with %s; retrying in %.2f s", slot.index, exit_text, delay)
 
     async def _await_ready(self, worker: WorkerProcess) -> bool:
         timeout = self.settings.prewarm_timeout
@@ -205,9 +210,8 @@ class WorkerPool:
             return False
 
     def _backoff(self, streak: int) -> float:
-        return float(
-            min(self.settings.restart_backoff * 2 ** max(0, streak - 1), self.settings.restart_backoff_max)
-        )
+        settings = self.settings
+        return float(min(settings.restart_backoff * 2 ** max(0, streak - 1), settings.restart_backoff_max))
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         self._tasks.spawn(coroutine)
@@ -227,7 +231,8 @@ class WorkerPool:
         if not self._slots:
             raise PoolError("the worker pool is not started: await pool.start() first")
         worker = await self._ready_worker()
-        attachment = StreamAttachment(spec, sink, ring_slots(self.settings, fmt), self._stream_detached)
+        slots = ring_slots(self.settings, fmt)
+        attachment = StreamAttachment(spec, sink, slots, self._detached, self.timings)
         self._streams.add(attachment)
         try:
             await attachment.open(worker, gap=False)
@@ -236,14 +241,16 @@ class WorkerPool:
             raise
         return attachment
 
-    def _stream_detached(self, attachment: StreamAttachment) -> None:
+    def _detached(self, attachment: StreamAttachment) -> None:
         self._streams.discard(attachment)
-        final = msgspec.structs.asdict(attachment.stats())
-        self.detached_counts.update({k: v for k, v in final.items() if type(v) is int and k != "worker"})
+        self._retired.add(attachment.spec.kind, attachment.stats())
 
-    def attachments(self) -> list[StreamAttachment]:
-        """The streams attached now (status reports; `detached_counts` holds the final counts of the rest)."""
+    def streams(self) -> list[StreamAttachment]:
         return list(self._streams)
+
+    def stream_totals(self) -> StreamTotals:
+        """Every stream's counters summed per kind, detached streams' included: they never decrease."""
+        return self._retired.plus([(s.spec.kind, s.stats()) for s in self._streams])
 
     async def probe(self, specs: list[ProcessorSpec]) -> dict[str, str]:
         """Construct each processor once in a worker (never here): spec text → why it could not start."""
@@ -279,6 +286,7 @@ class WorkerPool:
     def _worker_exited(self, worker: WorkerProcess) -> None:
         """Sentinel callback for every incarnation; replaces workers that died while serving."""
         slot = self._slots[worker.slot]
+        slot.cpu_retired += worker.cpu_time()
         if self._closing or not worker.became_ready or worker.stopping_requested:
             return  # start-up failures are handled by _boot, shutdown by aclose
         reason = f"worker {worker.slot} (pid {worker.pid}) exited with {worker.exit_report()}"
@@ -303,6 +311,7 @@ class WorkerPool:
         fresh = uptime > self.settings.restart_backoff_max or blamed is not None
         slot.crash_streak = 1 if fresh else slot.crash_streak + 1
         slot.restarts += 1
+        slot.restart_reasons[restart_reason(worker)] += 1
         slot.protocol_restarts += worker.broke_protocol
         self._spawn(self._replace(slot, orphans, reason, immediate=blamed is not None))
 
@@ -342,7 +351,7 @@ class WorkerPool:
         while True:
             await asyncio.sleep(self.settings.ping_interval)
             workers = self._ready_workers()
-            sizes = await asyncio.to_thread(_pss_of, [w.pid for w in workers])
+            sizes = await asyncio.to_thread(liveness.pss_of, [w.pid for w in workers])
             now = time.monotonic()
             self._pings += 1
             for worker, pss in zip(workers, sizes, strict=True):
@@ -393,8 +402,7 @@ class WorkerPool:
         return [s.worker for s in self._slots if s.worker is not None and s.worker.state is WorkerState.READY]
 
     async def next_heartbeat(self) -> int:
-        """Return once the next heartbeat (pings sent, memory checked) has completed; its number.
-        PoolError once the pool is closed."""
+        """Once the next heartbeat (pings sent, memory checked) is over, its number; PoolError if closed."""
         return await asyncio.shield(self._beat)
 
     def load(self) -> float:
@@ -414,6 +422,8 @@ class WorkerPool:
                 memory_restarts=s.memory_restarts,
                 protocol_restarts=s.protocol_restarts,
                 pss_bytes=s.worker.pss if s.worker else 0,
+                cpu_seconds=s.cpu_seconds(),
+                restart_reasons=dict(s.restart_reasons),
                 exitcode=s.worker.exitcode if s.worker else None,
             )
             for s in self._slots
@@ -474,17 +484,6 @@ def _boot_failure(worker: WorkerProcess) -> str:
     if worker.exitcode == WorkerExit.BAD_START:
         return f"it could not use its start message ({describe_exit(worker.exitcode)}; a framepool bug)"
     return worker.failure or describe_exit(worker.exitcode)
-
-
-def _pss_of(pids: list[int]) -> list[int]:
-    """Proportional set size of each process (0 if it is gone); blocking /proc reads, run in a thread."""
-    sizes = []
-    for pid in pids:
-        size = 0
-        with contextlib.suppress(psutil.Error):
-            size = int(psutil.Process(pid).memory_full_info().pss)
-        sizes.append(size)
-    return sizes
 
 
 def raise_fd_limit() -> None:

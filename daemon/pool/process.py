@@ -85,7 +85,7 @@ class WorkerProcess:
         self.became_ready = False
         self.stopping_requested = False  # its exit is expected: no restart
         self.load_estimate = LoadEstimate()
-        self.pss = 0
+        self.pss, self.cpu_seconds = 0, 0.0  # cpu_seconds: the kernel's count at the last reading (cpu_time)
         self.memory_warned = False
         self.stack_dumped = False  # SIGUSR1 sent for the current silence
         self.killed_for: HealthAction | None = None  # why the supervisor killed it, if it did
@@ -243,9 +243,7 @@ class WorkerProcess:
                     self._violated(f"a pong (seq {seq}) that answers no ping")
                     return
                 self.last_pong = now = time.monotonic()
-                cpu = liveness.kernel_cpu_seconds(self.pid)
-                if cpu is not None:
-                    self.load_estimate.update(now, cpu)
+                self.load_estimate.update(now, self.cpu_time())
                 for index, seconds in busy.items():
                     attachment = self.attachments.get(index)
                     if attachment is not None:
@@ -281,8 +279,7 @@ class WorkerProcess:
             future.set_result(message)
 
     def _on_channel_error(self, error: ChannelError) -> None:
-        # A closed channel is the worker exiting: its sentinel follows (and a worker that closed it but lives
-        # on stops answering pings). While stopping, the shutdown ladder takes it from there.
+        # Closed: the worker exits (sentinel follows) or, alive, stops answering pings; stopping: the ladder.
         if isinstance(error, control.ChannelClosed):
             return
         if self.state in (WorkerState.STARTING, WorkerState.READY):
@@ -442,6 +439,12 @@ class WorkerProcess:
             settings.worker_memory_limit_mb << 20,
         )
         return action
+
+    def cpu_time(self) -> float:
+        """CPU seconds the kernel charged it: read until its pidfd fires (the pid is its own), then kept."""
+        cpu = None if self._dead or not self.pid else liveness.kernel_cpu_seconds(self.pid)
+        self.cpu_seconds = max(self.cpu_seconds, cpu or 0.0)
+        return self.cpu_seconds
 
     def dump_stack(self) -> None:
         """SIGUSR1: the worker's faulthandler writes every thread's stack to its stderr, the log."""

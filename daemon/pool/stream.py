@@ -41,6 +41,7 @@ from framepool.ipc.slots import (
 )
 from framepool.ipc.slots import Result as Result  # sinks know it as framepool.pool.Result
 from framepool.pool.contract import StreamSink, StreamSpec, StreamStats
+from framepool.pool.figures import PoolTimings
 from framepool.pool.quarantine import log_quarantined
 from framepool.processors.kinds import media_kind
 
@@ -58,7 +59,12 @@ class StreamAttachment:
     """A stream hosted by one worker of the pool (see module docstring)."""
 
     def __init__(
-        self, spec: StreamSpec, sink: StreamSink, slots: int, on_detached: Callable[[StreamAttachment], None]
+        self,
+        spec: StreamSpec,
+        sink: StreamSink,
+        slots: int,
+        on_detached: Callable[[StreamAttachment], None],
+        timings: PoolTimings,
     ) -> None:
         self.stream_id = spec.stream_id
         self.spec = spec
@@ -88,6 +94,8 @@ class StreamAttachment:
         self._kept = False  # the rings survived the last worker's death (a neighbour was blamed)
         self.incidents: dict[int, int] = {}  # per processor index
         self.quarantined: dict[int, str] = {}  # processor index -> reason
+        self._timings = timings
+        self._timed = (0, 0.0)  # frames read and busy seconds at the last pong: the next one's baseline
 
     @property
     def detaching(self) -> bool:
@@ -174,6 +182,7 @@ class StreamAttachment:
         for name, seconds in self._busy.items():
             self._busy_retired[name] = self._busy_retired.get(name, 0.0) + seconds
         self._busy = {}
+        self._timed = (self._ring_counts().get("read", 0), 0.0)  # a kept ring counts on, busy from zero
         self._live.clear()
         self._space.set()  # a push_wait sleeping on the old ring must notice
 
@@ -344,6 +353,8 @@ class StreamAttachment:
         """Decode a result slot of this stream and hand it to the sink; SlotError if it is malformed."""
         result = decode_result(header, view, self.stream_id, self._names, self.key)
         self._results += 1
+        if self.spec.realtime:  # its frame time is the frame's arrival on this wall clock (slots: Clock)
+            self._timings.result_latency.observe(max(0.0, time.time() - result.frame_time_us / 1e6))
         try:
             self.sink.on_result(result)
         except Exception:
@@ -391,6 +402,11 @@ class StreamAttachment:
         self._busy = dict.fromkeys(self._names, 0.0)
         for name, value in zip(self._names, seconds, strict=False):
             self._busy[name] += value
+        frames, busy = self._ring_counts().get("read", 0), sum(self._busy.values())
+        if frames > self._timed[0] and busy >= self._timed[1]:  # the mean since the last pong, once per frame
+            count = frames - self._timed[0]
+            self._timings.frame_times.observe((busy - self._timed[1]) / count, count)
+        self._timed = (frames, busy)
 
     def processor_event(self, event: control.StreamEvent) -> None:
         self._errors = max(self._errors, event.errors)
@@ -461,6 +477,7 @@ class StreamAttachment:
             results=self._results,
             results_dropped=self._results_dropped,
             blobs=self._blobs,
+            outputs=self._outputs,
             busy={
                 name: self._busy_retired.get(name, 0.0) + self._busy.get(name, 0.0)
                 for name in dict.fromkeys(self._names)

@@ -58,7 +58,12 @@ def missing_packages() -> list[str]:
     if postgres_bindir() is None:
         missing.append("postgresql")
     # Reference tools the processor tests run: speech for the VAD corpus and DTMF talk-off, a DTMF decoder.
-    for tool, package in (("espeak-ng", "espeak-ng"), ("multimon-ng", "multimon-ng")):
+    # promtool checks /metrics (tests/support/metrics.py); Debian ships it in the prometheus package.
+    for tool, package in (
+        ("espeak-ng", "espeak-ng"),
+        ("multimon-ng", "multimon-ng"),
+        ("promtool", "prometheus"),
+    ):
         if shutil.which(tool) is None:
             missing.append(package)
     return missing
