@@ -28,9 +28,6 @@ from tests.support.timeouts import EVENT, PROCESS
 pytestmark = pytest.mark.integration
 
 CONFIG = """
-http_host = "127.0.0.1"
-http_port = {port}
-
 [[agents]]
 agent_name = ""
 audio = ["audio-level(window_ms=100)"]
@@ -38,11 +35,14 @@ audio = ["audio-level(window_ms=100)"]
 
 
 async def test_the_dashboard_shows_a_running_daemon(
-    devserver: DevServer, room_name: str, tmp_path: Path
+    devserver: DevServer, room_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     port = free_port()
+    # The environment, not the file: it wins over the file, and tests/conftest.py sets FRAMEPOOL_HTTP_PORT=0.
+    monkeypatch.setenv("FRAMEPOOL_HTTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("FRAMEPOOL_HTTP_PORT", str(port))
     config = tmp_path / "framepool.toml"
-    config.write_text(CONFIG.format(port=port))
+    config.write_text(CONFIG)
     process = await start_with_config(devserver.url, API_KEY, API_SECRET, config)
     seen: list[str] = []
     try:

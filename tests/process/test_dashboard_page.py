@@ -46,7 +46,7 @@ def scripted_status(poll: int) -> dict[str, Any]:
                      "drops": {REASON: 2 * poll}, "ring_occupancy": 0.25}],
         "totals": {"frames_in": 100 * poll, "frames_out": 90 * poll, "drops": {REASON: 2 * poll},
                    "results": 10 * poll},
-        "data": {"intake_messages": 3},
+        "data": {"intake_messages": 3, "spool_depth": 0, "dead_letters": 0},
     }  # fmt: skip
 
 
@@ -116,4 +116,4 @@ async def test_the_page_shows_rates_and_user_strings_as_text(
     [worker] = figures["tables"]["workers"]
     assert worker == ["0", "5151", "1", "ready", "50", "50", "1", "0"]
     assert figures["legends"]["cpu"] == ["worker 0 50"] and figures["legends"]["mem"] == ["worker 0 50"]
-    assert figures["tables"]["data"] == [["intake_messages", "3"]]
+    assert figures["tables"]["data"] == [["intake_messages", "3"], ["2 more at 0", ""]]
