@@ -4,7 +4,8 @@ aiohttp serves, on `http_host`:`http_port` (8081 by default, as LiveKit's agent 
 - `/livez` and `/`: 200 while the daemon can do its job, else 503 (`framepool.ops.health.liveness`);
 - `/readyz`: 200 while it should be sent work, else 503 (`readiness`);
 - `/status`: always 200, the JSON document of `framepool.ops.status`;
-- `/metrics`: always 200, Prometheus text (`framepool.ops.metrics`).
+- `/metrics`: always 200, Prometheus text (`framepool.ops.metrics`);
+- `/dashboard`: the status page (`framepool.ops.dashboard`), drawn in the browser from /status.
 A 503's body says why in one line; the access log is off (a probe every few seconds would drown the log).
 
 Why on the supervisor's loop and not in a thread or a worker: the loop is what has to be alive, so a probe
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from framepool.errors import ConfigError
+from framepool.ops.dashboard import serve_dashboard
 from framepool.ops.health import ReadinessLog, Verdict, liveness, readiness
 from framepool.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from framepool.ops.metrics import Metrics
@@ -87,6 +89,7 @@ def build_app(
         return web.Response(body=metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     app.router.add_get("/metrics", serve_metrics)
+    app.router.add_get("/dashboard", serve_dashboard)
     return app
 
 
@@ -120,7 +123,9 @@ class HttpServer:
                 "(FRAMEPOOL_HTTP_PORT) to a free port, or 0 to disable"
             ) from None
         self._runner = runner
-        log.info("health and status on http://%s:%d (/livez, /readyz, /status, /metrics)", host, port)
+        log.info(
+            "health and status on http://%s:%d (/livez, /readyz, /status, /metrics, /dashboard)", host, port
+        )
         self._look(asyncio.get_running_loop())
 
     def _look(self, loop: asyncio.AbstractEventLoop) -> None:

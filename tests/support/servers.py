@@ -1,6 +1,7 @@
 """Where the Redis and PostgreSQL binaries the sink tests run are (and the reference tools the processor
-tests run: espeak-ng, multimon-ng), and how one of them runs as a child
-whose log is awaited (test process; `make servers` asks this module which Debian packages to install).
+tests run: espeak-ng, multimon-ng; the browser the dashboard tests drive: chromium), and how one of them
+runs as a child whose log is awaited (test process; `make servers` asks this module which Debian packages
+to install).
 
     python -m tests.support.servers missing    # prints the Debian packages to install, nothing when none
 
@@ -57,13 +58,16 @@ def missing_packages() -> list[str]:
         missing.append("redis-server")
     if postgres_bindir() is None:
         missing.append("postgresql")
-    # Reference tools the processor tests run: speech for the VAD corpus and DTMF talk-off, a DTMF decoder.
-    # promtool checks /metrics (tests/support/metrics.py); Debian ships it in the prometheus package.
-    for tool, package in (
+    # Reference tools the processor tests run: speech for the VAD corpus and DTMF talk-off, a DTMF decoder;
+    # promtool checks /metrics (tests/support/metrics.py; Debian ships it in the prometheus package); the
+    # browser the status page is tested in (tests/support/chromium.py).
+    tools = (
         ("espeak-ng", "espeak-ng"),
         ("multimon-ng", "multimon-ng"),
         ("promtool", "prometheus"),
-    ):
+        ("chromium", "chromium"),
+    )
+    for tool, package in tools:
         if shutil.which(tool) is None:
             missing.append(package)
     return missing
