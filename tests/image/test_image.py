@@ -65,6 +65,14 @@ async def devserver() -> AsyncIterator[DevServer]:
         await server.aclose()
 
 
+# deploy/k8s/deployment.yaml's securityContext and emptyDirs: a read-only root with /tmp and the spool
+# writable, no capabilities, no privilege escalation.
+KUBERNETES_SECURITY = (
+    "--read-only", "--read-only-tmpfs=false", "--tmpfs", "/tmp", "--tmpfs", "/var/lib/framepool/spool",
+    "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+)  # fmt: skip
+
+
 def stop_timeout() -> str:
     """The --stop-timeout the Dockerfile tells users to run with (the stop budget's outer killer)."""
     match = re.search(r"--stop-timeout (\d+)", (ROOT / "Dockerfile").read_text())
@@ -73,8 +81,9 @@ def stop_timeout() -> str:
 
 
 async def run_container(name: str, config: Path, devserver: DevServer) -> asyncio.subprocess.Process:
-    """`podman run` in the foreground: the daemon's log arrives on its stderr. The API secret goes in
-    through podman's environment (`-e NAME` without a value), not its command line."""
+    """`podman run` in the foreground, confined as the Kubernetes example confines it: the daemon's log
+    arrives on its stderr. The API secret goes in through podman's environment (`-e NAME` without a
+    value), not its command line."""
     env = {
         **os.environ,
         "LIVEKIT_URL": devserver.url,
@@ -82,7 +91,7 @@ async def run_container(name: str, config: Path, devserver: DevServer) -> asynci
         "LIVEKIT_API_SECRET": API_SECRET,
     }
     return await asyncio.create_subprocess_exec(
-        *PODMAN, "run", "--name", name, "--init", "--network", "host", *LIMITS,
+        *PODMAN, "run", "--name", name, "--init", "--network", "host", *LIMITS, *KUBERNETES_SECURITY,
         "--stop-timeout", stop_timeout(),
         "-e", "LIVEKIT_URL", "-e", "LIVEKIT_API_KEY", "-e", "LIVEKIT_API_SECRET",
         "--volume", f"{config}:/etc/framepool/framepool.toml:ro", IMAGE,
