@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit unit-minimal process integration bench native sanitize docs clean servers
+.PHONY: demo test lint typecheck unit unit-minimal process integration image-test bench native sanitize docs clean servers
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -77,6 +77,11 @@ process: native servers
 
 integration: native servers
 	$(PY) -m pytest -q tests/integration
+
+# The container image built and run with podman (`make servers` installs podman, runc, catatonit and
+# mmdebstrap). `make test` runs it too: a few minutes the first time, then podman's layer cache.
+image-test: native servers
+	$(PY) -m pytest -q tests/image
 
 test: lint typecheck sanitize native servers
 	$(PY) -m pytest -q tests

@@ -1,7 +1,7 @@
 """Where the Redis and PostgreSQL binaries the sink tests run are (and the reference tools the processor
-tests run: espeak-ng, multimon-ng; the browser the dashboard tests drive: chromium), and how one of them
-runs as a child whose log is awaited (test process; `make servers` asks this module which Debian packages
-to install).
+tests run: espeak-ng, multimon-ng, promtool; the browser the dashboard tests drive; the container tools the
+image test runs), and how one of them runs as a child whose log is awaited (test process; `make servers`
+asks this module which Debian packages to install).
 
     python -m tests.support.servers missing    # prints the Debian packages to install, nothing when none
 
@@ -70,6 +70,11 @@ def missing_packages() -> list[str]:
     for tool, package in tools:
         if shutil.which(tool) is None:
             missing.append(package)
+    # The image test (tests/image): builds with podman, runs with runc and catatonit (--init), and makes its
+    # base image with mmdebstrap (tests/support/image.py says why each).
+    for tool in ("podman", "runc", "catatonit", "mmdebstrap"):
+        if shutil.which(tool) is None:
+            missing.append(tool)
     return missing
 
 

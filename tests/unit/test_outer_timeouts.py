@@ -1,16 +1,19 @@
-"""Every inner timeout is paired with its outer killer: systemd's and Docker's stop timeouts exceed the
-stop budget (`framepool.service.stop_budget`, the sum of the ladder's rungs, each of which the Supervisor
-cuts at its own budget), and the budget the deployment files state in comments is the one the code computes.
+"""Every inner timeout is paired with its outer killer: systemd's, Docker's and Kubernetes' stop timeouts
+exceed the stop budget (`framepool.service.stop_budget`, the sum of the ladder's rungs, each of which the
+Supervisor cuts at its own budget), and the budget the deployment files state in comments is the one
+`framepool config --stop-budget` prints.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import msgspec
+import yaml
 
 from framepool import settings as settings_module
 from framepool.errors import ExitStatus
@@ -21,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 UNIT = (ROOT / "systemd" / "framepool.service").read_text()
 COMPOSE = (ROOT / "docker-compose.yml").read_text()
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
+K8S = ROOT / "deploy" / "k8s"
+DEPLOYMENT = (K8S / "deployment.yaml").read_text()
 
 
 def example_environment() -> dict[str, str]:
@@ -59,9 +64,32 @@ def test_docker_stop_grace_exceeds_the_stop_budget() -> None:
     assert "STOPSIGNAL SIGTERM" in DOCKERFILE
 
 
-def test_the_stated_budget_is_the_computed_one() -> None:
-    for text in (UNIT, COMPOSE, DOCKERFILE):
-        assert stated_budget(text) == stop_budget(Settings()).describe()
+def test_kubernetes_grace_period_exceeds_the_stop_budget(tmp_path: Path) -> None:
+    """With the defaults, and with the settings the Deployment gives: its environment and its ConfigMap's
+    framepool.toml."""
+    pod = yaml.safe_load(DEPLOYMENT)["spec"]["template"]["spec"]
+    environ = {
+        variable["name"]: variable["value"] for variable in pod["containers"][0]["env"] if "value" in variable
+    }
+    config = tmp_path / "framepool.toml"
+    config.write_text(yaml.safe_load((K8S / "configmap.yaml").read_text())["data"]["framepool.toml"])
+    deployed = stop_budget(settings_module.load(config_file=config, environ=environ))
+    for budget in (stop_budget(Settings()), deployed):
+        assert pod["terminationGracePeriodSeconds"] > budget.total, budget.describe()
+
+
+def test_the_stated_budget_is_the_one_the_command_prints() -> None:
+    environ = {
+        key: value for key, value in os.environ.items() if not key.startswith(("FRAMEPOOL_", "LIVEKIT_"))
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "framepool.cli", "config", "--stop-budget"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=environ,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == stop_budget(Settings()).describe()
+    for text in (UNIT, COMPOSE, DOCKERFILE, DEPLOYMENT):
+        assert stated_budget(text) == result.stdout.strip()
 
 
 def test_systemd_unit_is_notify_with_sigterm() -> None:
