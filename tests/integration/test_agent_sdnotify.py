@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 async def next_notification(sock: socket.socket, key: str) -> dict[str, str]:
-    """The next message that carries `key` (STATUS= lines come before READY=1: the daemon reports starting)."""
+    """The next message that carries `key` (STATUS= lines come first: the daemon reports its start-up)."""
     while True:
         raw = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 4096), PROCESS)
         message = dict(line.split("=", 1) for line in raw.decode().splitlines())

@@ -11,6 +11,7 @@ Redis: `redis-server` on PATH or in /usr/bin. PostgreSQL: one directory holding 
 
 from __future__ import annotations
 
+import ctypes.util
 import os
 import re
 import shutil
@@ -58,9 +59,13 @@ def missing_packages() -> list[str]:
     if postgres_bindir() is None:
         missing.append("postgresql")
     # Reference tools the processor tests run: speech for the VAD corpus and DTMF talk-off, a DTMF decoder.
-    for tool, package in (("espeak-ng", "espeak-ng"), ("multimon-ng", "multimon-ng")):
+    # The systemd tests: the units' checker, `ps` for process titles, libseccomp for the unit's sandbox.
+    tools = (("espeak-ng", "espeak-ng"), ("multimon-ng", "multimon-ng"), ("systemd-analyze", "systemd"))
+    for tool, package in (*tools, ("ps", "procps")):
         if shutil.which(tool) is None:
             missing.append(package)
+    if ctypes.util.find_library("seccomp") is None:
+        missing.append("libseccomp2")
     return missing
 
 

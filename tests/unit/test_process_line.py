@@ -28,6 +28,7 @@ SUPERVISOR_SIDE = (
     "signals.py",
     "loop.py",
     "sdnotify.py",
+    "sdreports.py",
     "tasks.py",
 )
 WORKER_SIDE = ("worker/",)
@@ -45,6 +46,7 @@ SUPERVISOR_PACKAGES = (
     "framepool.signals",
     "framepool.loop",
     "framepool.sdnotify",
+    "framepool.sdreports",
     "framepool.tasks",
 )
 
