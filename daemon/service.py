@@ -3,9 +3,10 @@
 `Supervisor.run` is what gunicorn's `Arbiter.run` and uvicorn's `Server.serve` are: startup, main loop,
 shutdown, read top to bottom. The Supervisor owns everything the daemon's top level needs: the worker
 pool, the agent server and its connections (`framepool.agent.server.AgentServer`), the stop signals
-(`framepool.signals`), the loop-lag monitor, the systemd notifier and the stop ladder. Its `health` is a
-property anyone can read; `http` (framepool.ops) serves /livez, /readyz and /status from the start of
-start-up until after the stop ladder.
+(`framepool.signals`), the loop-lag monitor, the systemd notifier and its reports (watchdog, status:
+`framepool.sdreports`) and the stop ladder. Its `health` is a property anyone can read; `http`
+(framepool.ops) serves /livez, /readyz, /status, /metrics and /dashboard from the start of start-up until
+after the stop ladder.
 
 The stop ladder, each rung bounded by its own budget on the Supervisor's clock and logged once when taken:
 1. drain (first SIGTERM/SIGINT; `drain_timeout`): every connection reports FULL, nothing new is accepted,
@@ -48,6 +49,7 @@ from framepool.loop import Clock, LoopClock, LoopLagMonitor
 from framepool.ops.http import HttpServer
 from framepool.pool import WorkerPool, close_budget
 from framepool.sdnotify import Notifier
+from framepool.sdreports import SystemdReports, service_state, watchdog_period
 from framepool.settings import Settings
 from framepool.signals import StopSignals
 from framepool.tasks import TaskSet, first_of
@@ -187,7 +189,8 @@ class Supervisor:
         self._install_signals = signals is None
         self.notifier = notifier or Notifier()
         self.loop_lag = LoopLagMonitor()
-        self.ladder = StopLadder(clock or LoopClock(), lambda rung: self.notifier.status(f"stopping: {rung}"))
+        self.reports = SystemdReports(self.notifier, lambda: service_state(self), watchdog_period())
+        self.ladder = StopLadder(clock or LoopClock(), lambda rung: self.reports.update_status())
         self.pool: WorkerPool | None = None
         self.phase = Phase.STARTING
         self.job_status: tuple[agent_pb.JobStatus, str] = (agent_pb.JS_PENDING, "")  # the local job's
@@ -212,6 +215,7 @@ class Supervisor:
         if self._install_signals:
             self.signals.install()
         self.loop_lag.start()
+        self._tasks.spawn(self.reports.run(), name="systemd reports")  # watchdog, STATUS=, stop extensions
         try:
             started = await self.startup()  # STARTING: workers, prewarm hooks; a stop signal abandons it
             ending = await self.main_loop() if started else Ending.SIGNAL  # READY until a signal, a failure
@@ -277,7 +281,7 @@ class Supervisor:
         if ending is Ending.SIGNAL and serving is not None:
             drained = await self._drain(budget, serving)
         self.phase = Phase.STOPPING
-        self.notifier.stopping("stopping")
+        self.reports.stopping(budget.total)
         self.server.stop()
         reason = "interrupted" if self.local_job is not None else "daemon shutting down"
         await self.ladder.rung("end jobs", budget.end_jobs, lambda: self._end_jobs(reason))
@@ -296,11 +300,10 @@ class Supervisor:
     async def _drain(self, budget: StopBudget, serving: asyncio.Future[None]) -> bool:
         """DRAINING: FULL, nothing new, running jobs may finish; False if cut short (timeout, 2nd signal)."""
         self.phase = Phase.DRAINING
-        jobs = len(self.server.jobs)
         log.info(
             "shutdown requested: draining (a second signal stops at once); stop budget %s", budget.describe()
         )
-        self.notifier.stopping(f"draining {jobs} job(s)")
+        self.reports.stopping(budget.total)
         self.server.begin_drain()
         waits: dict[str, Awaitable[Any]] = {
             "drained": self.server.drained.wait(),

@@ -29,6 +29,7 @@ from livekit.protocol import agent as agent_pb
 from framepool.errors import ConfigError, ExitStatus, ServerUnavailableError
 from framepool.hardening import make_undumpable
 from framepool.logs import setup_logging
+from framepool.proctitle import supervisor_title
 from framepool.settings import Settings
 from framepool.signals import StopSignals, run_service
 
@@ -130,6 +131,7 @@ def _run_start(args: argparse.Namespace, settings: Settings | None) -> int:
     quiet_short_secret_warning()
     settings = with_log_format(settings, "json")
     server = load_server(args.target, settings)
+    supervisor_title(agent.agent_name for agent in server.agents)
     return run_service(Supervisor(server).run())
 
 
@@ -157,6 +159,7 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
         )
     try:
         server = load_server(args.target, settings)
+        supervisor_title(agent.agent_name for agent in server.agents)
         if devserver is not None and server.load_fnc is None:
             from framepool.agent.server import pool_load
 
@@ -192,6 +195,7 @@ def _run_connect(args: argparse.Namespace, settings: Settings | None) -> int:
     quiet_short_secret_warning()
     settings = with_log_format(settings, "text")
     server = load_server(args.target, settings)
+    supervisor_title(agent.agent_name for agent in server.agents)
     return run_service(connect(server, args.room, args.participant, args.agent))
 
 

@@ -29,6 +29,7 @@ from framepool.bridge.watch import SpoolWatch
 from framepool.errors import ConfigError
 from framepool.ipc.spool import SpoolReader, sink_spool
 from framepool.logs import setup_logging
+from framepool.proctitle import bridge_title
 
 PR_SET_PDEATHSIG = 1
 log = logging.getLogger("framepool.bridge")
@@ -60,6 +61,7 @@ def main() -> None:
 
 
 def run_bridge() -> BridgeExit:
+    bridge_title()
     if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     try:

@@ -27,12 +27,17 @@ were it dumpable, a sandboxed worker running as that same user could write into 
 run code outside the sandbox. Its children inherit the flag, so a new worker is non-dumpable until it
 decides (`framepool.worker.main`: an unsandboxed worker makes itself dumpable again). Its environment is
 already the workers' allow-listed one (`framepool.pool.spawn` execs it with that environment).
+
+Its process title (`framepool: forkserver`, `framepool.proctitle`) replaces multiprocessing's
+`python3 -c from multiprocessing.forkserver import main…` in `ps`.
 """
 
 from __future__ import annotations
 
 import ctypes
 import signal
+
+from framepool.proctitle import forkserver_title
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -43,3 +48,4 @@ if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
     raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed in the forkserver")
 if _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
     raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed in the forkserver")
+forkserver_title()  # its workers show it until they read their start message (framepool.worker.main)

@@ -45,6 +45,7 @@ from framepool.ipc.control import WorkerChannel
 from framepool.ipc.lifecycle import WorkerExit, WorkerLaunch
 from framepool.ipc.ring import Doorbell, FrameRing, RingError
 from framepool.logs import log_context, setup_logging
+from framepool.proctitle import worker_title
 from framepool.worker import sandbox
 from framepool.worker.context import ResultWriter
 from framepool.worker.drain import EndOfDrain
@@ -131,6 +132,7 @@ def run(channel: WorkerChannel) -> WorkerExit:
     if not isinstance(message, control.WorkerStart) or len(fds) != 8 + (message.bytes_max > 0):
         control.close_fds(fds)
         return WorkerExit.BAD_START
+    worker_title(message.index, message.cpu)  # the earliest both are known: `ps` tells workers apart
     setup_logging(message.log_level, message.log_format)  # type: ignore[arg-type]
     with log_context(worker=message.index):
         try:

@@ -20,9 +20,13 @@ from tests.support.timeouts import PROCESS
 pytestmark = pytest.mark.integration
 
 
-async def next_notification(sock: socket.socket) -> dict[str, str]:
-    raw = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 4096), PROCESS)
-    return dict(line.split("=", 1) for line in raw.decode().splitlines())
+async def next_notification(sock: socket.socket, key: str) -> dict[str, str]:
+    """The next message that carries `key` (STATUS= lines come first: the daemon reports its start-up)."""
+    while True:
+        raw = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 4096), PROCESS)
+        message = dict(line.split("=", 1) for line in raw.decode().splitlines())
+        if key in message:
+            return message
 
 
 async def test_ready_after_registration_then_stopping_on_sigterm(
@@ -54,12 +58,12 @@ async def test_ready_after_registration_then_stopping_on_sigterm(
             stderr=asyncio.subprocess.PIPE,
         )
         try:
-            ready = await next_notification(sock)
+            ready = await next_notification(sock, "READY")
             assert ready["READY"] == "1"
             assert ready["MAINPID"] == str(process.pid)
             assert "1 agent(s) registered" in ready["STATUS"]
             process.send_signal(signal.SIGTERM)
-            stopping = await next_notification(sock)
+            stopping = await next_notification(sock, "STOPPING")
             assert stopping["STOPPING"] == "1"
             _, err = await asyncio.wait_for(process.communicate(), PROCESS)
             assert process.returncode == 0, err.decode()[-2000:]

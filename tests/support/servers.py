@@ -12,6 +12,7 @@ Redis: `redis-server` on PATH or in /usr/bin. PostgreSQL: one directory holding 
 
 from __future__ import annotations
 
+import ctypes.util
 import os
 import re
 import shutil
@@ -60,16 +61,21 @@ def missing_packages() -> list[str]:
         missing.append("postgresql")
     # Reference tools the processor tests run: speech for the VAD corpus and DTMF talk-off, a DTMF decoder;
     # promtool checks /metrics (tests/support/metrics.py; Debian ships it in the prometheus package); the
-    # browser the status page is tested in (tests/support/chromium.py).
+    # browser the status page is tested in (tests/support/chromium.py); the systemd tests: the units'
+    # checker, `ps` for process titles.
     tools = (
         ("espeak-ng", "espeak-ng"),
         ("multimon-ng", "multimon-ng"),
         ("promtool", "prometheus"),
         ("chromium", "chromium"),
+        ("systemd-analyze", "systemd"),
+        ("ps", "procps"),
     )
     for tool, package in tools:
         if shutil.which(tool) is None:
             missing.append(package)
+    if ctypes.util.find_library("seccomp") is None:  # the units' sandbox, reproduced by the systemd tests
+        missing.append("libseccomp2")
     # The image test (tests/image): builds with podman, runs with runc and catatonit (--init), and makes its
     # base image with mmdebstrap (tests/support/image.py says why each).
     for tool in ("podman", "runc", "catatonit", "mmdebstrap"):

@@ -29,6 +29,7 @@ SUPERVISOR_SIDE = (
     "signals.py",
     "loop.py",
     "sdnotify.py",
+    "sdreports.py",
     "tasks.py",
 )
 WORKER_SIDE = ("worker/",)
@@ -47,6 +48,7 @@ SUPERVISOR_PACKAGES = (
     "framepool.signals",
     "framepool.loop",
     "framepool.sdnotify",
+    "framepool.sdreports",
     "framepool.tasks",
 )
 
