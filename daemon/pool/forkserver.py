@@ -27,12 +27,18 @@ were it dumpable, a sandboxed worker running as that same user could write into 
 run code outside the sandbox. Its children inherit the flag, so a new worker is non-dumpable until it
 decides (`framepool.worker.main`: an unsandboxed worker makes itself dumpable again). Its environment is
 already the workers' allow-listed one (`framepool.pool.spawn` execs it with that environment).
+
+Its logging is set up here, from that environment (`framepool.logs.LEVEL_ENV`): what it would print (a
+fork that failed before the worker's code ran) comes out as the daemon's other lines do, and a worker
+forked from it logs the same way until it sets up its own logging, first thing.
 """
 
 from __future__ import annotations
 
 import ctypes
 import signal
+
+from framepool.logs import setup_logging_from_environment
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -43,3 +49,5 @@ if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
     raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed in the forkserver")
 if _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
     raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed in the forkserver")
+
+setup_logging_from_environment("forkserver")
