@@ -204,7 +204,7 @@ def parse_keys(text: str) -> dict[str, str]:
 def _run_devserver(args: argparse.Namespace, settings: Settings | None) -> int:
     from framepool.devserver.server import run_devserver
 
-    setup_logging("debug" if args.verbose else "info", "auto")
+    setup_logging("debug" if args.verbose else "info", "auto", process="devserver")
     result: int = run_devserver(
         args.host, args.port, parse_keys(args.keys), args.verbose, args.departure_timeout
     )

@@ -25,7 +25,7 @@ import msgspec
 from msgspec import Meta
 
 from framepool.agentspec import AgentSpec as AgentSpec  # settings files name it here
-from framepool.bridge.registry import SinkSpec
+from framepool.bridge.registry import SinkSpec, masked_options
 from framepool.errors import ConfigError
 from framepool.machine import MIN_DERIVED_LIMIT_MB, derived_memory_limit_mb
 
@@ -477,4 +477,5 @@ def masked(settings: Settings) -> dict[str, Any]:
     for key in SECRET_FIELDS:
         if data.get(key):
             data[key] = "***"
+    data["sinks"] = [{**sink, "options": masked_options(sink["options"])} for sink in data["sinks"]]
     return data

@@ -31,6 +31,7 @@ from livekit.protocol import agent as agent_pb
 
 from framepool.agent.registration import PING_INTERVAL, ConnectionOptions, DaemonStatus, JobHost, Registration
 from framepool.errors import ServerUnavailableError
+from framepool.logs import log_context
 from framepool.tasks import TaskSet, first_of
 
 log = logging.getLogger("framepool.agent.connection")
@@ -314,7 +315,9 @@ class AgentConnection:
     def _handle(self, message: agent_pb.ServerMessage) -> None:
         kind = message.WhichOneof("message")
         if kind == "availability":
-            self._tasks.spawn(self._answer_availability(message.availability))
+            job = message.availability.job
+            with log_context(job=job.id, room=job.room.name):  # the answer's task and the job it starts
+                self._tasks.spawn(self._answer_availability(message.availability))
         elif kind == "assignment":
             self._on_assignment(message.assignment)
         elif kind == "termination":

@@ -163,7 +163,15 @@ class DataFeed:
 
     def on_stream_event(self, stream_id: str, event: str, detail: str) -> None:
         level = logging.INFO if event in ("detached", "worker_restarted") else logging.WARNING
-        log.log(level, "data stream %s: %s %s", stream_id, event, detail)
+        # Called from the pool's reader, outside the job's tasks: the stream's labels give the context.
+        log.log(
+            level,
+            "data stream %s: %s %s",
+            stream_id,
+            event,
+            detail,
+            extra={"stream": stream_id, **self.labels},
+        )
         if event in ("processor_quarantined", "processor_disabled"):
             processor, _, reason = detail.partition(": ")
             body = {"event": event, "processor": processor, "participant": "", "track": "", "reason": reason}

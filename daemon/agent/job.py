@@ -126,7 +126,7 @@ class JobContext:
         self.shared = shared
         self.room = rtc.Room()
         self.log_context_fields: dict[str, Any] = {
-            "job_id": job.id,
+            "job": job.id,
             "room": job.room.name,
             "agent": job.agent_name or "(automatic)",
         }
@@ -275,7 +275,7 @@ class JobContext:
         if taken:
             raise ValueError(f"data processor {taken[0]!r} is already attached to this job")
         number = len(dict.fromkeys(self.data_processors.values()))
-        labels = {"room": self.job.room.name, "job_id": self.job.id, "source": "data"}
+        labels = {"room": self.job.room.name, "job": self.job.id, "source": "data"}
         stream_id = f"{self.job.id}/data/{number}"
         feed = DataFeed(
             self.session.pool,

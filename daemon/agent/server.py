@@ -398,9 +398,12 @@ class AgentServer:
         """
         if self.pool is None:
             raise RuntimeError("start() the agent server before serve()")
-        self._connection_tasks = [
-            asyncio.create_task(d.run(), name=f"connection {d.label}") for d in self.connections
-        ]
+        self._connection_tasks = []
+        for connection in self.connections:
+            # Each connection's lines carry its agent (and the jobs it takes, their own fields too).
+            with log_context(agent=connection.registration.agent_name or "(automatic)"):
+                task = asyncio.create_task(connection.run(), name=f"connection {connection.label}")
+            self._connection_tasks.append(task)
         watch = asyncio.ensure_future(self._watch_registration())
         waits: dict[object, Awaitable[Any]] = dict(enumerate(self._connection_tasks))
         waits.update(halted=self.pool.halted.wait(), stop=self._stop.wait())

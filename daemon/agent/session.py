@@ -208,7 +208,7 @@ class RoomSession:
             "participant": participant.identity,
             "track": publication.sid,
             "source": rtc.TrackSource.Name(publication.source),
-            "job_id": self.job_id,
+            "job": self.job_id,
         }
         channels = 2 if AudioTrackFeature.TF_STEREO in publication.audio_features else 1
         for number, group in enumerate(rule.groups):
@@ -470,6 +470,9 @@ class TrackFeed:
 
     def on_stream_event(self, stream_id: str, event: str, detail: str) -> None:
         level = logging.INFO if event in ("detached", "worker_restarted") else logging.WARNING
-        log.log(level, "stream %s: %s %s", stream_id, event, detail)
+        # Called from the pool's reader, outside the job's tasks: the stream's labels give the context.
+        log.log(
+            level, "stream %s: %s %s", stream_id, event, detail, extra={"stream": stream_id, **self.labels}
+        )
         if event in ("processor_quarantined", "processor_disabled"):
             self.session.queue_event(self, event, *detail.split(": ", 1))

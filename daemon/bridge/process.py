@@ -28,7 +28,7 @@ from framepool.bridge.sink import Sink
 from framepool.bridge.watch import SpoolWatch
 from framepool.errors import ConfigError
 from framepool.ipc.spool import SpoolReader, sink_spool
-from framepool.logs import setup_logging
+from framepool.logs import log_context, setup_logging
 from framepool.proctitle import bridge_title
 
 PR_SET_PDEATHSIG = 1
@@ -71,7 +71,7 @@ def run_bridge() -> BridgeExit:
         return BridgeExit.CONFIG
     if start.parent_pid and os.getppid() != start.parent_pid:
         return BridgeExit.ORPHANED
-    setup_logging(start.log_level, start.log_format)  # type: ignore[arg-type]
+    setup_logging(start.log_level, start.log_format, process="bridge")
     try:
         sinks = [build_sink(spec, index) for index, spec in enumerate(start.sinks)]
     except ConfigError as exc:
@@ -106,13 +106,20 @@ async def serve(start: BridgeStart, sinks: list[Sink]) -> None:
     print("ready", flush=True)
     log.info("bridge ready: %s", ", ".join(runner.sink.name for runner in runners))
     try:
-        tasks = [asyncio.create_task(runner.run(), name=runner.sink.name) for runner in runners]
+        tasks = [_start_runner(runner) for runner in runners]
         await _until_stopped(tasks, stopping, start.stop_timeout)
     finally:
         watch.close()
         for runner in runners:
             runner.reader.close()
-            log.info("sink %s: %s", runner.sink.name, msgspec.to_builtins(runner.stats))
+            stats = msgspec.to_builtins(runner.stats)
+            log.info("sink %s: %s", runner.sink.name, stats, extra={"sink": runner.sink.name})
+
+
+def _start_runner(runner: SinkRunner) -> asyncio.Task[None]:
+    """The runner's task, every line it logs carrying its sink's name (the task copies the context)."""
+    with log_context(sink=runner.sink.name):
+        return asyncio.create_task(runner.run(), name=runner.sink.name)
 
 
 async def _until_stopped(tasks: list[asyncio.Task[None]], stopping: asyncio.Event, grace: float) -> None:

@@ -76,3 +76,26 @@ def check(specs: list[SinkSpec]) -> None:
         raise ConfigError(f"sink name {duplicates[0]!r} is used twice: names must be unique")
     for index, spec in enumerate(specs):
         sink_config(spec, index)
+
+
+# Option names whose values are credentials, in any sink type (a user's sink too): shown masked.
+SECRET_OPTION = re.compile(r"secret|password|passwd|token|api_?key|credential|authorization", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@/\s]+@")  # scheme://user:PASSWORD@host
+_DSN_PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)  # libpq's key=value form
+
+
+def masked_options(value: Any, secret: bool = False) -> Any:
+    """A sink's options as `framepool config` shows them: a value under a credential-like name and every
+    request header as `***`, the password of a URL or DSN in any other string too."""
+    if isinstance(value, dict):
+        return {
+            key: masked_options(item, secret or key == "headers" or bool(SECRET_OPTION.search(key)))
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [masked_options(item, secret) for item in value]
+    if secret and value not in ("", None):
+        return "***"
+    if isinstance(value, str):
+        return _DSN_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", value))
+    return value

@@ -77,8 +77,6 @@ class WorkerStart(_Message):
     prewarm: str
     processor_failure_limit: int
     result_max_bytes: int
-    log_level: str
-    log_format: str
     bytes_max: int = 0  # largest ctx.send_bytes blob; 0: no blob ring (send_bytes raises)
     budget: CallBudget = CallBudget()
 

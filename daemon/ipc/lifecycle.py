@@ -11,9 +11,10 @@ pool decides on the code, never on a message. The values sit in a block of their
 things; only 0 is shared, and it means a clean end in both.
 
 `WorkerLaunch` is what a worker must know before it reads its first control message: the environment it
-runs with (allow-listed by the supervisor, `framepool.pool.spawn`) and whether it sandboxes itself
-(`framepool.worker.sandbox`) before any processor code is imported. It travels as the multiprocessing
-target's argument, never through the environment.
+runs with (allow-listed by the supervisor, `framepool.pool.spawn`), how it logs (set up first, so even a
+failing sandbox set-up is a proper log line) and whether it sandboxes itself (`framepool.worker.sandbox`)
+before any processor code is imported. It travels as the multiprocessing target's argument, never through
+the environment.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class WorkerLaunch:
     env: dict[str, str]  # the worker's whole environment (os.environ is replaced by it)
     sandbox: bool = False
     sandbox_user: str = "nobody"
+    log_level: str = "info"
+    log_format: str = "auto"
 
 
 def describe_exit(code: int | None) -> str:

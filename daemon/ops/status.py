@@ -227,7 +227,7 @@ def _agent_entry(server: AgentServer, connection: AgentConnection) -> AgentEntry
 
 
 def job_entries(supervisor: Supervisor, attachments: list[StreamAttachment]) -> list[JobEntry]:
-    per_job = collections.Counter(a.spec.labels.get("job_id", "") for a in attachments)
+    per_job = collections.Counter(a.spec.labels.get("job", "") for a in attachments)
     return [
         JobEntry(
             id=job_id,
@@ -267,7 +267,7 @@ def stream_entries(attachments: list[StreamAttachment]) -> list[StreamEntry]:
         entries.append(
             StreamEntry(
                 id=attachment.stream_id,
-                job=labels.get("job_id", ""),
+                job=labels.get("job", ""),
                 room=labels.get("room", ""),
                 participant=labels.get("participant", ""),
                 track=labels.get("track", ""),

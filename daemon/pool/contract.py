@@ -40,7 +40,7 @@ class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
     realtime: bool = True  # False: offline back-pressure (POLICY_BLOCK), nothing lost
     max_frame_bytes: int  # ring slot size
     output_max_frame_bytes: int = 0  # >0: an output ring for ctx.publish_audio / publish_video
-    labels: dict[str, str] = {}  # room, participant, track, source: log context in both processes
+    labels: dict[str, str] = {}  # room, participant, track, source, job: log context in both processes
 
 
 class StreamStats(msgspec.Struct, frozen=True, kw_only=True):

@@ -30,6 +30,10 @@ already the workers' allow-listed one (`framepool.pool.spawn` execs it with that
 
 Its process title (`framepool: forkserver`, `framepool.proctitle`) replaces multiprocessing's
 `python3 -c from multiprocessing.forkserver import main…` in `ps`.
+
+Its logging is set up here, from that environment (`framepool.logs.LEVEL_ENV`): what it would print (a
+fork that failed before the worker's code ran) comes out as the daemon's other lines do, and a worker
+forked from it logs the same way until it sets up its own logging, first thing.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from __future__ import annotations
 import ctypes
 import signal
 
+from framepool.logs import setup_logging_from_environment
 from framepool.proctitle import forkserver_title
 
 PR_SET_PDEATHSIG = 1
@@ -49,3 +54,5 @@ if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
 if _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
     raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed in the forkserver")
 forkserver_title()  # its workers show it until they read their start message (framepool.worker.main)
+
+setup_logging_from_environment("forkserver")

@@ -298,9 +298,14 @@ class WorkerPool:
             blamed = blamed if note else None  # a processor the stream does not have: nobody is blamed
         if worker.killed_for is HealthAction.KILL_MEMORY:
             slot.memory_restarts += 1
-            log.warning("%s; restarting it (memory restart %d of this worker)", reason, slot.memory_restarts)
+            log.warning(
+                "%s; restarting it (memory restart %d of this worker)",
+                reason,
+                slot.memory_restarts,
+                extra={"worker": worker.slot},
+            )
         else:
-            log.error("%s; restarting it", reason)
+            log.error("%s; restarting it", reason, extra={"worker": worker.slot})
         orphans = list(worker.attachments.values())
         for attachment in orphans:
             attachment.worker_lost(worker, keep_rings=blamed is not None and attachment is not blamed)

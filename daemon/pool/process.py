@@ -161,8 +161,6 @@ class WorkerProcess:
             processor_failure_limit=self.settings.processor_failure_limit,
             result_max_bytes=self.settings.result_max_bytes,
             bytes_max=self.settings.bytes_max if self.blobs is not None else 0,
-            log_level=self.settings.log_level,
-            log_format=self.settings.log_format,
             budget=call_budget(self.settings),
         )
         bells = (self.data_bell, self.result_bell, self.space_bell)

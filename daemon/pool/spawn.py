@@ -42,6 +42,7 @@ from typing import Any
 
 from framepool.errors import PoolError
 from framepool.ipc.lifecycle import WorkerLaunch, worker_entry
+from framepool.logs import FORMAT_ENV, LEVEL_ENV
 from framepool.settings import Settings
 
 # What a Python worker needs from the supervisor's environment; the operator adds names with worker_env.
@@ -96,6 +97,8 @@ def configure(settings: Settings) -> None:
         env=worker_environment(settings.worker_env, os.environ),
         sandbox=settings.sandbox,
         sandbox_user=settings.sandbox_user,
+        log_level=settings.log_level,
+        log_format=settings.log_format,
     )
 
 
@@ -107,7 +110,10 @@ def _spawnv_passfds(path: Any, args: Any, passfds: Sequence[int]) -> int:
     """multiprocessing's fork-exec helper; on the starter thread, with the allow-listed environment."""
     if not getattr(_on_starter, "active", False):
         return _original_spawnv_passfds(path, args, passfds)
-    env = [os.fsencode(f"{key}={value}") for key, value in _current_launch().env.items()]
+    launch = _current_launch()
+    # The forkserver learns how to log from its environment, its one input (`framepool.logs.LEVEL_ENV`).
+    environ = {**launch.env, LEVEL_ENV: launch.log_level, FORMAT_ENV: launch.log_format}
+    env = [os.fsencode(f"{key}={value}") for key, value in environ.items()]
     fds = tuple(sorted(map(int, passfds)))
     # The same call as multiprocessing.util.spawnv_passfds, with `env` instead of None (inherit). Typed Any:
     # the stub wants a str cwd and a callable preexec_fn where the runtime (and multiprocessing) pass None.

@@ -105,7 +105,7 @@ class StreamContext:
         self._seq = 0
         self._blob_seq = 0
         self._log = logging.LoggerAdapter(
-            logging.getLogger(f"framepool.processor.{name}"), dict(stream.labels)
+            logging.getLogger(f"framepool.processor.{name}"), {**stream.log_fields, "processor": name}
         )
 
     @property

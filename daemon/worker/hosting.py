@@ -171,6 +171,7 @@ class HostedStream:
         self.key = message.key
         self.stream_id = message.stream_id
         self.labels: Mapping[str, str] = dict(message.labels)
+        self.log_fields = stream_log_fields(message)
         self.realtime = message.realtime
         self.writer = writer
         self.channel = channel
@@ -253,20 +254,23 @@ class HostedStream:
         """Process what the input ring holds (up to `limit` frames, and no frame started after the monotonic
         time `until` but the first); True if there was anything."""
         ring = self.input
-        if ring is None:
+        if ring is None or not ring.pending():  # most streams of a pass have nothing: no context to set
             return False
         count = 0
-        while (limit is None or count < limit) and (until is None or count == 0 or time.monotonic() < until):
-            item = ring.peek()
-            if item is None:
-                break
-            header, view = item
-            try:
-                self._process_frame(header, view)
-            finally:
-                del view, item
-                ring.release()
-            count += 1
+        with log_context(**self.log_fields):  # what processors log while they process this stream's frames
+            while (limit is None or count < limit) and (
+                until is None or count == 0 or time.monotonic() < until
+            ):
+                item = ring.peek()
+                if item is None:
+                    break
+                header, view = item
+                try:
+                    self._process_frame(header, view)
+                finally:
+                    del view, item
+                    ring.release()
+                count += 1
         return count > 0
 
     def _process_frame(self, header: FrameHeader, view: memoryview) -> None:
@@ -324,7 +328,7 @@ class HostedStream:
             f"{processor.over_streak} calls in a row over its budget of {budget_s * 1000:.0f} ms "
             f"(last {elapsed * 1000:.0f} ms)"
         )
-        with log_context(stream=self.stream_id, processor=processor.name, **self.labels):
+        with log_context(processor=processor.name, **self.log_fields):
             log.error("processor %s quarantined: %s", processor.name, detail)
         self._event("processor_quarantined", processor.name, detail, number)
 
@@ -337,7 +341,7 @@ class HostedStream:
         reported at the first, disabled on this stream at `processor_failure_limit`."""
         self.errors += 1
         detail = f"{where}() raised {type(exc).__name__}: {exc}"
-        with log_context(stream=self.stream_id, processor=processor.name, **self.labels):
+        with log_context(processor=processor.name, **self.log_fields):
             if consecutive == 1:
                 log.warning("processor %s %s", processor.name, detail, exc_info=exc)
                 self._event("processor_error", processor.name, detail)
@@ -395,6 +399,11 @@ class HostedStream:
         if self.space_bell is not None:
             self.space_bell.close()
         self.input = self.output = self.space_bell = None
+
+
+def stream_log_fields(message: control.AttachStream) -> dict[str, str]:
+    """The log context of a stream's lines in the worker: its id and labels (room, job, participant...)."""
+    return {"stream": message.stream_id, **message.labels}
 
 
 def release_resources() -> None:

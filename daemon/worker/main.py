@@ -49,7 +49,7 @@ from framepool.proctitle import worker_title
 from framepool.worker import sandbox
 from framepool.worker.context import ResultWriter
 from framepool.worker.drain import EndOfDrain
-from framepool.worker.hosting import CallWatch, HostedStream, probe, release_resources
+from framepool.worker.hosting import CallWatch, HostedStream, probe, release_resources, stream_log_fields
 
 # Streams whose busy seconds one pong carries at most (about 20 bytes each per processor, far below the
 # channel's
@@ -66,7 +66,13 @@ log = logging.getLogger("framepool.worker")
 
 def main(sock: socket.socket, expected_parent: int, launch: WorkerLaunch) -> None:
     """multiprocessing target (via `framepool.ipc.lifecycle.worker_entry`): the one place a worker exits."""
-    sys.exit(_run_worker(sock, expected_parent, launch))
+    setup_logging(launch.log_level, launch.log_format, process="worker")
+    try:
+        status = _run_worker(sock, expected_parent, launch)
+    except Exception:  # before the runtime (which reports its own): logged, not multiprocessing's raw print
+        log.exception("worker failed to start")
+        status = WorkerExit.RUNTIME_ERROR
+    sys.exit(status)
 
 
 def _run_worker(sock: socket.socket, expected_parent: int, launch: WorkerLaunch) -> WorkerExit:
@@ -133,7 +139,6 @@ def run(channel: WorkerChannel) -> WorkerExit:
         control.close_fds(fds)
         return WorkerExit.BAD_START
     worker_title(message.index, message.cpu)  # the earliest both are known: `ps` tells workers apart
-    setup_logging(message.log_level, message.log_format)  # type: ignore[arg-type]
     with log_context(worker=message.index):
         try:
             runtime = WorkerRuntime.start(channel, message, fds)
@@ -343,18 +348,26 @@ class WorkerRuntime:
                 raise ChannelError(f"unexpected control message {type(message).__name__} in a worker")
 
     def _attach(self, message: control.AttachStream, fds: list[int]) -> None:
-        try:
-            stream = HostedStream.open(
-                message, fds, self.data_bell, self.writer, self.channel, self.config, self.watch, self.batches
-            )
-        except Exception as exc:  # a processor's constructor may raise anything: report, do not die
-            self.channel.send(
-                control.StreamAttachFailed(index=message.index, reason=f"{type(exc).__name__}: {exc}")
-            )
-            return
-        self.streams[message.index] = stream
-        self.channel.send(control.StreamAttached(index=message.index))
-        stream.report_start_failures()
+        with log_context(**stream_log_fields(message)):  # what processors log as they start
+            try:
+                stream = HostedStream.open(
+                    message,
+                    fds,
+                    self.data_bell,
+                    self.writer,
+                    self.channel,
+                    self.config,
+                    self.watch,
+                    self.batches,
+                )
+            except Exception as exc:  # a processor's constructor may raise anything: report, do not die
+                self.channel.send(
+                    control.StreamAttachFailed(index=message.index, reason=f"{type(exc).__name__}: {exc}")
+                )
+                return
+            self.streams[message.index] = stream
+            self.channel.send(control.StreamAttached(index=message.index))
+            stream.report_start_failures()
 
     def _detach(self, index: int, reply: bool = True) -> None:
         stream = self.streams.pop(index, None)
@@ -362,9 +375,10 @@ class WorkerRuntime:
             if reply:
                 self.channel.send(control.StreamDetached(index=index, errors=0, busy={}, results_dropped=0))
             return
-        stream.process_pending(limit=None)
-        self.batches.before_drain(stream)
-        stream.finish()
+        with log_context(**stream.log_fields):  # what processors log as they finish
+            stream.process_pending(limit=None)
+            self.batches.before_drain(stream)
+            stream.finish()
         if reply:
             self.channel.send(
                 control.StreamDetached(

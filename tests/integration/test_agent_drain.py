@@ -87,7 +87,7 @@ async def log_line(process: asyncio.subprocess.Process, fragment: str, seen: lis
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if fragment in str(record.get("msg", "")):
+        if fragment in str(record.get("message", "")):
             return dict(record)
 
 
@@ -191,7 +191,7 @@ async def test_drain_timeout_ends_the_running_job_and_exits_1(devserver: DevServ
         status, logged = await exit_status(process, seen)
         assert status == 1, logged
         assert "job shutting down: daemon shutting down" in logged
-        assert record["msg"] == "job ended: JS_SUCCESS"
+        assert record["message"] == "job ended: JS_SUCCESS"
         await assert_gone(pids)
         assert shm_segments() <= shm_before
     finally:

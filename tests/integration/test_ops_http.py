@@ -144,7 +144,7 @@ async def health(*args: str, **env: str) -> tuple[int, str, str]:
 
 
 def messages(log: str) -> list[str]:
-    return [json.loads(line)["msg"] for line in log.splitlines() if line.startswith("{")]
+    return [json.loads(line)["message"] for line in log.splitlines() if line.startswith("{")]
 
 
 async def stop_daemon(process: asyncio.subprocess.Process, seen: list[str]) -> tuple[int, str]:

@@ -1,10 +1,8 @@
-"""The command line: generated flags, one-line errors with exit codes, config output, logging formats."""
+"""The command line: generated flags, one-line errors with exit codes, config output."""
 
 from __future__ import annotations
 
 import io
-import json
-import logging
 import os
 import subprocess
 import sys
@@ -14,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from framepool import cli
-from framepool.logs import log_context, setup_logging
 from framepool.settings import Settings, field_docs
 from tests.support.timeouts import PROCESS
 
@@ -123,35 +120,6 @@ def test_devserver_keys_parse() -> None:
     assert cli.parse_keys("a:b,c:d") == {"a": "b", "c": "d"}
     with pytest.raises(cli.ConfigError, match="KEY:SECRET"):
         cli.parse_keys("nosecret")
-
-
-def test_json_log_lines_carry_context_fields() -> None:
-    stream = io.StringIO()
-    setup_logging("info", "json", stream=stream)
-    try:
-        with log_context(job_id="J1", room="r"), log_context(stream="audio0"):
-            logging.getLogger("framepool.test").info("hello %s", "world", extra={"worker": 2})
-        logging.getLogger("framepool.test").debug("not shown")
-        logging.getLogger("framepool.test").warning("outside")
-    finally:
-        setup_logging("info", "text")
-    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
-    assert first["msg"] == "hello world" and first["level"] == "info" and first["logger"] == "framepool.test"
-    assert (first["job_id"], first["room"], first["stream"], first["worker"]) == ("J1", "r", "audio0", 2)
-    assert isinstance(first["ts"], float)
-    assert second["msg"] == "outside" and "job_id" not in second
-
-
-def test_text_log_lines_end_with_key_values() -> None:
-    stream = io.StringIO()
-    setup_logging("debug", "text", stream=stream)
-    try:
-        with log_context(room="my room"):
-            logging.getLogger("framepool.x").debug("ready")
-    finally:
-        setup_logging("info", "text")
-    line = stream.getvalue().strip()
-    assert " DEBUG   framepool.x ready room='my room'" in line
 
 
 class Terminal(io.StringIO):

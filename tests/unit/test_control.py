@@ -32,8 +32,6 @@ START = WorkerStart(
     prewarm="m:f",
     processor_failure_limit=5,
     result_max_bytes=65536,
-    log_level="info",
-    log_format="json",
 )
 
 
