@@ -22,8 +22,9 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from framepool import __version__
 from framepool import settings as settings_module
 from framepool.errors import ConfigError, ExitStatus, FramepoolError
 from framepool.hardening import make_undumpable
@@ -76,9 +77,17 @@ def load_settings(args: argparse.Namespace) -> Settings:
     return settings_module.load(getattr(args, "config", None), overrides=overrides)
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """A usage error is one line on stderr and exit 2, like every other error a user can cause; subcommand
+    parsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitStatus.CONFIG, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = settings_parent()
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog=PROG,
         usage=(
             f"{PROG} [SETTINGS FLAGS] COMMAND [ARGS]  (flags: `{PROG} --help`, reference: `{PROG} config "
@@ -89,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
             "LiveKit agent server: one supervisor holds the rooms, CPU-pinned workers process frames."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, prog=PROG)
     _add_config(subparsers, common)
     _add_process(subparsers, common)
@@ -96,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     from framepool.agent import cli as agent_cli  # start, dev, connect (they import framepool.cli)
 
     agent_cli.register(subparsers, common)
+    from framepool import clientcli  # publish, listen, dispatch
+
+    clientcli.register(subparsers)
     return parser
 
 
