@@ -9,6 +9,7 @@ no framepool settings (no `--config`, no `FRAMEPOOL_*`): only where LiveKit is
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import uuid
@@ -18,6 +19,7 @@ from typing import Any, NoReturn
 
 from framepool.agent.cli import quiet_short_secret_warning
 from framepool.errors import ExitStatus, FramepoolError
+from framepool.logs import setup_logging
 from framepool.roomclient import add_connection_flags, create_dispatch, credentials
 from framepool.settings import Settings
 from framepool.signals import run_service
@@ -98,6 +100,14 @@ def _add_dispatch(subparsers: Any) -> None:
     dispatch.set_defaults(handler=_run_dispatch, needs_settings=False)
 
 
+def _client_logging() -> None:
+    """framepool's own warnings as text; the SDK's log silenced. Its connection attempts and retries log at
+    WARNING and ERROR, which buried the one line that says why joining failed (the exception carries it)."""
+    setup_logging("warning", "text")
+    logging.getLogger("livekit").setLevel(logging.CRITICAL)
+    quiet_short_secret_warning()
+
+
 def _end_process(command: Callable[[], int]) -> NoReturn:
     """Run a command that used the rtc SDK, then end the process without interpreter finalisation.
 
@@ -125,7 +135,7 @@ def _run_publish(args: argparse.Namespace, settings: Settings | None) -> int:
 
     creds = credentials(args)
     source = media_source(args.source)  # a missing file fails here, before joining
-    quiet_short_secret_warning()
+    _client_logging()
     _end_process(lambda: run_service(publish(creds, source, args.room, args.identity, args.loop)))
 
 
@@ -136,14 +146,14 @@ def _run_listen(args: argparse.Namespace, settings: Settings | None) -> int:
     creds = credentials(args)
     archive = ListenArchive(args.save, args.frame_every) if args.save is not None else None
     identity = args.identity or f"listener-{uuid.uuid4().hex[:4]}"
-    quiet_short_secret_warning()
+    _client_logging()
     topics = set(args.topic)
     _end_process(lambda: run_service(listen(creds, args.room, identity, topics, args.print_every, archive)))
 
 
 def _run_dispatch(args: argparse.Namespace, settings: Settings | None) -> int:
     creds = credentials(args)
-    quiet_short_secret_warning()
+    _client_logging()
     dispatch_id = run_service(create_dispatch(creds, args.agent, args.room, args.metadata))
     print(f"dispatched agent {args.agent!r} to room {args.room!r}: {dispatch_id}")
     return ExitStatus.OK

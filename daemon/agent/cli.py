@@ -3,8 +3,10 @@
 
 - `framepool start [module:server]`: production. JSON logs unless told otherwise. Without `module:server` it
   runs the declarative agents of the config (`[[agents]]`).
-- `framepool dev [module:server]`: development. Human-readable logs; without LIVEKIT_URL it starts the
-  loopback dev server in this process (devkey/secret) and prints how to join it.
+- `framepool dev [module:server]`: development. Human-readable logs; without LIVEKIT_URL it uses the dev
+  server already running on `--dev-port` (`framepool devserver`, as the README's quick start has it), or
+  starts the loopback dev server in this process (devkey/secret) and prints how to join it; a port taken by
+  something else is one line saying how to point framepool at LiveKit.
 - `framepool connect --room NAME [--participant IDENTITY] [module:server]`: one job in a named room, now,
   without registering for dispatch (the room is created through RoomService; the job's token is minted here).
 
