@@ -6,7 +6,7 @@ It joins with the real LiveKit rtc SDK, publishes a microphone track and a camer
 source has), then sends each frame at its media time: a video frame when it is due, audio a little ahead
 (`AUDIO_LEAD_S`) so the SDK's audio queue never runs dry between two turns of this loop. One line says
 what was published, a progress line follows every `PROGRESS_EVERY_S`; the end of a file (without
-`--loop`), Ctrl-C or SIGTERM leave the room in order and exit 0; losing the room exits 1; a missing file,
+`--loop`), Ctrl-C or SIGTERM leave the room in order and exit 0; losing the room exits 3; a missing file,
 a file with nothing to publish or an unreachable server is one line.
 """
 

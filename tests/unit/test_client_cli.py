@@ -93,3 +93,10 @@ def test_unreachable_server_is_one_line_exit_3(command: list[str], closed_port: 
     }
     result = run_cli(*command, "--room", "r", env=env)
     assert_one_line(result, 3, f"127.0.0.1:{closed_port}")
+
+
+def test_a_file_with_nothing_to_publish_is_one_line(tmp_path: Path) -> None:
+    subtitles = tmp_path / "words.srt"
+    subtitles.write_text("1\n00:00:00,000 --> 00:00:01,000\nhello\n")
+    result = run_cli("publish", str(subtitles), "--room", "r")
+    assert_one_line(result, 1, f"{subtitles}: no audio or video stream to publish")
