@@ -22,8 +22,9 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from framepool import __version__
 from framepool import settings as settings_module
 from framepool.errors import ConfigError, ExitStatus, FramepoolError
 from framepool.hardening import make_undumpable
@@ -76,11 +77,19 @@ def load_settings(args: argparse.Namespace) -> Settings:
     return settings_module.load(getattr(args, "config", None), overrides=overrides)
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """A usage error is one line on stderr and exit 2, like every other error a user can cause; subcommand
+    parsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitStatus.CONFIG, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = settings_parent()
     # No abbreviations: argparse classifies every argument against this parser's options first, and with
     # abbreviations `process ... --processor X` is "ambiguous" among the --processor-* settings flags.
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog=PROG,
         allow_abbrev=False,
         usage=(
@@ -92,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
             "LiveKit agent server: one supervisor holds the rooms, CPU-pinned workers process frames."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, prog=PROG)
     _add_config(subparsers, common)
     _add_process(subparsers, common)
@@ -102,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     from framepool.ops import probe  # framepool health
 
     probe.register(subparsers, common)
+    from framepool import clientcli  # publish, listen, dispatch
+
+    clientcli.register(subparsers)
     return parser
 
 

@@ -3,8 +3,10 @@
 
 - `framepool start [module:server]`: production. JSON logs unless told otherwise. Without `module:server` it
   runs the declarative agents of the config (`[[agents]]`).
-- `framepool dev [module:server]`: development. Human-readable logs; without LIVEKIT_URL it starts the
-  loopback dev server in this process (devkey/secret) and prints how to join it.
+- `framepool dev [module:server]`: development. Human-readable logs; without LIVEKIT_URL it uses the dev
+  server already running on `--dev-port` (`framepool devserver`, as the README's quick start has it), or
+  starts the loopback dev server in this process (devkey/secret) and prints how to join it; a port taken by
+  something else is one line saying how to point framepool at LiveKit.
 - `framepool connect --room NAME [--participant IDENTITY] [module:server]`: one job in a named room, now,
   without registering for dispatch (the room is created through RoomService; the job's token is minted here).
 
@@ -145,12 +147,25 @@ def _run_dev(args: argparse.Namespace, settings: Settings | None) -> int:
 
 async def _dev(args: argparse.Namespace, settings: Settings) -> int:
     from framepool.devserver.server import DevServer
+    from framepool.roomclient import DEV_KEY, DEV_SECRET, dev_url, probe_devserver
     from framepool.service import Supervisor
 
     devserver = None
-    if not settings.livekit_url:
+    if not settings.livekit_url and args.dev_port and await probe_devserver(args.dev_port):
+        # `framepool devserver` (or livekit-server --dev) already runs there, as the quick start has it.
+        settings = replace_settings(
+            settings, livekit_url=dev_url(args.dev_port), api_key=DEV_KEY, api_secret=DEV_SECRET
+        )
+        print(f"using the dev server already running at {settings.livekit_url}", file=sys.stderr)
+    elif not settings.livekit_url:
         devserver = DevServer(port=args.dev_port, keys=dict(DEV_KEYS), departure_timeout=2.0)
-        await devserver.start()
+        try:
+            await devserver.start()
+        except OSError as exc:  # taken between the probe and the bind
+            await devserver.aclose()
+            raise ConfigError(
+                f"cannot start the dev server on port {args.dev_port}: {exc.strerror}"
+            ) from None
         key, secret = next(iter(DEV_KEYS.items()))
         settings = replace_settings(settings, livekit_url=devserver.url, api_key=key, api_secret=secret)
         print(
