@@ -32,7 +32,7 @@ from tests.support.timeouts import EVENT, PROCESS
 
 pytestmark = pytest.mark.integration
 
-SANDBOX = [sys.executable, str(ROOT / "tests" / "support" / "systemd_sandbox.py"), "--user", "nobody", "--"]
+SANDBOX = [sys.executable, str(ROOT / "tests" / "support" / "systemd_sandbox.py"), "--unprivileged", "--"]
 CONFIG = """
 cpus = [{cpu}]
 [[agents]]
@@ -43,7 +43,7 @@ video = ["sharpness"]
 
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
-    """A directory the unprivileged user can read (pytest's tmp_path is root's alone)."""
+    """A directory any user can read, as the unit's DynamicUser= needs its config to be."""
     with tempfile.TemporaryDirectory(prefix="framepool-sandbox-") as name:
         os.chmod(name, 0o755)
         yield Path(name)
@@ -97,9 +97,13 @@ async def test_the_daemon_pins_workers_and_delivers_results_inside_the_unit_sand
         ]
         assert [os.sched_getaffinity(worker.pid) for worker in workers] == [{cpu}]
         for confined in (daemon, *workers):
-            assert confined.uids().real != 0
-            status = Path(f"/proc/{confined.pid}/status").read_text()  # noqa: ASYNC240 (procfs: no I/O wait)
+            proc = Path(f"/proc/{confined.pid}")
+            # Not root: uid 1000 of its own user namespace, no capability left (systemd_sandbox.py).
+            assert os.readlink(proc / "ns" / "user") != os.readlink("/proc/self/ns/user")
+            assert (proc / "uid_map").read_text().split()[:1] == ["1000"]
+            status = (proc / "status").read_text()
             assert "Seccomp:\t2" in status and "NoNewPrivs:\t1" in status
+            assert "CapEff:\t0000000000000000" in status and "CapBnd:\t0000000000000000" in status
         topics = await results_from_published_media(devserver, room_name)
         assert {"vad", "audio-level", "sharpness"} <= topics, topics
         process.send_signal(signal.SIGTERM)

@@ -1,10 +1,13 @@
 """The sandbox systemd/framepool.service puts the daemon in, reproduced where PID 1 is not systemd (a wrapper
-process that then execs the daemon: `python systemd_sandbox.py [--user NAME] -- COMMAND...`).
+process that then execs the daemon: `python systemd_sandbox.py [--unprivileged] -- COMMAND...`).
 
 What systemd 252 applies before it execs ExecStart, and how it is reproduced here, with libseccomp (which
 systemd itself uses; libseccomp2 comes with systemd on Debian) loaded through ctypes:
-- `User=`/`DynamicUser=`, `CapabilityBoundingSet=` (empty): `--user` switches to an unprivileged user after
-  dropping every capability from the bounding set;
+- `User=`/`DynamicUser=`, `CapabilityBoundingSet=` (empty): `--unprivileged` drops every capability from
+  the bounding set and runs as uid and gid 1000 of a new user namespace that maps them to the invoking user:
+  the daemon is not root (which matters: SQLite, inside onnxruntime, calls fchown only as root, and fchown
+  is in @privileged), holds no capability outside the namespace, and still reads the interpreter and the
+  virtualenv wherever they are installed (a Python under /root, mode 700, is out of reach of `nobody`);
 - `NoNewPrivileges=yes`: PR_SET_NO_NEW_PRIVS;
 - `SystemCallFilter=@system-service` and `~@privileged`, `SystemCallArchitectures=native`: an allow-list
   filter of the calls `systemd-analyze syscall-filter` lists for @system-service (groups expanded) minus
@@ -28,7 +31,6 @@ import argparse
 import ctypes
 import errno
 import os
-import pwd
 import re
 import socket
 import subprocess
@@ -42,6 +44,8 @@ PR_SET_MDWE, PR_GET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 66, 1
 PROT_WRITE, PROT_EXEC, SHM_EXEC = 0x2, 0x4, 0o100000
 ALLOWED_FAMILIES = {socket.AF_UNIX, socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK}
 AF_MAX = 46
+CLONE_NEWUSER = 0x10000000
+INSIDE_ID = 1000  # the daemon's uid and gid in its user namespace
 CLONE_NEW = (0x80, 0x20000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
 
 
@@ -145,16 +149,24 @@ def restrictions() -> Filter:
     return deny
 
 
-def become(user: str) -> None:
-    """CapabilityBoundingSet= (empty) and an unprivileged user, as DynamicUser= runs the daemon."""
+def become_unprivileged() -> None:
+    """CapabilityBoundingSet= (empty) and a user that is not root, as DynamicUser= runs the daemon (see the
+    module docstring for why in a user namespace)."""
     libc = ctypes.CDLL(None, use_errno=True)
-    for capability in range(64):
+    outside_uid, outside_gid = os.geteuid(), os.getegid()
+    if libc.unshare(CLONE_NEWUSER) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUSER)")
+    with open("/proc/self/setgroups", "w") as setgroups:
+        setgroups.write("deny")
+    with open("/proc/self/uid_map", "w") as uid_map:
+        uid_map.write(f"{INSIDE_ID} {outside_uid} 1")
+    with open("/proc/self/gid_map", "w") as gid_map:
+        gid_map.write(f"{INSIDE_ID} {outside_gid} 1")
+    for capability in range(64):  # a new user namespace starts with a full bounding set: drop it there
         if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0 and ctypes.get_errno() != errno.EINVAL:
             raise OSError(ctypes.get_errno(), f"cannot drop capability {capability}")
-    entry = pwd.getpwnam(user)
-    os.setgroups([])
-    os.setresgid(entry.pw_gid, entry.pw_gid, entry.pw_gid)
-    os.setresuid(entry.pw_uid, entry.pw_uid, entry.pw_uid)
+    os.setresgid(INSIDE_ID, INSIDE_ID, INSIDE_ID)
+    os.setresuid(INSIDE_ID, INSIDE_ID, INSIDE_ID)  # not root in the namespace: execve keeps no capability
     os.environ["HOME"] = "/"
 
 
@@ -170,11 +182,13 @@ def confine() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--user", help="run as this user (DynamicUser=yes runs the daemon unprivileged)")
+    parser.add_argument(
+        "--unprivileged", action="store_true", help="run as a user that is not root (DynamicUser=yes)"
+    )
     parser.add_argument("command", nargs="+")
     args = parser.parse_args()
-    if args.user:
-        become(args.user)
+    if args.unprivileged:
+        become_unprivileged()
     confine()
     os.execvp(args.command[0], args.command)
 
