@@ -46,7 +46,18 @@ class PingBook:
 
 
 def kernel_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds the kernel has charged to `pid`; None once it is gone."""
+    """CPU seconds the kernel has run `pid` for (user + system); None once it is gone.
+
+    From /proc/<pid>/schedstat, in nanoseconds: /proc/<pid>/stat counts clock ticks (10 ms), and a worker of
+    light audio streams runs for less than a tick between two readings, so its count would stay at 0. Falls
+    back to stat's utime + stime where the kernel has no schedstat (CONFIG_SCHED_INFO off)."""
+    try:
+        with open(f"/proc/{pid}/schedstat", "rb") as schedstat:
+            return int(schedstat.read().split()[0]) / 1e9
+    except FileNotFoundError:
+        pass
+    except (OSError, IndexError, ValueError):
+        return None
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             fields = stat.read().rsplit(b")", 1)[1].split()
