@@ -213,6 +213,9 @@ class Processor(ABC, Generic[FrameT, ParamsT]):
     name: ClassVar[str]
     kind: ClassVar[Kind]
     Params: ClassVar[type[msgspec.Struct]] = NoParams
+    # True when the processor's output is the track it publishes (privacy-blur): attaching it without a
+    # TrackOutput is refused at start, instead of every frame failing in `publish_video`.
+    publishes: ClassVar[bool] = False
 
     def __init__(self, params: ParamsT) -> None:
         self.params: ParamsT = params

@@ -103,6 +103,7 @@ class PrivacyBlurParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
 
 class PrivacyBlur(VideoProcessor[PrivacyBlurParams]):
     name = "privacy-blur"
+    publishes = True  # the redacted track is its output
     opencv_threads = OPENCV_ONE_THREAD
     cascades = WorkerResource(load_cascades)
 

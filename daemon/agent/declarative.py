@@ -53,10 +53,9 @@ def check_agents(specs: list[AgentSpec]) -> tuple[list[Agent], list[str]]:
 def _validated(index: int, spec: AgentSpec, kind: str, texts: list[str]) -> list[ProcessorSpec]:
     try:
         processors = [parse_spec(text) for text in texts]
-        if processors:
-            make_rule(
-                processors, None, None, None
-            )  # what ctx.attach will check, without constructing anything
+        if processors:  # what ctx.attach will check, without constructing anything
+            publish = spec.publish_audio if kind == "audio" else spec.publish_video
+            make_rule(processors, None, None, [TrackOutput(name="check")] if publish else None)
     except ProcessorError as exc:
         raise ConfigError(f"agents[{index}] ({spec.agent_name or 'automatic'}) {kind}: {exc}") from None
     return processors

@@ -54,7 +54,7 @@ from framepool.ipc.slots import (
 from framepool.pool import FormatGroup, Result, StreamAttachment, StreamSpec, WorkerPool, format_groups
 from framepool.pool.results import ResultMessage
 from framepool.processors.api import AudioFormat, Kind, VideoFormat, frame_bytes
-from framepool.processors.registry import ProcessorSpec, parse_spec
+from framepool.processors.registry import ProcessorSpec, load_class, parse_spec
 from framepool.ratelimit import TokenBucket
 from framepool.tasks import TaskSet
 
@@ -120,6 +120,12 @@ def make_rule(
     outputs: list[Output] = (
         [] if output is None else [output] if isinstance(output, (DataOutput, TrackOutput)) else list(output)
     )
+    silent = next((spec for spec in specs if load_class(spec.name).publishes), None)
+    if silent is not None and not any(isinstance(o, TrackOutput) for o in outputs):
+        raise ProcessorError(
+            f"{silent.name!r} publishes its output as a track: attach it with a TrackOutput "
+            "(a declarative agent: publish_video = true or publish_audio = true)"
+        )
     source_ids = None
     if sources is not None:
         unknown = [s for s in sources if s not in _SOURCES]

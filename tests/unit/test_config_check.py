@@ -64,3 +64,17 @@ def test_a_good_configuration_passes(
     assert cli.main(["config", "--check", "--config", str(config)]) == 0
     out, err = capsys.readouterr()
     assert out.startswith("configuration OK: 1 agents, 1 workers on CPUs") and err == ""
+
+
+def test_a_processor_whose_output_is_its_track_needs_the_track() -> None:
+    """privacy-blur without publish_video would fail every frame in publish_video: refused at start."""
+    from framepool.agent.declarative import check_agents
+    from framepool.settings import AgentSpec
+
+    _agents, problems = check_agents([AgentSpec(agent_name="redact", video=["privacy-blur"])])
+    assert len(problems) == 1 and "'privacy-blur' publishes its output as a track" in problems[0]
+    assert "publish_video = true" in problems[0] and "\n" not in problems[0]
+    agents, problems = check_agents(
+        [AgentSpec(agent_name="redact", video=["privacy-blur"], publish_video=True)]
+    )
+    assert problems == [] and len(agents) == 1
