@@ -164,7 +164,7 @@ def prewarm_marker(supervisor_pid: int | None = None) -> str:
 
 def _parent_is_forkserver() -> bool:
     with open(f"/proc/{os.getppid()}/cmdline", "rb") as file:
-        return b"multiprocessing.forkserver" in file.read()
+        return file.read().startswith(b"framepool: forkserver")  # its title (framepool.proctitle)
 
 
 def prewarm_raise() -> None:

@@ -58,14 +58,18 @@ def test_readme_toml_example_is_valid_settings(tmp_path: Path) -> None:
     from framepool.processors import parse_specs, resolve
     from framepool.settings import load
 
-    toml_text, _poll = re.findall(r"```toml\n(.*?)```", README, re.S)
-    config = tmp_path / "framepool.toml"
-    config.write_text(toml_text)
-    settings = load(config, environ={})
-    [agent] = settings.agents
-    assert (agent.agent_name, agent.job_type, agent.topic) == ("meter", "room", "analysis")
-    for spec in parse_specs(",".join(agent.audio + agent.video)):
-        resolve(spec)  # every processor named there exists and takes those parameters
+    blocks = [
+        text for text in re.findall(r"```toml\n(.*?)```", README, re.S) if 'agent_name = "meter"' in text
+    ]
+    assert len(blocks) == 2  # the quick start's and the configuration section's
+    for toml_text in blocks:
+        config = tmp_path / "framepool.toml"
+        config.write_text(toml_text)
+        settings = load(config, environ={})
+        [agent] = settings.agents
+        assert (agent.agent_name, agent.job_type, agent.topic) == ("meter", "room", "analysis")
+        for spec in parse_specs(",".join(agent.audio + agent.video)):
+            resolve(spec)  # every processor named there exists and takes those parameters
 
 
 def test_readme_data_flow_example_builds(tmp_path: Path) -> None:
@@ -74,7 +78,9 @@ def test_readme_data_flow_example_builds(tmp_path: Path) -> None:
     from framepool.bridge import registry
     from framepool.settings import load
 
-    poll = re.findall(r"```toml\n(.*?)```", README, re.S)[1]
+    [poll] = [
+        text for text in re.findall(r"```toml\n(.*?)```", README, re.S) if 'agent_name = "poll"' in text
+    ]
     config = tmp_path / "framepool.toml"
     config.write_text(poll)
     settings = load(config, environ={})
