@@ -14,12 +14,10 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
-from prometheus_client.core import Metric
-
 from framepool.agent.dataplane import Bridges
 from framepool.agent.job import RunningJob
 from framepool.bridge.runner import DEAD_LETTER
-from framepool.ops.families import counter, gauge
+from framepool.ops.families import Family, counter, gauge
 
 Figure = tuple[str, str]  # (family key in JOB_FAMILIES, label value)
 JOB_FAMILIES = {
@@ -94,14 +92,14 @@ class JobFigures:
         return totals
 
 
-def data_families(figures: Counter[Figure], bridges: Bridges) -> Iterator[Metric]:
+def data_families(figures: Counter[Figure], bridges: Bridges) -> Iterator[Family]:
     for key, (name, documentation, label) in JOB_FAMILIES.items():
         values = {(value,): count for (family, value), count in figures.items() if family == key}
         yield counter(name, documentation, [label], values)
     yield from _spool_families(bridges)
 
 
-def _spool_families(bridges: Bridges) -> Iterator[Metric]:
+def _spool_families(bridges: Bridges) -> Iterator[Family]:
     spools = bridges.spools
     yield counter(
         "framepool_spool_appended",

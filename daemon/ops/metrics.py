@@ -1,10 +1,10 @@
 """Prometheus metrics of the daemon, read from the Supervisor at scrape time (supervisor process).
 
-`Metrics(supervisor).render()` is the body of GET /metrics (`CONTENT_TYPE`): Prometheus text from a
-registry of its own (never the client library's global one, which would mix in whatever else the process
-registered). docs/metrics.md lists every family with its type, labels and meaning.
+`Metrics(supervisor).render()` is the body of GET /metrics (`CONTENT_TYPE`): Prometheus text, written by
+`framepool.ops.families` (not the client library's registry: see there why). docs/metrics.md lists every
+family with its type, labels and meaning.
 
-One custom collector yields every family when scraped, from figures the daemon keeps anyway: the
+`Metrics.collect` yields every family when scraped, from figures the daemon keeps anyway: the
 Supervisor's phase and health, each agent connection's state, the job table, the pool's slots and streams
 (`framepool.ops.pool_metrics`), the data plane (`framepool.ops.data_metrics`), and the distributions
 the loop-lag monitor and the pool record into (`framepool.distribution`). The alternative, client-library
@@ -28,23 +28,19 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from livekit.protocol import agent as agent_pb
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
 
 import framepool
 from framepool.agent.job import RunningJob
 from framepool.agent.server import REQUEST_DECISIONS, AgentServer
 from framepool.distribution import Distribution
 from framepool.ops.data_metrics import JobFigures, data_families
-from framepool.ops.families import counter, gauge, histogram
+from framepool.ops.families import Family, counter, gauge, histogram, render
 from framepool.ops.pool_metrics import pool_families
 
 if TYPE_CHECKING:
     from framepool.service import Supervisor
 
-# The classic text format, which generate_latest writes and every Prometheus (2.x too) reads; the client's
-# CONTENT_TYPE_LATEST announces format 1.0.0 in recent versions.
+# The classic text format, which every Prometheus (2.x too) reads.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds from a job's assignment to its first frame handed to the pool: joining the room, subscribing,
 # the first decoded frame; LiveKit's own dispatch is before it.
@@ -56,14 +52,24 @@ class Metrics:
 
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
-        self.registry = CollectorRegistry(auto_describe=False)
         self.jobs = JobLedger()
         supervisor.server.job_ended.append(self.jobs.ended)
-        self.registry.register(_SupervisorCollector(self))
 
     def render(self) -> bytes:
         """Every family, in Prometheus text exposition format (version 0.0.4)."""
-        return generate_latest(self.registry)
+        return render(list(self.collect()))
+
+    def collect(self) -> Iterator[Family]:
+        supervisor, ledger = self.supervisor, self.jobs
+        server = supervisor.server
+        running = list(server.jobs.values())
+        for job in running:
+            ledger.time_first_frame(job)
+        yield from daemon_families(supervisor)
+        yield from agent_families(server)
+        yield from job_families(server, ledger, running)
+        yield from pool_families(supervisor.pool)
+        yield from data_families(ledger.data.totals(running), server.bridges)
 
 
 def agent_label(agent_name: str) -> str:
@@ -94,24 +100,7 @@ class JobLedger:
             self.dispatch.observe(session.first_frame_at - session.started_at)
 
 
-class _SupervisorCollector(Collector):
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
-
-    def collect(self) -> Iterator[Metric]:
-        supervisor, ledger = self.metrics.supervisor, self.metrics.jobs
-        server = supervisor.server
-        running = list(server.jobs.values())
-        for job in running:
-            ledger.time_first_frame(job)
-        yield from daemon_families(supervisor)
-        yield from agent_families(server)
-        yield from job_families(server, ledger, running)
-        yield from pool_families(supervisor.pool)
-        yield from data_families(ledger.data.totals(running), server.bridges)
-
-
-def daemon_families(supervisor: Supervisor) -> Iterator[Metric]:
+def daemon_families(supervisor: Supervisor) -> Iterator[Family]:
     health = supervisor.health
     yield gauge(
         "framepool_build_info",
@@ -145,7 +134,7 @@ def daemon_families(supervisor: Supervisor) -> Iterator[Metric]:
     )
 
 
-def agent_families(server: AgentServer) -> Iterator[Metric]:
+def agent_families(server: AgentServer) -> Iterator[Family]:
     agents = {
         (agent_label(c.registration.agent_name), agent_pb.JobType.Name(c.registration.job_type)): c
         for c in server.connections
@@ -177,7 +166,7 @@ def agent_families(server: AgentServer) -> Iterator[Metric]:
     )
 
 
-def job_families(server: AgentServer, ledger: JobLedger, running: list[RunningJob]) -> Iterator[Metric]:
+def job_families(server: AgentServer, ledger: JobLedger, running: list[RunningJob]) -> Iterator[Family]:
     active = Counter(agent_label(job.ctx.job.agent_name) for job in running)
     for agent in server.agents:
         active.setdefault(agent_label(agent.agent_name), 0)

@@ -13,9 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 
-from prometheus_client.core import Metric
-
-from framepool.ops.families import counter, gauge, histogram
+from framepool.ops.families import Family, counter, gauge, histogram
 from framepool.pool import WorkerPool
 from framepool.pool.figures import PoolTimings
 from framepool.pool.process import WorkerState
@@ -42,14 +40,14 @@ STREAM_COUNTERS = {
 DROP_REASONS = {"dropped": "ring_full", "skipped": "skipped_stale", "lost": "worker_lost"}
 
 
-def pool_families(pool: WorkerPool | None) -> Iterator[Metric]:
+def pool_families(pool: WorkerPool | None) -> Iterator[Family]:
     """Every pool family; with no pool yet (starting), the same families with what is known: nothing."""
     yield from _worker_families(pool)
     yield from _stream_families(pool)
     yield from _timing_families(pool)
 
 
-def _worker_families(pool: WorkerPool | None) -> Iterator[Metric]:
+def _worker_families(pool: WorkerPool | None) -> Iterator[Family]:
     workers = pool.stats().workers if pool is not None else []
     states = Counter(worker.state for worker in workers)
     yield gauge(
@@ -88,7 +86,7 @@ def _worker_families(pool: WorkerPool | None) -> Iterator[Metric]:
     )
 
 
-def _stream_families(pool: WorkerPool | None) -> Iterator[Metric]:
+def _stream_families(pool: WorkerPool | None) -> Iterator[Family]:
     streams = pool.streams() if pool is not None else []
     by_kind = pool.stream_totals().by_kind if pool is not None else {}
     attached: Counter[str] = Counter(s.spec.kind for s in streams)
@@ -128,7 +126,7 @@ def _stream_families(pool: WorkerPool | None) -> Iterator[Metric]:
     )
 
 
-def _timing_families(pool: WorkerPool | None) -> Iterator[Metric]:
+def _timing_families(pool: WorkerPool | None) -> Iterator[Family]:
     timings = pool.timings if pool is not None else PoolTimings()  # none yet: empty, but exposed
     yield histogram(
         "framepool_frame_processing_seconds",
