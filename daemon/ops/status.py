@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from framepool.agent.connection import AgentConnection
     from framepool.agent.job import RunningJob
     from framepool.agent.server import AgentServer
+    from framepool.pool.contract import StreamStats
     from framepool.pool.stream import StreamAttachment
     from framepool.service import Supervisor
 
@@ -180,6 +181,7 @@ def build_status(supervisor: Supervisor, sources: StatusSources) -> Status:
     """The whole /status document (module docstring)."""
     live, ready = liveness(supervisor), readiness(supervisor)
     attachments = supervisor.pool.streams() if supervisor.pool is not None else []
+    stats = [(attachment, attachment.stats()) for attachment in attachments]  # once per stream and scrape
     return Status(
         version=framepool.__version__,
         pid=os.getpid(),
@@ -194,8 +196,8 @@ def build_status(supervisor: Supervisor, sources: StatusSources) -> Status:
         agents=agent_entries(supervisor),
         jobs=job_entries(supervisor, attachments),
         workers=worker_entries(supervisor, sources),
-        streams=stream_entries(attachments),
-        totals=totals(supervisor),
+        streams=stream_entries(stats),
+        totals=totals(supervisor, stats),
         data=data_counters(supervisor, sources),
     )
 
@@ -260,10 +262,10 @@ def worker_entries(supervisor: Supervisor, sources: StatusSources) -> list[Worke
     ]
 
 
-def stream_entries(attachments: list[StreamAttachment]) -> list[StreamEntry]:
+def stream_entries(streams: list[tuple[StreamAttachment, StreamStats]]) -> list[StreamEntry]:
     entries = []
-    for attachment in attachments:
-        stats, labels = attachment.stats(), attachment.spec.labels
+    for attachment, stats in streams:
+        labels = attachment.spec.labels
         entries.append(
             StreamEntry(
                 id=attachment.stream_id,
@@ -282,11 +284,12 @@ def stream_entries(attachments: list[StreamAttachment]) -> list[StreamEntry]:
     return entries
 
 
-def totals(supervisor: Supervisor) -> Totals:
+def totals(supervisor: Supervisor, streams: list[tuple[StreamAttachment, StreamStats]]) -> Totals:
     """Over the daemon's life: the streams attached now plus the final counts of those detached."""
     counts: collections.Counter[str] = collections.Counter()
     if supervisor.pool is not None:
-        for figures in supervisor.pool.stream_totals().by_kind.values():
+        live = [(attachment.spec.kind, stats) for attachment, stats in streams]
+        for figures in supervisor.pool.stream_totals(live).by_kind.values():
             counts.update({name: int(value) for name, value in figures.items()})
     return Totals(
         frames_in=counts["pushed"],

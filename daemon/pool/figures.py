@@ -18,6 +18,7 @@ these plus the live streams') never decrease while the daemon runs, whatever com
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from framepool.distribution import Distribution
@@ -67,7 +68,7 @@ class StreamTotals:
         for name, value in zip(FIGURES, (*_counts_of(stats), sum(stats.busy.values())), strict=True):
             figures[name] += value
 
-    def plus(self, streams: list[tuple[str, StreamStats]]) -> StreamTotals:
+    def plus(self, streams: Sequence[tuple[str, StreamStats]]) -> StreamTotals:
         """These totals with the (kind, stats) of live streams added; a new object, these unchanged. One sum
         per kind and figure over all the streams (a scrape's cost, at 64 streams: not a dict update per figure
         and stream)."""

@@ -35,7 +35,7 @@ import logging
 import multiprocessing
 import resource
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import msgspec
@@ -45,7 +45,7 @@ from framepool.ipc import control
 from framepool.ipc.lifecycle import FATAL_AT_BOOT, WorkerExit, describe_exit
 from framepool.machine import effective_workers, worker_cpus
 from framepool.pool import liveness, spawn
-from framepool.pool.contract import StreamSink, StreamSpec
+from framepool.pool.contract import StreamSink, StreamSpec, StreamStats
 from framepool.pool.figures import PoolTimings, StreamTotals, restart_reason
 from framepool.pool.formats import input_format_of, ring_slots
 from framepool.pool.liveness import HealthAction
@@ -248,9 +248,10 @@ class WorkerPool:
     def streams(self) -> list[StreamAttachment]:
         return list(self._streams)
 
-    def stream_totals(self) -> StreamTotals:
-        """Every stream's counters summed per kind, detached streams' included: they never decrease."""
-        return self._retired.plus([(s.spec.kind, s.stats()) for s in self._streams])
+    def stream_totals(self, live: Sequence[tuple[str, StreamStats]] = ()) -> StreamTotals:
+        """Every stream's counters summed per kind, detached streams' included: they never decrease (`live`:
+        the attached streams' (kind, stats), when the caller has them)."""
+        return self._retired.plus(list(live) or [(s.spec.kind, s.stats()) for s in self._streams])
 
     async def probe(self, specs: list[ProcessorSpec]) -> dict[str, str]:
         """Construct each processor once in a worker (never here): spec text → why it could not start."""
