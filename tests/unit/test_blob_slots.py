@@ -9,10 +9,7 @@ from collections.abc import Iterator
 
 import msgspec
 import pytest
-from livekit.protocol import models
-from livekit.protocol import rtc as rtc_pb
 
-from framepool.devserver.signal import audio_features
 from framepool.ipc.blobs import (
     KIND_BLOB,
     MAX_ATTRIBUTES,
@@ -116,10 +113,3 @@ def test_a_header_that_decodes_but_breaks_the_limits_is_refused() -> None:
     payload = KEY.to_bytes(KEY_BYTES, "little") + encoded + b"data"
     with pytest.raises(SlotError, match="empty name"):
         decode_blob(Descriptor(len(payload), c=len(encoded)), memoryview(payload), "s", PROCESSORS, KEY, MAX)
-
-
-def test_the_dev_server_announces_a_stereo_publisher_with_the_tf_stereo_feature() -> None:
-    stereo = models.AudioTrackFeature.TF_STEREO
-    assert audio_features(rtc_pb.AddTrackRequest(stereo=True)) == [stereo]
-    assert audio_features(rtc_pb.AddTrackRequest(audio_features=[stereo])) == [stereo]
-    assert audio_features(rtc_pb.AddTrackRequest()) == []
