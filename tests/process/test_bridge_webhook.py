@@ -22,7 +22,7 @@ from framepool.bridge.runner import DEAD_LETTER, DeliveryOptions
 from framepool.bridgehost import BridgeHost
 from framepool.ipc.spool import SpoolWriter, sink_spool
 from framepool.processors.messages import DataMessage, new_event_id
-from tests.support.daemon import ROOT
+from tests.support.daemon import ROOT, is_bridge
 from tests.support.timeouts import EVENT, ORPHANS_GONE, PROCESS
 from tests.support.webhook import WebhookReceiver
 
@@ -231,4 +231,4 @@ async def test_a_stop_during_a_restart_stops_the_bridge_that_was_starting(
         await asyncio.sleep(0.01 * attempt)  # somewhere in the restart: reaping, spawning, starting up
         await asyncio.wait_for(host.stop(), PROCESS)
         children = psutil.Process().children(recursive=True)
-        assert not [c for c in children if "framepool.bridge" in " ".join(c.cmdline())]
+        assert not [c for c in children if is_bridge(c)]

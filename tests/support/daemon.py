@@ -15,6 +15,16 @@ from tests.support.timeouts import EVENT, PROCESS
 ROOT = Path(__file__).resolve().parents[2]  # the repository: the daemon's cwd, so `tests.support.*` imports
 
 
+def is_bridge(process: psutil.Process) -> bool:
+    """The bridge process, read at any point of its life: `python -m framepool.bridge` until it sets its
+    title, `framepool: bridge` after (`framepool.proctitle`)."""
+    try:
+        command = " ".join(process.cmdline())
+    except psutil.NoSuchProcess:
+        return False
+    return "framepool.bridge" in command or command.startswith("framepool: bridge")
+
+
 def worker_pids(process: asyncio.subprocess.Process) -> list[int]:
     """The daemon's child processes (its processor workers), read once it has registered."""
     pids = [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
