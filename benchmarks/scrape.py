@@ -190,7 +190,8 @@ async def bench(jobs: int, seconds: float, burst_count: int) -> dict[str, Any]:
                     room = f"scrape-{index}"
                     await bed.loadgen.request(
                         {"op": "join", "url": bed.url, "token": token(f"pub-{index}", room), "room": room,
-                         "topic": "audio-level"}
+                         "topic": "audio-level"},
+                        limit=3 * START_TIMEOUT,  # the last joins share 2 cores with ~30 publishing rooms
                     )  # fmt: skip
                 await until(
                     lambda: flowing(base, jobs), START_TIMEOUT + jobs, f"{jobs} jobs' streams flowing"
